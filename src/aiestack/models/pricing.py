@@ -1,0 +1,64 @@
+"""Prices per million tokens, and the cost of a completion.
+
+The built-in table covers common hosted models (USD, list prices; override or extend them in
+``[pricing]`` of aiestack.toml). Local models cost nothing. A model with no known price has an
+unknown cost (``None``), never a made-up zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiestack.types import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    input_per_mtok: float
+    output_per_mtok: float
+    cached_input_per_mtok: float | None = None
+
+    def cost(self, usage: Usage) -> float:
+        cached = min(usage.cached_tokens, usage.input_tokens)
+        cached_rate = self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
+        return (
+            (usage.input_tokens - cached) * self.input_per_mtok
+            + cached * cached_rate
+            + usage.output_tokens * self.output_per_mtok
+        ) / 1_000_000
+
+
+BUILTIN_PRICES: Mapping[str, Price] = {
+    "gpt-4o": Price(2.50, 10.00, 1.25),
+    "gpt-4o-mini": Price(0.15, 0.60, 0.075),
+    "gpt-4.1": Price(2.00, 8.00, 0.50),
+    "gpt-4.1-mini": Price(0.40, 1.60, 0.10),
+    "gpt-4.1-nano": Price(0.10, 0.40, 0.025),
+    "o3-mini": Price(1.10, 4.40, 0.55),
+    "claude-3-5-haiku-latest": Price(0.80, 4.00, 0.08),
+    "claude-3-5-sonnet-latest": Price(3.00, 15.00, 0.30),
+    "claude-3-7-sonnet-latest": Price(3.00, 15.00, 0.30),
+    "claude-sonnet-4-0": Price(3.00, 15.00, 0.30),
+    "claude-opus-4-0": Price(15.00, 75.00, 1.50),
+    "text-embedding-3-small": Price(0.02, 0.0),
+    "text-embedding-3-large": Price(0.13, 0.0),
+}
+
+FREE = Price(0.0, 0.0, 0.0)
+
+
+class PriceTable:
+    """Looks up a model's price: configured overrides first, then the built-in table."""
+
+    def __init__(self, overrides: Mapping[str, Price] | None = None, *, builtin: Mapping[str, Price] = BUILTIN_PRICES):
+        self._prices = {**builtin, **(overrides or {})}
+
+    def price(self, model: str) -> Price | None:
+        return self._prices.get(model)
+
+    def cost(self, model: str, usage: Usage, *, local: bool = False) -> float | None:
+        if local:
+            return 0.0
+        price = self.price(model)
+        return None if price is None else price.cost(usage)

@@ -1,0 +1,78 @@
+"""The request path: an ordered list of stages, each a middleware around the next (the onion).
+
+A stage sees the exchange on the way in and the result on the way out. It may end the request
+early by returning without calling ``call_next``; the outer stages still see what it returned.
+The last stage is the terminal one (it calls the model); calling ``call_next`` from it is a bug.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import ContextManager, Protocol, runtime_checkable
+
+from aiestack.errors import AiestackError
+from aiestack.types import Exchange
+
+Next = Callable[[Exchange], Awaitable[Exchange]]
+
+
+@runtime_checkable
+class Stage(Protocol):
+    name: str
+
+    async def __call__(self, ex: Exchange, call_next: Next) -> Exchange: ...
+
+
+class StageObserver(Protocol):
+    """Wraps each stage call, e.g. in a tracing span. Must not swallow exceptions."""
+
+    def stage(self, name: str, ex: Exchange) -> ContextManager[object]: ...
+
+
+class _NoObserver:
+    def stage(self, name: str, ex: Exchange) -> ContextManager[object]:
+        return contextlib.nullcontext()
+
+
+class PipelineError(AiestackError):
+    code = "pipeline_misconfigured"
+
+
+async def _end_of_pipeline(ex: Exchange) -> Exchange:
+    raise PipelineError(
+        "The last stage of the pipeline called call_next, but no stage follows it.",
+        hint="Put a terminal stage (one that produces the completion, like Generate) last.",
+    )
+
+
+class Pipeline:
+    """Runs an exchange through ``stages`` in order; built once, shared by every request."""
+
+    def __init__(self, stages: Sequence[Stage], *, observer: StageObserver | None = None) -> None:
+        if not stages:
+            raise PipelineError("A pipeline needs at least one stage.", hint="Add a terminal stage such as Generate.")
+        names = [s.name for s in stages]
+        if len(set(names)) != len(names):
+            raise PipelineError(f"Stage names must be unique, got {names}.")
+        self.stages: tuple[Stage, ...] = tuple(stages)
+        self._observer: StageObserver = observer or _NoObserver()
+        self._entry = self._chain(0)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    def _chain(self, i: int) -> Next:
+        if i == len(self.stages):
+            return _end_of_pipeline
+        stage, call_next, observer = self.stages[i], self._chain(i + 1), self._observer
+
+        async def run(ex: Exchange) -> Exchange:
+            with observer.stage(stage.name, ex):
+                return await stage(ex, call_next)
+
+        return run
+
+    async def __call__(self, ex: Exchange) -> Exchange:
+        return await self._entry(ex)

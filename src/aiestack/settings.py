@@ -1,0 +1,168 @@
+"""Settings: one ``aiestack.toml`` plus ``AIESTACK_*`` environment variables.
+
+Precedence, highest first: arguments given in code, environment variables
+(``AIESTACK_TRACING__CONTENT=true``: nested keys joined by ``__``), the TOML file
+(``$AIESTACK_CONFIG``, else ``./aiestack.toml``), the defaults below. Secrets never live in the
+file: a model names the environment variable that holds its key (``api_key_env``).
+
+An invalid configuration fails at start with a :class:`ConfigError` naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from aiestack.errors import ConfigError
+
+EMBEDDED_MODEL = "gemma-3-270m"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreSettings(_Section):
+    url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite in the data directory.")
+    batch_size: int = Field(default=256, ge=1, description="Exchanges/spans written per batch by the background writer.")
+    flush_interval_s: float = Field(default=0.5, gt=0, description="How often the background writer flushes.")
+
+
+class TracingSettings(_Section):
+    enabled: bool = True
+    content: bool = Field(default=False, description="Record message content in spans and exchanges.")
+    otlp_endpoint: str = Field(default="", description="OTLP/HTTP traces endpoint, e.g. http://localhost:4318/v1/traces.")
+    service_name: str = "aiestack"
+
+
+class EmbeddingSettings(_Section):
+    provider: Literal["sentence_transformers", "openai"] = "sentence_transformers"
+    model: str = Field(default="all-MiniLM-L6-v2", description="Model name (a path also works for sentence_transformers).")
+    base_url: str = Field(default="", description="For provider=openai: the /v1 base URL.")
+    api_key_env: str = Field(default="", description="For provider=openai: the environment variable holding the key.")
+    batch_size: int = Field(default=64, ge=1)
+    cache: bool = Field(default=True, description="Cache vectors by (model, text hash) in the store.")
+
+
+class PriceSettings(_Section):
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float | None = Field(default=None, ge=0)
+
+
+class Settings(BaseSettings):
+    """Everything aiestack reads at start. See ``aiestack init`` for a commented example."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AIESTACK_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(default=Path("~/.aiestack"), description="Where the SQLite store and caches live.")
+    default_model: str = Field(default=EMBEDDED_MODEL, description="The model used when none is named.")
+    embedded_model: bool = Field(default=True, description=f"Offer the packaged {EMBEDDED_MODEL} as '{EMBEDDED_MODEL}'.")
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Named models: [models.NAME] with provider = llama_cpp|openai|anthropic|fake."
+    )
+    pricing: dict[str, PriceSettings] = Field(default_factory=dict, description="Per-model price overrides (USD per 1M tokens).")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return Path(os.path.expandvars(str(v))).expanduser()
+
+    @field_validator("models")
+    @classmethod
+    def _models_have_provider(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, cfg in v.items():
+            if not isinstance(cfg, dict) or "provider" not in cfg:
+                raise ValueError(f"model '{name}' needs a provider (llama_cpp, openai, anthropic or fake)")
+        return v
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.data_dir / 'aiestack.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = config_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def config_path() -> Path | None:
+    """The config file in use: ``$AIESTACK_CONFIG``, else ``./aiestack.toml`` if it exists."""
+    explicit = os.environ.get("AIESTACK_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    local = Path("aiestack.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings; raise :class:`ConfigError` naming the bad key and its fix."""
+    path = config_path()
+    if path is not None and not path.is_file():
+        raise ConfigError("AIESTACK_CONFIG", f"the file {path} does not exist", "point AIESTACK_CONFIG at an existing file, or run `aiestack init`")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise config_error(exc, Settings, source=str(path) if path else "the environment") from None
+    except ValueError as exc:  # e.g. a TOML syntax error
+        raise ConfigError(str(path or "config"), str(exc), "fix the TOML syntax (see `aiestack init` for an example)") from None
+
+
+def config_error(exc: ValidationError, model: type[BaseModel], *, source: str, prefix: str = "") -> ConfigError:
+    """Turn the first pydantic error into a ConfigError with a concrete fix."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join([prefix, *loc] if prefix else loc) or "(root)"
+    env = "AIESTACK_" + "__".join(loc).upper()
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        known = _known_keys(model, loc[:-1])
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        did = f"did you mean '{close[0]}'? " if close else ""
+        fix = f"{did}remove '{loc[-1]}' from {source}; known keys here: {', '.join(known)}"
+        return ConfigError(key, "unknown key", fix)
+    if kind == "missing":
+        return ConfigError(key, "this key is required", f"set '{key}' in {source}")
+    problem = err["msg"][0].lower() + err["msg"][1:]
+    given = err.get("input")
+    if given is not None and not isinstance(given, dict):
+        problem += f" (got {given!r})"
+    return ConfigError(key, problem, f"set '{key}' to a valid value in {source} or via {env}")
+
+
+def _known_keys(model: type[BaseModel], path: list[str]) -> list[str]:
+    current: Any = model
+    for part in path:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = field.annotation
+    return sorted(getattr(current, "model_fields", {}))
