@@ -56,6 +56,7 @@ class StoreError(AiestackError):
     error_type = "storage_error"
     code = "store_unavailable"
     http_status = 503
+    retryable = True
 
 
 class ProviderError(AiestackError):

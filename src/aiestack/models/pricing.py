@@ -49,7 +49,10 @@ FREE = Price(0.0, 0.0, 0.0)
 
 
 class PriceTable:
-    """Looks up a model's price: configured overrides first, then the built-in table."""
+    """Looks up a model's price: configured overrides first, then the built-in table.
+
+    A local model (embedded, or self-hosted with ``local = true``) costs nothing unless a price is
+    configured for it, e.g. to account for the hardware it runs on."""
 
     def __init__(self, overrides: Mapping[str, Price] | None = None, *, builtin: Mapping[str, Price] = BUILTIN_PRICES):
         self._prices = {**builtin, **(overrides or {})}
@@ -58,7 +61,8 @@ class PriceTable:
         return self._prices.get(model)
 
     def cost(self, model: str, usage: Usage, *, local: bool = False) -> float | None:
-        if local:
-            return 0.0
+        """The cost in USD: by the model's price if known, 0 for a local model without one, else unknown."""
         price = self.price(model)
-        return None if price is None else price.cost(usage)
+        if price is None:
+            return 0.0 if local else None
+        return price.cost(usage)

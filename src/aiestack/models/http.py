@@ -1,0 +1,435 @@
+"""What every HTTP provider shares: the pooled client, server-sent events, and typed errors.
+
+An upstream fails in a handful of ways that callers treat differently: a rate limit is retried
+after the time the upstream asked for, a prompt that is too long is not retried at all but may be
+shortened, a 5xx or a refused connection is retried or sent to a fallback model. This module turns
+each HTTP status, in-stream ``error`` event and transport exception into the one
+:class:`~aiestack.errors.ProviderError` subclass that says so, with the upstream's own message
+(it is usually the most useful sentence in the error) and a hint on what to do. It never puts the
+API key in a message: an upstream that echoes the key has it replaced by ``***``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from collections.abc import AsyncGenerator, AsyncIterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from aiestack.errors import (
+    ContextLengthExceeded,
+    ProviderAuthError,
+    ProviderBadRequest,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderTimeout,
+    ProviderUnavailable,
+    StreamBroken,
+)
+
+USER_AGENT = "aiestack/0.1"
+_MAX_MESSAGE_CHARS = 600
+
+# Phrases with which OpenAI, vLLM, llama.cpp server, Ollama and Anthropic say that the prompt
+# (plus max_tokens) does not fit the model's context window.
+_CONTEXT_LENGTH = re.compile(
+    r"context_length_exceeded|maximum context length|context length|prompt is too long"
+    r"|exceeds? the (?:available )?context|context size|context window|too many tokens",
+    re.IGNORECASE,
+)
+_DURATION = re.compile(
+    r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m(?!s))?(?:(?P<s>\d+(?:\.\d+)?)s)?"
+    r"(?:(?P<ms>\d+(?:\.\d+)?)ms)?$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """What an error message needs to know about the upstream it names."""
+
+    provider: str
+    base_url: str
+    timeout_s: float
+    api_key_env: str | None = None
+    secret: str | None = field(default=None, repr=False)
+
+    def redact(self, text: str) -> str:
+        """``text`` with the API key (should an upstream echo it) replaced by ``***``."""
+        return text.replace(self.secret, "***") if self.secret else text
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    """One server-sent event: its ``event:`` name (None when absent) and its joined ``data:`` lines."""
+
+    event: str | None
+    data: str
+
+
+def make_client(
+    *,
+    base_url: str,
+    timeout_s: float,
+    headers: Mapping[str, str],
+    max_connections: int,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """One pooled client per provider instance: keep-alive connections are reused across requests.
+
+    The read timeout applies between two chunks of a stream, so a long answer that keeps
+    streaming never times out, while an upstream that stalls does.
+    """
+    return httpx.AsyncClient(
+        base_url=base_url.rstrip("/") + "/",
+        timeout=httpx.Timeout(timeout_s),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        headers={"user-agent": USER_AGENT, **headers},
+        transport=transport,
+    )
+
+
+# --------------------------------------------------------------------------- requests
+
+
+async def stream_events(
+    client: httpx.AsyncClient, path: str, body: Mapping[str, Any], upstream: Upstream
+) -> AsyncGenerator[SSEEvent, None]:
+    """POST ``body`` and yield the server-sent events of the answer.
+
+    A non-2xx answer raises the matching :class:`ProviderError` before anything is yielded.
+    A transport failure before the answer's headers is a connection error or timeout; one in
+    the middle of the body is :class:`StreamBroken` (or a timeout when the upstream stalled).
+    Close this generator (``contextlib.aclosing``) to release the connection early.
+    """
+    started = False
+    try:
+        async with client.stream(
+            "POST", path, json=body, headers={"accept": "text/event-stream"}
+        ) as response:
+            if response.status_code >= 300:
+                await response.aread()
+                raise status_error(upstream, response.status_code, response.text, response.headers)
+            started = True
+            async for event in parse_sse(response.aiter_lines()):
+                yield event
+    except httpx.RequestError as exc:
+        raise transport_error(upstream, exc, mid_stream=started) from exc
+
+
+async def get_json(client: httpx.AsyncClient, path: str, upstream: Upstream) -> Any:
+    """GET ``path`` and decode its JSON body (``None`` for a body that is not JSON); errors as above."""
+    try:
+        response = await client.get(path)
+    except httpx.RequestError as exc:
+        raise transport_error(upstream, exc, mid_stream=False) from exc
+    if response.status_code >= 300:
+        raise status_error(upstream, response.status_code, response.text, response.headers)
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+async def post_json(client: httpx.AsyncClient, path: str, body: Mapping[str, Any], upstream: Upstream) -> Any:
+    """POST ``body`` and decode the JSON answer; a body that is not JSON is a :class:`ProviderError`."""
+    try:
+        response = await client.post(path, json=body)
+    except httpx.RequestError as exc:
+        raise transport_error(upstream, exc, mid_stream=False) from exc
+    if response.status_code >= 300:
+        raise status_error(upstream, response.status_code, response.text, response.headers)
+    try:
+        return response.json()
+    except ValueError:
+        raise ProviderError(
+            f"{upstream.base_url} answered HTTP {response.status_code} with a body that is not JSON: "
+            f"{_clip(upstream.redact(response.text))!r}",
+            provider=upstream.provider,
+            status=response.status_code,
+            hint="Check that base_url points at an OpenAI-compatible API (usually ending in /v1).",
+        ) from None
+
+
+# --------------------------------------------------------------------------- server-sent events
+
+
+async def parse_sse(lines: AsyncIterable[str]) -> AsyncGenerator[SSEEvent, None]:
+    """Decode server-sent events (WHATWG rules) from a stream of lines.
+
+    ``data:`` lines accumulate until a blank line dispatches the event; comments (``:``) and
+    ``id:``/``retry:`` fields are ignored. An event still pending when the body ends is dispatched
+    too, because some servers omit the final blank line; a body cut in the middle of a JSON
+    document then fails to decode, which callers report as a broken stream.
+    """
+    name: str | None = None
+    data: list[str] = []
+    async for raw in lines:
+        line = raw.rstrip("\r\n")
+        if not line:
+            if data:
+                yield SSEEvent(name, "\n".join(data))
+            name, data = None, []
+            continue
+        if line.startswith(":"):
+            continue
+        key, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if key == "data":
+            data.append(value)
+        elif key == "event":
+            name = value
+    if data:
+        yield SSEEvent(name, "\n".join(data))
+
+
+def event_json(event: SSEEvent, upstream: Upstream) -> dict[str, Any]:
+    """The JSON object an event carries; anything else means the stream is damaged."""
+    try:
+        value = json.loads(event.data)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise StreamBroken(
+            f"{upstream.base_url} sent a malformed stream event: {_clip(upstream.redact(event.data))!r}",
+            provider=upstream.provider,
+            hint="The connection was probably cut mid-event; retry the request.",
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- error mapping
+
+
+def status_error(upstream: Upstream, status: int, body: str, headers: Mapping[str, str]) -> ProviderError:
+    """The typed error for an HTTP error answer, carrying the upstream's own message."""
+    message, kind = error_detail(body)
+    text = f"{upstream.base_url} answered HTTP {status}: {_clip(upstream.redact(message or body or 'no details'))}"
+    common: dict[str, Any] = {"provider": upstream.provider, "status": status}
+    if status in (400, 413, 422) and _is_context_length(message or body, kind):
+        return ContextLengthExceeded(text, **common, hint=_CONTEXT_HINT)
+    if status == 429:
+        wait = retry_after(headers)
+        return ProviderRateLimited(text, **common, retry_after=wait, hint=_rate_hint(wait, kind))
+    if status in (401, 403):
+        return ProviderAuthError(text, **common, hint=_auth_hint(upstream))
+    if status == 404:
+        return ProviderBadRequest(text, **common, hint=_NOT_FOUND_HINT)
+    if status == 408:
+        return ProviderTimeout(text, **common, hint=_timeout_hint(upstream))
+    if 400 <= status < 500:
+        return ProviderBadRequest(text, **common, hint=_BAD_REQUEST_HINT)
+    if status >= 500:
+        return ProviderUnavailable(text, **common, hint=_UNAVAILABLE_HINT)
+    return ProviderError(text, **common, hint="Check that base_url points at the provider's API.")
+
+
+def event_error(upstream: Upstream, message: str, kind: str | None) -> ProviderError:
+    """The typed error for an ``error`` event inside an accepted stream.
+
+    ``kind`` is the upstream's error type or code (``overloaded_error``, ``rate_limit_error``,
+    ``server_error``, or an HTTP status as vLLM sends it). An error reported after the upstream
+    accepted the request is its own failure unless it says otherwise, so the default is
+    :class:`ProviderUnavailable` (retryable).
+    """
+    text = (
+        f"{upstream.base_url} reported an error mid-stream: {_clip(upstream.redact(message or 'no details'))}"
+    )
+    common: dict[str, Any] = {"provider": upstream.provider}
+    key = (kind or "").lower()
+    if _is_context_length(message, kind):
+        return ContextLengthExceeded(text, **common, hint=_CONTEXT_HINT)
+    if key.isdigit():
+        return status_error(upstream, int(key), json.dumps({"error": {"message": message}}), {})
+    if "rate_limit" in key:
+        return ProviderRateLimited(text, **common, hint=_rate_hint(None, kind))
+    if key in ("authentication_error", "permission_error", "invalid_api_key"):
+        return ProviderAuthError(text, **common, hint=_auth_hint(upstream))
+    if key in ("invalid_request_error", "not_found_error", "request_too_large", "badrequesterror"):
+        return ProviderBadRequest(text, **common, hint=_BAD_REQUEST_HINT)
+    if key in ("timeout_error", "timeout"):
+        return ProviderTimeout(text, **common, hint=_timeout_hint(upstream))
+    return ProviderUnavailable(text, **common, hint=_UNAVAILABLE_HINT)
+
+
+def transport_error(upstream: Upstream, exc: httpx.RequestError, *, mid_stream: bool) -> ProviderError:
+    """The typed error for an exception raised by httpx (no HTTP answer, or a cut one)."""
+    detail = upstream.redact(str(exc) or type(exc).__name__)
+    if isinstance(exc, httpx.TimeoutException):
+        where = "in the middle of the answer" if mid_stream else "before answering"
+        return ProviderTimeout(
+            f"{upstream.base_url} stopped responding {where} (no data for {upstream.timeout_s:g}s): {detail}",
+            provider=upstream.provider,
+            hint=_timeout_hint(upstream),
+        )
+    if mid_stream:
+        return StreamBroken(
+            f"the connection to {upstream.base_url} broke in the middle of the answer: {detail}",
+            provider=upstream.provider,
+            hint="Retry the request; if it keeps happening, check the server's logs or a proxy's timeouts.",
+        )
+    return ProviderConnectionError(
+        f"could not connect to {upstream.base_url}: {detail}",
+        provider=upstream.provider,
+        hint=f"Is the server at {upstream.base_url} running, and is base_url right?",
+    )
+
+
+def error_detail(body: str) -> tuple[str, str | None]:
+    """The upstream's error message and its type/code, from any of the common error shapes.
+
+    OpenAI ``{"error": {"message", "type", "code"}}``, Anthropic ``{"type": "error", "error": {...}}``,
+    vLLM ``{"object": "error", "message", "code"}``, Ollama ``{"error": "text"}``, FastAPI ``{"detail"}``.
+    A body that is not JSON is returned as the message.
+    """
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip(), None
+    return error_in(data) or (body.strip(), None)
+
+
+def error_in(data: Any) -> tuple[str, str | None] | None:
+    """``(message, kind)`` if the decoded JSON ``data`` is an error document, else ``None``."""
+    if not isinstance(data, dict):
+        return None
+    inner = data.get("error")
+    if isinstance(inner, str):
+        return inner, None
+    if isinstance(inner, dict):
+        kind = inner.get("code") or inner.get("type")
+        return str(inner.get("message") or inner), None if kind is None else str(kind)
+    if data.get("object") == "error" or data.get("type") == "error":
+        kind = data.get("code") or data.get("type")
+        return str(data.get("message") or data), None if kind is None else str(kind)
+    if "detail" in data and len(data) == 1:
+        return str(data["detail"]), None
+    return None
+
+
+def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait before retrying, as the upstream asked; ``None`` when it did not say.
+
+    Reads ``retry-after-ms``, ``retry-after`` (seconds or an HTTP date), OpenAI-style
+    ``x-ratelimit-reset-requests``/``-tokens`` durations (``"6m0s"``, ``"250ms"``) and Anthropic's
+    ``anthropic-ratelimit-*-reset`` timestamps. Of several reset times the latest wins, because
+    the request must wait for whichever limit it hit.
+    """
+    now = time.time() if now is None else now
+    lower = {k.lower(): v for k, v in headers.items()}
+    if (ms := _number(lower.get("retry-after-ms"))) is not None:
+        return max(ms / 1000, 0.0)
+    if (value := lower.get("retry-after")) is not None:
+        seconds = _number(value)
+        if seconds is None:
+            seconds = _date_delay(value, now)
+        if seconds is not None:
+            return max(seconds, 0.0)
+    waits: list[float] = []
+    for key, value in lower.items():
+        if key.startswith("x-ratelimit-reset"):
+            wait = _duration(value)
+            if wait is not None:
+                waits.append(wait - now if wait > 1e9 else wait)  # some servers send an epoch time
+        elif key.startswith("anthropic-ratelimit-") and key.endswith("-reset"):
+            wait = _iso_delay(value, now)
+            if wait is not None:
+                waits.append(wait)
+    return max(max(waits), 0.0) if waits else None
+
+
+def listing_detail(listing: Any, model: str) -> str:
+    """What a ``GET /models`` answer says about ``model`` (OpenAI and Anthropic share the shape)."""
+    items = listing.get("data") if isinstance(listing, dict) else None
+    if not isinstance(items, list):
+        return "reachable (the model list was not returned)"
+    ids = [str(item.get("id")) for item in items if isinstance(item, dict) and item.get("id")]
+    if model in ids:
+        return f"reachable; '{model}' is listed"
+    shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+    more = " (more pages exist)" if isinstance(listing, dict) and listing.get("has_more") else ""
+    return f"reachable, but '{model}' is not among the {len(ids)} listed models{more}: {shown or 'none'}"
+
+
+# --------------------------------------------------------------------------- helpers
+
+_CONTEXT_HINT = "Shorten the conversation or the retrieved context, or lower max_tokens."
+_NOT_FOUND_HINT = (
+    "Check the model's upstream id and base_url (OpenAI-compatible servers serve their API under /v1)."
+)
+_BAD_REQUEST_HINT = "The upstream rejected the request as invalid; its message above says which part."
+_UNAVAILABLE_HINT = "The upstream is failing or overloaded; retry later or configure a fallback model."
+
+
+def _rate_hint(wait: float | None, kind: str | None) -> str:
+    if kind == "insufficient_quota":
+        return "The upstream account is out of quota: check its billing, or configure a fallback model."
+    when = f"after {wait:g}s" if wait is not None else "later"
+    return f"Retry {when}, lower the request rate, or configure a fallback model."
+
+
+def _auth_hint(upstream: Upstream) -> str:
+    if upstream.api_key_env:
+        return (
+            f"Set the environment variable {upstream.api_key_env} to a valid API key for {upstream.base_url}."
+        )
+    return (
+        "No API key is configured for this model: set api_key_env in its [models] table "
+        "to the environment variable that holds the key."
+    )
+
+
+def _timeout_hint(upstream: Upstream) -> str:
+    return f"Raise timeout_s for this model (now {upstream.timeout_s:g}s) or check the server's load."
+
+
+def _is_context_length(message: str, kind: str | None) -> bool:
+    return kind == "context_length_exceeded" or bool(_CONTEXT_LENGTH.search(message or ""))
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_MESSAGE_CHARS else text[: _MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value.strip())
+    except ValueError:
+        return None
+
+
+def _duration(value: str) -> float | None:
+    """Seconds in a plain number or a Go-style duration such as ``1m30.5s`` or ``250ms``."""
+    plain = _number(value)
+    if plain is not None:
+        return plain
+    match = _DURATION.match(value.strip())
+    if match is None or not any(match.groupdict().values()):
+        return None
+    parts = {k: float(v) for k, v in match.groupdict().items() if v}
+    return parts.get("h", 0) * 3600 + parts.get("m", 0) * 60 + parts.get("s", 0) + parts.get("ms", 0) / 1000
+
+
+def _date_delay(value: str, now: float) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() - now
+
+
+def _iso_delay(value: str, now: float) -> float | None:
+    try:
+        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when.timestamp() - now
