@@ -1,0 +1,130 @@
+"""An in-memory ExchangeStore and EmbeddingCacheStore, for tests and throwaway sessions.
+
+It behaves like the SQL store wherever a caller could tell the difference, so that tests written
+against it hold for the real thing (both pass :mod:`aiestack.testing.conformance`): JSON fields go
+through a JSON round trip (tuples come back as lists, a caller's later mutation does not leak in),
+embeddings are rounded to float32, and ordering ties break the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from aiestack.stores.base import ExchangeRecord
+from aiestack.types import SpanRecord
+
+_FLOAT32_LE = np.dtype("<f4")
+
+
+def _json_copy(value: Mapping[str, Any]) -> dict[str, Any]:
+    """What a JSON column would give back: a fresh dict of JSON values (fails as the database would)."""
+    copied: dict[str, Any] = json.loads(json.dumps(dict(value)))
+    return copied
+
+
+class MemoryExchangeStore:
+    """Exchanges, spans and cached embeddings in dictionaries, guarded by one lock."""
+
+    url = "memory://"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._exchanges: dict[str, ExchangeRecord] = {}
+        self._spans: dict[tuple[str, str], SpanRecord] = {}
+        self._embeddings: dict[tuple[str, str], list[float]] = {}
+
+    def __repr__(self) -> str:
+        return "MemoryExchangeStore()"
+
+    def migrate(self) -> None:
+        """Nothing to migrate: the schema is the dataclasses."""
+
+    def ping(self) -> None:
+        """Always reachable."""
+
+    def close(self) -> None:
+        """Nothing to release; the data stays readable until the store is dropped."""
+
+    # ------------------------------------------------------------------ exchanges
+
+    def write_exchanges(self, records: Sequence[ExchangeRecord]) -> None:
+        copies = [
+            dataclasses.replace(r, request=_json_copy(r.request), attributes=_json_copy(r.attributes))
+            for r in records
+        ]
+        with self._lock:
+            for record in copies:
+                self._exchanges[record.id] = record
+
+    def get_exchange(self, exchange_id: str) -> ExchangeRecord | None:
+        with self._lock:
+            record = self._exchanges.get(exchange_id)
+        return _fresh_exchange(record) if record is not None else None
+
+    def list_exchanges(
+        self,
+        *,
+        limit: int = 50,
+        before: float | None = None,
+        model: str | None = None,
+        tenant: str | None = None,
+    ) -> list[ExchangeRecord]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        with self._lock:
+            records = list(self._exchanges.values())
+        chosen = [
+            r
+            for r in records
+            if (before is None or r.created_at < before)
+            and (model is None or r.model == model)
+            and (tenant is None or r.tenant == tenant)
+        ]
+        chosen.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+        return [_fresh_exchange(r) for r in chosen[:limit]]
+
+    # ------------------------------------------------------------------ spans
+
+    def write_spans(self, spans: Sequence[SpanRecord]) -> None:
+        copies = [dataclasses.replace(s, attributes=_json_copy(s.attributes)) for s in spans]
+        with self._lock:
+            for span in copies:
+                self._spans.setdefault((span.trace_id, span.span_id), span)
+
+    def spans(self, *, trace_id: str | None = None, exchange_id: str | None = None) -> list[SpanRecord]:
+        if trace_id is None and exchange_id is None:
+            raise ValueError("spans() needs a trace_id or an exchange_id")
+        with self._lock:
+            records = list(self._spans.values())
+        chosen = [
+            s
+            for s in records
+            if (trace_id is None or s.trace_id == trace_id)
+            and (exchange_id is None or s.exchange_id == exchange_id)
+        ]
+        chosen.sort(key=lambda s: (s.start_ns, s.span_id))
+        return [dataclasses.replace(s, attributes=_json_copy(s.attributes)) for s in chosen]
+
+    # ------------------------------------------------------------------ embedding cache
+
+    def get_embeddings(self, model: str, hashes: Sequence[str]) -> dict[str, list[float]]:
+        with self._lock:
+            return {h: list(self._embeddings[model, h]) for h in hashes if (model, h) in self._embeddings}
+
+    def put_embeddings(self, model: str, items: Mapping[str, Sequence[float]]) -> None:
+        rounded = {h: list(np.asarray(v, dtype=_FLOAT32_LE).tolist()) for h, v in items.items()}
+        with self._lock:
+            for text_hash, vector in rounded.items():
+                self._embeddings[model, text_hash] = vector
+
+
+def _fresh_exchange(record: ExchangeRecord) -> ExchangeRecord:
+    return dataclasses.replace(
+        record, request=_json_copy(record.request), attributes=_json_copy(record.attributes)
+    )

@@ -1,0 +1,215 @@
+"""The SQL ExchangeStore (and EmbeddingCacheStore): SQLite by default, PostgreSQL to scale out.
+
+SQLAlchemy 2 Core on a synchronous engine: the background writer calls it from its own thread, and
+read paths call it directly or from a thread pool. Every method runs in one short transaction
+from the engine's pool, so one store is safe to share between threads.
+
+Writes are idempotent so that the writer can retry a batch after any failure: exchanges are
+upserted by id (``INSERT ... ON CONFLICT DO UPDATE``), spans and vectors are keyed by their ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL
+
+from aiestack.stores.base import ExchangeRecord
+from aiestack.stores.sql import migrate as migrations
+from aiestack.stores.sql import vectors
+from aiestack.stores.sql.engine import create_store_engine, parse_url, safe_url, store_errors
+from aiestack.stores.sql.tables import embedding_cache, exchanges, spans
+from aiestack.types import SpanRecord
+
+logger = logging.getLogger(__name__)
+
+_EXCHANGE_FIELDS = tuple(f.name for f in dataclasses.fields(ExchangeRecord))
+_SPAN_FIELDS = (
+    "trace_id",
+    "span_id",
+    "parent_id",
+    "name",
+    "start_ns",
+    "end_ns",
+    "status",
+    "attributes",
+    "exchange_id",
+)
+_JSON_FIELDS = ("request", "attributes")
+
+#: Keys per ``IN (...)`` list: far below SQLite's bound-parameter limit on every version.
+_IN_CHUNK = 500
+
+
+class SqlExchangeStore:
+    """Exchanges, spans and the embedding cache in SQLite or PostgreSQL.
+
+    ``url`` is a SQLAlchemy URL: ``sqlite:///path/to/aiestack.db`` (the directory is created) or
+    ``postgresql+psycopg://user@host:5432/db``. Nothing connects until the first call; call
+    :meth:`migrate` once at start, then :meth:`ping` to fail early with a clear message.
+    """
+
+    def __init__(self, url: str | URL) -> None:
+        self._url = parse_url(url)
+        self._engine = create_store_engine(self._url)
+
+    def __repr__(self) -> str:
+        return f"SqlExchangeStore({self.url!r})"
+
+    @property
+    def url(self) -> str:
+        """The database URL without its password."""
+        return safe_url(self._url)
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self._engine
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def migrate(self) -> None:
+        with store_errors(self._url, "migrate"):
+            migrations.upgrade(self._engine)
+
+    def ping(self) -> None:
+        with store_errors(self._url, "connect to"), self._engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # ------------------------------------------------------------------ exchanges
+
+    def write_exchanges(self, records: Sequence[ExchangeRecord]) -> None:
+        # One statement may not touch a row twice (PostgreSQL rejects it): the last record wins,
+        # which is what writing them one after the other would have left.
+        latest = {record.id: record for record in records}
+        if not latest:
+            return
+        rows = [_exchange_row(record) for record in latest.values()]
+        insert = self._insert(exchanges)
+        statement = insert.on_conflict_do_update(
+            index_elements=[exchanges.c.id],
+            set_={name: insert.excluded[name] for name in _EXCHANGE_FIELDS if name != "id"},
+        )
+        with store_errors(self._url, "write exchanges to"), self._engine.begin() as connection:
+            connection.execute(statement, rows)
+
+    def get_exchange(self, exchange_id: str) -> ExchangeRecord | None:
+        query = sa.select(exchanges).where(exchanges.c.id == exchange_id)
+        with store_errors(self._url, "read from"), self._engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        return _exchange_record(row) if row is not None else None
+
+    def list_exchanges(
+        self,
+        *,
+        limit: int = 50,
+        before: float | None = None,
+        model: str | None = None,
+        tenant: str | None = None,
+    ) -> list[ExchangeRecord]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        query = sa.select(exchanges)
+        if before is not None:
+            query = query.where(exchanges.c.created_at < before)
+        if model is not None:
+            query = query.where(exchanges.c.model == model)
+        if tenant is not None:
+            query = query.where(exchanges.c.tenant == tenant)
+        query = query.order_by(exchanges.c.created_at.desc(), exchanges.c.id.desc()).limit(limit)
+        with store_errors(self._url, "read from"), self._engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        return [_exchange_record(row) for row in rows]
+
+    # ------------------------------------------------------------------ spans
+
+    def write_spans(self, records: Sequence[SpanRecord]) -> None:
+        if not records:
+            return
+        rows = [{name: _plain(getattr(span, name)) for name in _SPAN_FIELDS} for span in records]
+        statement = self._insert(spans).on_conflict_do_nothing(
+            index_elements=[spans.c.trace_id, spans.c.span_id]
+        )
+        with store_errors(self._url, "write spans to"), self._engine.begin() as connection:
+            connection.execute(statement, rows)
+
+    def spans(self, *, trace_id: str | None = None, exchange_id: str | None = None) -> list[SpanRecord]:
+        if trace_id is None and exchange_id is None:
+            raise ValueError("spans() needs a trace_id or an exchange_id")
+        query = sa.select(spans)
+        if trace_id is not None:
+            query = query.where(spans.c.trace_id == trace_id)
+        if exchange_id is not None:
+            query = query.where(spans.c.exchange_id == exchange_id)
+        query = query.order_by(spans.c.start_ns, spans.c.span_id)
+        with store_errors(self._url, "read from"), self._engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        return [SpanRecord(**{**row, "attributes": row["attributes"] or {}}) for row in rows]
+
+    # ------------------------------------------------------------------ embedding cache
+
+    def get_embeddings(self, model: str, hashes: Sequence[str]) -> dict[str, list[float]]:
+        wanted = list(dict.fromkeys(hashes))
+        found: dict[str, list[float]] = {}
+        with store_errors(self._url, "read from"), self._engine.connect() as connection:
+            for chunk in _chunks(wanted, _IN_CHUNK):
+                query = sa.select(
+                    embedding_cache.c.text_hash, embedding_cache.c.dim, embedding_cache.c.vector
+                ).where(embedding_cache.c.model == model, embedding_cache.c.text_hash.in_(chunk))
+                for text_hash, dim, blob in connection.execute(query):
+                    try:
+                        found[text_hash] = vectors.unpack(bytes(blob), dim)
+                    except ValueError as exc:  # a damaged row is a cache miss, not a failure
+                        logger.warning("Ignoring the cached embedding %s for %s: %s", text_hash, model, exc)
+        return found
+
+    def put_embeddings(self, model: str, items: Mapping[str, Sequence[float]]) -> None:
+        if not items:
+            return
+        rows = [
+            {"model": model, "text_hash": text_hash, "dim": len(vector), "vector": vectors.pack(vector)}
+            for text_hash, vector in items.items()
+        ]
+        insert = self._insert(embedding_cache)
+        statement = insert.on_conflict_do_update(
+            index_elements=[embedding_cache.c.model, embedding_cache.c.text_hash],
+            set_={"dim": insert.excluded.dim, "vector": insert.excluded.vector},
+        )
+        with store_errors(self._url, "write embeddings to"), self._engine.begin() as connection:
+            connection.execute(statement, rows)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT, which has ``on_conflict_do_update`` / ``on_conflict_do_nothing``."""
+        if self._engine.dialect.name == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+
+def _plain(value: Any) -> Any:
+    """Mappings as plain dicts: JSON serialisers do not accept ``MappingProxyType`` and friends."""
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def _exchange_row(record: ExchangeRecord) -> dict[str, Any]:
+    return {name: _plain(getattr(record, name)) for name in _EXCHANGE_FIELDS}
+
+
+def _exchange_record(row: sa.RowMapping) -> ExchangeRecord:
+    values = dict(row)
+    for name in _JSON_FIELDS:
+        values[name] = values[name] or {}
+    return ExchangeRecord(**values)
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

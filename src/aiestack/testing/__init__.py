@@ -1,0 +1,7 @@
+"""Helpers for testing aiestack and its plugins.
+
+:mod:`aiestack.testing.conformance` holds the store conformance test mixins every backend passes
+(it imports pytest, so it is imported only when asked for)::
+
+    from aiestack.testing.conformance import ExchangeStoreConformance
+"""

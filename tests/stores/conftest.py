@@ -1,0 +1,69 @@
+"""Fixtures for the store tests: a SQLite file per test, a fresh PostgreSQL schema per test.
+
+PostgreSQL is the local server (``AIESTACK_TEST_POSTGRES_URL``, default
+``postgresql+psycopg://postgres@127.0.0.1:5432/test``). Each test gets its own schema, selected
+through the connection's ``search_path``, and drops it afterwards, so runs never see each other's
+tables, and other suites using the same database are left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+DEFAULT_PG_URLS = (
+    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    "postgresql+psycopg://root@127.0.0.1:5432/test",
+)
+
+
+def _reachable_admin_url() -> tuple[str | None, str]:
+    """The first candidate URL that accepts a connection, or None and why none did."""
+    explicit = os.environ.get("AIESTACK_TEST_POSTGRES_URL")
+    reasons = []
+    for url in (explicit,) if explicit else DEFAULT_PG_URLS:
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 3}, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+            return url, ""
+        except sa.exc.OperationalError as exc:
+            reasons.append(f"{url}: {str(exc.orig).strip().splitlines()[0]}")
+        finally:
+            engine.dispose()
+    return None, "; ".join(reasons)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    url, why = _reachable_admin_url()
+    if url is None:
+        pytest.skip(f"PostgreSQL is not reachable ({why}); set AIESTACK_TEST_POSTGRES_URL to run these tests")
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A URL whose connections live in a new, empty schema, dropped after the test."""
+    schema = f"aiestack_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_admin_url, poolclass=sa.pool.NullPool)
+    with admin.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = sa.make_url(pg_admin_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite file in a directory that does not exist yet (the store creates it)."""
+    return f"sqlite:///{tmp_path / 'data' / 'aiestack.db'}"

@@ -1,0 +1,50 @@
+"""Every built-in backend passes the conformance mixins that plugin authors use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from aiestack.stores.memory import MemoryExchangeStore
+from aiestack.stores.sql import SqlExchangeStore
+from aiestack.testing.conformance import EmbeddingCacheConformance, ExchangeStoreConformance
+
+
+@pytest.mark.unit
+class TestMemoryStore(ExchangeStoreConformance, EmbeddingCacheConformance):
+    @pytest.fixture
+    def store(self) -> MemoryExchangeStore:
+        return MemoryExchangeStore()
+
+
+@pytest.mark.unit
+class TestSqliteStore(ExchangeStoreConformance, EmbeddingCacheConformance):
+    @pytest.fixture
+    def store(self, sqlite_url: str) -> Iterator[SqlExchangeStore]:
+        store = SqlExchangeStore(sqlite_url)
+        store.migrate()
+        yield store
+        store.close()
+
+
+@pytest.mark.unit
+class TestSqliteInMemoryStore(ExchangeStoreConformance, EmbeddingCacheConformance):
+    """``sqlite://`` shares one connection, so every thread sees the same in-memory database."""
+
+    @pytest.fixture
+    def store(self) -> Iterator[SqlExchangeStore]:
+        store = SqlExchangeStore("sqlite://")
+        store.migrate()
+        yield store
+        store.close()
+
+
+@pytest.mark.integration
+class TestPostgresStore(ExchangeStoreConformance, EmbeddingCacheConformance):
+    @pytest.fixture
+    def store(self, pg_url: str) -> Iterator[SqlExchangeStore]:
+        store = SqlExchangeStore(pg_url)
+        store.migrate()
+        yield store
+        store.close()
