@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 
 from aiestack.errors import StreamBroken
@@ -10,7 +11,7 @@ from aiestack.models.pricing import PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
 from aiestack.pipeline import Next
 from aiestack.streams import collect
-from aiestack.types import Completion, Delta, Exchange, Message
+from aiestack.types import Completion, Delta, Exchange, Message, Timing
 
 
 class Generate:
@@ -36,15 +37,27 @@ class Generate:
 
     async def start(self, entry: ModelEntry, ex: Exchange) -> Completion:
         upstream = dataclasses.replace(ex.request, model=entry.upstream)
+        started = time.perf_counter()
         source = entry.provider.stream(upstream)
         try:
             first = await anext(source)
         except StopAsyncIteration:
-            raise StreamBroken("the provider returned an empty stream", provider=entry.provider.provider) from None
-        header = Completion(message=Message(role="assistant"), model=entry.name, provider=entry.provider.provider)
+            raise StreamBroken(
+                "the provider returned an empty stream", provider=entry.provider.provider
+            ) from None
+        # Until the stream ends, the header's timing says how long the first delta took to arrive.
+        waited = Timing(ttft_ms=(time.perf_counter() - started) * 1000)
+        header = Completion(
+            message=Message(role="assistant"),
+            model=entry.name,
+            provider=entry.provider.provider,
+            timing=waited,
+        )
         return dataclasses.replace(header, stream=self._priced(entry, first, source))
 
-    async def _priced(self, entry: ModelEntry, first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+    async def _priced(
+        self, entry: ModelEntry, first: Delta, rest: AsyncIterator[Delta]
+    ) -> AsyncIterator[Delta]:
         try:
             yield self._price(entry, first)
             async for delta in rest:

@@ -1,0 +1,212 @@
+"""Prometheus instruments: GenAI latency and token histograms, cost, cache, guard, limit and gateway counters.
+
+Names follow the OpenTelemetry GenAI metric conventions translated to Prometheus
+(``gen_ai.server.time_to_first_token`` → ``gen_ai_server_time_to_first_token_seconds``); the
+histogram buckets are the ones those conventions advise, so dashboards built for them work.
+
+Design choices:
+
+- :class:`Metrics` owns its own ``CollectorRegistry``: nothing is registered globally, so two apps
+  (or two tests) in one process keep separate counts, and plugins add their instruments to
+  :attr:`Metrics.registry` (the ``register_metrics`` hook).
+- Labels are low-cardinality by construction: model, provider, route, outcome and names that come
+  from code (guards, limits). Never the tenant or any other free text. Because a client can name a
+  model that does not exist, every label is capped at ``max_label_values`` distinct values per
+  label; later newcomers are reported as ``other`` instead of growing the series without bound.
+- The exchange-level instruments are fed from the stored :class:`ExchangeRecord` (one call per
+  exchange, from the Trace stage), so metrics and the exchange log agree by construction.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from aiestack.stores.base import ExchangeRecord
+from aiestack.tracing import CACHE_KIND
+
+# Bucket boundaries advised by the OpenTelemetry GenAI metric conventions (seconds / tokens).
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+# The gateway's own work should take well under a millisecond to a few milliseconds.
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+OTHER = "other"
+NONE = "none"
+BreakerState = Literal["closed", "half_open", "open"]
+_BREAKER_VALUES: dict[str, float] = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+
+
+class _LabelCap:
+    """Bounds the distinct values seen per label name; beyond the cap a value becomes ``other``."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, label: str, value: str | None) -> str:
+        if not value:
+            return NONE
+        seen = self._seen.get(label)
+        if seen is not None and value in seen:  # the common case: no lock
+            return value
+        with self._lock:
+            seen = self._seen.setdefault(label, set())
+            if value in seen:
+                return value
+            if len(seen) >= self._limit:
+                return OTHER
+            seen.add(value)
+            return value
+
+
+class Metrics:
+    """The Prometheus instruments of one aiestack app, in their own registry.
+
+    ``observe_exchange`` feeds the exchange-level instruments; the wings call the small methods
+    (``guard_action``, ``limit_rejection``, ``retry``, ``fallback``, ``breaker_state``) as things happen.
+    """
+
+    def __init__(self, *, max_label_values: int = 200) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._cap = _LabelCap(max_label_values)
+        r = self.registry
+        model_labels = ("model", "provider", "route")
+        self.time_to_first_token = Histogram(
+            "gen_ai_server_time_to_first_token_seconds",
+            "Time to generate the first token of a successful answer.",
+            model_labels,
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.time_per_output_token = Histogram(
+            "gen_ai_server_time_per_output_token_seconds",
+            "Mean time per output token after the first, per successful answer.",
+            model_labels,
+            buckets=TPOT_BUCKETS,
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "gen_ai_server_request_duration_seconds",
+            "Exchange duration as the caller saw it, from arrival to the end of the answer (or error).",
+            (*model_labels, "outcome"),
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.token_usage = Histogram(
+            "gen_ai_client_token_usage",
+            "Tokens used per exchange, by token type (input / output). Cached answers use none.",
+            (*model_labels, "token_type"),
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.cost = Counter(
+            "aiestack_cost_usd", "Money spent on provider calls (USD, list prices).", model_labels, registry=r
+        )
+        self.cache_hits = Counter(
+            "aiestack_cache_hits",
+            "Answers served from the cache, by cache kind.",
+            ("route", "kind"),
+            registry=r,
+        )
+        self.guard_actions = Counter(
+            "aiestack_guard_actions",
+            "Guardrail verdicts other than allow, by guard, action and direction (input / output).",
+            ("guard", "action", "direction"),
+            registry=r,
+        )
+        self.limit_rejections = Counter(
+            "aiestack_limit_rejections",
+            "Requests rejected by a limit (rpm, tpm, budget, ...).",
+            ("limit",),
+            registry=r,
+        )
+        self.retries = Counter(
+            "aiestack_retries",
+            "Provider calls retried, by the error that caused it.",
+            ("provider", "model", "reason"),
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "aiestack_fallbacks",
+            "Requests that fell back to another model, by the error that caused it.",
+            ("from_model", "to_model", "reason"),
+            registry=r,
+        )
+        self.breaker = Gauge(
+            "aiestack_breaker_state",
+            "Circuit breaker state per target: 0 closed, 1 half-open, 2 open.",
+            ("target",),
+            registry=r,
+        )
+        self.gateway_overhead = Histogram(
+            "aiestack_gateway_overhead_seconds",
+            "Time the gateway adds on top of the provider's own time (stages, routing, bookkeeping).",
+            ("route",),
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+
+    # ------------------------------------------------------------------ exchange level
+
+    def observe_exchange(self, record: ExchangeRecord) -> None:
+        """Update the exchange-level instruments from a final exchange record."""
+        cap = self._cap
+        model = cap("model", record.model)
+        provider = cap("provider", record.provider)
+        route = cap("route", record.route)
+        outcome = cap("outcome", record.outcome)
+        if record.total_ms is not None:
+            self.request_duration.labels(model, provider, route, outcome).observe(record.total_ms / 1000)
+        if record.cached or record.outcome == "cached":
+            kind = record.attributes.get(CACHE_KIND)
+            self.cache_hits.labels(route, cap("cache_kind", kind if isinstance(kind, str) else None)).inc()
+            return  # a cached answer used no tokens and took no generation time
+        if record.outcome == "ok":
+            if record.ttft_ms is not None:
+                self.time_to_first_token.labels(model, provider, route).observe(record.ttft_ms / 1000)
+            if record.tpot_ms is not None:
+                self.time_per_output_token.labels(model, provider, route).observe(record.tpot_ms / 1000)
+        if record.input_tokens > 0:
+            self.token_usage.labels(model, provider, route, "input").observe(record.input_tokens)
+        if record.output_tokens > 0:
+            self.token_usage.labels(model, provider, route, "output").observe(record.output_tokens)
+        if record.cost_usd:
+            self.cost.labels(model, provider, route).inc(max(record.cost_usd, 0.0))
+
+    def observe_overhead(self, seconds: float, *, route: str | None) -> None:
+        """The gateway's own time for one exchange (its duration minus the provider's)."""
+        self.gateway_overhead.labels(self._cap("route", route)).observe(max(seconds, 0.0))
+
+    # ------------------------------------------------------------------ events from the wings
+
+    def guard_action(self, guard: str, action: str, *, direction: Literal["input", "output"]) -> None:
+        self.guard_actions.labels(self._cap("guard", guard), self._cap("action", action), direction).inc()
+
+    def limit_rejection(self, limit: str) -> None:
+        self.limit_rejections.labels(self._cap("limit", limit)).inc()
+
+    def retry(self, provider: str, model: str, reason: str) -> None:
+        cap = self._cap
+        self.retries.labels(cap("provider", provider), cap("model", model), cap("reason", reason)).inc()
+
+    def fallback(self, from_model: str, to_model: str, reason: str) -> None:
+        cap = self._cap
+        self.fallbacks.labels(cap("model", from_model), cap("model", to_model), cap("reason", reason)).inc()
+
+    def breaker_state(self, target: str, state: BreakerState) -> None:
+        self.breaker.labels(self._cap("target", target)).set(_BREAKER_VALUES[state])
+
+    # ------------------------------------------------------------------ exposition
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every instrument in this registry."""
+        return generate_latest(self.registry)

@@ -1,0 +1,296 @@
+"""The outermost stage: one root span and one stored exchange record per request.
+
+The root span is ``chat {model}`` with the GenAI semantic-convention attributes. Its kind is
+CLIENT: the GenAI conventions define an inference span as the *client* side of a call to a model
+(INTERNAL only for a model in the same process, which the gateway cannot know in advance), and
+the ``gen_ai.*`` views of tracing back ends (Jaeger, Langfuse, Phoenix, Datadog) key on that
+span. When aiestack runs behind an HTTP server, the server's own SERVER span is this span's parent,
+so the request/response and the model call stay distinct.
+
+The span is current while the inner stages run, so their spans nest under it. A streamed answer
+keeps the span open until the stream ends (cleanly, broken, or abandoned by the client); the
+exchange record is submitted then, with the final usage. On the request path this stage only
+sets attributes and makes one O(1) submit; it never swallows or changes an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.span import format_trace_id
+
+from aiestack.errors import ProviderError
+from aiestack.metrics import Metrics
+from aiestack.pipeline import Next
+from aiestack.stores.base import ExchangeRecord
+from aiestack.streams import tap
+from aiestack.tracing import (
+    CACHED,
+    COST_USD,
+    ERROR_MESSAGE,
+    ERROR_TYPE,
+    EXCHANGE_ID,
+    GATEWAY_OVERHEAD_MS,
+    GEN_AI_INPUT_MESSAGES,
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_OUTPUT_MESSAGES,
+    GEN_AI_PROVIDER_NAME,
+    GEN_AI_REQUEST_FREQUENCY_PENALTY,
+    GEN_AI_REQUEST_MAX_TOKENS,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_REQUEST_PRESENCE_PENALTY,
+    GEN_AI_REQUEST_SEED,
+    GEN_AI_REQUEST_STOP_SEQUENCES,
+    GEN_AI_REQUEST_STREAM,
+    GEN_AI_REQUEST_TEMPERATURE,
+    GEN_AI_REQUEST_TOP_K,
+    GEN_AI_REQUEST_TOP_P,
+    GEN_AI_RESPONSE_FINISH_REASONS,
+    GEN_AI_RESPONSE_MODEL,
+    GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+    GEN_AI_USAGE_INPUT_TOKENS,
+    GEN_AI_USAGE_OUTPUT_TOKENS,
+    OPERATION_CHAT,
+    OUTCOME,
+    ROUTE,
+    TENANT,
+    TPOT_MS,
+    TRACE_STAGE,
+    TTFT_MS,
+    Redact,
+    Tracing,
+    jsonable,
+    messages_content,
+    output_content,
+    span_attributes,
+    to_json,
+)
+from aiestack.types import Completion, Exchange, Params
+
+_log = logging.getLogger(__name__)
+
+
+class Trace:
+    """Opens the exchange's root span, and records the exchange when its answer is final.
+
+    ``redact`` (e.g. the PII guardrail's redactor) is applied to every piece of content recorded;
+    content is recorded only when the tracing settings say so. ``metrics``, when given, is fed
+    each final record.
+    """
+
+    name = TRACE_STAGE
+
+    def __init__(
+        self, tracing: Tracing, *, metrics: Metrics | None = None, redact: Redact | None = None
+    ) -> None:
+        self._tracing = tracing
+        self._metrics = metrics
+        self._redact = redact
+
+    async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
+        start = time.perf_counter()
+        span = self._tracing.tracer.start_span(
+            f"{OPERATION_CHAT} {ex.request.model}",
+            kind=SpanKind.CLIENT,
+            attributes=self._request_attributes(ex) if self._tracing.settings.enabled else None,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            result = await call_next(ex)
+        except BaseException as exc:
+            self._finish(span, start, ex, None, exc)
+            raise
+        finally:
+            otel_context.detach(token)
+        completion = result.completion
+        if completion is not None and completion.stream is not None:
+
+            async def on_done(final: Completion | None, error: BaseException | None) -> None:
+                self._finish(span, start, result, final, error)
+
+            return dataclasses.replace(result, completion=tap(completion, on_done))
+        self._finish(span, start, result, completion, None)
+        return result
+
+    # ------------------------------------------------------------------ building
+
+    def _request_attributes(self, ex: Exchange) -> dict[str, Any]:
+        request, params = ex.request, ex.request.params
+        attributes = span_attributes(
+            {
+                GEN_AI_OPERATION_NAME: OPERATION_CHAT,
+                GEN_AI_REQUEST_MODEL: request.model,
+                GEN_AI_REQUEST_STREAM: request.stream,
+                GEN_AI_REQUEST_TEMPERATURE: params.temperature,
+                GEN_AI_REQUEST_TOP_P: params.top_p,
+                GEN_AI_REQUEST_TOP_K: params.top_k,
+                GEN_AI_REQUEST_MAX_TOKENS: params.max_tokens,
+                GEN_AI_REQUEST_SEED: params.seed,
+                GEN_AI_REQUEST_STOP_SEQUENCES: params.stop or None,
+                GEN_AI_REQUEST_PRESENCE_PENALTY: params.presence_penalty,
+                GEN_AI_REQUEST_FREQUENCY_PENALTY: params.frequency_penalty,
+                EXCHANGE_ID: ex.id,
+                TENANT: ex.tenant,
+                ROUTE: ex.route,
+            }
+        )
+        if self._tracing.content:
+            attributes[GEN_AI_INPUT_MESSAGES] = to_json(messages_content(request.messages, self._redact))
+        return attributes
+
+    def _finish(
+        self,
+        span: Span,
+        start: float,
+        ex: Exchange,
+        completion: Completion | None,
+        error: BaseException | None,
+    ) -> None:
+        """End the span and hand the record over. Never raises: tracing must not break a request."""
+        try:
+            duration_ms = (time.perf_counter() - start) * 1000
+            record = self._record(span, ex, completion, error, duration_ms)
+            overhead_ms = _overhead_ms(completion, record, duration_ms)
+            if span.is_recording():
+                self._response_attributes(span, record, completion, overhead_ms)
+            self._tracing.submit_exchange(record)
+            if self._metrics is not None:
+                self._metrics.observe_exchange(record)
+                if overhead_ms is not None:
+                    self._metrics.observe_overhead(overhead_ms / 1000, route=record.route)
+        except Exception:
+            _log.exception("aiestack could not record exchange %s; the request itself is unaffected", ex.id)
+        finally:
+            span.end()
+
+    def _record(
+        self,
+        span: Span,
+        ex: Exchange,
+        completion: Completion | None,
+        error: BaseException | None,
+        duration_ms: float,
+    ) -> ExchangeRecord:
+        failure: BaseException | None = error if error is not None else ex.error
+        if error is not None:
+            outcome: str = "error"
+        elif ex.outcome == "pending":  # a stage returned without saying; an answer means it worked
+            outcome = "ok" if completion is not None else "error"
+        else:
+            outcome = ex.outcome
+        provider = completion.provider if completion is not None else None
+        if provider is None and isinstance(failure, ProviderError):
+            provider = failure.provider
+        request: dict[str, Any] = {
+            "model": ex.request.model,
+            "params": _params(ex.request.params),
+            "stream": ex.request.stream,
+        }
+        content = self._tracing.content
+        if content:
+            request["messages"] = messages_content(ex.request.messages, self._redact)
+        ctx = span.get_span_context()
+        usage = completion.usage if completion is not None else None
+        timing = completion.timing if completion is not None else None
+        return ExchangeRecord(
+            id=ex.id,
+            created_at=ex.started_at,
+            model=completion.model if completion is not None else ex.request.model,
+            outcome=outcome,
+            tenant=ex.tenant,
+            key_id=ex.key_id,
+            route=ex.route,
+            provider=provider,
+            stream=ex.request.stream,
+            finish_reason=completion.finish_reason if completion is not None else None,
+            error_type=type(failure).__name__ if failure is not None else None,
+            error_message=str(failure) if failure is not None else None,
+            input_tokens=usage.input_tokens if usage is not None else 0,
+            output_tokens=usage.output_tokens if usage is not None else 0,
+            cached_tokens=usage.cached_tokens if usage is not None else 0,
+            queue_ms=timing.queue_ms if timing is not None else None,
+            ttft_ms=timing.ttft_ms if timing is not None else None,
+            tpot_ms=timing.tpot_ms if timing is not None else None,
+            total_ms=duration_ms,
+            cost_usd=completion.cost_usd if completion is not None else None,
+            cached=bool(completion is not None and completion.cached) or outcome == "cached",
+            trace_id=format_trace_id(ctx.trace_id) if span.is_recording() else None,
+            request=request,
+            response=_redacted_text(completion, self._redact) if content and completion is not None else None,
+            attributes=dict(ex.attributes),
+        )
+
+    def _response_attributes(
+        self, span: Span, record: ExchangeRecord, completion: Completion | None, overhead_ms: float | None
+    ) -> None:
+        attributes: dict[str, Any] = {
+            GEN_AI_PROVIDER_NAME: record.provider,
+            ROUTE: record.route,
+            OUTCOME: record.outcome,
+            CACHED: record.cached,
+            COST_USD: record.cost_usd,
+            TTFT_MS: record.ttft_ms,
+            TPOT_MS: record.tpot_ms,
+            GATEWAY_OVERHEAD_MS: overhead_ms,
+            ERROR_TYPE: record.error_type,
+        }
+        if completion is not None:
+            attributes[GEN_AI_RESPONSE_MODEL] = completion.model
+            attributes[GEN_AI_USAGE_INPUT_TOKENS] = record.input_tokens
+            attributes[GEN_AI_USAGE_OUTPUT_TOKENS] = record.output_tokens
+            if record.cached_tokens:
+                attributes[GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = record.cached_tokens
+            if record.finish_reason is not None:
+                attributes[GEN_AI_RESPONSE_FINISH_REASONS] = [record.finish_reason]
+            if self._tracing.content:
+                attributes[GEN_AI_OUTPUT_MESSAGES] = to_json(output_content(completion, self._redact))
+        span.set_attributes(span_attributes(attributes))
+        if record.outcome == "error":
+            span.set_attribute(ERROR_MESSAGE, record.error_message or "")
+            span.set_status(Status(StatusCode.ERROR, record.error_message))
+
+
+def _redacted_text(completion: Completion, redact: Redact | None) -> str:
+    text = completion.text
+    return redact(text) if redact is not None and text else text
+
+
+_PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(Params))
+
+
+def _params(params: Params) -> dict[str, Any]:
+    """The parameters that were set (not ``None`` / empty / off), as plain JSON-able values.
+
+    A shallow walk: ``dataclasses.asdict`` deep-copies every field and costs more than the rest
+    of this stage together.
+    """
+    out: dict[str, Any] = {}
+    for name in _PARAM_FIELDS:
+        value = getattr(params, name)
+        if value is None or value is False or value == ():
+            continue
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+            value = [dataclasses.asdict(v) for v in value]
+        out[name] = jsonable(value)
+    return out
+
+
+def _overhead_ms(completion: Completion | None, record: ExchangeRecord, duration_ms: float) -> float | None:
+    """The gateway's own time: the exchange's duration minus the provider's measured total.
+
+    Only meaningful for a successful, uncached answer with a provider timing; for a stream both
+    figures include the time the client took to read, which cancels out.
+    """
+    if record.outcome != "ok" or record.cached or completion is None or completion.timing.total_ms <= 0:
+        return None
+    return max(duration_ms - completion.timing.total_ms, 0.0)

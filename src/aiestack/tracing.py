@@ -1,0 +1,392 @@
+"""OpenTelemetry tracing with the GenAI semantic conventions, exported to aiestack's own store.
+
+Every exchange is one trace: a root span ``chat {model}`` (opened by the Trace stage) and one child
+span ``aiestack.stage.<name>`` per pipeline stage, nested the way the stages nest, so the onion is
+visible as a waterfall. Ended spans are converted to :class:`SpanRecord` values and handed to a
+:class:`TraceSink` (the background writer), and, when ``otlp_endpoint`` is configured, also exported
+over OTLP/HTTP to any collector.
+
+Design choices:
+
+- :class:`Tracing` owns its *own* ``TracerProvider`` and never installs it globally: two instances
+  in one process (two apps, or tests) never see each other's spans, and aiestack never fights the
+  host application for the global provider.
+- The request path only sets attributes and makes an O(1), non-blocking ``submit``; storage and OTLP
+  export happen on background threads.
+- Message content is recorded only when content tracing is on (``[tracing] content = true``), and
+  then through a redaction hook, because prompts routinely carry personal data.
+- Attribute names live here, in one place, so the span, the stored records and the metrics agree.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import Token
+from types import TracebackType
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.span import format_span_id, format_trace_id
+
+from aiestack.settings import TracingSettings
+from aiestack.stores.base import ExchangeRecord
+from aiestack.types import Completion, Exchange, Message, SpanRecord
+
+_log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- attribute names
+# GenAI semantic conventions (https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/).
+GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_REQUEST_TEMPERATURE = "gen_ai.request.temperature"
+GEN_AI_REQUEST_TOP_P = "gen_ai.request.top_p"
+GEN_AI_REQUEST_TOP_K = "gen_ai.request.top_k"
+GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
+GEN_AI_REQUEST_SEED = "gen_ai.request.seed"
+GEN_AI_REQUEST_STOP_SEQUENCES = "gen_ai.request.stop_sequences"
+GEN_AI_REQUEST_PRESENCE_PENALTY = "gen_ai.request.presence_penalty"
+GEN_AI_REQUEST_FREQUENCY_PENALTY = "gen_ai.request.frequency_penalty"
+GEN_AI_REQUEST_STREAM = "gen_ai.request.stream"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
+ERROR_TYPE = "error.type"
+OPERATION_CHAT = "chat"
+
+# aiestack's own.
+EXCHANGE_ID = "aiestack.exchange.id"
+TENANT = "aiestack.tenant"
+ROUTE = "aiestack.route"
+STAGE = "aiestack.stage"
+COST_USD = "aiestack.cost_usd"
+CACHED = "aiestack.cached"
+CACHE_KIND = "aiestack.cache.kind"  # set by the cache stage in ``Exchange.attributes``: exact | semantic
+TTFT_MS = "aiestack.ttft_ms"
+TPOT_MS = "aiestack.tpot_ms"
+OUTCOME = "aiestack.outcome"
+GATEWAY_OVERHEAD_MS = "aiestack.gateway_overhead_ms"
+ERROR_MESSAGE = "aiestack.error.message"
+
+STAGE_SPAN_PREFIX = "aiestack.stage."
+TRACE_STAGE = "trace"  # the Trace stage's name: its span is the exchange's root span, not a stage span
+
+Redact = Callable[[str], str]
+
+
+@runtime_checkable
+class TraceSink(Protocol):
+    """Where finished spans and exchanges go: the background batch writer, or a fake in tests.
+
+    Both methods must return at once (enqueue, never write): they run on the request path.
+    """
+
+    def submit_exchange(self, record: ExchangeRecord) -> None: ...
+
+    def submit_span(self, span: SpanRecord) -> None: ...
+
+
+# --------------------------------------------------------------------------- content
+
+
+def _redacted(text: str, redact: Redact | None) -> str:
+    return redact(text) if redact is not None and text else text
+
+
+def _message_parts(message: Message, redact: Redact | None) -> list[dict[str, Any]]:
+    if message.role == "tool":
+        return [
+            {
+                "type": "tool_call_response",
+                "id": message.tool_call_id,
+                "response": _redacted(message.text, redact),
+            }
+        ]
+    parts: list[dict[str, Any]] = []
+    if isinstance(message.content, str):
+        if message.content:
+            parts.append({"type": "text", "content": _redacted(message.content, redact)})
+    else:
+        for part in message.content:
+            if part.type == "text":
+                parts.append({"type": "text", "content": _redacted(part.text or "", redact)})
+            else:  # an image: its URL may embed data or identify the user; keep only that there was one
+                parts.append({"type": "uri", "modality": "image"})
+    for call in message.tool_calls:
+        parts.append(
+            {
+                "type": "tool_call",
+                "id": call.id,
+                "name": call.name,
+                "arguments": _redacted(call.arguments, redact),
+            }
+        )
+    return parts
+
+
+def messages_content(messages: Iterable[Message], redact: Redact | None = None) -> list[dict[str, Any]]:
+    """Messages in the GenAI semconv shape (``[{"role", "parts": [...]}]``), with ``redact`` applied."""
+    return [{"role": m.role, "parts": _message_parts(m, redact)} for m in messages]
+
+
+def output_content(completion: Completion, redact: Redact | None = None) -> list[dict[str, Any]]:
+    """The answer in the GenAI semconv ``gen_ai.output.messages`` shape, with ``redact`` applied."""
+    entry: dict[str, Any] = {"role": "assistant", "parts": _message_parts(completion.message, redact)}
+    if completion.finish_reason is not None:
+        entry["finish_reason"] = completion.finish_reason
+    return [entry]
+
+
+def to_json(value: Any) -> str:
+    """Span attributes cannot nest: structured content travels as a JSON string, as semconv says."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+# --------------------------------------------------------------------------- span → SpanRecord
+
+_STATUS: dict[StatusCode, Literal["ok", "error", "unset"]] = {
+    StatusCode.OK: "ok",
+    StatusCode.ERROR: "error",
+    StatusCode.UNSET: "unset",
+}
+
+
+def span_record(span: ReadableSpan) -> SpanRecord:
+    """Convert an ended OpenTelemetry span into the stored :class:`SpanRecord`.
+
+    The first exception event, if any, is folded into ``exception.type`` / ``exception.message``
+    attributes so the console can show why a span failed without storing events.
+    """
+    ctx = span.get_span_context()
+    assert ctx is not None  # an SDK span always has one
+    # OpenTelemetry attribute values are primitives or tuples of primitives: one level to convert.
+    attributes: dict[str, Any] = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in (span.attributes or {}).items()
+    }
+    for event in span.events:
+        if event.name == "exception" and event.attributes:
+            attributes.setdefault("exception.type", event.attributes.get("exception.type"))
+            attributes.setdefault("exception.message", event.attributes.get("exception.message"))
+            break
+    exchange_id = attributes.get(EXCHANGE_ID)
+    return SpanRecord(
+        trace_id=format_trace_id(ctx.trace_id),
+        span_id=format_span_id(ctx.span_id),
+        parent_id=format_span_id(span.parent.span_id) if span.parent is not None else None,
+        name=span.name,
+        start_ns=span.start_time or 0,
+        end_ns=span.end_time or span.start_time or 0,
+        status=_STATUS[span.status.status_code],
+        attributes=attributes,
+        exchange_id=exchange_id if isinstance(exchange_id, str) else None,
+    )
+
+
+class _SinkProcessor(SpanProcessor):
+    """Hands each ended span to the sink, and gives child spans their exchange's id.
+
+    Both hooks run synchronously on the request path, so they do O(1) work and never raise: a
+    failing sink costs a log line, never a request.
+    """
+
+    def __init__(self, sink: TraceSink) -> None:
+        self._sink = sink
+        self._lock = threading.Lock()
+        self.dropped = 0
+
+    def on_start(self, span: SdkSpan, parent_context: otel_context.Context | None = None) -> None:
+        attributes = span.attributes or {}
+        if EXCHANGE_ID in attributes:
+            return
+        parent = trace.get_current_span(parent_context)
+        parent_attributes = getattr(parent, "attributes", None)
+        if parent_attributes and EXCHANGE_ID in parent_attributes:
+            span.set_attribute(EXCHANGE_ID, parent_attributes[EXCHANGE_ID])
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            self._sink.submit_span(span_record(span))
+        except Exception:
+            self.report_drop("span")
+
+    def report_drop(self, what: str) -> None:
+        with self._lock:
+            self.dropped += 1
+            first = self.dropped == 1
+        if first:  # the first failure with its traceback; the count tells the rest
+            _log.exception(
+                "aiestack could not hand a %s to the trace store; tracing data is being dropped", what
+            )
+
+
+# --------------------------------------------------------------------------- the Tracing object
+
+
+class _StageSpan:
+    """The context manager around one stage call: a current child span that records errors.
+
+    The exception is recorded (event, ``error.type``, ERROR status) and re-raised unchanged.
+    """
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+        self._token: Token[otel_context.Context] | None = None
+
+    def __enter__(self) -> Span:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if exc is not None:
+                mark_error(self._span, exc)
+        finally:
+            if self._token is not None:
+                otel_context.detach(self._token)
+            self._span.end()
+
+
+def mark_error(span: Span, exc: BaseException) -> None:
+    """Record ``exc`` on ``span``: an exception event, ``error.type`` and an ERROR status."""
+    if not span.is_recording():
+        return
+    span.record_exception(exc)
+    span.set_attribute(ERROR_TYPE, type(exc).__name__)
+    span.set_status(Status(StatusCode.ERROR, str(exc)))
+
+
+class Tracing:
+    """Tracing for one aiestack app: its own tracer provider, the store sink, an optional OTLP exporter.
+
+    It is also the pipeline's :class:`~aiestack.pipeline.StageObserver`: pass it as
+    ``Pipeline(stages, observer=tracing)`` and each stage call becomes a span.
+
+    With ``enabled = false`` no span is recorded or exported (spans are non-recording no-ops), but
+    the Trace stage still stores exchange records: the exchange log feeds the console, feedback
+    and evaluation, and costs one submit per request.
+    """
+
+    def __init__(self, settings: TracingSettings, sink: TraceSink) -> None:
+        self.settings = settings
+        self.sink = sink
+        self._provider = TracerProvider(
+            resource=Resource.create({"service.name": settings.service_name}),
+            sampler=ALWAYS_ON if settings.enabled else ALWAYS_OFF,
+            # No atexit hook: it would keep every instance alive for the life of the process. The
+            # app's lifespan (server, CLI, ``build``) calls ``shutdown()``, which flushes.
+            shutdown_on_exit=False,
+        )
+        self._processor = _SinkProcessor(sink)
+        self._provider.add_span_processor(self._processor)
+        if settings.enabled and settings.otlp_endpoint:
+            self._provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(settings.otlp_endpoint)))
+        self.tracer: trace.Tracer = self._provider.get_tracer("aiestack")
+        self._closed = False
+
+    @property
+    def content(self) -> bool:
+        """Whether message content may be recorded (``[tracing] content``)."""
+        return self.settings.content
+
+    @property
+    def dropped(self) -> int:
+        """How many spans and exchanges could not be handed to the sink (0 unless the sink failed)."""
+        return self._processor.dropped
+
+    def stage(self, name: str, ex: Exchange) -> _StageSpan | _NullStage:
+        """A span ``aiestack.stage.<name>`` around one stage call, current while the stage runs.
+
+        The Trace stage is skipped: its span is the exchange's root span ``chat {model}``.
+        """
+        if name == TRACE_STAGE:
+            return _NullStage()
+        span = self.tracer.start_span(
+            STAGE_SPAN_PREFIX + name,
+            kind=SpanKind.INTERNAL,
+            attributes={STAGE: name, EXCHANGE_ID: ex.id},
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        return _StageSpan(span)
+
+    def add_processor(self, processor: SpanProcessor) -> None:
+        """Send this app's spans to one more processor too (a console exporter, a plugin's back end)."""
+        self._provider.add_span_processor(processor)
+
+    def submit_exchange(self, record: ExchangeRecord) -> None:
+        """Hand a finished exchange to the sink; a failing sink is logged, never raised to the request."""
+        try:
+            self.sink.submit_exchange(record)
+        except Exception:
+            self._processor.report_drop("exchange record")
+
+    def force_flush(self, timeout_s: float = 30.0) -> bool:
+        """Push spans still buffered (OTLP batch) out now; False if it did not finish in time."""
+        return self._provider.force_flush(int(timeout_s * 1000))
+
+    def shutdown(self) -> None:
+        """Flush and stop every processor (the OTLP batch included). Safe to call twice.
+
+        The sink itself (the background writer) is owned and closed by whoever created it.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._provider.shutdown()
+
+
+class _NullStage:
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+
+def _otlp_exporter(endpoint: str) -> SpanExporter:
+    """The OTLP/HTTP protobuf exporter. Headers (auth) come from ``OTEL_EXPORTER_OTLP_HEADERS``."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=endpoint)
+
+
+def span_attributes(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop ``None`` values and turn tuples into lists: what an OpenTelemetry attribute accepts."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if v is not None}
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with tuples as lists and mappings as dicts, recursively.
+
+    Records hold what a JSON column gives back, so a record read from the store equals the one
+    written (OpenTelemetry keeps sequence attributes as tuples; dataclasses hold tuples).
+    """
+    if value is None or isinstance(value, str | int | float):  # the common case, without ABC checks
+        return value
+    if isinstance(value, tuple | list):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    return value
