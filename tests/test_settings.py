@@ -79,3 +79,16 @@ def test_toml_syntax_error_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "aiestack.toml").write_text("[tracing\ncontent = true\n")
     with pytest.raises(ConfigError, match="TOML"):
         load_settings()
+
+
+def test_configuration_reference_is_current() -> None:
+    """docs/configuration.md is generated from the models; regenerate it when a setting changes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(root / "scripts" / "gen_config_docs.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr

@@ -1,3 +1,123 @@
-"""aiestack: the AI-engineering stack as one Python package and one server."""
+"""aiestack: the AI-engineering stack as one Python package and one server.
+
+The public API is what ``__all__`` names (a test pins it); everything else is private and may change.
+
+    from aiestack import open_stack, ChatRequest, Message
+
+    async with open_stack() as stack:
+        ex = await stack.chat(ChatRequest(model="", messages=(Message("user", "The capital of France is"),)))
+        print(ex.completion.text)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiestack.errors import (
+    AiestackError,
+    AuthError,
+    BudgetExceeded,
+    ConfigError,
+    ContextLengthExceeded,
+    GuardrailBlocked,
+    InvalidRequest,
+    ModelNotFound,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+    StoreError,
+    StreamBroken,
+)
+from aiestack.models.base import ChatModel, EmbeddingModel, Health
+from aiestack.models.fake import FakeModel, Script
+from aiestack.models.pricing import Price, PriceTable
+from aiestack.models.registry import ModelEntry, ModelRegistry
+from aiestack.pipeline import Next, Pipeline, Stage
+from aiestack.settings import Settings, load_settings
+from aiestack.streams import collect, tap
+from aiestack.types import (
+    ChatRequest,
+    Completion,
+    Delta,
+    Exchange,
+    Message,
+    Params,
+    ResponseFormat,
+    Timing,
+    TokenLogprob,
+    Tool,
+    ToolCall,
+    Usage,
+    Verdict,
+)
+
+if TYPE_CHECKING:
+    from aiestack.build import Stack, build_stack, open_stack
 
 __version__ = "0.1.0"
+
+# The composition root pulls in storage and tracing; import it only when asked for.
+_LAZY = {"Stack": "aiestack.build", "build_stack": "aiestack.build", "open_stack": "aiestack.build"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aiestack' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "AiestackError",
+    "AuthError",
+    "BudgetExceeded",
+    "ChatModel",
+    "ChatRequest",
+    "Completion",
+    "ConfigError",
+    "ContextLengthExceeded",
+    "Delta",
+    "EmbeddingModel",
+    "Exchange",
+    "FakeModel",
+    "GuardrailBlocked",
+    "Health",
+    "InvalidRequest",
+    "Message",
+    "ModelEntry",
+    "ModelNotFound",
+    "ModelRegistry",
+    "Next",
+    "Params",
+    "Pipeline",
+    "Price",
+    "PriceTable",
+    "ProviderError",
+    "ProviderRateLimited",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "RateLimited",
+    "ResponseFormat",
+    "Script",
+    "Settings",
+    "Stack",
+    "Stage",
+    "StoreError",
+    "StreamBroken",
+    "Timing",
+    "TokenLogprob",
+    "Tool",
+    "ToolCall",
+    "Usage",
+    "Verdict",
+    "__version__",
+    "build_stack",
+    "collect",
+    "load_settings",
+    "open_stack",
+    "tap",
+]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import ContextManager, Protocol, runtime_checkable
+from contextlib import AbstractContextManager
+from typing import Protocol, runtime_checkable
 
 from aiestack.errors import AiestackError
 from aiestack.types import Exchange
@@ -27,11 +28,11 @@ class Stage(Protocol):
 class StageObserver(Protocol):
     """Wraps each stage call, e.g. in a tracing span. Must not swallow exceptions."""
 
-    def stage(self, name: str, ex: Exchange) -> ContextManager[object]: ...
+    def stage(self, name: str, ex: Exchange) -> AbstractContextManager[object]: ...
 
 
 class _NoObserver:
-    def stage(self, name: str, ex: Exchange) -> ContextManager[object]:
+    def stage(self, name: str, ex: Exchange) -> AbstractContextManager[object]:
         return contextlib.nullcontext()
 
 

@@ -39,18 +39,20 @@ class StoreSettings(_Section):
 
 
 class TracingSettings(_Section):
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Record spans (exchanges are logged either way).")
     content: bool = Field(default=False, description="Record message content in spans and exchanges.")
     otlp_endpoint: str = Field(default="", description="OTLP/HTTP traces endpoint, e.g. http://localhost:4318/v1/traces.")
-    service_name: str = "aiestack"
+    service_name: str = Field(default="aiestack", description="OpenTelemetry service.name of exported spans.")
 
 
 class EmbeddingSettings(_Section):
-    provider: Literal["sentence_transformers", "openai"] = "sentence_transformers"
+    provider: Literal["sentence_transformers", "openai"] = Field(
+        default="sentence_transformers", description="Local sentence-transformers, or an OpenAI-compatible API."
+    )
     model: str = Field(default="all-MiniLM-L6-v2", description="Model name (a path also works for sentence_transformers).")
     base_url: str = Field(default="", description="For provider=openai: the /v1 base URL.")
     api_key_env: str = Field(default="", description="For provider=openai: the environment variable holding the key.")
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=64, ge=1, description="Texts embedded per call.")
     cache: bool = Field(default=True, description="Cache vectors by (model, text hash) in the store.")
 
 
@@ -155,7 +157,8 @@ def config_error(exc: ValidationError, model: type[BaseModel], *, source: str, p
     given = err.get("input")
     if given is not None and not isinstance(given, dict):
         problem += f" (got {given!r})"
-    return ConfigError(key, problem, f"set '{key}' to a valid value in {source} or via {env}")
+    where = f"the environment variable {env}" if source == "the environment" else f"{source} (or {env})"
+    return ConfigError(key, problem, f"set '{key}' to a valid value in {where}")
 
 
 def _known_keys(model: type[BaseModel], path: list[str]) -> list[str]:

@@ -45,8 +45,11 @@ class ChatModel(Protocol):
 class EmbeddingModel(Protocol):
     """Turns texts into vectors. ``name`` identifies the model for caching."""
 
-    name: str
-    dim: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
 

@@ -58,10 +58,9 @@ class FakeModel:
         if script.error is not None and script.error_after is None:
             raise script.error
         pieces = list(script.pieces)
+        finish: FinishReason = script.finish_reason
         if request.params.max_tokens is not None and len(pieces) > request.params.max_tokens:
             pieces, finish = pieces[: request.params.max_tokens], "length"
-        else:
-            finish = script.finish_reason
         for i, piece in enumerate(pieces):
             if script.error is not None and script.error_after == i:
                 raise script.error

@@ -1,0 +1,5 @@
+"""``python -m aiestack`` runs the CLI."""
+
+from aiestack.cli import main
+
+main()

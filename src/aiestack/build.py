@@ -1,0 +1,207 @@
+"""The composition root: settings → store, writer, tracing, metrics, models, pipeline.
+
+This is the only module that knows every wing. The server and the CLI call :func:`open_stack`;
+the wings never import this module. Everything is built once and owned by the :class:`Stack`;
+nothing is global, so two stacks in one process (tests do this) never see each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from aiestack.errors import ConfigError
+from aiestack.metrics import Metrics
+from aiestack.models.base import ChatModel, EmbeddingModel, Health
+from aiestack.models.pricing import Price, PriceTable
+from aiestack.models.registry import ModelEntry, ModelRegistry
+from aiestack.pipeline import Pipeline, Stage
+from aiestack.plugins import ProviderSpec, plugin_manager, provider_specs
+from aiestack.settings import EMBEDDED_MODEL, Settings, config_error, load_settings
+from aiestack.stages.generate import Generate
+from aiestack.stages.trace import Trace
+from aiestack.stores.base import EmbeddingCacheStore, ExchangeStore
+from aiestack.stores.open import open_exchange_store
+from aiestack.stores.writer import BatchWriter
+from aiestack.tracing import Tracing
+from aiestack.types import ChatRequest, Exchange
+
+
+@dataclass
+class Stack:
+    """Everything a running aiestack holds. Close it (``aclose``) to flush traces and free models."""
+
+    settings: Settings
+    store: ExchangeStore
+    writer: BatchWriter
+    tracing: Tracing
+    metrics: Metrics
+    models: ModelRegistry
+    prices: PriceTable
+    pipeline: Pipeline
+    _embeddings: EmbeddingModel | None = field(default=None, repr=False)
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def embeddings(self) -> EmbeddingModel:
+        """The configured embedding model, built on first use (loading it takes a moment)."""
+        if self._embeddings is None:
+            self._embeddings = build_embeddings(self.settings, self.store)
+        return self._embeddings
+
+    async def run(self, exchange: Exchange) -> Exchange:
+        """Send one exchange through the pipeline."""
+        return await self.pipeline(exchange)
+
+    async def chat(self, request: ChatRequest, **exchange_fields: Any) -> Exchange:
+        """Send one request through the pipeline (``model`` empty means the default model)."""
+        if not request.model:
+            from dataclasses import replace
+
+            request = replace(request, model=self.settings.default_model)
+        return await self.pipeline(Exchange(request=request, **exchange_fields))
+
+    async def check_models(self) -> dict[str, Health]:
+        """Whether each configured model can be reached now (concurrently, each bounded in time)."""
+
+        async def one(entry: ModelEntry) -> Health:
+            try:
+                return await asyncio.wait_for(entry.provider.check(entry.upstream), timeout=30)
+            except TimeoutError:
+                return Health(ok=False, detail="no answer within 30 s")
+            except Exception as exc:  # a check must report, not crash the listing
+                return Health(ok=False, detail=str(exc))
+
+        entries = list(self.models)
+        results = await asyncio.gather(*(one(e) for e in entries))
+        return {e.name: h for e, h in zip(entries, results, strict=True)}
+
+    async def aclose(self) -> None:
+        """Flush traces and exchanges, close providers and the store. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.models.aclose()
+            if self._embeddings is not None:
+                await self._embeddings.aclose()
+        finally:
+            self.tracing.shutdown()
+            await asyncio.to_thread(self.writer.close)
+            self.store.close()
+
+
+def build_models(
+    settings: Settings,
+    specs: Mapping[str, ProviderSpec],
+    *,
+    env: Mapping[str, str] | None = None,
+    extra: Iterable[ModelEntry] = (),
+) -> ModelRegistry:
+    """Validate each ``[models.NAME]`` table against its provider's config and build the provider."""
+    env = os.environ if env is None else env
+    registry = ModelRegistry(extra)
+    tables: dict[str, dict[str, Any]] = {}
+    if settings.embedded_model and EMBEDDED_MODEL not in settings.models:
+        tables[EMBEDDED_MODEL] = {"provider": "llama_cpp"}
+    tables.update(settings.models)
+    for name, table in tables.items():
+        spec = specs.get(str(table["provider"]))
+        if spec is None:
+            raise ConfigError(
+                f"models.{name}.provider",
+                f"unknown provider {table['provider']!r}",
+                f"use one of {', '.join(sorted(specs))} (or install the plugin that provides it)",
+            )
+        try:
+            cfg = spec.config.model_validate(table)
+        except ValidationError as exc:
+            raise config_error(exc, spec.config, source="aiestack.toml", prefix=f"models.{name}") from None
+        upstream = spec.upstream(name, cfg) if spec.upstream else name
+        provider: ChatModel = spec.factory(name, cfg, env)
+        local = spec.local or bool(getattr(cfg, "local", False))
+        registry.add(ModelEntry(name=name, provider=provider, upstream=upstream, local=local))
+    if settings.default_model not in registry:
+        raise ConfigError(
+            "default_model",
+            f"{settings.default_model!r} is not a configured model",
+            f"set default_model to one of {', '.join(e.name for e in registry) or '(none configured)'}",
+        )
+    return registry
+
+
+def build_embeddings(settings: Settings, store: object) -> EmbeddingModel:
+    """The embedding model from ``[embeddings]``, cached by (model, text hash) in the store if asked."""
+    cfg = settings.embeddings
+    model: EmbeddingModel
+    if cfg.provider == "openai":
+        from aiestack.models.openai_embeddings import OpenAIEmbeddingModel
+
+        if not cfg.base_url:
+            raise ConfigError("embeddings.base_url", "provider 'openai' needs a base URL", "set embeddings.base_url, e.g. https://api.openai.com/v1")
+        model = OpenAIEmbeddingModel(
+            cfg.model,
+            base_url=cfg.base_url,
+            api_key=os.environ.get(cfg.api_key_env) if cfg.api_key_env else None,
+            api_key_env=cfg.api_key_env or None,
+            batch_size=cfg.batch_size,
+        )
+    else:
+        from aiestack.models.local_embeddings import SentenceTransformerEmbeddings
+
+        model = SentenceTransformerEmbeddings(cfg.model, batch_size=cfg.batch_size)
+    if cfg.cache and isinstance(store, EmbeddingCacheStore):
+        from aiestack.models.embedding_cache import CachedEmbeddings
+
+        return CachedEmbeddings(model, store)
+    return model
+
+
+def build_prices(settings: Settings) -> PriceTable:
+    return PriceTable({name: Price(**p.model_dump()) for name, p in settings.pricing.items()})
+
+
+def build_stack(
+    settings: Settings | None = None,
+    *,
+    store: ExchangeStore | None = None,
+    plugins: Iterable[object] = (),
+    models: Iterable[ModelEntry] = (),
+    extra_stages: Iterable[Stage] = (),
+) -> Stack:
+    """Build a stack from settings. ``models`` adds ready-made entries (tests pass fakes here)."""
+    settings = settings or load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    pm = plugin_manager(plugins)
+    registry = build_models(settings, provider_specs(pm), extra=models)
+    store = store or open_exchange_store(settings.store_url)
+    store.migrate()
+    writer = BatchWriter(
+        store, batch_size=settings.store.batch_size, flush_interval_s=settings.store.flush_interval_s
+    )
+    tracing = Tracing(settings.tracing, writer)
+    metrics = Metrics()
+    prices = build_prices(settings)
+    stages: list[Stage] = [
+        Trace(tracing, metrics=metrics),
+        *extra_stages,
+        Generate(registry, prices),
+    ]
+    pipeline = Pipeline(stages, observer=tracing)
+    return Stack(settings, store, writer, tracing, metrics, registry, prices, pipeline)
+
+
+@asynccontextmanager
+async def open_stack(settings: Settings | None = None, **kwargs: Any) -> AsyncIterator[Stack]:
+    """``async with open_stack() as stack:`` — builds a stack and always closes it (flushing traces)."""
+    stack = build_stack(settings, **kwargs)
+    try:
+        yield stack
+    finally:
+        await stack.aclose()

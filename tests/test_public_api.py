@@ -1,0 +1,34 @@
+"""The public API is exactly what __all__ names; changing it is a deliberate act (update this list)."""
+
+from __future__ import annotations
+
+import pytest
+
+import aiestack
+
+pytestmark = pytest.mark.unit
+
+EXPECTED = {
+    "AiestackError", "AuthError", "BudgetExceeded", "ChatModel", "ChatRequest", "Completion", "ConfigError",
+    "ContextLengthExceeded", "Delta", "EmbeddingModel", "Exchange", "FakeModel", "GuardrailBlocked", "Health",
+    "InvalidRequest", "Message", "ModelEntry", "ModelNotFound", "ModelRegistry", "Next", "Params", "Pipeline",
+    "Price", "PriceTable", "ProviderError", "ProviderRateLimited", "ProviderTimeout", "ProviderUnavailable",
+    "RateLimited", "ResponseFormat", "Script", "Settings", "Stack", "Stage", "StoreError", "StreamBroken",
+    "Timing", "TokenLogprob", "Tool", "ToolCall", "Usage", "Verdict", "__version__", "build_stack", "collect",
+    "load_settings", "open_stack", "tap",
+}
+
+
+def test_all_is_pinned() -> None:
+    assert set(aiestack.__all__) == EXPECTED
+    assert len(aiestack.__all__) == len(set(aiestack.__all__))
+
+
+def test_every_public_name_resolves() -> None:
+    for name in aiestack.__all__:
+        assert getattr(aiestack, name) is not None, name
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError):
+        aiestack.no_such_thing  # noqa: B018
