@@ -90,6 +90,27 @@ def render() -> str:
         ('provider = "fake" — scripted echo, for trying things out', FakeModelConfig),
     ):
         out += [f"### {title}", "", *_table(cfg, None), ""]
+    from aiestack.gateway.routes import BreakerConfig, DeploymentConfig, RouteConfig
+
+    out += [
+        "## `[routes.NAME]`",
+        "",
+        "A route is a name a request can use as its `model`: weighted deployments, ordered fallbacks",
+        "(models or other routes), a time limit on the first token, retries with exponential backoff and",
+        "full jitter (never shorter than the upstream's Retry-After), and a circuit breaker per deployment.",
+        "A bare model name gets one attempt, no retries.",
+        "",
+        *_table(RouteConfig, None),
+        "",
+        "### `deployments = [{ model = ..., weight = ... }]`",
+        "",
+        *_table(DeploymentConfig, None),
+        "",
+        "### `[routes.NAME.breaker]`",
+        "",
+        *_table(BreakerConfig, None),
+        "",
+    ]
     out += ["## `[pricing.\"MODEL\"]`", "", "USD per million tokens; overrides the built-in table.", ""]
     out += [*_table(PriceSettings, None), ""]
     return "\n".join(out)

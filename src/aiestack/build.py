@@ -17,6 +17,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from aiestack.errors import ConfigError
+from aiestack.gateway.breaker import BreakerBoard
+from aiestack.gateway.routes import RouteTable, build_route_table
 from aiestack.metrics import Metrics
 from aiestack.models.base import ChatModel, EmbeddingModel, Health
 from aiestack.models.pricing import Price, PriceTable
@@ -45,6 +47,8 @@ class Stack:
     models: ModelRegistry
     prices: PriceTable
     pipeline: Pipeline
+    routes: RouteTable
+    breakers: BreakerBoard
     _embeddings: EmbeddingModel | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
 
@@ -127,13 +131,20 @@ def build_models(
         provider: ChatModel = spec.factory(name, cfg, env)
         local = spec.local or bool(getattr(cfg, "local", False))
         registry.add(ModelEntry(name=name, provider=provider, upstream=upstream, local=local))
-    if settings.default_model not in registry:
+    return registry
+
+
+def build_routes(settings: Settings, registry: ModelRegistry) -> RouteTable:
+    """Validate ``[routes.NAME]`` against the models; ``default_model`` may name a model or a route."""
+    routes = build_route_table(settings.routes, registry)
+    if settings.default_model not in registry and settings.default_model not in routes:
+        names = [*(e.name for e in registry), *routes.names]
         raise ConfigError(
             "default_model",
-            f"{settings.default_model!r} is not a configured model",
-            f"set default_model to one of {', '.join(e.name for e in registry) or '(none configured)'}",
+            f"{settings.default_model!r} is not a configured model or route",
+            f"set default_model to one of {', '.join(names) or '(none configured)'}",
         )
-    return registry
+    return routes
 
 
 def build_embeddings(settings: Settings, store: object) -> EmbeddingModel:
@@ -180,6 +191,8 @@ def build_stack(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     pm = plugin_manager(plugins)
     registry = build_models(settings, provider_specs(pm), extra=models)
+    routes = build_routes(settings, registry)
+    breakers = BreakerBoard(routes.breaker_settings)
     store = store or open_exchange_store(settings.store_url)
     store.migrate()
     writer = BatchWriter(
@@ -191,10 +204,10 @@ def build_stack(
     stages: list[Stage] = [
         Trace(tracing, metrics=metrics),
         *extra_stages,
-        Generate(registry, prices),
+        Generate(registry, prices, routes=routes, breakers=breakers, metrics=metrics),
     ]
     pipeline = Pipeline(stages, observer=tracing)
-    return Stack(settings, store, writer, tracing, metrics, registry, prices, pipeline)
+    return Stack(settings, store, writer, tracing, metrics, registry, prices, pipeline, routes, breakers)
 
 
 @asynccontextmanager

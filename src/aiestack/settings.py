@@ -82,6 +82,10 @@ class Settings(BaseSettings):
         default_factory=dict, description="Named models: [models.NAME] with provider = llama_cpp|openai|anthropic|fake."
     )
     pricing: dict[str, PriceSettings] = Field(default_factory=dict, description="Per-model price overrides (USD per 1M tokens).")
+    routes: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Named routes: [routes.NAME] with deployments, fallbacks, timeout_s, retries, backoff, breaker.",
+    )
 
     @field_validator("data_dir")
     @classmethod

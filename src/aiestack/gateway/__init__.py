@@ -1,0 +1,1 @@
+"""The gateway wing: virtual keys and tenants, rate limits and budgets, routing, fallbacks, breakers."""
