@@ -18,6 +18,8 @@ from pydantic import ValidationError
 
 from aiestack.errors import ConfigError
 from aiestack.gateway.breaker import BreakerBoard
+from aiestack.gateway.keys import Authenticator, KeyService
+from aiestack.gateway.limits import Limits
 from aiestack.gateway.routes import RouteTable, build_route_table
 from aiestack.metrics import Metrics
 from aiestack.models.base import ChatModel, EmbeddingModel, Health
@@ -28,7 +30,8 @@ from aiestack.plugins import ProviderSpec, plugin_manager, provider_specs
 from aiestack.settings import EMBEDDED_MODEL, Settings, config_error, load_settings
 from aiestack.stages.generate import Generate
 from aiestack.stages.trace import Trace
-from aiestack.stores.base import EmbeddingCacheStore, ExchangeStore
+from aiestack.stores.base import EmbeddingCacheStore, ExchangeStore, KeyStore, SpendSource, UsageStore
+from aiestack.stores.kv import KV
 from aiestack.stores.open import open_exchange_store
 from aiestack.stores.writer import BatchWriter
 from aiestack.tracing import Tracing
@@ -49,6 +52,9 @@ class Stack:
     pipeline: Pipeline
     routes: RouteTable
     breakers: BreakerBoard
+    kv: KV
+    keys: KeyService
+    auth: Authenticator
     _embeddings: EmbeddingModel | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
 
@@ -95,6 +101,7 @@ class Stack:
             await self.models.aclose()
             if self._embeddings is not None:
                 await self._embeddings.aclose()
+            await self.kv.aclose()
         finally:
             self.tracing.shutdown()
             await asyncio.to_thread(self.writer.close)
@@ -174,8 +181,34 @@ def build_embeddings(settings: Settings, store: object) -> EmbeddingModel:
     return model
 
 
+def build_kv(settings: Settings) -> KV:
+    """Redis when ``gateway.redis_url`` is set (limits exact across processes), else in-process."""
+    if settings.gateway.redis_url:
+        try:
+            from aiestack.stores.kv_redis import RedisKV
+        except ImportError:
+            raise ConfigError(
+                "gateway.redis_url", "the redis package is not installed", "pip install 'aiestack[redis]'"
+            ) from None
+        return RedisKV(settings.gateway.redis_url, prefix=settings.gateway.redis_prefix)
+    from aiestack.stores.kv_memory import MemoryKV
+
+    return MemoryKV()
+
+
 def build_prices(settings: Settings) -> PriceTable:
     return PriceTable({name: Price(**p.model_dump()) for name, p in settings.pricing.items()})
+
+
+def _gateway_stores(store: ExchangeStore) -> tuple[KeyStore, UsageStore, SpendSource]:
+    """The store seen as the keys, usage and spend stores the gateway needs (the SQL and memory stores are all)."""
+    if isinstance(store, KeyStore) and isinstance(store, UsageStore) and isinstance(store, SpendSource):
+        return store, store, store
+    raise ConfigError(
+        "store.url",
+        f"the store {type(store).__name__} cannot hold API keys and usage",
+        "use the SQLite, PostgreSQL or memory store (or a plugin store that implements KeyStore and UsageStore)",
+    )
 
 
 def build_stack(
@@ -201,13 +234,25 @@ def build_stack(
     tracing = Tracing(settings.tracing, writer)
     metrics = Metrics()
     prices = build_prices(settings)
+    key_store, usage, spend = _gateway_stores(store)
+    gw = settings.gateway
+    kv = build_kv(settings)
+    keys = KeyService(key_store, usage)
+    admin_key = os.environ.get(gw.admin_key_env) or None
+    auth = Authenticator(key_store, admin_key=admin_key, mode=gw.auth, cache_ttl_s=gw.key_cache_ttl_s)
+    limits = Limits(
+        key_store, kv, spend, metrics=metrics, key_cache_ttl_s=gw.key_cache_ttl_s, default_output_tokens=gw.default_output_tokens
+    )
     stages: list[Stage] = [
         Trace(tracing, metrics=metrics),
+        limits,
         *extra_stages,
         Generate(registry, prices, routes=routes, breakers=breakers, metrics=metrics),
     ]
     pipeline = Pipeline(stages, observer=tracing)
-    return Stack(settings, store, writer, tracing, metrics, registry, prices, pipeline, routes, breakers)
+    return Stack(
+        settings, store, writer, tracing, metrics, registry, prices, pipeline, routes, breakers, kv, keys, auth
+    )
 
 
 @asynccontextmanager

@@ -47,9 +47,23 @@ class InvalidRequest(AiestackError):
     code = "invalid_request"
 
 
-class ModelNotFound(InvalidRequest):
+class NotFound(InvalidRequest):
+    """The thing the request names does not exist."""
+
     http_status = 404
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class PermissionDenied(AiestackError):
+    """The caller is known but may not do this."""
+
+    http_status = 403
+    error_type = "permission_error"
+    code = "permission_denied"
 
 
 class StoreError(AiestackError):

@@ -56,6 +56,26 @@ class EmbeddingSettings(_Section):
     cache: bool = Field(default=True, description="Cache vectors by (model, text hash) in the store.")
 
 
+class GatewaySettings(_Section):
+    auth: Literal["auto", "required", "off"] = Field(
+        default="auto",
+        description="auto: keys are required once one exists; required: always; off: never (admin key still works).",
+    )
+    admin_key_env: str = Field(
+        default="AIESTACK_ADMIN_KEY", description="Environment variable holding the admin key (admin endpoints)."
+    )
+    redis_url: str = Field(
+        default="", description="Redis for limits exact across processes (e.g. redis://localhost:6379/0); empty: in-process."
+    )
+    redis_prefix: str = Field(default="aiestack:", description="Prefix of every Redis key aiestack writes.")
+    key_cache_ttl_s: float = Field(
+        default=5.0, ge=0, description="How long a key lookup is cached; a revoke takes effect within this time."
+    )
+    default_output_tokens: int = Field(
+        default=512, ge=1, description="Output tokens assumed by the TPM check for requests without max_tokens."
+    )
+
+
 class PriceSettings(_Section):
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
@@ -78,6 +98,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     models: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Named models: [models.NAME] with provider = llama_cpp|openai|anthropic|fake."
     )

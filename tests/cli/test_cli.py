@@ -53,7 +53,11 @@ def test_every_key_the_example_mentions_exists(workdir: Path) -> None:
     known = set(Settings.model_fields) | set(PriceSettings.model_fields)
     for section in ("store", "tracing", "embeddings"):
         known |= set(Settings.model_fields[section].annotation.model_fields)  # type: ignore[union-attr]
-    for cfg in (OpenAIModelConfig, AnthropicModelConfig, LlamaCppModelConfig):
+    from aiestack.gateway.routes import BreakerConfig, RouteConfig
+
+    for section in ("gateway",):
+        known |= set(Settings.model_fields[section].annotation.model_fields)  # type: ignore[union-attr]
+    for cfg in (OpenAIModelConfig, AnthropicModelConfig, LlamaCppModelConfig, RouteConfig, BreakerConfig):
         known |= set(cfg.model_fields)
     assert mentioned and mentioned <= known, mentioned - known
 

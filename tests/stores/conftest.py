@@ -1,16 +1,20 @@
-"""Fixtures for the store tests: a SQLite file per test, a fresh PostgreSQL schema per test.
+"""Fixtures for the store tests: a SQLite file per test, a fresh PostgreSQL schema per test,
+a fresh Redis key prefix per test.
 
 PostgreSQL is the local server (``AIESTACK_TEST_POSTGRES_URL``, default
 ``postgresql+psycopg://postgres@127.0.0.1:5432/test``). Each test gets its own schema, selected
 through the connection's ``search_path``, and drops it afterwards, so runs never see each other's
 tables, and other suites using the same database are left alone.
+
+Redis is ``AIESTACK_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``); each test's keys
+live under a unique prefix and are deleted afterwards.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -67,3 +71,43 @@ def pg_url(pg_admin_url: str) -> Iterator[str]:
 def sqlite_url(tmp_path: Path) -> str:
     """A SQLite file in a directory that does not exist yet (the store creates it)."""
     return f"sqlite:///{tmp_path / 'data' / 'aiestack.db'}"
+
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    url = os.environ.get("AIESTACK_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(
+            f"Redis is not reachable at {url} ({exc}); set AIESTACK_TEST_REDIS_URL to run these tests"
+        )
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture
+async def redis_kv(redis_url: str) -> AsyncIterator[object]:
+    """A RedisKV under a fresh prefix; its keys are deleted afterwards."""
+    from aiestack.stores.kv_redis import RedisKV
+
+    prefix = f"aiestack-test:{uuid.uuid4().hex[:12]}:"
+    kv = RedisKV(redis_url, prefix=prefix)
+    try:
+        yield kv
+    finally:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(redis_url)
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+        await kv.aclose()

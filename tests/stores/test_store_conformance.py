@@ -6,20 +6,32 @@ from collections.abc import Iterator
 
 import pytest
 
+from aiestack.stores.kv import KV
+from aiestack.stores.kv_memory import MemoryKV
 from aiestack.stores.memory import MemoryExchangeStore
 from aiestack.stores.sql import SqlExchangeStore
-from aiestack.testing.conformance import EmbeddingCacheConformance, ExchangeStoreConformance
+from aiestack.testing.conformance import (
+    EmbeddingCacheConformance,
+    ExchangeStoreConformance,
+    KeyStoreConformance,
+    KVConformance,
+    UsageConformance,
+)
 
 
 @pytest.mark.unit
-class TestMemoryStore(ExchangeStoreConformance, EmbeddingCacheConformance):
+class TestMemoryStore(
+    ExchangeStoreConformance, EmbeddingCacheConformance, KeyStoreConformance, UsageConformance
+):
     @pytest.fixture
     def store(self) -> MemoryExchangeStore:
         return MemoryExchangeStore()
 
 
 @pytest.mark.unit
-class TestSqliteStore(ExchangeStoreConformance, EmbeddingCacheConformance):
+class TestSqliteStore(
+    ExchangeStoreConformance, EmbeddingCacheConformance, KeyStoreConformance, UsageConformance
+):
     @pytest.fixture
     def store(self, sqlite_url: str) -> Iterator[SqlExchangeStore]:
         store = SqlExchangeStore(sqlite_url)
@@ -29,7 +41,9 @@ class TestSqliteStore(ExchangeStoreConformance, EmbeddingCacheConformance):
 
 
 @pytest.mark.unit
-class TestSqliteInMemoryStore(ExchangeStoreConformance, EmbeddingCacheConformance):
+class TestSqliteInMemoryStore(
+    ExchangeStoreConformance, EmbeddingCacheConformance, KeyStoreConformance, UsageConformance
+):
     """``sqlite://`` shares one connection, so every thread sees the same in-memory database."""
 
     @pytest.fixture
@@ -41,10 +55,26 @@ class TestSqliteInMemoryStore(ExchangeStoreConformance, EmbeddingCacheConformanc
 
 
 @pytest.mark.integration
-class TestPostgresStore(ExchangeStoreConformance, EmbeddingCacheConformance):
+class TestPostgresStore(
+    ExchangeStoreConformance, EmbeddingCacheConformance, KeyStoreConformance, UsageConformance
+):
     @pytest.fixture
     def store(self, pg_url: str) -> Iterator[SqlExchangeStore]:
         store = SqlExchangeStore(pg_url)
         store.migrate()
         yield store
         store.close()
+
+
+@pytest.mark.unit
+class TestMemoryKV(KVConformance):
+    @pytest.fixture
+    def kv(self) -> MemoryKV:
+        return MemoryKV()
+
+
+@pytest.mark.integration
+class TestRedisKV(KVConformance):
+    @pytest.fixture
+    def kv(self, redis_kv: KV) -> KV:
+        return redis_kv

@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from aiestack.stores.base import ExchangeRecord
+from aiestack.stores.base import ExchangeRecord, KeyRecord
 from aiestack.stores.sql import SqlExchangeStore
 from aiestack.stores.sql.migrate import MIGRATIONS_DIR, alembic_config, current_revision, head_revision
 from aiestack.stores.sql.tables import metadata
@@ -26,12 +26,14 @@ EXPECTED_INDEXES = {
         "ix_exchanges_model_created_at": ["model", "created_at"],
         "ix_exchanges_tenant_created_at": ["tenant", "created_at"],
         "ix_exchanges_trace_id": ["trace_id"],
+        "ix_exchanges_key_id_created_at": ["key_id", "created_at"],
     },
     "spans": {
         "ix_spans_trace_id_start_ns": ["trace_id", "start_ns"],
         "ix_spans_exchange_id_start_ns": ["exchange_id", "start_ns"],
     },
     "embedding_cache": {},
+    "api_keys": {"ix_api_keys_tenant_created_at": ["tenant", "created_at"]},
 }
 
 
@@ -51,21 +53,33 @@ def _check_migrated_schema(store: SqlExchangeStore) -> None:
             "exchanges",
             "spans",
             "embedding_cache",
+            "api_keys",
         }
         columns = {t: [c["name"] for c in inspector.get_columns(t)] for t in EXPECTED_INDEXES}
         indexes = {
-            t: {i["name"]: i["column_names"] for i in inspector.get_indexes(t)} for t in EXPECTED_INDEXES
+            t: {
+                i["name"]: i["column_names"]
+                for i in inspector.get_indexes(t)
+                if "duplicates_constraint" not in i
+            }
+            for t in EXPECTED_INDEXES
         }
         pks = {t: inspector.get_pk_constraint(t)["constrained_columns"] for t in EXPECTED_INDEXES}
+        uniques = {
+            (u["name"], tuple(u["column_names"])) for u in inspector.get_unique_constraints("api_keys")
+        }
         assert current_revision(connection) == head_revision()
     assert columns["exchanges"] == [f.name for f in dataclasses.fields(ExchangeRecord)]
     assert columns["spans"] == [f.name for f in dataclasses.fields(SpanRecord)]
     assert columns["embedding_cache"] == ["model", "text_hash", "dim", "vector"]
+    assert sorted(columns["api_keys"]) == sorted(f.name for f in dataclasses.fields(KeyRecord))
     assert indexes == EXPECTED_INDEXES
+    assert uniques == {("uq_api_keys_secret_hash", ("secret_hash",))}
     assert pks == {
         "exchanges": ["id"],
         "spans": ["trace_id", "span_id"],
         "embedding_cache": ["model", "text_hash"],
+        "api_keys": ["id"],
     }
     assert _schema_diffs(store) == []
 
@@ -192,8 +206,8 @@ def test_the_migrations_ship_with_the_package_and_form_one_line() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
     scripts = ScriptDirectory.from_config(alembic_config())
-    assert scripts.get_heads() == ["0001"]
-    assert [s.revision for s in scripts.walk_revisions()] == ["0001"]
+    assert scripts.get_heads() == ["0002"]
+    assert [s.revision for s in scripts.walk_revisions()] == ["0002", "0001"]
 
 
 @pytest.mark.unit

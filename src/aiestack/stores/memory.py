@@ -1,4 +1,4 @@
-"""An in-memory ExchangeStore and EmbeddingCacheStore, for tests and throwaway sessions.
+"""An in-memory ExchangeStore, EmbeddingCacheStore, KeyStore and UsageStore, for tests and throwaway sessions.
 
 It behaves like the SQL store wherever a caller could tell the difference, so that tests written
 against it hold for the real thing (both pass :mod:`aiestack.testing.conformance`): JSON fields go
@@ -9,6 +9,7 @@ embeddings are rounded to float32, and ordering ties break the same way.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import threading
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from aiestack.stores.base import ExchangeRecord
+from aiestack.stores.base import (
+    ExchangeRecord,
+    KeyRecord,
+    UsageGroup,
+    UsageRow,
+    check_usage_groups,
+    sort_usage,
+)
 from aiestack.types import SpanRecord
 
 _FLOAT32_LE = np.dtype("<f4")
@@ -29,7 +37,7 @@ def _json_copy(value: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class MemoryExchangeStore:
-    """Exchanges, spans and cached embeddings in dictionaries, guarded by one lock."""
+    """Exchanges, spans, cached embeddings and virtual keys in dictionaries, guarded by one lock."""
 
     url = "memory://"
 
@@ -38,6 +46,8 @@ class MemoryExchangeStore:
         self._exchanges: dict[str, ExchangeRecord] = {}
         self._spans: dict[tuple[str, str], SpanRecord] = {}
         self._embeddings: dict[tuple[str, str], list[float]] = {}
+        self._keys: dict[str, KeyRecord] = {}
+        self._key_ids_by_hash: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return "MemoryExchangeStore()"
@@ -122,6 +132,91 @@ class MemoryExchangeStore:
         with self._lock:
             for text_hash, vector in rounded.items():
                 self._embeddings[model, text_hash] = vector
+
+    # ------------------------------------------------------------------ usage
+
+    def usage_summary(
+        self,
+        *,
+        by: Sequence[UsageGroup] = ("key",),
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[UsageRow]:
+        groups = check_usage_groups(by)
+        with self._lock:
+            records = list(self._exchanges.values())
+        totals: dict[tuple[str | None, ...], list[Any]] = {}
+        for r in records:
+            if (since is not None and r.created_at < since) or (until is not None and r.created_at >= until):
+                continue
+            values = {"key": r.key_id, "tenant": r.tenant, "model": r.model, "day": _utc_day(r.created_at)}
+            total = totals.setdefault(tuple(values[g] for g in groups), [0, 0, 0, 0.0, 0])
+            total[0] += 1
+            total[1] += r.input_tokens
+            total[2] += r.output_tokens
+            total[3] += r.cost_usd or 0.0
+            total[4] += r.outcome == "error"
+        rows = [
+            UsageRow(
+                requests=requests,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost_usd=cost,
+                errors=errors,
+                **{("key_id" if g == "key" else g): v for g, v in zip(groups, group, strict=True)},
+            )
+            for group, (requests, input_tokens, output_tokens, cost, errors) in totals.items()
+        ]
+        return sort_usage(rows, groups)
+
+    def spend(self, key_id: str, since: float) -> float:
+        with self._lock:
+            records = list(self._exchanges.values())
+        return float(sum(r.cost_usd or 0.0 for r in records if r.key_id == key_id and r.created_at >= since))
+
+    # ------------------------------------------------------------------ virtual keys
+
+    def add_key(self, record: KeyRecord) -> None:
+        record = dataclasses.replace(record, models=tuple(record.models))
+        with self._lock:
+            if record.id in self._keys or record.secret_hash in self._key_ids_by_hash:
+                raise ValueError(f"a key with id {record.id!r} or the same secret already exists")
+            self._keys[record.id] = record
+            self._key_ids_by_hash[record.secret_hash] = record.id
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        with self._lock:
+            return self._keys.get(key_id)
+
+    def find_key(self, secret_hash: str) -> KeyRecord | None:
+        with self._lock:
+            key_id = self._key_ids_by_hash.get(secret_hash)
+            return self._keys[key_id] if key_id is not None else None
+
+    def list_keys(self, *, tenant: str | None = None, include_revoked: bool = False) -> list[KeyRecord]:
+        with self._lock:
+            keys = list(self._keys.values())
+        chosen = [
+            k
+            for k in keys
+            if (tenant is None or k.tenant == tenant) and (include_revoked or k.revoked_at is None)
+        ]
+        return sorted(chosen, key=lambda k: (k.created_at, k.id))
+
+    def revoke_key(self, key_id: str, *, at: float) -> KeyRecord | None:
+        with self._lock:
+            key = self._keys.get(key_id)
+            if key is not None and key.revoked_at is None:
+                key = self._keys[key_id] = dataclasses.replace(key, revoked_at=at)
+            return key
+
+    def has_keys(self) -> bool:
+        with self._lock:
+            return bool(self._keys)
+
+
+def _utc_day(epoch_s: float) -> str:
+    return dt.datetime.fromtimestamp(epoch_s, tz=dt.UTC).strftime("%Y-%m-%d")
 
 
 def _fresh_exchange(record: ExchangeRecord) -> ExchangeRecord:

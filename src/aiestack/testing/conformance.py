@@ -18,11 +18,17 @@ The tests pin the behaviour callers rely on, beyond the protocol's signatures: e
 round-trips exactly (``None``, unicode, nested JSON, floats), writes are idempotent, lists are
 newest first with ``(created_at, id)`` descending as the tie-break, and embeddings come back as
 their float32 values.
+
+Key stores and usage summaries (:class:`KeyStoreConformance`, :class:`UsageConformance`) use the
+same ``store`` fixture. KV backends pass :class:`KVConformance`, which needs a ``kv`` fixture
+yielding an empty KV (its tests are ``async``; they run under pytest-asyncio).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import datetime as dt
 import hashlib
 import random
 from typing import Any
@@ -30,7 +36,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aiestack.stores.base import EmbeddingCacheStore, ExchangeRecord, ExchangeStore
+from aiestack.stores.base import (
+    EmbeddingCacheStore,
+    ExchangeRecord,
+    ExchangeStore,
+    KeyRecord,
+    KeyStore,
+    UsageRow,
+    UsageStore,
+)
+from aiestack.stores.kv import KV
 from aiestack.types import SpanRecord
 
 UNICODE_TEXT = "Grüße, 世界! Ünïcödé — emoji 🚀 and a quote ' and \" and a backslash \\"
@@ -303,3 +318,279 @@ class EmbeddingCacheConformance:
         store.put_embeddings("m", vectors)
         wanted = [*vectors, "absent"]
         assert store.get_embeddings("m", wanted) == vectors
+
+
+# --------------------------------------------------------------------------- virtual keys
+
+
+def sample_key(key_id: str = "key_1", **changes: Any) -> KeyRecord:
+    """A key with every field set to a value other than its default."""
+    record = KeyRecord(
+        id=key_id,
+        tenant="acme",
+        secret_hash=text_hash(f"secret of {key_id}"),
+        prefix="aie-AbC123",
+        created_at=1_750_000_000.25,
+        name=f"name of {key_id} — ünïcode",
+        rpm=60,
+        tpm=100_000,
+        budget_day_usd=5.5,
+        budget_month_usd=100.125,
+        models=("gpt-4o-mini", "support-bot"),
+        revoked_at=None,
+    )
+    return dataclasses.replace(record, **changes)
+
+
+class KeyStoreConformance:
+    """The :class:`~aiestack.stores.base.KeyStore` contract. Needs a ``store`` fixture."""
+
+    def test_is_a_key_store(self, store: KeyStore) -> None:
+        assert isinstance(store, KeyStore)
+
+    def test_key_fields_round_trip(self, store: KeyStore) -> None:
+        record = sample_key(revoked_at=1_750_000_100.5)
+        store.add_key(record)
+        assert store.get_key(record.id) == record
+        assert store.find_key(record.secret_hash) == record
+
+    def test_key_optional_fields_round_trip_as_none(self, store: KeyStore) -> None:
+        record = KeyRecord(id="key_min", tenant="t", secret_hash="h", prefix="aie-x", created_at=1.0)
+        store.add_key(record)
+        got = store.get_key("key_min")
+        assert got == record
+        assert got is not None and got.models == () and got.rpm is None and got.budget_day_usd is None
+
+    def test_unknown_keys_are_none(self, store: KeyStore) -> None:
+        assert store.get_key("key_nope") is None
+        assert store.find_key(text_hash("nope")) is None
+
+    def test_ids_and_secret_hashes_are_unique(self, store: KeyStore) -> None:
+        store.add_key(sample_key("key_1"))
+        with pytest.raises(ValueError):
+            store.add_key(sample_key("key_1", secret_hash=text_hash("other")))
+        with pytest.raises(ValueError):
+            store.add_key(sample_key("key_2", secret_hash=sample_key("key_1").secret_hash))
+        assert [k.id for k in store.list_keys()] == ["key_1"]
+
+    def test_keys_list_oldest_first_and_filter(self, store: KeyStore) -> None:
+        keys = [
+            sample_key("key_c", created_at=30.0, tenant="t1"),
+            sample_key("key_a", created_at=10.0, tenant="t2"),
+            sample_key("key_b2", created_at=20.0, tenant="t1"),
+            sample_key("key_b1", created_at=20.0, tenant="t1"),
+        ]
+        for key in keys:
+            store.add_key(key)
+        assert [k.id for k in store.list_keys()] == ["key_a", "key_b1", "key_b2", "key_c"]
+        assert [k.id for k in store.list_keys(tenant="t1")] == ["key_b1", "key_b2", "key_c"]
+        assert store.list_keys(tenant="nobody") == []
+
+    def test_revoked_keys_are_listed_only_when_asked(self, store: KeyStore) -> None:
+        store.add_key(sample_key("key_1", created_at=1.0))
+        store.add_key(sample_key("key_2", created_at=2.0, secret_hash=text_hash("2")))
+        revoked = store.revoke_key("key_1", at=50.0)
+        assert revoked == sample_key("key_1", created_at=1.0, revoked_at=50.0)
+        assert [k.id for k in store.list_keys()] == ["key_2"]
+        assert [k.id for k in store.list_keys(include_revoked=True)] == ["key_1", "key_2"]
+        found = store.find_key(sample_key("key_1").secret_hash)
+        assert found is not None and found.revoked and found.revoked_at == 50.0
+
+    def test_revoking_again_keeps_the_first_time(self, store: KeyStore) -> None:
+        store.add_key(sample_key())
+        store.revoke_key("key_1", at=50.0)
+        again = store.revoke_key("key_1", at=99.0)
+        assert again is not None and again.revoked_at == 50.0
+        assert store.revoke_key("key_unknown", at=1.0) is None
+
+    def test_has_keys_counts_revoked_keys_too(self, store: KeyStore) -> None:
+        assert store.has_keys() is False
+        store.add_key(sample_key())
+        assert store.has_keys() is True
+        store.revoke_key("key_1", at=2.0)
+        assert store.has_keys() is True
+
+
+# --------------------------------------------------------------------------- usage
+
+#: 2025-06-15 23:59:59 UTC and the next second, 2025-06-16 00:00:00 UTC.
+LAST_SECOND_OF_DAY = dt.datetime(2025, 6, 15, 23, 59, 59, tzinfo=dt.UTC).timestamp()
+MIDNIGHT = LAST_SECOND_OF_DAY + 1
+
+
+def usage_exchanges() -> list[ExchangeRecord]:
+    """Exchanges over two keys, two tenants, two models and two UTC days (one second apart)."""
+
+    def ex(i: int, at: float, key: str | None, tenant: str, model: str, **changes: Any) -> ExchangeRecord:
+        base = dict(input_tokens=10 * i, output_tokens=i, cost_usd=0.001 * i, outcome="ok")
+        return minimal_exchange(
+            f"ex_{i}", created_at=at, key_id=key, tenant=tenant, model=model, **{**base, **changes}
+        )
+
+    return [
+        ex(1, LAST_SECOND_OF_DAY - 3600, "key_a", "acme", "m1"),
+        ex(2, LAST_SECOND_OF_DAY, "key_a", "acme", "m2", outcome="error", output_tokens=0, cost_usd=None),
+        ex(3, MIDNIGHT, "key_a", "acme", "m1"),
+        ex(4, MIDNIGHT + 60, "key_b", "beta", "m1"),
+        ex(5, MIDNIGHT + 120, None, "default", "m2", cost_usd=None),
+    ]
+
+
+class UsageConformance:
+    """The :class:`~aiestack.stores.base.UsageStore` contract. Needs a ``store`` fixture that is
+    also an :class:`~aiestack.stores.base.ExchangeStore` (to write the exchanges summarised)."""
+
+    @pytest.fixture
+    def usage_store(self, store: Any) -> Any:
+        store.write_exchanges(usage_exchanges())
+        return store
+
+    def test_is_a_usage_store(self, store: UsageStore) -> None:
+        assert isinstance(store, UsageStore)
+
+    def test_usage_by_key(self, usage_store: UsageStore) -> None:
+        rows = usage_store.usage_summary(by=["key"])
+        assert [r.key_id for r in rows] == [None, "key_a", "key_b"]
+        none, a, b = rows
+        assert (a.requests, a.input_tokens, a.output_tokens, a.errors) == (3, 60, 4, 1)
+        assert a.cost_usd == pytest.approx(0.004)
+        assert (b.requests, b.input_tokens, b.output_tokens, b.errors) == (1, 40, 4, 0)
+        assert none.cost_usd == 0.0 and none.requests == 1  # an unknown cost adds nothing
+        assert a.tenant is None and a.model is None and a.day is None
+
+    def test_usage_by_utc_day_splits_at_midnight(self, usage_store: UsageStore) -> None:
+        rows = usage_store.usage_summary(by=["day"])
+        assert [(r.day, r.requests) for r in rows] == [("2025-06-15", 2), ("2025-06-16", 3)]
+
+    def test_usage_by_several_groups_in_the_order_asked(self, usage_store: UsageStore) -> None:
+        rows = usage_store.usage_summary(by=["model", "tenant"])
+        assert [(r.model, r.tenant, r.requests) for r in rows] == [
+            ("m1", "acme", 2),
+            ("m1", "beta", 1),
+            ("m2", "acme", 1),
+            ("m2", "default", 1),
+        ]
+        rows = usage_store.usage_summary(by=["day", "key", "model"])
+        assert [(r.day, r.key_id, r.model) for r in rows] == [
+            ("2025-06-15", "key_a", "m1"),
+            ("2025-06-15", "key_a", "m2"),
+            ("2025-06-16", None, "m2"),
+            ("2025-06-16", "key_a", "m1"),
+            ("2025-06-16", "key_b", "m1"),
+        ]
+
+    def test_usage_with_no_groups_is_one_total(self, usage_store: UsageStore) -> None:
+        (total,) = usage_store.usage_summary(by=())
+        assert (total.requests, total.input_tokens, total.output_tokens, total.errors) == (5, 150, 13, 1)
+        assert total.cost_usd == pytest.approx(0.008)
+
+    def test_usage_since_is_inclusive_and_until_exclusive(self, usage_store: UsageStore) -> None:
+        rows = usage_store.usage_summary(by=["day"], since=LAST_SECOND_OF_DAY, until=MIDNIGHT + 60)
+        assert [(r.day, r.requests) for r in rows] == [("2025-06-15", 1), ("2025-06-16", 1)]
+        assert usage_store.usage_summary(by=["key"], since=MIDNIGHT + 1000) == []
+
+    def test_usage_of_no_exchanges_is_no_rows(self, store: UsageStore) -> None:
+        assert store.usage_summary(by=["key"]) == []
+        assert store.usage_summary(by=()) == []
+
+    def test_usage_refuses_unknown_or_repeated_groups(self, store: UsageStore) -> None:
+        with pytest.raises(ValueError, match="unknown"):
+            store.usage_summary(by=["colour"])  # type: ignore[list-item]
+        with pytest.raises(ValueError, match="repeat"):
+            store.usage_summary(by=["key", "key"])
+
+    def test_usage_rows_are_usage_rows(self, usage_store: UsageStore) -> None:
+        row = usage_store.usage_summary(by=["tenant"])[0]
+        assert isinstance(row, UsageRow) and isinstance(row.requests, int) and isinstance(row.cost_usd, float)
+
+    def test_spend_is_one_keys_known_cost_since_a_time(self, usage_store: UsageStore) -> None:
+        assert usage_store.spend("key_a", since=0.0) == pytest.approx(0.004)
+        assert usage_store.spend("key_a", since=MIDNIGHT) == pytest.approx(0.003)
+        assert usage_store.spend("key_a", since=MIDNIGHT + 1) == 0.0
+        assert usage_store.spend("key_unknown", since=0.0) == 0.0
+
+
+# --------------------------------------------------------------------------- KV
+
+#: Short enough to keep the suite fast, long enough to survive a slow CI machine's scheduling.
+SHORT_TTL_S = 0.3
+
+
+class KVConformance:
+    """The :class:`~aiestack.stores.kv.KV` contract. Needs a ``kv`` fixture yielding an empty KV."""
+
+    def test_is_a_kv(self, kv: KV) -> None:
+        assert isinstance(kv, KV)
+
+    async def test_counters_start_absent_and_add_up(self, kv: KV) -> None:
+        assert await kv.get("c") is None
+        assert await kv.incr("c") == 1
+        assert await kv.incr("c", 41) == 42
+        assert await kv.incr("c", -50) == -8
+        assert await kv.get("c") == -8
+        assert await kv.get("other") is None
+
+    async def test_counters_hold_large_values(self, kv: KV) -> None:
+        # Redis scripts compute in Lua doubles, exact to 2**53: micro-USD up to $9 billion.
+        big = 2**52
+        assert await kv.incr("c", big) == big
+        assert await kv.incr("c", 1) == big + 1
+
+    async def test_ttl_is_set_when_created_and_never_extended(self, kv: KV) -> None:
+        await kv.incr("c", 1, ttl_s=SHORT_TTL_S)
+        await asyncio.sleep(SHORT_TTL_S / 2)
+        assert await kv.incr("c", 1, ttl_s=60) == 2
+        await asyncio.sleep(SHORT_TTL_S / 2 + 0.1)
+        assert await kv.get("c") is None
+        assert await kv.incr("c", 5) == 5  # a fresh counter after expiry
+
+    async def test_set_if_absent_seeds_once(self, kv: KV) -> None:
+        assert await kv.set_if_absent("s", 100, ttl_s=60) is True
+        assert await kv.set_if_absent("s", 7) is False
+        assert await kv.get("s") == 100
+        assert await kv.incr("s", 1) == 101
+        assert await kv.set_if_absent("t", 3, ttl_s=SHORT_TTL_S) is True
+        await asyncio.sleep(SHORT_TTL_S + 0.1)
+        assert await kv.get("t") is None
+        assert await kv.set_if_absent("t", 4) is True and await kv.get("t") == 4
+
+    async def test_window_admits_up_to_the_limit_exactly(self, kv: KV) -> None:
+        results = [await kv.window_add("w", 2, 5, 60) for _ in range(3)]
+        assert [(r.allowed, r.current) for r in results] == [(True, 2), (True, 4), (False, 4)]
+        assert 0 < results[2].retry_after_s <= 60
+        assert (await kv.window_add("w", 1, 5, 60)).allowed  # exactly at the limit is fine
+        assert not (await kv.window_add("w", 1, 5, 60)).allowed
+        assert await kv.get("w") == 5
+
+    async def test_corrections_are_always_applied(self, kv: KV) -> None:
+        await kv.window_add("w", 5, 5, 60)
+        refund = await kv.window_add("w", -3, 5, 60)
+        assert refund.allowed and refund.current == 2
+        assert (await kv.window_add("w", 3, 5, 60)).allowed
+
+    async def test_a_request_larger_than_the_limit_is_refused_without_a_trace(self, kv: KV) -> None:
+        refused = await kv.window_add("w", 6, 5, 60)
+        assert not refused.allowed and refused.current == 0
+        assert await kv.get("w") is None
+
+    async def test_the_window_resets_when_it_expires(self, kv: KV) -> None:
+        assert (await kv.window_add("w", 1, 1, SHORT_TTL_S)).allowed
+        blocked = await kv.window_add("w", 1, 1, SHORT_TTL_S)
+        assert not blocked.allowed and blocked.retry_after_s <= SHORT_TTL_S
+        await asyncio.sleep(SHORT_TTL_S + 0.1)
+        assert (await kv.window_add("w", 1, 1, SHORT_TTL_S)).allowed
+
+    async def test_concurrent_callers_get_exactly_the_limit(self, kv: KV) -> None:
+        results = await asyncio.gather(*(kv.window_add("w", 1, 50, 60) for _ in range(200)))
+        assert sum(r.allowed for r in results) == 50
+        assert await kv.get("w") == 50
+
+    async def test_kv_delete(self, kv: KV) -> None:
+        await kv.incr("a")
+        await kv.incr("b")
+        await kv.delete("a", "missing")
+        await kv.delete()
+        assert await kv.get("a") is None and await kv.get("b") == 1
+
+    async def test_kv_ping(self, kv: KV) -> None:
+        await kv.ping()

@@ -6,6 +6,10 @@ from the engine's pool, so one store is safe to share between threads.
 
 Writes are idempotent so that the writer can retry a batch after any failure: exchanges are
 upserted by id (``INSERT ... ON CONFLICT DO UPDATE``), spans and vectors are keyed by their ids.
+
+The same store is the :class:`~aiestack.stores.base.KeyStore` (virtual keys) and the
+:class:`~aiestack.stores.base.UsageStore` (usage summaries and spend, computed by the database
+with the ``(key_id, created_at)`` index, so a budget check never reads the exchanges themselves).
 """
 
 from __future__ import annotations
@@ -19,11 +23,18 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 
-from aiestack.stores.base import ExchangeRecord
+from aiestack.stores.base import (
+    ExchangeRecord,
+    KeyRecord,
+    UsageGroup,
+    UsageRow,
+    check_usage_groups,
+    sort_usage,
+)
 from aiestack.stores.sql import migrate as migrations
 from aiestack.stores.sql import vectors
 from aiestack.stores.sql.engine import create_store_engine, parse_url, safe_url, store_errors
-from aiestack.stores.sql.tables import embedding_cache, exchanges, spans
+from aiestack.stores.sql.tables import api_keys, embedding_cache, exchanges, spans
 from aiestack.types import SpanRecord
 
 logger = logging.getLogger(__name__)
@@ -41,6 +52,7 @@ _SPAN_FIELDS = (
     "exchange_id",
 )
 _JSON_FIELDS = ("request", "attributes")
+_KEY_FIELDS = tuple(f.name for f in dataclasses.fields(KeyRecord))
 
 #: Keys per ``IN (...)`` list: far below SQLite's bound-parameter limit on every version.
 _IN_CHUNK = 500
@@ -185,6 +197,117 @@ class SqlExchangeStore:
         with store_errors(self._url, "write embeddings to"), self._engine.begin() as connection:
             connection.execute(statement, rows)
 
+    # ------------------------------------------------------------------ usage
+
+    def usage_summary(
+        self,
+        *,
+        by: Sequence[UsageGroup] = ("key",),
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[UsageRow]:
+        groups = check_usage_groups(by)
+        columns = {group: self._group_column(group).label(group) for group in groups}
+        c = exchanges.c
+        query = sa.select(
+            *columns.values(),
+            sa.func.count().label("requests"),
+            sa.func.coalesce(sa.func.sum(c.input_tokens), 0).label("input_tokens"),
+            sa.func.coalesce(sa.func.sum(c.output_tokens), 0).label("output_tokens"),
+            sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0).label("cost_usd"),
+            sa.func.coalesce(sa.func.sum(sa.case((c.outcome == "error", 1), else_=0)), 0).label("errors"),
+        )
+        if since is not None:
+            query = query.where(c.created_at >= since)
+        if until is not None:
+            query = query.where(c.created_at < until)
+        if columns:
+            query = query.group_by(*columns.values())
+        with store_errors(self._url, "read from"), self._engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        summary = [
+            UsageRow(
+                requests=int(row["requests"]),
+                input_tokens=int(row["input_tokens"]),
+                output_tokens=int(row["output_tokens"]),
+                cost_usd=float(row["cost_usd"]),
+                errors=int(row["errors"]),
+                **{("key_id" if g == "key" else g): row[g] for g in groups},
+            )
+            for row in rows
+            if row["requests"]  # an aggregate without GROUP BY yields one row even for no exchanges
+        ]
+        return sort_usage(summary, groups)
+
+    def spend(self, key_id: str, since: float) -> float:
+        c = exchanges.c
+        query = sa.select(sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0)).where(
+            c.key_id == key_id, c.created_at >= since
+        )
+        with store_errors(self._url, "read from"), self._engine.connect() as connection:
+            return float(connection.execute(query).scalar_one())
+
+    def _group_column(self, group: UsageGroup) -> sa.ColumnElement[Any]:
+        c = exchanges.c
+        if group == "key":
+            return c.key_id
+        if group == "tenant":
+            return c.tenant
+        if group == "model":
+            return c.model
+        # The UTC calendar day of an epoch-seconds column, as YYYY-MM-DD on either backend.
+        if self._engine.dialect.name == "postgresql":
+            utc = sa.func.timezone("UTC", sa.func.to_timestamp(c.created_at))
+            return sa.func.to_char(utc, "YYYY-MM-DD")
+        return sa.func.strftime("%Y-%m-%d", c.created_at, "unixepoch")
+
+    # ------------------------------------------------------------------ virtual keys
+
+    def add_key(self, record: KeyRecord) -> None:
+        row = {name: getattr(record, name) for name in _KEY_FIELDS}
+        row["models"] = list(record.models)
+        try:
+            with store_errors(self._url, "write a key to"), self._engine.begin() as connection:
+                connection.execute(sa.insert(api_keys), row)
+        except sa.exc.IntegrityError:
+            raise ValueError(f"a key with id {record.id!r} or the same secret already exists") from None
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        return self._one_key(api_keys.c.id == key_id)
+
+    def find_key(self, secret_hash: str) -> KeyRecord | None:
+        return self._one_key(api_keys.c.secret_hash == secret_hash)
+
+    def list_keys(self, *, tenant: str | None = None, include_revoked: bool = False) -> list[KeyRecord]:
+        query = sa.select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
+        if tenant is not None:
+            query = query.where(api_keys.c.tenant == tenant)
+        if not include_revoked:
+            query = query.where(api_keys.c.revoked_at.is_(None))
+        with store_errors(self._url, "read keys from"), self._engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        return [_key_record(row) for row in rows]
+
+    def revoke_key(self, key_id: str, *, at: float) -> KeyRecord | None:
+        update = (
+            sa.update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+        with store_errors(self._url, "revoke a key in"), self._engine.begin() as connection:
+            connection.execute(update)
+            row = connection.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
+        return _key_record(row) if row is not None else None
+
+    def has_keys(self) -> bool:
+        with store_errors(self._url, "read keys from"), self._engine.connect() as connection:
+            return connection.execute(sa.select(api_keys.c.id).limit(1)).first() is not None
+
+    def _one_key(self, condition: sa.ColumnElement[bool]) -> KeyRecord | None:
+        with store_errors(self._url, "read keys from"), self._engine.connect() as connection:
+            row = connection.execute(sa.select(api_keys).where(condition)).mappings().first()
+        return _key_record(row) if row is not None else None
+
     # ------------------------------------------------------------------ helpers
 
     def _insert(self, table: sa.Table) -> Any:
@@ -208,6 +331,12 @@ def _exchange_record(row: sa.RowMapping) -> ExchangeRecord:
     for name in _JSON_FIELDS:
         values[name] = values[name] or {}
     return ExchangeRecord(**values)
+
+
+def _key_record(row: sa.RowMapping) -> KeyRecord:
+    values = dict(row)
+    values["models"] = tuple(values["models"] or ())
+    return KeyRecord(**values)
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:

@@ -64,6 +64,8 @@ exchanges = sa.Table(
     sa.Index(None, "model", "created_at"),
     sa.Index(None, "tenant", "created_at"),
     sa.Index(None, "trace_id"),
+    # Budgets (a key's spend since the start of the day / month) and per-key usage summaries.
+    sa.Index(None, "key_id", "created_at"),
 )
 
 spans = sa.Table(
@@ -92,4 +94,24 @@ embedding_cache = sa.Table(
     sa.Column("dim", sa.Integer(), nullable=False),
     # float32 little-endian: 4 bytes a dimension, the precision embedding models produce.
     sa.Column("vector", sa.LargeBinary(), nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(), primary_key=True),
+    sa.Column("name", sa.String(), nullable=True),
+    sa.Column("tenant", sa.String(), nullable=False),
+    # sha256 hex of the secret: a lookup by equality, never the secret itself.
+    sa.Column("secret_hash", sa.String(), nullable=False),
+    sa.Column("prefix", sa.String(), nullable=False),
+    sa.Column("rpm", sa.Integer(), nullable=True),
+    sa.Column("tpm", sa.Integer(), nullable=True),
+    sa.Column("budget_day_usd", sa.Double(), nullable=True),
+    sa.Column("budget_month_usd", sa.Double(), nullable=True),
+    sa.Column("models", JSONDocument, nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("revoked_at", sa.Double(), nullable=True),
+    sa.UniqueConstraint("secret_hash"),
+    sa.Index(None, "tenant", "created_at"),
 )

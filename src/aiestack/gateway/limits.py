@@ -1,0 +1,338 @@
+"""The Limits stage: a key's model allowlist, RPM and TPM limits and USD budgets.
+
+Checked before the call, reconciled after it:
+
+- **RPM**: one slot in the key's current one-minute window (``rpm:{key}:{minute}``).
+- **TPM**: the request's estimated tokens (message text / 4 + ``max_tokens`` or a default) go into
+  the minute's token window before the call; when the answer ends (for a stream: when the stream
+  ends, however it ends), the difference to the real input + output tokens is added (usually a
+  refund). A cached answer used no tokens.
+- **Budgets**: the key's spend this UTC day / month, in micro-USD counters in the KV. A counter that
+  does not exist yet is *seeded* from the exchange store's ``spend(key, since=start of period)``
+  with an atomic set-if-absent, so neither a restart nor a Redis flush resets a budget, and two
+  processes seeding at once cannot both add. A request is refused once spend ≥ budget; the real
+  cost is added when the answer ends. (Requests already running when the budget is reached still
+  finish, so spend can pass the budget by what they cost; and a seed misses the exchanges the
+  background writer has not flushed yet, a fraction of a second's worth.)
+
+The windows are fixed windows on the wall clock, shared by every process through the
+:class:`~aiestack.stores.kv.KV`: with Redis the admitted total is exactly the limit however many
+gateway processes there are. A window's counter lives only as long as its minute.
+
+Rejections are :class:`~aiestack.errors.RateLimited` / :class:`KeyBudgetExceeded` (HTTP 429, with
+``retry_after`` = seconds until the window or period resets), each counted in
+``metrics.limit_rejection``. Exchanges without a key pass straight through. Limits fail closed:
+if the KV cannot be reached, the request fails with a :class:`~aiestack.errors.StoreError` (503)
+rather than going through unmetered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from aiestack.errors import AuthError, BudgetExceeded, InvalidRequest, RateLimited
+from aiestack.gateway.keys import ModelNotAllowed, TTLCache, display_key
+from aiestack.metrics import Metrics
+from aiestack.pipeline import Next
+from aiestack.stores.base import KeyRecord, KeyStore, SpendSource
+from aiestack.stores.kv import KV
+from aiestack.streams import tap
+from aiestack.types import ChatRequest, Completion, Exchange
+
+_log = logging.getLogger(__name__)
+
+WINDOW_S = 60
+#: Output tokens assumed when a request does not set ``max_tokens``.
+DEFAULT_OUTPUT_TOKENS = 512
+#: Tokens a chat format adds per message (role markers and separators), as OpenAI counts them.
+_TOKENS_PER_MESSAGE = 4
+#: Budget counters outlive their period by this much, so a late reconcile never recreates one.
+_BUDGET_TTL_SLACK_S = 3600
+MICRO = 1_000_000
+
+Period = Literal["day", "month"]
+
+
+class KeyBudgetExceeded(BudgetExceeded):
+    """A key's daily or monthly budget is spent; ``retry_after`` is the time until it resets."""
+
+    def __init__(self, message: str, *, retry_after: float, period: Period, hint: str | None = None) -> None:
+        self.retry_after = retry_after
+        self.period = period
+        super().__init__(message, hint=hint)
+
+
+class RequestTooLarge(InvalidRequest):
+    """One request alone needs more tokens than the key's TPM limit: waiting would never help."""
+
+    code = "request_exceeds_tpm_limit"
+
+
+@dataclass(frozen=True, slots=True)
+class _Grant:
+    """What the check took, so that the reconcile after the call can correct it."""
+
+    key: KeyRecord
+    tpm_window: str | None
+    estimate: int
+    spend_counters: tuple[str, ...]
+
+
+def estimate_tokens(request: ChatRequest, *, default_output_tokens: int = DEFAULT_OUTPUT_TOKENS) -> int:
+    """A quick upper-ish estimate of the tokens a request will use: input chars / 4, plus output.
+
+    Tokenizers average about four characters a token on English text; the estimate only has to
+    be good enough to admit or refuse, since the real count replaces it afterwards.
+    """
+    chars = 0
+    for message in request.messages:
+        chars += len(message.text) + sum(len(c.name) + len(c.arguments) for c in message.tool_calls)
+    for tool in request.params.tools:
+        chars += len(tool.name) + len(tool.description) + len(json.dumps(dict(tool.parameters)))
+    output = request.params.max_tokens if request.params.max_tokens is not None else default_output_tokens
+    return math.ceil(chars / 4) + _TOKENS_PER_MESSAGE * len(request.messages) + output
+
+
+def period_bounds(period: Period, now: float) -> tuple[float, float, str]:
+    """The UTC ``(start, end, label)`` of the day or month containing ``now`` (epoch seconds)."""
+    moment = dt.datetime.fromtimestamp(now, tz=dt.UTC)
+    if period == "day":
+        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        end = start + dt.timedelta(days=1)
+        label = start.strftime("%Y-%m-%d")
+    else:
+        start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = (
+            start.replace(year=start.year + 1, month=1)
+            if start.month == 12
+            else start.replace(month=start.month + 1)
+        )
+        label = start.strftime("%Y-%m")
+    return start.timestamp(), end.timestamp(), label
+
+
+def _micro(usd: float) -> int:
+    return round(usd * MICRO)
+
+
+def _wait(seconds: float) -> int:
+    """A whole number of seconds to wait, at least 1 (what a Retry-After header carries)."""
+    return max(1, math.ceil(seconds))
+
+
+def _duration(seconds: float) -> str:
+    minutes = _wait(seconds) // 60
+    if minutes < 1:
+        return f"{_wait(seconds)} s"
+    if minutes < 120:
+        return f"{minutes} min"
+    hours = minutes // 60
+    return f"{hours} h {minutes % 60} min" if hours < 48 else f"{hours // 24} days"
+
+
+class Limits:
+    """The pipeline stage that enforces a key's limits; it goes right after Trace.
+
+    ``keys`` is looked up by ``Exchange.key_id`` (cached ``key_cache_ttl_s`` seconds, so a
+    changed or revoked key takes effect within that time); ``kv`` holds the windows and spend
+    counters; ``spend`` seeds the spend counters. ``clock`` is wall-clock epoch seconds.
+    """
+
+    name = "limits"
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        kv: KV,
+        spend: SpendSource,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        key_cache_ttl_s: float = 5.0,
+        default_output_tokens: int = DEFAULT_OUTPUT_TOKENS,
+    ) -> None:
+        self._keys = keys
+        self._kv = kv
+        self._spend = spend
+        self._metrics = metrics
+        self._clock = clock
+        self._default_output = default_output_tokens
+        self._key_cache: TTLCache[str, KeyRecord | None] = TTLCache(key_cache_ttl_s, clock=clock)
+
+    async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
+        if ex.key_id is None:
+            return await call_next(ex)
+        grant = await self._admit(ex.key_id, ex.request)
+        try:
+            result = await call_next(ex)
+        except BaseException:
+            await self._settle(grant, None)
+            raise
+        completion = result.completion
+        if completion is not None and completion.stream is not None:
+
+            async def on_done(final: Completion | None, error: BaseException | None) -> None:
+                await self._settle(grant, final)
+
+            return dataclasses.replace(result, completion=tap(completion, on_done))
+        await self._settle(grant, completion)
+        return result
+
+    # ------------------------------------------------------------------ before the call
+
+    async def _admit(self, key_id: str, request: ChatRequest) -> _Grant:
+        """Check every limit of the key and take the request's share; raise if one refuses."""
+        key = await self._key(key_id)
+        self._check_model(key, request.model)
+        now = self._clock()
+        counters = await self._check_budgets(key, now)
+        window = int(now // WINDOW_S)
+        retry_after = (window + 1) * WINDOW_S - now
+        rpm_window = await self._take_rpm(key, window, retry_after)
+        try:
+            tpm_window, estimate = await self._take_tpm(key, request, window, retry_after)
+        except BaseException:
+            if rpm_window is not None:  # refused requests do not use up the request limit
+                await self._kv.incr(rpm_window, -1, ttl_s=WINDOW_S)
+            raise
+        return _Grant(key, tpm_window, estimate, counters)
+
+    async def _key(self, key_id: str) -> KeyRecord:
+        hit, key = self._key_cache.get(key_id)
+        if not hit:
+            key = await asyncio.to_thread(self._keys.get_key, key_id)
+            self._key_cache.put(key_id, key)
+        if key is None:
+            raise AuthError(
+                f"The API key {key_id} no longer exists.", hint="Ask an administrator for a new key."
+            )
+        if key.revoked:
+            raise AuthError(
+                f"The API key {display_key(key)} was revoked.", hint="Ask an administrator for a new key."
+            )
+        return key
+
+    def _check_model(self, key: KeyRecord, model: str) -> None:
+        if key.models and model not in key.models:
+            self._reject("model")
+            raise ModelNotAllowed(
+                f"The API key {display_key(key)} may not use the model '{model}'; "
+                f"it may use: {', '.join(key.models)}.",
+                hint=f"Name one of those models, or ask an administrator for a key that allows '{model}'.",
+            )
+
+    async def _check_budgets(self, key: KeyRecord, now: float) -> tuple[str, ...]:
+        counters: list[str] = []
+        budgets: tuple[tuple[Period, float | None], ...] = (
+            ("day", key.budget_day_usd),
+            ("month", key.budget_month_usd),
+        )
+        for period, budget in budgets:
+            if budget is None:
+                continue
+            start, end, label = period_bounds(period, now)
+            counter = f"spend:{period}:{key.id}:{label}"
+            spent = await self._kv.get(counter)
+            if spent is None:
+                seed = _micro(await asyncio.to_thread(self._spend.spend, key.id, start))
+                await self._kv.set_if_absent(counter, seed, ttl_s=end - now + _BUDGET_TTL_SLACK_S)
+                spent = await self._kv.get(counter)  # another process may have seeded (and added) first
+                spent = seed if spent is None else spent
+            if spent >= _micro(budget):
+                self._reject(f"budget_{period}")
+                name = "daily" if period == "day" else "monthly"
+                raise KeyBudgetExceeded(
+                    f"The {name} budget of ${budget:.2f} for key {display_key(key)} is spent "
+                    f"(${spent / MICRO:.2f} so far); it resets at the start of the next UTC {period}, "
+                    f"in {_duration(end - now)}.",
+                    retry_after=_wait(end - now),
+                    period=period,
+                    hint="Wait for the reset, or ask an administrator for a larger budget.",
+                )
+            counters.append(counter)
+        return tuple(counters)
+
+    async def _take_rpm(self, key: KeyRecord, window: int, retry_after: float) -> str | None:
+        if key.rpm is None:
+            return None
+        counter = f"rpm:{key.id}:{window}"
+        taken = await self._kv.window_add(counter, 1, key.rpm, WINDOW_S)
+        if not taken.allowed:
+            self._reject("rpm")
+            raise RateLimited(
+                f"RPM limit of {key.rpm} reached for key {display_key(key)}; retry after {_wait(retry_after)} s.",
+                retry_after=_wait(retry_after),
+                hint="Send fewer requests per minute, or ask an administrator for a higher limit.",
+            )
+        return counter
+
+    async def _take_tpm(
+        self, key: KeyRecord, request: ChatRequest, window: int, retry_after: float
+    ) -> tuple[str | None, int]:
+        estimate = estimate_tokens(request, default_output_tokens=self._default_output)
+        if key.tpm is None:
+            return None, estimate
+        if request.params.max_tokens is None:
+            estimate = min(estimate, key.tpm)  # the default output is a guess: never refuse on it alone
+        if estimate > key.tpm:
+            self._reject("tpm")
+            raise RequestTooLarge(
+                f"This request needs about {estimate} tokens (input and max_tokens), more than the "
+                f"TPM limit of {key.tpm} of key {display_key(key)}.",
+                hint="Lower max_tokens or shorten the messages, or ask an administrator for a higher TPM limit.",
+            )
+        counter = f"tpm:{key.id}:{window}"
+        taken = await self._kv.window_add(counter, estimate, key.tpm, WINDOW_S)
+        if not taken.allowed:
+            self._reject("tpm")
+            raise RateLimited(
+                f"TPM limit of {key.tpm} reached for key {display_key(key)} ({taken.current} tokens used "
+                f"this minute, this request needs about {estimate}); retry after {_wait(retry_after)} s.",
+                retry_after=_wait(retry_after),
+                hint="Lower max_tokens, send fewer tokens per minute, or ask an administrator for a higher limit.",
+            )
+        return counter, estimate
+
+    def _reject(self, limit: str) -> None:
+        if self._metrics is not None:
+            self._metrics.limit_rejection(limit)
+
+    # ------------------------------------------------------------------ after the call
+
+    async def _settle(self, grant: _Grant, completion: Completion | None) -> None:
+        """Replace the token estimate with the real count, and add the real cost to the spend.
+
+        Never raises: the answer has been produced, and a counter that cannot be corrected must
+        not turn it into an error (the next budget seed from the store corrects the spend).
+        """
+        try:
+            used = 0
+            if completion is not None and not completion.cached:
+                used = completion.usage.input_tokens + completion.usage.output_tokens
+            delta = used - grant.estimate
+            if grant.tpm_window is not None and delta:
+                # A refund goes back to the window it was taken from; extra use counts now.
+                window = grant.tpm_window
+                if delta > 0:
+                    window = f"tpm:{grant.key.id}:{int(self._clock() // WINDOW_S)}"
+                await self._kv.incr(window, delta, ttl_s=WINDOW_S)
+            cost = completion.cost_usd if completion is not None and not completion.cached else None
+            if cost and grant.spend_counters:
+                micro = _micro(cost)
+                for counter in grant.spend_counters:
+                    # A counter that is gone (evicted, or its period long over) is left gone: one
+                    # recreated with this cost alone would hide the earlier spend from the next
+                    # check, which instead seeds it again from the store.
+                    if await self._kv.get(counter) is not None:
+                        await self._kv.incr(counter, micro, ttl_s=_BUDGET_TTL_SLACK_S)
+        except Exception:
+            _log.exception("Could not reconcile the limits of key %s after a request", grant.key.id)
