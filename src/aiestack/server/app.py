@@ -1,0 +1,139 @@
+"""The FastAPI application: OpenAI-compatible routes, admin and platform routes, and the error shape.
+
+The app holds one :class:`aiestack.build.Stack`, built in the lifespan and closed when the app
+shuts down. Uvicorn's graceful shutdown (SIGTERM/SIGINT) first stops accepting connections and
+lets in-flight requests, streams included, finish; only then does the lifespan end and
+``Stack.aclose`` flush every trace and exchange to the store.
+
+Every error leaves in the OpenAI shape with a 4xx/5xx that says who must act: malformed or
+oversized bodies, unknown models and bad keys are 4xx with a message saying what to change;
+a provider failing is 429/502/503/504; only a bug in aiestack is a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from aiestack.build import Stack
+from aiestack.errors import AiestackError
+from aiestack.server import routes_admin, routes_embeddings, routes_models, routes_openai, routes_platform
+from aiestack.server.bodies import invalid_body
+from aiestack.server.middleware import DEFAULT_MAX_BODY_BYTES, BodyLimit, Handler, HotRoutes
+from aiestack.server.responses import aiestack_error_response, error_response
+from aiestack.server.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    KeyCreateRequest,
+)
+
+_log = logging.getLogger(__name__)
+
+#: Bodies the routes parse themselves; their schemas are added to the OpenAPI components.
+_BODIES = (ChatCompletionRequest, CompletionRequest, EmbeddingRequest, KeyCreateRequest)
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+
+def create_app(
+    stack_factory: Callable[[], Stack],
+    *,
+    title: str = "aiestack",
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> FastAPI:
+    """Build the app; ``stack_factory`` is called once at start-up and its stack closed at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stack = stack_factory()
+        app.state.stack = stack
+        app.state.started = time.time()
+        try:
+            yield
+        finally:
+            await stack.aclose()
+
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
+    # Added last, so outermost: the body limit applies to the hot routes too.
+    app.add_middleware(HotRoutes, routes=_hot_routes())
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    _install_error_handlers(app)
+    for module in (routes_openai, routes_embeddings, routes_models, routes_admin, routes_platform):
+        app.include_router(module.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _hot_routes() -> dict[tuple[str, str], Handler]:
+    """The gateway's hot path: dispatched directly (see :class:`HotRoutes`), still documented by FastAPI."""
+    return {
+        ("POST", "/v1/chat/completions"): routes_openai.chat_completions,
+        ("POST", "/v1/completions"): routes_openai.completions,
+        ("POST", "/v1/embeddings"): routes_embeddings.embeddings,
+    }
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AiestackError)
+    async def _aiestack_error(request: Request, exc: AiestackError) -> Response:
+        return aiestack_error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {**e, "loc": tuple(p for p in e.get("loc", ()) if p not in ("query", "path", "body"))}
+            for e in exc.errors()
+        ]
+        return aiestack_error_response(invalid_body(errors))  # type: ignore[arg-type]
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = (
+                f"There is no endpoint {request.method} {request.url.path}. The OpenAI API is under /v1."
+            )
+        elif exc.status_code == 405:
+            message = f"{request.url.path} does not accept {request.method}."
+        return error_response(
+            exc.status_code,
+            message,
+            type_="invalid_request_error",
+            code=_HTTP_CODES.get(exc.status_code),
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> Response:
+        _log.exception("unhandled error in %s %s", request.method, request.url.path)
+        return error_response(
+            500,
+            f"aiestack failed to handle this request ({type(exc).__name__}). This is a bug: the server log has the traceback.",
+            type_="server_error",
+            code="internal_error",
+        )
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, plus the bodies that the routes validate themselves (referenced by name)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    _, defs = models_json_schema(
+        [(m, "validation") for m in _BODIES], ref_template="#/components/schemas/{model}"
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, body in defs.get("$defs", {}).items():
+        components.setdefault(name, body)
+    app.openapi_schema = schema
+    return schema
