@@ -1,0 +1,1 @@
+"""Evaluation: datasets, metrics, AI judges, comparative ranking, suites, regression gates, reports."""
