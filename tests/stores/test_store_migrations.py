@@ -54,6 +54,8 @@ def _check_migrated_schema(store: SqlExchangeStore) -> None:
             "spans",
             "embedding_cache",
             "api_keys",
+            "eval_runs",
+            "eval_results",
         }
         columns = {t: [c["name"] for c in inspector.get_columns(t)] for t in EXPECTED_INDEXES}
         indexes = {
@@ -206,8 +208,8 @@ def test_the_migrations_ship_with_the_package_and_form_one_line() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
     scripts = ScriptDirectory.from_config(alembic_config())
-    assert scripts.get_heads() == ["0002"]
-    assert [s.revision for s in scripts.walk_revisions()] == ["0002", "0001"]
+    assert scripts.get_heads() == ["0003"]
+    assert [s.revision for s in scripts.walk_revisions()] == ["0003", "0002", "0001"]
 
 
 @pytest.mark.unit

@@ -12,7 +12,7 @@ from aiestack.errors import AiestackError
 
 def build_app() -> typer.Typer:
     """A fresh CLI with every command registered; each command lives in its own module."""
-    from aiestack.cli import chat, init, keys, logs, models, serve, usage
+    from aiestack.cli import chat, evals, init, keys, logs, models, serve, usage
 
     app = typer.Typer(
         name="aiestack",
@@ -21,7 +21,7 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
-    for module in (init, serve, models, chat, logs, keys, usage):
+    for module in (init, serve, models, chat, logs, keys, usage, evals):
         module.register(app)
     return app
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from aiestack.types import SpanRecord
+from aiestack.types import EvalRun, SpanRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,3 +235,53 @@ def sort_usage(rows: Sequence[UsageRow], groups: Sequence[UsageGroup]) -> list[U
         return tuple((row.group_value(g) is not None, row.group_value(g) or "") for g in groups)
 
     return sorted(rows, key=key)
+
+
+# --------------------------------------------------------------------------- evaluation runs
+
+
+@dataclass(frozen=True, slots=True)
+class EvalResultRecord:
+    """One system's scored answer to one example in one evaluation run.
+
+    Keyed by ``(run_id, example_id, system)``: writing it again replaces it, so a resumed run can
+    retry an example whose call failed. ``scores`` maps metric names to values (``None``: not
+    applicable); ``details`` holds per-metric detail such as a judge's reasoning. ``exchange_id``
+    links to the exchange that produced ``output`` (for a cached answer, the original exchange).
+    """
+
+    run_id: str
+    example_id: str
+    system: str
+    output: str
+    scores: Mapping[str, float | None] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    exchange_id: str | None = None
+    latency_ms: float | None = None
+    cost_usd: float | None = None
+    cached: bool = False
+    created_at: float = 0.0
+
+
+@runtime_checkable
+class EvalStore(Protocol):
+    """Evaluation runs (:class:`aiestack.types.EvalRun`) and their per-example results."""
+
+    def write_eval_run(self, run: EvalRun) -> None:
+        """Insert or replace a run (its summary and ``finished_at`` are written when it ends)."""
+        ...
+
+    def get_eval_run(self, run_id: str) -> EvalRun | None: ...
+
+    def list_eval_runs(self, *, limit: int = 50, suite: str | None = None) -> list[EvalRun]:
+        """Newest first (by ``started_at``, then id)."""
+        ...
+
+    def write_eval_results(self, results: Sequence[EvalResultRecord]) -> None:
+        """Insert or replace results by ``(run_id, example_id, system)``."""
+        ...
+
+    def eval_results(self, run_id: str, *, system: str | None = None) -> list[EvalResultRecord]:
+        """A run's results ordered by system, then example id."""
+        ...

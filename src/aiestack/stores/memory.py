@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from aiestack.stores.base import (
+    EvalResultRecord,
     ExchangeRecord,
     KeyRecord,
     UsageGroup,
@@ -25,7 +26,7 @@ from aiestack.stores.base import (
     check_usage_groups,
     sort_usage,
 )
-from aiestack.types import SpanRecord
+from aiestack.types import EvalRun, SpanRecord
 
 _FLOAT32_LE = np.dtype("<f4")
 
@@ -48,6 +49,8 @@ class MemoryExchangeStore:
         self._embeddings: dict[tuple[str, str], list[float]] = {}
         self._keys: dict[str, KeyRecord] = {}
         self._key_ids_by_hash: dict[str, str] = {}
+        self._eval_runs: dict[str, EvalRun] = {}
+        self._eval_results: dict[tuple[str, str, str], EvalResultRecord] = {}
 
     def __repr__(self) -> str:
         return "MemoryExchangeStore()"
@@ -213,6 +216,44 @@ class MemoryExchangeStore:
     def has_keys(self) -> bool:
         with self._lock:
             return bool(self._keys)
+
+    # ------------------------------------------------------------------ evaluation runs
+
+    def write_eval_run(self, run: EvalRun) -> None:
+        copy = dataclasses.replace(run, systems=tuple(run.systems), summary=_json_copy(run.summary))
+        with self._lock:
+            self._eval_runs[run.id] = copy
+
+    def get_eval_run(self, run_id: str) -> EvalRun | None:
+        with self._lock:
+            run = self._eval_runs.get(run_id)
+        return dataclasses.replace(run, summary=_json_copy(run.summary)) if run is not None else None
+
+    def list_eval_runs(self, *, limit: int = 50, suite: str | None = None) -> list[EvalRun]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        with self._lock:
+            runs = [r for r in self._eval_runs.values() if suite is None or r.suite == suite]
+        runs.sort(key=lambda r: (r.started_at, r.id), reverse=True)
+        return [dataclasses.replace(r, summary=_json_copy(r.summary)) for r in runs[:limit]]
+
+    def write_eval_results(self, results: Sequence[EvalResultRecord]) -> None:
+        copies = [
+            dataclasses.replace(r, scores=_json_copy(r.scores), details=_json_copy(r.details)) for r in results
+        ]
+        with self._lock:
+            for r in copies:
+                self._eval_results[(r.run_id, r.example_id, r.system)] = r
+
+    def eval_results(self, run_id: str, *, system: str | None = None) -> list[EvalResultRecord]:
+        with self._lock:
+            found = [
+                r
+                for (rid, _, sys_name), r in self._eval_results.items()
+                if rid == run_id and (system is None or sys_name == system)
+            ]
+        found.sort(key=lambda r: (r.system, r.example_id))
+        return [dataclasses.replace(r, scores=_json_copy(r.scores), details=_json_copy(r.details)) for r in found]
 
 
 def _utc_day(epoch_s: float) -> str:

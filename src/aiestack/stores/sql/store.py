@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 
 from aiestack.stores.base import (
+    EvalResultRecord,
     ExchangeRecord,
     KeyRecord,
     UsageGroup,
@@ -34,8 +35,8 @@ from aiestack.stores.base import (
 from aiestack.stores.sql import migrate as migrations
 from aiestack.stores.sql import vectors
 from aiestack.stores.sql.engine import create_store_engine, parse_url, safe_url, store_errors
-from aiestack.stores.sql.tables import api_keys, embedding_cache, exchanges, spans
-from aiestack.types import SpanRecord
+from aiestack.stores.sql.tables import api_keys, embedding_cache, eval_results, eval_runs, exchanges, spans
+from aiestack.types import EvalRun, SpanRecord
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ _SPAN_FIELDS = (
 )
 _JSON_FIELDS = ("request", "attributes")
 _KEY_FIELDS = tuple(f.name for f in dataclasses.fields(KeyRecord))
+_EVAL_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(EvalResultRecord))
 
 #: Keys per ``IN (...)`` list: far below SQLite's bound-parameter limit on every version.
 _IN_CHUNK = 500
@@ -308,6 +310,65 @@ class SqlExchangeStore:
             row = connection.execute(sa.select(api_keys).where(condition)).mappings().first()
         return _key_record(row) if row is not None else None
 
+    # ------------------------------------------------------------------ evaluation runs
+
+    def write_eval_run(self, run: EvalRun) -> None:
+        row = {
+            "id": run.id,
+            "suite": run.suite,
+            "systems": list(run.systems),
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "summary": _plain(run.summary),
+        }
+        insert = self._insert(eval_runs)
+        statement = insert.on_conflict_do_update(
+            index_elements=[eval_runs.c.id], set_={name: insert.excluded[name] for name in row if name != "id"}
+        )
+        with store_errors(self._url, "write an eval run to"), self._engine.begin() as connection:
+            connection.execute(statement, row)
+
+    def get_eval_run(self, run_id: str) -> EvalRun | None:
+        with store_errors(self._url, "read from"), self._engine.connect() as connection:
+            row = connection.execute(sa.select(eval_runs).where(eval_runs.c.id == run_id)).mappings().first()
+        return _eval_run(row) if row is not None else None
+
+    def list_eval_runs(self, *, limit: int = 50, suite: str | None = None) -> list[EvalRun]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        query = sa.select(eval_runs)
+        if suite is not None:
+            query = query.where(eval_runs.c.suite == suite)
+        query = query.order_by(eval_runs.c.started_at.desc(), eval_runs.c.id.desc()).limit(limit)
+        with store_errors(self._url, "read from"), self._engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        return [_eval_run(row) for row in rows]
+
+    def write_eval_results(self, results: Sequence[EvalResultRecord]) -> None:
+        latest = {(r.run_id, r.example_id, r.system): r for r in results}
+        if not latest:
+            return
+        rows = [{name: _plain(getattr(r, name)) for name in _EVAL_RESULT_FIELDS} for r in latest.values()]
+        insert = self._insert(eval_results)
+        keys = ("run_id", "example_id", "system")
+        statement = insert.on_conflict_do_update(
+            index_elements=[eval_results.c[k] for k in keys],
+            set_={name: insert.excluded[name] for name in _EVAL_RESULT_FIELDS if name not in keys},
+        )
+        with store_errors(self._url, "write eval results to"), self._engine.begin() as connection:
+            connection.execute(statement, rows)
+
+    def eval_results(self, run_id: str, *, system: str | None = None) -> list[EvalResultRecord]:
+        query = sa.select(eval_results).where(eval_results.c.run_id == run_id)
+        if system is not None:
+            query = query.where(eval_results.c.system == system)
+        query = query.order_by(eval_results.c.system, eval_results.c.example_id)
+        with store_errors(self._url, "read from"), self._engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        return [
+            EvalResultRecord(**{**row, "scores": row["scores"] or {}, "details": row["details"] or {}}) for row in rows
+        ]
+
     # ------------------------------------------------------------------ helpers
 
     def _insert(self, table: sa.Table) -> Any:
@@ -331,6 +392,17 @@ def _exchange_record(row: sa.RowMapping) -> ExchangeRecord:
     for name in _JSON_FIELDS:
         values[name] = values[name] or {}
     return ExchangeRecord(**values)
+
+
+def _eval_run(row: sa.RowMapping) -> EvalRun:
+    return EvalRun(
+        id=row["id"],
+        suite=row["suite"],
+        systems=tuple(row["systems"] or ()),
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        summary=row["summary"] or {},
+    )
 
 
 def _key_record(row: sa.RowMapping) -> KeyRecord:

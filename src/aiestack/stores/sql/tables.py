@@ -115,3 +115,37 @@ api_keys = sa.Table(
     sa.UniqueConstraint("secret_hash"),
     sa.Index(None, "tenant", "created_at"),
 )
+
+eval_runs = sa.Table(
+    "eval_runs",
+    metadata,
+    sa.Column("id", sa.String(), primary_key=True),
+    sa.Column("suite", sa.String(), nullable=False),
+    sa.Column("systems", JSONDocument, nullable=False),
+    sa.Column("started_at", sa.Double(), nullable=False),
+    sa.Column("finished_at", sa.Double(), nullable=True),
+    sa.Column("summary", JSONDocument, nullable=False),
+    sa.Index(None, "started_at"),
+    sa.Index(None, "suite", "started_at"),
+)
+
+eval_results = sa.Table(
+    "eval_results",
+    metadata,
+    sa.Column("run_id", sa.String(), primary_key=True),
+    sa.Column("example_id", sa.String(), primary_key=True),
+    sa.Column("system", sa.String(), primary_key=True),
+    sa.Column("output", sa.Text(), nullable=False),
+    sa.Column("scores", JSONDocument, nullable=False),
+    sa.Column("details", JSONDocument, nullable=False),
+    sa.Column("error", sa.Text(), nullable=True),
+    # No foreign key to exchanges: an exchange is written by the background writer, often after
+    # the result, and a cached result names an exchange from an earlier run.
+    sa.Column("exchange_id", sa.String(), nullable=True),
+    sa.Column("latency_ms", sa.Double(), nullable=True),
+    sa.Column("cost_usd", sa.Double(), nullable=True),
+    sa.Column("cached", sa.Boolean(), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    # The console opens an exchange's eval results, and an eval result's exchange.
+    sa.Index(None, "exchange_id"),
+)

@@ -1,0 +1,448 @@
+"""Running a suite: every system on every example, with bounded concurrency, a call cache and resume.
+
+The runner is a wing: it calls systems through a ``ChatCall`` (the CLI passes ``stack.chat``), so
+every call is an exchange with its trace, limits and routing, and the result links to it.
+
+The hot path is kept lean because a cached re-run of thousands of examples must take seconds:
+prompts are rendered from templates compiled once, the cache is read with one batched query for
+the whole run, and results and new cache entries are written in batches (every
+``flush_every`` results or ``flush_interval_s``, and always on the way out — also when the run is
+interrupted, so a resumed run redoes only what was never written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from aiestack.errors import AiestackError, ConfigError, NotFound
+from aiestack.evals.base import CorpusMetric, Metric, Sample, Score
+from aiestack.evals.cache import CachedCall, CallCache, call_key
+from aiestack.evals.metrics import build_metric
+from aiestack.evals.suite import Suite, SystemSpec
+from aiestack.evals.summary import summarize
+from aiestack.models.base import EmbeddingModel
+from aiestack.stores.base import EvalResultRecord, EvalStore
+from aiestack.types import ChatRequest, Completion, EvalRun, Example, Exchange, Message, new_id
+
+ChatCall = Callable[[ChatRequest], Awaitable[Exchange]]
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a run did: the stored run, its results, and how many model calls it made."""
+
+    run: EvalRun
+    results: list[EvalResultRecord]
+    calls: int
+    cache_hits: int
+    resumed: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    example: Example
+    system: SystemSpec
+    request: ChatRequest
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A system's answer (fresh or from the cache) or the error that prevented one."""
+
+    completion: Completion | None
+    exchange_id: str | None
+    contexts: tuple[str, ...] = ()
+    cached: bool = False
+    error: str | None = None
+
+
+class CachingCaller:
+    """Calls through the pipeline, answering from the cache when the same call was made before.
+
+    Used for the judges too: a re-run with unchanged inputs makes no model calls at all.
+    """
+
+    def __init__(self, call: ChatCall, cache: CallCache | None, semaphore: asyncio.Semaphore) -> None:
+        self._call = call
+        self._cache = cache
+        self._semaphore = semaphore
+        self.calls = 0
+        self.pending_cache: list[tuple[str, CachedCall]] = []
+
+    async def fresh(self, request: ChatRequest, key: str) -> _Answer:
+        """Make the call (within the concurrency bound); queue a successful answer for the cache."""
+        async with self._semaphore:
+            self.calls += 1
+            try:
+                exchange = await self._call(request)
+            except AiestackError as exc:
+                return _Answer(None, None, error=f"{type(exc).__name__}: {exc}")
+        if exchange.completion is None or exchange.error is not None:
+            problem = exchange.error or f"the exchange ended with outcome {exchange.outcome!r}"
+            return _Answer(None, exchange.id, error=f"{type(problem).__name__}: {problem}")
+        contexts = tuple(hit.chunk.text for hit in exchange.hits)
+        if self._cache is not None:
+            self.pending_cache.append((key, CachedCall(exchange.completion, exchange.id, contexts)))
+        return _Answer(exchange.completion, exchange.id, contexts)
+
+    async def judge(self, request: ChatRequest) -> Completion:
+        """The :data:`~aiestack.evals.judges.JudgeCall` given to judge metrics (errors propagate)."""
+        key = call_key(request)
+        if self._cache is not None:
+            hit = self._cache.get(key)
+            if hit is not None:
+                return hit.completion
+        answer = await self.fresh(request, key)
+        if answer.completion is None:
+            raise RuntimeError(answer.error or "the judge call failed")
+        return answer.completion
+
+
+class EvalRunner:
+    """Runs suites and stores their results. One runner may run several suites one after another."""
+
+    def __init__(
+        self,
+        call: ChatCall,
+        store: EvalStore,
+        *,
+        cache: CallCache | None = None,
+        embeddings: EmbeddingModel | None = None,
+        console: Console | None = None,
+        flush_every: int = 64,
+        flush_interval_s: float = 0.5,
+    ) -> None:
+        self._call = call
+        self._store = store
+        self._cache = cache
+        self._embeddings = embeddings
+        self._console = console or Console(stderr=True)
+        self._flush_every = flush_every
+        self._flush_interval_s = flush_interval_s
+
+    async def run(
+        self,
+        suite: Suite,
+        examples: Sequence[Example],
+        *,
+        run_id: str | None = None,
+        concurrency: int | None = None,
+        progress: bool = False,
+        source: str | None = None,
+    ) -> RunResult:
+        """Run (or, given the id of an earlier run of this suite, resume) ``suite`` on ``examples``.
+
+        ``source`` (the suite file) is kept with the run so that a later report can show inputs.
+        """
+        run, done = self._start(suite, run_id)
+        if source is not None:
+            run = dataclasses.replace(run, summary={**run.summary, "source": source})
+        semaphore = asyncio.Semaphore(concurrency or suite.concurrency)
+        caller = CachingCaller(self._call, self._cache, semaphore)
+        per_sample, corpus = self._metrics(suite, caller)
+        jobs = [job for job in self._jobs(suite, examples) if (job.example.id, job.system.name) not in done]
+        hits = self._cache.get_many(job.key for job in jobs) if self._cache is not None else {}
+        sink = _Sink(self._store, self._cache, caller, run.id, self._flush_every, self._flush_interval_s)
+        finished = False
+        try:
+            with self._progress(progress) as bar:
+                task = bar.add_task(suite.name, total=len(jobs))
+
+                async def one(job: _Job) -> None:
+                    hit = hits.get(job.key)
+                    answer = (
+                        _Answer(hit.completion, hit.exchange_id, hit.contexts, cached=True)
+                        if hit is not None
+                        else await caller.fresh(job.request, job.key)
+                    )
+                    sink.add(await _score(job, answer, per_sample))
+                    bar.advance(task)
+
+                await asyncio.gather(*(one(job) for job in jobs))
+            finished = True
+        finally:
+            sink.flush()
+            if not finished:
+                self._store.write_eval_run(
+                    dataclasses.replace(run, summary={**run.summary, "status": "interrupted"})
+                )
+        results = self._store.eval_results(run.id)
+        run = self._finish(run, suite, examples, results, per_sample, corpus)
+        return RunResult(run, results, caller.calls, len(hits), len(done))
+
+    # ------------------------------------------------------------------ steps
+
+    def _start(self, suite: Suite, run_id: str | None) -> tuple[EvalRun, set[tuple[str, str]]]:
+        """A new run, or the run to resume with the (example, system) pairs it already answered."""
+        systems = tuple(s.name for s in suite.systems)
+        if run_id is None:
+            run = EvalRun(id=new_id("run"), suite=suite.name, systems=systems, summary={"status": "running"})
+            self._store.write_eval_run(run)
+            return run, set()
+        previous = self._store.get_eval_run(run_id)
+        if previous is None:
+            raise NotFound(f"No evaluation run {run_id!r}.", hint="List runs with `aiestack eval list`.")
+        if previous.suite != suite.name:
+            raise ConfigError(
+                "--resume",
+                f"run {run_id} is of suite {previous.suite!r}, not {suite.name!r}",
+                "resume it with its own suite",
+            )
+        done = {(r.example_id, r.system) for r in self._store.eval_results(run_id) if r.error is None}
+        run = dataclasses.replace(
+            previous,
+            systems=tuple(dict.fromkeys((*previous.systems, *systems))),
+            summary={"status": "running"},
+        )
+        self._store.write_eval_run(run)
+        return run, done
+
+    def _metrics(self, suite: Suite, caller: CachingCaller) -> tuple[list[Metric], list[CorpusMetric]]:
+        judge_model = suite.judge.model if suite.judge is not None else ""
+
+        async def judge_call(request: ChatRequest) -> Completion:
+            if not request.model and judge_model:
+                request = dataclasses.replace(request, model=judge_model)
+            return await caller.judge(request)
+
+        per_sample: list[Metric] = []
+        corpus: list[CorpusMetric] = []
+        for spec in suite.metrics:
+            metric = build_metric(spec.name, spec.options, judge_call=judge_call, embeddings=self._embeddings)
+            if isinstance(metric, CorpusMetric):
+                corpus.append(metric)
+            else:
+                per_sample.append(metric)
+        names = [m.name for m in per_sample] + [m.name for m in corpus]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(
+                "metrics",
+                f"two metrics are named {', '.join(dupes)}",
+                "give one of them a different 'name' option",
+            )
+        return per_sample, corpus
+
+    def _jobs(self, suite: Suite, examples: Sequence[Example]) -> list[_Job]:
+        env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+        jobs: list[_Job] = []
+        for system in suite.systems:
+            try:
+                user = env.from_string(system.prompt or suite.prompt)
+                sys_text = system.system_prompt if system.system_prompt is not None else suite.system_prompt
+                sys_template = env.from_string(sys_text) if sys_text else None
+            except TemplateError as exc:
+                raise ConfigError(
+                    f"systems.{system.name}.prompt",
+                    f"the prompt template is invalid: {exc}",
+                    "fix the Jinja2 syntax",
+                ) from None
+            params = system.to_params()
+            for example in examples:
+                context = {
+                    **example.input,
+                    "example": example.input,
+                    "reference": example.reference,
+                    "metadata": example.metadata,
+                }
+                try:
+                    messages = [Message(role="user", content=user.render(context))]
+                    if sys_template is not None:
+                        messages.insert(0, Message(role="system", content=sys_template.render(context)))
+                except UndefinedError as exc:
+                    raise ConfigError(
+                        "prompt",
+                        f"example {example.id}: {exc.message}",
+                        f"use fields of the dataset: {', '.join(example.input)}",
+                    ) from None
+                request = ChatRequest(
+                    model=system.model,
+                    messages=tuple(messages),
+                    params=params,
+                    metadata={
+                        "eval_suite": suite.name,
+                        "eval_system": system.name,
+                        "eval_example": example.id,
+                    },
+                )
+                # The key leaves out the metadata: the same call made by another suite is the same call.
+                jobs.append(
+                    _Job(example, system, request, call_key(dataclasses.replace(request, metadata={})))
+                )
+        return jobs
+
+    def _finish(
+        self,
+        run: EvalRun,
+        suite: Suite,
+        examples: Sequence[Example],
+        results: list[EvalResultRecord],
+        per_sample: list[Metric],
+        corpus: list[CorpusMetric],
+    ) -> EvalRun:
+        by_id = {e.id: e for e in examples}
+        corpus_scores: dict[str, dict[str, float]] = {}
+        for metric in corpus:
+            for system in run.systems:
+                samples = [
+                    Sample(by_id[r.example_id], system, r.output)
+                    for r in results
+                    if r.system == system and r.error is None and r.example_id in by_id
+                ]
+                if samples:
+                    corpus_scores.setdefault(system, {})[metric.name] = metric.corpus_score(samples)
+        orientation = {m.name: m.higher_is_better for m in per_sample}
+        systems = summarize(results, orientation, corpus=corpus_scores)
+        summary: dict[str, Any] = {
+            "status": "finished",
+            "source": run.summary.get("source"),
+            "examples": len(examples),
+            "metrics": {m.name: {"higher_is_better": m.higher_is_better, "corpus": False} for m in per_sample}
+            | {m.name: {"higher_is_better": m.higher_is_better, "corpus": True} for m in corpus},
+            "gates": [g.model_dump(exclude_none=True) for g in suite.gates],
+            "systems": {name: s.as_dict() for name, s in systems.items()},
+            "models": {s.name: s.model for s in suite.systems},
+        }
+        finished = dataclasses.replace(run, finished_at=time.time(), summary=summary)
+        self._store.write_eval_run(finished)
+        return finished
+
+    def _progress(self, enabled: bool) -> Progress:
+        return Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self._console,
+            disable=not enabled,
+            transient=True,
+        )
+
+
+async def _score(job: _Job, answer: _Answer, metrics: Sequence[Metric]) -> EvalResultRecord:
+    """Score one answer with every per-example metric (a failed call is stored with no scores)."""
+    completion = answer.completion
+    base = EvalResultRecord(
+        run_id="",
+        example_id=job.example.id,
+        system=job.system.name,
+        output=completion.text if completion is not None else "",
+        exchange_id=answer.exchange_id,
+        error=answer.error,
+        cached=answer.cached,
+        created_at=time.time(),
+    )
+    if completion is None:
+        return base
+    sample = Sample(
+        example=job.example,
+        system=job.system.name,
+        output=completion.text,
+        completion=completion,
+        latency_ms=completion.timing.total_ms,
+        cost_usd=completion.cost_usd,
+        contexts=answer.contexts,
+        exchange_id=answer.exchange_id,
+    )
+    scores: dict[str, float | None] = {}
+    details: dict[str, Any] = {}
+    for metric in metrics:
+        score = await _safe_score(metric, sample)
+        scores[metric.name] = score.value
+        if score.detail or score.error:
+            details[metric.name] = {**score.detail, **({"error": score.error} if score.error else {})}
+    return dataclasses.replace(
+        base, scores=scores, details=details, latency_ms=sample.latency_ms, cost_usd=sample.cost_usd
+    )
+
+
+async def _safe_score(metric: Metric, sample: Sample) -> Score:
+    """A metric that crashes on one example scores ``None`` there; a configuration error stops the run."""
+    try:
+        return await metric.score(sample)
+    except ConfigError:
+        raise
+    except Exception as exc:  # one bad example must not lose a long run
+        return Score(None, error=f"{type(exc).__name__}: {exc}")
+
+
+class _Sink:
+    """Buffers results and cache entries; writes them in batches (and whatever is left on flush)."""
+
+    def __init__(
+        self,
+        store: EvalStore,
+        cache: CallCache | None,
+        caller: CachingCaller,
+        run_id: str,
+        every: int,
+        interval_s: float,
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._caller = caller
+        self._run_id = run_id
+        self._every = every
+        self._interval_s = interval_s
+        self._buffer: list[EvalResultRecord] = []
+        self._last = time.monotonic()
+
+    def add(self, result: EvalResultRecord) -> None:
+        self._buffer.append(dataclasses.replace(result, run_id=self._run_id))
+        if len(self._buffer) >= self._every or time.monotonic() - self._last >= self._interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._cache is not None and self._caller.pending_cache:
+            entries, self._caller.pending_cache = self._caller.pending_cache, []
+            self._cache.put_many(entries)
+        if self._buffer:
+            batch, self._buffer = self._buffer, []
+            self._store.write_eval_results(batch)
+        self._last = time.monotonic()
+
+
+class LazyEmbeddings:
+    """An embedding model built on first use: loading one takes seconds, and most suites never embed."""
+
+    def __init__(self, factory: Callable[[], EmbeddingModel]) -> None:
+        self._factory = factory
+        self._model: EmbeddingModel | None = None
+
+    def _get(self) -> EmbeddingModel:
+        if self._model is None:
+            self._model = self._factory()
+        return self._model
+
+    @property
+    def name(self) -> str:
+        return self._get().name
+
+    @property
+    def dim(self) -> int:
+        return self._get().dim
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return await self._get().embed(texts)
+
+    async def aclose(self) -> None:
+        """The factory's owner (the stack) closes the model it built."""

@@ -1,0 +1,94 @@
+"""``aiestack eval`` driven as a user would (CliRunner), against the echoing fake model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from aiestack.cli import evals
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    app.command("noop")(lambda: None)  # a second command keeps "eval" a sub-command
+    evals.register(app)
+    return app
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(_app(), list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+unit = pytest.mark.unit
+
+
+@pytest.fixture
+def suite(fake_config: Path) -> Path:
+    rows = [{"q": f"answer {i}", "a": f"answer {i}" if i % 4 else "something else"} for i in range(12)]
+    (fake_config.parent / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    path = fake_config.parent / "suite.yaml"
+    path.write_text(
+        "name: echo-suite\n"
+        "dataset: {path: data.jsonl, input: q, reference: a}\n"
+        "systems: [{name: echo, model: echo}, {name: echo-b, model: echo, params: {temperature: 0}}]\n"
+        "metrics: [{name: exact_match}, {name: latency}]\n"
+        "gates: [{metric: exact_match, min: 0.5}]\n"
+        "concurrency: 4\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@unit
+def test_run_prints_a_leaderboard_and_writes_an_html_report(suite: Path) -> None:
+    code, out, err = run("eval", "run", str(suite), "--html", "report.html", "--quiet")
+    assert code == 0, err
+    assert "echo-b" in out and "exact_match" in out and "p50 ms" in out
+    assert "24 model calls" in err
+    html = (suite.parent / "report.html").read_text()
+    assert "<svg" in html and "echo-suite" in html
+
+
+@unit
+def test_a_re_run_is_answered_from_the_cache_and_compare_finds_the_baseline(suite: Path) -> None:
+    assert run("eval", "run", str(suite), "-q")[0] == 0
+    code, _, err = run("eval", "run", str(suite), "-q", "--system", "echo")
+    assert code == 0 and "0 model calls, 12 from the cache" in err
+    code, out, _ = run("eval", "list")
+    assert code == 0 and out.count("echo-suite") == 2
+    run_id = err.split("run ")[1].split(":")[0].strip()
+    code, out, _ = run("eval", "compare", run_id, "--gate", "exact_match drop<=0")
+    assert code == 0, out
+    assert "baseline: run" in out and "+0.000" in out
+
+
+@unit
+def test_a_failing_gate_exits_1(suite: Path) -> None:
+    code, out, err = run("eval", "run", str(suite), "-q", "--gate", "exact_match>=0.9")
+    assert code == 1
+    assert "fail" in out and "gate failed" in err
+
+
+@unit
+def test_unknown_system_is_a_config_error(suite: Path) -> None:
+    result = CliRunner().invoke(_app(), ["eval", "run", str(suite), "--system", "ech"])
+    assert result.exception is not None and "did you mean 'echo'" in str(result.exception)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_example_suite_end_to_end_on_the_embedded_model(workdir: Path) -> None:
+    """examples/evals/gsm8k.yaml from the CLI on the real embedded model, with its HTML report."""
+    suite = Path(__file__).resolve().parents[2] / "examples" / "evals" / "gsm8k.yaml"
+    code, out, err = run("eval", "run", str(suite), "--limit", "2", "--html", "gsm8k.html", "-q")
+    assert code == 0, err
+    assert "gemma" in out and "numeric_match" in out and "2 model calls" in err
+    html = (workdir / "gsm8k.html").read_text()
+    assert "<svg" in html and "gsm8k-mini" in html
