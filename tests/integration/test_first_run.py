@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 import httpx
 import jsonschema
 import pytest
+
+from aiestack.testing.net import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -82,11 +83,6 @@ def test_chat_with_json_schema_prints_valid_json(tmp_path: Path) -> None:
     jsonschema.validate(json.loads(result.stdout), json.loads(schema_path.read_text()))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -97,7 +93,7 @@ def openai_compatible_server(tmp_path: Path) -> Iterator[str]:
     (srv / "aiestack.toml").write_text(
         'embedded_model = false\ndefault_model = "echo"\n[models.echo]\nprovider = "fake"\ndelay_s = 0.05\n'
     )
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "aiestack", "serve", "--port", str(port), "--log-level", "warning"],
         cwd=srv, env=_env(srv / "data"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

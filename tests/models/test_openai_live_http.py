@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +23,7 @@ from starlette.routing import Route
 
 from aiestack.errors import ProviderConnectionError, StreamBroken
 from aiestack.models.openai import OpenAIChatModel
+from aiestack.testing.net import free_port
 from aiestack.types import ChatRequest, Delta, Message, Usage
 
 pytestmark = pytest.mark.integration
@@ -74,17 +74,12 @@ def _data(obj: object) -> str:
     return f"data: {json.dumps(obj)}\n\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, MockOpenAI]]:
     mock = MockOpenAI()
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(mock.app(), host="127.0.0.1", port=port, log_level="critical", lifespan="off")
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, daemon=True)
@@ -162,7 +157,7 @@ async def test_check_against_the_real_server(server: tuple[str, MockOpenAI]) -> 
 
 
 async def test_refused_connection_is_a_connection_error() -> None:
-    base_url = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    base_url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     model = OpenAIChatModel(base_url=base_url, api_key_env=None, timeout_s=5)
     try:
         with pytest.raises(ProviderConnectionError, match="Is the server at"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,17 +14,13 @@ import httpx
 import pytest
 
 from aiestack.stores.open import open_exchange_store
+from aiestack.testing.net import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 WORDS = "one two three four five six seven eight nine ten"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:

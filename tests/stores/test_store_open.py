@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from aiestack.errors import StoreError
 from aiestack.stores.memory import MemoryExchangeStore
 from aiestack.stores.open import open_exchange_store
 from aiestack.stores.sql import SqlExchangeStore
+from aiestack.testing.net import free_port
 
 pytestmark = pytest.mark.unit
 
@@ -78,16 +78,10 @@ def test_a_directory_in_place_of_the_database_is_reported(tmp_path: Path) -> Non
     assert info.value.hint is not None and "writable" in info.value.hint
 
 
-def _free_port() -> int:
-    """A local port with nothing listening on it (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def test_unreachable_postgres_says_where_it_looked() -> None:
-    port = _free_port()
+    port = free_port()
     store = open_exchange_store(f"postgresql+psycopg://postgres:hunter2@127.0.0.1:{port}/test")
     with pytest.raises(StoreError) as info:
         store.ping()
