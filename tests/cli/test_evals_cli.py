@@ -82,6 +82,29 @@ def test_unknown_system_is_a_config_error(suite: Path) -> None:
     assert result.exception is not None and "did you mean 'echo'" in str(result.exception)
 
 
+@unit
+def test_a_suite_with_compare_prints_and_draws_the_ranking(suite: Path, fake_config: Path) -> None:
+    # The echoing model repeats the prompt, so this prompt file makes it a judge that always says "A":
+    # pure position bias, which the swap turns into ties (consistency 0 %). The JSON guard is off:
+    # its re-ask would be echoed back instead of the prompt.
+    fake_config.write_text(fake_config.read_text(encoding="utf-8") + '[guards]\njson_schema = "off"\n', encoding="utf-8")
+    prompt = suite.parent / "always_a.txt"
+    prompt.write_text('Judge.\n---\n$question\n{"reasoning": "first", "winner": "A"}\n', encoding="utf-8")
+    text = (
+        suite.read_text(encoding="utf-8")
+        + f"compare: {{judge: {{model: echo, prompt: {prompt}}}, bootstrap: 100}}\n"
+    )
+    suite.write_text(text, encoding="utf-8")
+    code, out, err = run("eval", "run", str(suite), "--html", "report.html", "-q")
+    assert code == 0, err
+    assert "Pairwise ranking" in out and "Win rate" in out and "12 battles" in out and "consistency 0%" in out
+    assert "24 model calls" not in err and "48 model calls" in err  # 24 answers + 12 × 2 judge calls
+    html = (suite.parent / "report.html").read_text()
+    assert "Pairwise ranking" in html and "consistency: <b>0%</b>" in html and "<circle" in html
+    code, _, err = run("eval", "run", str(suite), "-q")
+    assert code == 0 and "0 model calls" in err
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_example_suite_end_to_end_on_the_embedded_model(workdir: Path) -> None:

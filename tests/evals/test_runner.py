@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from aiestack.models.fake import FakeModel, Script
 from aiestack.models.registry import ModelEntry
 from aiestack.settings import Settings
 from aiestack.stores.base import EvalStore
+from aiestack.types import ChatRequest, Exchange
 
 pytestmark = pytest.mark.unit
 
@@ -144,12 +144,21 @@ async def test_an_interrupted_run_resumes_with_the_missing_examples_only(
 async def test_concurrency_is_bounded(tmp_path: Path, stack: tuple[Stack, FakeModel]) -> None:
     s, model = stack
     suite = _suite(tmp_path, 32, concurrency=8)
-    model.default_delay_s = 0.05  # one word per reply: one sleep per call
-    started = time.perf_counter()
-    result = await EvalRunner(s.chat, _store(s)).run(suite, load_examples(suite.dataset, suite.dataset_path))
-    elapsed = time.perf_counter() - started
+    model.default_delay_s = 0.02
+    in_flight = peak = 0
+
+    async def counting_chat(request: ChatRequest) -> Exchange:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            return await s.chat(request)
+        finally:
+            in_flight -= 1
+
+    result = await EvalRunner(counting_chat, _store(s)).run(suite, load_examples(suite.dataset, suite.dataset_path))
     assert result.calls == 32
-    assert 0.19 <= elapsed < 1.0  # 4 waves of 50 ms; unbounded would take ~50 ms
+    assert peak == 8  # the limit is reached (calls overlap) and never exceeded
 
 
 async def test_a_missing_template_field_is_a_config_error(

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from aiestack.evals.gates import Comparison, describe
+from aiestack.evals.ranking import Ranking
 from aiestack.evals.summary import SystemSummary
 
 
@@ -114,3 +116,51 @@ def comparison_tables(comparison: Comparison, *, max_flips: int = 20) -> Sequenc
             )
         tables.append(flips)
     return tables
+
+
+def ranking_tables(section: Mapping[str, Any], ranking: Ranking | None) -> Sequence[Table]:
+    """The pairwise ranking (Bradley–Terry with CI, Elo, record) and the win-rate matrix."""
+    consistency = section.get("consistency_rate")
+    caption = escape(
+        f"judge {section.get('judge_model', '?')} ({section.get('prompt', '?')}) · "
+        f"{section.get('judged', 0)} battles, {section.get('failed', 0)} failed · position-swap consistency "
+        + ("-" if consistency is None else f"{consistency:.0%}")
+    )
+    if ranking is None:
+        empty = Table(title="Pairwise ranking", caption=caption + " · no battle was judged", box=None)
+        empty.add_column("")
+        return [empty]
+    confidence = section.get("ranking", {}).get("confidence", 0.95)
+    table = Table(
+        title="Pairwise ranking (Bradley–Terry, Elo scale)", caption=caption, header_style="bold", box=None
+    )
+    for col in ("#", "system", "rating", f"{confidence:.0%} CI", "Elo", "W", "L", "T"):
+        table.add_column(col, justify="left" if col == "system" else "right")
+    for position, r in enumerate(ranking.ratings, 1):
+        table.add_row(
+            str(position),
+            escape(r.system),
+            f"{r.rating:.0f}",
+            f"[{r.low:.0f}, {r.high:.0f}]",
+            f"{r.elo:.0f}",
+            str(r.wins),
+            str(r.losses),
+            str(r.ties),
+        )
+    order = [r.system for r in ranking.ratings]
+    matrix = Table(title="Win rate (row against column; ties count half)", header_style="bold", box=None)
+    matrix.add_column("")
+    for name in order:
+        matrix.add_column(escape(name), justify="right")
+    for a in order:
+        row = ranking.win_rate.get(a, {})
+        cells = []
+        for b in order:
+            value = row.get(b)
+            if value is None:
+                cells.append("·")
+            else:
+                style = "green" if value > 0.5 else "red" if value < 0.5 else ""
+                cells.append(f"[{style}]{value:.2f}[/]" if style else f"{value:.2f}")
+        matrix.add_row(escape(a), *cells)
+    return [table, matrix]

@@ -13,7 +13,9 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from aiestack.evals.compare import stored_ranking
 from aiestack.evals.gates import Comparison, describe
+from aiestack.evals.ranking import Ranking, Rating
 from aiestack.evals.report import ordered_systems
 from aiestack.evals.summary import SystemSummary
 from aiestack.stores.base import EvalResultRecord
@@ -146,6 +148,9 @@ def render_html(
         s: [r.latency_ms for r in results if r.system == s and r.latency_ms is not None] for s in summaries
     }
     body.append(f'<div class="chart">{histogram("Latency per example (ms)", latencies)}</div></div>')
+    compared = stored_ranking(run.summary)
+    if compared is not None:
+        body.append(_ranking(*compared))
     if comparison is not None:
         body.append(_comparison(comparison))
     body.append(_examples(results, per_example, inputs or {}, max_examples))
@@ -245,3 +250,104 @@ def _examples(
         + "</table>"
         + more
     )
+
+
+def rating_chart(title: str, ratings: Sequence[Rating]) -> str:
+    """Ratings as dots with their confidence intervals as whiskers, on an axis fitted to the intervals.
+
+    Bars from zero would hide the differences (ratings sit around 1000), so this is a dot plot with
+    a dashed line at 1000, the geometric-mean system.
+    """
+    width, row, left, right = 520, 26, 130, 50
+    height = 50 + row * len(ratings)
+    values = [v for r in ratings for v in (r.rating, r.low, r.high)] + [1000.0]
+    bottom, top = min(values), max(values)
+    pad = (top - bottom) * 0.05 or 10.0
+    bottom, top = bottom - pad, top + pad
+
+    def x(v: float) -> float:
+        return left + (v - bottom) / (top - bottom) * (width - left - right)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="{escape(title)}">',
+        f'<text x="4" y="16" font-weight="bold" font-size="13">{escape(title)}</text>',
+        f'<line x1="{x(1000):.1f}" y1="24" x2="{x(1000):.1f}" y2="{height - 20}" stroke="#bbb" '
+        'stroke-dasharray="4 3"/>',
+    ]
+    for i, r in enumerate(ratings):
+        y = 26 + i * row + 11
+        colour = _PALETTE[i % len(_PALETTE)]
+        parts.append(f'<text x="4" y="{y + 4}" font-size="12">{escape(r.system[:18])}</text>')
+        parts.append(
+            f'<path d="M{x(r.low):.1f} {y}H{x(r.high):.1f}M{x(r.low):.1f} {y - 5}V{y + 5}'
+            f'M{x(r.high):.1f} {y - 5}V{y + 5}" stroke="#222" stroke-width="1.3" fill="none"/>'
+        )
+        parts.append(f'<circle cx="{x(r.rating):.1f}" cy="{y}" r="5" fill="{colour}"/>')
+        parts.append(f'<text x="{x(r.high) + 6:.1f}" y="{y + 4}" font-size="11">{r.rating:.0f}</text>')
+    axis = height - 8
+    for v in (bottom + pad, 1000.0, top - pad):
+        parts.append(f'<text x="{x(v):.1f}" y="{axis}" font-size="10" text-anchor="middle">{v:.0f}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _heat(value: float) -> str:
+    """Red (0) through white (0.5) to green (1): how often the row system beat the column system."""
+    t = max(0.0, min(1.0, value))
+    if t < 0.5:
+        k = t / 0.5
+        red, green, blue = 230, round(120 + 135 * k), round(110 + 145 * k)
+    else:
+        k = (t - 0.5) / 0.5
+        red, green, blue = round(255 - 165 * k), round(255 - 55 * k), round(255 - 145 * k)
+    return f"#{red:02x}{green:02x}{blue:02x}"
+
+
+def _ranking(section: Mapping[str, Any], ranking: Ranking | None) -> str:
+    consistency = section.get("consistency_rate")
+    rate = "–" if consistency is None else f"{consistency:.0%}"
+    parts = [
+        "<h2>Pairwise ranking</h2>",
+        f'<p class="muted">judge {escape(str(section.get("judge_model", "?")))} · prompt '
+        f"{escape(str(section.get('prompt', '?')))} · {int(section.get('judged', 0))} battles, "
+        f"{int(section.get('failed', 0))} failed, {int(section.get('skipped', 0))} skipped (a system had no "
+        "answer) · each pair judged in both orders; a verdict that flips with the order counts as a tie</p>",
+        f"<p>Judge position-swap consistency: <b>{rate}</b></p>",
+    ]
+    if ranking is None:
+        parts.append('<p class="muted">No battle was judged, so there is no ranking.</p>')
+        return "".join(parts)
+    confidence = float(section.get("ranking", {}).get("confidence", 0.95))
+    parts.append(
+        f'<div class="chart">{rating_chart(f"Bradley–Terry rating, {confidence:.0%} bootstrap CI", ranking.ratings)}</div>'
+    )
+    parts.append(
+        f"<table><tr><th>#</th><th>system</th><th>rating</th><th>{confidence:.0%} CI</th><th>Elo</th>"
+        "<th>wins</th><th>losses</th><th>ties</th></tr>"
+    )
+    for position, r in enumerate(ranking.ratings, 1):
+        parts.append(
+            f"<tr><td>{position}</td><td>{escape(r.system)}</td><td class='num'>{r.rating:.0f}</td>"
+            f"<td class='num'>[{r.low:.0f}, {r.high:.0f}]</td><td class='num'>{r.elo:.0f}</td>"
+            f"<td class='num'>{r.wins}</td><td class='num'>{r.losses}</td><td class='num'>{r.ties}</td></tr>"
+        )
+    parts.append("</table>")
+    order = [r.system for r in ranking.ratings]
+    parts.append(
+        "<h3>Win rate (row against column, ties count half)</h3><table><tr><th></th>"
+        + "".join(f"<th>{escape(name)}</th>" for name in order)
+        + "</tr>"
+    )
+    for a in order:
+        cells = []
+        for b in order:
+            value = ranking.win_rate.get(a, {}).get(b)
+            cells.append(
+                "<td class='num muted'>·</td>"
+                if value is None
+                else f"<td class='num' style='background:{_heat(value)}'>{value:.2f}</td>"
+            )
+        parts.append(f"<tr><th>{escape(a)}</th>{''.join(cells)}</tr>")
+    parts.append("</table>")
+    return "".join(parts)

@@ -8,6 +8,9 @@ prompts are rendered from templates compiled once, the cache is read with one ba
 the whole run, and results and new cache entries are written in batches (every
 ``flush_every`` results or ``flush_interval_s``, and always on the way out — also when the run is
 interrupted, so a resumed run redoes only what was never written).
+
+A suite with ``compare:`` then has the pairwise judge battle the systems' answers
+(:mod:`aiestack.evals.compare`) through the same cached caller; the ranking goes into the run's summary.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from rich.progress import (
 from aiestack.errors import AiestackError, ConfigError, NotFound
 from aiestack.evals.base import CorpusMetric, Metric, Sample, Score
 from aiestack.evals.cache import CachedCall, CallCache, call_key
+from aiestack.evals.compare import run_comparison
 from aiestack.evals.metrics import build_metric
 from aiestack.evals.suite import Suite, SystemSpec
 from aiestack.evals.summary import summarize
@@ -177,6 +181,9 @@ class EvalRunner:
                     bar.advance(task)
 
                 await asyncio.gather(*(one(job) for job in jobs))
+                sink.flush()
+                results = self._store.eval_results(run.id)
+                comparison = await self._compare(suite, examples, results, caller, bar)
             finished = True
         finally:
             sink.flush()
@@ -184,8 +191,7 @@ class EvalRunner:
                 self._store.write_eval_run(
                     dataclasses.replace(run, summary={**run.summary, "status": "interrupted"})
                 )
-        results = self._store.eval_results(run.id)
-        run = self._finish(run, suite, examples, results, per_sample, corpus)
+        run = self._finish(run, suite, examples, results, per_sample, corpus, comparison)
         return RunResult(run, results, caller.calls, len(hits), len(done))
 
     # ------------------------------------------------------------------ steps
@@ -214,6 +220,29 @@ class EvalRunner:
         )
         self._store.write_eval_run(run)
         return run, done
+
+    async def _compare(
+        self,
+        suite: Suite,
+        examples: Sequence[Example],
+        results: list[EvalResultRecord],
+        caller: CachingCaller,
+        bar: Progress,
+    ) -> dict[str, Any] | None:
+        """Pairwise battles between the systems (``compare:``), judged through the cached caller."""
+        if suite.compare is None:
+            return None
+        task = bar.add_task("compare", total=None)
+        return await run_comparison(
+            suite.compare,
+            suite.judge,
+            [s.name for s in suite.systems],
+            examples,
+            results,
+            caller.judge,
+            on_total=lambda total: bar.update(task, total=total),
+            on_done=lambda: bar.advance(task),
+        )
 
     def _metrics(self, suite: Suite, caller: CachingCaller) -> tuple[list[Metric], list[CorpusMetric]]:
         judge_model = suite.judge.model if suite.judge is not None else ""
@@ -297,6 +326,7 @@ class EvalRunner:
         results: list[EvalResultRecord],
         per_sample: list[Metric],
         corpus: list[CorpusMetric],
+        comparison: dict[str, Any] | None = None,
     ) -> EvalRun:
         by_id = {e.id: e for e in examples}
         corpus_scores: dict[str, dict[str, float]] = {}
@@ -321,6 +351,8 @@ class EvalRunner:
             "systems": {name: s.as_dict() for name, s in systems.items()},
             "models": {s.name: s.model for s in suite.systems},
         }
+        if comparison is not None:
+            summary["compare"] = comparison
         finished = dataclasses.replace(run, finished_at=time.time(), summary=summary)
         self._store.write_eval_run(finished)
         return finished

@@ -9,13 +9,23 @@ and its data can move together. The shape is documented in ``docs/evals.md``.
 from __future__ import annotations
 
 import difflib
+import itertools
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from aiestack.errors import ConfigError
+from aiestack.evals.judge_prompts import load_prompt
 from aiestack.types import Params, ResponseFormat
 
 DEFAULT_PROMPT = "{{ input }}"
@@ -116,6 +126,35 @@ class JudgeSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class CompareJudgeSpec(JudgeSpec):
+    """The pairwise judge: its model and params, a versioned prompt and the criteria it judges by."""
+
+    prompt: str = "pairwise"
+    criteria: str | None = None
+    question_key: str | None = None
+
+
+class CompareSpec(_Strict):
+    """Comparative ranking: a pairwise judge on every example for each pair of systems.
+
+    ``pairs`` is ``all`` (every pair of systems) or a list of ``[a, b]`` pairs. Each comparison is
+    asked in both orders (position swap); ``rounds`` > 1 asks again with distinct seeds, which only
+    adds information when the judge samples (``params: {temperature: 0.7}``). ``judge`` defaults to
+    the suite's ``judge``. ``bootstrap`` is the number of resamples behind the ratings' intervals.
+    """
+
+    judge: CompareJudgeSpec | None = None
+    pairs: Literal["all"] | list[list[str]] = "all"
+    rounds: int = Field(default=1, ge=1, le=20)
+    bootstrap: int = Field(default=1000, ge=100, le=100_000)
+
+    def resolved_pairs(self, systems: list[str]) -> list[tuple[str, str]]:
+        """The pairs to judge, in a stable order (suite order for ``all``)."""
+        if self.pairs == "all":
+            return list(itertools.combinations(systems, 2))
+        return [(a, b) for a, b in self.pairs]
+
+
 class Suite(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
@@ -126,6 +165,7 @@ class Suite(_Strict):
     metrics: list[MetricSpec] = Field(min_length=1)
     gates: list[GateSpec] = Field(default_factory=list)
     judge: JudgeSpec | None = None
+    compare: CompareSpec | None = None
     concurrency: int = Field(default=8, ge=1, le=1024)
     base_dir: Path = Field(
         default=Path("."), exclude=True, description="Set by load_suite: the file's folder."
@@ -150,6 +190,36 @@ class Suite(_Strict):
                 )
         return self
 
+    @field_validator("compare")
+    @classmethod
+    def _compare_names_systems(cls, compare: CompareSpec | None, info: ValidationInfo) -> CompareSpec | None:
+        systems: list[SystemSpec] | None = info.data.get("systems")
+        if compare is None or systems is None:  # no systems: their own error is reported
+            return compare
+        names = [s.name for s in systems]
+        if len(names) < 2:
+            raise ValueError("compare needs at least two systems to rank; add a system or remove compare")
+        if compare.pairs == "all":
+            return compare
+        if not compare.pairs:
+            raise ValueError("compare.pairs is empty; use 'all' or list pairs such as [[a, b]]")
+        seen: set[frozenset[str]] = set()
+        for pair in compare.pairs:
+            if len(pair) != 2:
+                raise ValueError(f"compare pair {pair} must name exactly two systems, e.g. [a, b]")
+            unknown = [n for n in pair if n not in names]
+            if unknown:
+                raise ValueError(
+                    f"compare pair {pair} names {', '.join(map(repr, unknown))}, which is not among "
+                    f"the systems ({', '.join(names)})"
+                )
+            if pair[0] == pair[1]:
+                raise ValueError(f"compare pair {pair} compares a system with itself")
+            if frozenset(pair) in seen:
+                raise ValueError(f"compare pair {pair} is listed twice (a pair is judged in both orders)")
+            seen.add(frozenset(pair))
+        return compare
+
     @property
     def dataset_path(self) -> Path:
         path = self.dataset.path.expanduser()
@@ -169,7 +239,14 @@ class Suite(_Strict):
                     f"no system named {name!r} in suite {self.name!r}",
                     f"{did}systems: {', '.join(known)}",
                 )
-        return self.model_copy(update={"systems": [known[n] for n in names]})
+        update: dict[str, Any] = {"systems": [known[n] for n in names]}
+        if self.compare is not None:
+            # Keep the pairs among the selected systems; with none left there is nothing to rank.
+            pairs = [p for p in self.compare.resolved_pairs(list(known)) if set(p) <= set(names)]
+            update["compare"] = (
+                self.compare.model_copy(update={"pairs": [list(p) for p in pairs]}) if pairs else None
+            )
+        return self.model_copy(update=update)
 
 
 def parse_suite(data: Any, *, source: str = "suite", base_dir: Path = Path(".")) -> Suite:
@@ -191,8 +268,9 @@ def parse_suite(data: Any, *, source: str = "suite", base_dir: Path = Path("."))
             raise ConfigError(
                 f"{source}: {key}", "this key is required", "add it (see docs/evals.md)"
             ) from None
+        msg = err["msg"].removeprefix("Value error, ")
         raise ConfigError(
-            f"{source}: {key}", err["msg"][0].lower() + err["msg"][1:], "fix it (see docs/evals.md)"
+            f"{source}: {key}", msg[0].lower() + msg[1:], "fix it (see docs/evals.md)"
         ) from None
     for i, system in enumerate(suite.systems):
         try:
@@ -203,14 +281,40 @@ def parse_suite(data: Any, *, source: str = "suite", base_dir: Path = Path("."))
                 str(exc),
                 "use Params fields: temperature, max_tokens, stop, seed, ...",
             ) from None
-    if suite.judge is not None:
+    judges = [("judge", suite.judge)]
+    if suite.compare is not None:
+        judges.append(("compare.judge", suite.compare.judge))
+    for key, judge in judges:
+        if judge is None:
+            continue
         try:
-            SystemSpec(name="judge", params=suite.judge.params).to_params()
+            SystemSpec(name="judge", params=judge.params).to_params()
         except TypeError as exc:
             raise ConfigError(
-                f"{source}: judge.params", str(exc), "use Params fields such as temperature"
+                f"{source}: {key}.params", str(exc), "use Params fields such as temperature"
             ) from None
+    if suite.compare is not None:
+        _check_compare(suite.compare, source)
     return suite
+
+
+def _check_compare(compare: CompareSpec, source: str) -> None:
+    """The pairwise prompt must exist and the judge's params must leave the verdict format alone."""
+    judge = compare.judge or CompareJudgeSpec()
+    try:
+        load_prompt(judge.prompt)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{source}: compare.judge.prompt",
+            f"there is no judge prompt {judge.prompt!r}",
+            (exc.hint or "").removeprefix("Fix: ") or "use pairwise@1 or a path to a .txt template",
+        ) from None
+    if "response_format" in judge.params:
+        raise ConfigError(
+            f"{source}: compare.judge.params.response_format",
+            "the pairwise judge sets its own JSON schema for verdicts",
+            "remove response_format from the compare judge's params",
+        )
 
 
 def load_suite(path: str | Path) -> Suite:
