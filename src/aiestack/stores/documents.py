@@ -1,0 +1,116 @@
+"""The DocumentStore protocol: collections of documents, their chunks, a term and a vector index.
+
+Every backend (the embedded store, PostgreSQL + pgvector, memory) implements this protocol and
+passes the same conformance tests (:mod:`aiestack.testing`). The context wing (ingestion,
+retrieval, RAG) talks only to this protocol.
+
+- A *collection* belongs to one tenant; its name is unique in the store. A key sees only its
+  tenant's collections (the context wing checks ``CollectionInfo.tenant``).
+- A document's id is the hash of its content; its ``source`` (a path or URL) is unique within a
+  collection. :meth:`DocumentStore.put_document` is atomic: it replaces the document previously
+  stored for the same source together with its chunks, or changes nothing.
+- ``CollectionInfo.version`` grows on every change to a collection, so caches of RAG answers can
+  key on it and a re-ingest invalidates them.
+- Filters use the portable grammar: ``{"field": "lang", "op": "eq", "value": "en"}`` and
+  ``{"and" | "or": [f, ...]}``, ``{"not": f}``; ops: eq, ne, gt, gte, lt, lte, in, nin, contains.
+  ``field`` names chunk metadata; ``source`` and ``document_id`` are always there.
+
+Methods are synchronous (like :class:`~aiestack.stores.base.ExchangeStore`); async callers use
+``asyncio.to_thread`` for the slow ones (writes), while searches are fast enough to call inline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from aiestack.types import Chunk, Document, Hit
+
+#: A filter in the portable grammar (see the module docstring).
+Filter = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionInfo:
+    name: str
+    tenant: str
+    embedding_model: str
+    dim: int
+    created_at: float
+    version: int = 0
+    documents: int = 0
+    chunks: int = 0
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """What the store knows of one document (its text lives in its chunks)."""
+
+    id: str  # content hash
+    collection: str
+    source: str
+    title: str
+    chunks: int
+    ingested_at: float
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class DocumentStore(Protocol):
+    def migrate(self) -> None:
+        """Create or upgrade the schema and open the indexes; safe to call every start."""
+
+    def create_collection(
+        self,
+        name: str,
+        *,
+        tenant: str = "default",
+        embedding_model: str,
+        dim: int,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> CollectionInfo:
+        """Create a collection, or return it if it exists with the same tenant, model and dim.
+
+        Raises :class:`~aiestack.errors.InvalidRequest` when it exists with a different tenant,
+        embedding model or dimension (say which, and how to fix it).
+        """
+
+    def get_collection(self, name: str) -> CollectionInfo | None: ...
+
+    def list_collections(self, *, tenant: str | None = None) -> list[CollectionInfo]: ...
+
+    def drop_collection(self, name: str) -> bool:
+        """Delete a collection with its documents, chunks and index entries; False if absent."""
+
+    def documents(self, collection: str, *, source: str | None = None) -> list[StoredDocument]: ...
+
+    def put_document(
+        self,
+        collection: str,
+        document: Document,
+        chunks: Sequence[Chunk],
+        vectors: Sequence[Sequence[float]],
+    ) -> bool:
+        """Atomically store a document with its chunks and their vectors (one per chunk).
+
+        Replaces the document stored for the same ``document.source``. Returns False (and
+        changes nothing) when that source already holds a document with the same id.
+        """
+
+    def delete_documents(self, collection: str, ids: Sequence[str]) -> int:
+        """Delete documents (and their chunks) by id; returns how many existed."""
+
+    def get_chunks(self, collection: str, ids: Sequence[str]) -> list[Chunk]:
+        """Chunks by id, in the order asked (missing ids are left out)."""
+
+    def term_search(self, collection: str, query: str, *, k: int = 10, filter: Filter | None = None) -> list[Hit]:
+        """BM25 over chunk texts, best first; ``Hit.retriever == "bm25"``."""
+
+    def vector_search(
+        self, collection: str, vector: Sequence[float], *, k: int = 10, filter: Filter | None = None
+    ) -> list[Hit]:
+        """Nearest chunks by cosine similarity (the score), best first; ``Hit.retriever == "vector"``."""
+
+    def close(self) -> None: ...

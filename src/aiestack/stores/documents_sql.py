@@ -1,0 +1,363 @@
+"""The records of the SQL document stores: collections, documents and chunks in SQL tables.
+
+The embedded store (SQLite + tantivy + usearch) and the PostgreSQL store share this layout
+(migration 0004, :mod:`aiestack.stores.sql.tables`) and this code; they differ only in their
+indexes. Every write here is one transaction, so a document is either wholly stored or not at all.
+Embeddings are float32 bytes on SQLite and ``real[]`` on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine
+
+from aiestack.stores.documents import CollectionInfo, StoredDocument
+from aiestack.stores.documents_common import (
+    check_collection_name,
+    check_existing,
+    check_new_collection,
+    json_copy,
+    missing_collection,
+)
+from aiestack.stores.filters import Node, SqlTarget, node_to_sql
+from aiestack.stores.sql.engine import store_errors
+from aiestack.stores.sql.migrate import upgrade
+from aiestack.stores.sql.tables import chunks as chunks_table
+from aiestack.stores.sql.tables import collections as collections_table
+from aiestack.stores.sql.tables import documents as documents_table
+from aiestack.stores.sql.vectors import FLOAT32_LE
+from aiestack.types import Chunk, Document
+
+#: Rows per IN (...) list: below SQLite's and PostgreSQL's limits on bound parameters.
+_BATCH = 900
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a committed write did: the collection's new version, chunk keys removed and added."""
+
+    version: int
+    removed: tuple[int, ...]
+    added: tuple[int, ...]
+
+
+def _batches(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), _BATCH):
+        yield items[start : start + _BATCH]
+
+
+class SqlRecords:
+    """Collections, documents and chunks in the SQL tables, one transaction per write."""
+
+    def __init__(self, engine: Engine, url: URL) -> None:
+        self.engine = engine
+        self.url = url
+        self.dialect = engine.dialect.name
+        self._target = SqlTarget(
+            metadata=chunks_table.c.metadata,
+            columns={"source": chunks_table.c.source, "document_id": chunks_table.c.document_id},
+            dialect="postgresql" if self.dialect == "postgresql" else "sqlite",
+        )
+
+    def migrate(self) -> None:
+        with store_errors(self.url, "migrate"):
+            upgrade(self.engine)
+
+    # ----------------------------------------------------------------------- collections
+
+    def create_collection(
+        self, name: str, tenant: str, embedding_model: str, dim: int, metadata: Mapping[str, Any] | None
+    ) -> tuple[CollectionInfo, bool]:
+        """The collection, and whether this call created it."""
+        check_new_collection(name, tenant, embedding_model, dim)
+        with store_errors(self.url, "write to"), self.engine.begin() as connection:
+            existing = self._info(connection, name)
+            if existing is not None:
+                return check_existing(existing, tenant, embedding_model, dim), False
+            connection.execute(
+                collections_table.insert().values(
+                    name=name,
+                    tenant=tenant,
+                    embedding_model=embedding_model,
+                    dim=dim,
+                    created_at=time.time(),
+                    version=0,
+                    metadata=json_copy(metadata or {}),
+                )
+            )
+            info = self._info(connection, name)
+        assert info is not None
+        return info, True
+
+    def get_collection(self, name: str) -> CollectionInfo | None:
+        with store_errors(self.url, "read from"), self.engine.connect() as connection:
+            return self._info(connection, name)
+
+    def require(self, name: str) -> CollectionInfo:
+        """The collection (without its document and chunk counts: cheap), or NotFound."""
+        check_collection_name(name)
+        with store_errors(self.url, "read from"), self.engine.connect() as connection:
+            info = self._info(connection, name, counts=False)
+        if info is None:
+            raise missing_collection(name)
+        return info
+
+    def list_collections(self, tenant: str | None) -> list[CollectionInfo]:
+        query = sa.select(collections_table.c.name).order_by(collections_table.c.name)
+        if tenant is not None:
+            query = query.where(collections_table.c.tenant == tenant)
+        with store_errors(self.url, "read from"), self.engine.connect() as connection:
+            names = list(connection.scalars(query))
+            infos = [self._info(connection, name) for name in names]
+        return [info for info in infos if info is not None]
+
+    def drop_collection(self, name: str) -> bool:
+        with store_errors(self.url, "write to"), self.engine.begin() as connection:
+            result = connection.execute(collections_table.delete().where(collections_table.c.name == name))
+            return bool(result.rowcount)
+
+    def version(self, name: str) -> int | None:
+        with store_errors(self.url, "read from"), self.engine.connect() as connection:
+            value = connection.scalar(
+                sa.select(collections_table.c.version).where(collections_table.c.name == name)
+            )
+        return None if value is None else int(value)
+
+    @staticmethod
+    def _info(connection: sa.Connection, name: str, *, counts: bool = True) -> CollectionInfo | None:
+        row = connection.execute(
+            sa.select(collections_table).where(collections_table.c.name == name)
+        ).mappings().first()
+        if row is None:
+            return None
+        documents = chunks = 0
+        if counts:
+            documents = connection.scalar(
+                sa.select(sa.func.count()).select_from(documents_table).where(documents_table.c.collection == name)
+            ) or 0
+            chunks = connection.scalar(
+                sa.select(sa.func.count()).select_from(chunks_table).where(chunks_table.c.collection == name)
+            ) or 0
+        return CollectionInfo(
+            name=row["name"],
+            tenant=row["tenant"],
+            embedding_model=row["embedding_model"],
+            dim=row["dim"],
+            created_at=row["created_at"],
+            version=int(row["version"]),
+            documents=int(documents or 0),
+            chunks=int(chunks or 0),
+            metadata=row["metadata"],
+        )
+
+    # ----------------------------------------------------------------------- documents
+
+    def documents(self, collection: str, source: str | None) -> list[StoredDocument]:
+        self.require(collection)
+        query = (
+            sa.select(documents_table)
+            .where(documents_table.c.collection == collection)
+            .order_by(documents_table.c.source)
+        )
+        if source is not None:
+            query = query.where(documents_table.c.source == source)
+        with store_errors(self.url, "read from"), self.engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        return [
+            StoredDocument(
+                id=row["id"],
+                collection=row["collection"],
+                source=row["source"],
+                title=row["title"],
+                chunks=row["chunks"],
+                ingested_at=row["ingested_at"],
+                metadata=row["metadata"],
+            )
+            for row in rows
+        ]
+
+    def put_document(
+        self,
+        collection: str,
+        document: Document,
+        chunks: Sequence[Chunk],
+        matrix: np.ndarray,
+    ) -> Change | None:
+        """Store the document in one transaction; None when its source already holds this id."""
+        with store_errors(self.url, "write to"), self.engine.begin() as connection:
+            previous = connection.execute(
+                sa.select(documents_table.c.key, documents_table.c.id).where(
+                    documents_table.c.collection == collection, documents_table.c.source == document.source
+                )
+            ).first()
+            if previous is not None and previous.id == document.id:
+                return None
+            removed: tuple[int, ...] = ()
+            if previous is not None:
+                removed = tuple(
+                    connection.scalars(
+                        sa.select(chunks_table.c.key).where(chunks_table.c.document_key == previous.key)
+                    )
+                )
+                connection.execute(chunks_table.delete().where(chunks_table.c.document_key == previous.key))
+                connection.execute(documents_table.delete().where(documents_table.c.key == previous.key))
+            document_key = connection.execute(
+                documents_table.insert()
+                .values(
+                    collection=collection,
+                    id=document.id,
+                    source=document.source,
+                    title=document.title,
+                    chunks=len(chunks),
+                    ingested_at=time.time(),
+                    metadata=json_copy(document.metadata),
+                )
+                .returning(documents_table.c.key)
+            ).scalar_one()
+            added: tuple[int, ...] = ()
+            if chunks:
+                rows = [
+                    {
+                        "collection": collection,
+                        "document_key": document_key,
+                        "id": chunk.id,
+                        "document_id": document.id,
+                        "source": document.source,
+                        "position": chunk.position,
+                        "text": chunk.text,
+                        "metadata": json_copy(chunk.metadata),
+                        "embedding": self._embedding(vector),
+                    }
+                    for chunk, vector in zip(chunks, matrix, strict=True)
+                ]
+                added = tuple(
+                    connection.scalars(
+                        chunks_table.insert().returning(chunks_table.c.key, sort_by_parameter_order=True),
+                        rows,
+                    )
+                )
+                if self.dialect == "postgresql":
+                    connection.execute(
+                        chunks_table.update()
+                        .where(chunks_table.c.document_key == document_key)
+                        .values(tsv=sa.func.to_tsvector(sa.literal_column("'english'::regconfig"), chunks_table.c.text))
+                    )
+            version = self._bump(connection, collection)
+        return Change(version, removed, added)
+
+    def delete_documents(self, collection: str, ids: Sequence[str]) -> tuple[int, Change | None]:
+        self.require(collection)
+        if not ids:
+            return 0, None
+        with store_errors(self.url, "write to"), self.engine.begin() as connection:
+            keys: list[int] = []
+            for batch in _batches(list(dict.fromkeys(ids))):
+                keys.extend(
+                    connection.scalars(
+                        sa.select(documents_table.c.key).where(
+                            documents_table.c.collection == collection, documents_table.c.id.in_(batch)
+                        )
+                    )
+                )
+            if not keys:
+                return 0, None
+            removed: list[int] = []
+            for batch in _batches(keys):
+                removed.extend(
+                    connection.scalars(sa.select(chunks_table.c.key).where(chunks_table.c.document_key.in_(batch)))
+                )
+                connection.execute(chunks_table.delete().where(chunks_table.c.document_key.in_(batch)))
+                connection.execute(documents_table.delete().where(documents_table.c.key.in_(batch)))
+            version = self._bump(connection, collection)
+        return len(keys), Change(version, tuple(removed), ())
+
+    @staticmethod
+    def _bump(connection: sa.Connection, collection: str) -> int:
+        version = connection.scalar(
+            collections_table.update()
+            .where(collections_table.c.name == collection)
+            .values(version=collections_table.c.version + 1)
+            .returning(collections_table.c.version)
+        )
+        return int(version or 0)
+
+    def _embedding(self, vector: np.ndarray) -> Any:
+        if self.dialect == "postgresql":
+            return [float(x) for x in vector]
+        return np.asarray(vector, dtype=FLOAT32_LE).tobytes()
+
+    # ----------------------------------------------------------------------- chunks
+
+    _CHUNK_COLUMNS = (
+        chunks_table.c.key,
+        chunks_table.c.id,
+        chunks_table.c.document_id,
+        chunks_table.c.text,
+        chunks_table.c.position,
+        chunks_table.c.metadata,
+    )
+
+    def get_chunks(self, collection: str, ids: Sequence[str]) -> list[Chunk]:
+        self.require(collection)
+        found: dict[str, tuple[int, Chunk]] = {}
+        with store_errors(self.url, "read from"), self.engine.connect() as connection:
+            for batch in _batches(list(dict.fromkeys(ids))):
+                rows = connection.execute(
+                    sa.select(*self._CHUNK_COLUMNS).where(
+                        chunks_table.c.collection == collection, chunks_table.c.id.in_(batch)
+                    )
+                )
+                for row in rows:
+                    if row.id not in found or row.key < found[row.id][0]:
+                        found[row.id] = (row.key, self._chunk(row))
+        return [found[i][1] for i in ids if i in found]
+
+    def chunks_by_key(self, keys: Sequence[int]) -> dict[int, Chunk]:
+        result: dict[int, Chunk] = {}
+        with store_errors(self.url, "read from"), self.engine.connect() as connection:
+            for batch in _batches(list(keys)):
+                for row in connection.execute(sa.select(*self._CHUNK_COLUMNS).where(chunks_table.c.key.in_(batch))):
+                    result[row.key] = self._chunk(row)
+        return result
+
+    @staticmethod
+    def _chunk(row: Any) -> Chunk:
+        return Chunk(id=row.id, document_id=row.document_id, text=row.text, position=row.position, metadata=row.metadata)
+
+    def candidate_keys(self, collection: str, node: Node) -> list[int]:
+        """The keys of the collection's chunks that the filter selects (the pre-filter)."""
+        query = sa.select(chunks_table.c.key).where(chunks_table.c.collection == collection, node_to_sql(node, self._target))
+        with store_errors(self.url, "read from"), self.engine.connect() as connection:
+            return list(connection.scalars(query))
+
+    def filter_clause(self, node: Node) -> sa.ColumnElement[bool]:
+        return node_to_sql(node, self._target)
+
+    def all_keys(self, collection: str) -> np.ndarray:
+        with store_errors(self.url, "read from"), self.engine.connect() as connection:
+            keys = list(connection.scalars(sa.select(chunks_table.c.key).where(chunks_table.c.collection == collection)))
+        return np.asarray(keys, dtype=np.uint64)
+
+    def texts_and_vectors(self, keys: Sequence[int], dim: int) -> tuple[list[str], np.ndarray]:
+        """Chunk texts and float32 vectors by key, in the order given (for rebuilding indexes)."""
+        texts: dict[int, str] = {}
+        vectors: dict[int, np.ndarray] = {}
+        with store_errors(self.url, "read from"), self.engine.connect() as connection:
+            for batch in _batches(list(keys)):
+                query = sa.select(chunks_table.c.key, chunks_table.c.text, chunks_table.c.embedding).where(
+                    chunks_table.c.key.in_(batch)
+                )
+                for row in connection.execute(query):
+                    texts[row.key] = row.text
+                    vectors[row.key] = np.frombuffer(row.embedding, dtype=FLOAT32_LE) if isinstance(
+                        row.embedding, bytes | memoryview
+                    ) else np.asarray(row.embedding, dtype=np.float32)
+        ordered = [int(k) for k in keys]
+        matrix = np.stack([vectors[k] for k in ordered]) if ordered else np.zeros((0, dim), np.float32)
+        return [texts[k] for k in ordered], matrix.astype(np.float32, copy=False)
