@@ -1,0 +1,1 @@
+"""The context wing: ingestion, chunking, retrieval (term, vector, hybrid), reranking and RAG."""

@@ -1,0 +1,197 @@
+"""``[routes.NAME.rag]``: how a route with a ``collection`` retrieves and prompts, validated at start.
+
+Example::
+
+    [routes.docs]
+    deployments = ["gemma-3-270m"]
+    collection = "docs"
+    [routes.docs.rag]
+    mode = "hybrid"          # bm25 | vector | hybrid
+    k = 5                    # sources given to the model
+    candidates = 50          # depth of each retriever's list before fusion
+    fusion = "weighted"      # weighted | rrf
+    norm = "z"               # weighted fusion: z | minmax
+    rrf_k = 20
+    vector_weight = 0.4      # the vector list's share in the fusion
+    rerank = "off"           # off | llm | cross-encoder
+    rerank_model = ""        # llm: a configured model; cross-encoder: a local model directory
+    mmr = 0.7                # MMR lambda (leave out for no diversification)
+    rewrite_model = ""       # a configured model that rewrites follow-up questions
+    min_score = 0.0          # drop hits scoring below this (in the final score's scale)
+    template = "..."         # a Jinja2 template (see aiestack.context.prompt), or template_file
+
+Every error names the key (``routes.NAME.rag.KEY``) and the fix. The same table's defaults apply
+to a request that names a collection itself (``metadata = {"aiestack.collection": "NAME"}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aiestack.context.fusion import Norm
+from aiestack.context.prompt import DEFAULT_TEMPLATE, STOP, PromptTemplate
+from aiestack.context.rerank import CrossEncoderReranker, LLMReranker, Reranker
+from aiestack.context.retrieval import Fusion, Mode, SearchOptions
+from aiestack.context.rewrite import LLMRewriter, QueryRewriter
+from aiestack.errors import ConfigError, InvalidRequest
+from aiestack.models.registry import ModelRegistry
+from aiestack.settings import config_error
+from aiestack.stores.filters import parse_filter
+
+
+class RagConfig(BaseModel):
+    """A ``[routes.NAME.rag]`` table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Mode = Field(default="hybrid", description="bm25, vector or hybrid retrieval.")
+    k: int = Field(default=5, ge=1, le=50, description="Sources given to the model.")
+    candidates: int = Field(default=50, ge=1, le=1000, description="Depth of each retriever's list.")
+    fusion: Fusion = Field(default="weighted", description="Hybrid fusion: weighted or rrf.")
+    rrf_k: float = Field(default=20.0, ge=0, description="The RRF constant.")
+    vector_weight: float = Field(default=0.4, ge=0, le=1, description="Vector share in the fusion.")
+    norm: Norm = Field(default="z", description="Score normalisation of weighted fusion: z or minmax.")
+    rerank: Literal["off", "llm", "cross-encoder"] = Field(default="off", description="Reranker.")
+    rerank_model: str = Field(default="", description="llm: a configured model; cross-encoder: a local path.")
+    rerank_depth: int = Field(default=20, ge=1, le=200, description="Candidates reranked (and MMR's pool).")
+    mmr: float | None = Field(default=None, ge=0, le=1, description="MMR lambda; empty: no diversification.")
+    rewrite_model: str = Field(default="", description="A configured model that rewrites the query.")
+    min_score: float | None = Field(default=None, description="Drop hits scoring below this.")
+    filter: dict[str, Any] | None = Field(default=None, description="A metadata filter (portable grammar).")
+    template: str | None = Field(default=None, description="A Jinja2 prompt template.")
+    template_file: Path | None = Field(default=None, description="A file holding the Jinja2 prompt template.")
+    max_source_chars: int = Field(default=1500, ge=50, description="Each source is cut to this many characters.")
+    stop: list[str] | None = Field(
+        default=None, max_length=4, description="Stop sequences for requests with none (default: the template's)."
+    )
+
+    def options(self) -> SearchOptions:
+        return SearchOptions(
+            mode=self.mode,
+            k=self.k,
+            candidates=self.candidates,
+            fusion=self.fusion,
+            rrf_k=self.rrf_k,
+            vector_weight=self.vector_weight,
+            norm=self.norm,
+            rerank_depth=self.rerank_depth,
+            mmr_lambda=self.mmr,
+            min_score=self.min_score,
+            filter=self.filter,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RagRoute:
+    """Everything the Context stage needs for one route (or one request naming a collection)."""
+
+    collection: str
+    options: SearchOptions
+    template: PromptTemplate
+    max_source_chars: int
+    stop: tuple[str, ...]
+    reranker: Reranker | None = None
+    rewriter: QueryRewriter | None = None
+
+
+def rag_route(
+    collection: str, table: Mapping[str, Any], models: ModelRegistry, *, key: str = "rag"
+) -> RagRoute:
+    """Validate ``table`` (``key`` names it in errors) and build the route's retrieval plan."""
+    try:
+        cfg = RagConfig.model_validate(dict(table))
+    except ValidationError as exc:
+        raise config_error(exc, RagConfig, source="aiestack.toml", prefix=key) from None
+    if cfg.filter is not None:
+        try:
+            parse_filter(cfg.filter)
+        except InvalidRequest as exc:
+            raise ConfigError(f"{key}.filter", exc.message.rstrip("."), exc.hint or "fix the filter") from None
+    return RagRoute(
+        collection=collection,
+        options=cfg.options(),
+        template=_template(cfg, key),
+        max_source_chars=cfg.max_source_chars,
+        stop=tuple(cfg.stop) if cfg.stop is not None else STOP,
+        reranker=_reranker(cfg, models, key),
+        rewriter=_rewriter(cfg, models, key),
+    )
+
+
+def build_rag_routes(routes: Mapping[str, Any], models: ModelRegistry) -> dict[str, RagRoute]:
+    """The RAG plan of every route with a ``collection``; a ``rag`` table without one is an error.
+
+    ``routes`` maps route names to their validated :class:`~aiestack.gateway.routes.RouteConfig`
+    (anything with ``collection`` and ``rag`` attributes).
+    """
+    out: dict[str, RagRoute] = {}
+    for name, cfg in routes.items():
+        collection, table = getattr(cfg, "collection", None), getattr(cfg, "rag", None) or {}
+        if not collection:
+            if table:
+                raise ConfigError(
+                    f"routes.{name}.rag",
+                    "a rag table needs a collection to retrieve from",
+                    f"set routes.{name}.collection to the name of an ingested collection",
+                )
+            continue
+        out[name] = rag_route(collection, table, models, key=f"routes.{name}.rag")
+    return out
+
+
+def _template(cfg: RagConfig, key: str) -> PromptTemplate:
+    if cfg.template is not None and cfg.template_file is not None:
+        raise ConfigError(f"{key}.template", "both template and template_file are set", "keep one of them")
+    text, where = DEFAULT_TEMPLATE, "template"
+    if cfg.template is not None:
+        text = cfg.template
+    elif cfg.template_file is not None:
+        where = "template_file"
+        path = cfg.template_file.expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{key}.template_file", f"cannot read {path} ({exc.strerror})", "point it at a readable file") from None
+    try:
+        return PromptTemplate(text)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{key}.{where}",
+            str(exc),
+            "use the variables question, sources (n, text, title, source, heading, page) and collection",
+        ) from None
+
+
+def _model(name: str, models: ModelRegistry, key: str, what: str) -> tuple[Any, str]:
+    if name not in models:
+        known = ", ".join(sorted(e.name for e in models)) or "none"
+        raise ConfigError(key, f"unknown model {name!r}", f"name a model configured under [models] for the {what} (known: {known})")
+    entry = models.resolve(name)
+    return entry.provider, entry.upstream
+
+
+def _reranker(cfg: RagConfig, models: ModelRegistry, key: str) -> Reranker | None:
+    if cfg.rerank == "off":
+        return None
+    if not cfg.rerank_model:
+        raise ConfigError(
+            f"{key}.rerank_model",
+            f"rerank = '{cfg.rerank}' needs a rerank_model",
+            "name a configured model (llm) or a local CrossEncoder directory (cross-encoder)",
+        )
+    if cfg.rerank == "llm":
+        provider, upstream = _model(cfg.rerank_model, models, f"{key}.rerank_model", "reranker")
+        return LLMReranker(provider, upstream)
+    return CrossEncoderReranker(cfg.rerank_model)
+
+
+def _rewriter(cfg: RagConfig, models: ModelRegistry, key: str) -> QueryRewriter | None:
+    if not cfg.rewrite_model:
+        return None
+    provider, upstream = _model(cfg.rewrite_model, models, f"{key}.rewrite_model", "query rewriter")
+    return LLMRewriter(provider, upstream)

@@ -1,0 +1,180 @@
+"""Retrieval over a :class:`~aiestack.stores.documents.DocumentStore`: term, vector and hybrid search.
+
+One :class:`Retriever` per store and embedding model; each :meth:`Retriever.search` call runs:
+
+1. an optional query rewrite (:mod:`aiestack.context.rewrite`);
+2. BM25 (``store.term_search``) and/or nearest neighbours of the query embedding
+   (``store.vector_search``), each ``candidates`` deep; in hybrid mode the query is embedded on the
+   embedding model's worker while BM25 runs;
+3. fusion of the two lists (hybrid): reciprocal rank fusion or weighted normalised scores
+   (:mod:`aiestack.context.fusion`);
+4. an optional reranker over the best ``rerank_depth`` (:mod:`aiestack.context.rerank`);
+5. optional MMR diversification (:mod:`aiestack.context.mmr`), ``min_score``, and the top ``k``.
+
+The hybrid defaults (weighted z-scores, vector weight 0.4, 50 candidates per list) are the best of
+192 settings (RRF and weighted, several weights and depths) on the SciFact *train* queries
+(``bench/retrieval_rag.py --tune``); the test-query figures are in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from aiestack.context.fusion import Norm, rrf, weighted
+from aiestack.context.mmr import mmr
+from aiestack.context.rerank import Reranker
+from aiestack.context.rewrite import QueryRewriter
+from aiestack.errors import InvalidRequest
+from aiestack.models.base import EmbeddingModel
+from aiestack.stores.documents import DocumentStore, Filter
+from aiestack.types import Hit, Message
+
+Mode = Literal["bm25", "vector", "hybrid"]
+Fusion = Literal["rrf", "weighted"]
+MODES: tuple[Mode, ...] = ("bm25", "vector", "hybrid")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchOptions:
+    """How to search. ``vector_weight`` is the vector list's share in the fusion (bm25 gets the rest)."""
+
+    mode: Mode = "hybrid"
+    k: int = 5
+    candidates: int = 50
+    fusion: Fusion = "weighted"
+    rrf_k: float = 20.0
+    vector_weight: float = 0.4
+    norm: Norm = "z"
+    rerank_depth: int = 20
+    mmr_lambda: float | None = None
+    min_score: float | None = None
+    filter: Filter | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InvalidRequest(
+                f"Unknown retrieval mode {self.mode!r}.", hint=f"Use one of {', '.join(MODES)}."
+            )
+        if self.k < 1 or self.candidates < 1:
+            raise InvalidRequest("k and candidates must be at least 1.", hint="Ask for 1 or more hits.")
+        if not 0.0 <= self.vector_weight <= 1.0:
+            raise InvalidRequest(
+                f"vector_weight must be between 0 and 1, got {self.vector_weight}.",
+                hint="0 is BM25 only, 1 vector only, 0.5 an even mix.",
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieval:
+    """What one search found, and how long each step took (milliseconds)."""
+
+    query: str  # the query searched (after any rewrite)
+    hits: tuple[Hit, ...]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Retriever:
+    """Term, vector and hybrid search with optional rewrite, rerank and MMR.
+
+    ``embeddings`` may be ``None`` for BM25-only use; vector and hybrid modes then fail with a
+    clear error.
+    """
+
+    def __init__(
+        self,
+        store: DocumentStore,
+        embeddings: EmbeddingModel | None,
+        *,
+        reranker: Reranker | None = None,
+        rewriter: QueryRewriter | None = None,
+    ) -> None:
+        self.store = store
+        self.embeddings = embeddings
+        self.reranker = reranker
+        self.rewriter = rewriter
+
+    async def embed_query(self, query: str) -> list[float]:
+        if self.embeddings is None:
+            raise InvalidRequest(
+                "Vector and hybrid search need an embedding model, and none is configured.",
+                hint="Use mode 'bm25', or configure [embeddings] in aiestack.toml.",
+            )
+        (vector,) = await self.embeddings.embed([query])
+        return vector
+
+    async def search(
+        self,
+        collection: str,
+        query: str,
+        options: SearchOptions | None = None,
+        *,
+        history: Sequence[Message] = (),
+    ) -> Retrieval:
+        """The best ``options.k`` hits for ``query`` in ``collection``, best first."""
+        opts = options or SearchOptions()
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        if self.rewriter is not None:
+            query = await self.rewriter.rewrite(query, history)
+            timings["rewrite_ms"] = _ms(t0)
+        if not query.strip():
+            return Retrieval(query, (), timings)
+        depth = max(opts.candidates, opts.k)
+        t1 = time.perf_counter()
+        query_vector: list[float] | None = None
+        lists: list[list[Hit]] = []
+        embedding = (
+            asyncio.ensure_future(self.embed_query(query)) if opts.mode in ("vector", "hybrid") else None
+        )
+        try:
+            if opts.mode in ("bm25", "hybrid"):
+                lists.append(self.store.term_search(collection, query, k=depth, filter=opts.filter))
+            if embedding is not None:
+                query_vector = await embedding
+                timings["embed_ms"] = _ms(t1)
+                lists.append(self.store.vector_search(collection, query_vector, k=depth, filter=opts.filter))
+        finally:
+            if embedding is not None and not embedding.done():
+                embedding.cancel()
+        hits = self._fuse(lists, opts)
+        timings["search_ms"] = _ms(t1)
+        if self.reranker is not None and hits:
+            t2 = time.perf_counter()
+            head = hits[: max(opts.rerank_depth, opts.k)]
+            hits = await self.reranker.rerank(query, head)
+            timings["rerank_ms"] = _ms(t2)
+        if opts.mmr_lambda is not None and len(hits) > 1:
+            t3 = time.perf_counter()
+            hits = await self._diversify(query, query_vector, hits[: max(opts.rerank_depth, opts.k)], opts)
+            timings["mmr_ms"] = _ms(t3)
+        if opts.min_score is not None:
+            hits = [h for h in hits if h.score >= opts.min_score]
+        timings["total_ms"] = _ms(t0)
+        return Retrieval(query, tuple(hits[: opts.k]), timings)
+
+    def _fuse(self, lists: list[list[Hit]], opts: SearchOptions) -> list[Hit]:
+        if len(lists) == 1:
+            return lists[0]
+        weights = (1.0 - opts.vector_weight, opts.vector_weight)
+        if opts.fusion == "weighted":
+            return weighted(lists, weights=weights, norm=opts.norm)
+        return rrf(lists, k=opts.rrf_k, weights=weights)
+
+    async def _diversify(
+        self, query: str, query_vector: list[float] | None, hits: list[Hit], opts: SearchOptions
+    ) -> list[Hit]:
+        assert opts.mmr_lambda is not None
+        if self.embeddings is None:
+            return mmr(hits, k=opts.k, lambda_=opts.mmr_lambda)
+        if query_vector is None:
+            query_vector = await self.embed_query(query)
+        vectors = await self.embeddings.embed([h.chunk.text for h in hits])
+        return mmr(hits, k=opts.k, lambda_=opts.mmr_lambda, query_vector=query_vector, vectors=vectors)
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000.0

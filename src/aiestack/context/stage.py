@@ -1,0 +1,152 @@
+"""The Context stage: retrieval-augmented generation for routes with a collection.
+
+On the way in, for a request that names a route with ``collection = "NAME"`` (or that names a
+collection itself in ``metadata["aiestack.collection"]``), the stage:
+
+1. checks the collection exists and belongs to the caller's tenant (the admin tenant sees all);
+2. retrieves for the last user turn (:class:`~aiestack.context.retrieval.Retriever`, with the
+   route's mode, rerank, MMR and rewrite settings);
+3. passes the hits through ``check_context`` when one is given (the guardrails' indirect prompt
+   injection check: it may drop hits and returns verdicts);
+4. renders the route's prompt template with the numbered sources in place of the last user turn,
+   adds stop sequences when the request has none, and calls the next stage.
+
+The hits go into :attr:`Exchange.hits` (numbered like the prompt's sources; the server turns them
+into the response's ``citations``) and a compact summary (chunk ids, sources, scores, timings —
+never texts) into the exchange attributes. On the way out the exchange carries the request as
+the client sent it, so outer stages (cache, output guards, tracing) see what they saw going in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from aiestack.context.config import RagRoute, rag_route
+from aiestack.context.prompt import sources_of
+from aiestack.context.retrieval import Retriever
+from aiestack.errors import NotFound, PermissionDenied
+from aiestack.models.base import EmbeddingModel
+from aiestack.models.registry import ModelRegistry
+from aiestack.pipeline import Next
+from aiestack.stores.documents import CollectionInfo, DocumentStore
+from aiestack.types import Exchange, Hit, Message, Verdict
+
+CheckContext = Callable[[Exchange, Sequence[Hit]], Awaitable[tuple[Sequence[Hit], Sequence[Verdict]]]]
+
+#: Request metadata naming a collection to answer from (for requests without a RAG route).
+COLLECTION_METADATA = "aiestack.collection"
+# Exchange attributes the stage sets.
+RAG_COLLECTION = "aiestack.rag.collection"
+RAG_HITS = "aiestack.rag.hits"  # [{chunk_id, source, score, retriever}], numbered as the prompt
+RAG_TIMINGS = "aiestack.rag.timings"  # {embed_ms, search_ms, rerank_ms, ..., total_ms}
+RAG_DROPPED = "aiestack.rag.dropped"  # hits removed by check_context
+
+
+class Context:
+    """RAG for routes with a collection; other requests pass through untouched."""
+
+    name = "context"
+
+    def __init__(
+        self,
+        routes: Mapping[str, RagRoute],
+        *,
+        documents: Callable[[], DocumentStore],
+        embeddings: Callable[[], EmbeddingModel | None],
+        check_context: CheckContext | None = None,
+        admin_tenant: str = "admin",
+    ) -> None:
+        self._routes = dict(routes)
+        self._documents = documents
+        self._embeddings = embeddings
+        self._check_context = check_context
+        self._admin_tenant = admin_tenant
+        self._default = rag_route("", {}, ModelRegistry())
+
+    def plan(self, ex: Exchange) -> RagRoute | None:
+        """The RAG plan for ``ex``: its route's, else the collection its metadata names, else none."""
+        for name in (ex.route, ex.request.model):
+            if name is not None and name in self._routes:
+                return self._routes[name]
+        named = ex.request.metadata.get(COLLECTION_METADATA)
+        if named:
+            return dataclasses.replace(self._default, collection=str(named))
+        return None
+
+    def collection(self, ex: Exchange, name: str) -> CollectionInfo:
+        """The collection ``name`` if ``ex``'s tenant may read it; else a clear error."""
+        info = self._documents().get_collection(name)
+        if info is None:
+            raise NotFound(
+                f"The collection '{name}' does not exist.",
+                hint=f"Ingest documents into it first: `aiestack ingest PATH --collection {name}`.",
+            )
+        if info.tenant != ex.tenant and ex.tenant != self._admin_tenant:
+            raise PermissionDenied(
+                f"The collection '{name}' belongs to another tenant.",
+                hint="Use a key of the tenant that owns it, or a collection of your own tenant.",
+            )
+        return info
+
+    async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
+        plan = self.plan(ex)
+        question, at = _last_user_turn(ex.request.messages)
+        if plan is None or at is None or not question.strip():
+            return await call_next(ex)
+        self.collection(ex, plan.collection)
+        retriever = Retriever(
+            self._documents(),
+            self._embeddings() if plan.options.mode != "bm25" or plan.options.mmr_lambda is not None else None,
+            reranker=plan.reranker,
+            rewriter=plan.rewriter,
+        )
+        history = ex.request.messages[:at]
+        found = await retriever.search(plan.collection, question, plan.options, history=history)
+        hits: Sequence[Hit] = found.hits
+        verdicts: Sequence[Verdict] = ()
+        if self._check_context is not None and hits:
+            hits, verdicts = await self._check_context(ex, hits)
+        kept = tuple(hits)
+        prompt = plan.template.render(
+            question, sources_of(kept, max_chars=plan.max_source_chars), collection=plan.collection
+        )
+        messages = list(ex.request.messages)
+        messages[at] = Message(role="user", content=prompt, name=messages[at].name)
+        params = ex.request.params
+        if not params.stop and plan.stop:
+            params = dataclasses.replace(params, stop=plan.stop)
+        attributes: dict[str, Any] = {
+            **ex.attributes,
+            RAG_COLLECTION: plan.collection,
+            RAG_HITS: [_summary(h) for h in kept],
+            RAG_TIMINGS: {k: round(v, 3) for k, v in found.timings.items()},
+        }
+        if len(kept) < len(found.hits):
+            attributes[RAG_DROPPED] = len(found.hits) - len(kept)
+        inner = dataclasses.replace(
+            ex,
+            request=dataclasses.replace(ex.request, messages=tuple(messages), params=params),
+            hits=kept,
+            verdicts=(*ex.verdicts, *verdicts),
+            attributes=attributes,
+        )
+        out = await call_next(inner)
+        return dataclasses.replace(out, request=ex.request)
+
+
+def _last_user_turn(messages: Sequence[Message]) -> tuple[str, int | None]:
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].role == "user":
+            return messages[i].text, i
+    return "", None
+
+
+def _summary(hit: Hit) -> dict[str, Any]:
+    return {
+        "chunk_id": hit.chunk.id,
+        "source": str(hit.chunk.metadata.get("source") or hit.chunk.document_id),
+        "score": round(float(hit.score), 6),
+        "retriever": hit.retriever,
+    }
