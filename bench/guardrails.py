@@ -1,0 +1,447 @@
+"""Guardrails: precision, recall, F1 and latency of every detector on held-out data; writes bench/guardrails.md.
+
+- Injection / jailbreak: the TEST splits of deepset/prompt-injections and jackhhao/jailbreak-classification
+  (the packaged classifier saw only their train splits). Anchor: a plain all-MiniLM-L6-v2 embedding +
+  logistic regression (sklearn defaults) trained here on the same train splits.
+- Indirect injection: BIPIA test contexts (email, table, code) with a test-split attack inserted at the
+  start, middle or end (seeded), against the same contexts without one.
+- PII: span F1 on presidio-synth-pii per supported entity type (a predicted span counts when it has the
+  gold type and overlaps a gold span by at least half of the longer of the two); Presidio's own
+  recognizers side by side when presidio-analyzer is installed (its spaCy NER model cannot be
+  downloaded offline, so only its pattern recognizers run, on a blank spaCy pipeline).
+- Secrets: a synthetic, seeded set of keys in the published formats and hard negatives (hashes, UUIDs).
+- Latency: the non-model guard chain on a 2 KB input, and each layer on its own.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/guardrails.py [--cache bench/.cache]
+
+Offensive texts of the data sets are never printed: only counts and scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import string
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from aiestack.guardrails._heuristics import heuristic_findings, heuristic_score
+from aiestack.guardrails.injection import MIN_CHARS, InjectionClassifier
+from aiestack.guardrails.pii import PIIDetector, Vault
+from aiestack.guardrails.secrets import SecretsDetector
+
+DATA = Path(os.environ.get("AIESTACK_DATA", "/work/shared/data"))
+OUT = Path(__file__).parent / "guardrails.md"
+
+
+def prf(y: Sequence[int], p: Sequence[int]) -> tuple[float, float, float]:
+    tp = sum(1 for a, b in zip(y, p, strict=True) if a and b)
+    fp = sum(1 for a, b in zip(y, p, strict=True) if b and not a)
+    fn = sum(1 for a, b in zip(y, p, strict=True) if a and not b)
+    prec = tp / (tp + fp) if tp + fp else 0.0
+    rec = tp / (tp + fn) if tp + fn else 0.0
+    return prec, rec, (2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else 0.0
+
+
+def load(name: str, split: str) -> tuple[list[str], list[int]]:
+    rows = [json.loads(line) for line in (DATA / name / f"{split}.jsonl").open(encoding="utf-8")]
+    if name == "deepset-prompt-injections":
+        return [r["text"] for r in rows], [int(r["label"]) for r in rows]
+    return [r["prompt"] for r in rows], [int(r["type"] == "jailbreak") for r in rows]
+
+
+class Embedder:
+    """all-MiniLM-L6-v2 as aiestack runs it; whole splits cached on disk when ``cache`` is given."""
+
+    def __init__(self, cache: Path | None) -> None:
+        from aiestack.models.local_embeddings import SentenceTransformerEmbeddings
+
+        self.model = SentenceTransformerEmbeddings("all-MiniLM-L6-v2")
+        self.cache = cache
+
+    def many(self, key: str, texts: list[str]) -> np.ndarray:
+        path = self.cache / f"{key}.npy" if self.cache else None
+        if path is not None and path.is_file():
+            return np.load(path)
+        vectors = np.asarray(asyncio.run(self.model.embed([t[:2000] for t in texts])), dtype=np.float32)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, vectors)
+        return vectors
+
+    def one_ms(self, texts: list[str], n: int) -> list[float]:
+        """Latency of embedding one text at a time (the way a request is checked), on ``n`` texts."""
+        out = []
+        for t in texts[:n]:
+            start = time.perf_counter()
+            asyncio.run(self.model.embed([t[:2000]]))
+            out.append((time.perf_counter() - start) * 1000)
+        return out
+
+
+def timed(fn: Callable[[str], float], texts: list[str]) -> tuple[list[float], list[float]]:
+    scores, ms = [], []
+    for t in texts:
+        start = time.perf_counter()
+        scores.append(fn(t))
+        ms.append((time.perf_counter() - start) * 1000)
+    return scores, ms
+
+
+def injection_section(emb: Embedder, lines: list[str]) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    clf = InjectionClassifier()
+    sets = {"deepset": "deepset-prompt-injections", "jailbreak": "jailbreak-classification"}
+    lines += [
+        "## Prompt injection and jailbreak (TEST splits)",
+        "",
+        "Ratio = F1 / the anchor's F1 on the same split. Latency per text, one text at a time; rows with the",
+        "classifier include its all-MiniLM-L6-v2 embedding (measured separately, `embed` row).",
+        "",
+        "| split | detector | precision | recall | F1 | ratio | p50 ms | p95 ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for short, name in sets.items():
+        tr_x, tr_y = load(name, "train")
+        te_x, te_y = load(name, "test")
+        e_tr, e_te = emb.many(f"{name}_train", tr_x), emb.many(f"{name}_test", te_x)
+        embed_ms = emb.one_ms(te_x, 60)
+        anchor = LogisticRegression(max_iter=3000).fit(e_tr, tr_y)
+        base_pred = [int(p) for p in anchor.predict(e_te)]
+        b = prf(te_y, base_pred)
+        dot_ms = timed(lambda t: 0.0, te_x)[1]
+        rows: list[tuple[str, tuple[float, float, float], list[float]]] = [
+            ("anchor: MiniLM + LR", b, [m + statistics.median(embed_ms) for m in dot_ms]),
+        ]
+        heur, heur_ms = timed(lambda t: heuristic_score(heuristic_findings(t)), te_x)
+        rows.append(("heuristics", prf(te_y, [int(s >= 0.5) for s in heur]), heur_ms))
+        head_scores: dict[str, list[float]] = {}
+        head_ms: list[float] = []
+        lex_scores: dict[str, list[float]] = {}
+        for i, t in enumerate(te_x):
+            start = time.perf_counter()
+            s = clf.scores(t, e_te[i])
+            head_ms.append((time.perf_counter() - start) * 1000 + statistics.median(embed_ms))
+            for h, p in s.items():
+                head_scores.setdefault(h, []).append(p if len(t) >= MIN_CHARS.get(h, 0) else 0.0)
+            for h, p in clf.scores(t, None).items():
+                lex_scores.setdefault(h, []).append(p if len(t) >= MIN_CHARS.get(h, 0) else 0.0)
+
+        def layered(heads: Sequence[str], scores: dict[str, list[float]], heur: list[float] = heur) -> list[int]:
+            return [int(max([heur[i], *(scores[h][i] for h in heads)]) >= 0.5) for i in range(len(heur))]
+
+        own = "injection" if short == "deepset" else "jailbreak"
+        rows += [
+            (f"classifier head `{own}` alone", prf(te_y, [int(s >= 0.5) for s in head_scores[own]]), head_ms),
+            (f"**layered: heuristics + `{own}` head**", prf(te_y, layered([own], head_scores)), head_ms),
+            ("layered, default policy (heads = jailbreak)", prf(te_y, layered(["jailbreak"], head_scores)), head_ms),
+            ("layered, both heads", prf(te_y, layered(["injection", "jailbreak"], head_scores)), head_ms),
+            (f"layered lexical-only (no embedding model), `{own}`", prf(te_y, layered([own], lex_scores)), heur_ms),
+        ]
+        for label, (p, r, f), ms in rows:
+            lines.append(
+                f"| {short} ({len(te_x)}) | {label} | {p:.3f} | {r:.3f} | {f:.3f} | {f / b[2]:.3f} | {pct(ms, 50):.2f} | {pct(ms, 95):.2f} |"
+            )
+        lines.append(f"| {short} | embed (all-MiniLM-L6-v2, one text) | | | | | {pct(embed_ms, 50):.2f} | {pct(embed_ms, 95):.2f} |")
+    lines.append("")
+
+
+def bipia_section(emb: Embedder, lines: list[str]) -> None:
+    clf = InjectionClassifier()
+    rng = random.Random(0)
+    text_attacks = [a for v in json.load((DATA / "bipia" / "text_attack_test.json").open()).values() for a in v]
+    code_attacks = [a for v in json.load((DATA / "bipia" / "code_attack_test.json").open()).values() for a in v]
+    lines += [
+        "## Indirect injection in retrieved context (BIPIA TEST contexts and TEST attacks)",
+        "",
+        "Each context once clean and once with an attack inserted at a random position (start, middle or end).",
+        "Detector: the context guard (threshold 0.5) on the whole context, with the heads named.",
+        "",
+        "| task | heads | cases | precision | recall | F1 | false-positive rate |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for task, attacks in (("email", text_attacks), ("table", text_attacks), ("code", code_attacks)):
+        rows = [json.loads(x) for x in (DATA / "bipia" / task / "test.jsonl").open(encoding="utf-8")]
+        texts, labels = [], []
+        for r in rows:
+            ctx = str(r["context"])
+            attack = rng.choice(attacks)
+            where = rng.choice(("start", "middle", "end"))
+            if where == "start":
+                bad = f"{attack}\n{ctx}"
+            elif where == "end":
+                bad = f"{ctx}\n{attack}"
+            else:
+                mid = len(ctx) // 2
+                bad = f"{ctx[:mid]}\n{attack}\n{ctx[mid:]}"
+            texts += [ctx, bad]
+            labels += [0, 1]
+        vectors = emb.many(f"bipia_{task}_test_seed0", texts)
+        for heads in ((), ("jailbreak",), ("injection", "jailbreak")):
+            pred = []
+            for t, v in zip(texts, vectors, strict=True):
+                s = clf.scores(t, v)
+                counted = (p for h, p in s.items() if h in heads and len(t) >= MIN_CHARS.get(h, 0))
+                pred.append(int(max([heuristic_score(heuristic_findings(t)), *counted]) >= 0.5))
+            p, r, f = prf(labels, pred)
+            fpr = sum(1 for y, q in zip(labels, pred, strict=True) if q and not y) / labels.count(0)
+            name = ", ".join(heads) or "none (heuristics only; the default)"
+            lines.append(f"| {task} | {name} | {len(texts)} | {p:.3f} | {r:.3f} | {f:.3f} | {fpr:.3f} |")
+    lines.append("")
+
+
+GOLD_OF = {"LOCATION": "STREET_ADDRESS"}
+
+
+def span_scores(
+    samples: list[dict], detect: Callable[[str], list[tuple[str, int, int]]], types: Sequence[str]
+) -> tuple[dict[str, tuple[float, float, float, int]], list[float]]:
+    tp: dict[str, int] = dict.fromkeys(types, 0)
+    fp, fn = dict(tp), dict(tp)
+    ms = []
+    for s in samples:
+        text = s["full_text"]
+        gold = [(g["entity_type"], g["start_position"], g["end_position"]) for g in s["spans"] if g["entity_type"] in types]
+        start = time.perf_counter()
+        pred = [p for p in detect(text) if p[0] in types]
+        ms.append((time.perf_counter() - start) * 1000)
+        used: set[int] = set()
+        for kind, a, b in pred:
+            match = next(
+                (i for i, (gk, ga, gb) in enumerate(gold)
+                 if i not in used and gk == kind and min(b, gb) - max(a, ga) >= 0.5 * max(b - a, gb - ga)),
+                None,
+            )
+            if match is None:
+                fp[kind] += 1
+            else:
+                used.add(match)
+                tp[kind] += 1
+        for i, (gk, _, _) in enumerate(gold):
+            if i not in used:
+                fn[gk] += 1
+    out = {}
+    for k in types:
+        p = tp[k] / (tp[k] + fp[k]) if tp[k] + fp[k] else 0.0
+        r = tp[k] / (tp[k] + fn[k]) if tp[k] + fn[k] else 0.0
+        out[k] = (p, r, 2 * p * r / (p + r) if p + r else 0.0, tp[k] + fn[k])
+    tps, fps, fns = sum(tp.values()), sum(fp.values()), sum(fn.values())
+    p = tps / (tps + fps) if tps + fps else 0.0
+    r = tps / (tps + fns) if tps + fns else 0.0
+    out["micro"] = (p, r, 2 * p * r / (p + r) if p + r else 0.0, tps + fns)
+    return out, ms
+
+
+def presidio_detect() -> tuple[Callable[[str], list[tuple[str, int, int]]] | None, str]:
+    try:
+        import tempfile
+
+        import spacy
+        from presidio_analyzer import AnalyzerEngine
+        from presidio_analyzer.nlp_engine import NlpEngineProvider
+    except ImportError as exc:
+        return None, f"presidio-analyzer is not installed ({exc.name})"
+    folder = Path(tempfile.mkdtemp()) / "blank_en"
+    spacy.blank("en").to_disk(folder)
+    provider = NlpEngineProvider(nlp_configuration={"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": str(folder)}]})
+    engine = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
+
+    def detect(text: str) -> list[tuple[str, int, int]]:
+        return [(r.entity_type, r.start, r.end) for r in engine.analyze(text, language="en") if r.score >= 0.5]
+
+    return detect, "presidio-analyzer " + __import__("presidio_analyzer").__version__ if hasattr(__import__("presidio_analyzer"), "__version__") else "presidio-analyzer"
+
+
+def pii_section(lines: list[str]) -> None:
+    samples = json.load((DATA / "presidio-synth-pii" / "synth_dataset_v2.json").open(encoding="utf-8"))
+    validated = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS"]
+    detector = PIIDetector()
+
+    def ours(text: str) -> list[tuple[str, int, int]]:
+        return [(GOLD_OF.get(f.kind, f.kind), f.start or 0, f.end or 0) for f in detector.detect(text)]
+
+    mine, mine_ms = span_scores(samples, ours, validated)
+    rules, _ = span_scores(samples, ours, ["PERSON", "STREET_ADDRESS"])
+    presidio, note = presidio_detect()
+    theirs: dict[str, tuple[float, float, float, int]] = {}
+    theirs_ms: list[float] = []
+    if presidio is not None:
+        try:
+            theirs, theirs_ms = span_scores(samples, presidio, validated)
+        except Exception as exc:  # e.g. a recognizer that needs the network
+            note, theirs = f"Presidio failed offline: {type(exc).__name__}: {exc}", {}
+    lines += [
+        "## PII (presidio-synth-pii, 1,500 sentences; span F1)",
+        "",
+        f"Presidio: {note}; its NER model (en_core_web_lg) is not available offline, so it runs with its"
+        " pattern recognizers on a blank spaCy pipeline (PERSON/LOCATION need the NER model and are not compared).",
+        "",
+        "| entity | gold spans | aiestack P | R | F1 | Presidio P | R | F1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for k in [*validated, "micro"]:
+        p, r, f, n = mine[k]
+        other = theirs.get(k)
+        right = f"{other[0]:.3f} | {other[1]:.3f} | {other[2]:.3f}" if other else "– | – | –"
+        name = "**micro (supported, validated types)**" if k == "micro" else k
+        lines.append(f"| {name} | {n} | {p:.3f} | {r:.3f} | {f:.3f} | {right} |")
+    for k in ("PERSON", "STREET_ADDRESS"):
+        p, r, f, n = rules[k]
+        lines.append(f"| {k} (light rules, best effort) | {n} | {p:.3f} | {r:.3f} | {f:.3f} | – | – | – |")
+    lines.append("")
+    lines.append(
+        f"Latency per sentence: aiestack p50 {pct(mine_ms, 50):.3f} ms, p95 {pct(mine_ms, 95):.3f} ms"
+        + (f"; Presidio p50 {pct(theirs_ms, 50):.3f} ms, p95 {pct(theirs_ms, 95):.3f} ms (ratio {pct(theirs_ms, 50) / max(pct(mine_ms, 50), 1e-9):.1f}x)." if theirs_ms else ".")
+    )
+    lines.append("")
+
+
+def secrets_section(lines: list[str]) -> None:
+    rng = random.Random(0)
+    alnum = string.ascii_letters + string.digits
+
+    def r(n: int, alphabet: str = alnum) -> str:
+        return "".join(rng.choice(alphabet) for _ in range(n))
+
+    makers = {
+        "OPENAI_KEY": lambda: "sk-proj-" + r(48),
+        "ANTHROPIC_KEY": lambda: "sk-ant-api03-" + r(60),
+        "AWS_ACCESS_KEY_ID": lambda: "AKIA" + r(16, string.ascii_uppercase + string.digits),
+        "GITHUB_TOKEN": lambda: "ghp_" + r(36),
+        "SLACK_TOKEN": lambda: "xoxb-" + r(12, string.digits) + "-" + r(24),
+        "STRIPE_KEY": lambda: "sk_" + "live_" + r(24),
+        "GOOGLE_API_KEY": lambda: "AIza" + r(35),
+        "JWT": lambda: "eyJ" + r(20) + ".eyJ" + r(30) + "." + r(43),
+        "GENERIC_SECRET": lambda: 'api_key = "' + r(24) + '"',
+    }
+    templates = ["Here is my key {} can you check it?", "export TOKEN_X={}\n", "config:\n  value: {}\n", "{}"]
+    negatives = [
+        lambda: f"commit {r(40, '0123456789abcdef')} fixed the bug",
+        lambda: f"run id {r(8, '0123456789abcdef')}-{r(4, '0123456789abcdef')}-{r(4, '0123456789abcdef')}-{r(4, '0123456789abcdef')}-{r(12, '0123456789abcdef')}",
+        lambda: f"the sha256 is {r(64, '0123456789abcdef')}",
+        lambda: "The password policy requires twelve characters and a symbol.",
+        lambda: f"image data {r(60, alnum + '+/')}==",
+        lambda: "Ask the skeptic: sk-eptical thinking is a skill-building exercise.",
+    ]
+    det = SecretsDetector()
+    y, p, ms = [], [], []
+    for _ in range(50):
+        for make in makers.values():
+            text = rng.choice(templates).format(make())
+            start = time.perf_counter()
+            p.append(int(bool(det.detect(text))))
+            ms.append((time.perf_counter() - start) * 1000)
+            y.append(1)
+        for make_neg in negatives:
+            text = make_neg()
+            p.append(int(bool(det.detect(text))))
+            y.append(0)
+    pr, rc, f = prf(y, p)
+    lines += [
+        "## Secrets (synthetic, seeded: 9 key formats × 50 and 6 kinds of hard negatives × 50)",
+        "",
+        "| detector | cases | precision | recall | F1 | p50 ms | p95 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| secrets (formats + context-named entropy) | {len(y)} | {pr:.3f} | {rc:.3f} | {f:.3f} | {pct(ms, 50):.3f} | {pct(ms, 95):.3f} |",
+        "",
+    ]
+
+
+def chain_section(lines: list[str]) -> None:
+    base = (
+        "Hello team, please update the ticket for customer Jane Roe (jane.roe@example.com, +1 415-555-2671). "
+        "Her card 4111 1111 1111 1111 was charged twice; refund to IBAN DE89 3704 0044 0532 0130 00. "
+        "The server at 10.20.30.40 logged the error. Our deploy key is ghp_" + "A1b2C3d4E5f6G7h8J9k0L1m2N3p4Q5r6S7t8 "
+        "which should not be here. Could you also summarise the meeting notes below and list next steps? "
+    )
+    text = (base * (2048 // len(base) + 1))[:2048]
+    pii, secrets = PIIDetector(), SecretsDetector()
+    clf = InjectionClassifier()
+
+    def input_chain() -> str:
+        vault = Vault()
+        redacted = vault.redact(text, secrets.detect(text))
+        redacted = vault.redact(redacted, pii.detect(redacted))
+        heuristic_score(heuristic_findings(redacted))
+        pii.detect(redacted)  # the output PII-leak check on an answer of the same size
+        return vault.restore(redacted)
+
+    def with_lexical() -> None:
+        input_chain()
+        clf.scores(text, None)
+
+    rows = []
+    for label, fn in (
+        ("heuristics only", lambda: heuristic_score(heuristic_findings(text))),
+        ("secrets detect", lambda: secrets.detect(text)),
+        ("PII detect", lambda: pii.detect(text)),
+        ("**non-model chain: secrets + PII redact, heuristics, output PII, restore**", input_chain),
+        ("chain + lexical classifier heads", with_lexical),
+    ):
+        for _ in range(5):
+            fn()
+        ms = []
+        for _ in range(200):
+            start = time.perf_counter()
+            fn()
+            ms.append((time.perf_counter() - start) * 1000)
+        rows.append((label, ms))
+    anchor = pct(rows[3][1], 50)
+    lines += [
+        "## Guard chain latency on a 2 KB input (200 runs; ratio = p50 / the non-model chain's p50)",
+        "",
+        "| chain | p50 ms | p95 ms | ratio |",
+        "|---|---:|---:|---:|",
+        *(f"| {label} | {pct(ms, 50):.3f} | {pct(ms, 95):.3f} | {pct(ms, 50) / anchor:.2f} |" for label, ms in rows),
+        "",
+        "The model layers add the embedding (see the `embed` rows above) and, when configured, a judge model call.",
+        "",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, default=None, help="keep split embeddings here between runs")
+    parser.add_argument("--sections", default="injection,bipia,pii,secrets,chain")
+    args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    lines = [
+        "# Guardrails benchmark",
+        "",
+        "Written by `HF_HUB_OFFLINE=1 .venv/bin/python bench/guardrails.py` (see its docstring for the method).",
+        f"Machine: {os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.1f} at the start (a shared machine:"
+        f" latencies vary with the load); Python {sys.version.split()[0]}.",
+        "",
+    ]
+    # The latency sections run first: once torch has run, its worker threads slow other Python code in
+    # the same process (the chain's p50 triples), which a gateway with a separate embedding worker does not see.
+    if "chain" in sections:
+        chain_section(lines)
+    if "secrets" in sections:
+        secrets_section(lines)
+    if "pii" in sections:
+        pii_section(lines)
+    emb = Embedder(args.cache) if sections & {"injection", "bipia"} else None
+    if "injection" in sections and emb is not None:
+        injection_section(emb, lines)
+    if "bipia" in sections and emb is not None:
+        bipia_section(emb, lines)
+    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

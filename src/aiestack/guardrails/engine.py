@@ -1,0 +1,103 @@
+"""The guards of each route, built once from the policy: detectors with their options applied.
+
+:class:`GuardTable` answers "which guards apply to this exchange": the route the request names
+(``ex.route``, else the request's ``model``) if that route has a ``guards`` table, else the default.
+It also provides :meth:`GuardTable.redact_for_trace`, the irreversible masking of PII and secrets
+that the Trace stage applies to recorded content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiestack.guardrails.injection import Embed, InjectionClassifier, InjectionDetector, Judge
+from aiestack.guardrails.pii import ENTITIES, PIIDetector, mask
+from aiestack.guardrails.policy import GuardPolicy, build_policies
+from aiestack.guardrails.secrets import SecretsDetector
+from aiestack.guardrails.topics import BannedTopics
+from aiestack.types import Exchange
+
+
+@dataclass(frozen=True)
+class Guards:
+    """One policy and its ready detectors."""
+
+    policy: GuardPolicy
+    pii: PIIDetector
+    secrets: SecretsDetector
+    topics: BannedTopics
+    injection: InjectionDetector
+    context: InjectionDetector
+
+    def active(self, guard: str) -> bool:
+        return self.policy.active(guard)
+
+
+def build_guards(
+    policy: GuardPolicy,
+    *,
+    classifier: InjectionClassifier | None = None,
+    embed: Embed | None = None,
+    judge: Callable[[str], Judge] | None = None,
+) -> Guards:
+    """Detectors for ``policy``; ``judge(name)`` turns a configured judge model name into a judge."""
+    inj = policy.injection
+    use_classifier = classifier if inj.classifier else None
+    return Guards(
+        policy=policy,
+        pii=PIIDetector(policy.pii.entities, default_region=policy.pii.region),
+        secrets=SecretsDetector(min_entropy=policy.secrets.min_entropy),
+        topics=BannedTopics(policy.topics.terms, policy.topics.topics, min_hits=policy.topics.min_hits),
+        injection=InjectionDetector(
+            classifier=use_classifier,
+            embed=embed if use_classifier is not None else None,
+            judge=judge(inj.judge) if (judge is not None and inj.judge) else None,
+            judge_min=inj.judge_min,
+            threshold=inj.threshold,
+            heads=inj.heads,
+        ),
+        context=InjectionDetector(
+            classifier=use_classifier,
+            embed=embed if use_classifier is not None else None,
+            threshold=policy.context_injection.threshold,
+            heads=policy.context_injection.heads,
+        ),
+    )
+
+
+class GuardTable:
+    """The default guards, and the guards of each route that declares its own."""
+
+    def __init__(self, default: Guards, routes: Mapping[str, Guards] | None = None) -> None:
+        self.default = default
+        self.routes = dict(routes or {})
+        self._trace_pii = PIIDetector(ENTITIES)
+        self._trace_secrets = SecretsDetector()
+
+    def for_exchange(self, ex: Exchange) -> Guards:
+        name = ex.route or ex.request.model
+        return self.routes.get(name, self.default)
+
+    def redact_for_trace(self, text: str) -> str:
+        """``text`` with every PII value and secret masked (``<EMAIL>``, ``<OPENAI_KEY>``)."""
+        findings = self._trace_pii.detect(text) + self._trace_secrets.detect(text)
+        return mask(text, findings) if findings else text
+
+
+def build_guard_table(
+    defaults: Mapping[str, Any],
+    routes: Mapping[str, Mapping[str, Any]],
+    *,
+    classifier: InjectionClassifier | None = None,
+    embed: Embed | None = None,
+    judge: Callable[[str], Judge] | None = None,
+) -> GuardTable:
+    """Validate ``[guards]`` and every ``[routes.NAME.guards]`` and build their detectors."""
+    default, per_route = build_policies(defaults, routes)
+
+    def build(policy: GuardPolicy) -> Guards:
+        return build_guards(policy, classifier=classifier, embed=embed, judge=judge)
+
+    return GuardTable(build(default), {name: build(p) for name, p in per_route.items()})

@@ -1,0 +1,88 @@
+"""Building the guard stages from settings: what the composition root calls.
+
+:func:`build_guardrails` validates ``[guards]`` and every ``[routes.NAME.guards]``, loads the packaged
+classifier, connects it to the stack's embedding model (used only when that is all-MiniLM-L6-v2, the
+model the classifier was trained on; otherwise the lexical heads are used), resolves judge models,
+and returns the stages and the trace redactor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiestack.errors import ConfigError, ModelNotFound
+from aiestack.guardrails.engine import GuardTable, build_guard_table
+from aiestack.guardrails.injection import EMBEDDING_MODEL, Embed, InjectionClassifier, Judge, ModelJudge
+from aiestack.guardrails.output import OutputGuard
+from aiestack.guardrails.stage import ContextGuard, InputGuard
+from aiestack.metrics import Metrics
+from aiestack.models.base import EmbeddingModel
+from aiestack.models.registry import ModelRegistry
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Guardrails:
+    table: GuardTable
+    input: InputGuard
+    output: OutputGuard
+    context: ContextGuard
+
+    def redact(self, text: str) -> str:
+        """Masks PII and secrets in recorded content (the Trace stage's ``redact``)."""
+        return self.table.redact_for_trace(text)
+
+
+def classifier_embed(get: Callable[[], EmbeddingModel], dim: int) -> Embed:
+    """An :data:`Embed` over the stack's embedding model, or ``None`` results if it is another model.
+
+    The check happens on first use (the stack builds its embedding model lazily); a store-backed
+    embedding cache in front of the model is bypassed (prompts need not be kept).
+    """
+    state: dict[str, EmbeddingModel | None] = {}
+
+    async def embed(texts: Sequence[str]) -> list[list[float]] | None:
+        if "model" not in state:
+            model = get()
+            inner = getattr(model, "inner", model)  # CachedEmbeddings wraps the model
+            name = str(getattr(inner, "name", "")).rsplit("/", 1)[-1]
+            state["model"] = inner if name == EMBEDDING_MODEL and inner.dim == dim else None
+        chosen = state["model"]
+        return None if chosen is None else await chosen.embed(texts)
+
+    return embed
+
+
+def build_guardrails(
+    defaults: Mapping[str, Any],
+    routes: Mapping[str, Mapping[str, Any]],
+    *,
+    registry: ModelRegistry,
+    embeddings: Callable[[], EmbeddingModel] | None = None,
+    metrics: Metrics | None = None,
+) -> Guardrails:
+    """The guard stages for ``defaults`` (the ``[guards]`` settings) and the routes' ``guards`` tables."""
+    try:
+        classifier: InjectionClassifier | None = InjectionClassifier()
+    except (OSError, KeyError, ValueError):  # a broken install: the heuristics still run
+        _log.warning("the packaged injection classifier could not be loaded; using heuristics only", exc_info=True)
+        classifier = None
+    embed = None
+    if embeddings is not None and classifier is not None:
+        embed = classifier_embed(embeddings, classifier.embedding_dim)
+
+    def judge(name: str) -> Judge:
+        try:
+            entry = registry.resolve(name)
+        except ModelNotFound:
+            raise ConfigError(
+                "guards.injection.judge", f"{name!r} is not a configured model", "name a model from [models] (or remove the judge)"
+            ) from None
+        return ModelJudge(entry.provider, entry.upstream)
+
+    table = build_guard_table(defaults, routes, classifier=classifier, embed=embed, judge=judge)
+    return Guardrails(table, InputGuard(table, metrics=metrics), OutputGuard(table, metrics=metrics), ContextGuard(table))

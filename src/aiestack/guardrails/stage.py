@@ -1,0 +1,221 @@
+"""The input guard stage, the retrieved-context check, and what both stages share.
+
+:class:`InputGuard` sits after Limits and before the cache: it checks the request's messages for
+secrets and PII (redacting them reversibly into numbered placeholders, or blocking), the last user
+turn for prompt injection, and the user turns for banned topics. The request sent on — to the
+cache, the model and the trace record — is the redacted one. On the way out it restores the
+placeholders in the answer (also in a stream, holding back a placeholder split across chunks), so
+the client sees its own values while the model, the cache and the traces never do.
+
+A blocked request ends here: the exchange comes back with ``outcome="blocked"``, no completion and a
+:class:`~aiestack.errors.GuardrailBlocked` error that names the guard and the kinds found, never the
+matched text. Every verdict (also ``allow``) is added to ``Exchange.verdicts``; the server turns them
+into the ``x-aiestack-guard`` header.
+
+:class:`ContextGuard` is the hook the Context (RAG) stage calls with the retrieved hits: chunks that
+carry an indirect prompt injection are dropped (``block``) or kept and flagged (``flag``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections.abc import Callable, Sequence
+
+from aiestack.errors import GuardrailBlocked
+from aiestack.guardrails._stream import rewrite
+from aiestack.guardrails.base import verdict
+from aiestack.guardrails.engine import Guards, GuardTable
+from aiestack.guardrails.pii import Vault
+from aiestack.metrics import Metrics
+from aiestack.pipeline import Next
+from aiestack.types import Action, Completion, ContentPart, Exchange, Finding, Hit, Message, ToolCall, Verdict
+
+INPUT_GUARD_STAGE = "input_guard"
+_PARTIAL_PLACEHOLDER = re.compile(r"<[A-Z0-9_]{0,40}$")
+
+
+def blocked(ex: Exchange, verdicts: Sequence[Verdict], guard: str, reason: str) -> Exchange:
+    """The exchange ended by ``guard``: no completion, ``outcome="blocked"``, a GuardrailBlocked error."""
+    return dataclasses.replace(
+        ex,
+        verdicts=(*ex.verdicts, *verdicts),
+        completion=None,
+        outcome="blocked",
+        error=GuardrailBlocked(guard, reason),
+    )
+
+
+def kinds(findings: Sequence[Finding]) -> str:
+    return ", ".join(sorted({f.kind for f in findings}))
+
+
+def map_text(message: Message, fn: Callable[[str], str]) -> Message:
+    """``message`` with ``fn`` applied to its text (each text part of a multi-part message)."""
+    if isinstance(message.content, str):
+        return dataclasses.replace(message, content=fn(message.content)) if message.content else message
+    parts = tuple(
+        dataclasses.replace(p, text=fn(p.text)) if p.type == "text" and p.text else p for p in message.content
+    )
+    return dataclasses.replace(message, content=parts)
+
+
+def _texts(message: Message) -> list[str]:
+    if isinstance(message.content, str):
+        return [message.content] if message.content else []
+    return [p.text for p in message.content if isinstance(p, ContentPart) and p.type == "text" and p.text]
+
+
+class InputGuard:
+    """Input checks (secrets, PII, injection, topics) per the exchange's policy; see the module doc."""
+
+    name = INPUT_GUARD_STAGE
+
+    def __init__(self, table: GuardTable, *, metrics: Metrics | None = None) -> None:
+        self._table = table
+        self._metrics = metrics
+
+    async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
+        guards = self._table.for_exchange(ex)
+        if not guards.policy.enabled:
+            return await call_next(ex)
+        vault = Vault()
+        messages = list(ex.request.messages)
+        verdicts: list[Verdict] = []
+        for name in ("secrets", "pii"):
+            if not guards.active(name):
+                continue
+            v, messages = self._redact(name, guards, messages, vault)
+            verdicts.append(v)
+            if v.action == "block":
+                return self._end(ex, verdicts, name, f"the request contains {kinds(v.findings)}")
+        for check in (self._injection, self._topics):
+            v2 = await check(guards, messages)
+            if v2 is None:
+                continue
+            verdicts.append(v2)
+            if v2.action == "block":
+                return self._end(ex, verdicts, v2.guard, _reason(v2))
+        self._count(verdicts)
+        request = dataclasses.replace(ex.request, messages=tuple(messages))
+        result = await call_next(dataclasses.replace(ex, request=request, verdicts=(*ex.verdicts, *verdicts)))
+        if len(vault) and result.completion is not None:
+            result = dataclasses.replace(result, completion=_restored(result.completion, vault))
+        return result
+
+    def _end(self, ex: Exchange, verdicts: list[Verdict], guard: str, reason: str) -> Exchange:
+        self._count(verdicts)
+        return blocked(ex, verdicts, guard, reason)
+
+    def _count(self, verdicts: Sequence[Verdict]) -> None:
+        if self._metrics is not None:
+            for v in verdicts:
+                if v.action != "allow":
+                    self._metrics.guard_action(v.guard, v.action, direction="input")
+
+    def _redact(self, name: str, guards: Guards, messages: list[Message], vault: Vault) -> tuple[Verdict, list[Message]]:
+        started = time.perf_counter()
+        action = guards.policy.pii.action if name == "pii" else guards.policy.secrets.action
+        detector = guards.pii if name == "pii" else guards.secrets
+        found: list[Finding] = []
+        out = []
+        for m in messages:
+            if m.role == "system":
+                out.append(m)
+                continue
+            hits_here: list[Finding] = []
+
+            def fix(text: str, _hits: list[Finding] = hits_here) -> str:
+                f = detector.detect(text)
+                _hits.extend(f)
+                return vault.redact(text, f) if (f and action == "redact") else text
+
+            out.append(map_text(m, fix))
+            found.extend(hits_here)
+        if not found:
+            return verdict(name, "allow", started=started), messages
+        taken = {"redact": "redact", "block": "block", "flag": "flag"}[action]
+        return verdict(name, taken, found, started=started), out if action == "redact" else messages  # type: ignore[arg-type]
+
+    async def _injection(self, guards: Guards, messages: list[Message]) -> Verdict | None:
+        if not guards.active("injection"):
+            return None
+        started = time.perf_counter()
+        user = next((m for m in reversed(messages) if m.role == "user"), None)
+        text = "\n".join(_texts(user)) if user is not None else ""
+        if not text:
+            return verdict("injection", "allow", started=started, score=0.0)
+        result = await guards.injection.score(text)
+        hit = result.score >= guards.injection.threshold
+        action = guards.policy.injection.action if hit else "allow"
+        return verdict("injection", action, result.findings if hit else (), started=started, score=round(result.score, 4))  # type: ignore[arg-type]
+
+    async def _topics(self, guards: Guards, messages: list[Message]) -> Verdict | None:
+        cfg = guards.policy.topics
+        if not guards.active("topics") or cfg.scope == "output" or guards.topics.empty:
+            return None
+        started = time.perf_counter()
+        found = [f for m in messages if m.role == "user" for t in _texts(m) for f in guards.topics.detect(t)]
+        if not found:
+            return verdict("topics", "allow", started=started)
+        action: Action = "block" if cfg.action in ("block", "retry", "redact") else "flag"
+        return verdict("topics", action, found, started=started)
+
+
+def _reason(v: Verdict) -> str:
+    if v.guard == "injection":
+        return f"the prompt looks like a prompt injection or jailbreak (score {v.score:.2f})"
+    labels = ", ".join(sorted({f.label or f.kind for f in v.findings}))
+    return f"the request touches a banned topic or term ({labels})"
+
+
+def _restored(completion: Completion, vault: Vault) -> Completion:
+    """The completion with the vault's placeholders put back (in the text, tool calls and stream)."""
+    if completion.stream is not None:
+
+        def scan(pending: str, final: bool) -> tuple[str, int]:
+            cut = len(pending)
+            if not final:
+                m = _PARTIAL_PLACEHOLDER.search(pending)
+                if m is not None:
+                    cut = m.start()
+            return vault.restore(pending[:cut]), cut
+
+        return rewrite(completion, scan)
+    message = map_text(completion.message, vault.restore)
+    if message.tool_calls:
+        message = dataclasses.replace(
+            message,
+            tool_calls=tuple(ToolCall(t.id, t.name, vault.restore(t.arguments)) for t in message.tool_calls),
+        )
+    return dataclasses.replace(completion, message=message)
+
+
+class ContextGuard:
+    """``await guard(ex, hits) -> (hits, verdicts)``: drop or flag retrieved chunks that carry an injection."""
+
+    def __init__(self, table: GuardTable) -> None:
+        self._table = table
+
+    async def __call__(self, ex: Exchange, hits: Sequence[Hit]) -> tuple[tuple[Hit, ...], tuple[Verdict, ...]]:
+        guards = self._table.for_exchange(ex)
+        if not hits or not guards.active("context_injection"):
+            return tuple(hits), ()
+        started = time.perf_counter()
+        results = await guards.context.score_many([h.chunk.text for h in hits])
+        threshold = guards.policy.context_injection.threshold
+        action = guards.policy.context_injection.action
+        kept: list[Hit] = []
+        findings: list[Finding] = []
+        best = 0.0
+        for i, (hit, result) in enumerate(zip(hits, results, strict=True)):
+            best = max(best, result.score)
+            if result.score >= threshold:
+                findings.append(Finding(kind="context_injection", start=i, end=i + 1, score=round(result.score, 4), label=hit.chunk.id))
+                if action == "block":
+                    continue
+            kept.append(hit)
+        # Dropping chunks removes content but lets the request go on: recorded as a redaction.
+        taken: Action = ("flag" if action == "flag" else "redact") if findings else "allow"
+        return tuple(kept), (verdict("context_injection", taken, findings, started=started, score=round(best, 4)),)
