@@ -1,0 +1,137 @@
+"""Cache entries and the protocol every cache backend implements.
+
+An :class:`Entry` is one stored answer. Exact entries are found by their key (the request's
+canonical hash). Semantic entries carry the embedding of the question they answered, and the
+question itself (for the verification step); they are found through an in-process vector index
+that the :class:`~aiestack.cache.semantic.SemanticCache` keeps in sync with the backend.
+
+Backends (memory, SQL, Redis) store entries and expire them; they do no vector search. That keeps
+one design for all three: the index is rebuilt from the backend at start (so the SQLite default
+persists across restarts) and follows new entries through :meth:`CacheBackend.semantic_since`,
+which is how several gateway processes sharing Redis or PostgreSQL see each other's entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from aiestack.types import Completion, FinishReason, Message, ToolCall, Usage
+
+Kind = Literal["exact", "semantic"]
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """What a cache hit serves: the answer, and what producing it cost (for the saved-cost figures)."""
+
+    text: str
+    model: str
+    provider: str
+    finish_reason: FinishReason | None = "stop"
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float | None = None
+    exchange_id: str | None = None
+
+    @classmethod
+    def of(cls, completion: Completion, exchange_id: str | None = None) -> CachedAnswer:
+        return cls(
+            text=completion.text,
+            model=completion.model,
+            provider=completion.provider,
+            finish_reason=completion.finish_reason,
+            tool_calls=completion.message.tool_calls,
+            usage=completion.usage,
+            cost_usd=completion.cost_usd,
+            exchange_id=exchange_id,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "model": self.model,
+            "provider": self.provider,
+            "finish_reason": self.finish_reason,
+            "tool_calls": [[t.id, t.name, t.arguments] for t in self.tool_calls],
+            "usage": [self.usage.input_tokens, self.usage.output_tokens, self.usage.cached_tokens],
+            "cost_usd": self.cost_usd,
+            "exchange_id": self.exchange_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CachedAnswer:
+        usage = data.get("usage") or [0, 0, 0]
+        return cls(
+            text=str(data["text"]),
+            model=str(data["model"]),
+            provider=str(data["provider"]),
+            finish_reason=data.get("finish_reason"),
+            tool_calls=tuple(ToolCall(id=a, name=b, arguments=c) for a, b, c in data.get("tool_calls") or ()),
+            usage=Usage(int(usage[0]), int(usage[1]), int(usage[2])),
+            cost_usd=data.get("cost_usd"),
+            exchange_id=data.get("exchange_id"),
+        )
+
+    def completion(self) -> Completion:
+        """The answer as a completion served from the cache: no tokens used, no cost."""
+        return Completion(
+            message=Message(role="assistant", content=self.text, tool_calls=self.tool_calls),
+            model=self.model,
+            provider=self.provider,
+            finish_reason=self.finish_reason,
+            usage=Usage(),
+            cost_usd=0.0,
+            cached=True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One cached answer. ``vector`` (float32) and ``query`` are set for semantic entries."""
+
+    key: str
+    kind: Kind
+    partition: str
+    tenant: str
+    route: str
+    answer: CachedAnswer
+    created_at: float
+    expires_at: float | None = None
+    query: str = ""
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+@runtime_checkable
+class CacheBackend(Protocol):
+    """Where cache entries live. Every method is safe to call concurrently from one event loop."""
+
+    name: str
+    #: Whether other processes write it too (then the semantic index re-reads new entries).
+    shared: bool
+
+    async def get(self, key: str) -> Entry | None:
+        """The live entry stored under ``key``, or None (missing or expired)."""
+        ...
+
+    async def put(self, entry: Entry) -> None:
+        """Store ``entry`` (replacing any entry with its key)."""
+        ...
+
+    async def delete(self, keys: Sequence[str]) -> None: ...
+
+    async def semantic_since(self, since: float) -> list[Entry]:
+        """Live semantic entries created at or after ``since`` (epoch seconds), oldest first."""
+        ...
+
+    async def clear(self, *, tenant: str | None = None) -> int:
+        """Delete every entry (of one tenant); returns how many were removed."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,259 @@
+"""The semantic cache: a question answered before, asked again in other words.
+
+Lookup: embed the normalised last user turn, search the in-process vector index of the request's
+partition (tenant, route, fingerprint, parameters and earlier conversation: see
+:mod:`aiestack.cache.keys`), and take the best candidate whose similarity reaches the threshold
+*and* that the verifier accepts (:mod:`aiestack.cache.verify`). Entries themselves live in a
+:class:`~aiestack.cache.base.CacheBackend`; the index holds, per entry, its vector, its key, its
+question, its tenant and its expiry, so a lookup touches the backend only to read the answer of
+an accepted candidate.
+
+The index is loaded from the backend on first use (the SQLite default survives restarts) and, for
+a backend shared by several processes (SQL, Redis), follows entries the other processes wrote:
+at most every ``sync_interval_s`` a lookup first reads the entries created since the last sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from aiestack.cache.base import CacheBackend, CachedAnswer, Entry
+from aiestack.cache.index import VectorIndex, normalised
+from aiestack.cache.keys import normalise_query
+from aiestack.cache.verify import LexicalVerifier, Verifier
+from aiestack.models.base import EmbeddingModel
+
+#: Seconds subtracted from the last sync time: entries written by another process whose clock
+#: is slightly behind, or whose write committed late, are still picked up (duplicates are ignored).
+SYNC_SLACK_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Ref:
+    key: str
+    partition: str
+    tenant: str
+    query: str
+    expires_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    similarity: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticHit:
+    entry: Entry
+    similarity: float
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticLookup:
+    """A lookup's result: the hit (or None) and the candidates the verifier turned down."""
+
+    hit: SemanticHit | None
+    rejected: tuple[Rejection, ...] = ()
+    best: float | None = None  # the best similarity seen, hit or not
+
+
+def semantic_key(partition: str, query: str) -> str:
+    """One entry per (partition, normalised question): asking again replaces, never duplicates."""
+    return "s:" + hashlib.sha256(f"{partition}\x00{normalise_query(query)}".encode()).hexdigest()
+
+
+class SemanticCache:
+    """Semantic entries in ``backend``, found through per-partition vector indexes in process."""
+
+    def __init__(
+        self,
+        backend: CacheBackend,
+        embeddings: EmbeddingModel | Callable[[], EmbeddingModel],
+        *,
+        threshold: float = 0.80,
+        verifier: Verifier | None = None,
+        candidates: int = 4,
+        sync_interval_s: float | None = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = backend
+        self._embeddings = embeddings
+        self.threshold = threshold
+        self.verifier: Verifier | None = verifier if verifier is not None else LexicalVerifier()
+        self._candidates = candidates
+        # A backend that only this process writes (memory) is loaded once and never re-read.
+        self._sync_interval_s = sync_interval_s if getattr(backend, "shared", True) else None
+        self._clock = clock
+        self._partitions: dict[str, VectorIndex] = {}
+        self._refs: dict[int, _Ref] = {}
+        self._labels: dict[str, int] = {}
+        self._next = itertools.count(1)
+        self._synced_at: float | None = None
+        self._sync_lock = asyncio.Lock()
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    @property
+    def embeddings(self) -> EmbeddingModel:
+        if isinstance(self._embeddings, EmbeddingModel):
+            return self._embeddings
+        self._embeddings = self._embeddings()
+        return self._embeddings
+
+    async def embed(self, text: str) -> np.ndarray:
+        """The vector of a user turn as the cache compares it (normalised text, unit length)."""
+        (vector,) = await self.embeddings.embed([normalise_query(text)])
+        return normalised(vector)
+
+    async def lookup(
+        self,
+        partition: str,
+        *,
+        tenant: str,
+        query: str,
+        vector: np.ndarray,
+        threshold: float | None = None,
+    ) -> SemanticLookup:
+        """The best verified entry of ``partition`` for ``query`` (embedded as ``vector``)."""
+        await self._sync()
+        index = self._partitions.get(partition)
+        if index is None:
+            return SemanticLookup(None)
+        limit = self.threshold if threshold is None else threshold
+        now = self._clock()
+        rejected: list[Rejection] = []
+        best: float | None = None
+        for label, similarity in index.search(vector, self._candidates):
+            best = similarity if best is None else max(best, similarity)
+            ref = self._refs.get(label)
+            if ref is None:
+                continue
+            if ref.expires_at is not None and ref.expires_at <= now:
+                self._forget(label)
+                continue
+            if ref.tenant != tenant or similarity < limit:
+                continue
+            if self.verifier is not None:
+                reason = self.verifier(query, ref.query, similarity=similarity, threshold=limit)
+                if reason is not None:
+                    rejected.append(Rejection(similarity, reason))
+                    continue
+            entry = await self.backend.get(ref.key)
+            if entry is None or entry.tenant != tenant or entry.partition != partition:
+                self._forget(label)
+                continue
+            return SemanticLookup(SemanticHit(entry, similarity), tuple(rejected), best)
+        return SemanticLookup(None, tuple(rejected), best)
+
+    async def store(
+        self,
+        partition: str,
+        *,
+        tenant: str,
+        route: str,
+        query: str,
+        vector: np.ndarray,
+        answer: CachedAnswer,
+        ttl_s: float | None,
+    ) -> Entry:
+        now = self._clock()
+        entry = Entry(
+            key=semantic_key(partition, query),
+            kind="semantic",
+            partition=partition,
+            tenant=tenant,
+            route=route,
+            answer=answer,
+            created_at=now,
+            expires_at=now + ttl_s if ttl_s is not None else None,
+            query=query,
+            vector=np.asarray(vector, dtype=np.float32),
+        )
+        await self.backend.put(entry)
+        self._index(entry)
+        return entry
+
+    async def clear(self, *, tenant: str | None = None) -> None:
+        """Forget the index entries (of one tenant); the caller clears the backend."""
+        for label, ref in list(self._refs.items()):
+            if tenant is None or ref.tenant == tenant:
+                self._forget(label)
+
+    # ------------------------------------------------------------------ index upkeep
+
+    def _index(self, entry: Entry) -> None:
+        if entry.vector is None:
+            return
+        label = self._labels.get(entry.key)
+        if label is not None:
+            self._forget(label)
+        label = next(self._next)
+        index = self._partitions.get(entry.partition)
+        if index is None:
+            index = self._partitions[entry.partition] = VectorIndex(int(entry.vector.shape[0]))
+        index.add(label, entry.vector)
+        self._refs[label] = _Ref(entry.key, entry.partition, entry.tenant, entry.query, entry.expires_at)
+        self._labels[entry.key] = label
+
+    def _index_many(self, entries: list[Entry]) -> None:
+        """Index many entries at once, one batch per partition (the load at start)."""
+        batches: dict[str, tuple[list[int], list[np.ndarray]]] = {}
+        for entry in entries:
+            if entry.vector is None:
+                continue
+            old = self._labels.get(entry.key)
+            if old is not None:
+                self._forget(old)
+            label = next(self._next)
+            self._refs[label] = _Ref(entry.key, entry.partition, entry.tenant, entry.query, entry.expires_at)
+            self._labels[entry.key] = label
+            labels, vectors = batches.setdefault(entry.partition, ([], []))
+            labels.append(label)
+            vectors.append(entry.vector)
+        for partition, (labels, vectors) in batches.items():
+            index = self._partitions.get(partition)
+            if index is None:
+                index = self._partitions[partition] = VectorIndex(int(vectors[0].shape[0]))
+            index.add_many(labels, np.stack(vectors))
+
+    def _forget(self, label: int) -> None:
+        ref = self._refs.pop(label, None)
+        if ref is None:
+            return
+        self._labels.pop(ref.key, None)
+        index = self._partitions.get(ref.partition)
+        if index is not None:
+            index.remove(label)
+            if len(index) == 0:
+                del self._partitions[ref.partition]
+
+    async def _sync(self) -> None:
+        """Load the index on first use; then, if due, read what other processes added since."""
+        now = self._clock()
+        if self._synced_at is not None and (
+            self._sync_interval_s is None or now - self._synced_at < self._sync_interval_s
+        ):
+            return
+        async with self._sync_lock:
+            if self._synced_at is not None and (
+                self._sync_interval_s is None or self._clock() - self._synced_at < self._sync_interval_s
+            ):
+                return
+            since = 0.0 if self._synced_at is None else self._synced_at - SYNC_SLACK_S
+            started = self._clock()
+            fresh = []
+            for entry in await self.backend.semantic_since(since):
+                label = self._labels.get(entry.key)
+                if label is None or self._refs[label].expires_at != entry.expires_at:
+                    fresh.append(entry)
+            self._index_many(fresh)
+            self._synced_at = started

@@ -1,0 +1,111 @@
+"""Building the cache stage from settings (called by the composition root, :mod:`aiestack.build`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from aiestack.cache.backend_memory import MemoryCacheBackend
+from aiestack.cache.base import CacheBackend
+from aiestack.cache.config import default_policy, route_policies
+from aiestack.cache.exact import ExactCache
+from aiestack.cache.keys import fingerprint_of
+from aiestack.cache.semantic import SemanticCache
+from aiestack.cache.stage import CacheStage
+from aiestack.cache.verify import LexicalVerifier
+from aiestack.errors import ConfigError
+from aiestack.metrics import Metrics
+from aiestack.models.base import EmbeddingModel
+from aiestack.settings import Settings
+
+
+def build_backend(settings: Settings, *, engine: sa.Engine | None) -> CacheBackend:
+    """``cache.backend``: auto picks Redis if a Redis URL is set, else the SQL store, else memory."""
+    cfg = settings.cache
+    redis_url = cfg.redis_url or settings.gateway.redis_url
+    kind = cfg.backend
+    if kind == "auto":
+        kind = "redis" if redis_url else "sql" if engine is not None else "memory"
+    if kind == "redis":
+        if not redis_url:
+            raise ConfigError(
+                "cache.redis_url",
+                "cache.backend is redis but no Redis URL is set",
+                "set cache.redis_url or gateway.redis_url",
+            )
+        try:
+            from aiestack.cache.backend_redis import RedisCacheBackend
+        except ImportError:
+            raise ConfigError(
+                "cache.backend", "the redis package is not installed", "pip install 'aiestack[redis]'"
+            ) from None
+        return RedisCacheBackend(redis_url, prefix=settings.gateway.redis_prefix)
+    if kind == "sql":
+        if engine is None:
+            raise ConfigError(
+                "cache.backend",
+                "the store is not a SQL database",
+                'use a SQLite or PostgreSQL store.url, or cache.backend = "memory"',
+            )
+        from aiestack.cache.backend_sql import SqlCacheBackend
+
+        return SqlCacheBackend(engine)
+    return MemoryCacheBackend(max_entries=cfg.max_entries)
+
+
+def config_fingerprints(routes: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """A hash of each route's configuration: editing a route (its prompt, model...) invalidates its entries."""
+    return {name: fingerprint_of(dict(table)) for name, table in routes.items()}
+
+
+def build_cache_stage(
+    settings: Settings,
+    *,
+    engine: sa.Engine | None,
+    embeddings: Callable[[], EmbeddingModel],
+    metrics: Metrics | None = None,
+    fingerprint: Callable[[str], str] | None = None,
+    backend: CacheBackend | None = None,
+    semantic_ready: Callable[[], bool] | None = None,
+) -> CacheStage | None:
+    """The Cache stage for ``settings``, or None when ``cache.enabled`` is false.
+
+    ``fingerprint(route)`` adds what else invalidates a route's answers (a collection or prompt
+    version); the route's config hash is always part of it.
+    """
+    cfg = settings.cache
+    if not cfg.enabled:
+        return None
+    policies = route_policies(cfg, {name: table.get("cache", {}) for name, table in settings.routes.items()})
+    store = backend if backend is not None else build_backend(settings, engine=engine)
+    exact = ExactCache(store) if cfg.exact or any(p.exact for p in policies.values()) else None
+    semantic = None
+    if cfg.semantic or any(p.semantic for p in policies.values()):
+        verifier = LexicalVerifier(substitution_margin=cfg.substitution_margin) if cfg.verify else None
+        semantic = SemanticCache(
+            store,
+            embeddings,
+            threshold=cfg.threshold,
+            verifier=verifier,
+            sync_interval_s=cfg.sync_interval_s,
+        )
+        if not cfg.verify:
+            semantic.verifier = None
+    hashes = config_fingerprints(settings.routes)
+
+    def route_fingerprint(route: str) -> str:
+        extra = fingerprint(route) if fingerprint is not None else ""
+        return f"{hashes.get(route, '')}:{extra}" if extra else hashes.get(route, "")
+
+    return CacheStage(
+        exact,
+        semantic,
+        default=default_policy(cfg),
+        policies=policies,
+        routes=settings.routes.keys(),
+        fingerprint=route_fingerprint,
+        metrics=metrics,
+        semantic_ready=semantic_ready,
+    )

@@ -1,0 +1,273 @@
+"""The Cache stage: serve a request from the exact or the semantic cache, or store its answer.
+
+Its place in the onion is Trace → Limits → InputGuard → **Cache** → OutputGuard → Route → Context →
+Generate. So it sees the request after the input guards (redacted: the same placeholders give the
+same key, and the input guard restores each requester's own values in the answer), and it sees the
+answer after the output guards: it stores only answers that no output guard blocked (nor flagged,
+unless ``store_flagged``), only successful ones, and for a stream only one that ended cleanly.
+
+On a hit the completion has ``cached=True``, zero usage and zero cost (nothing was spent on this
+request); what was saved — the original answer's cost and tokens — goes to the exchange attributes
+and the metrics. ``x-aiestack-cache`` on the response says ``hit``, ``semantic-hit``, ``miss`` or
+``bypass`` (the request was not eligible: a temperature above 0, logprobs, ``cache: off``...).
+
+A broken cache never breaks a request: a backend error is logged and the request goes on as a miss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import numpy as np
+
+from aiestack.cache.base import CachedAnswer, Entry
+from aiestack.cache.config import CachePolicy
+from aiestack.cache.exact import ExactCache
+from aiestack.cache.keys import exact_key, semantic_partition, split_last_user_turn
+from aiestack.cache.semantic import SemanticCache
+from aiestack.errors import AiestackError
+from aiestack.metrics import Metrics
+from aiestack.pipeline import Next
+from aiestack.streams import single, tap
+from aiestack.tracing import CACHE_KIND
+from aiestack.types import Completion, Exchange
+
+_log = logging.getLogger(__name__)
+
+#: Exchange attributes this stage sets.
+CACHE_STATUS = "aiestack.cache"  # hit | semantic-hit | miss | bypass
+CACHE_SIMILARITY = "aiestack.cache.similarity"  # the semantic hit's (or best candidate's) cosine
+CACHE_REJECTED = "aiestack.cache.rejected"  # reasons the verifier turned candidates down
+CACHE_SOURCE = "aiestack.cache.source_exchange"  # the exchange whose answer was served
+CACHE_SAVED_USD = "aiestack.cache.saved_usd"
+CACHE_SAVED_TOKENS = "aiestack.cache.saved_tokens"
+CACHE_STORED = "aiestack.cache.stored"  # whether this answer was written to the cache
+CACHE_HEADER = "x-aiestack-cache"
+
+#: ``ChatRequest.metadata["cache"]``: off (no read, no write), refresh (no read), on (opt in).
+REQUEST_FLAG = "cache"
+
+Fingerprint = Callable[[str], str]
+
+
+def header_value(ex: Exchange) -> str | None:
+    """The ``x-aiestack-cache`` value for an exchange, or None if no cache stage ran."""
+    value = ex.attributes.get(CACHE_STATUS)
+    return value if isinstance(value, str) else None
+
+
+class CacheStage:
+    """Exact then semantic lookup on the way in; storage of good answers on the way out.
+
+    ``policies`` are per route (:func:`aiestack.cache.config.route_policies`); other names (bare
+    models) get ``default``. ``semantic_ready()`` says whether the embedding model is loaded: until
+    it is, lookups are exact only. ``fingerprint(route)`` returns what invalidates a route's entries when
+    it changes (its config hash, prompt version, collection version); it is part of every key.
+    """
+
+    name = "cache"
+
+    def __init__(
+        self,
+        exact: ExactCache | None,
+        semantic: SemanticCache | None,
+        *,
+        default: CachePolicy | None = None,
+        policies: Mapping[str, CachePolicy] | None = None,
+        routes: Collection[str] = (),
+        fingerprint: Fingerprint | None = None,
+        metrics: Metrics | None = None,
+        semantic_ready: Callable[[], bool] | None = None,
+    ) -> None:
+        self.exact = exact
+        self.semantic = semantic
+        self._default = default or CachePolicy()
+        self._policies = dict(policies or {})
+        self._routes = frozenset(routes) | frozenset(self._policies)
+        self._fingerprint = fingerprint or (lambda route: "")
+        self._metrics = metrics
+        # Whether the embedding model is loaded; until then lookups are exact only, so a request
+        # never waits seconds for a model to load (``aiestack serve`` loads it at start).
+        self._semantic_ready = semantic_ready or (lambda: True)
+
+    async def aclose(self) -> None:
+        """Release the backend's connections (the stack calls this when it closes)."""
+        backends = {id(c.backend): c.backend for c in (self.exact, self.semantic) if c is not None}
+        for backend in backends.values():
+            await backend.aclose()
+
+    async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
+        request = ex.request
+        policy = self._policies.get(request.model, self._default)
+        flag = request.metadata.get(REQUEST_FLAG, "")
+        if not self._eligible(ex, policy, flag):
+            return await call_next(_with(ex, {CACHE_STATUS: "bypass"}))
+        route = request.model
+        extra: dict[str, Any] = {}
+        try:
+            fingerprint = self._fingerprint(route)
+            key = (
+                exact_key(request, tenant=ex.tenant, fingerprint=fingerprint)
+                if policy.exact and self.exact is not None
+                else None
+            )
+            semantic = policy.semantic and self.semantic is not None and self._semantic_ready()
+            split = split_last_user_turn(request.messages) if semantic else None
+            if split is not None and not _conversational(split[1].text, policy.semantic_max_chars):
+                split = None  # a document or a templated prompt: small differences matter, exact only
+            partition: str | None = None
+            vector: np.ndarray | None = None
+            if split is not None and self.semantic is not None:
+                partition = semantic_partition(request, split[0], tenant=ex.tenant, fingerprint=fingerprint)
+            read = flag != "refresh"
+            if key is not None and self.exact is not None and read:
+                entry = await self.exact.get(key, tenant=ex.tenant)
+                self._count(route, "exact", "hit" if entry is not None else "miss")
+                if entry is not None:
+                    return self._serve(ex, entry, "hit", None)
+            if partition is not None and split is not None and self.semantic is not None:
+                vector = await self.semantic.embed(split[1].text)
+                if read:
+                    found = await self.semantic.lookup(
+                        partition,
+                        tenant=ex.tenant,
+                        query=split[1].text,
+                        vector=vector,
+                        threshold=policy.threshold,
+                    )
+                    if found.rejected:
+                        extra[CACHE_REJECTED] = tuple(r.reason for r in found.rejected)
+                    if found.best is not None:
+                        extra[CACHE_SIMILARITY] = round(found.best, 4)
+                    if found.hit is not None:
+                        self._count(route, "semantic", "hit")
+                        extra[CACHE_SIMILARITY] = round(found.hit.similarity, 4)
+                        return self._serve(
+                            _with(ex, extra), found.hit.entry, "semantic-hit", found.hit.similarity
+                        )
+                    self._count(route, "semantic", "rejected" if found.rejected else "miss")
+        except AiestackError as exc:  # e.g. Redis down: answer without the cache
+            _log.warning("cache lookup failed, answering without the cache: %s", exc)
+            return await call_next(_with(ex, {CACHE_STATUS: "miss"}))
+        query = split[1].text if split is not None else ""
+        target = _Target(route, ex.tenant, key, partition, vector, query)
+        result = await call_next(_with(ex, {**extra, CACHE_STATUS: "miss"}))
+        return await self._keep(result, policy, target)
+
+    # ------------------------------------------------------------------ way in
+
+    @staticmethod
+    def _eligible(ex: Exchange, policy: CachePolicy, flag: str) -> bool:
+        if flag == "off" or not policy.enabled:
+            return False
+        params = ex.request.params
+        if params.logprobs:  # a cached answer carries no logprobs
+            return False
+        if flag == "on" or not policy.deterministic_only:
+            return True
+        return params.temperature == 0
+
+    def _serve(self, ex: Exchange, entry: Entry, status: str, similarity: float | None) -> Exchange:
+        completion = entry.answer.completion()
+        if ex.request.stream:
+            completion = single(completion)
+        saved_usd = entry.answer.cost_usd or 0.0
+        saved_tokens = entry.answer.usage.total_tokens
+        attributes = {
+            CACHE_STATUS: status,
+            CACHE_KIND: entry.kind,
+            CACHE_SAVED_USD: saved_usd,
+            CACHE_SAVED_TOKENS: saved_tokens,
+        }
+        if entry.answer.exchange_id:
+            attributes[CACHE_SOURCE] = entry.answer.exchange_id
+        if self._metrics is not None:
+            self._metrics.cache_saved(ex.request.model, entry.kind, saved_usd, saved_tokens)
+        route = ex.route or (ex.request.model if ex.request.model in self._routes else None)
+        return dataclasses.replace(
+            _with(ex, attributes), completion=completion, outcome="cached", route=route
+        )
+
+    def _count(self, route: str, kind: str, result: str) -> None:
+        if self._metrics is not None:
+            self._metrics.cache_lookup(route, kind, result)
+
+    # ------------------------------------------------------------------ way out
+
+    async def _keep(self, result: Exchange, policy: CachePolicy, target: _Target) -> Exchange:
+        if target.key is None and (target.partition is None or target.vector is None):
+            return result
+        completion = result.completion
+        if completion is None or result.outcome != "ok" or result.error is not None:
+            return result
+        if not self._passed(result, policy):
+            return _with(result, {CACHE_STORED: False})
+        if completion.stream is None:
+            stored = await self._store(result.id, completion, policy, target)
+            return _with(result, {CACHE_STORED: stored})
+
+        async def on_done(final: Completion | None, error: BaseException | None) -> None:
+            if error is None and final is not None:
+                await self._store(result.id, final, policy, target)
+
+        return dataclasses.replace(result, completion=tap(completion, on_done))
+
+    @staticmethod
+    def _passed(ex: Exchange, policy: CachePolicy) -> bool:
+        for verdict in ex.verdicts:
+            if verdict.action == "block" or (verdict.action == "flag" and not policy.store_flagged):
+                return False
+        return True
+
+    async def _store(
+        self, exchange_id: str, completion: Completion, policy: CachePolicy, target: _Target
+    ) -> bool:
+        """Write the answer under the keys computed on the way in (inner stages may rewrite the request)."""
+        if completion.finish_reason not in ("stop", "length", "tool_calls"):
+            return False
+        answer = CachedAnswer.of(completion, exchange_id)
+        try:
+            if target.key is not None and self.exact is not None:
+                await self.exact.put(
+                    target.key, tenant=target.tenant, route=target.route, answer=answer, ttl_s=policy.ttl_s
+                )
+            if target.partition is not None and target.vector is not None and self.semantic is not None:
+                await self.semantic.store(
+                    target.partition,
+                    tenant=target.tenant,
+                    route=target.route,
+                    query=target.query,
+                    vector=target.vector,
+                    answer=answer,
+                    ttl_s=policy.ttl_s,
+                )
+        except AiestackError as exc:
+            _log.warning("could not store an answer in the cache: %s", exc)
+            return False
+        return True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Target:
+    """Where a request's answer goes: computed on the way in, used on the way out."""
+
+    route: str
+    tenant: str
+    key: str | None
+    partition: str | None
+    vector: np.ndarray | None
+    query: str
+
+
+def _conversational(text: str, max_chars: int) -> bool:
+    """A question a person typed: short, at most two lines. Not a document or a filled-in template,
+    whose meaning hangs on a few words in fixed places (a judge prompt with answers A and B swapped
+    embeds almost identically and passes every lexical check)."""
+    return len(text) <= max_chars and text.strip().count("\n") <= 1
+
+
+def _with(ex: Exchange, attributes: Mapping[str, Any]) -> Exchange:
+    return dataclasses.replace(ex, attributes={**ex.attributes, **attributes})

@@ -1,0 +1,87 @@
+"""A small stack for cache tests: Cache stage → (optional inner stages) → Generate on a fake model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from aiestack.cache.backend_memory import MemoryCacheBackend
+from aiestack.cache.base import CacheBackend
+from aiestack.cache.config import CachePolicy
+from aiestack.cache.exact import ExactCache
+from aiestack.cache.semantic import SemanticCache
+from aiestack.cache.stage import CacheStage, Fingerprint
+from aiestack.metrics import Metrics
+from aiestack.models.fake import FakeModel
+from aiestack.models.pricing import Price, PriceTable
+from aiestack.models.registry import ModelEntry, ModelRegistry
+from aiestack.pipeline import Pipeline, Stage
+from aiestack.stages.generate import Generate
+from aiestack.testing.embeddings import BagOfWordsEmbeddings
+from aiestack.types import ChatRequest, Exchange, Message, Params
+
+MODEL = "paid-model"
+
+
+@dataclass
+class Kit:
+    model: FakeModel
+    embeddings: BagOfWordsEmbeddings
+    backend: CacheBackend
+    stage: CacheStage
+    pipeline: Pipeline
+    metrics: Metrics
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+    async def ask(
+        self,
+        text: str,
+        *,
+        tenant: str = "default",
+        temperature: float | None = 0,
+        stream: bool = False,
+        metadata: dict[str, str] | None = None,
+        model: str = MODEL,
+    ) -> Exchange:
+        request = ChatRequest(
+            model=model,
+            messages=(Message("system", "Answer briefly."), Message("user", text)),
+            params=Params(temperature=temperature),
+            stream=stream,
+            metadata=metadata or {},
+        )
+        return await self.pipeline(Exchange(request=request, tenant=tenant))
+
+
+def make_kit(
+    *,
+    backend: CacheBackend | None = None,
+    inner: Sequence[Stage] = (),
+    policies: dict[str, CachePolicy] | None = None,
+    threshold: float = 0.8,
+) -> Kit:
+    model = FakeModel()
+    embeddings = BagOfWordsEmbeddings(dim=512)
+    backend = backend if backend is not None else MemoryCacheBackend()
+    metrics = Metrics()
+    fingerprints: dict[str, str] = {}
+    fingerprint: Fingerprint = lambda route: fingerprints.get(route, "")  # noqa: E731
+    stage = CacheStage(
+        ExactCache(backend),
+        SemanticCache(backend, embeddings, threshold=threshold),
+        default=CachePolicy(threshold=threshold),
+        policies=policies,
+        fingerprint=fingerprint,
+        metrics=metrics,
+    )
+    registry = ModelRegistry([ModelEntry(MODEL, model, MODEL)])
+    prices = PriceTable({MODEL: Price(input_per_mtok=1_000_000.0, output_per_mtok=2_000_000.0)})
+    pipeline = Pipeline([stage, *inner, Generate(registry, prices, metrics=metrics)])
+    return Kit(model, embeddings, backend, stage, pipeline, metrics, fingerprints)
+
+
+@pytest.fixture
+def kit() -> Kit:
+    return make_kit()

@@ -1,0 +1,72 @@
+"""The lexical verifier: near misses are turned down with the reason, paraphrases pass."""
+
+from __future__ import annotations
+
+import pytest
+
+from aiestack.cache.verify import LexicalVerifier, parse
+
+pytestmark = pytest.mark.unit
+
+VERIFY = LexicalVerifier(substitution_margin=0.06)
+
+
+def check(a: str, b: str, similarity: float = 0.95, threshold: float = 0.85) -> str | None:
+    return VERIFY(a, b, similarity=similarity, threshold=threshold)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "reason"),
+    [
+        ("Is aspirin safe during pregnancy?", "Is aspirin not safe during pregnancy?", "negation"),
+        ("Why does my laptop turn on?", "Why doesn't my laptop turn on?", "negation"),
+        ("How do I log in with my email?", "How do I log in without my email?", "negation"),
+        ("What is 15% of 200?", "What is 20% of 200?", "number"),
+        ("Give me a recipe for four people", "Give me a recipe for 8 people", "number"),
+        ("What is the first law of thermodynamics?", "What is the second law of thermodynamics?", "number"),
+        ("How many miles is a marathon?", "How many kilometers is a marathon?", "unit"),
+        ("Is the store open today?", "Is the store open tomorrow?", "unit"),
+        ("What is the capital of Australia?", "What is the capital of Austria?", "entity"),
+        ("How do I reset my iPhone?", "How do I reset my iPad?", "entity"),
+        ("Flights from Boston to Denver", "Flights from Denver to Boston", "direction"),
+        ("Is Python faster than Java?", "Is Java faster than Python?", "direction"),
+        ("How do I enable cookies in Chrome?", "How do I disable cookies in Chrome?", "antonym"),
+        ("What is the cheapest plan?", "What is the most expensive plan?", "antonym"),
+    ],
+)
+def test_near_misses_are_rejected_with_their_reason(a: str, b: str, reason: str) -> None:
+    assert check(a, b) == reason
+    assert check(b, a) == reason  # symmetric
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("How do I reset my password?", "How can I reset my password?"),
+        ("What is the capital of France?", "what's the capital city of france"),
+        ("How long does shipping take?", "How long will shipping take?"),
+        ("Flights from Paris to London", "flights to London from Paris"),
+        ("What is the distance between Paris and London?", "How far is London from Paris?"),
+        ("Can I return an item after 30 days?", "Is it possible to return an item after thirty days?"),
+        ("Why can't I log in?", "Why am I unable to log in?"),
+    ],
+)
+def test_paraphrases_pass(a: str, b: str) -> None:
+    assert check(a, b) is None
+
+
+def test_a_swapped_content_word_needs_the_margin_above_the_threshold() -> None:
+    a, b = "How do I restart my router?", "How do I restart my modem?"
+    assert check(a, b, similarity=0.88, threshold=0.85) == "substitution"
+    assert check(a, b, similarity=0.92, threshold=0.85) is None
+
+
+def test_may_the_verb_is_not_may_the_month() -> None:
+    assert parse("May I pay by card?").units == frozenset()
+    assert parse("What events are in May?").units == {"may"}
+
+
+def test_custom_antonyms_extend_the_list() -> None:
+    verifier = LexicalVerifier(antonyms=["advantages disadvantages"])
+    a, b = "What are the advantages of remote work?", "What are the disadvantages of remote work?"
+    assert verifier(a, b, similarity=0.99, threshold=0.85) == "antonym"

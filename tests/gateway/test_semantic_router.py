@@ -1,0 +1,205 @@
+"""The semantic router: picks the closest route above its threshold, else the default; fitting thresholds."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from aiestack.errors import ConfigError, InvalidRequest
+from aiestack.gateway.routes import build_route_table
+from aiestack.gateway.semantic_router import (
+    ROUTER_MATCHED,
+    ROUTER_ROUTE,
+    ROUTER_SCORE,
+    RouteStage,
+    SemanticRouter,
+    accuracy,
+    build_route_stage,
+    choose,
+    fit,
+    fit_thresholds,
+    load_labelled,
+)
+from aiestack.models.fake import FakeModel
+from aiestack.models.registry import ModelEntry, ModelRegistry
+from aiestack.settings import RouterSettings
+from aiestack.testing.embeddings import BagOfWordsEmbeddings
+from aiestack.types import ChatRequest, Exchange, Message
+
+pytestmark = pytest.mark.unit
+
+EXAMPLES = {
+    "billing": ["refund my invoice payment", "why was my card charged twice", "update credit card payment"],
+    "shipping": ["where is my parcel delivery", "track my package shipment", "parcel arrived damaged"],
+}
+
+
+def router(**kwargs: object) -> SemanticRouter:
+    return SemanticRouter(EXAMPLES, BagOfWordsEmbeddings(dim=512), default_route="chat", **kwargs)  # type: ignore[arg-type]
+
+
+async def test_the_closest_route_wins_and_an_unrelated_request_gets_the_default() -> None:
+    r = router(default_threshold=0.3)
+    billing = await r.route("my card was charged twice for one invoice")
+    assert billing.route == "billing" and billing.matched and billing.score is not None
+    shipping = await r.route("where is my parcel")
+    assert shipping.route == "shipping" and shipping.matched
+    other = await r.route("tell me a joke about cats")
+    assert other.route == "chat" and not other.matched
+
+
+async def test_a_per_route_threshold_can_refuse_a_weak_match() -> None:
+    loose = await router(default_threshold=0.3).route("parcel")
+    strict = await router(default_threshold=0.3, thresholds={"shipping": 0.95}).route("parcel")
+    assert loose.route == "shipping"
+    assert strict.route == "chat" and not strict.matched
+
+
+async def test_centroid_scores_by_the_mean_of_the_examples() -> None:
+    text = "why was my card charged twice"
+    by_max = await router(method="max").scores(text)
+    by_centroid = await router(method="centroid").scores(text)
+    assert by_max["billing"] == pytest.approx(1.0, abs=1e-6)  # an example itself
+    assert by_centroid["billing"] < by_max["billing"]
+    assert max(by_centroid, key=by_centroid.__getitem__) == "billing"
+
+
+def test_choose_and_accuracy_follow_the_thresholds() -> None:
+    scores = [{"a": 0.9, "b": 0.5}, {"a": 0.4, "b": 0.6}, {"a": 0.2, "b": 0.3}]
+    labels: list[str | None] = ["a", "b", None]
+    assert choose(scores[0], {"a": 0.5, "b": 0.5}, "d").route == "a"
+    assert accuracy(scores, labels, {"a": 0.5, "b": 0.5}) == pytest.approx(3 / 3)
+    assert accuracy(scores, labels, {"a": 0.1, "b": 0.1}) == pytest.approx(2 / 3)  # the last routes to b
+
+
+def test_fit_thresholds_finds_per_route_values_that_separate_the_labels() -> None:
+    # Route "a" matches at 0.7+ and "b" only at 0.4+; out-of-scope texts score up to 0.6 on "a".
+    scores = [
+        {"a": 0.80, "b": 0.1}, {"a": 0.75, "b": 0.2},  # a
+        {"a": 0.20, "b": 0.45}, {"a": 0.1, "b": 0.5},  # b
+        {"a": 0.60, "b": 0.2}, {"a": 0.55, "b": 0.3},  # none
+    ]  # fmt: skip
+    labels: list[str | None] = ["a", "a", "b", "b", None, None]
+    fitted = fit_thresholds(scores, labels, ["a", "b"])
+    assert accuracy(scores, labels, fitted) == 1.0
+    assert 0.60 < fitted["a"] <= 0.75 and 0.30 < fitted["b"] <= 0.45
+
+
+async def test_fit_on_labelled_utterances_never_counts_an_example_as_its_own_match(tmp_path: Path) -> None:
+    r = router(default_threshold=0.99)
+    rows: list[tuple[str, str | None]] = [(text, route) for route, texts in EXAMPLES.items() for text in texts]
+    rows += [("tell me a joke", None), ("what is the weather today", None)]
+    path = tmp_path / "labelled.jsonl"
+    path.write_text("\n".join(json.dumps({"text": t, "route": r, "split": "train"}) for t, r in rows) + "\n")
+    loaded = load_labelled(path, split="train")
+    assert loaded == rows
+    result = await fit(r, loaded)
+    assert result.before < result.after  # 0.99 routes nothing; fitted thresholds route the examples
+    assert set(result.thresholds) == {"billing", "shipping"}
+    with pytest.raises(InvalidRequest, match="returns"):
+        await fit(r, [("a text", "returns")])
+
+
+def test_a_malformed_labelled_file_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "ok", "route": null}\nnot json\n')
+    with pytest.raises(InvalidRequest, match=r"bad\.jsonl:2"):
+        load_labelled(path)
+
+
+class Capture:
+    """Stands for the rest of the pipeline: records what the route stage hands on."""
+
+    def __init__(self) -> None:
+        self.seen: list[Exchange] = []
+
+    async def __call__(self, ex: Exchange) -> Exchange:
+        self.seen.append(ex)
+        return ex
+
+
+async def test_the_stage_rewrites_requests_naming_auto_and_records_the_choice() -> None:
+    stage, capture = RouteStage(router(default_threshold=0.3), model="auto"), Capture()
+
+    async def run(model: str, text: str) -> Exchange:
+        ex = Exchange(request=ChatRequest(model=model, messages=(Message("user", text),)))
+        return await stage(ex, capture)
+
+    routed = await run("auto", "track my package")
+    assert routed.request.model == "shipping"
+    assert routed.attributes[ROUTER_ROUTE] == "shipping" and routed.attributes[ROUTER_MATCHED] is True
+    assert isinstance(routed.attributes[ROUTER_SCORE], float)
+    fallback = await run("auto", "sing me a song")
+    assert fallback.request.model == "chat" and fallback.attributes[ROUTER_MATCHED] is False
+    untouched = await run("billing", "track my package")
+    assert untouched.request.model == "billing" and ROUTER_ROUTE not in untouched.attributes
+
+
+def _table(names: Sequence[str]) -> tuple[ModelRegistry, dict[str, dict[str, object]]]:
+    registry = ModelRegistry([ModelEntry("m", FakeModel(), "m")])
+    routes: dict[str, dict[str, object]] = {
+        "billing": {"deployments": ["m"], "examples": EXAMPLES["billing"], "threshold": 0.4},
+        "chat": {"deployments": ["m"]},
+    }
+    return registry, {k: v for k, v in routes.items() if k in names}
+
+
+def test_build_route_stage_from_config() -> None:
+    registry, routes = _table(["billing", "chat"])
+    table = build_route_table(routes, registry)
+    stage = build_route_stage(
+        RouterSettings(default_route="chat"), table, BagOfWordsEmbeddings(), default_model="m", models=["m"]
+    )
+    assert stage is not None and stage.model == "auto"
+    assert stage.router.thresholds == {"billing": 0.4} and stage.router.default_route == "chat"
+    no_examples = build_route_table(_table(["chat"])[1], registry)
+    assert build_route_stage(RouterSettings(), no_examples, BagOfWordsEmbeddings(), default_model="m", models=["m"]) is None
+
+
+@pytest.mark.parametrize(
+    ("router_settings", "key"),
+    [
+        (RouterSettings(default_route="nowhere"), "router.default_route"),
+        (RouterSettings(model="m"), "router.model"),
+    ],
+)
+def test_router_config_errors_name_the_key(router_settings: RouterSettings, key: str) -> None:
+    registry, routes = _table(["billing", "chat"])
+    table = build_route_table(routes, registry)
+    with pytest.raises(ConfigError) as raised:
+        build_route_stage(router_settings, table, BagOfWordsEmbeddings(), default_model="m", models=["m"])
+    assert raised.value.key == key
+
+
+def test_route_choice_is_a_frozen_value() -> None:
+    choice = choose({"a": 0.9}, {"a": 0.5}, "d")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        choice.route = "x"  # type: ignore[misc]
+
+
+async def test_a_stack_routes_auto_requests_and_records_the_route(tmp_path: Path) -> None:
+    from aiestack.build import open_stack
+    from aiestack.settings import Settings
+
+    settings = Settings(
+        data_dir=tmp_path,
+        embedded_model=False,
+        default_model="echo",
+        models={"echo": {"provider": "fake"}},
+        routes={
+            "billing": {"deployments": ["echo"], "examples": EXAMPLES["billing"], "threshold": 0.3},
+            "shipping": {"deployments": ["echo"], "examples": EXAMPLES["shipping"], "threshold": 0.3},
+        },
+        router=RouterSettings(default_route="echo", method="max"),
+    )
+    async with open_stack(settings) as stack:
+        stack._embeddings = BagOfWordsEmbeddings(dim=512)
+        ex = await stack.chat(ChatRequest(model="auto", messages=(Message("user", "track my package please"),)))
+        other = await stack.chat(ChatRequest(model="auto", messages=(Message("user", "sing a song"),)))
+    assert ex.route == "shipping" and ex.attributes[ROUTER_ROUTE] == "shipping"
+    assert ex.completion is not None and ex.completion.text == "track my package please"
+    assert other.route is None and other.attributes[ROUTER_MATCHED] is False
