@@ -1,0 +1,66 @@
+"""``aiestack feedback export`` and ``aiestack import-conversations`` driven as a user would."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from aiestack.cli.app import build_app
+from aiestack.feedback import explicit_feedback
+from aiestack.stores.base import ExchangeRecord
+from aiestack.stores.sql import SqlExchangeStore
+
+pytestmark = pytest.mark.unit
+
+FIXTURES = Path(__file__).parents[1] / "feedback" / "fixtures"
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(build_app(), list(args))
+
+
+@pytest.fixture
+def store(workdir: Path) -> Iterator[SqlExchangeStore]:
+    store = SqlExchangeStore(f"sqlite:///{workdir / 'data' / 'aiestack.db'}")
+    store.migrate()
+    yield store
+    store.close()
+
+
+def test_import_conversations_twice_stores_each_turn_once(store: SqlExchangeStore) -> None:
+    result = run("import-conversations", str(FIXTURES / "chatgpt_conversations.json"), "--tenant", "me")
+    assert result.exit_code == 0, result.output
+    assert "Imported 3 exchanges from 2 chatgpt conversations (2025-01-01 to 2025-02-01) as model import:chatgpt, tenant me." in result.stdout
+    assert "1 conversation(s) had no answered turn" in result.stdout
+    assert run("import-conversations", str(FIXTURES / "chatgpt_conversations.json"), "--tenant", "me").exit_code == 0
+    result = run("import-conversations", str(FIXTURES / "claude_conversations.json"), "--source", "claude")
+    assert result.exit_code == 0 and "2 exchanges from 1 claude" in result.stdout
+    assert sorted(r.model for r in store.list_exchanges(limit=50)) == ["import:chatgpt"] * 3 + ["import:claude"] * 2
+
+
+def test_feedback_export_writes_jsonl_and_warns_about_missing_content(workdir: Path, store: SqlExchangeStore) -> None:
+    with_content = ExchangeRecord(
+        id="ex_1", created_at=1.0, model="m", outcome="ok",
+        request={"messages": [{"role": "user", "parts": [{"type": "text", "content": "Capital of France?"}]}]},
+        response="Lyon",
+    )
+    without = ExchangeRecord(id="ex_2", created_at=2.0, model="m", outcome="ok")
+    store.write_exchanges([with_content, without])
+    store.write_feedback([explicit_feedback(with_content, thumbs="down", correction="Paris"), explicit_feedback(without, thumbs="up")])
+
+    out = workdir / "out" / "sft.jsonl"
+    result = run("feedback", "export", "--format", "sft", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert lines == [{"messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris"}]}]
+    assert "1 sft lines written" in result.stderr and "1 from correction" in result.stderr
+    assert "1 exchange(s) with feedback have no stored messages" in result.stderr and "content = true" in result.stderr
+
+    result = run("feedback", "export", "-f", "preference", "-o", "-")
+    assert result.exit_code == 0, result.output
+    pair = json.loads(result.stdout)
+    assert (pair["chosen"][0]["content"], pair["rejected"][0]["content"]) == ("Paris", "Lyon")

@@ -1,0 +1,211 @@
+"""Implicit feedback in a real stack: regenerations, edited resends, early stops and complaints."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from aiestack.build import Stack, build_stack
+from aiestack.feedback import complaint, conversation_keys
+from aiestack.feedback import signals as signals_module
+from aiestack.models.fake import FakeModel
+from aiestack.settings import FeedbackSettings, Settings
+from aiestack.stores.feedback import FeedbackRecord
+from aiestack.stores.memory import MemoryExchangeStore
+from aiestack.types import ChatRequest, Exchange, Message
+
+pytestmark = pytest.mark.unit
+
+
+def _settings(tmp_path: Path, **overrides: object) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        embedded_model=False,
+        default_model="fake",
+        models={"fake": {"provider": "fake"}},
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    # Guardrails and caches off: an output guard that buffers the answer would hand a stream over
+    # in one piece, and a cache could answer a regeneration (both are tested in their own wings).
+    stack = build_stack(_settings(tmp_path, guards={"enabled": False}, cache={"enabled": False}), store=MemoryExchangeStore())
+    yield stack
+    await stack.aclose()
+
+
+def fake(stack: Stack) -> FakeModel:
+    provider = stack.models.resolve("fake").provider
+    assert isinstance(provider, FakeModel)
+    return provider
+
+
+async def say(stack: Stack, *turns: tuple[str, str], tenant: str = "default", stream: bool = False) -> Exchange:
+    request = ChatRequest(model="fake", messages=tuple(Message(role, text) for role, text in turns), stream=stream)  # type: ignore[arg-type]
+    return await stack.chat(request, tenant=tenant)
+
+
+async def signals(stack: Stack) -> list[FeedbackRecord]:
+    assert stack.signals is not None
+    await stack.signals.drain()
+    found: list[FeedbackRecord] = stack.store.list_feedback(source="implicit")  # type: ignore[attr-defined]
+    return sorted(found, key=lambda f: f.created_at)
+
+
+async def test_sending_the_same_conversation_again_is_a_regeneration(stack: Stack) -> None:
+    first = await say(stack, ("system", "Be kind."), ("user", "What is 2+2?"))
+    await signals(stack)
+    second = await say(stack, ("system", "Be kind."), ("user", "What is 2+2?"))
+    found = await signals(stack)
+    assert [(f.exchange_id, f.kind, f.source, f.value, f.detail.get("by")) for f in found] == [
+        (first.id, "regenerated", "implicit", 0.0, second.id)
+    ]
+    third = await say(stack, ("system", "Be kind."), ("user", "What is 2+2?"))
+    found = await signals(stack)
+    assert [(f.exchange_id, f.detail.get("by")) for f in found] == [(first.id, second.id), (second.id, third.id)]
+
+
+async def test_resending_an_edited_last_message_is_an_edit(stack: Stack) -> None:
+    fake(stack).enqueue(["Which report?"])
+    await say(stack, ("user", "Summarise the report"))
+    history = (("user", "Summarise the report"), ("assistant", "Which report?"))
+    second = await say(stack, *history, ("user", "The Q3 one"))
+    await signals(stack)
+    await say(stack, *history, ("user", "The Q3 one, in two lines"))
+    assert [(f.exchange_id, f.kind) for f in await signals(stack)] == [(second.id, "edited")]
+
+
+async def test_a_different_first_message_is_a_new_conversation_not_an_edit(stack: Stack) -> None:
+    await say(stack, ("system", "Be kind."), ("user", "Summarise the report"))
+    await signals(stack)
+    await say(stack, ("system", "Be kind."), ("user", "What is the weather like?"))
+    assert await signals(stack) == []
+
+
+async def test_a_follow_up_question_is_no_signal(stack: Stack) -> None:
+    fake(stack).enqueue(["Paris."])
+    await say(stack, ("user", "Capital of France?"))
+    await signals(stack)
+    await say(stack, ("user", "Capital of France?"), ("assistant", "Paris."), ("user", "And of Italy?"))
+    assert await signals(stack) == []
+
+
+async def test_a_thats_wrong_follow_up_is_a_complaint_about_the_answer_it_follows(stack: Stack) -> None:
+    fake(stack).enqueue(["Lyon."])
+    first = await say(stack, ("user", "Capital of France?"))
+    await signals(stack)
+    await say(stack, ("user", "Capital of France?"), ("assistant", "Lyon."), ("user", "Non, c'est faux !"))
+    found = await signals(stack)
+    assert [(f.exchange_id, f.kind, f.detail.get("phrase")) for f in found] == [(first.id, "complaint", "c'est faux")]
+
+
+async def test_a_complaint_about_an_answer_aiestack_did_not_give_is_ignored(stack: Stack) -> None:
+    fake(stack).enqueue(["Lyon."])
+    await say(stack, ("user", "Capital of France?"))
+    await signals(stack)
+    await say(stack, ("user", "Capital of France?"), ("assistant", "Marseille."), ("user", "That's wrong"))
+    assert await signals(stack) == []
+
+
+async def test_conversations_of_other_tenants_never_match(stack: Stack) -> None:
+    await say(stack, ("user", "Same question"), tenant="acme")
+    await signals(stack)
+    await say(stack, ("user", "Same question"), tenant="globex")
+    assert await signals(stack) == []
+
+
+async def test_a_stream_the_client_stops_early_is_recorded_on_that_exchange(stack: Stack) -> None:
+    fake(stack).enqueue([["one ", "two ", "three ", "four"]])
+    ex = await say(stack, ("user", "Count to four"), stream=True)
+    assert ex.completion is not None and ex.completion.stream is not None
+    stream = ex.completion.stream
+    assert isinstance(stream, AsyncGenerator)
+    first = await stream.__anext__()
+    assert first.text == "one "
+    await stream.aclose()  # what the server does when the client disconnects
+    found = await signals(stack)
+    assert [(f.exchange_id, f.kind) for f in found] == [(ex.id, "stopped_early")]
+
+
+async def test_a_stream_read_to_its_end_is_no_signal_and_its_turn_is_remembered(stack: Stack) -> None:
+    ex = await say(stack, ("user", "Count to four"), stream=True)
+    assert ex.completion is not None and ex.completion.stream is not None
+    text = "".join([d.text async for d in ex.completion.stream])
+    assert text == "Count to four"
+    assert await signals(stack) == []
+    await say(stack, ("user", "Count to four"))
+    assert [(f.exchange_id, f.kind) for f in await signals(stack)] == [(ex.id, "regenerated")]
+
+
+async def test_turns_older_than_the_window_are_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(signals_module, "PRUNE_EVERY", 3)
+    store = MemoryExchangeStore()
+    clock = [1_000_000.0]
+    stage = signals_module.Signals(store, window_s=60, clock=lambda: clock[0])
+    stack = build_stack(_settings(tmp_path, feedback=FeedbackSettings(implicit=False)), store=store, extra_stages=[stage])
+    try:
+        old = await say(stack, ("user", "first"))
+        await stage.drain()
+        clock[0] += 120  # the first turn is now outside the window
+        await say(stack, ("user", "second"))
+        await say(stack, ("user", "third"))  # the third observation prunes
+        await stage.drain()
+        keys = conversation_keys((Message("user", "any first message"),), tenant="default", key_id=None, user=None)
+        assert keys is not None  # every first message of this caller shares the empty-history conversation
+        remaining = {t.exchange_id for t in store.find_turns(conversation=keys.conversation)}
+        assert old.id not in remaining and len(remaining) == 2
+    finally:
+        await stack.aclose()
+
+
+async def test_implicit_signals_can_be_switched_off(tmp_path: Path) -> None:
+    stack = build_stack(_settings(tmp_path, feedback=FeedbackSettings(implicit=False)), store=MemoryExchangeStore())
+    try:
+        assert stack.signals is None and "signals" not in stack.pipeline.names
+    finally:
+        await stack.aclose()
+
+
+def test_conversation_keys_depend_on_the_earlier_messages_and_who_asks() -> None:
+    msgs = (Message("system", "s"), Message("user", "q1"), Message("assistant", "a1"), Message("user", "q2"))
+    keys = conversation_keys(msgs, tenant="t", key_id="k", user=None)
+    assert keys is not None and keys.last_user == "q2"
+    earlier = conversation_keys(msgs[:2], tenant="t", key_id="k", user=None)
+    assert earlier is not None and keys.previous_turn == earlier.turn
+    assert keys.conversation != earlier.conversation
+    assert conversation_keys(msgs, tenant="t", key_id="other", user=None) != keys
+    assert conversation_keys(msgs, tenant="t", key_id="k", user="u") != keys
+    assert conversation_keys((Message("system", "only"),), tenant="t", key_id=None, user=None) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "That's wrong.",
+        "No, that’s wrong!",  # a curly apostrophe
+        "that is incorrect",
+        "Das ist falsch.",
+        "c'est faux",
+        "Eso está mal",
+        "è sbagliato",
+        "Isso está errado",
+        "Dat klopt niet",
+        "Это неверно",
+        "不对",
+        "違います",
+    ],
+)
+def test_complaints_are_recognised_in_several_languages(text: str) -> None:
+    assert complaint(text) is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Is that right?", "Thanks!", "Why is it incorrectly formatted?", "", "that's wrong " + "and here is a long new question " * 6],
+)
+def test_other_messages_are_not_complaints(text: str) -> None:
+    assert complaint(text) is None
