@@ -1,0 +1,74 @@
+"""The console's queries on PostgreSQL: the same pages, pickers, day counts and series as on SQLite."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from aiestack.server.console import queries
+from aiestack.server.console.queries import ExchangeFilter
+from aiestack.stores.sql import SqlExchangeStore
+
+from .test_console_queries import T0, newest_first, sample, walk
+
+pytestmark = pytest.mark.integration
+
+PG_URL = os.environ.get("AIESTACK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_store() -> Iterator[SqlExchangeStore]:
+    """A store in a fresh schema of the test database (dropped afterwards)."""
+    admin = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3}, poolclass=sa.pool.NullPool)
+    schema = f"aiestack_console_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable at {PG_URL} ({exc.orig}); set AIESTACK_TEST_POSTGRES_URL")
+    store = SqlExchangeStore(sa.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"}))
+    try:
+        store.migrate()
+        store.write_exchanges(sample())
+        yield store
+    finally:
+        store.close()
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.mark.parametrize(
+    "flt",
+    [ExchangeFilter(), ExchangeFilter(model="m-large", min_tokens=100), ExchangeFilter(guard_action="any"),
+     ExchangeFilter(route="support", cached=True)],
+)
+def test_pages_on_postgres(pg_store: SqlExchangeStore, flt: ExchangeFilter) -> None:
+    expected = newest_first([r for r in sample() if queries.matches(r, flt)])
+    assert [i for p in walk(pg_store, flt, 5) for i in p] == expected
+    small = [i for p in walk_window(pg_store, flt) for i in p]
+    assert small == expected
+
+
+def walk_window(store: SqlExchangeStore, flt: ExchangeFilter) -> list[list[str]]:
+    pages, after = [], None
+    while True:
+        page = queries.list_page(store, flt, after=after, limit=3, scan_window=7)
+        pages.append([r.id for r in page.records])
+        if page.next is None:
+            return pages
+        after = queries.Cursor.decode(page.next.encode())
+
+
+def test_pickers_days_and_series_on_postgres(pg_store: SqlExchangeStore) -> None:
+    assert queries.distinct_values(pg_store)["route"] == ["search", "support"]
+    assert queries.day_counts(pg_store, since=T0 - 86400, until=T0 + 2 * 86400) == {
+        "2025-10-09": sum(1 for r in sample() if r.created_at < 1_760_054_400),
+        **({"2025-10-10": n} if (n := sum(1 for r in sample() if r.created_at >= 1_760_054_400)) else {}),
+    }
+    buckets = queries.series(pg_store, since=T0, until=T0 + 7200, width_s=3600)
+    assert sum(b.requests for b in buckets) == sum(1 for r in sample() if T0 <= r.created_at < T0 + 7200)
