@@ -339,12 +339,14 @@ def base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("AIESTACK_", "LITELLM_", "OPENAI_"))}
 
 
-def aiestack_cmd(work: Path, port: int, mock_port: int) -> tuple[list[str], dict[str, str]]:
+def aiestack_cmd(
+    work: Path, port: int, mock_port: int, extra_toml: str = ""
+) -> tuple[list[str], dict[str, str]]:
     config = work / "aiestack.toml"
     config.write_text(
         f'default_model = "{GATEWAY_MODEL}"\nembedded_model = false\n'
         f'[models.{GATEWAY_MODEL}]\nprovider = "openai"\nmodel = "{UPSTREAM_MODEL}"\n'
-        f'base_url = "http://{HOST}:{mock_port}/v1"\napi_key_env = ""\n',
+        f'base_url = "http://{HOST}:{mock_port}/v1"\napi_key_env = ""\n{extra_toml}\n',
         encoding="utf-8",
     )
     env = base_env() | {"AIESTACK_CONFIG": str(config), "AIESTACK_DATA_DIR": str(work / "aiestack-data")}
@@ -476,6 +478,12 @@ def main() -> int:
         help="virtualenv holding litellm[proxy] (created on first use)",
     )
     parser.add_argument("--skip-litellm", action="store_true", help="measure aiestack and the baseline only")
+    parser.add_argument(
+        "--aiestack-toml",
+        default="",
+        help="extra aiestack.toml lines, for diagnosis (e.g. '[feedback]\\nimplicit = false'); "
+        "the published figures use none",
+    )
     args = parser.parse_args()
     if args.role == "mock":
         run_mock(args.port)
@@ -490,7 +498,7 @@ def main() -> int:
             process(mock_cmd, env=base_env(), log=work / "mock.log", ready_url=None, name="mock")
         )
         time.sleep(0.5)
-        cmd, env = aiestack_cmd(work, ours_port, mock_port)
+        cmd, env = aiestack_cmd(work, ours_port, mock_port, args.aiestack_toml.replace("\\n", "\n"))
         pids = {
             "aiestack": stack.enter_context(
                 process(

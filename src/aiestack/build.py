@@ -9,33 +9,46 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from aiestack.errors import ConfigError
+from aiestack.cache.setup import build_cache_stage
+from aiestack.context.contextual import ContextCache
+from aiestack.errors import AiestackError, ConfigError
+from aiestack.feedback.signals import Signals
 from aiestack.gateway.breaker import BreakerBoard
-from aiestack.gateway.keys import Authenticator, KeyService
+from aiestack.gateway.keys import ADMIN_TENANT, Authenticator, KeyService
 from aiestack.gateway.limits import Limits
 from aiestack.gateway.routes import RouteTable, build_route_table
+from aiestack.gateway.semantic_router import build_route_stage
+from aiestack.guardrails import build_guardrails
 from aiestack.metrics import Metrics
 from aiestack.models.base import ChatModel, EmbeddingModel, Health
 from aiestack.models.pricing import Price, PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
 from aiestack.pipeline import Pipeline, Stage
 from aiestack.plugins import ProviderSpec, plugin_manager, provider_specs
+from aiestack.prompts.registry import PromptRegistry, PromptSpec
+from aiestack.prompts.stage import Prompt, route_prompt_specs
 from aiestack.settings import EMBEDDED_MODEL, Settings, config_error, load_settings
 from aiestack.stages.generate import Generate
 from aiestack.stages.trace import Trace
 from aiestack.stores.base import EmbeddingCacheStore, ExchangeStore, KeyStore, SpendSource, UsageStore
+from aiestack.stores.documents import DocumentStore
+from aiestack.stores.feedback import FeedbackStore
 from aiestack.stores.kv import KV
 from aiestack.stores.open import open_exchange_store
+from aiestack.stores.prompts import PromptStore
 from aiestack.stores.writer import BatchWriter
 from aiestack.tracing import Tracing
 from aiestack.types import ChatRequest, Exchange
+
+if TYPE_CHECKING:
+    from aiestack.context.stage import CheckContext, Context
 
 
 @dataclass
@@ -55,7 +68,10 @@ class Stack:
     kv: KV
     keys: KeyService
     auth: Authenticator
+    prompts: PromptRegistry | None = None  # None: the store cannot hold prompts
+    signals: Signals | None = None  # None: implicit feedback is off
     _embeddings: EmbeddingModel | None = field(default=None, repr=False)
+    _documents: DocumentStore | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -64,6 +80,13 @@ class Stack:
         if self._embeddings is None:
             self._embeddings = build_embeddings(self.settings, self.store)
         return self._embeddings
+
+    @property
+    def documents(self) -> DocumentStore:
+        """The document store (collections, chunks, term and vector indexes), opened and migrated on first use."""
+        if self._documents is None:
+            self._documents = build_documents(self.settings)
+        return self._documents
 
     async def run(self, exchange: Exchange) -> Exchange:
         """Send one exchange through the pipeline."""
@@ -98,14 +121,22 @@ class Stack:
             return
         self._closed = True
         try:
+            if self.signals is not None:
+                await self.signals.drain()
             await self.models.aclose()
             if self._embeddings is not None:
                 await self._embeddings.aclose()
             await self.kv.aclose()
+            for stage in self.pipeline.stages:  # stages that hold connections (the cache's Redis)
+                closer = getattr(stage, "aclose", None)
+                if closer is not None:
+                    await closer()
         finally:
             self.tracing.shutdown()
             await asyncio.to_thread(self.writer.close)
             self.store.close()
+            if self._documents is not None:
+                self._documents.close()
 
 
 def build_models(
@@ -181,6 +212,47 @@ def build_embeddings(settings: Settings, store: object) -> EmbeddingModel:
     return model
 
 
+def build_documents(settings: Settings) -> DocumentStore:
+    """The document store beside the exchange store: embedded (SQLite + indexes in the data dir) or PostgreSQL."""
+    from aiestack.stores.documents_open import open_document_store
+
+    store = open_document_store(settings.store_url)
+    store.migrate()
+    return store
+
+
+def build_context_cache(settings: Settings) -> ContextCache:
+    """Where contextual retrieval keeps its contexts: the store's database (migrated), or memory for memory://."""
+    if settings.store_url.split("://", 1)[0].lower() == "memory":
+        from aiestack.context.contextual import MemoryContextCache
+
+        return MemoryContextCache()
+    from aiestack.stores.sql.context_cache import SqlContextCache
+
+    return SqlContextCache(settings.store_url)
+
+
+def build_context(
+    routes: RouteTable,
+    registry: ModelRegistry,
+    stack: Callable[[], Stack],
+    *,
+    check_context: CheckContext | None = None,
+) -> Context:
+    """The Context (RAG) stage: every ``[routes.NAME.rag]`` validated now; stores opened on first use."""
+    from aiestack.context.config import build_rag_routes
+    from aiestack.context.stage import Context
+
+    plans = build_rag_routes({name: routes.config(name) for name in routes}, registry)
+    return Context(
+        plans,
+        documents=lambda: stack().documents,
+        embeddings=lambda: stack().embeddings,
+        check_context=check_context,
+        admin_tenant=ADMIN_TENANT,
+    )
+
+
 def build_kv(settings: Settings) -> KV:
     """Redis when ``gateway.redis_url`` is set (limits exact across processes), else in-process."""
     if settings.gateway.redis_url:
@@ -209,6 +281,72 @@ def _gateway_stores(store: ExchangeStore) -> tuple[KeyStore, UsageStore, SpendSo
         f"the store {type(store).__name__} cannot hold API keys and usage",
         "use the SQLite, PostgreSQL or memory store (or a plugin store that implements KeyStore and UsageStore)",
     )
+
+
+def _feedback_and_prompts(
+    settings: Settings, store: ExchangeStore, routes: RouteTable
+) -> tuple[PromptRegistry | None, dict[str, PromptSpec], Signals | None]:
+    """The prompt registry, the routes' prompt specs (validated) and the implicit-signal stage."""
+    specs = route_prompt_specs({name: routes.config(name).prompt for name in routes})
+    prompts = PromptRegistry(store, ttl_s=settings.prompts.label_cache_s) if isinstance(store, PromptStore) else None
+    if specs and prompts is None:
+        raise ConfigError(
+            f"routes.{next(iter(specs))}.prompt",
+            f"the store {type(store).__name__} cannot hold prompts",
+            "use the SQLite, PostgreSQL or memory store, or remove the route's prompt",
+        )
+    signals = None
+    if settings.feedback.implicit and isinstance(store, FeedbackStore):
+        signals = Signals(store, window_s=settings.feedback.window_s)
+    return prompts, specs, signals
+
+
+def _cache_and_router(
+    settings: Settings,
+    store: ExchangeStore,
+    routes: RouteTable,
+    registry: ModelRegistry,
+    metrics: Metrics,
+    prompts: PromptRegistry | None,
+    prompt_specs: Mapping[str, PromptSpec],
+    stack: Callable[[], Stack],
+    *,
+    between: Sequence[Stage] = (),
+) -> list[Stage]:
+    """The Cache stage, ``between`` (the output guard), then the Route (semantic router) stage; each only when configured.
+
+    A route's cached answers are keyed on its config hash, the versions its prompt references
+    name now, and its collection's version, so a new prompt version or a re-ingest invalidates them.
+    """
+
+    def fingerprint(route: str) -> str:
+        parts: list[object] = []
+        spec = prompt_specs.get(route)
+        if spec is not None and prompts is not None:
+            for ref, _ in spec.arms:
+                try:
+                    parts.append(f"{ref}={prompts.get(ref).version}")
+                except AiestackError:
+                    parts.append(f"{ref}=?")
+        collection = routes.config(route).collection if route in routes else None
+        if collection:
+            info = stack().documents.get_collection(collection)
+            parts.append(f"{collection}={info.version if info is not None else 0}")
+        return ",".join(map(str, parts))
+
+    embeddings = lambda: stack().embeddings  # noqa: E731 - built on first use, shared with the stack
+    cache = build_cache_stage(
+        settings,
+        engine=getattr(store, "engine", None),
+        embeddings=embeddings,
+        metrics=metrics,
+        fingerprint=fingerprint,
+        semantic_ready=lambda: stack()._embeddings is not None,  # loaded by `serve`, RAG or the router
+    )
+    router = build_route_stage(
+        settings.router, routes, embeddings, default_model=settings.default_model, models=[e.name for e in registry]
+    )
+    return [*([cache] if cache is not None else []), *between, *([router] if router is not None else [])]
 
 
 def build_stack(
@@ -243,16 +381,35 @@ def build_stack(
     limits = Limits(
         key_store, kv, spend, metrics=metrics, key_cache_ttl_s=gw.key_cache_ttl_s, default_output_tokens=gw.default_output_tokens
     )
+    prompts, prompt_specs, signals = _feedback_and_prompts(settings, store, routes)
+    built: list[Stack] = []  # the stack below: the Context stage opens its stores through it, on first use
+    guards = build_guardrails(
+        settings.guards.model_dump(),
+        {name: {"guards": routes.config(name).guards} for name in routes},
+        registry=registry,
+        embeddings=lambda: built[0].embeddings,
+        metrics=metrics,
+    )
     stages: list[Stage] = [
-        Trace(tracing, metrics=metrics),
+        Trace(tracing, metrics=metrics, redact=guards.redact),
         limits,
+        *([signals] if signals is not None else []),
+        guards.input,
         *extra_stages,
+        *_cache_and_router(
+            settings, store, routes, registry, metrics, prompts, prompt_specs, lambda: built[0], between=[guards.output]
+        ),
+        *([Prompt(prompts, prompt_specs)] if prompts is not None and prompt_specs else []),
+        build_context(routes, registry, lambda: built[0], check_context=guards.context),
         Generate(registry, prices, routes=routes, breakers=breakers, metrics=metrics),
     ]
     pipeline = Pipeline(stages, observer=tracing)
-    return Stack(
+    stack = Stack(
         settings, store, writer, tracing, metrics, registry, prices, pipeline, routes, breakers, kv, keys, auth
     )
+    stack.prompts, stack.signals = prompts, signals
+    built.append(stack)
+    return stack
 
 
 @asynccontextmanager

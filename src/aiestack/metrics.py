@@ -115,6 +115,24 @@ class Metrics:
             ("route", "kind"),
             registry=r,
         )
+        self.cache_lookups = Counter(
+            "aiestack_cache_lookups",
+            "Cache lookups by cache kind (exact / semantic) and result (hit / miss / rejected by the verifier).",
+            ("route", "kind", "result"),
+            registry=r,
+        )
+        self.cache_saved_usd = Counter(
+            "aiestack_cache_saved_usd",
+            "Provider cost that cache hits saved (USD: what the cached answer cost when it was made).",
+            ("route", "kind"),
+            registry=r,
+        )
+        self.cache_saved_tokens = Counter(
+            "aiestack_cache_saved_tokens",
+            "Tokens (input + output) that cache hits saved.",
+            ("route", "kind"),
+            registry=r,
+        )
         self.guard_actions = Counter(
             "aiestack_guard_actions",
             "Guardrail verdicts other than allow, by guard, action and direction (input / output).",
@@ -188,6 +206,17 @@ class Metrics:
 
     def guard_action(self, guard: str, action: str, *, direction: Literal["input", "output"]) -> None:
         self.guard_actions.labels(self._cap("guard", guard), self._cap("action", action), direction).inc()
+
+    def cache_lookup(self, route: str | None, kind: str, result: str) -> None:
+        """One cache lookup; hit rate = hits / all lookups of a kind."""
+        cap = self._cap
+        self.cache_lookups.labels(cap("route", route), cap("cache_kind", kind), cap("cache_result", result)).inc()
+
+    def cache_saved(self, route: str | None, kind: str, usd: float, tokens: int) -> None:
+        """What a cache hit saved: the cost and the tokens of the answer it served."""
+        labels = (self._cap("route", route), self._cap("cache_kind", kind))
+        self.cache_saved_usd.labels(*labels).inc(max(usd, 0.0))
+        self.cache_saved_tokens.labels(*labels).inc(max(tokens, 0))
 
     def limit_rejection(self, limit: str) -> None:
         self.limit_rejections.labels(self._cap("limit", limit)).inc()

@@ -76,6 +76,85 @@ class GatewaySettings(_Section):
     )
 
 
+class CacheSettings(_Section):
+    """``[cache]``: the exact and semantic answer caches (defaults for every route; see docs/caching.md)."""
+
+    enabled: bool = Field(default=True, description="Serve repeated requests from the cache (deterministic ones by default).")
+    exact: bool = Field(default=True, description="The exact cache: same route, tenant, messages and parameters.")
+    semantic: bool = Field(default=True, description="The semantic cache: the same last question in other words.")
+    backend: Literal["auto", "memory", "sql", "redis"] = Field(
+        default="auto", description="auto: Redis if redis_url (or gateway.redis_url) is set, else the SQL store, else memory."
+    )
+    redis_url: str = Field(default="", description="Redis for cache entries; empty: gateway.redis_url.")
+    ttl_s: float = Field(default=86400.0, gt=0, description="How long an answer stays in the cache.")
+    threshold: float = Field(default=0.80, ge=-1, le=1, description="Least cosine similarity for a semantic hit (all-MiniLM-L6-v2 scale).")
+    verify: bool = Field(default=True, description="Check semantic candidates for negations, numbers, entities, antonyms.")
+    substitution_margin: float = Field(
+        default=0.06, ge=0, le=1, description="Extra similarity a candidate needs when a content word was swapped."
+    )
+    deterministic_only: bool = Field(
+        default=True, description="Cache only temperature-0 requests (a route or request may opt in otherwise)."
+    )
+    store_flagged: bool = Field(default=False, description="Also cache answers an output guard flagged.")
+    semantic_max_chars: int = Field(
+        default=400, ge=1, description="Longer last user turns (documents, templated prompts) are cached exactly only."
+    )
+    max_entries: int = Field(default=100_000, ge=1, description="Entries the memory backend keeps (oldest dropped first).")
+    sync_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the semantic index reads entries other processes added (SQL, Redis)."
+    )
+
+
+class RouterSettings(_Section):
+    """``[router]``: the semantic router, picking a route by the meaning of the request."""
+
+    model: str = Field(default="auto", description="The model name that asks for semantic routing.")
+    default_route: str = Field(default="", description="The route (or model) when none matches; empty: default_model.")
+    method: Literal["max", "centroid"] = Field(
+        default="centroid", description="Score a route by its most similar example, or by the centroid of its examples."
+    )
+    threshold: float = Field(default=0.5, ge=-1, le=1, description="Threshold of routes that set none.")
+
+
+class FeedbackSettings(_Section):
+    """``[feedback]``: implicit feedback from conversations (see docs/feedback.md)."""
+
+    implicit: bool = Field(
+        default=True, description="Record regenerations, edited resends, early stops and complaints as implicit feedback."
+    )
+    window_s: float = Field(default=3600.0, gt=0, description="How far back a regeneration or edit is matched to its answer.")
+
+
+class PromptSettings(_Section):
+    """``[prompts]``: the prompt registry (see docs/prompts.md)."""
+
+    label_cache_s: float = Field(
+        default=1.0, ge=0, le=60, description="How long a label lookup is cached: a moved label applies within this time."
+    )
+
+
+_GuardEntry = str | dict[str, Any]
+
+
+class GuardSettings(_Section):
+    """``[guards]``: the default guardrail policy (a route may override it; see docs/guardrails.md).
+
+    Each guard is an action (block | redact | flag | retry | off) or a table with ``action`` and options,
+    e.g. ``injection = { action = "block", threshold = 0.7 }``.
+    """
+
+    enabled: bool = Field(default=True, description="Run the guardrails at all.")
+    pii: _GuardEntry = Field(default="redact", description="PII in the request: redacted to placeholders, restored in the answer.")
+    secrets: _GuardEntry = Field(default="redact", description="API keys, tokens and private keys in the request.")
+    injection: _GuardEntry = Field(default="block", description="Prompt injection / jailbreak in the last user turn (threshold 0.5).")
+    context_injection: _GuardEntry = Field(default="block", description="Indirect injection in retrieved chunks: block drops the chunk.")
+    topics: _GuardEntry = Field(default="off", description="Banned terms and topics (give terms = [...] or topics = {...}).")
+    pii_leak: _GuardEntry = Field(default="redact", description="PII in the answer.")
+    canary: _GuardEntry = Field(default="block", description="System-prompt leak, detected with a canary token.")
+    json_schema: _GuardEntry = Field(default="retry", description="Answers to JSON requests must parse and validate; retry re-asks.")
+    grounding: _GuardEntry = Field(default="flag", description="Answers with retrieved context: share supported by it (threshold 0.5).")
+
+
 class PriceSettings(_Section):
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
@@ -99,6 +178,11 @@ class Settings(BaseSettings):
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    guards: GuardSettings = Field(default_factory=GuardSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    prompts: PromptSettings = Field(default_factory=PromptSettings)
     models: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Named models: [models.NAME] with provider = llama_cpp|openai|anthropic|fake."
     )

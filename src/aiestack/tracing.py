@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import Token
 from types import TracebackType
@@ -35,7 +36,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import format_span_id, format_trace_id
 
 from aiestack.settings import TracingSettings
@@ -158,6 +159,7 @@ def to_json(value: Any) -> str:
 
 # --------------------------------------------------------------------------- span → SpanRecord
 
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _STATUS: dict[StatusCode, Literal["ok", "error", "unset"]] = {
     StatusCode.OK: "ok",
     StatusCode.ERROR: "error",
@@ -223,6 +225,13 @@ class _SinkProcessor(SpanProcessor):
         except Exception:
             self.report_drop("span")
 
+    def submit(self, record: SpanRecord) -> None:
+        """Hand over a span recorded without the SDK (see :class:`_LightSpan`)."""
+        try:
+            self._sink.submit_span(record)
+        except Exception:
+            self.report_drop("span")
+
     def report_drop(self, what: str) -> None:
         with self._lock:
             self.dropped += 1
@@ -234,6 +243,121 @@ class _SinkProcessor(SpanProcessor):
 
 
 # --------------------------------------------------------------------------- the Tracing object
+
+
+def exception_type(exc: BaseException) -> str:
+    """``exception.type`` as the OpenTelemetry SDK writes it: the qualified name, module first unless builtin."""
+    module, qualname = type(exc).__module__, type(exc).__qualname__
+    return f"{module}.{qualname}" if module and module != "builtins" else qualname
+
+
+class _LightSpan(Span):
+    """A span recorded straight into a :class:`SpanRecord`, without the SDK's span machinery.
+
+    The SDK span costs tens of microseconds to start and end (attribute validation under a lock,
+    sampling, a readable copy for the processors), paid for the root and every stage of every
+    request. When aiestack's own sink is the only reader of spans (no OTLP endpoint, no added
+    processor), :meth:`Tracing.start_span` makes this instead: a real :class:`~opentelemetry.trace.Span` with a real
+    :class:`SpanContext` in the trace of its parent, so spans opened inside the stage (by the SDK
+    tracer or by another stage) nest under it exactly as before, and the stored record is the one
+    :func:`span_record` would have made (the first exception folded into ``exception.type`` /
+    ``exception.message``, the status code, the attributes).
+    """
+
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_end_ns",
+        "_exception",
+        "_name",
+        "_parent",
+        "_sink",
+        "_start_ns",
+        "_status",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        attributes: dict[str, Any],
+        sink: _SinkProcessor,
+    ) -> None:
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._attributes = attributes
+        self._sink = sink
+        self._status: Literal["ok", "error", "unset"] = "unset"
+        self._exception: tuple[Any, Any] | None = None
+        self._end_ns: int | None = None
+        self._start_ns = time.time_ns()
+
+    @property
+    def attributes(self) -> Mapping[str, Any]:
+        return self._attributes
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return self._end_ns is None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._end_ns is None:
+            self._attributes[key] = list(value) if isinstance(value, tuple | list) else value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        for key, value in attributes.items():
+            self.set_attribute(key, value)
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        if name == "exception" and attributes and self._exception is None and self._end_ns is None:
+            self._exception = (attributes.get("exception.type"), attributes.get("exception.message"))
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Any = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        if self._exception is None and self._end_ns is None:
+            self._exception = (exception_type(exception), str(exception))
+
+    def update_name(self, name: str) -> None:
+        if self._end_ns is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        # As the SDK: once OK, a status is final; UNSET never overrides.
+        code = status.status_code if isinstance(status, Status) else status
+        if self._end_ns is None and self._status != "ok" and code is not StatusCode.UNSET:
+            self._status = _STATUS[code]
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end_ns is not None:
+            return
+        self._end_ns = end_time if end_time is not None else time.time_ns()
+        attributes = self._attributes
+        if self._exception is not None:
+            attributes.setdefault("exception.type", self._exception[0])
+            attributes.setdefault("exception.message", self._exception[1])
+        exchange_id = attributes.get(EXCHANGE_ID)
+        self._sink.submit(
+            SpanRecord(
+                trace_id=format_trace_id(self._context.trace_id),
+                span_id=format_span_id(self._context.span_id),
+                parent_id=format_span_id(self._parent.span_id) if self._parent is not None else None,
+                name=self._name,
+                start_ns=self._start_ns,
+                end_ns=self._end_ns,
+                status=self._status,
+                attributes=attributes,
+                exchange_id=exchange_id if isinstance(exchange_id, str) else None,
+            )
+        )
 
 
 class _StageSpan:
@@ -296,8 +420,11 @@ class Tracing:
         )
         self._processor = _SinkProcessor(sink)
         self._provider.add_span_processor(self._processor)
+        # Spans skip the SDK while the store is their only reader (see _LightSpan).
+        self._light_spans = settings.enabled
         if settings.enabled and settings.otlp_endpoint:
             self._provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(settings.otlp_endpoint)))
+            self._light_spans = False
         self.tracer: trace.Tracer = self._provider.get_tracer("aiestack")
         self._closed = False
 
@@ -318,17 +445,39 @@ class Tracing:
         """
         if name == TRACE_STAGE:
             return _NullStage()
-        span = self.tracer.start_span(
-            STAGE_SPAN_PREFIX + name,
-            kind=SpanKind.INTERNAL,
-            attributes={STAGE: name, EXCHANGE_ID: ex.id},
-            record_exception=False,
-            set_status_on_exception=False,
+        return _StageSpan(
+            self.start_span(
+                STAGE_SPAN_PREFIX + name, kind=SpanKind.INTERNAL, attributes={STAGE: name, EXCHANGE_ID: ex.id}
+            )
         )
-        return _StageSpan(span)
+
+    def start_span(self, name: str, *, kind: SpanKind, attributes: dict[str, Any] | None) -> Span:
+        """Start a span, a child of the current one (not made current; not ended on exceptions).
+
+        While this app's store is the only reader of its spans, the span is a :class:`_LightSpan`;
+        otherwise it is the SDK's, which every added processor and the OTLP exporter see.
+        """
+        if not self._light_spans:
+            return self.tracer.start_span(
+                name, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
+            )
+        parent: SpanContext | None = trace.get_current_span().get_span_context()
+        ids = self._provider.id_generator
+        if parent is not None and not parent.is_valid:
+            parent = None
+        context = SpanContext(
+            parent.trace_id if parent is not None else ids.generate_trace_id(),
+            ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=_SAMPLED,
+        )
+        return _LightSpan(
+            name, context, parent, span_attributes(attributes) if attributes else {}, self._processor
+        )
 
     def add_processor(self, processor: SpanProcessor) -> None:
         """Send this app's spans to one more processor too (a console exporter, a plugin's back end)."""
+        self._light_spans = False  # that processor must see every span, as the SDK makes them
         self._provider.add_span_processor(processor)
 
     def submit_exchange(self, record: ExchangeRecord) -> None:

@@ -55,7 +55,7 @@ def test_every_key_the_example_mentions_exists(workdir: Path) -> None:
         known |= set(Settings.model_fields[section].annotation.model_fields)  # type: ignore[union-attr]
     from aiestack.gateway.routes import BreakerConfig, RouteConfig
 
-    for section in ("gateway",):
+    for section in ("gateway", "cache", "router"):
         known |= set(Settings.model_fields[section].annotation.model_fields)  # type: ignore[union-attr]
     for cfg in (OpenAIModelConfig, AnthropicModelConfig, LlamaCppModelConfig, RouteConfig, BreakerConfig):
         known |= set(cfg.model_fields)

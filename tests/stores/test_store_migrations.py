@@ -27,6 +27,9 @@ EXPECTED_INDEXES = {
         "ix_exchanges_tenant_created_at": ["tenant", "created_at"],
         "ix_exchanges_trace_id": ["trace_id"],
         "ix_exchanges_key_id_created_at": ["key_id", "created_at"],
+        "ix_exchanges_route_created_at": ["route", "created_at"],
+        "ix_exchanges_outcome_created_at": ["outcome", "created_at"],
+        "ix_exchanges_guard_action_created_at": ["guard_action", "created_at"],
     },
     "spans": {
         "ix_spans_trace_id_start_ns": ["trace_id", "start_ns"],
@@ -56,6 +59,17 @@ def _check_migrated_schema(store: SqlExchangeStore) -> None:
             "api_keys",
             "eval_runs",
             "eval_results",
+            # 0004: document stores
+            "collections",
+            "documents",
+            "chunks",
+            "context_cache",  # 0004: contextual retrieval
+            "cache_entries",  # 0005: the exact and semantic answer caches
+            # 0006: feedback and prompts
+            "feedback",
+            "conversation_turns",
+            "prompt_versions",
+            "prompt_labels",
         }
         columns = {t: [c["name"] for c in inspector.get_columns(t)] for t in EXPECTED_INDEXES}
         indexes = {
@@ -208,8 +222,8 @@ def test_the_migrations_ship_with_the_package_and_form_one_line() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
     scripts = ScriptDirectory.from_config(alembic_config())
-    assert scripts.get_heads() == ["0003"]
-    assert [s.revision for s in scripts.walk_revisions()] == ["0003", "0002", "0001"]
+    assert scripts.get_heads() == ["0007"]
+    assert [s.revision for s in scripts.walk_revisions()] == ["0007", "0006", "0005", "0004", "0003", "0002", "0001"]
 
 
 @pytest.mark.unit

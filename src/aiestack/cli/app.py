@@ -12,7 +12,7 @@ from aiestack.errors import AiestackError
 
 def build_app() -> typer.Typer:
     """A fresh CLI with every command registered; each command lives in its own module."""
-    from aiestack.cli import chat, evals, init, keys, logs, models, serve, usage
+    from aiestack.cli import chat, evals, ingest, init, keys, logs, models, search, serve, usage
 
     app = typer.Typer(
         name="aiestack",
@@ -21,8 +21,15 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
-    for module in (init, serve, models, chat, logs, keys, usage, evals):
+    for module in (init, serve, models, chat, logs, keys, usage, evals, ingest, search):
         module.register(app)
+    from aiestack.cli import feedback, prompts
+
+    for module in (feedback, prompts):
+        module.register(app)
+    from aiestack.cli import routes
+
+    routes.register(app)
     return app
 
 

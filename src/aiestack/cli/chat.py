@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from aiestack.errors import InvalidRequest
+from aiestack.errors import AiestackError, GuardrailBlocked, InvalidRequest
 from aiestack.streams import Accumulator
 from aiestack.types import ChatRequest, Completion, Message, Params, ResponseFormat
 
@@ -111,7 +111,9 @@ def register(app: typer.Typer) -> None:
         async def run() -> Completion:
             async with open_stack(settings) as stack:
                 ex = await stack.chat(request)
-                assert ex.completion is not None and ex.completion.stream is not None
+                if ex.completion is None:  # a stage ended the request (e.g. a guardrail blocked it)
+                    raise ex.error or AiestackError("The pipeline ended without an answer.")
+                assert ex.completion.stream is not None
                 acc = Accumulator(ex.completion)
                 async for delta in ex.completion.stream:
                     acc.add(delta)
@@ -126,6 +128,12 @@ def register(app: typer.Typer) -> None:
 
         try:
             final = asyncio.run(run())
+        except GuardrailBlocked as exc:
+            if exc.guard != "json_schema":
+                raise
+            sys.stdout.write("\n")
+            err.print(f"[red]The answer does not validate against the schema:[/] {exc.message}")
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("\n[yellow]interrupted[/]")
             raise typer.Exit(130) from None

@@ -21,6 +21,9 @@ def register(app: typer.Typer) -> None:
         no_args_is_help=True,
     )
     app.add_typer(evals, name="eval")
+    from aiestack.cli import eval_retrieval
+
+    eval_retrieval.register(evals)
 
     @evals.command("run")
     def run(
@@ -207,8 +210,9 @@ def _report(
 ) -> bool:
     """Print the leaderboard, the comparison and gates; write the HTML report. True when a gate failed."""
     from aiestack.errors import NotFound
+    from aiestack.evals.compare import stored_ranking
     from aiestack.evals.gates import compare, gates_from_summary, parse_gate
-    from aiestack.evals.report import comparison_tables, leaderboard
+    from aiestack.evals.report import comparison_tables, leaderboard, ranking_tables
     from aiestack.evals.report_html import render_html
     from aiestack.evals.summary import summaries_from_run
 
@@ -231,6 +235,10 @@ def _report(
     summaries = summaries_from_run(run.summary)
     console = Console()
     console.print(leaderboard(summaries, info, f"{run.suite} — run {run.id}"))
+    compared = stored_ranking(run.summary)
+    if compared is not None:
+        for table in ranking_tables(*compared):
+            console.print(table)
     results = store.eval_results(run.id)
     gates = [*gates_from_summary(run.summary), *(parse_gate(g) for g in gate_texts)]
     orientation = {

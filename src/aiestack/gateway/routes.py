@@ -85,6 +85,30 @@ class RouteConfig(_Table):
         default=8.0, ge=0, description="Cap on one backoff wait (and on Retry-After)."
     )
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    # The application pipeline of the route. Each wing validates its own table when the stack is
+    # built (with its own pydantic model and a ConfigError naming ``routes.NAME.<table>.<key>``),
+    # so the gateway does not need to know the wings' options.
+    collection: str | None = Field(
+        default=None, description="Answer with retrieval from this collection (RAG), citing sources."
+    )
+    rag: dict[str, Any] = Field(
+        default_factory=dict, description="[routes.NAME.rag]: retrieval mode, top_k, prompt template, rerank..."
+    )
+    prompt: str | None = Field(
+        default=None, description="A registered prompt, 'name@label' or 'name@version', used as the system prompt."
+    )
+    guards: dict[str, Any] = Field(
+        default_factory=dict, description="[routes.NAME.guards]: per guard, block|redact|flag|retry|off."
+    )
+    cache: dict[str, Any] = Field(
+        default_factory=dict, description="[routes.NAME.cache]: exact/semantic caching of this route's answers."
+    )
+    examples: list[str] = Field(
+        default_factory=list, description="Example utterances: the semantic router may pick this route for similar requests."
+    )
+    threshold: float | None = Field(
+        default=None, ge=-1, le=1, description="Least similarity for the semantic router to pick this route."
+    )
 
     @field_validator("deployments", mode="before")
     @classmethod

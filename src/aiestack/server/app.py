@@ -27,8 +27,16 @@ from starlette.responses import Response
 
 from aiestack.build import Stack
 from aiestack.errors import AiestackError
-from aiestack.server import routes_admin, routes_embeddings, routes_models, routes_openai, routes_platform
+from aiestack.server import (
+    routes_admin,
+    routes_embeddings,
+    routes_feedback,
+    routes_models,
+    routes_openai,
+    routes_platform,
+)
 from aiestack.server.bodies import invalid_body
+from aiestack.server.console.routes import mount_console
 from aiestack.server.middleware import DEFAULT_MAX_BODY_BYTES, BodyLimit, Handler, HotRoutes
 from aiestack.server.responses import aiestack_error_response, error_response
 from aiestack.server.schemas import (
@@ -41,7 +49,7 @@ from aiestack.server.schemas import (
 _log = logging.getLogger(__name__)
 
 #: Bodies the routes parse themselves; their schemas are added to the OpenAPI components.
-_BODIES = (ChatCompletionRequest, CompletionRequest, EmbeddingRequest, KeyCreateRequest)
+_BODIES = (ChatCompletionRequest, CompletionRequest, EmbeddingRequest, KeyCreateRequest, routes_feedback.FeedbackRequest)
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 
 
@@ -70,6 +78,8 @@ def create_app(
     _install_error_handlers(app)
     for module in (routes_openai, routes_embeddings, routes_models, routes_admin, routes_platform):
         app.include_router(module.router)
+    mount_console(app)  # the web console at / (after the API, so /v1, /health, /metrics keep their routes)
+    app.include_router(routes_feedback.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -20,6 +20,8 @@ from aiestack.errors import AiestackError
 #: Response headers carrying the exchange id (to attach feedback) and aiestack's own time.
 EXCHANGE_ID_HEADER = "x-aiestack-exchange-id"
 OVERHEAD_HEADER = "x-aiestack-overhead-ms"
+#: The guardrail actions taken, e.g. ``pii:redact,injection:pass`` (see docs/guardrails.md).
+GUARD_HEADER = "x-aiestack-guard"
 
 
 def dumps(obj: Any) -> bytes:

@@ -20,12 +20,16 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from aiestack.build import Stack
+from aiestack.cache.stage import CACHE_HEADER
+from aiestack.cache.stage import header_value as cache_header_value
 from aiestack.errors import AiestackError
+from aiestack.guardrails import header_value
 from aiestack.server import sse, translate
 from aiestack.server.auth import principal
 from aiestack.server.bodies import body_openapi, parse_body
 from aiestack.server.responses import (
     EXCHANGE_ID_HEADER,
+    GUARD_HEADER,
     OVERHEAD_HEADER,
     JSONBytesResponse,
     aiestack_error_response,
@@ -41,7 +45,18 @@ def _headers(ex: Exchange, completion: Completion, started: float) -> dict[str, 
         completion.timing.total_ms if completion.stream is None else completion.timing.ttft_ms
     ) or 0.0
     overhead = max(0.0, (time.perf_counter() - started) * 1000 - provider_ms)
-    return {EXCHANGE_ID_HEADER: ex.id, OVERHEAD_HEADER: f"{overhead:.3f}"}
+    return {EXCHANGE_ID_HEADER: ex.id, OVERHEAD_HEADER: f"{overhead:.3f}", **_guard_header(ex), **_cache_header(ex)}
+
+
+def _cache_header(ex: Exchange) -> dict[str, str]:
+    """``x-aiestack-cache: hit|semantic-hit|miss|bypass`` when a cache stage ran."""
+    value = cache_header_value(ex)
+    return {CACHE_HEADER: value} if value is not None else {}
+
+
+def _guard_header(ex: Exchange) -> dict[str, str]:
+    """``x-aiestack-guard: pii:redact,injection:pass,...`` from the exchange's verdicts (none: no header)."""
+    return {GUARD_HEADER: header_value(ex.verdicts)} if ex.verdicts else {}
 
 
 async def _run(stack: Stack, request: Request, chat: Callable[[], ChatRequest]) -> Exchange | Response:
@@ -54,7 +69,7 @@ async def _run(stack: Stack, request: Request, chat: Callable[[], ChatRequest]) 
         return aiestack_error_response(exc, {EXCHANGE_ID_HEADER: exchange_id})
     if ex.completion is None:  # a stage ended the request without an answer or an error
         error = ex.error or AiestackError("The pipeline ended without an answer.", hint="Check its stages.")
-        return aiestack_error_response(error, {EXCHANGE_ID_HEADER: exchange_id})
+        return aiestack_error_response(error, {EXCHANGE_ID_HEADER: exchange_id, **_guard_header(ex)})
     return ex
 
 
@@ -75,22 +90,30 @@ async def chat_completions(request: Request) -> Response:
     assert completion is not None  # _run answers for an exchange without one
     headers = _headers(ex, completion, started)
     if completion.stream is None:
+        citations = translate.rag_citations(ex, completion.text)
         return JSONBytesResponse(
-            translate.chat_completion_json(completion, exchange_id=ex.id), headers=headers
+            translate.chat_completion_json(completion, exchange_id=ex.id, citations=citations), headers=headers
         )
 
     created, model = int(time.time()), completion.model
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     usage: list[Usage] = []
+    rag = translate.is_rag(ex)
+    answer: list[str] = []  # a RAG answer's text, to mark the citations it uses on the final chunk
 
     def render(d: Delta) -> dict[str, Any] | None:
         if d.usage is not None:
             usage.append(d.usage)
+        if rag and d.text:
+            answer.append(d.text)
         if not (d.text or d.tool_calls or d.logprobs or d.finish_reason):
             return None
-        return translate.chat_chunk_json(
+        chunk = translate.chat_chunk_json(
             exchange_id=ex.id, model=model, created=created, delta=d, finish_reason=d.finish_reason
         )
+        if rag and d.finish_reason is not None:
+            chunk["citations"] = translate.rag_citations(ex, "".join(answer))
+        return chunk
 
     def last() -> dict[str, Any] | None:
         if not include_usage:

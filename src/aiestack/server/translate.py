@@ -7,6 +7,8 @@ import struct
 import time
 from typing import Any
 
+from aiestack.context.citations import citations_json
+from aiestack.context.stage import RAG_COLLECTION
 from aiestack.errors import InvalidRequest
 from aiestack.server.schemas import ChatCompletionRequest, CompletionRequest, MessageIn
 from aiestack.types import (
@@ -14,6 +16,7 @@ from aiestack.types import (
     Completion,
     ContentPart,
     Delta,
+    Exchange,
     FinishReason,
     Message,
     Params,
@@ -155,7 +158,25 @@ def _tool_calls_json(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
     ]
 
 
-def chat_completion_json(c: Completion, *, exchange_id: str, created: int | None = None) -> dict[str, Any]:
+def is_rag(ex: Exchange) -> bool:
+    """Whether ``ex`` was answered from a collection (the Context stage ran retrieval for it)."""
+    return RAG_COLLECTION in ex.attributes
+
+
+def rag_citations(ex: Exchange, answer: str | None) -> list[dict[str, Any]] | None:
+    """The ``citations`` of a RAG answer (its numbered sources, each marked ``cited``); ``None`` if not RAG."""
+    if not is_rag(ex):
+        return None
+    return citations_json(ex.hits, answer)
+
+
+def chat_completion_json(
+    c: Completion,
+    *,
+    exchange_id: str,
+    created: int | None = None,
+    citations: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     message: dict[str, Any] = {
         "role": "assistant",
         "content": c.text if c.text or not c.message.tool_calls else None,
@@ -176,6 +197,7 @@ def chat_completion_json(c: Completion, *, exchange_id: str, created: int | None
             }
         ],
         "usage": usage_json(c.usage),
+        **({"citations": citations} if citations is not None else {}),
     }
 
 

@@ -95,12 +95,10 @@ class Trace:
 
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
         start = time.perf_counter()
-        span = self._tracing.tracer.start_span(
+        span = self._tracing.start_span(
             f"{OPERATION_CHAT} {ex.request.model}",
             kind=SpanKind.CLIENT,
             attributes=self._request_attributes(ex) if self._tracing.settings.enabled else None,
-            record_exception=False,
-            set_status_on_exception=False,
         )
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
@@ -225,7 +223,8 @@ class Trace:
             trace_id=format_trace_id(ctx.trace_id) if span.is_recording() else None,
             request=request,
             response=_redacted_text(completion, self._redact) if content and completion is not None else None,
-            attributes=dict(ex.attributes),
+            attributes=_attributes(ex, content, self._redact),
+            guard_action=_strongest_action(ex),
         )
 
     def _response_attributes(
@@ -283,6 +282,57 @@ def _params(params: Params) -> dict[str, Any]:
             value = [dataclasses.asdict(v) for v in value]
         out[name] = jsonable(value)
     return out
+
+
+#: Guardrail actions from strongest to weakest; "allow" is no action.
+_ACTION_RANK = {"block": 3, "redact": 2, "flag": 1}
+
+
+def _strongest_action(ex: Exchange) -> str | None:
+    """The strongest action any guardrail took (block > redact > flag), for the indexed column."""
+    best: str | None = None
+    for verdict in ex.verdicts:
+        if _ACTION_RANK.get(verdict.action, 0) > _ACTION_RANK.get(best or "", 0):
+            best = verdict.action
+    return best
+
+
+def _attributes(ex: Exchange, content: bool, redact: Redact | None) -> dict[str, Any]:
+    """The exchange's attributes, plus its guard verdicts and retrieved chunks (for the console).
+
+    Verdicts carry no content (a finding has a kind and a label, never the matched text). A hit
+    is stored by chunk id, document, score and retriever; its text only with content tracing.
+    """
+    attributes = dict(ex.attributes)
+    if ex.verdicts:
+        attributes["verdicts"] = [
+            {
+                "guard": v.guard,
+                "action": v.action,
+                "score": v.score,
+                "latency_ms": v.latency_ms,
+                "findings": [
+                    {"kind": f.kind, "label": f.label, "start": f.start, "end": f.end, "score": f.score}
+                    for f in v.findings
+                ],
+            }
+            for v in ex.verdicts
+        ]
+    if ex.hits:
+        hits: list[dict[str, Any]] = []
+        for h in ex.hits:
+            hit: dict[str, Any] = {
+                "chunk_id": h.chunk.id,
+                "document_id": h.chunk.document_id,
+                "position": h.chunk.position,
+                "score": h.score,
+                "retriever": h.retriever,
+            }
+            if content:
+                hit["text"] = redact(h.chunk.text) if redact is not None else h.chunk.text
+            hits.append(hit)
+        attributes["hits"] = hits
+    return attributes
 
 
 def _overhead_ms(completion: Completion | None, record: ExchangeRecord, duration_ms: float) -> float | None:

@@ -47,6 +47,9 @@ class ExchangeRecord:
     request: Mapping[str, Any] = field(default_factory=dict)
     response: str | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    #: The strongest action a guardrail took (block > redact > flag), ``None`` when none acted;
+    #: a column so that the console can filter on it with an index.
+    guard_action: str | None = None
 
 
 @runtime_checkable

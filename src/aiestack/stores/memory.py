@@ -26,6 +26,7 @@ from aiestack.stores.base import (
     check_usage_groups,
     sort_usage,
 )
+from aiestack.stores.memory_feedback import MemoryFeedbackMixin
 from aiestack.types import EvalRun, SpanRecord
 
 _FLOAT32_LE = np.dtype("<f4")
@@ -37,7 +38,7 @@ def _json_copy(value: Mapping[str, Any]) -> dict[str, Any]:
     return copied
 
 
-class MemoryExchangeStore:
+class MemoryExchangeStore(MemoryFeedbackMixin):
     """Exchanges, spans, cached embeddings and virtual keys in dictionaries, guarded by one lock."""
 
     url = "memory://"
@@ -51,6 +52,7 @@ class MemoryExchangeStore:
         self._key_ids_by_hash: dict[str, str] = {}
         self._eval_runs: dict[str, EvalRun] = {}
         self._eval_results: dict[tuple[str, str, str], EvalResultRecord] = {}
+        self._init_feedback()
 
     def __repr__(self) -> str:
         return "MemoryExchangeStore()"

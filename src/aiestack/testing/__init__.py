@@ -4,4 +4,7 @@
 (it imports pytest, so it is imported only when asked for)::
 
     from aiestack.testing.conformance import ExchangeStoreConformance
+
+:mod:`aiestack.testing.feedback_conformance` holds those of feedback, conversation turns and prompts
+(``FeedbackStoreConformance``, ``PromptStoreConformance``).
 """

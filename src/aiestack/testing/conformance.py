@@ -86,6 +86,7 @@ def full_exchange(exchange_id: str = "ex_full", **changes: Any) -> ExchangeRecor
         },
         response=UNICODE_TEXT,
         attributes={"labels": {"team": "ml", "tier": 2}, "flags": [True, False, None], "score": -1.5},
+        guard_action="redact",
     )
     return dataclasses.replace(record, **changes)
 

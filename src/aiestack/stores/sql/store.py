@@ -35,6 +35,7 @@ from aiestack.stores.base import (
 from aiestack.stores.sql import migrate as migrations
 from aiestack.stores.sql import vectors
 from aiestack.stores.sql.engine import create_store_engine, parse_url, safe_url, store_errors
+from aiestack.stores.sql.feedback import SqlFeedbackMixin
 from aiestack.stores.sql.tables import api_keys, embedding_cache, eval_results, eval_runs, exchanges, spans
 from aiestack.types import EvalRun, SpanRecord
 
@@ -60,7 +61,7 @@ _EVAL_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(EvalResultRecord)
 _IN_CHUNK = 500
 
 
-class SqlExchangeStore:
+class SqlExchangeStore(SqlFeedbackMixin):
     """Exchanges, spans and the embedding cache in SQLite or PostgreSQL.
 
     ``url`` is a SQLAlchemy URL: ``sqlite:///path/to/aiestack.db`` (the directory is created) or

@@ -58,6 +58,7 @@ exchanges = sa.Table(
     sa.Column("request", JSONDocument, nullable=False),
     sa.Column("response", sa.Text(), nullable=True),
     sa.Column("attributes", JSONDocument, nullable=False),
+    sa.Column("guard_action", sa.String(), nullable=True),  # 0007: the strongest guardrail action
     # The console lists newest first, optionally for one model or tenant: each list query is an
     # index range scan (read backwards for DESC) rather than a sort of the whole table.
     sa.Index(None, "created_at"),
@@ -66,6 +67,10 @@ exchanges = sa.Table(
     sa.Index(None, "trace_id"),
     # Budgets (a key's spend since the start of the day / month) and per-key usage summaries.
     sa.Index(None, "key_id", "created_at"),
+    # 0007: the console's filters by route, outcome and guardrail action, each a range scan.
+    sa.Index(None, "route", "created_at"),
+    sa.Index(None, "outcome", "created_at"),
+    sa.Index(None, "guard_action", "created_at"),
 )
 
 spans = sa.Table(
@@ -148,4 +153,174 @@ eval_results = sa.Table(
     sa.Column("created_at", sa.Double(), nullable=False),
     # The console opens an exchange's eval results, and an eval result's exchange.
     sa.Index(None, "exchange_id"),
+)
+
+# --------------------------------------------------------------------------- 0005: answer caches
+
+cache_entries = sa.Table(
+    "cache_entries",
+    metadata,
+    # "e:<sha256>" for exact entries, "s:<sha256>" for semantic ones (see aiestack.cache).
+    sa.Column("key", sa.String(), primary_key=True),
+    sa.Column("kind", sa.String(), nullable=False),
+    sa.Column("partition", sa.String(), nullable=False),
+    sa.Column("tenant", sa.String(), nullable=False),
+    sa.Column("route", sa.String(), nullable=False),
+    sa.Column("query", sa.Text(), nullable=False),
+    sa.Column("dim", sa.Integer(), nullable=True),
+    # float32 little-endian, like embedding_cache.vector; NULL for exact entries.
+    sa.Column("vector", sa.LargeBinary(), nullable=True),
+    sa.Column("answer", JSONDocument, nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("expires_at", sa.Double(), nullable=True),
+    # The semantic index loads and follows new entries by (kind, created_at); purges by expiry.
+    sa.Index(None, "kind", "created_at"),
+    sa.Index(None, "expires_at"),
+    sa.Index(None, "tenant"),
+)
+
+# --------------------------------------------------------------------------- 0006: feedback and prompts
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.String(), primary_key=True),
+    # No foreign key to exchanges: an implicit signal can name an exchange still in the writer's queue.
+    sa.Column("exchange_id", sa.String(), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("kind", sa.String(), nullable=False),
+    sa.Column("source", sa.String(), nullable=False),
+    sa.Column("tenant", sa.String(), nullable=False),
+    sa.Column("key_id", sa.String(), nullable=True),
+    sa.Column("user", sa.String(), nullable=True),
+    sa.Column("route", sa.String(), nullable=True),
+    sa.Column("prompt", sa.String(), nullable=True),
+    sa.Column("prompt_version", sa.Integer(), nullable=True),
+    sa.Column("value", sa.Double(), nullable=True),
+    sa.Column("thumbs", sa.Integer(), nullable=True),
+    sa.Column("rating", sa.Integer(), nullable=True),
+    sa.Column("score", sa.Double(), nullable=True),
+    sa.Column("comment", sa.Text(), nullable=True),
+    sa.Column("correction", sa.Text(), nullable=True),
+    sa.Column("tags", JSONDocument, nullable=False),
+    sa.Column("detail", JSONDocument, nullable=False),
+    # The feedback page lists newest first (optionally per tenant, route or prompt version); the
+    # exchange page shows one exchange's feedback.
+    sa.Index(None, "created_at"),
+    sa.Index(None, "exchange_id"),
+    sa.Index(None, "tenant", "created_at"),
+    sa.Index(None, "route", "created_at"),
+    sa.Index(None, "prompt", "prompt_version", "created_at"),
+)
+
+conversation_turns = sa.Table(
+    "conversation_turns",
+    metadata,
+    sa.Column("exchange_id", sa.String(), primary_key=True),
+    sa.Column("conversation", sa.String(), nullable=False),
+    sa.Column("turn", sa.String(), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("tenant", sa.String(), nullable=False),
+    sa.Column("route", sa.String(), nullable=True),
+    sa.Column("prompt", sa.String(), nullable=True),
+    sa.Column("prompt_version", sa.Integer(), nullable=True),
+    sa.Column("answer", sa.String(), nullable=True),
+    # The implicit-signal detector looks up the latest turns of a conversation or of one turn.
+    sa.Index(None, "conversation", "created_at"),
+    sa.Index(None, "turn", "created_at"),
+)
+
+prompt_versions = sa.Table(
+    "prompt_versions",
+    metadata,
+    sa.Column("name", sa.String(), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True),
+    sa.Column("template", sa.Text(), nullable=False),
+    sa.Column("content_hash", sa.String(), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("variables", JSONDocument, nullable=False),
+    sa.Column("message", sa.Text(), nullable=True),
+    sa.Column("metadata", JSONDocument, nullable=False),
+)
+
+prompt_labels = sa.Table(
+    "prompt_labels",
+    metadata,
+    sa.Column("name", sa.String(), primary_key=True),
+    sa.Column("label", sa.String(), primary_key=True),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("updated_at", sa.Double(), nullable=False),
+)
+
+# --------------------------------------------------------------------------- document stores
+# The embedded (SQLite + tantivy + usearch) and PostgreSQL document stores share this layout.
+# ``chunks.key`` is the integer key of a chunk in the vector and term indexes: AUTOINCREMENT on
+# SQLite, so keys are never reused and an index can be reconciled with the records by key.
+
+#: The integer row key: BIGINT on PostgreSQL, the rowid (INTEGER PRIMARY KEY) on SQLite.
+RowKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+#: float32 little-endian bytes on SQLite; ``real[]`` on PostgreSQL (cast to pgvector's vector(dim)).
+Embedding = sa.LargeBinary().with_variant(postgresql.ARRAY(sa.REAL()), "postgresql")
+#: The chunk's tsvector on PostgreSQL; unused (NULL) on SQLite, where tantivy is the term index.
+#: Its GIN index and the per-collection HNSW indexes are PostgreSQL-only: the PostgreSQL document
+#: store creates them (``documents_postgres.py``), not the migrations.
+TermVector = sa.Text().with_variant(postgresql.TSVECTOR(), "postgresql")
+
+collections = sa.Table(
+    "collections",
+    metadata,
+    sa.Column("name", sa.String(), primary_key=True),
+    sa.Column("tenant", sa.String(), nullable=False),
+    sa.Column("embedding_model", sa.String(), nullable=False),
+    sa.Column("dim", sa.Integer(), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("version", sa.BigInteger(), nullable=False),
+    sa.Column("metadata", JSONDocument, nullable=False),
+    sa.Index(None, "tenant", "name"),
+)
+
+documents = sa.Table(
+    "documents",
+    metadata,
+    sa.Column("key", RowKey, primary_key=True, autoincrement=True),
+    sa.Column("collection", sa.String(), sa.ForeignKey("collections.name", ondelete="CASCADE"), nullable=False),
+    sa.Column("id", sa.String(), nullable=False),
+    sa.Column("source", sa.String(), nullable=False),
+    sa.Column("title", sa.String(), nullable=False),
+    sa.Column("chunks", sa.Integer(), nullable=False),
+    sa.Column("ingested_at", sa.Double(), nullable=False),
+    sa.Column("metadata", JSONDocument, nullable=False),
+    sa.UniqueConstraint("collection", "source"),
+    sa.Index(None, "collection", "id"),
+    sqlite_autoincrement=True,
+)
+
+chunks = sa.Table(
+    "chunks",
+    metadata,
+    sa.Column("key", RowKey, primary_key=True, autoincrement=True),
+    sa.Column("collection", sa.String(), nullable=False),
+    sa.Column("document_key", RowKey, sa.ForeignKey("documents.key", ondelete="CASCADE"), nullable=False),
+    sa.Column("id", sa.String(), nullable=False),
+    sa.Column("document_id", sa.String(), nullable=False),
+    sa.Column("source", sa.String(), nullable=False),
+    sa.Column("position", sa.Integer(), nullable=False),
+    sa.Column("text", sa.Text(), nullable=False),
+    sa.Column("metadata", JSONDocument, nullable=False),
+    sa.Column("embedding", Embedding, nullable=False),
+    sa.Column("tsv", TermVector, nullable=True),
+    sa.Index(None, "collection", "id"),
+    sa.Index(None, "document_key"),
+    sqlite_autoincrement=True,
+)
+
+# Contextual retrieval (0004): the situating context a model wrote for a chunk, keyed by the model
+# and "document content hash:chunk text hash", so re-ingesting a document does not ask again.
+context_cache = sa.Table(
+    "context_cache",
+    metadata,
+    sa.Column("model", sa.String(), primary_key=True),
+    sa.Column("key", sa.String(), primary_key=True),
+    sa.Column("context", sa.Text(), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
 )
