@@ -32,8 +32,8 @@ from aiestack.models.pricing import Price, PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
 from aiestack.pipeline import Pipeline, Stage
 from aiestack.plugins import ProviderSpec, plugin_manager, provider_specs
-from aiestack.prompts.registry import PromptRegistry, PromptSpec
-from aiestack.prompts.stage import Prompt, route_prompt_specs
+from aiestack.prompts.registry import PromptRegistry, PromptSpec, choose
+from aiestack.prompts.stage import Prompt, bucket, route_prompt_specs
 from aiestack.settings import EMBEDDED_MODEL, Settings, config_error, load_settings
 from aiestack.stages.generate import Generate
 from aiestack.stages.trace import Trace
@@ -42,7 +42,7 @@ from aiestack.stores.documents import DocumentStore
 from aiestack.stores.feedback import FeedbackStore
 from aiestack.stores.kv import KV
 from aiestack.stores.open import open_exchange_store
-from aiestack.stores.prompts import PromptStore
+from aiestack.stores.prompts import PROMPT_LABEL_ATTR, PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR, PromptStore
 from aiestack.stores.writer import BatchWriter
 from aiestack.tracing import Tracing
 from aiestack.types import ChatRequest, Exchange
@@ -301,6 +301,37 @@ def _feedback_and_prompts(
     return prompts, specs, signals
 
 
+def route_fingerprint(
+    routes: RouteTable,
+    prompts: PromptRegistry | None,
+    prompt_specs: Mapping[str, PromptSpec],
+    stack: Callable[[], Stack],
+) -> Callable[[str, Exchange], str]:
+    """What a route's cached answers are keyed on beyond the request: the prompt arm and its version, the collection's version.
+
+    The arm is the one the Prompt stage will choose for this exchange (an A/B split is stable per
+    user, key or conversation), so an answer made with one arm is never served to the other; a new
+    version of the prompt, or a re-ingest of the collection, invalidates the route's entries.
+    """
+
+    def fingerprint(route: str, ex: Exchange) -> str:
+        parts: list[str] = []
+        spec = prompt_specs.get(route)
+        if spec is not None and prompts is not None:
+            ref = choose(spec, bucket(ex))
+            try:
+                parts.append(f"{ref}={prompts.get(ref).version}")
+            except AiestackError:
+                parts.append(f"{ref}=?")
+        collection = routes.config(route).collection if route in routes else None
+        if collection:
+            info = stack().documents.get_collection(collection)
+            parts.append(f"{collection}={info.version if info is not None else 0}")
+        return ",".join(parts)
+
+    return fingerprint
+
+
 def _cache_and_router(
     settings: Settings,
     store: ExchangeStore,
@@ -319,21 +350,7 @@ def _cache_and_router(
     name now, and its collection's version, so a new prompt version or a re-ingest invalidates them.
     """
 
-    def fingerprint(route: str) -> str:
-        parts: list[object] = []
-        spec = prompt_specs.get(route)
-        if spec is not None and prompts is not None:
-            for ref, _ in spec.arms:
-                try:
-                    parts.append(f"{ref}={prompts.get(ref).version}")
-                except AiestackError:
-                    parts.append(f"{ref}=?")
-        collection = routes.config(route).collection if route in routes else None
-        if collection:
-            info = stack().documents.get_collection(collection)
-            parts.append(f"{collection}={info.version if info is not None else 0}")
-        return ",".join(map(str, parts))
-
+    fingerprint = route_fingerprint(routes, prompts, prompt_specs, stack)
     embeddings = lambda: stack().embeddings  # noqa: E731 - built on first use, shared with the stack
     cache = build_cache_stage(
         settings,
@@ -342,6 +359,7 @@ def _cache_and_router(
         metrics=metrics,
         fingerprint=fingerprint,
         semantic_ready=lambda: stack()._embeddings is not None,  # loaded by `serve`, RAG or the router
+        carry=(PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR, PROMPT_LABEL_ATTR),  # a hit records the answer's prompt version
     )
     router = build_route_stage(
         settings.router, routes, embeddings, default_model=settings.default_model, models=[e.name for e in registry]

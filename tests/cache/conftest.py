@@ -67,7 +67,7 @@ def make_kit(
     backend = backend if backend is not None else MemoryCacheBackend()
     metrics = Metrics()
     fingerprints: dict[str, str] = {}
-    fingerprint: Fingerprint = lambda route: fingerprints.get(route, "")  # noqa: E731
+    fingerprint: Fingerprint = lambda route, ex: fingerprints.get(route, "")  # noqa: E731
     stage = CacheStage(
         ExactCache(backend),
         SemanticCache(backend, embeddings, threshold=threshold),

@@ -4,6 +4,7 @@ label moves applied without a restart, A/B arms stable per user, the version rec
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from aiestack.prompts import PromptUnavailable, TemplateError
 from aiestack.settings import PromptSettings, Settings
 from aiestack.stores.memory import MemoryExchangeStore
 from aiestack.stores.prompts import PROMPT_LABEL_ATTR, PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR
-from aiestack.types import ChatRequest, Message
+from aiestack.types import ChatRequest, Message, Params
 
 pytestmark = pytest.mark.unit
 
@@ -128,6 +129,30 @@ async def test_ab_split_is_stable_per_user_and_split_by_weight(tmp_path: Path) -
                 arms[f"user-{i}"].add(ex.attributes[PROMPT_VERSION_ATTR])
         assert all(len(versions) == 1 for versions in arms.values())  # each user stays on one arm
         assert {v for versions in arms.values() for v in versions} == {1, 2}  # both arms get traffic
+    finally:
+        await stack.aclose()
+
+
+async def test_cached_answers_never_cross_ab_arms(tmp_path: Path) -> None:
+    stack = build_stack(
+        _settings(tmp_path, "support@production:50, support@canary:50"), store=MemoryExchangeStore()
+    )
+    try:
+        assert stack.prompts is not None
+        stack.prompts.push("support", "Arm A.", label="production")
+        stack.prompts.push("support", "Arm B.", label="canary")
+        versions: dict[str, int] = {}
+        for _ in range(2):
+            for i in range(20):  # deterministic requests: the exact cache serves repeats
+                request = dataclasses.replace(ask("the same question", user=f"user-{i}"), params=Params(temperature=0))
+                ex = await stack.chat(request)
+                # every exchange, a cache hit too, records the version its answer was made with
+                assert versions.setdefault(f"user-{i}", ex.attributes[PROMPT_VERSION_ATTR]) == ex.attributes[PROMPT_VERSION_ATTR]
+        assert set(versions.values()) == {1, 2}
+        calls = fake(stack).requests
+        systems = sorted(m.text for r in calls for m in r.messages if m.role == "system")
+        assert len(calls) == 2  # one answer per arm; every other user got their own arm's answer from the cache
+        assert "Arm A." in systems[0] and "Arm B." in systems[1]
     finally:
         await stack.aclose()
 

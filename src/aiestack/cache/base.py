@@ -36,9 +36,14 @@ class CachedAnswer:
     usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = None
     exchange_id: str | None = None
+    #: Exchange attributes that describe how the answer was made (e.g. the prompt version); a hit
+    #: records them on its own exchange.
+    origin: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, completion: Completion, exchange_id: str | None = None) -> CachedAnswer:
+    def of(
+        cls, completion: Completion, exchange_id: str | None = None, origin: Mapping[str, Any] | None = None
+    ) -> CachedAnswer:
         return cls(
             text=completion.text,
             model=completion.model,
@@ -48,6 +53,7 @@ class CachedAnswer:
             usage=completion.usage,
             cost_usd=completion.cost_usd,
             exchange_id=exchange_id,
+            origin=dict(origin or {}),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -60,6 +66,7 @@ class CachedAnswer:
             "usage": [self.usage.input_tokens, self.usage.output_tokens, self.usage.cached_tokens],
             "cost_usd": self.cost_usd,
             "exchange_id": self.exchange_id,
+            "origin": dict(self.origin),
         }
 
     @classmethod
@@ -74,6 +81,7 @@ class CachedAnswer:
             usage=Usage(int(usage[0]), int(usage[1]), int(usage[2])),
             cost_usd=data.get("cost_usd"),
             exchange_id=data.get("exchange_id"),
+            origin=dict(data.get("origin") or {}),
         )
 
     def completion(self) -> Completion:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +19,7 @@ from aiestack.errors import ConfigError
 from aiestack.metrics import Metrics
 from aiestack.models.base import EmbeddingModel
 from aiestack.settings import Settings
+from aiestack.types import Exchange
 
 
 def build_backend(settings: Settings, *, engine: sa.Engine | None) -> CacheBackend:
@@ -66,13 +67,14 @@ def build_cache_stage(
     engine: sa.Engine | None,
     embeddings: Callable[[], EmbeddingModel],
     metrics: Metrics | None = None,
-    fingerprint: Callable[[str], str] | None = None,
+    fingerprint: Callable[[str, Exchange], str] | None = None,
     backend: CacheBackend | None = None,
     semantic_ready: Callable[[], bool] | None = None,
+    carry: Sequence[str] = (),
 ) -> CacheStage | None:
     """The Cache stage for ``settings``, or None when ``cache.enabled`` is false.
 
-    ``fingerprint(route)`` adds what else invalidates a route's answers (a collection or prompt
+    ``fingerprint(route, exchange)`` adds what else invalidates a route's answers (a collection or prompt
     version); the route's config hash is always part of it.
     """
     cfg = settings.cache
@@ -95,8 +97,8 @@ def build_cache_stage(
             semantic.verifier = None
     hashes = config_fingerprints(settings.routes)
 
-    def route_fingerprint(route: str) -> str:
-        extra = fingerprint(route) if fingerprint is not None else ""
+    def route_fingerprint(route: str, ex: Exchange) -> str:
+        extra = fingerprint(route, ex) if fingerprint is not None else ""
         return f"{hashes.get(route, '')}:{extra}" if extra else hashes.get(route, "")
 
     return CacheStage(
@@ -108,4 +110,5 @@ def build_cache_stage(
         fingerprint=route_fingerprint,
         metrics=metrics,
         semantic_ready=semantic_ready,
+        carry=carry,
     )

@@ -50,7 +50,7 @@ CACHE_HEADER = "x-aiestack-cache"
 #: ``ChatRequest.metadata["cache"]``: off (no read, no write), refresh (no read), on (opt in).
 REQUEST_FLAG = "cache"
 
-Fingerprint = Callable[[str], str]
+Fingerprint = Callable[[str, Exchange], str]
 
 
 def header_value(ex: Exchange) -> str | None:
@@ -64,7 +64,7 @@ class CacheStage:
 
     ``policies`` are per route (:func:`aiestack.cache.config.route_policies`); other names (bare
     models) get ``default``. ``semantic_ready()`` says whether the embedding model is loaded: until
-    it is, lookups are exact only. ``fingerprint(route)`` returns what invalidates a route's entries when
+    it is, lookups are exact only. ``fingerprint(route, exchange)`` returns what invalidates a route's entries when
     it changes (its config hash, prompt version, collection version); it is part of every key.
     """
 
@@ -81,17 +81,20 @@ class CacheStage:
         fingerprint: Fingerprint | None = None,
         metrics: Metrics | None = None,
         semantic_ready: Callable[[], bool] | None = None,
+        carry: Collection[str] = (),
     ) -> None:
         self.exact = exact
         self.semantic = semantic
         self._default = default or CachePolicy()
         self._policies = dict(policies or {})
         self._routes = frozenset(routes) | frozenset(self._policies)
-        self._fingerprint = fingerprint or (lambda route: "")
+        self._fingerprint = fingerprint or (lambda route, ex: "")
         self._metrics = metrics
         # Whether the embedding model is loaded; until then lookups are exact only, so a request
         # never waits seconds for a model to load (``aiestack serve`` loads it at start).
         self._semantic_ready = semantic_ready or (lambda: True)
+        # Exchange attributes stored with an answer and recorded again on its hits (the prompt version).
+        self._carry = tuple(carry)
 
     async def aclose(self) -> None:
         """Release the backend's connections (the stack calls this when it closes)."""
@@ -108,7 +111,7 @@ class CacheStage:
         route = request.model
         extra: dict[str, Any] = {}
         try:
-            fingerprint = self._fingerprint(route)
+            fingerprint = self._fingerprint(route, ex)
             key = (
                 exact_key(request, tenant=ex.tenant, fingerprint=fingerprint)
                 if policy.exact and self.exact is not None
@@ -184,6 +187,7 @@ class CacheStage:
         }
         if entry.answer.exchange_id:
             attributes[CACHE_SOURCE] = entry.answer.exchange_id
+        attributes.update({k: v for k, v in entry.answer.origin.items() if k in self._carry})
         if self._metrics is not None:
             self._metrics.cache_saved(ex.request.model, entry.kind, saved_usd, saved_tokens)
         route = ex.route or (ex.request.model if ex.request.model in self._routes else None)
@@ -206,12 +210,12 @@ class CacheStage:
         if not self._passed(result, policy):
             return _with(result, {CACHE_STORED: False})
         if completion.stream is None:
-            stored = await self._store(result.id, completion, policy, target)
+            stored = await self._store(result.id, completion, policy, target, self._origin(result))
             return _with(result, {CACHE_STORED: stored})
 
         async def on_done(final: Completion | None, error: BaseException | None) -> None:
             if error is None and final is not None:
-                await self._store(result.id, final, policy, target)
+                await self._store(result.id, final, policy, target, self._origin(result))
 
         return dataclasses.replace(result, completion=tap(completion, on_done))
 
@@ -222,13 +226,21 @@ class CacheStage:
                 return False
         return True
 
+    def _origin(self, result: Exchange) -> dict[str, Any]:
+        return {k: result.attributes[k] for k in self._carry if k in result.attributes}
+
     async def _store(
-        self, exchange_id: str, completion: Completion, policy: CachePolicy, target: _Target
+        self,
+        exchange_id: str,
+        completion: Completion,
+        policy: CachePolicy,
+        target: _Target,
+        origin: Mapping[str, Any],
     ) -> bool:
         """Write the answer under the keys computed on the way in (inner stages may rewrite the request)."""
         if completion.finish_reason not in ("stop", "length", "tool_calls"):
             return False
-        answer = CachedAnswer.of(completion, exchange_id)
+        answer = CachedAnswer.of(completion, exchange_id, origin)
         try:
             if target.key is not None and self.exact is not None:
                 await self.exact.put(
