@@ -16,6 +16,9 @@ EXPECTED = {
     "RateLimited", "ResponseFormat", "Script", "Settings", "Stack", "Stage", "StoreError", "StreamBroken",
     "Timing", "TokenLogprob", "Tool", "ToolCall", "Usage", "Verdict", "__version__", "build_stack", "collect",
     "load_settings", "open_stack", "tap",
+    # the context, feedback and prompts wings
+    "Chunk", "CollectionInfo", "Document", "DocumentStore", "Feedback", "Hit", "IngestOptions", "IngestReport",
+    "PromptRegistry", "Retriever", "SearchOptions", "ingest", "open_document_store",
 }
 
 

@@ -39,9 +39,13 @@ from aiestack.settings import Settings, load_settings
 from aiestack.streams import collect, tap
 from aiestack.types import (
     ChatRequest,
+    Chunk,
     Completion,
     Delta,
+    Document,
     Exchange,
+    Feedback,
+    Hit,
     Message,
     Params,
     ResponseFormat,
@@ -55,11 +59,30 @@ from aiestack.types import (
 
 if TYPE_CHECKING:
     from aiestack.build import Stack, build_stack, open_stack
+    from aiestack.context.ingest import IngestOptions, IngestReport, ingest
+    from aiestack.context.retrieval import Retriever, SearchOptions
+    from aiestack.prompts.registry import PromptRegistry
+    from aiestack.stores.documents import CollectionInfo, DocumentStore
+    from aiestack.stores.documents_open import open_document_store
 
 __version__ = "0.1.0"
 
 # The composition root pulls in storage and tracing; import it only when asked for.
-_LAZY = {"Stack": "aiestack.build", "build_stack": "aiestack.build", "open_stack": "aiestack.build"}
+# So do the wings (retrieval, ingestion, prompts), which pull in their engines.
+_LAZY = {
+    "Stack": "aiestack.build",
+    "build_stack": "aiestack.build",
+    "open_stack": "aiestack.build",
+    "CollectionInfo": "aiestack.stores.documents",
+    "DocumentStore": "aiestack.stores.documents",
+    "open_document_store": "aiestack.stores.documents_open",
+    "ingest": "aiestack.context.ingest",
+    "IngestOptions": "aiestack.context.ingest",
+    "IngestReport": "aiestack.context.ingest",
+    "Retriever": "aiestack.context.retrieval",
+    "SearchOptions": "aiestack.context.retrieval",
+    "PromptRegistry": "aiestack.prompts.registry",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -77,15 +100,23 @@ __all__ = [
     "BudgetExceeded",
     "ChatModel",
     "ChatRequest",
+    "Chunk",
+    "CollectionInfo",
     "Completion",
     "ConfigError",
     "ContextLengthExceeded",
     "Delta",
+    "Document",
+    "DocumentStore",
     "EmbeddingModel",
     "Exchange",
     "FakeModel",
+    "Feedback",
     "GuardrailBlocked",
     "Health",
+    "Hit",
+    "IngestOptions",
+    "IngestReport",
     "InvalidRequest",
     "Message",
     "ModelEntry",
@@ -96,13 +127,16 @@ __all__ = [
     "Pipeline",
     "Price",
     "PriceTable",
+    "PromptRegistry",
     "ProviderError",
     "ProviderRateLimited",
     "ProviderTimeout",
     "ProviderUnavailable",
     "RateLimited",
     "ResponseFormat",
+    "Retriever",
     "Script",
+    "SearchOptions",
     "Settings",
     "Stack",
     "Stage",
@@ -117,7 +151,9 @@ __all__ = [
     "__version__",
     "build_stack",
     "collect",
+    "ingest",
     "load_settings",
+    "open_document_store",
     "open_stack",
     "tap",
 ]
