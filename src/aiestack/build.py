@@ -88,6 +88,11 @@ class Stack:
             self._documents = build_documents(self.settings)
         return self._documents
 
+    async def warm(self) -> None:
+        """Load now what a first request would otherwise wait for: the embedding model's weights, when a wing uses it."""
+        if self._embeddings is not None:
+            await self._embeddings.embed(["aiestack warm-up"])
+
     async def run(self, exchange: Exchange) -> Exchange:
         """Send one exchange through the pipeline."""
         return await self.pipeline(exchange)

@@ -67,6 +67,7 @@ def create_app(
         app.state.stack = stack
         app.state.started = time.time()
         try:
+            await stack.warm()
             yield
         finally:
             await stack.aclose()

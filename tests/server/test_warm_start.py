@@ -1,0 +1,48 @@
+"""The server loads the embedding model at start, so the first request does not wait for it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from aiestack.build import Stack, build_stack
+from aiestack.server.app import create_app
+from aiestack.settings import Settings
+from aiestack.stores.memory import MemoryExchangeStore
+from aiestack.testing.embeddings import BagOfWordsEmbeddings
+
+pytestmark = pytest.mark.unit
+
+
+class _Counting(BagOfWordsEmbeddings):
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[Sequence[str]] = []
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.batches.append(list(texts))
+        return await super().embed(texts)
+
+
+def _stack(tmp_path: Path, embeddings: _Counting | None) -> Stack:
+    settings = Settings(
+        data_dir=tmp_path, embedded_model=False, default_model="fake", models={"fake": {"provider": "fake"}}
+    )
+    stack = build_stack(settings, store=MemoryExchangeStore())
+    stack._embeddings = embeddings  # what `aiestack serve` does when the semantic cache is on
+    return stack
+
+
+def test_the_embedding_model_is_used_once_before_the_first_request(tmp_path: Path) -> None:
+    embeddings = _Counting()
+    with TestClient(create_app(lambda: _stack(tmp_path, embeddings))) as client:
+        assert len(embeddings.batches) == 1  # warmed during start-up, before any request
+        assert client.get("/health").status_code == 200
+
+
+def test_nothing_is_loaded_when_no_wing_asked_for_embeddings(tmp_path: Path) -> None:
+    with TestClient(create_app(lambda: _stack(tmp_path, None))) as client:
+        assert client.app.state.stack._embeddings is None  # type: ignore[attr-defined]
