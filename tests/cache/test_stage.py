@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from aiestack.cache.backend_memory import MemoryCacheBackend
-from aiestack.cache.base import Entry
+from aiestack.cache.base import CachedAnswer, Entry
 from aiestack.cache.config import CachePolicy
 from aiestack.cache.stage import (
     CACHE_REJECTED,
@@ -22,7 +22,7 @@ from aiestack.models.fake import Script
 from aiestack.pipeline import Next
 from aiestack.streams import collect
 from aiestack.tracing import CACHE_KIND
-from aiestack.types import Exchange, Verdict
+from aiestack.types import Chunk, Exchange, Hit, Verdict
 
 from .conftest import MODEL, Kit, make_kit
 
@@ -249,3 +249,30 @@ async def test_until_the_embedding_model_is_loaded_lookups_are_exact_only() -> N
     loaded = True
     await kit.ask("Is the museum open on Monday?")
     assert header_value(await kit.ask("is the museum open on monday please")) == "semantic-hit"
+
+
+class _Retrieve:
+    """Stands in for the Context stage: the answer is made from two retrieved chunks."""
+
+    name = "context"
+
+    async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
+        hits = (
+            Hit(Chunk(id="c1", document_id="d1", text="Keys are revoked with `aiestack keys revoke`.", metadata={"source": "docs/gateway.md"}), 0.9, "hybrid"),
+            Hit(Chunk(id="c2", document_id="d2", text="A revoked key fails with 401.", position=3), 0.4, "hybrid"),
+        )
+        return await call_next(dataclasses.replace(ex, hits=hits))
+
+
+@pytest.mark.parametrize("backend", ["memory", "json"])
+async def test_a_hit_serves_the_retrieved_chunks_of_the_original_answer(backend: str) -> None:
+    kit = make_kit(inner=[_Retrieve()])
+    first = await kit.ask(QUESTION)
+    if backend == "json":  # what the SQL and Redis backends store: the answer's JSON form
+        entries = list(kit.backend._entries.values())  # type: ignore[attr-defined]
+        assert entries
+        for entry in entries:
+            assert CachedAnswer.from_json(entry.answer.to_json()) == entry.answer
+    second = await kit.ask(QUESTION)
+    assert header_value(second) == "hit" and len(kit.model.requests) == 1
+    assert second.hits == first.hits and second.hits[0].chunk.metadata == {"source": "docs/gateway.md"}

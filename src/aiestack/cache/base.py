@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from aiestack.types import Completion, FinishReason, Message, ToolCall, Usage
+from aiestack.types import Chunk, Completion, FinishReason, Hit, Message, ToolCall, Usage
 
 Kind = Literal["exact", "semantic"]
 
@@ -39,10 +39,17 @@ class CachedAnswer:
     #: Exchange attributes that describe how the answer was made (e.g. the prompt version); a hit
     #: records them on its own exchange.
     origin: Mapping[str, Any] = field(default_factory=dict)
+    #: The retrieved chunks the answer was made from (a RAG route): a hit serves them again, so its
+    #: citations are those of the original answer.
+    hits: tuple[Hit, ...] = ()
 
     @classmethod
     def of(
-        cls, completion: Completion, exchange_id: str | None = None, origin: Mapping[str, Any] | None = None
+        cls,
+        completion: Completion,
+        exchange_id: str | None = None,
+        origin: Mapping[str, Any] | None = None,
+        hits: Sequence[Hit] = (),
     ) -> CachedAnswer:
         return cls(
             text=completion.text,
@@ -54,6 +61,7 @@ class CachedAnswer:
             cost_usd=completion.cost_usd,
             exchange_id=exchange_id,
             origin=dict(origin or {}),
+            hits=tuple(hits),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -67,6 +75,7 @@ class CachedAnswer:
             "cost_usd": self.cost_usd,
             "exchange_id": self.exchange_id,
             "origin": dict(self.origin),
+            "hits": [_hit_json(h) for h in self.hits],
         }
 
     @classmethod
@@ -82,6 +91,7 @@ class CachedAnswer:
             cost_usd=data.get("cost_usd"),
             exchange_id=data.get("exchange_id"),
             origin=dict(data.get("origin") or {}),
+            hits=tuple(_hit_of(h) for h in data.get("hits") or ()),
         )
 
     def completion(self) -> Completion:
@@ -143,3 +153,21 @@ class CacheBackend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def _hit_json(hit: Hit) -> dict[str, Any]:
+    c = hit.chunk
+    chunk = {"id": c.id, "document_id": c.document_id, "text": c.text, "position": c.position, "metadata": dict(c.metadata)}
+    return {"chunk": chunk, "score": hit.score, "retriever": hit.retriever}
+
+
+def _hit_of(data: Mapping[str, Any]) -> Hit:
+    c = data["chunk"]
+    chunk = Chunk(
+        id=str(c["id"]),
+        document_id=str(c["document_id"]),
+        text=str(c["text"]),
+        position=int(c.get("position", 0)),
+        metadata=dict(c.get("metadata") or {}),
+    )
+    return Hit(chunk, float(data["score"]), str(data["retriever"]))

@@ -192,7 +192,7 @@ class CacheStage:
             self._metrics.cache_saved(ex.request.model, entry.kind, saved_usd, saved_tokens)
         route = ex.route or (ex.request.model if ex.request.model in self._routes else None)
         return dataclasses.replace(
-            _with(ex, attributes), completion=completion, outcome="cached", route=route
+            _with(ex, attributes), completion=completion, outcome="cached", route=route, hits=entry.answer.hits
         )
 
     def _count(self, route: str, kind: str, result: str) -> None:
@@ -210,12 +210,12 @@ class CacheStage:
         if not self._passed(result, policy):
             return _with(result, {CACHE_STORED: False})
         if completion.stream is None:
-            stored = await self._store(result.id, completion, policy, target, self._origin(result))
+            stored = await self._store(result, completion, policy, target)
             return _with(result, {CACHE_STORED: stored})
 
         async def on_done(final: Completion | None, error: BaseException | None) -> None:
             if error is None and final is not None:
-                await self._store(result.id, final, policy, target, self._origin(result))
+                await self._store(result, final, policy, target)
 
         return dataclasses.replace(result, completion=tap(completion, on_done))
 
@@ -229,18 +229,11 @@ class CacheStage:
     def _origin(self, result: Exchange) -> dict[str, Any]:
         return {k: result.attributes[k] for k in self._carry if k in result.attributes}
 
-    async def _store(
-        self,
-        exchange_id: str,
-        completion: Completion,
-        policy: CachePolicy,
-        target: _Target,
-        origin: Mapping[str, Any],
-    ) -> bool:
+    async def _store(self, result: Exchange, completion: Completion, policy: CachePolicy, target: _Target) -> bool:
         """Write the answer under the keys computed on the way in (inner stages may rewrite the request)."""
         if completion.finish_reason not in ("stop", "length", "tool_calls"):
             return False
-        answer = CachedAnswer.of(completion, exchange_id, origin)
+        answer = CachedAnswer.of(completion, result.id, self._origin(result), result.hits)
         try:
             if target.key is not None and self.exact is not None:
                 await self.exact.put(
