@@ -90,8 +90,9 @@ class Stack:
 
     async def warm(self) -> None:
         """Load now what a first request would otherwise wait for: the embedding model's weights, when a wing uses it."""
-        if self._embeddings is not None:
-            await self._embeddings.embed(["aiestack warm-up"])
+        load = getattr(self._embeddings, "load", None)  # models that load their weights lazily have one
+        if load is not None:
+            await load()
 
     async def run(self, exchange: Exchange) -> Exchange:
         """Send one exchange through the pipeline."""

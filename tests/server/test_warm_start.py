@@ -18,9 +18,15 @@ pytestmark = pytest.mark.unit
 
 
 class _Counting(BagOfWordsEmbeddings):
+    """A model that loads its weights lazily, like the packaged MiniLM."""
+
     def __init__(self) -> None:
         super().__init__()
+        self.loads = 0
         self.batches: list[Sequence[str]] = []
+
+    async def load(self) -> None:
+        self.loads += 1
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         self.batches.append(list(texts))
@@ -36,10 +42,10 @@ def _stack(tmp_path: Path, embeddings: _Counting | None) -> Stack:
     return stack
 
 
-def test_the_embedding_model_is_used_once_before_the_first_request(tmp_path: Path) -> None:
+def test_the_embedding_model_is_loaded_before_the_first_request(tmp_path: Path) -> None:
     embeddings = _Counting()
     with TestClient(create_app(lambda: _stack(tmp_path, embeddings))) as client:
-        assert len(embeddings.batches) == 1  # warmed during start-up, before any request
+        assert embeddings.loads == 1 and embeddings.batches == []  # loaded during start-up, nothing embedded
         assert client.get("/health").status_code == 200
 
 

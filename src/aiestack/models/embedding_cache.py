@@ -71,6 +71,12 @@ class CachedEmbeddings:
             found = {**found, **fresh}
         return [list(found[h]) for h in hashes]
 
+    async def load(self) -> None:
+        """Load the wrapped model's weights now, if it loads them lazily."""
+        load = getattr(self.inner, "load", None)
+        if load is not None:
+            await load()
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 
