@@ -4,7 +4,9 @@
   (the packaged classifier saw only their train splits). Anchor: a plain all-MiniLM-L6-v2 embedding +
   logistic regression (sklearn defaults) trained here on the same train splits.
 - Indirect injection: BIPIA test contexts (email, table, code) with a test-split attack inserted at the
-  start, middle or end (seeded), against the same contexts without one.
+  start, middle or end (seeded), against the same contexts without one; false positives on held-out
+  ordinary documents (SciFact abstracts and standard-library docstrings of the halves the head was not
+  trained on, and this repository's docs).
 - PII: span F1 on presidio-synth-pii per supported entity type (a predicted span counts when it has the
   gold type and overlaps a gold span by at least half of the longer of the two); Presidio's own
   recognizers side by side when presidio-analyzer is installed (its spaCy NER model cannot be
@@ -34,9 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from aiestack.guardrails._heuristics import heuristic_findings, heuristic_score
-from aiestack.guardrails.injection import MIN_CHARS, InjectionClassifier
+from aiestack.guardrails.injection import MIN_CHARS, InjectionClassifier, InjectionDetector
 from aiestack.guardrails.pii import PIIDetector, Vault
 from aiestack.guardrails.secrets import SecretsDetector
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from guard_data import bipia_attacks, bipia_contexts, ordinary_documents
 
 DATA = Path(os.environ.get("AIESTACK_DATA", "/work/shared/data"))
 OUT = Path(__file__).parent / "guardrails.md"
@@ -159,47 +164,89 @@ def injection_section(emb: Embedder, lines: list[str]) -> None:
     lines.append("")
 
 
+def _insert(context: str, attack: str, where: str) -> str:
+    if where == "start":
+        return f"{attack}\n{context}"
+    if where == "end":
+        return f"{context}\n{attack}"
+    mid = len(context) // 2
+    return f"{context[:mid]}\n{attack}\n{context[mid:]}"
+
+
+def _repo_doc_chunks() -> list[str]:
+    """This repository's own docs in ~1,200-character pieces: documentation, full of imperatives."""
+    chunks = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "docs").glob("*.md")):
+        text = path.read_text(encoding="utf-8")
+        chunks += [text[i : i + 1200] for i in range(0, len(text), 1200)]
+    return chunks
+
+
 def bipia_section(emb: Embedder, lines: list[str]) -> None:
     clf = InjectionClassifier()
     rng = random.Random(0)
-    text_attacks = [a for v in json.load((DATA / "bipia" / "text_attack_test.json").open()).values() for a in v]
-    code_attacks = [a for v in json.load((DATA / "bipia" / "code_attack_test.json").open()).values() for a in v]
+    attacks = {kind: [(c, a) for c, a in bipia_attacks(DATA, "test") if c.startswith(kind)] for kind in ("text", "code")}
     lines += [
         "## Indirect injection in retrieved context (BIPIA TEST contexts and TEST attacks)",
         "",
-        "Each context once clean and once with an attack inserted at a random position (start, middle or end).",
-        "Detector: the context guard (threshold 0.5) on the whole context, with the heads named.",
+        "Each context once clean and once with a test attack inserted at a random position (start, middle or",
+        "end; seeded). The test attacks are of other categories than the train attacks the `indirect` head saw.",
+        "Detector: the context guard at its threshold (0.5) on the whole context. `indirect` is the default: the",
+        "heuristics plus the lexical `indirect` head on each sentence or line (no embedding model).",
         "",
-        "| task | heads | cases | precision | recall | F1 | false-positive rate |",
+        "| task | detector | cases | precision | recall | F1 | false-positive rate |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for task, attacks in (("email", text_attacks), ("table", text_attacks), ("code", code_attacks)):
-        rows = [json.loads(x) for x in (DATA / "bipia" / task / "test.jsonl").open(encoding="utf-8")]
-        texts, labels = [], []
-        for r in rows:
-            ctx = str(r["context"])
-            attack = rng.choice(attacks)
-            where = rng.choice(("start", "middle", "end"))
-            if where == "start":
-                bad = f"{attack}\n{ctx}"
-            elif where == "end":
-                bad = f"{ctx}\n{attack}"
-            else:
-                mid = len(ctx) // 2
-                bad = f"{ctx[:mid]}\n{attack}\n{ctx[mid:]}"
-            texts += [ctx, bad]
+    detectors: dict[str, InjectionDetector] = {
+        "heuristics only": InjectionDetector(),
+        "**heuristics + `indirect` (default)**": InjectionDetector(classifier=clf, heads=(), indirect=True),
+        "default + `jailbreak` head on the whole chunk": InjectionDetector(classifier=clf, heads=("jailbreak",), indirect=True),
+    }
+    per_category: dict[str, list[int]] = {}
+    latencies: list[float] = []
+    for task, kind in (("email", "text"), ("table", "text"), ("code", "code")):
+        texts, labels, cats = [], [], []
+        for ctx in bipia_contexts(DATA, task, "test"):
+            cat, attack = rng.choice(attacks[kind])
+            texts += [ctx, _insert(ctx, attack, rng.choice(("start", "middle", "end")))]
             labels += [0, 1]
-        vectors = emb.many(f"bipia_{task}_test_seed0", texts)
-        for heads in ((), ("jailbreak",), ("injection", "jailbreak")):
+            cats += ["", cat]
+        vectors = emb.many(f"bipia_{task}_test_joined_seed0", texts)
+        for name, det in detectors.items():
             pred = []
             for t, v in zip(texts, vectors, strict=True):
-                s = clf.scores(t, v)
-                counted = (p for h, p in s.items() if h in heads and len(t) >= MIN_CHARS.get(h, 0))
-                pred.append(int(max([heuristic_score(heuristic_findings(t)), *counted]) >= 0.5))
+                started = time.perf_counter()
+                result = asyncio.run(det._one(t, v if det.heads else None))
+                if name.startswith("**"):
+                    latencies.append((time.perf_counter() - started) * 1000)
+                pred.append(int(result.score >= 0.5))
+            if name.startswith("**"):
+                for c, y, q in zip(cats, labels, pred, strict=True):
+                    if y:
+                        per_category.setdefault(c, []).append(q)
             p, r, f = prf(labels, pred)
             fpr = sum(1 for y, q in zip(labels, pred, strict=True) if q and not y) / labels.count(0)
-            name = ", ".join(heads) or "none (heuristics only; the default)"
             lines.append(f"| {task} | {name} | {len(texts)} | {p:.3f} | {r:.3f} | {f:.3f} | {fpr:.3f} |")
+    default = detectors["**heuristics + `indirect` (default)**"]
+    lines += [
+        "",
+        f"Latency of the default check per context (email, table and code, clean and attacked): p50 {pct(latencies, 50):.2f} ms,"
+        f" p95 {pct(latencies, 95):.2f} ms.",
+        "",
+        "False positives of the default check on ordinary documents it never saw (whole documents, the held-out halves):",
+        "",
+        "| documents | count | flagged | false-positive rate |",
+        "|---|---:|---:|---:|",
+    ]
+    held_out = [(src, d) for src, d in ordinary_documents(DATA, half="test")] + [("this repository's docs/*.md (1,200-char pieces)", d) for d in _repo_doc_chunks()]
+    for src in dict.fromkeys(s for s, _ in held_out):
+        docs = [d for s, d in held_out if s == src]
+        flagged = sum(1 for d in docs if asyncio.run(default._one(d, None)).score >= 0.5)
+        lines.append(f"| {src} | {len(docs)} | {flagged} | {flagged / len(docs):.3f} |")
+    lines += ["", "Recall of the default check per test attack category (attacked contexts of that category caught / inserted):", ""]
+    lines.append(
+        "; ".join(f"{c.split(':', 1)[1]} {sum(v)}/{len(v)}" for c, v in sorted(per_category.items()))
+    )
     lines.append("")
 
 
@@ -298,6 +345,11 @@ def pii_section(lines: list[str]) -> None:
         right = f"{other[0]:.3f} | {other[1]:.3f} | {other[2]:.3f}" if other else "– | – | –"
         name = "**micro (supported, validated types)**" if k == "micro" else k
         lines.append(f"| {name} | {n} | {p:.3f} | {r:.3f} | {f:.3f} | {right} |")
+    # The phone cues (words such as "Phone:" or "call me at") were written after reading the phone
+    # numbers of rows 0-519; rows 520 on were not read.
+    unread, _ = span_scores(samples[520:], ours, ["PHONE_NUMBER"])
+    p, r, f, n = unread["PHONE_NUMBER"]
+    lines.append(f"| PHONE_NUMBER, rows 520+ only (not read while writing the phone cues) | {n} | {p:.3f} | {r:.3f} | {f:.3f} | – | – | – |")
     for k in ("PERSON", "STREET_ADDRESS"):
         p, r, f, n = rules[k]
         lines.append(f"| {k} (light rules, best effort) | {n} | {p:.3f} | {r:.3f} | {f:.3f} | – | – | – |")

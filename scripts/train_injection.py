@@ -9,6 +9,18 @@ the text (as aiestack computes it at run time) concatenated with hashed word/cha
 regression whose strength ``C`` and decision threshold are chosen by stratified 5-fold cross-validation
 on the train split (fixed seeds); the threshold is folded into the intercept, so 0.5 means it. Lexical-only heads (n-grams without the embedding) are trained the same way, for
 stacks without the embedding model. ``--check`` prints the cross-validated F1 and writes nothing.
+
+The ``indirect`` head (``--only-indirect`` retrains just it and keeps the other heads) judges the
+sentences and lines of *retrieved* text, one at a time (:mod:`aiestack.guardrails._segments`). It is
+lexical only (hashed n-grams with a sentence-start marker), so checking every chunk costs no
+embedding. Positives: the attack instructions of the BIPIA *train* attacks (for code attacks, the prose
+before the code block). Negatives: every segment of ordinary documents: the BIPIA *train* email and
+code contexts, half of the SciFact abstracts and half of the Python 3.11 standard library's
+docstrings (a document belongs to a half by CRC-32 of its id or file name; the other halves are
+what bench/guardrails.py measures false positives on). ``C`` and the threshold are chosen by a
+grouped 5-fold cross-validation: attack *categories* are held out (the test attacks are of other
+categories) and documents are held out whole; the chosen threshold is the lowest whose held-out
+false-positive rate per document is at most 2% for every source.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +39,10 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 
 from aiestack.guardrails._features import hashed_ngrams
+from aiestack.guardrails._segments import segment_features_text, segments
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from guard_data import attack_instruction, bipia_attacks, bipia_contexts, ordinary_documents
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "aiestack" / "guardrails" / "data" / "injection.npz"
 HASH_DIM = 1 << 14
@@ -91,12 +108,74 @@ def _logit(p: float) -> float:
     return float(np.log(p / (1 - p)))
 
 
+def train_indirect(data: Path) -> tuple[np.ndarray, float]:
+    """The ``indirect`` head's (weights, bias with the threshold folded in)."""
+    pos = [(cat, attack_instruction(a)) for cat, a in bipia_attacks(data, "train")]
+    docs = [("email", d) for d in bipia_contexts(data, "email", "train")]
+    docs += [("code", d) for d in bipia_contexts(data, "code", "train")]
+    docs += ordinary_documents(data, half="train")
+    doc_x = [lex_matrix([s.text for s in segments(d)]) for _, d in docs]
+    pos_x = lex_matrix([a for _, a in pos])
+    cats = sorted({c for c, _ in pos})
+    np.random.default_rng(SEED).shuffle(cats)
+    fold_of = {c: i % 5 for i, c in enumerate(cats)}
+    kinds = np.array([k for k, _ in docs])
+    best: tuple[float, float, float] | None = None  # (recall, C, threshold)
+    for c in (4.0, 16.0):
+        pos_p = np.zeros(len(pos))
+        doc_p = np.zeros(len(docs))
+        for f in range(5):
+            tr = [i for i, (cat, _) in enumerate(pos) if fold_of[cat] != f]
+            neg = [x for i, x in enumerate(doc_x) if i % 5 != f and x.shape[0]]
+            m = _indirect_model(c).fit(sp.vstack([pos_x[tr], *neg]), np.r_[np.ones(len(tr)), np.zeros(sum(x.shape[0] for x in neg))])
+            te = [i for i, (cat, _) in enumerate(pos) if fold_of[cat] == f]
+            pos_p[te] = m.predict_proba(pos_x[te])[:, 1]
+            for i, x in enumerate(doc_x):
+                if i % 5 == f and x.shape[0]:
+                    doc_p[i] = m.predict_proba(x)[:, 1].max()
+        for t in np.arange(0.5, 0.991, 0.01):
+            fprs = {k: float(np.mean(doc_p[kinds == k] >= t)) for k in sorted(set(kinds))}
+            if max(fprs.values()) <= 0.02:
+                recall = float(np.mean(pos_p >= t))
+                print(f"indirect   C={c:g} t={t:.2f} held-out-category recall={recall:.3f} document FPR {fprs}")
+                if best is None or recall > best[0] + 1e-9:
+                    best = (recall, c, float(t))
+                break
+    assert best is not None, "no threshold keeps the false-positive rate at 2%"
+    _, c, t = best
+    neg_all = [x for x in doc_x if x.shape[0]]
+    y = np.r_[np.ones(len(pos)), np.zeros(sum(x.shape[0] for x in neg_all))]
+    model = _indirect_model(c).fit(sp.vstack([pos_x, *neg_all]), y)
+    print(f"indirect   chosen C={c:g} t={t:.2f}; {len(pos)} attacks, {int(len(y) - len(pos))} document segments")
+    return model.coef_[0], float(model.intercept_[0] - _logit(t))
+
+
+def _indirect_model(c: float) -> LogisticRegression:
+    return LogisticRegression(C=c, max_iter=3000, class_weight="balanced", solver="liblinear", random_state=SEED)
+
+
+def lex_matrix(texts: list[str]) -> sp.csr_matrix:
+    if not texts:
+        return sp.csr_matrix((0, HASH_DIM), dtype=np.float32)
+    return sp.csr_matrix(np.stack([hashed_ngrams(segment_features_text(t), HASH_DIM) for t in texts]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("AIESTACK_DATA", "/work/shared/data")))
     parser.add_argument("--check", action="store_true", help="print cross-validated F1 only")
     parser.add_argument("--cache", type=Path, default=None, help="a folder to keep the train embeddings in between runs")
+    parser.add_argument("--only-indirect", action="store_true", help="retrain the indirect head only; keep the other heads")
     args = parser.parse_args()
+    ind_w, ind_b = train_indirect(args.data)
+    if args.only_indirect:
+        if args.check:
+            return
+        with np.load(OUT, allow_pickle=False) as old:
+            kept = {k: old[k] for k in old.files if not k.startswith("indirect_")}
+        np.savez_compressed(OUT, **kept, indirect_w_hash=ind_w.astype(np.float16), indirect_bias=np.array(ind_b, dtype=np.float32))
+        print(f"wrote {OUT} ({OUT.stat().st_size / 1024:.0f} KiB)")
+        return
     heads = {"injection": "deepset-prompt-injections", "jailbreak": "jailbreak-classification"}
     w_emb, w_hash, bias, lex_w, lex_b = [], [], [], [], []
     dim = 0
@@ -126,6 +205,8 @@ def main() -> None:
         bias=np.asarray(bias, dtype=np.float32),
         lex_w_hash=np.asarray(lex_w, dtype=np.float16),
         lex_bias=np.asarray(lex_b, dtype=np.float32),
+        indirect_w_hash=ind_w.astype(np.float16),
+        indirect_bias=np.array(ind_b, dtype=np.float32),
     )
     print(f"wrote {OUT} ({OUT.stat().st_size / 1024:.0f} KiB)")
 

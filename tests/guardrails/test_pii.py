@@ -51,6 +51,36 @@ def test_look_alikes_are_not_pii(text: str) -> None:
     assert kinds(text) == []
 
 
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("Customer record\nPhone: 0490 75 40 81", "0490 75 40 81"),
+        ("Please have the manager call me at 0494 92 82 32 today.", "0494 92 82 32"),
+        ("Mobile: 03.93.92.16.85", "03.93.92.16.85"),
+        ("They are not answering at (37) 788-063.", "(37) 788-063"),
+        ("416 60 039 office", "416 60 039"),
+    ],
+)
+def test_foreign_national_numbers_count_next_to_a_phone_cue(text: str, number: str) -> None:
+    assert kinds(text) == [("PHONE_NUMBER", number)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Phone: call back on 2024-03-04 please",  # a date, even after a cue
+        "order 0490 75 40 81 was shipped",  # the same digits without a cue
+        "Phone: 12 34",  # too short
+    ],
+)
+def test_phone_cues_do_not_make_everything_a_phone(text: str) -> None:
+    assert kinds(text) == []
+
+
+def test_a_name_ends_at_the_end_of_its_line() -> None:
+    assert kinds("Name: Toshimi Arata\nPhone: 0490 75 40 81") == [("PERSON", "Toshimi Arata"), ("PHONE_NUMBER", "0490 75 40 81")]
+
+
 def test_validators() -> None:
     assert luhn_ok("79927398713") and not luhn_ok("79927398710")
     assert iban_ok("DE89370400440532013000") and not iban_ok("DE8937040044053201300")  # short for DE

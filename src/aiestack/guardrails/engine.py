@@ -58,12 +58,21 @@ def build_guards(
             threshold=inj.threshold,
             heads=inj.heads,
         ),
-        context=InjectionDetector(
-            classifier=use_classifier,
-            embed=embed if use_classifier is not None else None,
-            threshold=policy.context_injection.threshold,
-            heads=policy.context_injection.heads,
-        ),
+        context=_context_detector(policy, classifier, embed),
+    )
+
+
+def _context_detector(policy: GuardPolicy, classifier: InjectionClassifier | None, embed: Embed | None) -> InjectionDetector:
+    """Heuristics, the indirect head per sentence, and the prompt heads the policy names for whole chunks."""
+    ctx = policy.context_injection
+    indirect = ctx.indirect and classifier is not None and classifier.has_indirect
+    heads_on = bool(ctx.heads) and policy.injection.classifier
+    return InjectionDetector(
+        classifier=classifier if (indirect or heads_on) else None,
+        embed=embed if heads_on else None,
+        threshold=ctx.threshold,
+        heads=ctx.heads,
+        indirect=indirect,
     )
 
 

@@ -10,6 +10,11 @@
 3. Optionally, a judge model asked to decide the uncertain cases (a score between ``judge_min`` and
    the threshold).
 
+Retrieved text (indirect injection, BIPIA-style) is judged by a fourth layer, the lexical head
+``indirect`` of the same file, one sentence or line at a time (:mod:`aiestack.guardrails._segments`):
+an instruction planted in a document is one sentence among many, and the head was trained on
+documents' sentences as negatives, so ordinary prose, code and tables score low.
+
 The score of a text is the largest of the layers' scores, counting only the classifier ``heads`` the
 policy names: the two data sets disagree about persona prompts ("You are X, ..." is an injection in
 deepset's and benign in the jailbreak set), so one threshold cannot serve both; see docs/guardrails.md. :meth:`InjectionDetector.score_many` checks
@@ -28,6 +33,7 @@ import numpy as np
 
 from aiestack.guardrails._features import hashed_ngrams
 from aiestack.guardrails._heuristics import heuristic_findings, heuristic_score
+from aiestack.guardrails._segments import segment_features_text, segments
 from aiestack.models.base import ChatModel
 from aiestack.types import ChatRequest, Finding, Message, Params
 
@@ -71,6 +77,10 @@ class InjectionClassifier:
         self._bias = data["bias"].astype(np.float32)
         self._lex_w = data["lex_w_hash"].astype(np.float32)
         self._lex_bias = data["lex_bias"].astype(np.float32)
+        self.has_indirect = "indirect_w_hash" in data.files
+        if self.has_indirect:
+            self._ind_w = data["indirect_w_hash"].astype(np.float32)
+            self._ind_bias = float(data["indirect_bias"])
 
     def scores(self, text: str, embedding: Sequence[float] | None) -> dict[str, float]:
         """Probability per head; the lexical-only heads when ``embedding`` is ``None``."""
@@ -81,6 +91,15 @@ class InjectionClassifier:
             e = np.asarray(embedding, dtype=np.float32)
             z = self._w_emb @ e + self._w_hash @ x + self._bias
         return {h: float(p) for h, p in zip(self.heads, _sigmoid(z), strict=True)}
+
+    def indirect_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """The ``indirect`` head's probability for each segment of retrieved text."""
+        if not self.has_indirect:
+            raise RuntimeError("this classifier file has no indirect head; retrain it with scripts/train_injection.py")
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        x = np.stack([hashed_ngrams(segment_features_text(t), self.hash_dim) for t in texts])
+        return _sigmoid(x @ self._ind_w + self._ind_bias)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +123,12 @@ class InjectionDetector:
         judge_min: float = 0.2,
         threshold: float = 0.5,
         heads: Sequence[str] | None = None,
+        indirect: bool = False,
     ) -> None:
+        """``indirect``: also judge each sentence of the text with the ``indirect`` head (for retrieved text)."""
+        if indirect and (classifier is None or not classifier.has_indirect):
+            raise ValueError("the indirect layer needs a classifier with an indirect head")
+        self.indirect = indirect
         self.heads = frozenset(heads) if heads is not None else None
         self.classifier = classifier
         self.embed = embed
@@ -139,7 +163,15 @@ class InjectionDetector:
         findings = heuristic_findings(text)
         layers = {"heuristics": heuristic_score(findings)}
         score = layers["heuristics"]
-        if self.classifier is not None:
+        if self.indirect and self.classifier is not None:
+            segs = segments(text)
+            probs = self.classifier.indirect_scores([s.text for s in segs])
+            layers["indirect"] = float(probs.max()) if len(probs) else 0.0
+            score = max(score, layers["indirect"])
+            for seg, p in zip(segs, probs, strict=True):
+                if p >= self.threshold:
+                    findings.append(Finding(kind="injection.indirect", start=seg.start, end=seg.end, score=round(float(p), 4), label="indirect"))
+        if self.classifier is not None and self.heads != frozenset():
             for head, p in self.classifier.scores(text, embedding).items():
                 layers[head] = p
                 if self.heads is not None and head not in self.heads:

@@ -3,7 +3,8 @@
 Supported, with validation beyond the pattern so that look-alikes are not redacted:
 
 - ``EMAIL_ADDRESS``; ``PHONE_NUMBER`` (the ``phonenumbers`` library: numbers valid for their region,
-  international or in ``default_region``); ``CREDIT_CARD`` (known issuer prefixes and the Luhn check);
+  international or in ``default_region``; and, next to a phone cue such as "Phone:", "call me at",
+  "mobile", "fax", national numbers of other countries that have a phone's length and shape); ``CREDIT_CARD`` (known issuer prefixes and the Luhn check);
   ``IBAN_CODE`` (country length and the ISO 7064 mod-97 check); ``US_SSN`` (area not 000, 666 or 9xx,
   group not 00, serial not 0000); ``IP_ADDRESS`` (IPv4 and IPv6, parsed by :mod:`ipaddress`).
 - ``PERSON`` and ``LOCATION`` by light rules only (an honorific or "my name is" before capitalised
@@ -50,10 +51,20 @@ _DIGITS = re.compile(r"\d")
 _PHONE = re.compile(
     r"(?<![\w+@.-])(?:\+|00)?\(?\d{1,4}\)?(?:[ .\-\u00a0]?\(?\d{1,5}\)?){1,6}(?:\s*(?:x|ext\.?|extension)\s*\d{1,6})?(?![\w@-]|\.\d)"
 )
+#: Words that say the number next to them is a phone number (before it, within a few words, or just after).
+_PHONE_CUE_BEFORE = re.compile(
+    r"(?:\b(?:phone|tel|telephone|mobile|cell|cellphone|handy|fax|desk|office|whatsapp|sms|telefon|téléphone|portable)\b"
+    r"|\b(?:phone|contact|mobile|cell|telephone|fax)\s+(?:number|no\.?|nr\.?|#)"
+    r"|\b(?:call|ring|text|reach|dial|phone|message|messages|messaging|contact)\s+(?:me|us|him|her|them|you)?\s*(?:at|on|to|via)?"
+    r"|\b(?:answering|calling|texting)\s+(?:at|on))[\s:.#-]*(?:\(?\w{0,12}\)?[\s:.-]*)?$",
+    re.IGNORECASE,
+)
+_PHONE_CUE_AFTER = re.compile(r"^[\s,;(-]*(?:office|fax|mobile|cell|home|work|desk|phone|tel)\b", re.IGNORECASE)
+_DATE_LIKE = re.compile(r"^(?:\d{4}[.-]\d{1,2}[.-]\d{1,2}|\d{1,2}[.-]\d{1,2}[.-]\d{4}|\d{1,2}:\d{2})")
 _PERSON = re.compile(
     r"\b(?:(?:Mr|Mrs|Ms|Mx|Dr|Prof|Miss|Sir|Madam|Herr|Frau)\.?\s+"
     r"|(?:[Mm]y name is|[Mm]y name's|[Ii]ch heiße|[Ii]ch hei(?:ss|ß)e|[Nn]ame:)\s+)"
-    r"((?:[A-Z][a-z'’-]+)(?:\s+[A-Z][a-z'’-]+){0,2})"
+    r"((?:[A-Z][a-z'’-]+)(?:[ \t]+[A-Z][a-z'’-]+){0,2})"
 )
 _STREET = re.compile(
     r"\b\d{1,6}\s+(?:[A-Z][A-Za-z'’.-]*\s+){1,4}"
@@ -209,7 +220,21 @@ class PIIDetector:
                 continue
             if phonenumbers.is_valid_number(number):
                 out.append(_finding("PHONE_NUMBER", m.start(), end, 0.9))
+            elif self._phone_cued(text, m.start(), end, candidate):
+                out.append(_finding("PHONE_NUMBER", m.start(), end, 0.7))
         return out
+
+    @staticmethod
+    def _phone_cued(text: str, start: int, end: int, candidate: str) -> bool:
+        """A number of a phone's length, not shaped like a date, with a phone cue next to it.
+
+        National numbers of other countries than ``default_region`` (``0490 75 40 81``, ``(37) 788-063``)
+        are not valid for the default region; the words around them tell that they are phone numbers.
+        """
+        if _DATE_LIKE.match(candidate) or sum(c.isdigit() for c in candidate) < 7:
+            return False
+        before = text[max(0, start - 40) : start]
+        return bool(_PHONE_CUE_BEFORE.search(before) or _PHONE_CUE_AFTER.match(text[end : end + 12]))
 
 
 def _raw_length(raw: str, compact_length: int) -> int:

@@ -61,9 +61,12 @@ class InjectionGuard(_Guard):
 class ContextInjectionGuard(_Guard):
     action: Literal["block", "flag", "off"] = "block"
     threshold: float = Field(default=0.5, gt=0, le=1, description="Score at which a retrieved chunk is dropped (block) or flagged.")
+    indirect: bool = Field(
+        default=True, description="Judge each sentence of a chunk with the indirect-injection head (trained on BIPIA train attacks and documents)."
+    )
     heads: tuple[Literal["injection", "jailbreak"], ...] = Field(
         default=(),
-        description="Classifier heads that count for retrieved chunks (default none: both flag most ordinary documents; see bench/guardrails.md).",
+        description="Prompt classifier heads that also count for whole chunks (default none: both flag most ordinary documents; see bench/guardrails.md).",
     )
 
 

@@ -1,0 +1,78 @@
+"""The data the indirect-injection head is trained on (scripts/train_injection.py) and measured on
+(bench/guardrails.py), read from ../shared/data. Not part of the package: nothing at run time reads it.
+
+Ordinary documents come from two sources, each split in halves by CRC-32 of a document's id (SciFact)
+or file name (the standard library), so training and measuring never share a document.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import random
+import sys
+import zlib
+from pathlib import Path
+
+
+def bipia_attacks(data: Path, split: str) -> list[tuple[str, str]]:
+    """(``text:Category`` or ``code:Category``, attack) for every BIPIA attack of ``split``."""
+    out = []
+    for kind in ("text", "code"):
+        table = json.loads((data / "bipia" / f"{kind}_attack_{split}.json").read_text(encoding="utf-8"))
+        out += [(f"{kind}:{cat}", attack) for cat, attacks in table.items() for attack in attacks]
+    return out
+
+
+def attack_instruction(attack: str) -> str:
+    """The instruction of an attack: for a code attack, the prose before its code block."""
+    return attack.split("```")[0].strip() or attack
+
+
+def bipia_contexts(data: Path, task: str, split: str) -> list[str]:
+    """The contexts of a BIPIA task (``email``, ``table``, ``code``) as text (code answers are lists of lines)."""
+    out = []
+    for line in (data / "bipia" / task / f"{split}.jsonl").open(encoding="utf-8"):
+        context = json.loads(line)["context"]
+        out.append("\n".join(context) if isinstance(context, list) else str(context))
+    return out
+
+
+def _in_half(name: str, half: str) -> bool:
+    return (zlib.crc32(name.encode()) % 2 == 0) == (half == "train")
+
+
+def scifact_abstracts(data: Path, half: str, n: int) -> list[str]:
+    docs = []
+    for line in (data / "scifact" / "corpus.jsonl").open(encoding="utf-8"):
+        row = json.loads(line)
+        if _in_half(str(row["_id"]), half):
+            docs.append(f"{row.get('title', '')}. {row['text']}")
+    random.Random(1).shuffle(docs)
+    return docs[:n]
+
+
+def stdlib_docstrings(half: str, n: int) -> list[str]:
+    """Docstrings longer than 80 characters of the standard library's top-level modules: prose full of
+    imperatives ("Return the ...", "Use this ...") that is not an attack."""
+    root = Path(sys.base_prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    docs = []
+    for path in sorted(root.glob("*.py")):
+        if not _in_half(path.name, half):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                doc = ast.get_docstring(node)
+                if doc and len(doc) > 80:
+                    docs.append(doc)
+    random.Random(2).shuffle(docs)
+    return docs[:n]
+
+
+def ordinary_documents(data: Path, *, half: str, n: int = 1500) -> list[tuple[str, str]]:
+    """(source, text): ``n`` SciFact abstracts and ``n`` standard-library docstrings of one half."""
+    return [("scifact", d) for d in scifact_abstracts(data, half, n)] + [("stdlib", d) for d in stdlib_docstrings(half, n)]
