@@ -130,27 +130,42 @@ class SemanticCache:
             return SemanticLookup(None)
         limit = self.threshold if threshold is None else threshold
         now = self._clock()
+        q = normalised(vector)
         rejected: list[Rejection] = []
         best: float | None = None
-        for label, similarity in index.search(vector, self._candidates):
-            best = similarity if best is None else max(best, similarity)
+        for label, similarity in index.search(q, self._candidates):
             ref = self._refs.get(label)
             if ref is None:
                 continue
             if ref.expires_at is not None and ref.expires_at <= now:
                 self._forget(label)
                 continue
-            if ref.tenant != tenant or similarity < limit:
+            if ref.tenant != tenant:
+                continue  # another tenant's entry: not even its similarity is reported
+            if similarity < limit - index.error:
+                best = similarity if best is None else max(best, similarity)
+                continue
+            entry = None
+            if index.error:  # an approximate similarity: the stored vector gives the exact one
+                entry = await self.backend.get(ref.key)
+                if entry is None or entry.tenant != tenant or entry.partition != partition:
+                    self._forget(label)
+                    continue
+                if entry.vector is not None:
+                    similarity = float(normalised(entry.vector) @ q)
+            best = similarity if best is None else max(best, similarity)
+            if similarity < limit:
                 continue
             if self.verifier is not None:
                 reason = self.verifier(query, ref.query, similarity=similarity, threshold=limit)
                 if reason is not None:
                     rejected.append(Rejection(similarity, reason))
                     continue
-            entry = await self.backend.get(ref.key)
-            if entry is None or entry.tenant != tenant or entry.partition != partition:
-                self._forget(label)
-                continue
+            if entry is None:
+                entry = await self.backend.get(ref.key)
+                if entry is None or entry.tenant != tenant or entry.partition != partition:
+                    self._forget(label)
+                    continue
             return SemanticLookup(SemanticHit(entry, similarity), tuple(rejected), best)
         return SemanticLookup(None, tuple(rejected), best)
 
