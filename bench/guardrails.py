@@ -30,12 +30,14 @@ import statistics
 import string
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from aiestack.guardrails._heuristics import heuristic_findings, heuristic_score
+from aiestack.guardrails._segments import segments
 from aiestack.guardrails.injection import MIN_CHARS, InjectionClassifier, InjectionDetector
 from aiestack.guardrails.pii import PIIDetector, Vault
 from aiestack.guardrails.secrets import SecretsDetector
@@ -136,13 +138,17 @@ def injection_section(emb: Embedder, lines: list[str]) -> None:
         head_scores: dict[str, list[float]] = {}
         head_ms: list[float] = []
         lex_scores: dict[str, list[float]] = {}
+        lex_ms: list[float] = []
         for i, t in enumerate(te_x):
             start = time.perf_counter()
             s = clf.scores(t, e_te[i])
             head_ms.append((time.perf_counter() - start) * 1000 + statistics.median(embed_ms))
             for h, p in s.items():
                 head_scores.setdefault(h, []).append(p if len(t) >= MIN_CHARS.get(h, 0) else 0.0)
-            for h, p in clf.scores(t, None).items():
+            start = time.perf_counter()
+            lexical = clf.scores(t, None)
+            lex_ms.append((time.perf_counter() - start) * 1000 + heur_ms[i])
+            for h, p in lexical.items():
                 lex_scores.setdefault(h, []).append(p if len(t) >= MIN_CHARS.get(h, 0) else 0.0)
 
         def layered(heads: Sequence[str], scores: dict[str, list[float]], heur: list[float] = heur) -> list[int]:
@@ -154,7 +160,7 @@ def injection_section(emb: Embedder, lines: list[str]) -> None:
             (f"**layered: heuristics + `{own}` head**", prf(te_y, layered([own], head_scores)), head_ms),
             ("layered, default policy (heads = jailbreak)", prf(te_y, layered(["jailbreak"], head_scores)), head_ms),
             ("layered, both heads", prf(te_y, layered(["injection", "jailbreak"], head_scores)), head_ms),
-            (f"layered lexical-only (no embedding model), `{own}`", prf(te_y, layered([own], lex_scores)), heur_ms),
+            (f"layered lexical-only (no embedding model), `{own}`", prf(te_y, layered([own], lex_scores)), lex_ms),
         ]
         for label, (p, r, f), ms in rows:
             lines.append(
@@ -173,12 +179,12 @@ def _insert(context: str, attack: str, where: str) -> str:
     return f"{context[:mid]}\n{attack}\n{context[mid:]}"
 
 
-def _repo_doc_chunks() -> list[str]:
-    """This repository's own docs in ~1,200-character pieces: documentation, full of imperatives."""
+def _repo_doc_chunks() -> list[tuple[str, str]]:
+    """(file name, piece): this repository's own docs in ~1,200-character pieces, full of imperatives."""
     chunks = []
     for path in sorted((Path(__file__).resolve().parents[1] / "docs").glob("*.md")):
         text = path.read_text(encoding="utf-8")
-        chunks += [text[i : i + 1200] for i in range(0, len(text), 1200)]
+        chunks += [(path.name, text[i : i + 1200]) for i in range(0, len(text), 1200)]
     return chunks
 
 
@@ -238,11 +244,16 @@ def bipia_section(emb: Embedder, lines: list[str]) -> None:
         "| documents | count | flagged | false-positive rate |",
         "|---|---:|---:|---:|",
     ]
-    held_out = [(src, d) for src, d in ordinary_documents(DATA, half="test")] + [("this repository's docs/*.md (1,200-char pieces)", d) for d in _repo_doc_chunks()]
+    repo = "this repository's docs/*.md (1,200-char pieces)"
+    named = _repo_doc_chunks()
+    held_out = [*ordinary_documents(DATA, half="test"), *((repo, d) for _, d in named)]
     for src in dict.fromkeys(s for s, _ in held_out):
         docs = [d for s, d in held_out if s == src]
         flagged = sum(1 for d in docs if asyncio.run(default._one(d, None)).score >= 0.5)
         lines.append(f"| {src} | {len(docs)} | {flagged} | {flagged / len(docs):.3f} |")
+    where = Counter(name for name, d in named if asyncio.run(default._one(d, None)).score >= 0.5)
+    lines += ["", "The flagged pieces of the docs: " + ", ".join(f"{n} ({c})" for n, c in sorted(where.items()))
+              + " (pages that quote attacks, e.g. the injection rules and their examples)."]
     lines += ["", "Recall of the default check per test attack category (attacked contexts of that category caught / inserted):", ""]
     lines.append(
         "; ".join(f"{c.split(':', 1)[1]} {sum(v)}/{len(v)}" for c, v in sorted(per_category.items()))
@@ -442,6 +453,8 @@ def chain_section(lines: list[str]) -> None:
         ("PII detect", lambda: pii.detect(text)),
         ("**non-model chain: secrets + PII redact, heuristics, output PII, restore**", input_chain),
         ("chain + lexical classifier heads", with_lexical),
+        ("context check of one 2 KB chunk: heuristics + `indirect` head per sentence", lambda: (
+            heuristic_score(heuristic_findings(text)), clf.indirect_scores([seg.text for seg in segments(text)]))),
     ):
         for _ in range(5):
             fn()
