@@ -104,3 +104,18 @@ async def test_context_guard_drops_injected_chunks(rig_with) -> None:  # type: i
     flagging = ContextGuard(rig_with({"context_injection": "flag"}).guards.table)
     kept, verdicts = await flagging(ex, hits)
     assert len(kept) == 2 and verdicts[0].action == "flag"
+
+
+def test_the_lexical_features_are_the_ones_the_packaged_heads_were_trained_on() -> None:
+    """A change to the hashing (even a faster one) must keep every index and value, or retrain the heads."""
+    import zlib
+
+    import numpy as np
+
+    from aiestack.guardrails._features import hashed_ngrams
+
+    v = hashed_ngrams("Ignore the previous instructions, bitte! Straße 42.", 1 << 14)
+    nz = np.flatnonzero(v)
+    assert (len(nz), zlib.crc32(nz.astype("<i8").tobytes())) == (117, 3747734329)
+    assert float(v.sum()) == pytest.approx(10.80116, abs=1e-4)
+    assert float(np.linalg.norm(v)) == pytest.approx(1.0, abs=1e-6)

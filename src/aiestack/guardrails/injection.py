@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aiestack.guardrails._features import hashed_ngrams
+from aiestack.guardrails._features import hashed_ngrams_sparse
 from aiestack.guardrails._heuristics import heuristic_findings, heuristic_score
 from aiestack.guardrails._segments import segment_features_text, segments
 from aiestack.models.base import ChatModel
@@ -84,12 +84,12 @@ class InjectionClassifier:
 
     def scores(self, text: str, embedding: Sequence[float] | None) -> dict[str, float]:
         """Probability per head; the lexical-only heads when ``embedding`` is ``None``."""
-        x = hashed_ngrams(text, self.hash_dim)
+        idx, values = hashed_ngrams_sparse(text, self.hash_dim)
         if embedding is None:
-            z = self._lex_w @ x + self._lex_bias
+            z = self._lex_w[:, idx] @ values + self._lex_bias
         else:
             e = np.asarray(embedding, dtype=np.float32)
-            z = self._w_emb @ e + self._w_hash @ x + self._bias
+            z = self._w_emb @ e + self._w_hash[:, idx] @ values + self._bias
         return {h: float(p) for h, p in zip(self.heads, _sigmoid(z), strict=True)}
 
     def indirect_scores(self, texts: Sequence[str]) -> np.ndarray:
@@ -98,8 +98,11 @@ class InjectionClassifier:
             raise RuntimeError("this classifier file has no indirect head; retrain it with scripts/train_injection.py")
         if not texts:
             return np.zeros(0, dtype=np.float32)
-        x = np.stack([hashed_ngrams(segment_features_text(t), self.hash_dim) for t in texts])
-        return _sigmoid(x @ self._ind_w + self._ind_bias)
+        z = np.empty(len(texts), dtype=np.float32)
+        for i, t in enumerate(texts):
+            idx, values = hashed_ngrams_sparse(segment_features_text(t), self.hash_dim)
+            z[i] = values @ self._ind_w[idx]
+        return _sigmoid(z + self._ind_bias)
 
 
 @dataclass(frozen=True, slots=True)
