@@ -40,6 +40,33 @@ async def test_a_wrong_key_is_refused_and_sets_no_cookie(anonymous: Client) -> N
     assert (await client.get("/exchanges")).status_code == 303
 
 
+async def test_repeated_wrong_keys_are_throttled_per_address(anonymous: Client) -> None:
+    client, app = anonymous
+    now = [1000.0]
+    app.state.console_login_throttle = auth.LoginThrottle(limit=3, window_s=60, clock=lambda: now[0])
+    for _ in range(3):
+        assert (await client.post("/login", data={"key": "guess", "next": "/"})).status_code == 401
+    r = await client.post("/login", data={"key": ADMIN_KEY, "next": "/"})  # even the right key waits
+    assert r.status_code == 429 and r.headers["retry-after"] == "60" and "try again in 60 seconds" in r.text
+    assert auth.SESSION_COOKIE not in r.headers.get("set-cookie", "")
+    now[0] += 61
+    assert (await client.post("/login", data={"key": ADMIN_KEY, "next": "/"})).status_code == 303
+
+
+def test_the_throttle_forgets_successes_and_bounds_its_memory() -> None:
+    now = [0.0]
+    throttle = auth.LoginThrottle(limit=2, window_s=10, max_clients=3, clock=lambda: now[0])
+    throttle.failed("a")
+    throttle.succeeded("a")
+    throttle.failed("a")
+    assert throttle.retry_after("a") is None  # the success cleared the count
+    for ip in ("b", "c", "d", "e"):
+        throttle.failed(ip)
+        throttle.failed(ip)
+    assert len(throttle._failures) == 3 and throttle.retry_after("a") is None  # the oldest were forgotten
+    assert throttle.retry_after("e") == 10
+
+
 async def test_the_admin_key_gives_a_strict_httponly_session(anonymous: Client) -> None:
     client, _ = anonymous
     r = await client.post("/login", data={"key": ADMIN_KEY, "next": "/dashboard"})

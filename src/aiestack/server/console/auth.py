@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
@@ -188,3 +190,39 @@ async def form_fields(request: Request) -> dict[str, str]:
     if len(body) > MAX_FORM_BYTES:
         return {}
     return dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
+
+
+class LoginThrottle:
+    """Refuses logins from a client address after ``limit`` failures within ``window_s`` seconds.
+
+    A refused client gets HTTP 429 with ``Retry-After`` until its oldest counted failure leaves the
+    window; a successful login clears its count. At most ``max_clients`` addresses are remembered
+    (the oldest are forgotten first), so a flood of addresses cannot grow memory without bound.
+    """
+
+    def __init__(
+        self, *, limit: int = 5, window_s: float = 300.0, max_clients: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit, self.window_s, self.max_clients, self._clock = limit, window_s, max_clients, clock
+        self._failures: dict[str, list[float]] = {}
+
+    def retry_after(self, client: str) -> int | None:
+        """Seconds until ``client`` may try again, or ``None`` if it may now."""
+        now = self._clock()
+        recent = [t for t in self._failures.get(client, ()) if now - t < self.window_s]
+        if recent:
+            self._failures[client] = recent
+        else:
+            self._failures.pop(client, None)
+        if len(recent) < self.limit:
+            return None
+        return max(1, math.ceil(recent[0] + self.window_s - now))
+
+    def failed(self, client: str) -> None:
+        self._failures.setdefault(client, []).append(self._clock())
+        self._failures[client] = self._failures.pop(client)  # most recently failed last
+        while len(self._failures) > self.max_clients:
+            del self._failures[next(iter(self._failures))]
+
+    def succeeded(self, client: str) -> None:
+        self._failures.pop(client, None)

@@ -25,6 +25,7 @@ from aiestack.server.console.auth import (
     CSRF_FIELD,
     CsrfRejected,
     LoginRequired,
+    LoginThrottle,
     admin_key_from_env,
     check_csrf,
     clear_session_cookie,
@@ -72,6 +73,17 @@ async def login(request: Request) -> Response:
     env_name = stack.settings.gateway.admin_key_env
     configured = admin_key_from_env(env_name) is not None
     error: str | None = None
+    throttle: LoginThrottle = request.app.state.console_login_throttle
+    client = request.client.host if request.client else "unknown"
+    wait = throttle.retry_after(client)
+    if wait is not None:
+        response = page(
+            request, "login.html", None, status_code=429, next=safe_next(next),
+            error=f"Too many failed logins from this address: try again in {wait} seconds.",
+            configured=configured, admin_key_env=env_name,
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
     if not same_origin(request):
         error = "This form was sent from another site."
     elif not configured:
@@ -83,11 +95,13 @@ async def login(request: Request) -> Response:
             who = None
         if who is None or not who.is_admin:
             error = "That is not the admin key."
+            throttle.failed(client)
     if error is not None:
         return page(
             request, "login.html", None, status_code=401, next=safe_next(next), error=error,
             configured=configured, admin_key_env=env_name,
         )
+    throttle.succeeded(client)
     value, _ = new_session_cookie(request)
     response = RedirectResponse(safe_next(next), status_code=303)
     set_session_cookie(response, request, value)
@@ -106,6 +120,7 @@ async def logout(request: Request) -> Response:
 def mount_console(app: FastAPI) -> None:
     """Add the console's pages, login and assets to ``app`` (call once, when building the app)."""
     app.state.console_templates = create_environment()
+    app.state.console_login_throttle = LoginThrottle()
     app.mount("/static/console", StaticFiles(directory=STATIC_DIR), name="console-static")
     app.include_router(router)
     for module in (pages_exchanges, pages_metrics, pages_playground, pages_evals, pages_feedback):
