@@ -77,13 +77,13 @@ async def login(request: Request) -> Response:
     client = request.client.host if request.client else "unknown"
     wait = throttle.retry_after(client)
     if wait is not None:
-        response = page(
+        refused = page(
             request, "login.html", None, status_code=429, next=safe_next(next),
             error=f"Too many failed logins from this address: try again in {wait} seconds.",
             configured=configured, admin_key_env=env_name,
         )
-        response.headers["Retry-After"] = str(wait)
-        return response
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     if not same_origin(request):
         error = "This form was sent from another site."
     elif not configured:
