@@ -170,3 +170,30 @@ async def test_a_missing_template_field_is_a_config_error(
 
     with pytest.raises(ConfigError, match="nope"):
         await EvalRunner(s.chat, _store(s)).run(suite, load_examples(suite.dataset, suite.dataset_path))
+
+
+async def test_the_suites_judge_params_reach_the_judge_metrics_calls(tmp_path: Path) -> None:
+    """``judge: {model, params}`` applies to every judge metric's call, keeping the metric's JSON schema."""
+    judge = FakeModel()
+    judge.enqueue([json.dumps({"reasoning": "fine", "score": 4})] * 2)
+    settings = Settings(data_dir=tmp_path / "data", embedded_model=False, default_model="fake", models={"fake": {"provider": "fake"}})
+    entries = [ModelEntry(name="scripted", provider=FakeModel(), upstream="scripted"), ModelEntry(name="judge-m", provider=judge, upstream="judge-m")]
+    async with open_stack(settings, models=entries) as s:
+        suite = _suite(
+            tmp_path, 2,
+            metrics=[{"name": "judge", "rubric": "Is it right?"}],
+            judge={"model": "judge-m", "params": {"temperature": 0.3, "max_tokens": 77}},
+        )
+        result = await EvalRunner(s.chat, _store(s)).run(suite, load_examples(suite.dataset, suite.dataset_path))
+    assert len(judge.requests) == 2
+    for request in judge.requests:
+        assert request.params.temperature == 0.3 and request.params.max_tokens == 77
+        assert request.params.response_format is not None and request.params.response_format.type == "json_schema"
+    assert all(r.scores["judge"] is not None for r in result.results)
+
+
+def test_a_judge_response_format_is_refused_on_load(tmp_path: Path) -> None:
+    from aiestack.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"judge\.params\.response_format"):
+        _suite(tmp_path, 1, judge={"model": "m", "params": {"response_format": {"type": "text"}}})

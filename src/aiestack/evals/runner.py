@@ -246,10 +246,18 @@ class EvalRunner:
 
     def _metrics(self, suite: Suite, caller: CachingCaller) -> tuple[list[Metric], list[CorpusMetric]]:
         judge_model = suite.judge.model if suite.judge is not None else ""
+        # The suite's judge params (e.g. temperature, max_tokens) override what the metric asks for,
+        # except its JSON schema, and a seed the metric set itself (self-consistency's distinct samples).
+        overrides = dict(suite.judge.params) if suite.judge is not None else {}
+        overrides.pop("response_format", None)
+        judge_params = SystemSpec(name="judge", params=overrides).to_params() if overrides else None
 
         async def judge_call(request: ChatRequest) -> Completion:
             if not request.model and judge_model:
                 request = dataclasses.replace(request, model=judge_model)
+            if judge_params is not None:
+                given = {k: getattr(judge_params, k) for k in overrides if not (k == "seed" and request.params.seed is not None)}
+                request = dataclasses.replace(request, params=dataclasses.replace(request.params, **given))
             return await caller.judge(request)
 
         per_sample: list[Metric] = []

@@ -293,6 +293,12 @@ def parse_suite(data: Any, *, source: str = "suite", base_dir: Path = Path("."))
             raise ConfigError(
                 f"{source}: {key}.params", str(exc), "use Params fields such as temperature"
             ) from None
+        if key == "judge" and "response_format" in judge.params:
+            raise ConfigError(
+                f"{source}: judge.params.response_format",
+                "judge metrics ask for their own JSON schema",
+                "remove response_format from the judge's params",
+            )
     if suite.compare is not None:
         _check_compare(suite.compare, source)
     return suite
