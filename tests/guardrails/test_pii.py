@@ -81,6 +81,21 @@ def test_a_name_ends_at_the_end_of_its_line() -> None:
     assert kinds("Name: Toshimi Arata\nPhone: 0490 75 40 81") == [("PERSON", "Toshimi Arata"), ("PHONE_NUMBER", "0490 75 40 81")]
 
 
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Name:    Iva D. Grusová\nAddress: somewhere", "Iva D. Grusová"),
+        ("Dear Sigrid Nyström, thank you.", "Sigrid Nyström"),
+        ("Kind regards,\nMatheus Araujo", "Matheus Araujo"),
+        ("Best,\nMatheus Araujo", "Matheus Araujo"),
+        ("Dear Sir or Madam, hello there", None),
+        ("Everyone calls me Vanessa", "Vanessa"),
+    ],
+)
+def test_names_after_a_cue_in_any_latin_script(text: str, name: str | None) -> None:
+    assert [v for k, v in kinds(text) if k == "PERSON"] == ([name] if name else [])
+
+
 def test_validators() -> None:
     assert luhn_ok("79927398713") and not luhn_ok("79927398710")
     assert iban_ok("DE89370400440532013000") and not iban_ok("DE8937040044053201300")  # short for DE

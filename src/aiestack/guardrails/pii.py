@@ -61,10 +61,14 @@ _PHONE_CUE_BEFORE = re.compile(
 )
 _PHONE_CUE_AFTER = re.compile(r"^[\s,;(-]*(?:office|fax|mobile|cell|home|work|desk|phone|tel)\b", re.IGNORECASE)
 _DATE_LIKE = re.compile(r"^(?:\d{4}[.-]\d{1,2}[.-]\d{1,2}|\d{1,2}[.-]\d{1,2}[.-]\d{4}|\d{1,2}:\d{2})")
+#: A capitalised name word in any Latin script (``Grusová``, ``Ström``, ``O'Neil``) or an initial (``D.``).
+_NAME_WORD = r"(?:[A-ZÀ-ÖØ-ÞĀ-Ž][a-zß-öø-ÿā-žA-ZÀ-ÖØ-ÞĀ-Ž'’-]*[a-zß-öø-ÿā-ž]|[A-Z]\.)"
 _PERSON = re.compile(
-    r"\b(?:(?:Mr|Mrs|Ms|Mx|Dr|Prof|Miss|Sir|Madam|Herr|Frau)\.?\s+"
-    r"|(?:[Mm]y name is|[Mm]y name's|[Ii]ch heiße|[Ii]ch hei(?:ss|ß)e|[Nn]ame:)\s+)"
-    r"((?:[A-Z][a-z'’-]+)(?:[ \t]+[A-Z][a-z'’-]+){0,2})"
+    r"\b(?:(?:Mr|Mrs|Ms|Mx|Dr|Prof|Miss|Sir|Madam|Herr|Frau)\.?[ \t]+"
+    r"|(?:[Mm]y name is|[Mm]y name's|[Ii]ch heiße|[Ii]ch hei(?:ss|ß)e|[Nn]ame:|(?:Dear|Hi|Hello|Hey)(?=[ \t]+[A-Z])(?![ \t]+(?:Sir|Sirs|Madam|Customer|Team|All|Everyone|Colleagues?|Friends?|Valued|Hiring|Support|There)\b)"
+    r"|(?:[Ee]veryone|[Tt]hey|[Pp]eople|[Ff]riends)[ \t]+calls?[ \t]+me)[ \t]+"
+    r"|(?:[Rr]egards|[Ss]incerely|Best|Thanks|Cheers),?[ \t]*\n[ \t]*)"
+    rf"({_NAME_WORD}(?:[ \t]+{_NAME_WORD}){{0,2}})"
 )
 _STREET = re.compile(
     r"\b\d{1,6}\s+(?:[A-Z][A-Za-z'’.-]*\s+){1,4}"
