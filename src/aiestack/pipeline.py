@@ -40,6 +40,16 @@ class PipelineError(AiestackError):
     code = "pipeline_misconfigured"
 
 
+#: The attribute of an exception that holds the exchange as the innermost stage it passed through saw it.
+FAILED_EXCHANGE = "aiestack_exchange"
+
+
+def failed_exchange(exc: BaseException, default: Exchange) -> Exchange:
+    """The most complete exchange an error carries (``default`` if none, or another exchange's)."""
+    ex = exc.__dict__.get(FAILED_EXCHANGE)
+    return ex if isinstance(ex, Exchange) and ex.id == default.id else default
+
+
 async def _end_of_pipeline(ex: Exchange) -> Exchange:
     raise PipelineError(
         "The last stage of the pipeline called call_next, but no stage follows it.",
@@ -70,8 +80,14 @@ class Pipeline:
         stage, call_next, observer = self.stages[i], self._chain(i + 1), self._observer
 
         async def run(ex: Exchange) -> Exchange:
-            with observer.stage(stage.name, ex):
-                return await stage(ex, call_next)
+            try:
+                with observer.stage(stage.name, ex):
+                    return await stage(ex, call_next)
+            except BaseException as exc:
+                # The innermost stage the error passed through knows the most about the exchange
+                # (its route, prompt version, retrieved hits): outer stages record that one.
+                exc.__dict__.setdefault(FAILED_EXCHANGE, ex)
+                raise
 
         return run
 

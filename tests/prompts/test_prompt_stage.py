@@ -161,3 +161,17 @@ def test_a_malformed_route_prompt_fails_at_start_naming_the_key(tmp_path: Path) 
     with pytest.raises(ConfigError) as err:
         build_stack(_settings(tmp_path, "support@production:-1"), store=MemoryExchangeStore())
     assert err.value.key == "routes.help.prompt"
+
+
+async def test_an_exchange_that_fails_after_the_prompt_stage_records_its_prompt_version(stack: Stack) -> None:
+    from aiestack.errors import ProviderUnavailable
+    from aiestack.models.fake import Script
+
+    assert stack.prompts is not None
+    stack.prompts.push("support", "You support {{ product }}.", label="production")
+    fake(stack).enqueue([Script(error=ProviderUnavailable("down", provider="fake"))] * 5)
+    with pytest.raises(ProviderUnavailable):
+        await stack.chat(ask("hi", product="routers"))
+    stack.writer.flush(5)
+    (stored,) = [e for e in stack.store.list_exchanges(limit=5)]
+    assert stored.outcome == "error" and stored.attributes[PROMPT_VERSION_ATTR] == 1

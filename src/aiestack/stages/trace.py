@@ -27,7 +27,7 @@ from opentelemetry.trace.span import format_trace_id
 
 from aiestack.errors import ProviderError
 from aiestack.metrics import Metrics
-from aiestack.pipeline import Next
+from aiestack.pipeline import Next, failed_exchange
 from aiestack.stores.base import ExchangeRecord
 from aiestack.streams import tap
 from aiestack.tracing import (
@@ -104,7 +104,7 @@ class Trace:
         try:
             result = await call_next(ex)
         except BaseException as exc:
-            self._finish(span, start, ex, None, exc)
+            self._finish(span, start, failed_exchange(exc, ex), None, exc)
             raise
         finally:
             otel_context.detach(token)
