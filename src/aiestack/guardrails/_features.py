@@ -54,19 +54,7 @@ def hashed_ngrams_sparse(text: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
 
 def hashed_ngrams(text: str, dim: int) -> np.ndarray:
     """An L2-normalised vector of log(1 + count) of hashed word 1-2-grams and character 3-5-grams."""
-    words = _WORD.findall(text[:MAX_CHARS].lower())
-    if not words:
-        return np.zeros(dim, dtype=np.float32)
-    mask = dim - 1
-    crc = zlib.crc32
-    idx: list[int] = []
-    prev = ""
-    for w in words:
-        idx += _word_ngrams(w, mask)
-        if prev:
-            idx.append(crc(b"b" + prev.encode() + b" " + w.encode()) & mask)
-        prev = w
-    vec = np.bincount(np.asarray(idx, dtype=np.int64), minlength=dim).astype(np.float32)
+    vec = np.bincount(np.asarray(_indices(text, dim - 1), dtype=np.int64), minlength=dim).astype(np.float32)
     np.log1p(vec, out=vec)
     norm = float(np.linalg.norm(vec))
     if norm > 0:
