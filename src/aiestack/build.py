@@ -127,8 +127,8 @@ class Stack:
             return
         self._closed = True
         try:
-            if self.signals is not None:
-                await self.signals.drain()
+            if self.signals is not None:  # store the implicit feedback still queued, stop its thread
+                await self.signals.aclose()
             await self.models.aclose()
             if self._embeddings is not None:
                 await self._embeddings.aclose()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+import itertools
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from aiestack.feedback import complaint, conversation_keys
 from aiestack.feedback import signals as signals_module
 from aiestack.models.fake import FakeModel
 from aiestack.settings import FeedbackSettings, Settings
-from aiestack.stores.feedback import FeedbackRecord
+from aiestack.stores.feedback import FeedbackRecord, TurnRecord
 from aiestack.stores.memory import MemoryExchangeStore
 from aiestack.types import ChatRequest, Exchange, Message
 
@@ -209,3 +210,89 @@ def test_complaints_are_recognised_in_several_languages(text: str) -> None:
 )
 def test_other_messages_are_not_complaints(text: str) -> None:
     assert complaint(text) is None
+
+
+class _CountingStore(MemoryExchangeStore):
+    """A memory store that counts the feedback-store calls the Signals stage makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, int] = {"find_turns": 0, "write_turns": 0, "write_feedback": 0}
+
+    def find_turns(
+        self,
+        *,
+        conversation: str | None = None,
+        turn: str | None = None,
+        since: float | None = None,
+        limit: int = 10,
+    ) -> list[TurnRecord]:
+        self.calls["find_turns"] += 1
+        return super().find_turns(conversation=conversation, turn=turn, since=since, limit=limit)
+
+    def write_turns(self, turns: Sequence[TurnRecord]) -> None:
+        self.calls["write_turns"] += 1
+        super().write_turns(turns)
+
+    def write_feedback(self, records: Sequence[FeedbackRecord]) -> None:
+        self.calls["write_feedback"] += 1
+        super().write_feedback(records)
+
+
+async def test_observations_are_matched_and_stored_in_batches_in_order(tmp_path: Path) -> None:
+    store = _CountingStore()
+    # A long flush interval and a large batch: nothing is handled before drain() asks for it.
+    stage = signals_module.Signals(store, batch_size=1000, flush_interval_s=60)
+    stack = build_stack(_settings(tmp_path, feedback=FeedbackSettings(implicit=False)), store=store, extra_stages=[stage])
+    try:
+        asked = [await say(stack, ("user", "Same question")) for _ in range(5)]
+        fake(stack).enqueue(["Lyon."])
+        lyon = await say(stack, ("user", "Capital of France?"))
+        await say(stack, ("user", "Capital of France?"), ("assistant", "Lyon."), ("user", "That's wrong"))
+        assert stage.pending == 7 and store.calls == {"find_turns": 0, "write_turns": 0, "write_feedback": 0}
+        await stage.drain()
+        assert stage.pending == 0
+        # One batch: one query per distinct conversation (two) and per complaint, one write of each kind.
+        assert store.calls == {"find_turns": 3, "write_turns": 1, "write_feedback": 1}
+        found = sorted(store.list_feedback(source="implicit"), key=lambda f: (f.kind, f.created_at))
+        # Each resend regenerates the one before it, though all five were matched in the same batch.
+        regenerated = [(f.exchange_id, f.detail["by"]) for f in found if f.kind == "regenerated"]
+        assert regenerated == [(a.id, b.id) for a, b in itertools.pairwise(asked)]
+        assert [(f.exchange_id, f.kind) for f in found if f.kind != "regenerated"] == [(lyon.id, "complaint")]
+        new_conversation = conversation_keys((Message("user", "any"),), tenant="default", key_id=None, user=None)
+        assert new_conversation is not None
+        stored = {t.exchange_id for t in store.find_turns(conversation=new_conversation.conversation)}
+        assert stored == {a.id for a in asked} | {lyon.id}
+    finally:
+        await stack.aclose()
+
+
+async def test_closing_stores_what_is_still_queued_and_later_answers_are_handled_at_once(tmp_path: Path) -> None:
+    store = MemoryExchangeStore()
+    stage = signals_module.Signals(store, batch_size=1000, flush_interval_s=60)
+    stack = build_stack(_settings(tmp_path, feedback=FeedbackSettings(implicit=False)), store=store, extra_stages=[stage])
+    first = await say(stack, ("user", "Again"))
+    second = await say(stack, ("user", "Again"))
+    assert stage.pending == 2
+    await stack.aclose()  # closes the stage too: what was queued is stored before it returns
+    assert stage.pending == 0
+    assert [(f.exchange_id, f.detail["by"]) for f in store.list_feedback(source="implicit")] == [(first.id, second.id)]
+    # An answer that ends after the close (a stream read late) is handled on the spot.
+    third = Exchange(request=second.request)
+    stage._schedule(signals_module._Observation(third, third, "late", third.started_at))
+    found = {(f.exchange_id, f.detail["by"]) for f in store.list_feedback(source="implicit")}
+    assert found == {(first.id, second.id), (second.id, third.id)}
+
+
+async def test_a_full_queue_drops_the_oldest_observations() -> None:
+    store = MemoryExchangeStore()
+    stage = signals_module.Signals(store, batch_size=1000, flush_interval_s=60, max_queue=3)
+    request = ChatRequest(model="fake", messages=(Message("user", "q"),))
+    exchanges = [Exchange(request=request) for _ in range(5)]
+    for ex in exchanges:
+        stage._schedule(signals_module._Observation(ex, ex, "a", 1_000_000.0))
+    assert stage.pending == 3 and stage._queue.dropped == 2
+    await stage.aclose()
+    keys = conversation_keys(request.messages, tenant="default", key_id=None, user=None)
+    assert keys is not None
+    assert {t.exchange_id for t in store.find_turns(conversation=keys.conversation)} == {ex.id for ex in exchanges[2:]}

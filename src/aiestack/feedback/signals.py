@@ -18,8 +18,9 @@ The :class:`Signals` stage recognises four signals and records each as feedback 
 
 Conversations are matched by hashes (:func:`conversation_keys`), salted with tenant, key and
 user, so the signals work without content tracing and never cross tenants. After an answer
-is complete the stage writes the exchange's :class:`TurnRecord` and looks up earlier turns in a
-background task: the response is never delayed by it.
+is complete the stage queues it; one background thread matches the queued answers against earlier
+turns and writes their :class:`TurnRecord` and signals in batches, so the response is never
+delayed by it and the store sees a few queries and two writes per batch, not per answer.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import unicodedata
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
+from aiestack.feedback.batches import BatchQueue
 from aiestack.pipeline import Next
 from aiestack.stores.feedback import FeedbackRecord, FeedbackStore, TurnRecord
 from aiestack.stores.prompts import PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR
@@ -158,11 +160,59 @@ def _signal_id(kind: str, target: str, by: str) -> str:
     return "fbi_" + _digest(kind, target, by)
 
 
+@dataclass(frozen=True, slots=True)
+class _Observation:
+    """One answered (or stopped) exchange, waiting for the background thread.
+
+    ``asked`` is the exchange as it entered the stage (its messages are the client's, before any
+    inner stage rewrote them: the conversation keys come from them); ``answered`` is the exchange
+    that left it (its route and prompt attributes are recorded). ``at`` is when the answer ended.
+    """
+
+    asked: Exchange
+    answered: Exchange
+    answer: str
+    at: float
+    stopped: bool = False
+
+
+#: Earlier turns an answer is matched against (the newest first).
+_MATCHED = 5
+
+
+class _Turns:
+    """The earlier turns a batch is matched against: the store's (one query per hash), then the batch's own."""
+
+    def __init__(self, store: FeedbackStore, since: float) -> None:
+        self._store = store
+        self._since = since
+        self._stored: dict[tuple[str, str], list[TurnRecord]] = {}
+        self._new: dict[tuple[str, str], list[TurnRecord]] = {}
+
+    def of(self, *, conversation: str | None = None, turn: str | None = None) -> list[TurnRecord]:
+        """Newest first: the last few turns of this batch, then up to five stored ones."""
+        key = ("c", conversation) if conversation is not None else ("t", turn or "")
+        stored = self._stored.get(key)
+        if stored is None:
+            stored = self._store.find_turns(conversation=conversation, turn=turn, since=self._since, limit=_MATCHED)
+            self._stored[key] = stored
+        new = self._new.get(key, [])
+        return [*new[-_MATCHED:][::-1], *stored]
+
+    def add(self, turn: TurnRecord) -> None:
+        self._new.setdefault(("c", turn.conversation), []).append(turn)
+        self._new.setdefault(("t", turn.turn), []).append(turn)
+
+
 class Signals:
     """Detects implicit feedback (see the module docstring).
 
     ``window_s``: how far back a regeneration or an edit is matched (default one hour).
-    Call :meth:`drain` to wait for the background work (tests, shutdown).
+    The matching and the writes happen on one background thread, in batches (see
+    :class:`~aiestack.feedback.batches.BatchQueue`): per batch, one query per distinct
+    conversation and two writes, however many answers it holds. ``batch_size``,
+    ``flush_interval_s`` and ``max_queue`` tune that queue. Call :meth:`drain` to wait for the
+    background work (tests), :meth:`aclose` to finish it and stop the thread (shutdown).
     """
 
     name = "signals"
@@ -173,33 +223,51 @@ class Signals:
         *,
         window_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
+        batch_size: int = 256,
+        flush_interval_s: float = 0.25,
+        max_queue: int = 10_000,
     ) -> None:
         self._store = store
         self._window = window_s
         self._clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()
         self._observed = 0
+        self._queue: BatchQueue[_Observation] = BatchQueue(
+            self._handle,
+            batch_size=batch_size,
+            flush_interval_s=flush_interval_s,
+            max_queue=max_queue,
+            name="aiestack-feedback-signals",
+            what="implicit feedback",
+        )
 
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
-        keys = conversation_keys(ex.request.messages, tenant=ex.tenant, key_id=ex.key_id, user=ex.request.user)
         result = await call_next(ex)
         completion = result.completion
-        if keys is None or completion is None or result.outcome not in ("ok", "cached", "pending"):
+        if completion is None or result.outcome not in ("ok", "cached", "pending"):
             return result
         if completion.stream is None:
-            self._schedule(self._observe, result, keys, completion.text)
+            self._schedule(_Observation(ex, result, completion.text, self._clock()))
             return result
-        return dataclasses.replace(result, completion=self._watch(result, keys, completion))
+        return dataclasses.replace(result, completion=self._watch(ex, result, completion))
+
+    @property
+    def pending(self) -> int:
+        """Observations not yet stored."""
+        return self._queue.pending
 
     async def drain(self) -> None:
-        """Wait until every observation scheduled so far has been stored."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-            await asyncio.sleep(0)  # let the tasks' done callbacks run
+        """Wait until every observation made so far has been stored."""
+        if self._queue.pending:
+            await asyncio.to_thread(self._queue.flush)
+
+    async def aclose(self) -> None:
+        """Store every observation made so far and stop the background thread. Idempotent."""
+        if not self._queue.closed:
+            await asyncio.to_thread(self._queue.close)
 
     # ------------------------------------------------------------------ streams
 
-    def _watch(self, ex: Exchange, keys: ConversationKeys, completion: Completion) -> Completion:
+    def _watch(self, asked: Exchange, ex: Exchange, completion: Completion) -> Completion:
         source = completion.stream
         assert source is not None
 
@@ -213,13 +281,13 @@ class Signals:
                     yield delta
             except (GeneratorExit, asyncio.CancelledError):
                 if not finished:
-                    self._schedule(self._stopped, ex, keys, "".join(parts))
+                    self._schedule(_Observation(asked, ex, "".join(parts), self._clock(), stopped=True))
                 raise
             except Exception:
                 raise  # a broken stream is an error, not a user's signal
             else:
                 if finished:
-                    self._schedule(self._observe, ex, keys, "".join(parts))
+                    self._schedule(_Observation(asked, ex, "".join(parts), self._clock()))
             finally:
                 aclose = getattr(source, "aclose", None)
                 if aclose is not None and not finished:
@@ -229,66 +297,79 @@ class Signals:
 
     # ------------------------------------------------------------------ background work
 
-    def _schedule(self, work: Callable[..., None], *args: object) -> None:
-        try:
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(work, *args))
-        except RuntimeError:  # no loop (a stream closed by the garbage collector): do it now
-            try:
-                work(*args)
-            except Exception:
-                _log.exception("aiestack could not record implicit feedback")
+    def _schedule(self, observation: _Observation) -> None:
+        """Queue the observation; after :meth:`aclose` (a stream that ends later) handle it now."""
+        if self._queue.submit(observation):
             return
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
+        try:
+            self._handle([observation])
+        except Exception:
+            _log.exception("aiestack could not record implicit feedback")
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            _log.error("aiestack could not record implicit feedback", exc_info=task.exception())
-
-    def _stopped(self, ex: Exchange, keys: ConversationKeys, partial: str) -> None:
-        turn = _turn_of(ex, keys, partial, self._clock())
-        self._store.write_feedback([self._signal(ex.id, "stopped_early", ex, turn, {"chars": str(len(partial))})])
-        self._observe(ex, keys, partial)
-
-    def _observe(self, ex: Exchange, keys: ConversationKeys, answer: str) -> None:
-        now = self._clock()
-        since = now - self._window
+    def _handle(self, batch: Sequence[_Observation]) -> None:
+        """Match a batch of observations against earlier turns (and each other, in order), then store
+        the signals and the turns: one query per distinct conversation, one write of each kind."""
+        keyed: list[tuple[_Observation, ConversationKeys]] = []
+        for obs in batch:
+            asked = obs.asked
+            keys = conversation_keys(
+                asked.request.messages, tenant=asked.tenant, key_id=asked.key_id, user=asked.request.user
+            )
+            if keys is not None:
+                keyed.append((obs, keys))
+        if not keyed:
+            return
+        turns = _Turns(self._store, since=min(obs.at for obs, _ in keyed) - self._window)
         signals: list[FeedbackRecord] = []
+        written: list[TurnRecord] = []
+        for obs, keys in keyed:
+            signals += self._match(obs, keys, turns)
+            turn = _turn_of(obs.answered, keys, obs.answer, obs.at)
+            turns.add(turn)
+            written.append(turn)
+        if signals:
+            self._store.write_feedback(signals)
+        self._store.write_turns(written)
+        before, self._observed = self._observed, self._observed + len(keyed)
+        if self._observed // PRUNE_EVERY > before // PRUNE_EVERY:  # turns older than the window can no longer match
+            self._store.prune_turns(max(obs.at for obs, _ in keyed) - self._window)
+
+    def _match(self, obs: _Observation, keys: ConversationKeys, turns: _Turns) -> list[FeedbackRecord]:
+        """The signals one observation gives, against the turns before it."""
+        ex, since = obs.answered, obs.at - self._window
+        signals: list[FeedbackRecord] = []
+        if obs.stopped:
+            turn = _turn_of(ex, keys, obs.answer, obs.at)
+            signals.append(self._signal(ex.id, "stopped_early", ex, turn, {"chars": str(len(obs.answer))}, obs.at))
         earlier = [
-            t
-            for t in self._store.find_turns(conversation=keys.conversation, since=since, limit=5)
-            if t.exchange_id != ex.id
-        ]
+            t for t in turns.of(conversation=keys.conversation) if t.exchange_id != ex.id and t.created_at >= since
+        ][:_MATCHED]
         same = next((t for t in earlier if t.turn == keys.turn), None)
         if same is not None:
-            signals.append(self._signal(same.exchange_id, "regenerated", ex, same, {"by": ex.id}))
+            signals.append(self._signal(same.exchange_id, "regenerated", ex, same, {"by": ex.id}, obs.at))
         elif earlier and not keys.first_turn:
             # A different first message is as likely a new conversation as an edit: only a resend
             # that keeps the earlier turns (an answer included) and changes the last one is an edit.
-            signals.append(self._signal(earlier[0].exchange_id, "edited", ex, earlier[0], {"by": ex.id}))
+            signals.append(self._signal(earlier[0].exchange_id, "edited", ex, earlier[0], {"by": ex.id}, obs.at))
         phrase = complaint(keys.last_user)
         if phrase is not None and keys.previous_turn is not None:
-            previous = self._store.find_turns(turn=keys.previous_turn, since=since, limit=5)
+            previous = [t for t in turns.of(turn=keys.previous_turn) if t.created_at >= since][:_MATCHED]
             matching = [t for t in previous if t.answer is None or t.answer == keys.previous_answer]
             if matching:
                 signals.append(
-                    self._signal(matching[0].exchange_id, "complaint", ex, matching[0], {"by": ex.id, "phrase": phrase})
+                    self._signal(
+                        matching[0].exchange_id, "complaint", ex, matching[0], {"by": ex.id, "phrase": phrase}, obs.at
+                    )
                 )
-        if signals:
-            self._store.write_feedback(signals)
-        self._store.write_turns([_turn_of(ex, keys, answer, now)])
-        self._observed += 1
-        if self._observed % PRUNE_EVERY == 0:  # turns older than the window can no longer match
-            self._store.prune_turns(since)
+        return signals
 
     def _signal(
-        self, target: str, kind: str, by: Exchange, turn: TurnRecord, detail: dict[str, str]
+        self, target: str, kind: str, by: Exchange, turn: TurnRecord, detail: dict[str, str], at: float
     ) -> FeedbackRecord:
         return FeedbackRecord(
             id=_signal_id(kind, target, by.id),
             exchange_id=target,
-            created_at=self._clock(),
+            created_at=at,
             kind=kind,
             source="implicit",
             tenant=by.tenant,
