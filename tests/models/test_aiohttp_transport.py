@@ -412,3 +412,52 @@ def test_make_client_goes_through_a_proxy_from_the_environment(monkeypatch: pyte
     direct = http.make_client(base_url="http://127.0.0.1:9/v1", timeout_s=5, headers={}, max_connections=4)
     assert isinstance(proxied.transport, httpx.AsyncHTTPTransport)  # httpx's own speaks to proxies
     assert isinstance(direct.transport, AiohttpTransport)
+
+
+async def test_http_client_sends_through_aiohttp_what_the_httpx_request_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    # HttpClient hands aiohttp plain values instead of an httpx.Request: the bytes on the wire
+    # must carry the headers and body that request holds (which response.request still gives).
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    heads: list[bytes] = []
+    bodies: list[bytes] = []
+
+    async def records(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, body = await read_request(reader)
+            heads.append(head)
+            bodies.append(body)
+            writer.write(ok(b"done"))
+            await writer.drain()
+
+    async with serve(records) as url:
+        c = http.make_client(base_url=url + "/v1", timeout_s=5, headers={"authorization": "Bearer k"}, max_connections=2)
+        try:
+            assert isinstance(c.transport, AiohttpTransport)
+            sent = []
+            for extra in ({"x-extra": "1"}, None, {"x-extra": "1"}):
+                response = await c.send("POST", "chat/completions", body={"q": "é"}, headers=extra)
+                assert (await response.aread()) == b"done"
+                await response.aclose()
+                sent.append(response.request)
+        finally:
+            await c.aclose()
+    for head, body, request in zip(heads, bodies, sent, strict=True):
+        lines = head.decode("latin-1").split("\r\n")
+        assert lines[0] == "POST /v1/chat/completions HTTP/1.1"
+        wire = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        assert wire == {k.lower(): v for k, v in request.headers.items()}
+        assert body == request.content == '{"q":"é"}'.encode()
+    assert "x-extra" not in {k.lower() for k in sent[1].headers}
+
+
+async def test_http_client_errors_carry_the_request_it_would_have_sent() -> None:
+    port = free_port()
+    c = http.HttpClient(base_url=f"http://127.0.0.1:{port}/v1", timeout_s=5, headers={}, transport=AiohttpTransport())
+    try:
+        with pytest.raises(httpx.ConnectError) as info:
+            await c.send("POST", "chat/completions", body={"q": 1})
+    finally:
+        await c.aclose()
+    assert str(info.value.request.url) == f"http://127.0.0.1:{port}/v1/chat/completions"
+    assert info.value.request.content == b'{"q":1}'

@@ -49,6 +49,30 @@ async def test_events_parse_from_split_chunks() -> None:
     assert events == [http.SSEEvent(None, '{"a":1}'), http.SSEEvent("e", "x\ny")]
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 1000])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'data: {"a":1}\r\n\r\n: comment\n\nevent: e\ndata: x\ndata: y\n\n',
+        b"data: one\r\rdata: caf\xc3\xa9\r\n\r\ndata: [DONE]\n\n",
+        b"event: only\n\ndata: no blank line at the end",  # an event without data is not dispatched
+        b"data:no space\ndata:  two spaces\nid: 7\nretry: 10\n\n",
+        b"",
+    ],
+)
+async def test_sse_events_decode_bytes_like_parse_sse_of_lines(body: bytes, size: int) -> None:
+    parts = [body[i : i + size] for i in range(0, len(body), size)]
+    expected = [e async for e in http.parse_sse(http.lines(chunks(*parts)))]
+    assert [e async for e in http.sse_events(chunks(*parts))] == expected
+
+
+async def test_event_json_reads_what_the_standard_library_reads() -> None:
+    # orjson refuses both NaN and integers past 64 bits; the standard library's reading is kept.
+    value = http.event_json(http.SSEEvent(None, '{"n": NaN, "big": 123456789012345678901234567890}'), UPSTREAM)
+    assert value["big"] == 123456789012345678901234567890 and value["n"] != value["n"]
+    assert http.event_json(http.SSEEvent(None, '{"a": [1, "é"]}'), UPSTREAM) == {"a": [1, "é"]}
+
+
 async def test_send_builds_the_request_httpx_would() -> None:
     seen: list[httpx.Request] = []
 

@@ -33,14 +33,15 @@ store httpx would use.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
+from typing import Any
 
 import aiohttp
 import httpx
 from yarl import URL
 
-__all__ = ["AiohttpTransport"]
+__all__ = ["AiohttpTransport", "client_timeout"]
 
 _DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=5.0)
 _MAX_CACHED_URLS = 64
@@ -86,15 +87,42 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        session = self._current_session()
-        timeout = _timeout(request.extensions.get("timeout") or {})
+        timeout = client_timeout(request.extensions.get("timeout") or {})
         headers = request.headers.multi_items()
         try:
             body: bytes | AsyncIterator[bytes] | None = request.content or None
         except httpx.RequestNotRead:  # a streamed body: aiohttp sends it chunked and says so itself
             body = _request_chunks(request)
             headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
-        raw_url = str(request.url)
+        return await self._send(request.method, str(request.url), headers, body, timeout, lambda: request)
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        timeout: aiohttp.ClientTimeout,
+        request: Callable[[], httpx.Request],
+    ) -> httpx.Response:
+        """:meth:`handle_async_request` for a request given as plain values (``url`` percent-encoded).
+
+        ``request()`` builds the equivalent :class:`httpx.Request`; it is called only when
+        something asks for it (an error to raise, ``response.request``), which spares a provider's
+        hot path the cost of building one per call.
+        """
+        return await self._send(method, url, headers, body or None, timeout, request)
+
+    async def _send(
+        self,
+        method: str,
+        raw_url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | AsyncIterator[bytes] | None,
+        timeout: aiohttp.ClientTimeout,
+        request: Callable[[], httpx.Request],
+    ) -> httpx.Response:
+        session = self._current_session()
         url = self._urls.get(raw_url)
         if url is None:
             if len(self._urls) >= _MAX_CACHED_URLS:
@@ -102,7 +130,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             url = self._urls[raw_url] = URL(raw_url, encoded=True)  # httpx has percent-encoded it
         try:
             response = await session.request(
-                request.method,
+                method,
                 url,
                 headers=headers,
                 data=body,
@@ -116,7 +144,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if mapped is None:
                 raise
             raise mapped from exc
-        return httpx.Response(
+        return _Response(
             response.status,
             headers=response.raw_headers,
             stream=_ResponseStream(response, request),
@@ -124,6 +152,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 "http_version": b"HTTP/%d.%d" % (response.version or (1, 1)),
                 "reason_phrase": (response.reason or "").encode("latin-1", "replace"),
             },
+            make_request=request,
         )
 
     async def aclose(self) -> None:
@@ -143,12 +172,30 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         await self.aclose()
 
 
+class _Response(httpx.Response):
+    """An :class:`httpx.Response` whose ``request`` is built when first asked for."""
+
+    def __init__(self, *args: Any, make_request: Callable[[], httpx.Request], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._make_request = make_request
+
+    @property
+    def request(self) -> httpx.Request:
+        if self._request is None:
+            self._request = self._make_request()
+        return self._request
+
+    @request.setter
+    def request(self, value: httpx.Request) -> None:
+        self._request = value
+
+
 class _ResponseStream(httpx.AsyncByteStream):
     """The response body as it arrives; closing it early closes the connection (never reused half-read)."""
 
     __slots__ = ("_request", "_response")
 
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, request: Callable[[], httpx.Request]) -> None:
         self._response = response
         self._request = request
 
@@ -179,17 +226,23 @@ async def _request_chunks(request: httpx.Request) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def _timeout(spec: dict[str, float | None]) -> aiohttp.ClientTimeout:
+def client_timeout(spec: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
+    """aiohttp's timeouts for an httpx timeout extension (``connect``, ``read``, ``write``, ``pool``)."""
     connect, pool, read = spec.get("connect"), spec.get("pool"), spec.get("read")
     acquire = None if connect is None or pool is None else connect + pool
     return aiohttp.ClientTimeout(total=None, connect=acquire, sock_connect=connect, sock_read=read)
 
 
-def _mapped(exc: Exception, request: httpx.Request, *, started: bool) -> httpx.TransportError | None:
+def _mapped(
+    exc: Exception, make_request: Callable[[], httpx.Request], *, started: bool
+) -> httpx.TransportError | None:
     """The httpx exception for an aiohttp (or OS) failure; ``None`` for anything else (a bug: re-raised).
 
     ``started``: the response head had arrived, so the failure happened in the body.
     """
+    if not isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError | OSError):
+        return None
+    request = make_request()
     message = str(exc) or type(exc).__name__
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return httpx.ConnectTimeout(message, request=request)

@@ -35,7 +35,7 @@ from aiestack.errors import (
     ProviderUnavailable,
     StreamBroken,
 )
-from aiestack.models.aiohttp_transport import AiohttpTransport
+from aiestack.models.aiohttp_transport import AiohttpTransport, client_timeout
 
 USER_AGENT = "aiestack/0.1"
 _MAX_MESSAGE_CHARS = 600
@@ -105,6 +105,9 @@ class HttpClient:
         # Parsing a URL costs more than building the rest of a request: each path is parsed once.
         # Providers ask for a handful of fixed paths, so this stays small.
         self._urls: dict[str, httpx.URL] = {}
+        self._aiohttp = transport if isinstance(transport, AiohttpTransport) else None
+        self._aiohttp_timeout = client_timeout(self._timeout)
+        self._prepared: dict[tuple[bool, tuple[tuple[str, str], ...]], tuple[httpx.Headers, list[tuple[str, str]]]] = {}
 
     async def send(
         self,
@@ -121,19 +124,32 @@ class HttpClient:
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = httpx.URL(self.base_url + path.lstrip("/"))
-        merged = self._json_headers if body is not None else self.headers
-        if headers:
-            merged = merged.copy()
-            merged.update(headers)
-        request = httpx.Request(
-            method,
-            url,
-            headers=merged,
-            content=orjson.dumps(body) if body is not None else None,
-            extensions={"timeout": self._timeout},
-        )
-        response = await self.transport.handle_async_request(request)
-        response.request = request
+        # The headers of a request depend only on whether it has a body and on the extra headers:
+        # providers send a handful of combinations, each merged once.
+        key = (body is not None, tuple(headers.items()) if headers else ())
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            merged = self._json_headers if body is not None else self.headers
+            if headers:
+                merged = merged.copy()
+                merged.update(headers)
+            if len(self._prepared) >= _MAX_HEADER_SETS:
+                self._prepared.clear()
+            prepared = self._prepared[key] = (merged, merged.multi_items())
+        merged, items = prepared
+        content = orjson.dumps(body) if body is not None else None
+
+        def request() -> httpx.Request:
+            return httpx.Request(method, url, headers=merged, content=content, extensions={"timeout": self._timeout})
+
+        if self._aiohttp is not None:
+            # The same request, handed over as plain values: building an httpx.Request (headers
+            # normalised again, content-length and host set) costs more than aiohttp's own request,
+            # and only an error or a caller that reads response.request needs one.
+            return await self._aiohttp.send(method, str(url), items, content, self._aiohttp_timeout, request)
+        built = request()
+        response = await self.transport.handle_async_request(built)
+        response.request = built
         return response
 
     async def aclose(self) -> None:
@@ -204,7 +220,7 @@ async def stream_events(
                 await response.aread()
                 raise status_error(upstream, response.status_code, response.text, response.headers)
             started = True
-            async for event in parse_sse(lines(response.aiter_bytes())):
+            async for event in sse_events(response.aiter_bytes()):
                 yield event
         finally:
             await response.aclose()
@@ -256,6 +272,7 @@ async def _read(
 
 
 _ACCEPT_SSE = {"accept": "text/event-stream"}
+_MAX_HEADER_SETS = 64
 
 
 # --------------------------------------------------------------------------- server-sent events
@@ -288,33 +305,96 @@ async def parse_sse(lines: AsyncIterable[str]) -> AsyncGenerator[SSEEvent, None]
     too, because some servers omit the final blank line; a body cut in the middle of a JSON
     document then fails to decode, which callers report as a broken stream.
     """
+    decoder = _EventDecoder()
+    async for raw in lines:
+        event = decoder.line(raw.rstrip("\r\n"))
+        if event is not None:
+            yield event
+    event = decoder.end()
+    if event is not None:
+        yield event
+
+
+async def sse_events(chunks: AsyncIterable[bytes]) -> AsyncGenerator[SSEEvent, None]:
+    """``parse_sse(lines(chunks))`` in one generator: the events of a byte stream.
+
+    The same rules as :func:`lines` and :func:`parse_sse`, applied to every line of a chunk in one
+    pass on bytes (only field values are decoded), so that a chunk holding many events (a fast
+    upstream) costs one generator step per event rather than two per line.
+    """
     name: str | None = None
     data: list[str] = []
-    async for raw in lines:
-        line = raw.rstrip("\r\n")
+    pending = b""
+    ended = False
+    chunk_iter = chunks.__aiter__()
+    while not ended:
+        try:
+            chunk = await chunk_iter.__anext__()
+        except StopAsyncIteration:
+            if not pending:
+                break
+            chunk, pending, ended = pending + b"\n", b"", True  # the last line had no ending
+        if pending:
+            chunk = pending + chunk
+        parts = chunk.splitlines(keepends=True)
+        pending = parts.pop() if parts and parts[-1][-1:] != b"\n" else b""
+        for part in parts:
+            line = part.rstrip(b"\r\n")
+            if not line:
+                if data:
+                    yield SSEEvent(name, "\n".join(data))
+                name, data = None, []
+            elif line[:1] != b":":
+                key, _, value = line.partition(b":")
+                if value[:1] == b" ":
+                    value = value[1:]
+                if key == b"data":
+                    data.append(value.decode("utf-8", "replace"))
+                elif key == b"event":
+                    name = value.decode("utf-8", "replace")
+    if data:
+        yield SSEEvent(name, "\n".join(data))
+
+
+class _EventDecoder:
+    """The event-stream rules, one line (without its ending) at a time."""
+
+    __slots__ = ("data", "name")
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.data: list[str] = []
+
+    def line(self, line: str) -> SSEEvent | None:
+        """The event a blank line dispatches; ``None`` for every other line."""
         if not line:
-            if data:
-                yield SSEEvent(name, "\n".join(data))
-            name, data = None, []
-            continue
+            event = SSEEvent(self.name, "\n".join(self.data)) if self.data else None
+            self.name, self.data = None, []
+            return event
         if line.startswith(":"):
-            continue
+            return None
         key, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if key == "data":
-            data.append(value)
+            self.data.append(value)
         elif key == "event":
-            name = value
-    if data:
-        yield SSEEvent(name, "\n".join(data))
+            self.name = value
+        return None
+
+    def end(self) -> SSEEvent | None:
+        """The event still pending when the body ends (some servers omit the last blank line)."""
+        return SSEEvent(self.name, "\n".join(self.data)) if self.data else None
 
 
 def event_json(event: SSEEvent, upstream: Upstream) -> dict[str, Any]:
     """The JSON object an event carries; anything else means the stream is damaged."""
     try:
-        value = json.loads(event.data)
-    except ValueError:
-        value = None
+        value = orjson.loads(event.data)
+    except ValueError:  # orjson is strict (no NaN, 64-bit integers): the standard library decides
+        try:
+            value = json.loads(event.data)
+        except ValueError:
+            value = None
     if not isinstance(value, dict):
         raise StreamBroken(
             f"{upstream.base_url} sent a malformed stream event: {_clip(upstream.redact(event.data))!r}",

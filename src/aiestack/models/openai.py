@@ -141,7 +141,8 @@ class OpenAIChatModel:
             async for event in events:
                 # After [DONE], read on to the end of the body: a response closed before its end
                 # cannot go back to the pool, and the next request would pay for a new connection.
-                if ended or event.data.strip() == "[DONE]":
+                data = event.data
+                if ended or (data[:1] != "{" and data.strip() == "[DONE]"):
                     ended = True
                     continue
                 chunk = http.event_json(event, self._upstream)

@@ -227,19 +227,28 @@ class ChunkParser:
 
     def feed(self, chunk: Mapping[str, Any]) -> Delta:
         """The content of ``chunk`` (text, tool-call fragments, logprobs) as a delta."""
-        if isinstance(chunk.get("usage"), Mapping):
-            self.usage = usage_from(chunk["usage"])
-        choice = next((c for c in chunk.get("choices") or () if c.get("index", 0) == 0), None)
-        if choice is None:
+        # Called once per streamed chunk: the common shapes are tested first, without generators.
+        usage = chunk.get("usage")
+        if usage is not None and isinstance(usage, Mapping):
+            self.usage = usage_from(usage)
+        choices = chunk.get("choices")
+        if not choices:
             return Delta()
-        reason = finish_reason(choice.get("finish_reason"))
+        choice = choices[0]
+        if choice.get("index", 0) != 0:
+            choice = next((c for c in choices if c.get("index", 0) == 0), None)
+            if choice is None:
+                return Delta()
+        reason = choice.get("finish_reason")
         if reason is not None:
-            self.finish_reason = reason
+            self.finish_reason = finish_reason(reason)
         delta = choice.get("delta") or {}
+        calls = delta.get("tool_calls")
+        logprobs = choice.get("logprobs")
         return Delta(
             text=delta.get("content") or "",
-            tool_calls=tuple(self._tool_call(raw) for raw in delta.get("tool_calls") or ()),
-            logprobs=logprobs_from(choice.get("logprobs")),
+            tool_calls=tuple(self._tool_call(raw) for raw in calls) if calls else (),
+            logprobs=logprobs_from(logprobs) if logprobs else (),
         )
 
     def _tool_call(self, raw: Mapping[str, Any]) -> ToolCallDelta:
