@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from aiestack.build import Stack
 from aiestack.cache.stage import CACHE_HEADER
@@ -73,8 +73,8 @@ async def _run(stack: Stack, request: Request, chat: Callable[[], ChatRequest]) 
     return ex
 
 
-def _streaming(body: AsyncIterator[bytes], headers: dict[str, str]) -> StreamingResponse:
-    return StreamingResponse(body, media_type="text/event-stream", headers={**sse.SSE_HEADERS, **headers})
+def _streaming(body: AsyncIterator[bytes], headers: dict[str, str]) -> sse.EventStreamResponse:
+    return sse.EventStreamResponse(body, media_type="text/event-stream", headers={**sse.SSE_HEADERS, **headers})
 
 
 @router.post("/chat/completions", response_model=None, openapi_extra=body_openapi(ChatCompletionRequest))
@@ -101,13 +101,18 @@ async def chat_completions(request: Request) -> Response:
     rag = translate.is_rag(ex)
     answer: list[str] = []  # a RAG answer's text, to mark the citations it uses on the final chunk
 
-    def render(d: Delta) -> dict[str, Any] | None:
+    text_chunk = translate.chat_text_chunk(exchange_id=ex.id, model=model, created=created)
+
+    def render(d: Delta) -> dict[str, Any] | bytes | None:
         if d.usage is not None:
             usage.append(d.usage)
         if rag and d.text:
             answer.append(d.text)
-        if not (d.text or d.tool_calls or d.logprobs or d.finish_reason):
-            return None
+        if not (d.tool_calls or d.logprobs or d.finish_reason):
+            if not d.text:
+                return None
+            if text_chunk is not None:  # the common chunk, spliced rather than built
+                return text_chunk(d.text)
         chunk = translate.chat_chunk_json(
             exchange_id=ex.id, model=model, created=created, delta=d, finish_reason=d.finish_reason
         )

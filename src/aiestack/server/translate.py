@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiestack.context.citations import citations_json
 from aiestack.context.stage import RAG_COLLECTION
 from aiestack.errors import InvalidRequest
+from aiestack.server.responses import dumps
 from aiestack.server.schemas import ChatCompletionRequest, CompletionRequest, MessageIn
 from aiestack.types import (
     ChatRequest,
@@ -203,6 +205,25 @@ def chat_completion_json(
 
 def chat_id(exchange_id: str) -> str:
     return "chatcmpl-" + exchange_id.split("_", 1)[-1]
+
+
+_CONTENT_MARK = "\u2063aiestack-content\u2063"  # never produced by a model: marks where content goes
+
+
+def chat_text_chunk(*, exchange_id: str, model: str, created: int) -> Callable[[str], bytes] | None:
+    """A fast renderer of text-only chunks: ``text -> JSON bytes`` equal to ``dumps(chat_chunk_json(...))``.
+
+    A stream's chunks differ only in their text. The chunk is serialised once with a marker for
+    its content, and each delta's text is then spliced in (its own JSON string): the bytes are
+    those the full serialisation gives, without building and serialising the dicts per chunk.
+    ``None`` if the marker cannot be found exactly once (the caller then builds every chunk).
+    """
+    whole = dumps(chat_chunk_json(exchange_id=exchange_id, model=model, created=created, delta=Delta(text=_CONTENT_MARK)))
+    parts = whole.split(dumps(_CONTENT_MARK))
+    if len(parts) != 2:
+        return None
+    head, tail = parts
+    return lambda text: head + dumps(text) + tail
 
 
 def chat_chunk_json(
