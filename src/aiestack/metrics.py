@@ -20,7 +20,7 @@ Design choices:
 from __future__ import annotations
 
 import threading
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -76,6 +76,7 @@ class Metrics:
     def __init__(self, *, max_label_values: int = 200) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._cap = _LabelCap(max_label_values)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         model_labels = ("model", "provider", "route")
         self.time_to_first_token = Histogram(
@@ -173,6 +174,17 @@ class Metrics:
 
     # ------------------------------------------------------------------ exchange level
 
+    def _child(self, metric: Histogram | Counter, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: prometheus_client builds and locks on every call.
+
+        The label cap bounds the distinct values, so this stays as small as the registry itself.
+        """
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe_exchange(self, record: ExchangeRecord) -> None:
         """Update the exchange-level instruments from a final exchange record."""
         cap = self._cap
@@ -180,27 +192,28 @@ class Metrics:
         provider = cap("provider", record.provider)
         route = cap("route", record.route)
         outcome = cap("outcome", record.outcome)
+        child = self._child
         if record.total_ms is not None:
-            self.request_duration.labels(model, provider, route, outcome).observe(record.total_ms / 1000)
+            child(self.request_duration, model, provider, route, outcome).observe(record.total_ms / 1000)
         if record.cached or record.outcome == "cached":
             kind = record.attributes.get(CACHE_KIND)
-            self.cache_hits.labels(route, cap("cache_kind", kind if isinstance(kind, str) else None)).inc()
+            child(self.cache_hits, route, cap("cache_kind", kind if isinstance(kind, str) else None)).inc()
             return  # a cached answer used no tokens and took no generation time
         if record.outcome == "ok":
             if record.ttft_ms is not None:
-                self.time_to_first_token.labels(model, provider, route).observe(record.ttft_ms / 1000)
+                child(self.time_to_first_token, model, provider, route).observe(record.ttft_ms / 1000)
             if record.tpot_ms is not None:
-                self.time_per_output_token.labels(model, provider, route).observe(record.tpot_ms / 1000)
+                child(self.time_per_output_token, model, provider, route).observe(record.tpot_ms / 1000)
         if record.input_tokens > 0:
-            self.token_usage.labels(model, provider, route, "input").observe(record.input_tokens)
+            child(self.token_usage, model, provider, route, "input").observe(record.input_tokens)
         if record.output_tokens > 0:
-            self.token_usage.labels(model, provider, route, "output").observe(record.output_tokens)
+            child(self.token_usage, model, provider, route, "output").observe(record.output_tokens)
         if record.cost_usd:
-            self.cost.labels(model, provider, route).inc(max(record.cost_usd, 0.0))
+            child(self.cost, model, provider, route).inc(max(record.cost_usd, 0.0))
 
     def observe_overhead(self, seconds: float, *, route: str | None) -> None:
         """The gateway's own time for one exchange (its duration minus the provider's)."""
-        self.gateway_overhead.labels(self._cap("route", route)).observe(max(seconds, 0.0))
+        self._child(self.gateway_overhead, self._cap("route", route)).observe(max(seconds, 0.0))
 
     # ------------------------------------------------------------------ events from the wings
 

@@ -444,12 +444,11 @@ class Tracing:
         The Trace stage is skipped: its span is the exchange's root span ``chat {model}``.
         """
         if name == TRACE_STAGE:
-            return _NullStage()
-        return _StageSpan(
-            self.start_span(
-                STAGE_SPAN_PREFIX + name, kind=SpanKind.INTERNAL, attributes={STAGE: name, EXCHANGE_ID: ex.id}
-            )
-        )
+            return _NULL_STAGE
+        attributes = {STAGE: name, EXCHANGE_ID: ex.id}
+        if self._light_spans:  # the attributes are plain strings already: no copy to clean them
+            return _StageSpan(self._light_span(STAGE_SPAN_PREFIX + name, attributes))
+        return _StageSpan(self.start_span(STAGE_SPAN_PREFIX + name, kind=SpanKind.INTERNAL, attributes=attributes))
 
     def start_span(self, name: str, *, kind: SpanKind, attributes: dict[str, Any] | None) -> Span:
         """Start a span, a child of the current one (not made current; not ended on exceptions).
@@ -461,6 +460,9 @@ class Tracing:
             return self.tracer.start_span(
                 name, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
             )
+        return self._light_span(name, span_attributes(attributes) if attributes else {})
+
+    def _light_span(self, name: str, attributes: dict[str, Any]) -> _LightSpan:
         parent: SpanContext | None = trace.get_current_span().get_span_context()
         ids = self._provider.id_generator
         if parent is not None and not parent.is_valid:
@@ -471,9 +473,7 @@ class Tracing:
             is_remote=False,
             trace_flags=_SAMPLED,
         )
-        return _LightSpan(
-            name, context, parent, span_attributes(attributes) if attributes else {}, self._processor
-        )
+        return _LightSpan(name, context, parent, attributes, self._processor)
 
     def add_processor(self, processor: SpanProcessor) -> None:
         """Send this app's spans to one more processor too (a console exporter, a plugin's back end)."""
@@ -512,6 +512,9 @@ class _NullStage:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         return None
+
+
+_NULL_STAGE = _NullStage()  # stateless: one serves every call
 
 
 def _otlp_exporter(endpoint: str) -> SpanExporter:

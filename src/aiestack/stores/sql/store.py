@@ -15,7 +15,9 @@ with the ``(key_id, created_at)`` index, so a budget check never reads the excha
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -72,6 +74,13 @@ class SqlExchangeStore(SqlFeedbackMixin):
     def __init__(self, url: str | URL) -> None:
         self._url = parse_url(url)
         self._engine = create_store_engine(self._url)
+        # The background writer's two statements, on SQLite compiled once and run with plain
+        # tuples: SQLAlchemy's per-row work in executemany (parameter dicts, bind processors)
+        # costs several times what SQLite does, and the writer holds the GIL the server needs.
+        self._sqlite = self._engine.dialect.name == "sqlite"
+        if self._sqlite:
+            self._exchange_insert = _PlainInsert(self._engine, self._exchange_upsert(), exchanges)
+            self._span_insert = _PlainInsert(self._engine, self._span_insert_statement(), spans)
 
     def __repr__(self) -> str:
         return f"SqlExchangeStore({self.url!r})"
@@ -106,14 +115,28 @@ class SqlExchangeStore(SqlFeedbackMixin):
         latest = {record.id: record for record in records}
         if not latest:
             return
+        if self._sqlite:
+            self._write_rows(self._exchange_insert, latest.values(), "write exchanges to")
+            return
         rows = [_exchange_row(record) for record in latest.values()]
+        with store_errors(self._url, "write exchanges to"), self._engine.begin() as connection:
+            connection.execute(self._exchange_upsert(), rows)
+
+    def _exchange_upsert(self) -> Any:
         insert = self._insert(exchanges)
-        statement = insert.on_conflict_do_update(
+        return insert.on_conflict_do_update(
             index_elements=[exchanges.c.id],
             set_={name: insert.excluded[name] for name in _EXCHANGE_FIELDS if name != "id"},
         )
-        with store_errors(self._url, "write exchanges to"), self._engine.begin() as connection:
-            connection.execute(statement, rows)
+
+    def _span_insert_statement(self) -> Any:
+        return self._insert(spans).on_conflict_do_nothing(index_elements=[spans.c.trace_id, spans.c.span_id])
+
+    def _write_rows(self, insert: _PlainInsert, records: Iterable[Any], action: str) -> None:
+        """SQLite: ``insert`` executed by the driver with one plain tuple per record."""
+        rows = [insert.row(record) for record in records]
+        with store_errors(self._url, action), self._engine.begin() as connection:
+            connection.exec_driver_sql(insert.sql, rows)
 
     def get_exchange(self, exchange_id: str) -> ExchangeRecord | None:
         query = sa.select(exchanges).where(exchanges.c.id == exchange_id)
@@ -148,12 +171,12 @@ class SqlExchangeStore(SqlFeedbackMixin):
     def write_spans(self, records: Sequence[SpanRecord]) -> None:
         if not records:
             return
+        if self._sqlite:
+            self._write_rows(self._span_insert, records, "write spans to")
+            return
         rows = [{name: _plain(getattr(span, name)) for name in _SPAN_FIELDS} for span in records]
-        statement = self._insert(spans).on_conflict_do_nothing(
-            index_elements=[spans.c.trace_id, spans.c.span_id]
-        )
         with store_errors(self._url, "write spans to"), self._engine.begin() as connection:
-            connection.execute(statement, rows)
+            connection.execute(self._span_insert_statement(), rows)
 
     def spans(self, *, trace_id: str | None = None, exchange_id: str | None = None) -> list[SpanRecord]:
         if trace_id is None and exchange_id is None:
@@ -377,6 +400,32 @@ class SqlExchangeStore(SqlFeedbackMixin):
         if self._engine.dialect.name == "postgresql":
             return postgresql.insert(table)
         return sqlite.insert(table)
+
+
+class _PlainInsert:
+    """An INSERT compiled for the engine's dialect once, with the rows it takes as tuples.
+
+    Each value is what SQLAlchemy would have bound: JSON columns are serialised as its JSON type
+    does on SQLite (``json.dumps``, ``None`` as JSON ``null``), other values go to the driver as
+    they are (``sqlite3`` stores ``bool`` as 0/1, as SQLAlchemy's ``Boolean`` does).
+    """
+
+    __slots__ = ("_get", "_json", "sql")
+
+    def __init__(self, engine: sa.Engine, statement: Any, table: sa.Table) -> None:
+        compiled = statement.compile(dialect=engine.dialect)
+        names = compiled.positiontup
+        if not names:  # a dialect with named parameters: not this fast path
+            raise ValueError(f"{engine.dialect.name} does not use positional parameters")
+        self.sql = str(compiled)
+        self._get = operator.attrgetter(*names)
+        self._json = tuple(i for i, name in enumerate(names) if isinstance(table.c[name].type, sa.JSON))
+
+    def row(self, record: Any) -> tuple[Any, ...]:
+        values = list(self._get(record))
+        for i in self._json:
+            values[i] = json.dumps(_plain(values[i]))
+        return tuple(values)
 
 
 def _plain(value: Any) -> Any:
