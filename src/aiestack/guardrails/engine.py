@@ -9,7 +9,7 @@ that the Trace stage applies to recorded content.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiestack.guardrails.injection import Embed, InjectionClassifier, InjectionDetector, Judge
@@ -30,9 +30,15 @@ class Guards:
     topics: BannedTopics
     injection: InjectionDetector
     context: InjectionDetector
+    #: The guards that are on, decided once (``active`` is asked for every guard of every exchange).
+    on: frozenset[str] = field(default=frozenset())
+
+    def __post_init__(self) -> None:
+        names = type(self.policy).model_fields
+        object.__setattr__(self, "on", frozenset(n for n in names if n != "enabled" and self.policy.active(n)))
 
     def active(self, guard: str) -> bool:
-        return self.policy.active(guard)
+        return guard in self.on
 
 
 def build_guards(

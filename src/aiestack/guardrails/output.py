@@ -174,9 +174,10 @@ class OutputGuard:
         watch = tuple(t for t in (canary, *policy.topics.terms) if t)
         limit = max([HOLDBACK, *(len(t) + 1 for t in watch)])
         seen: list[Verdict] = []
+        plain = _window_exchange(result)
 
         def scan(pending: str, final: bool) -> tuple[str, int]:
-            text, verdicts, failure = self._check_text_window(guards, pending, result, canary)
+            text, verdicts, failure = self._check_text(guards, pending, plain, canary)
             if failure is not None:
                 self._count(verdicts)
                 raise GuardrailBlocked(failure.guard, f"the answer failed the {failure.guard} check ({kinds(failure.findings)})")
@@ -185,8 +186,10 @@ class OutputGuard:
                 for f in v.findings:
                     if f.start is not None and f.end is not None and f.start < cut < f.end:
                         cut = f.start
-            if cut < len(pending):
-                text, verdicts, _ = self._check_text_window(guards, pending[:cut], result, canary)
+            if cut < len(pending) and any(v.findings for v in verdicts):  # nothing found: the cut text is unchanged
+                text, verdicts, _ = self._check_text(guards, pending[:cut], plain, canary)
+            elif cut < len(pending):
+                text = text[:cut]
             seen.extend(v for v in verdicts if v.action != "allow")
             return text, cut
 
@@ -202,14 +205,6 @@ class OutputGuard:
             self._count(seen)
 
         return rewrite(completion, scan, on_end)
-
-    def _check_text_window(
-        self, guards: Guards, text: str, result: Exchange, canary: str | None
-    ) -> tuple[str, list[Verdict], _Failure | None]:
-        """The per-chunk checks only (no schema, no grounding) on a window of a stream."""
-        no_hits = dataclasses.replace(result, hits=())
-        plain = dataclasses.replace(no_hits, request=dataclasses.replace(result.request, params=dataclasses.replace(result.request.params, response_format=None)))
-        return self._check_text(guards, text, plain, canary)
 
     def _buffered(self, guards: Guards, inner: Exchange, result: Exchange, call_next: Next, canary: str | None) -> Completion:
         """Schema-checked streams: collect, check (re-asking as needed), then send the answer as one delta."""
@@ -268,3 +263,9 @@ def _mask_terms(text: str, findings: Sequence[Finding]) -> str:
         pos = f.end or 0
     out.append(text[pos:])
     return "".join(out)
+
+
+def _window_exchange(result: Exchange) -> Exchange:
+    """``result`` as the per-window checks of a stream see it: no schema, no hits (those are checked on the whole)."""
+    params = dataclasses.replace(result.request.params, response_format=None)
+    return dataclasses.replace(result, hits=(), request=dataclasses.replace(result.request, params=params))
