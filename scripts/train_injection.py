@@ -93,14 +93,14 @@ def fit(x: sp.csr_matrix, y: np.ndarray) -> tuple[LogisticRegression, float, flo
     for c in CS:
         probs = np.zeros(len(y))
         for tr, va in folds.split(x, y):
-            m = LogisticRegression(C=c, max_iter=3000, class_weight="balanced", solver="liblinear", random_state=SEED)
+            m = _model(c)
             m.fit(x[tr], y[tr])
             probs[va] = m.predict_proba(x[va])[:, 1]
         for t in THRESHOLDS:
             f1 = f1_score(y, probs >= t)
             if f1 > best_f1 + 1e-9:
                 best_c, best_t, best_f1 = c, t, f1
-    model = LogisticRegression(C=best_c, max_iter=3000, class_weight="balanced", solver="liblinear", random_state=SEED).fit(x, y)
+    model = _model(best_c).fit(x, y)
     return model, best_c, best_t, best_f1
 
 
@@ -127,7 +127,7 @@ def train_indirect(data: Path) -> tuple[np.ndarray, float]:
         for f in range(5):
             tr = [i for i, (cat, _) in enumerate(pos) if fold_of[cat] != f]
             neg = [x for i, x in enumerate(doc_x) if i % 5 != f and x.shape[0]]
-            m = _indirect_model(c).fit(sp.vstack([pos_x[tr], *neg]), np.r_[np.ones(len(tr)), np.zeros(sum(x.shape[0] for x in neg))])
+            m = _model(c).fit(sp.vstack([pos_x[tr], *neg]), np.r_[np.ones(len(tr)), np.zeros(sum(x.shape[0] for x in neg))])
             te = [i for i, (cat, _) in enumerate(pos) if fold_of[cat] == f]
             pos_p[te] = m.predict_proba(pos_x[te])[:, 1]
             for i, x in enumerate(doc_x):
@@ -145,12 +145,13 @@ def train_indirect(data: Path) -> tuple[np.ndarray, float]:
     _, c, t = best
     neg_all = [x for x in doc_x if x.shape[0]]
     y = np.r_[np.ones(len(pos)), np.zeros(sum(x.shape[0] for x in neg_all))]
-    model = _indirect_model(c).fit(sp.vstack([pos_x, *neg_all]), y)
+    model = _model(c).fit(sp.vstack([pos_x, *neg_all]), y)
     print(f"indirect   chosen C={c:g} t={t:.2f}; {len(pos)} attacks, {int(len(y) - len(pos))} document segments")
     return model.coef_[0], float(model.intercept_[0] - _logit(t))
 
 
-def _indirect_model(c: float) -> LogisticRegression:
+def _model(c: float) -> LogisticRegression:
+    """Every head's model: L2 logistic regression, classes balanced, deterministic."""
     return LogisticRegression(C=c, max_iter=3000, class_weight="balanced", solver="liblinear", random_state=SEED)
 
 
