@@ -74,6 +74,10 @@ class GatewaySettings(_Section):
     default_output_tokens: int = Field(
         default=512, ge=1, description="Output tokens assumed by the TPM check for requests without max_tokens."
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses (or CIDR ranges) of reverse proxies whose X-Forwarded-For is believed; empty: none.",
+    )
 
 
 class CacheSettings(_Section):

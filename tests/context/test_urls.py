@@ -43,6 +43,13 @@ pytestmark = pytest.mark.unit
         ("::ffff:169.254.169.254", "link-local (IPv4 169.254.169.254 inside IPv6)"),
         ("64:ff9b::a00:1", "private (IPv4 10.0.0.1 inside IPv6)"),
         ("2002:7f00:1::", "loopback (IPv4 127.0.0.1 inside IPv6)"),
+        # The class of fec0::/10: IPv6 that ipaddress calls global but is not global unicast.
+        ("fec0::1", "site-local"),
+        ("feff:ffff::1", "site-local"),
+        ("64:ff9b:1::1", "reserved"),
+        ("5f00::1", "reserved"),
+        ("3fff::1", "not a global unicast address"),
+        ("2001:db8::1", "private"),
     ],
 )
 def test_non_public_addresses_are_refused(address: str, problem: str) -> None:
@@ -52,6 +59,14 @@ def test_non_public_addresses_are_refused(address: str, problem: str) -> None:
 @pytest.mark.parametrize("address", ["93.184.215.14", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
 def test_public_addresses_are_allowed(address: str) -> None:
     assert address_problem(ipaddress.ip_address(address)) is None
+
+
+def test_every_ipv6_address_outside_global_unicast_is_refused() -> None:
+    """A sweep over every /16 of IPv6: only 2000::/3 may pass, and only where it is public."""
+    for first in range(0, 0x10000, 0x10):
+        ip = ipaddress.IPv6Address(first << 112 | 0x1234)
+        if address_problem(ip) is None:
+            assert ip in ipaddress.ip_network("2000::/3"), ip
 
 
 def test_allow_private_opens_private_ranges_but_never_multicast() -> None:

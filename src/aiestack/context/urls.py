@@ -7,7 +7,8 @@ through :class:`_GuardedBackend`, which resolves the host itself, refuses the co
 address the name resolves to is not public, and then connects to the very address it checked (so a
 DNS answer that changes between check and connect, "DNS rebinding", cannot slip through).
 
-Refused unless ``allow_private``: private (RFC 1918, fc00::/7), loopback, link-local, shared
+Refused unless ``allow_private``: private (RFC 1918, fc00::/7), site-local (fec0::/10), any IPv6 address
+outside global unicast 2000::/3, loopback, link-local, shared
 (100.64/10), unspecified, reserved and documentation ranges, in IPv4 and IPv6, including IPv4 addresses
 embedded in IPv6 (``::ffff:127.0.0.1``, NAT64 ``64:ff9b::/96``, 6to4, Teredo). Multicast is refused
 always. Responses are limited in size (``max_bytes``) and time (``timeout_s`` for the whole fetch),
@@ -36,6 +37,11 @@ from aiestack.errors import InvalidRequest
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+#: The only IPv6 block handed out as global unicast (RFC 4291 §2.4); everything else is local, reserved
+#: or special-purpose, including what :mod:`ipaddress` still calls global: site-local ``fec0::/10``.
+_GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
+#: Special-purpose blocks inside 2000::/3 that ``ipaddress`` does not flag (documentation, RFC 9637).
+_NOT_PUBLIC_V6 = (ipaddress.ip_network("3fff::/20"),)
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -79,6 +85,11 @@ def address_problem(ip: IPAddress, *, allow_private: bool = False) -> str | None
     for attr in ("is_loopback", "is_link_local", "is_unspecified", "is_reserved", "is_private"):
         if getattr(ip, attr):
             return attr.removeprefix("is_").replace("_", "-")
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.is_site_local:
+            return "site-local"
+        if ip not in _GLOBAL_UNICAST_V6 or any(ip in net for net in _NOT_PUBLIC_V6):
+            return "not a global unicast address"
     if not ip.is_global:
         return "not a public address"
     return None

@@ -97,9 +97,13 @@ def parse_time(value: str | None, param: str) -> float | None:
         return None
     text = value.strip()
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         pass
+    else:
+        if not -1e11 < number < 1e11:  # also NaN and inf: year ~5000 is far enough for a usage report
+            raise InvalidBody(f"'{param}' is out of range: {text!r}.", param=param, hint="Use epoch seconds such as 1738281600.")
+        return number
     try:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError:

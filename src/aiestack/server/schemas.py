@@ -6,6 +6,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: Integer bounds checked at the edge: a value past them is a 400 naming the field, never a 500 from a
+#: 64-bit column, a C extension or a provider. Token counts fit a signed 32-bit int (llama.cpp, vLLM);
+#: a seed fits a signed 64-bit int (OpenAI's own range).
+MAX_TOKENS = 2**31 - 1
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+MAX_TOP_K = 2**31 - 1
+MAX_DIMENSIONS = 65_536
+
 
 class _Body(BaseModel):
     # Clients (the OpenAI SDK among them) send fields we do not use; ignoring them keeps them working.
@@ -73,13 +81,13 @@ class StreamOptions(_Body):
 class ChatCompletionRequest(_Body):
     model: str = Field(min_length=1)
     messages: list[MessageIn] = Field(min_length=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)  # not in OpenAI's API; vLLM and llama.cpp accept it
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    top_k: int | None = Field(default=None, ge=0, le=MAX_TOP_K)  # not in OpenAI's API; vLLM and llama.cpp accept it
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     n: int | None = Field(default=None, ge=1, le=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
@@ -99,12 +107,12 @@ class CompletionRequest(_Body):
 
     model: str = Field(min_length=1)
     prompt: str | list[str]
-    temperature: float | None = Field(default=None, ge=0, le=2)
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
-    max_tokens: int | None = Field(default=None, ge=1)
+    top_k: int | None = Field(default=None, ge=0, le=MAX_TOP_K)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     n: int | None = Field(default=None, ge=1, le=1)
     logprobs: int | None = Field(default=None, ge=0, le=20)
     echo: bool = False
@@ -120,7 +128,7 @@ class EmbeddingRequest(_Body):
     # Token arrays are accepted by the schema so that the answer can say why they are refused.
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: int | None = Field(default=None, ge=1, le=MAX_DIMENSIONS)
     user: str | None = None
 
 

@@ -29,6 +29,9 @@ from aiestack.types import SpanRecord
 router = APIRouter(include_in_schema=False)
 
 #: The time ranges offered, in seconds back from now (``all``: no bound).
+#: The largest magnitude a numeric filter takes: far past any real token count, latency or cost, and
+#: well inside a 64-bit SQL integer (a larger value would overflow the query, a 500 instead of a hint).
+MAX_FILTER_NUMBER = 1e15
 RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "all": None}
 
 
@@ -48,6 +51,9 @@ def _number(params: Mapping[str, str], name: str, problems: list[str]) -> float 
         return None
     if number != number or number in (float("inf"), float("-inf")):
         problems.append(f"{name} must be a finite number")
+        return None
+    if abs(number) > MAX_FILTER_NUMBER:
+        problems.append(f"{name} must be between -{MAX_FILTER_NUMBER:.0e} and {MAX_FILTER_NUMBER:.0e}, got {value!r}")
         return None
     return number
 

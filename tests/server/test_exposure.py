@@ -1,0 +1,52 @@
+"""Open mode warns at start and refuses a non-loopback address; forwarding headers only from trusted proxies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from aiestack.cli import build_app
+from aiestack.server.exposure import check_exposure, is_loopback, uvicorn_proxy_options
+from aiestack.settings import GatewaySettings, Settings
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.1.2.3", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("0.0.0.0", False), ("::", False), ("10.0.0.5", False), ("example.com", False)],
+)
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_open_mode_warns_on_loopback_and_refuses_elsewhere() -> None:
+    settings = Settings(embedded_model=False)
+    local = check_exposure(settings, "127.0.0.1", has_keys=False, allow_open=False)
+    assert local.warning is not None and "Open mode" in local.warning and not local.refuse
+    public = check_exposure(settings, "0.0.0.0", has_keys=False, allow_open=False)
+    assert public.refuse and public.warning is not None and "0.0.0.0" in public.warning
+    assert not check_exposure(settings, "0.0.0.0", has_keys=False, allow_open=True).refuse
+    keyed = check_exposure(settings, "0.0.0.0", has_keys=True, allow_open=False)
+    assert keyed.warning is None and not keyed.refuse
+    off = Settings(embedded_model=False, gateway=GatewaySettings(auth="off"))
+    assert check_exposure(off, "0.0.0.0", has_keys=True, allow_open=False).refuse
+    required = Settings(embedded_model=False, gateway=GatewaySettings(auth="required"))
+    assert check_exposure(required, "0.0.0.0", has_keys=False, allow_open=False).warning is None
+
+
+def test_serve_refuses_open_mode_on_all_interfaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AIESTACK_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(build_app(), ["serve", "--host", "0.0.0.0", "--port", "1"])
+    assert result.exit_code == 2, result.output
+    assert "Refusing to serve without keys" in result.output and "--allow-open" in result.output
+
+
+def test_forwarding_headers_are_trusted_only_from_configured_proxies() -> None:
+    assert uvicorn_proxy_options(Settings(embedded_model=False)) == {"proxy_headers": False}
+    settings = Settings(embedded_model=False, gateway=GatewaySettings(trusted_proxies=["10.0.0.2", "10.1.0.0/16"]))
+    assert uvicorn_proxy_options(settings) == {"proxy_headers": True, "forwarded_allow_ips": "10.0.0.2,10.1.0.0/16"}
