@@ -60,13 +60,65 @@ def test_run_prints_a_leaderboard_and_writes_an_html_report(suite: Path) -> None
 def test_a_re_run_is_answered_from_the_cache_and_compare_finds_the_baseline(suite: Path) -> None:
     assert run("eval", "run", str(suite), "-q")[0] == 0
     code, _, err = run("eval", "run", str(suite), "-q", "--system", "echo")
-    assert code == 0 and "0 model calls, 12 from the cache" in err
+    assert code == 0 and "0 model calls, 12 from the eval cache" in err
     code, out, _ = run("eval", "list")
     assert code == 0 and out.count("echo-suite") == 2
     run_id = err.split("run ")[1].split(":")[0].strip()
     code, out, _ = run("eval", "compare", run_id, "--gate", "exact_match drop<=0")
     assert code == 0, out
     assert "baseline: run" in out and "+0.000" in out
+
+
+@unit
+def test_eval_calls_bypass_the_gateway_caches_and_a_suite_may_opt_back_in(suite: Path) -> None:
+    """At temperature 0 every call is cacheable by the gateway; an evaluation must still call the model."""
+    from aiestack.settings import load_settings
+    from aiestack.stores.open import open_exchange_store
+
+    for _ in range(2):
+        code, _, err = run("eval", "run", str(suite), "-q", "--no-cache", "--system", "echo-b")
+        assert code == 0 and "12 model calls, 0 from the eval cache" in err
+    store = open_exchange_store(load_settings().store_url)
+    try:
+        records = store.list_exchanges(limit=100)
+        assert len(records) == 24 and {r.outcome for r in records} == {"ok"}
+        assert all(r.total_ms is not None and r.output_tokens > 0 for r in records)
+    finally:
+        store.close()
+    suite.write_text(suite.read_text(encoding="utf-8") + "gateway_cache: true\n", encoding="utf-8")
+    for expected in ("(0 answered by the gateway cache)", "(12 answered by the gateway cache)"):
+        code, _, err = run("eval", "run", str(suite), "-q", "--no-cache", "--system", "echo-b")
+        assert code == 0 and expected in err
+
+
+@unit
+def test_list_shows_whole_run_ids_that_baseline_accepts(suite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "60")  # a narrow terminal must not cut the ids
+    assert run("eval", "run", str(suite), "-q")[0] == 0
+    code, out, _ = run("eval", "list")
+    ids = [word for word in out.split() if word.startswith("run_")]
+    assert code == 0 and len(ids) == 1 and "…" not in out
+    code, out, _ = run("eval", "run", str(suite), "-q", "--baseline", ids[0])
+    assert code == 0 and f"baseline: run {ids[0]}" in out
+
+
+@unit
+def test_a_max_drop_gate_in_the_suite_compares_with_the_previous_run(suite: Path) -> None:
+    """The suite's max_drop gate uses the previous finished run of the suite when no --baseline is given."""
+    suite.write_text(
+        suite.read_text(encoding="utf-8").replace(
+            "gates: [{metric: exact_match, min: 0.5}]", "gates: [{metric: exact_match, max_drop: 0.05}]"
+        ),
+        encoding="utf-8",
+    )
+    code, out, _ = run("eval", "run", str(suite), "-q")
+    assert code == 0 and "no baseline" in out  # the very first run has nothing to compare with
+    code, out, _ = run("eval", "run", str(suite), "-q")
+    assert code == 0 and "baseline: run" in out and "no baseline" not in out
+    broken = suite.read_text(encoding="utf-8").replace("name: echo-suite", "name: echo-suite\nprompt: 'x{{ input }}'")
+    suite.write_text(broken, encoding="utf-8")
+    code, out, err = run("eval", "run", str(suite), "-q", "--no-cache")
+    assert code == 1 and "gate failed" in err  # every answer is now wrong: a clear drop
 
 
 @unit

@@ -38,7 +38,9 @@ def register(app: typer.Typer) -> None:
         ),
         resume: str = typer.Option(None, "--resume", help="Continue an interrupted run (its id)."),
         baseline: str = typer.Option(
-            None, "--baseline", help="Compare with this run and apply regression gates."
+            None,
+            "--baseline",
+            help="Compare with this run and apply regression gates (default: the previous finished run of the suite).",
         ),
         gate: list[str] = typer.Option(
             [], "--gate", help="Extra gate, e.g. 'exact_match>=0.8' or 'acc drop<=0.05'."
@@ -111,8 +113,11 @@ def register(app: typer.Typer) -> None:
         with _store() as store:
             runs = store.list_eval_runs(limit=limit, suite=suite)
         table = Table(title=f"{len(runs)} evaluation runs", header_style="bold", box=None)
-        for col in ("run", "suite", "systems", "started", "status", "examples"):
-            table.add_column(col)
+        # Whole run ids, however narrow the terminal: they are pasted into --baseline and --resume.
+        table.add_column("run", no_wrap=True, min_width=max((len(r.id) for r in runs), default=3))
+        table.add_column("suite", no_wrap=True, min_width=max((len(r.suite) for r in runs), default=5))
+        for col in ("systems", "started", "status", "examples"):
+            table.add_column(col, overflow="fold")
         for r in runs:
             started = dt.datetime.fromtimestamp(r.started_at).strftime("%Y-%m-%d %H:%M")
             table.add_row(
@@ -180,7 +185,11 @@ async def _run(
         cache = CallCache(settings.data_dir / "eval_cache.db") if use_cache else None
         try:
             runner = EvalRunner(
-                stack.chat, stack.store, cache=cache, embeddings=LazyEmbeddings(lambda: stack.embeddings)
+                stack.chat,
+                stack.store,
+                cache=cache,
+                fingerprint=_fingerprint(stack),
+                embeddings=LazyEmbeddings(lambda: stack.embeddings),
             )
             result = await runner.run(
                 suite, examples, run_id=resume, concurrency=concurrency, progress=progress, source=source
@@ -189,13 +198,61 @@ async def _run(
             if cache is not None:
                 cache.close()
         err = Console(stderr=True)
+        gateway = f" ({result.gateway_hits} answered by the gateway cache)" if suite.gateway_cache else ""
         err.print(
-            f"run [bold]{result.run.id}[/]: {result.calls} model calls, {result.cache_hits} from the cache",
+            f"run [bold]{result.run.id}[/]: {result.calls} model calls{gateway}, "
+            f"{result.cache_hits} from the eval cache",
             highlight=False,
+            soft_wrap=True,
         )
         return _report(
-            stack.store, result.run.id, baseline, gates, html, default_baseline=False, examples=examples
+            stack.store, result.run.id, baseline, gates, html, default_baseline=True, examples=examples
         )
+
+
+def _fingerprint(stack: Any) -> Any:
+    """What each model or route name resolves to now, for the eval cache's keys (computed once per name).
+
+    A route: its configuration, the versions its prompt references name and its collection's
+    version; a model: its provider and upstream name. Any change there re-runs the calls.
+    """
+    from aiestack.errors import AiestackError
+    from aiestack.prompts.registry import parse_spec
+
+    seen: dict[str, str] = {}
+
+    def models(names: list[str]) -> list[str]:
+        out = []
+        for name in names:
+            if name in stack.models:
+                entry = stack.models.resolve(name)
+                out.append(f"{name}={type(entry.provider).__name__}:{entry.upstream}")
+        return out
+
+    def compute(name: str) -> str:
+        name = name or stack.settings.default_model
+        if name not in stack.routes:
+            return ",".join(models([name]))
+        config = stack.routes.config(name)
+        parts = [config.model_dump_json()]
+        parts += models([d.model for d in config.deployments] + list(config.fallbacks))
+        if config.prompt and stack.prompts is not None:
+            for ref, _ in parse_spec(config.prompt).arms:
+                try:
+                    parts.append(f"{ref}={stack.prompts.get(ref).version}")
+                except AiestackError:
+                    parts.append(f"{ref}=?")
+        if config.collection:
+            info = stack.documents.get_collection(config.collection)
+            parts.append(f"{config.collection}={info.version if info is not None else 0}")
+        return "\n".join(parts)
+
+    def fingerprint(name: str) -> str:
+        if name not in seen:
+            seen[name] = compute(name)
+        return seen[name]
+
+    return fingerprint
 
 
 def _report(

@@ -1,7 +1,7 @@
 """The on-disk cache of model calls made by evaluations.
 
 Re-running a suite with unchanged inputs must make no model calls: the cache maps a hash of
-(resolved model, rendered messages, parameters) to the completion that call produced (text,
+(model or route name, what that name resolves to now, rendered messages, parameters) to the completion that call produced (text,
 usage, timing, cost, logprobs and the id of the exchange that made it, so cached results still
 link to their trace). It is a single SQLite file in the data directory, read in batches of keys
 (one query for a whole run's lookups) and written in batches, because a cached re-run of
@@ -46,10 +46,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def call_key(request: ChatRequest) -> str:
-    """The cache key of a call: sha256 of the model, messages and parameters (canonical JSON)."""
+def call_key(request: ChatRequest, fingerprint: str = "") -> str:
+    """The cache key of a call: sha256 of the model, messages and parameters (canonical JSON).
+
+    ``fingerprint`` is what the model name resolves to (a route's configuration, its prompt and
+    collection versions): a change there changes the answer, so it changes the key.
+    """
     document = {
         "model": request.model,
+        "resolves_to": fingerprint,
         "messages": _plain(request.messages),
         "params": _plain(request.params),
     }

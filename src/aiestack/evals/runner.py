@@ -9,6 +9,15 @@ the whole run, and results and new cache entries are written in batches (every
 ``flush_every`` results or ``flush_interval_s``, and always on the way out — also when the run is
 interrupted, so a resumed run redoes only what was never written).
 
+Every call bypasses the gateway's exact and semantic caches (``metadata["cache"] = "off"``, the
+per-request control the Cache stage honours): an evaluation measures the system under test, and a
+gateway cache would answer a changed prompt with the old prompt's answers, in 0 ms and 0 tokens. A
+suite may opt back in with ``gateway_cache: true``; the answers the gateway's caches gave are then
+marked cached, counted apart, and never written to the eval's own cache. The eval's call cache keys
+each call on the model, messages, parameters and the system's ``fingerprint`` (what a route resolves
+to: its configuration, prompt and collection versions), so a re-run re-uses only identical calls and
+keeps their real latency, tokens and cost.
+
 A suite with ``compare:`` then has the pairwise judge battle the systems' answers
 (:mod:`aiestack.evals.compare`) through the same cached caller; the ranking goes into the run's summary.
 """
@@ -34,6 +43,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from aiestack.cache.stage import REQUEST_FLAG as CACHE_FLAG
 from aiestack.errors import AiestackError, ConfigError, NotFound
 from aiestack.evals.base import CorpusMetric, Metric, Sample, Score
 from aiestack.evals.cache import CachedCall, CallCache, call_key
@@ -46,6 +56,8 @@ from aiestack.stores.base import EvalResultRecord, EvalStore
 from aiestack.types import ChatRequest, Completion, EvalRun, Example, Exchange, Message, new_id
 
 ChatCall = Callable[[ChatRequest], Awaitable[Exchange]]
+#: What a model or route name resolves to now (route config, prompt and collection versions), or "".
+Fingerprint = Callable[[str], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +66,10 @@ class RunResult:
 
     run: EvalRun
     results: list[EvalResultRecord]
-    calls: int
-    cache_hits: int
+    calls: int  # calls sent through the pipeline (including those a gateway cache answered)
+    cache_hits: int  # answered by the eval's own call cache, without a call
     resumed: int
+    gateway_hits: int = 0  # calls answered by the gateway's caches (only with ``gateway_cache: true``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,15 +97,32 @@ class CachingCaller:
     Used for the judges too: a re-run with unchanged inputs makes no model calls at all.
     """
 
-    def __init__(self, call: ChatCall, cache: CallCache | None, semaphore: asyncio.Semaphore) -> None:
+    def __init__(
+        self,
+        call: ChatCall,
+        cache: CallCache | None,
+        semaphore: asyncio.Semaphore,
+        *,
+        gateway_cache: bool = False,
+        fingerprint: Fingerprint | None = None,
+    ) -> None:
         self._call = call
         self._cache = cache
         self._semaphore = semaphore
+        self._gateway_cache = gateway_cache
+        self._fingerprint = fingerprint or (lambda model: "")
         self.calls = 0
+        self.gateway_hits = 0
         self.pending_cache: list[tuple[str, CachedCall]] = []
+
+    def key(self, request: ChatRequest) -> str:
+        """The eval-cache key of a call: what is sent, and what the named system resolves to now."""
+        return call_key(dataclasses.replace(request, metadata={}), self._fingerprint(request.model))
 
     async def fresh(self, request: ChatRequest, key: str) -> _Answer:
         """Make the call (within the concurrency bound); queue a successful answer for the cache."""
+        if not self._gateway_cache:
+            request = dataclasses.replace(request, metadata={**request.metadata, CACHE_FLAG: "off"})
         async with self._semaphore:
             self.calls += 1
             try:
@@ -103,13 +133,16 @@ class CachingCaller:
             problem = exchange.error or f"the exchange ended with outcome {exchange.outcome!r}"
             return _Answer(None, exchange.id, error=f"{type(problem).__name__}: {problem}")
         contexts = tuple(hit.chunk.text for hit in exchange.hits)
+        if exchange.outcome == "cached":  # a gateway cache answered: no real figures, not for our cache
+            self.gateway_hits += 1
+            return _Answer(exchange.completion, exchange.id, contexts, cached=True)
         if self._cache is not None:
             self.pending_cache.append((key, CachedCall(exchange.completion, exchange.id, contexts)))
         return _Answer(exchange.completion, exchange.id, contexts)
 
     async def judge(self, request: ChatRequest) -> Completion:
         """The :data:`~aiestack.evals.judges.JudgeCall` given to judge metrics (errors propagate)."""
-        key = call_key(request)
+        key = self.key(request)
         if self._cache is not None:
             hit = self._cache.get(key)
             if hit is not None:
@@ -129,6 +162,7 @@ class EvalRunner:
         store: EvalStore,
         *,
         cache: CallCache | None = None,
+        fingerprint: Fingerprint | None = None,
         embeddings: EmbeddingModel | None = None,
         console: Console | None = None,
         flush_every: int = 64,
@@ -137,6 +171,7 @@ class EvalRunner:
         self._call = call
         self._store = store
         self._cache = cache
+        self._fingerprint = fingerprint
         self._embeddings = embeddings
         self._console = console or Console(stderr=True)
         self._flush_every = flush_every
@@ -160,9 +195,11 @@ class EvalRunner:
         if source is not None:
             run = dataclasses.replace(run, summary={**run.summary, "source": source})
         semaphore = asyncio.Semaphore(concurrency or suite.concurrency)
-        caller = CachingCaller(self._call, self._cache, semaphore)
+        caller = CachingCaller(
+            self._call, self._cache, semaphore, gateway_cache=suite.gateway_cache, fingerprint=self._fingerprint
+        )
         per_sample, corpus = self._metrics(suite, caller)
-        jobs = [job for job in self._jobs(suite, examples) if (job.example.id, job.system.name) not in done]
+        jobs = [job for job in self._jobs(suite, examples, caller) if (job.example.id, job.system.name) not in done]
         hits = self._cache.get_many(job.key for job in jobs) if self._cache is not None else {}
         sink = _Sink(self._store, self._cache, caller, run.id, self._flush_every, self._flush_interval_s)
         finished = False
@@ -192,7 +229,7 @@ class EvalRunner:
                     dataclasses.replace(run, summary={**run.summary, "status": "interrupted"})
                 )
         run = self._finish(run, suite, examples, results, per_sample, corpus, comparison)
-        return RunResult(run, results, caller.calls, len(hits), len(done))
+        return RunResult(run, results, caller.calls, len(hits), len(done), caller.gateway_hits)
 
     # ------------------------------------------------------------------ steps
 
@@ -278,7 +315,7 @@ class EvalRunner:
             )
         return per_sample, corpus
 
-    def _jobs(self, suite: Suite, examples: Sequence[Example]) -> list[_Job]:
+    def _jobs(self, suite: Suite, examples: Sequence[Example], caller: CachingCaller) -> list[_Job]:
         env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
         jobs: list[_Job] = []
         for system in suite.systems:
@@ -321,9 +358,7 @@ class EvalRunner:
                     },
                 )
                 # The key leaves out the metadata: the same call made by another suite is the same call.
-                jobs.append(
-                    _Job(example, system, request, call_key(dataclasses.replace(request, metadata={})))
-                )
+                jobs.append(_Job(example, system, request, caller.key(request)))
         return jobs
 
     def _finish(

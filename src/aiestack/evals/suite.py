@@ -167,6 +167,10 @@ class Suite(_Strict):
     judge: JudgeSpec | None = None
     compare: CompareSpec | None = None
     concurrency: int = Field(default=8, ge=1, le=1024)
+    gateway_cache: bool = Field(
+        default=False,
+        description="Let the gateway's exact and semantic caches answer the calls (default: bypass them).",
+    )
     base_dir: Path = Field(
         default=Path("."), exclude=True, description="Set by load_suite: the file's folder."
     )
