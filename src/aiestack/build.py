@@ -403,7 +403,8 @@ def build_stack(
     admin_key = os.environ.get(gw.admin_key_env) or None
     auth = Authenticator(key_store, admin_key=admin_key, mode=gw.auth, cache_ttl_s=gw.key_cache_ttl_s)
     limits = Limits(
-        key_store, kv, spend, metrics=metrics, key_cache_ttl_s=gw.key_cache_ttl_s, default_output_tokens=gw.default_output_tokens
+        key_store, kv, spend, metrics=metrics, key_cache_ttl_s=gw.key_cache_ttl_s, default_output_tokens=gw.default_output_tokens,
+        fail_open=gw.limits_fail_open,
     )
     prompts, prompt_specs, signals = _feedback_and_prompts(settings, store, routes)
     built: list[Stack] = []  # the stack below: the Context stage opens its stores through it, on first use

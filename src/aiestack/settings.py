@@ -68,6 +68,10 @@ class GatewaySettings(_Section):
         default="", description="Redis for limits exact across processes (e.g. redis://localhost:6379/0); empty: in-process."
     )
     redis_prefix: str = Field(default="aiestack:", description="Prefix of every Redis key aiestack writes.")
+    limits_fail_open: bool = Field(
+        default=False,
+        description="When Redis is unreachable: false answers 503 (limits fail closed); true lets requests through unmetered, with a logged warning.",
+    )
     key_cache_ttl_s: float = Field(
         default=5.0, ge=0, description="How long a key lookup is cached; a revoke takes effect within this time."
     )

@@ -207,3 +207,29 @@ async def test_an_unreachable_redis_fails_closed_with_a_hint() -> None:
         await limits(Exchange(request=request, key_id="key_r"), never)
     assert "127.0.0.1:1" in raised.value.message and "redis_url" in (raised.value.hint or "")
     await kv.aclose()
+
+
+@pytest.mark.unit
+async def test_with_fail_open_an_unreachable_redis_lets_requests_through_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = MemoryExchangeStore()
+    store.add_key(KeyRecord(id="key_o", tenant="t", secret_hash="h", prefix="aie-o", created_at=0.0, rpm=1))
+    kv = RedisKV("redis://127.0.0.1:1/0")
+    limits = Limits(store, kv, store, fail_open=True)
+    passed = 0
+
+    async def answer(ex: Exchange) -> Exchange:
+        nonlocal passed
+        passed += 1
+        return dataclasses.replace(ex, completion=ANSWER)
+
+    request = ChatRequest(model="m", messages=(Message(role="user", content="x"),))
+    with caplog.at_level("WARNING", logger="aiestack.gateway.limits"):
+        for _ in range(3):  # past the RPM of 1: nothing is metered while Redis is away
+            result = await limits(Exchange(request=request, key_id="key_o"), answer)
+            assert result.completion == ANSWER
+    assert passed == 3
+    warnings = [r for r in caplog.records if "not enforced" in r.getMessage()]
+    assert len(warnings) == 1 and "127.0.0.1:1" in warnings[0].getMessage()
+    await kv.aclose()

@@ -4,7 +4,6 @@
 - ``pg_url``: a fresh schema in the machine's PostgreSQL (``AIESTACK_TEST_POSTGRES_URL``), dropped
   afterwards; ``redis_url``: the machine's Redis (``AIESTACK_TEST_REDIS_URL``), keys under a
   fresh prefix, deleted afterwards. A test skips cleanly when either is unreachable.
-- :func:`write_config`: one ``aiestack.toml`` that every process of a test shares.
 
 Every process is started and stopped by the test that needs it, and bounded in time.
 """
@@ -14,19 +13,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
-from aiestack.testing.cluster import ServerProcess, clean_env, free_port, gateway_command, upstream_command
+from aiestack.testing.cluster import ServerProcess, clean_env, free_port, upstream_command
 
 DEFAULT_PG_URLS = ("postgresql+psycopg://postgres@127.0.0.1:5432/test", "postgresql+psycopg://root@127.0.0.1:5432/test")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-ADMIN_KEY_ENV = "AIESTACK_TEST_ADMIN_KEY"
-ADMIN_KEY = "scale-admin-secret"
-ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def _admin_pg_url() -> str | None:
@@ -97,109 +91,3 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
     with ServerProcess("upstream", upstream_command(port), port=port, log=log, env=clean_env(),
                        ready_path="/stats") as process:
         yield process
-
-
-def write_config(
-    directory: Path,
-    *,
-    upstream: ServerProcess,
-    store_url: str,
-    redis_url: str,
-    redis_prefix: str,
-    extra: str = "",
-) -> Path:
-    """The ``aiestack.toml`` every gateway process of a test shares (keys required, Redis limits and caches)."""
-    base = f"{upstream.url}/v1"
-    config = directory / "aiestack.toml"
-    config.write_text(
-        f"""default_model = "mock"
-embedded_model = false
-
-[store]
-url = "{store_url}"
-flush_interval_s = 0.05
-
-[gateway]
-auth = "required"
-admin_key_env = "{ADMIN_KEY_ENV}"
-redis_url = "{redis_url}"
-redis_prefix = "{redis_prefix}"
-key_cache_ttl_s = 0.2
-
-[cache]
-backend = "redis"
-sync_interval_s = 0.2
-
-[embeddings]
-provider = "openai"
-model = "fake-embed"
-base_url = "{base}"
-
-[prompts]
-label_cache_s = 0.2
-
-[router]
-model = "auto"
-default_route = "mock"
-
-[models.mock]
-provider = "openai"
-model = "up-general"
-base_url = "{base}"
-api_key_env = ""
-
-[models.billing-model]
-provider = "openai"
-model = "up-billing"
-base_url = "{base}"
-api_key_env = ""
-
-[routes.billing]
-deployments = ["billing-model"]
-examples = ["why was I charged twice on my invoice", "I need a refund for my invoice"]
-threshold = 0.5
-{extra}
-""",
-        encoding="utf-8",
-    )
-    return config
-
-
-def gateway_env(config: Path, data_dir: Path) -> dict[str, str]:
-    return clean_env(
-        AIESTACK_CONFIG=str(config),
-        AIESTACK_DATA_DIR=str(data_dir),
-        **{ADMIN_KEY_ENV: ADMIN_KEY},
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-    )
-
-
-def start_gateways(directory: Path, config: Path, count: int, *, workers: int = 1) -> list[ServerProcess]:
-    """``count`` gateway processes (as if on ``count`` hosts), started in parallel, all ready."""
-    gateways = []
-    for i in range(count):
-        port = free_port()
-        gateways.append(
-            ServerProcess(f"gateway-{i}", gateway_command(port, workers=workers), port=port,
-                          log=directory / f"gateway-{i}.log", env=gateway_env(config, directory / f"data-{i}"),
-                          ready_path=None)
-        )
-    try:
-        for gateway in gateways:
-            gateway.start()
-        for gateway in gateways:
-            gateway.ready_path = "/ready"
-            gateway.wait_ready(90)
-    except BaseException:
-        for gateway in gateways:
-            gateway.stop()
-        raise
-    return gateways
-
-
-def create_key(gateway: ServerProcess, **fields: object) -> str:
-    response = httpx.post(f"{gateway.url}/admin/keys", json={"tenant": "scale", **fields}, headers=ADMIN, timeout=30)
-    assert response.status_code == 201, response.text
-    secret: str = response.json()["key"]
-    return secret

@@ -19,9 +19,10 @@ import httpx
 import pytest
 
 from aiestack.testing.cluster import ServerProcess
-from tests.scale.conftest import ADMIN, ADMIN_KEY, create_key, start_gateways, write_config
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+from ._kit import ADMIN, ADMIN_KEY, create_key, start_gateways, write_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 
 PROCESSES = 3
 #: Every poll below (for a revoke, a label move, a flush) gives up after this long.

@@ -21,9 +21,11 @@ gateway processes there are. A window's counter lives only as long as its minute
 
 Rejections are :class:`~aiestack.errors.RateLimited` / :class:`KeyBudgetExceeded` (HTTP 429, with
 ``retry_after`` = seconds until the window or period resets), each counted in
-``metrics.limit_rejection``. Exchanges without a key pass straight through. Limits fail closed:
-if the KV cannot be reached, the request fails with a :class:`~aiestack.errors.StoreError` (503)
-rather than going through unmetered.
+``metrics.limit_rejection``. Exchanges without a key pass straight through. Limits fail closed
+by default: if the KV cannot be reached, the request fails with a
+:class:`~aiestack.errors.StoreError` (503) rather than going through unmetered. With
+``fail_open`` (``gateway.limits_fail_open``) such a request goes through unmetered instead, and a
+warning is logged (at most once every :data:`FAIL_OPEN_LOG_INTERVAL_S` seconds per process).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from aiestack.errors import AuthError, BudgetExceeded, InvalidRequest, RateLimited
+from aiestack.errors import AuthError, BudgetExceeded, InvalidRequest, RateLimited, StoreError
 from aiestack.gateway.keys import ModelNotAllowed, TTLCache, display_key
 from aiestack.metrics import Metrics
 from aiestack.pipeline import Next
@@ -58,6 +60,8 @@ _TOKENS_PER_MESSAGE = 4
 #: Budget counters outlive their period by this much, so a late reconcile never recreates one.
 _BUDGET_TTL_SLACK_S = 3600
 MICRO = 1_000_000
+#: With ``fail_open``, the "limits are not enforced" warning is logged at most this often.
+FAIL_OPEN_LOG_INTERVAL_S = 10.0
 
 Period = Literal["day", "month"]
 
@@ -159,8 +163,11 @@ class Limits:
         clock: Callable[[], float] = time.time,
         key_cache_ttl_s: float = 5.0,
         default_output_tokens: int = DEFAULT_OUTPUT_TOKENS,
+        fail_open: bool = False,
     ) -> None:
         self._keys = keys
+        self._fail_open = fail_open
+        self._warned_at = -math.inf
         self._kv = kv
         self._spend = spend
         self._metrics = metrics
@@ -171,7 +178,13 @@ class Limits:
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
         if ex.key_id is None:
             return await call_next(ex)
-        grant = await self._admit(ex.key_id, ex.request)
+        try:
+            grant = await self._admit(ex.key_id, ex.request)
+        except StoreError as exc:
+            if not self._fail_open:
+                raise
+            self._warn_unmetered(exc)
+            return await call_next(ex)
         try:
             result = await call_next(ex)
         except BaseException:
@@ -205,6 +218,12 @@ class Limits:
                 await self._kv.incr(rpm_window, -1, ttl_s=WINDOW_S)
             raise
         return _Grant(key, tpm_window, estimate, counters)
+
+    def _warn_unmetered(self, exc: StoreError) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= FAIL_OPEN_LOG_INTERVAL_S:
+            self._warned_at = now
+            _log.warning("Limits are not enforced (gateway.limits_fail_open = true): %s", exc)
 
     async def _key(self, key_id: str) -> KeyRecord:
         hit, key = self._key_cache.get(key_id)
