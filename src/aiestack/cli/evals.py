@@ -33,6 +33,9 @@ def register(app: typer.Typer) -> None:
             None, "--concurrency", "-c", min=1, help="Calls in flight (default: the suite's)."
         ),
         limit: int = typer.Option(None, "--limit", "-n", min=1, help="Only the first N examples."),
+        dataset: Path = typer.Option(
+            None, "--dataset", help="Run on this data file instead of the suite's (same fields, e.g. the full set)."
+        ),
         no_cache: bool = typer.Option(
             False, "--no-cache", help="Call the models even for calls made before."
         ),
@@ -53,8 +56,11 @@ def register(app: typer.Typer) -> None:
         from aiestack.evals.suite import load_suite
 
         suite = load_suite(suite_file).select(system)
-        if limit is not None:
-            suite = suite.model_copy(update={"dataset": suite.dataset.model_copy(update={"limit": limit})})
+        update: dict[str, Any] = {"limit": limit} if limit is not None else {}
+        if dataset is not None:
+            update["path"] = dataset.expanduser().resolve()
+        if update:
+            suite = suite.model_copy(update={"dataset": suite.dataset.model_copy(update=update)})
         examples = load_examples(suite.dataset, suite.dataset_path)
         console = Console(stderr=True)
         progress = not quiet and console.is_terminal

@@ -1,0 +1,79 @@
+"""Every suite under examples/ works from a copy of the repository with no ../shared beside it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from aiestack.cli import evals
+from aiestack.evals.datasets import load_examples
+from aiestack.evals.suite import load_suite
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+pytestmark = pytest.mark.unit
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    app = typer.Typer()
+    app.command("noop")(lambda: None)  # a second command keeps "eval" a sub-command
+    evals.register(app)
+    result = CliRunner().invoke(app, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def clone(workdir: Path) -> Path:
+    """examples/ copied into an empty folder: what a user's clone has, and nothing more."""
+    target = workdir / "clone" / "examples"
+    shutil.copytree(EXAMPLES, target)
+    assert not (workdir / "shared").exists() and not (target.parents[1] / "shared").exists()
+    return target
+
+
+def _suites(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.yaml"))
+
+
+def test_there_are_example_suites() -> None:
+    assert len(_suites(EXAMPLES / "evals")) >= 4
+
+
+@pytest.mark.parametrize("name", [p.relative_to(EXAMPLES).as_posix() for p in _suites(EXAMPLES / "evals")])
+def test_each_example_suite_loads_its_shipped_data(clone: Path, name: str) -> None:
+    suite = load_suite(clone / name)
+    path = suite.dataset_path.resolve()
+    assert path.is_relative_to(clone.resolve()), f"{name} reads {path}, outside examples/"
+    examples = load_examples(suite.dataset, suite.dataset_path)
+    assert len(examples) == suite.dataset.limit or (suite.dataset.limit is None and examples)
+    assert all(e.reference not in (None, "", []) for e in examples)
+
+
+@pytest.mark.slow  # 40 calls through the default guards
+def test_gsm8k_runs_end_to_end_from_the_copy_and_its_gate_finds_the_previous_run(
+    clone: Path, fake_config: Path
+) -> None:
+    suite = clone / "evals" / "gsm8k.yaml"
+    text = suite.read_text(encoding="utf-8").replace("model: gemma-3-270m", "model: echo")
+    suite.write_text(text, encoding="utf-8")
+    code, out, err = run("eval", "run", str(suite), "-q")
+    assert code == 0, err
+    assert "20 model calls" in err and "numeric_match" in out and "no baseline" in out
+    code, out, err = run("eval", "run", str(suite), "-q")
+    assert code == 0 and "baseline: run" in out and "no baseline" not in out
+
+
+def test_dataset_points_a_suite_at_other_data(clone: Path, fake_config: Path) -> None:
+    other = fake_config.parent / "full.jsonl"
+    lines = (clone / "evals" / "data" / "gsm8k.jsonl").read_text(encoding="utf-8").splitlines()
+    other.write_text("\n".join(lines[:3]), encoding="utf-8")
+    suite = clone / "evals" / "gsm8k.yaml"
+    suite.write_text(suite.read_text(encoding="utf-8").replace("model: gemma-3-270m", "model: echo"), encoding="utf-8")
+    code, _, err = run("eval", "run", str(suite), "-q", "--dataset", str(other))
+    assert code == 0 and "3 model calls" in err, err
