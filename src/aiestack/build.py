@@ -415,6 +415,7 @@ def build_stack(
         embeddings=lambda: built[0].embeddings,
         metrics=metrics,
     )
+    tracing.redact = guards.redact
     stages: list[Stage] = [
         Trace(tracing, metrics=metrics, redact=guards.redact),
         limits,

@@ -78,6 +78,15 @@ class GatewaySettings(_Section):
     default_output_tokens: int = Field(
         default=512, ge=1, description="Output tokens assumed by the TPM check for requests without max_tokens."
     )
+    max_text_chars: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Longest string accepted in any field of a request body (message text, tool arguments, ...).",
+    )
+    max_embedding_inputs: int = Field(default=2048, ge=1, description="Most inputs in one /v1/embeddings request.")
+    max_embedding_chars: int = Field(
+        default=1_200_000, ge=1, description="Most characters of input, all inputs together, in one /v1/embeddings request."
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="Addresses (or CIDR ranges) of reverse proxies whose X-Forwarded-For is believed; empty: none.",

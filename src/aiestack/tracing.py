@@ -324,7 +324,8 @@ class _LightSpan(Span):
         escaped: bool = False,
     ) -> None:
         if self._exception is None and self._end_ns is None:
-            self._exception = (exception_type(exception), str(exception))
+            message = attributes.get("exception.message") if attributes else None
+            self._exception = (exception_type(exception), message if isinstance(message, str) else str(exception))
 
     def update_name(self, name: str) -> None:
         if self._end_ns is None:
@@ -366,10 +367,11 @@ class _StageSpan:
     The exception is recorded (event, ``error.type``, ERROR status) and re-raised unchanged.
     """
 
-    __slots__ = ("_span", "_token")
+    __slots__ = ("_redact", "_span", "_token")
 
-    def __init__(self, span: Span) -> None:
+    def __init__(self, span: Span, redact: Redact | None = None) -> None:
         self._span = span
+        self._redact = redact
         self._token: Token[otel_context.Context] | None = None
 
     def __enter__(self) -> Span:
@@ -381,20 +383,26 @@ class _StageSpan:
     ) -> None:
         try:
             if exc is not None:
-                mark_error(self._span, exc)
+                mark_error(self._span, exc, self._redact)
         finally:
             if self._token is not None:
                 otel_context.detach(self._token)
             self._span.end()
 
 
-def mark_error(span: Span, exc: BaseException) -> None:
-    """Record ``exc`` on ``span``: an exception event, ``error.type`` and an ERROR status."""
+def mark_error(span: Span, exc: BaseException, redact: Redact | None = None) -> None:
+    """Record ``exc`` on ``span``: an exception event, ``error.type`` and an ERROR status.
+
+    The message passes through ``redact``: an error may quote what a client sent (a model name).
+    """
     if not span.is_recording():
         return
-    span.record_exception(exc)
+    message = str(exc)
+    if redact is not None:
+        message = redact(message)
+    span.record_exception(exc, attributes={"exception.message": message})
     span.set_attribute(ERROR_TYPE, type(exc).__name__)
-    span.set_status(Status(StatusCode.ERROR, str(exc)))
+    span.set_status(Status(StatusCode.ERROR, message))
 
 
 class Tracing:
@@ -427,6 +435,8 @@ class Tracing:
             self._light_spans = False
         self.tracer: trace.Tracer = self._provider.get_tracer("aiestack")
         self._closed = False
+        #: Applied to error messages recorded on stage spans (the build sets the guardrails' redactor).
+        self.redact: Redact | None = None
 
     @property
     def content(self) -> bool:
@@ -447,8 +457,10 @@ class Tracing:
             return _NULL_STAGE
         attributes = {STAGE: name, EXCHANGE_ID: ex.id}
         if self._light_spans:  # the attributes are plain strings already: no copy to clean them
-            return _StageSpan(self._light_span(STAGE_SPAN_PREFIX + name, attributes))
-        return _StageSpan(self.start_span(STAGE_SPAN_PREFIX + name, kind=SpanKind.INTERNAL, attributes=attributes))
+            return _StageSpan(self._light_span(STAGE_SPAN_PREFIX + name, attributes), self.redact)
+        return _StageSpan(
+            self.start_span(STAGE_SPAN_PREFIX + name, kind=SpanKind.INTERNAL, attributes=attributes), self.redact
+        )
 
     def start_span(self, name: str, *, kind: SpanKind, attributes: dict[str, Any] | None) -> Span:
         """Start a span, a child of the current one (not made current; not ended on exceptions).

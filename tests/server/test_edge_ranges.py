@@ -59,3 +59,20 @@ def test_console_filter_numbers_are_bounded() -> None:
     flt, problems = parse_filter({"min_tokens": "1e30", "min_ms": "1e300", "min_cost": "5"})
     assert flt.min_tokens is None and flt.min_latency_ms is None and flt.min_cost_usd == 5
     assert any("min_tokens" in p for p in problems) and any("min_ms" in p for p in problems)
+
+
+async def test_a_text_field_past_the_limit_is_400_naming_it(asgi: Client) -> None:
+    client, app = asgi
+    app.state.stack.settings.gateway.max_text_chars = 1000
+    long = "x" * 1001
+    for body, param in (
+        ({**HELLO, "messages": [{"role": "user", "content": long}]}, "messages"),
+        ({**HELLO, "stop": [long]}, "stop"),
+        ({**HELLO, "user": long}, "user"),
+        ({**HELLO, "tools": [{"type": "function", "function": {"name": "f", "parameters": {"d": long}}}]}, "tools"),
+    ):
+        r = await client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == param and "1,000 characters" in r.json()["error"]["message"]
+    r = await client.post("/v1/chat/completions", json={**HELLO, "messages": [{"role": "user", "content": "x" * 1000}]})
+    assert r.status_code == 200

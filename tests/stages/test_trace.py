@@ -167,7 +167,7 @@ async def test_root_span_has_the_genai_attributes(rig: Rig) -> None:
     assert a["gen_ai.request.top_k"] == 40
     assert a["gen_ai.request.max_tokens"] == 64
     assert a["gen_ai.request.seed"] == 7
-    assert a["gen_ai.request.stop_sequences"] == ["END"]
+    assert "gen_ai.request.stop_sequences" not in a  # text a client wrote: only with content tracing
     assert a["gen_ai.request.stream"] is False
     assert a["gen_ai.provider.name"] == "fake"
     assert a["gen_ai.response.model"] == "gpt-4o"
@@ -209,8 +209,7 @@ async def test_the_record_describes_the_exchange(rig: Rig) -> None:
         "top_k": 40,
         "max_tokens": 64,
         "seed": 7,
-        "stop": ["END"],
-    }
+    }  # stop sequences are text a client wrote: recorded only with content tracing
     assert r.attributes == {"route": "seen"}
     assert (r.error_type, r.error_message) == (None, None)
 
@@ -245,6 +244,28 @@ async def test_content_is_recorded_and_redacted_when_switched_on() -> None:
         }
     ]
     assert SECRET not in repr(record) and SECRET not in repr(rig.sink.spans)
+
+
+async def test_no_text_field_is_recorded_raw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every text-bearing field of the request: stop, tools, model name, error text, with content on and off."""
+    tools = (Tool("lookup", f"find {SECRET}", {"type": "object", "description": SECRET}),)
+    for content in (False, True):
+        rig = Rig(content=content, redact=_redact)
+        rig.tracing.redact = _redact  # as build_stack does
+        params = Params(stop=(SECRET,), tools=tools, tool_choice="auto")
+        ex = Exchange(ChatRequest(model=f"model-{SECRET}", messages=(Message("system", SECRET), Message("user", "hi")), params=params))
+        with pytest.raises(ModelNotFound):
+            await rig.pipeline()(ex)  # an unknown model: the error quotes the name
+        record = rig.sink.record
+        assert SECRET not in repr(record), content
+        assert SECRET not in repr(rig.sink.spans), content
+        assert record.request["model"] == "model-[EMAIL]"
+        if content:
+            assert record.request["params"]["stop"] == ["[EMAIL]"]
+            assert record.request["params"]["tools"][0]["description"] == "find [EMAIL]"
+        else:
+            assert "stop" not in record.request["params"]
+            assert record.request["params"]["tools"] == [{"name": "lookup"}]
 
 
 async def test_content_without_a_redactor_is_recorded_as_is() -> None:
@@ -403,7 +424,8 @@ async def test_a_failing_sink_never_breaks_the_request() -> None:
     assert rig.tracing.dropped == 1
 
 
-async def test_structured_params_are_recorded_as_plain_json(rig: Rig) -> None:
+async def test_structured_params_are_recorded_as_plain_json() -> None:
+    rig = Rig(content=True)  # schemas and tool descriptions are content
     params = Params(
         response_format=ResponseFormat(type="json_schema", schema={"type": "object"}, name="answer"),
         tools=(

@@ -35,6 +35,7 @@ from aiestack.guardrails._features import hashed_ngrams_sparse
 from aiestack.guardrails._heuristics import heuristic_findings, heuristic_score
 from aiestack.guardrails._segments import segment_features_text, segments
 from aiestack.models.base import ChatModel
+from aiestack.offload import run_cpu
 from aiestack.types import ChatRequest, Finding, Message, Params
 
 #: Embeds texts into unit vectors of the classifier's embedding model (all-MiniLM-L6-v2), or returns
@@ -163,6 +164,18 @@ class InjectionDetector:
         return any(len(text) >= MIN_CHARS.get(h, 0) for h in heads)
 
     async def _one(self, text: str, embedding: Sequence[float] | None) -> InjectionResult:
+        findings, layers, score = await run_cpu(len(text), self._local, text, embedding)
+        if self.judge is not None and self.judge_min <= score < self.threshold:
+            decided = await self.judge(text)
+            if decided is not None:
+                layers["judge"] = decided
+                score = decided
+                if decided >= self.threshold:
+                    findings.append(Finding(kind="injection.judge", score=decided, label="judge"))
+        return InjectionResult(score, tuple(findings), layers)
+
+    def _local(self, text: str, embedding: Sequence[float] | None) -> tuple[list[Finding], dict[str, float], float]:
+        """The layers computed here (heuristics, indirect head, classifier heads): CPU work, no I/O."""
         findings = heuristic_findings(text)
         layers = {"heuristics": heuristic_score(findings)}
         score = layers["heuristics"]
@@ -184,14 +197,7 @@ class InjectionDetector:
                 score = max(score, p)
                 if p >= self.threshold:
                     findings.append(Finding(kind=f"injection.classifier.{head}", score=round(p, 4), label=head))
-        if self.judge is not None and self.judge_min <= score < self.threshold:
-            decided = await self.judge(text)
-            if decided is not None:
-                layers["judge"] = decided
-                score = decided
-                if decided >= self.threshold:
-                    findings.append(Finding(kind="injection.judge", score=decided, label="judge"))
-        return InjectionResult(score, tuple(findings), layers)
+        return findings, layers, score
 
 
 _JUDGE_PROMPT = (

@@ -36,6 +36,7 @@ from aiestack.guardrails.pii import mask
 from aiestack.guardrails.schema import reask_message, validate
 from aiestack.guardrails.stage import blocked, kinds
 from aiestack.metrics import Metrics
+from aiestack.offload import run_cpu
 from aiestack.pipeline import Next
 from aiestack.streams import collect
 from aiestack.types import Completion, Delta, Exchange, Finding, Message, Verdict
@@ -86,7 +87,7 @@ class OutputGuard:
         usage, cost = completion.usage, completion.cost_usd
         retried: dict[str, int] = {}
         while True:
-            text, verdicts, failure = self._check_text(guards, completion.text, result, canary)
+            text, verdicts, failure = await run_cpu(len(completion.text), self._check_text, guards, completion.text, result, canary)
             if failure is None:
                 break
             if failure.action == "retry" and retried.get(failure.guard, 0) < retries:

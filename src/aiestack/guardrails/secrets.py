@@ -39,7 +39,9 @@ _PATTERNS: Mapping[str, re.Pattern[str]] = {
     "TWILIO_KEY": re.compile(r"\bSK[0-9a-f]{32}\b"),
     "NPM_TOKEN": re.compile(r"\bnpm_[A-Za-z0-9]{36}\b"),
     "JWT": re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
-    "URL_CREDENTIALS": re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s:/@]{1,64}:([^\s:/@]{3,128})@[^\s/]+"),
+    # The scheme is bounded (RFC 3986 allows any length; real ones are short): unbounded, a long run of
+    # scheme characters without "://" is re-scanned from every start, quadratic in its length.
+    "URL_CREDENTIALS": re.compile(r"\b[a-z][a-z0-9+.-]{0,31}://[^\s:/@]{1,64}:([^\s:/@]{3,128})@[^\s/]+"),
 }
 #: A value after a word that names it a secret: ``api_key="..."``, ``password: ...``, ``Bearer ...``.
 _CONTEXT = re.compile(

@@ -21,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from aiestack.errors import GuardrailBlocked
 from aiestack.guardrails._stream import rewrite
@@ -29,8 +30,20 @@ from aiestack.guardrails.base import verdict
 from aiestack.guardrails.engine import Guards, GuardTable
 from aiestack.guardrails.pii import Vault
 from aiestack.metrics import Metrics
+from aiestack.offload import run_cpu
 from aiestack.pipeline import Next
-from aiestack.types import Action, Completion, ContentPart, Exchange, Finding, Hit, Message, ToolCall, Verdict
+from aiestack.types import (
+    Action,
+    ChatRequest,
+    Completion,
+    ContentPart,
+    Exchange,
+    Finding,
+    Hit,
+    Message,
+    ToolCall,
+    Verdict,
+)
 
 INPUT_GUARD_STAGE = "input_guard"
 _PARTIAL_PLACEHOLDER = re.compile(r"<[A-Z0-9_]{0,40}$")
@@ -61,6 +74,63 @@ def map_text(message: Message, fn: Callable[[str], str]) -> Message:
     return dataclasses.replace(message, content=parts)
 
 
+def map_request_text(request: ChatRequest, fn: Callable[[str], str]) -> ChatRequest:
+    """``request`` with ``fn`` applied to every text the model is sent: each message's text (every
+    role, system included), its tool-call arguments, the stop sequences, each tool's description and
+    the strings in its parameter schema, and the ``user`` id. Names of tools and roles are identifiers,
+    left as they are (see docs/security.md for the per-field table)."""
+    messages = tuple(_map_message(m, fn) for m in request.messages)
+    params = request.params
+    changes: dict[str, Any] = {}
+    if params.stop:
+        changes["stop"] = tuple(fn(s) if s else s for s in params.stop)
+    if params.tools:
+        changes["tools"] = tuple(
+            dataclasses.replace(t, description=fn(t.description) if t.description else t.description, parameters=_map_json(t.parameters, fn))
+            for t in params.tools
+        )
+    if changes:
+        params = dataclasses.replace(params, **changes)
+    user = fn(request.user) if request.user else request.user
+    return dataclasses.replace(request, messages=messages, params=params, user=user)
+
+
+def request_chars(request: ChatRequest) -> int:
+    """The characters of text in ``request`` that the input checks read (to decide where they run)."""
+    total = 0
+
+    def count(text: str) -> str:
+        nonlocal total
+        total += len(text)
+        return text
+
+    messages = request.messages
+    for m in messages:
+        _map_message(m, count)
+    total += sum(len(s) for s in request.params.stop)
+    total += sum(len(t.description) + len(str(t.parameters)) for t in request.params.tools)
+    return total
+
+
+def _map_message(message: Message, fn: Callable[[str], str]) -> Message:
+    message = map_text(message, fn)
+    if message.tool_calls:
+        calls = tuple(ToolCall(t.id, t.name, fn(t.arguments)) if t.arguments else t for t in message.tool_calls)
+        message = dataclasses.replace(message, tool_calls=calls)
+    return message
+
+
+def _map_json(value: Any, fn: Callable[[str], str]) -> Any:
+    """A JSON value with ``fn`` applied to every string in it (keys stay: they are schema names)."""
+    if isinstance(value, str):
+        return fn(value) if value else value
+    if isinstance(value, Mapping):
+        return {k: _map_json(v, fn) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_map_json(v, fn) for v in value]
+    return value
+
+
 def _texts(message: Message) -> list[str]:
     if isinstance(message.content, str):
         return [message.content] if message.content else []
@@ -81,15 +151,17 @@ class InputGuard:
         if not guards.policy.enabled:
             return await call_next(ex)
         vault = Vault()
-        messages = list(ex.request.messages)
+        request = ex.request
+        size = request_chars(request)
         verdicts: list[Verdict] = []
         for name in ("secrets", "pii"):
             if not guards.active(name):
                 continue
-            v, messages = self._redact(name, guards, messages, vault)
+            v, request = await run_cpu(size, self._redact, name, guards, request, vault)
             verdicts.append(v)
             if v.action == "block":
                 return self._end(ex, verdicts, name, f"the request contains {kinds(v.findings)}")
+        messages = list(request.messages)
         for check in (self._injection, self._topics):
             v2 = await check(guards, messages)
             if v2 is None:
@@ -98,7 +170,6 @@ class InputGuard:
             if v2.action == "block":
                 return self._end(ex, verdicts, v2.guard, _reason(v2))
         self._count(verdicts)
-        request = dataclasses.replace(ex.request, messages=tuple(messages))
         result = await call_next(dataclasses.replace(ex, request=request, verdicts=(*ex.verdicts, *verdicts)))
         if len(vault) and result.completion is not None:
             result = dataclasses.replace(result, completion=_restored(result.completion, vault))
@@ -114,29 +185,23 @@ class InputGuard:
                 if v.action != "allow":
                     self._metrics.guard_action(v.guard, v.action, direction="input")
 
-    def _redact(self, name: str, guards: Guards, messages: list[Message], vault: Vault) -> tuple[Verdict, list[Message]]:
+    def _redact(self, name: str, guards: Guards, request: ChatRequest, vault: Vault) -> tuple[Verdict, ChatRequest]:
+        """Check every text field of ``request`` (see :func:`map_request_text`); redact per the policy."""
         started = time.perf_counter()
         action = guards.policy.pii.action if name == "pii" else guards.policy.secrets.action
         detector = guards.pii if name == "pii" else guards.secrets
         found: list[Finding] = []
-        out = []
-        for m in messages:
-            if m.role == "system":
-                out.append(m)
-                continue
-            hits_here: list[Finding] = []
 
-            def fix(text: str, _hits: list[Finding] = hits_here) -> str:
-                f = detector.detect(text)
-                _hits.extend(f)
-                return vault.redact(text, f) if (f and action == "redact") else text
+        def fix(text: str) -> str:
+            f = detector.detect(text)
+            found.extend(f)
+            return vault.redact(text, f) if (f and action == "redact") else text
 
-            out.append(map_text(m, fix))
-            found.extend(hits_here)
+        redacted = map_request_text(request, fix)
         if not found:
-            return verdict(name, "allow", started=started), messages
+            return verdict(name, "allow", started=started), request
         taken = {"redact": "redact", "block": "block", "flag": "flag"}[action]
-        return verdict(name, taken, found, started=started), out if action == "redact" else messages  # type: ignore[arg-type]
+        return verdict(name, taken, found, started=started), redacted if action == "redact" else request  # type: ignore[arg-type]
 
     async def _injection(self, guards: Guards, messages: list[Message]) -> Verdict | None:
         if not guards.active("injection"):
@@ -156,7 +221,8 @@ class InputGuard:
         if not guards.active("topics") or cfg.scope == "output" or guards.topics.empty:
             return None
         started = time.perf_counter()
-        found = [f for m in messages if m.role == "user" for t in _texts(m) for f in guards.topics.detect(t)]
+        texts = [t for m in messages if m.role == "user" for t in _texts(m)]
+        found = await run_cpu(sum(map(len, texts)), lambda: [f for t in texts for f in guards.topics.detect(t)])
         if not found:
             return verdict("topics", "allow", started=started)
         action: Action = "block" if cfg.action in ("block", "retry", "redact") else "flag"

@@ -48,6 +48,42 @@ def parse_body(model: type[M], raw: bytes) -> M:
         raise invalid_body(exc.errors(include_url=False, include_context=False)) from None
 
 
+def check_text_sizes(body: BaseModel, max_chars: int) -> None:
+    """Raise :class:`InvalidBody` naming the first string field of ``body`` longer than ``max_chars``.
+
+    Every string in the body counts (message text, tool arguments and schemas, stop sequences, user
+    ids, metadata), wherever it is nested: the guards, the tokenizer and the stores all read them.
+    """
+    path = _too_long(body, max_chars, ())
+    if path is not None:
+        where = ".".join(str(p) for p in path)
+        raise InvalidBody(
+            f"{where} is longer than this server's limit of {max_chars:,} characters per text field.",
+            param=str(path[0]) if path else None,
+            hint="Send shorter text, or raise [gateway] max_text_chars in aiestack.toml.",
+        )
+
+
+def _too_long(value: Any, limit: int, path: tuple[str | int, ...]) -> tuple[str | int, ...] | None:
+    if isinstance(value, str):
+        return path if len(value) > limit else None
+    if isinstance(value, BaseModel):
+        items: Any = ((name, getattr(value, name)) for name in type(value).model_fields)
+    elif isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        if isinstance(key, str) and len(key) > limit:
+            return (*path, key[:20] + "…")
+        found = _too_long(item, limit, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
 def invalid_body(errors: list[ErrorDetails]) -> InvalidBody:
     """One readable sentence for pydantic's errors: ``messages.0.role: Input should be ...``."""
     if any(err["type"] == "json_invalid" for err in errors):

@@ -26,7 +26,7 @@ from aiestack.errors import AiestackError
 from aiestack.guardrails import header_value
 from aiestack.server import sse, translate
 from aiestack.server.auth import principal
-from aiestack.server.bodies import body_openapi, parse_body
+from aiestack.server.bodies import body_openapi, check_text_sizes, parse_body
 from aiestack.server.responses import (
     EXCHANGE_ID_HEADER,
     GUARD_HEADER,
@@ -83,6 +83,7 @@ async def chat_completions(request: Request) -> Response:
     started = time.perf_counter()
     stack: Stack = request.app.state.stack
     body = parse_body(ChatCompletionRequest, await request.body())
+    check_text_sizes(body, stack.settings.gateway.max_text_chars)
     outcome = await _run(stack, request, lambda: translate.chat_request(body))
     if isinstance(outcome, Response):
         return outcome
@@ -139,6 +140,7 @@ async def completions(request: Request) -> Response:
     started = time.perf_counter()
     stack: Stack = request.app.state.stack
     body = parse_body(CompletionRequest, await request.body())
+    check_text_sizes(body, stack.settings.gateway.max_text_chars)
     outcome = await _run(stack, request, lambda: translate.completion_request(body))
     if isinstance(outcome, Response):
         return outcome

@@ -27,6 +27,7 @@ from opentelemetry.trace.span import format_trace_id
 
 from aiestack.errors import ProviderError
 from aiestack.metrics import Metrics
+from aiestack.offload import run_cpu
 from aiestack.pipeline import Next, failed_exchange
 from aiestack.stores.base import ExchangeRecord
 from aiestack.streams import tap
@@ -92,11 +93,26 @@ class Trace:
         self._tracing = tracing
         self._metrics = metrics
         self._redact = redact
+        self._names: dict[str, str] = {}  # model name -> its redacted form (bounded, see _name)
+
+    def _name(self, model: str) -> str:
+        """``model`` as recorded: redacted like content (a client may send anything as a model name).
+
+        Names repeat, so each is redacted once; at most :data:`_NAMES_KEPT` are remembered.
+        """
+        known = self._names.get(model)
+        if known is not None:
+            return known
+        shown = self._redact(model[:_MAX_NAME_CHARS]) if self._redact is not None else model[:_MAX_NAME_CHARS]
+        if len(self._names) >= _NAMES_KEPT:
+            self._names.clear()
+        self._names[model] = shown
+        return shown
 
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
         start = time.perf_counter()
         span = self._tracing.start_span(
-            f"{OPERATION_CHAT} {ex.request.model}",
+            f"{OPERATION_CHAT} {self._name(ex.request.model)}",
             kind=SpanKind.CLIENT,
             attributes=self._request_attributes(ex) if self._tracing.settings.enabled else None,
         )
@@ -104,7 +120,8 @@ class Trace:
         try:
             result = await call_next(ex)
         except BaseException as exc:
-            self._finish(span, start, failed_exchange(exc, ex), None, exc)
+            failed = failed_exchange(exc, ex)
+            self._finish(span, start, failed, None, exc, self._content(failed, None))
             raise
         finally:
             otel_context.detach(token)
@@ -112,11 +129,26 @@ class Trace:
         if completion is not None and completion.stream is not None:
 
             async def on_done(final: Completion | None, error: BaseException | None) -> None:
-                self._finish(span, start, result, final, error)
+                content = await run_cpu(_chars(result, final), self._content, result, final)
+                self._finish(span, start, result, final, error, content)
 
             return dataclasses.replace(result, completion=tap(completion, on_done))
-        self._finish(span, start, result, completion, None)
+        content = await run_cpu(_chars(result, completion), self._content, result, completion)
+        self._finish(span, start, result, completion, None, content)
         return result
+
+    def _content(self, ex: Exchange, completion: Completion | None) -> _Content | None:
+        """The recorded content, redacted (CPU work on large text: the caller runs it off the loop)."""
+        if not self._tracing.content:
+            return None
+        redact = self._redact
+        return _Content(
+            messages=messages_content(ex.request.messages, redact),
+            output=output_content(completion, redact) if completion is not None else None,
+            response=_redacted_text(completion, redact) if completion is not None else None,
+            params=_content_params(ex.request.params, redact),
+            hits=[redact(h.chunk.text) if redact is not None else h.chunk.text for h in ex.hits],
+        )
 
     # ------------------------------------------------------------------ building
 
@@ -125,14 +157,13 @@ class Trace:
         attributes = span_attributes(
             {
                 GEN_AI_OPERATION_NAME: OPERATION_CHAT,
-                GEN_AI_REQUEST_MODEL: request.model,
+                GEN_AI_REQUEST_MODEL: self._name(request.model),
                 GEN_AI_REQUEST_STREAM: request.stream,
                 GEN_AI_REQUEST_TEMPERATURE: params.temperature,
                 GEN_AI_REQUEST_TOP_P: params.top_p,
                 GEN_AI_REQUEST_TOP_K: params.top_k,
                 GEN_AI_REQUEST_MAX_TOKENS: params.max_tokens,
                 GEN_AI_REQUEST_SEED: params.seed,
-                GEN_AI_REQUEST_STOP_SEQUENCES: params.stop or None,
                 GEN_AI_REQUEST_PRESENCE_PENALTY: params.presence_penalty,
                 GEN_AI_REQUEST_FREQUENCY_PENALTY: params.frequency_penalty,
                 EXCHANGE_ID: ex.id,
@@ -140,8 +171,6 @@ class Trace:
                 ROUTE: ex.route,
             }
         )
-        if self._tracing.content:
-            attributes[GEN_AI_INPUT_MESSAGES] = to_json(messages_content(request.messages, self._redact))
         return attributes
 
     def _finish(
@@ -151,14 +180,15 @@ class Trace:
         ex: Exchange,
         completion: Completion | None,
         error: BaseException | None,
+        content: _Content | None,
     ) -> None:
         """End the span and hand the record over. Never raises: tracing must not break a request."""
         try:
             duration_ms = (time.perf_counter() - start) * 1000
-            record = self._record(span, ex, completion, error, duration_ms)
+            record = self._record(span, ex, completion, error, duration_ms, content)
             overhead_ms = _overhead_ms(completion, record, duration_ms)
             if span.is_recording():
-                self._response_attributes(span, record, completion, overhead_ms)
+                self._response_attributes(span, record, completion, overhead_ms, content)
             self._tracing.submit_exchange(record)
             if self._metrics is not None:
                 self._metrics.observe_exchange(record)
@@ -176,6 +206,7 @@ class Trace:
         completion: Completion | None,
         error: BaseException | None,
         duration_ms: float,
+        content: _Content | None,
     ) -> ExchangeRecord:
         failure: BaseException | None = error if error is not None else ex.error
         if error is not None:
@@ -188,20 +219,19 @@ class Trace:
         if provider is None and isinstance(failure, ProviderError):
             provider = failure.provider
         request: dict[str, Any] = {
-            "model": ex.request.model,
-            "params": _params(ex.request.params),
+            "model": self._name(ex.request.model),
+            "params": {**_params(ex.request.params), **(content.params if content is not None else {})},
             "stream": ex.request.stream,
         }
-        content = self._tracing.content
-        if content:
-            request["messages"] = messages_content(ex.request.messages, self._redact)
+        if content is not None:
+            request["messages"] = content.messages
         ctx = span.get_span_context()
         usage = completion.usage if completion is not None else None
         timing = completion.timing if completion is not None else None
         return ExchangeRecord(
             id=ex.id,
             created_at=ex.started_at,
-            model=completion.model if completion is not None else ex.request.model,
+            model=completion.model if completion is not None else self._name(ex.request.model),
             outcome=outcome,
             tenant=ex.tenant,
             key_id=ex.key_id,
@@ -210,7 +240,7 @@ class Trace:
             stream=ex.request.stream,
             finish_reason=completion.finish_reason if completion is not None else None,
             error_type=type(failure).__name__ if failure is not None else None,
-            error_message=str(failure) if failure is not None else None,
+            error_message=self._error_text(failure),
             input_tokens=usage.input_tokens if usage is not None else 0,
             output_tokens=usage.output_tokens if usage is not None else 0,
             cached_tokens=usage.cached_tokens if usage is not None else 0,
@@ -222,13 +252,25 @@ class Trace:
             cached=bool(completion is not None and completion.cached) or outcome == "cached",
             trace_id=format_trace_id(ctx.trace_id) if span.is_recording() else None,
             request=request,
-            response=_redacted_text(completion, self._redact) if content and completion is not None else None,
-            attributes=_attributes(ex, content, self._redact),
+            response=content.response if content is not None else None,
+            attributes=_attributes(ex, content),
             guard_action=_strongest_action(ex),
         )
 
+    def _error_text(self, failure: BaseException | None) -> str | None:
+        """The error's message, redacted: errors may quote what the client sent (a model name, a field)."""
+        if failure is None:
+            return None
+        text = str(failure)
+        return self._redact(text) if self._redact is not None else text
+
     def _response_attributes(
-        self, span: Span, record: ExchangeRecord, completion: Completion | None, overhead_ms: float | None
+        self,
+        span: Span,
+        record: ExchangeRecord,
+        completion: Completion | None,
+        overhead_ms: float | None,
+        content: _Content | None,
     ) -> None:
         attributes: dict[str, Any] = {
             GEN_AI_PROVIDER_NAME: record.provider,
@@ -249,8 +291,11 @@ class Trace:
                 attributes[GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = record.cached_tokens
             if record.finish_reason is not None:
                 attributes[GEN_AI_RESPONSE_FINISH_REASONS] = [record.finish_reason]
-            if self._tracing.content:
-                attributes[GEN_AI_OUTPUT_MESSAGES] = to_json(output_content(completion, self._redact))
+        if content is not None:
+            attributes[GEN_AI_INPUT_MESSAGES] = to_json(content.messages)
+            attributes[GEN_AI_REQUEST_STOP_SEQUENCES] = content.params.get("stop")
+            if content.output is not None:
+                attributes[GEN_AI_OUTPUT_MESSAGES] = to_json(content.output)
         span.set_attributes(span_attributes(attributes))
         if record.outcome == "error":
             span.set_attribute(ERROR_MESSAGE, record.error_message or "")
@@ -262,16 +307,70 @@ def _redacted_text(completion: Completion, redact: Redact | None) -> str:
     return redact(text) if redact is not None and text else text
 
 
-_PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(Params))
+#: Parameters that carry text a client wrote: recorded only with content tracing, and redacted.
+_CONTENT_PARAMS = ("stop", "tools", "response_format", "tool_choice")
+_PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(Params) if f.name not in _CONTENT_PARAMS)
+#: Longest model name recorded, and how many redacted names the Trace stage remembers.
+_MAX_NAME_CHARS = 200
+_NAMES_KEPT = 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Content:
+    """What content tracing records of one exchange, already redacted."""
+
+    messages: list[dict[str, Any]]
+    output: list[dict[str, Any]] | None
+    response: str | None
+    params: dict[str, Any]
+    hits: list[str]
+
+
+def _chars(ex: Exchange, completion: Completion | None) -> int:
+    """About how many characters recording ``ex``'s content reads (to decide where it runs)."""
+    total = sum(len(m.text) for m in ex.request.messages) + sum(len(h.chunk.text) for h in ex.hits)
+    return total + (len(completion.text) if completion is not None else 0)
+
+
+def _content_params(params: Params, redact: Redact | None) -> dict[str, Any]:
+    """The text-bearing parameters that were set, with ``redact`` applied to every string in them."""
+    out: dict[str, Any] = {}
+    for name in _CONTENT_PARAMS:
+        value = getattr(params, name)
+        if value is None or value == ():
+            continue
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+            value = [dataclasses.asdict(v) for v in value]
+        out[name] = _redact_json(jsonable(value), redact)
+    return out
+
+
+def _redact_json(value: Any, redact: Redact | None) -> Any:
+    if redact is None:
+        return value
+    if isinstance(value, str):
+        return redact(value) if value else value
+    if isinstance(value, dict):
+        return {k: _redact_json(v, redact) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_json(v, redact) for v in value]
+    return value
 
 
 def _params(params: Params) -> dict[str, Any]:
-    """The parameters that were set (not ``None`` / empty / off), as plain JSON-able values.
+    """The parameters that were set (not ``None`` / empty / off), as plain JSON-able values; the
+    text-bearing ones (:data:`_CONTENT_PARAMS`) only with content tracing, in :class:`_Content`.
 
     A shallow walk: ``dataclasses.asdict`` deep-copies every field and costs more than the rest
     of this stage together.
     """
     out: dict[str, Any] = {}
+    if params.response_format is not None:  # its kind, not its schema (text a client wrote)
+        out["response_format"] = {"type": params.response_format.type}
+    if params.tools:  # tool names are identifiers; descriptions and schemas are content
+        out["tools"] = [{"name": t.name} for t in params.tools]
     for name in _PARAM_FIELDS:
         value = getattr(params, name)
         if value is None or value is False or value == ():
@@ -297,7 +396,7 @@ def _strongest_action(ex: Exchange) -> str | None:
     return best
 
 
-def _attributes(ex: Exchange, content: bool, redact: Redact | None) -> dict[str, Any]:
+def _attributes(ex: Exchange, content: _Content | None) -> dict[str, Any]:
     """The exchange's attributes, plus its guard verdicts and retrieved chunks (for the console).
 
     Verdicts carry no content (a finding has a kind and a label, never the matched text). A hit
@@ -320,7 +419,7 @@ def _attributes(ex: Exchange, content: bool, redact: Redact | None) -> dict[str,
         ]
     if ex.hits:
         hits: list[dict[str, Any]] = []
-        for h in ex.hits:
+        for i, h in enumerate(ex.hits):
             hit: dict[str, Any] = {
                 "chunk_id": h.chunk.id,
                 "document_id": h.chunk.document_id,
@@ -328,8 +427,8 @@ def _attributes(ex: Exchange, content: bool, redact: Redact | None) -> dict[str,
                 "score": h.score,
                 "retriever": h.retriever,
             }
-            if content:
-                hit["text"] = redact(h.chunk.text) if redact is not None else h.chunk.text
+            if content is not None:
+                hit["text"] = content.hits[i]
             hits.append(hit)
         attributes["hits"] = hits
     return attributes
