@@ -298,6 +298,7 @@ def vector_ndcg_section(beir: Beir, data: Path, work: Path) -> dict[str, float]:
 
 def tune_section(data: Path, work: Path) -> dict[str, float]:
     """nDCG@10 of the analyser variants on the TRAIN queries (no test query is looked at)."""
+    from aiestack.stores.analysis import Analyzer
     from aiestack.stores.documents_tantivy import TermIndex
 
     train = load_beir(data, "train")
@@ -306,7 +307,7 @@ def tune_section(data: Path, work: Path) -> dict[str, float]:
     results = {}
     for stop_words in (False, True):
         for stem in (False, True):
-            index = TermIndex(work / f"tune-{stop_words}-{stem}", stop_words=stop_words, stem=stem)
+            index = TermIndex(work / f"tune-{stop_words}-{stem}", Analyzer(stop_words=stop_words, stem=stem))
             index.add(list(range(len(doc_ids))), [document_text(*train.corpus[d]) for d in doc_ids])
             index.commit()
             ranked = {q: [doc_ids[k] for k, _ in index.search(text, 10)] for q, text in train.queries.items()}

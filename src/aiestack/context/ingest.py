@@ -5,9 +5,9 @@
 - A document's id hashes its source, its text and the recipe that chunks it (chunker, size, overlap,
   tokenizer, contextual model). Re-ingesting an unchanged file finds the same id stored for its source
   and does nothing; a changed file (or a changed recipe) replaces the old document and its chunks.
-- Each document is written with one atomic :meth:`DocumentStore.put_document`, so a crash (or Ctrl-C)
-  leaves every document either fully written or untouched; running again finishes the job, skipping
-  what was written.
+- Each embedding batch of documents is written with one :meth:`DocumentStore.put_documents` (one
+  transaction and one index update per batch), so a crash (or Ctrl-C) leaves every batch either
+  fully written or untouched; running again finishes the job, skipping what was written.
 - ``prune=True`` deletes documents whose file is gone (and records gone from a JSON file ingested now).
 - A file that fails to load is reported with its reason and skipped; the others go on.
 
@@ -387,16 +387,14 @@ def _load(target: Target, opts: IngestOptions) -> list[Loaded]:
 def _write_batch(
     store: DocumentStore, collection: str, batch: list[_Prepared], vectors: list[list[float]]
 ) -> list[bool]:
-    """Store each document of ``batch`` atomically; whether each one was written (False: already there)."""
-    results: list[bool] = []
+    """Store ``batch`` in one transaction; whether each document was written (False: already there)."""
+    items = []
     offset = 0
     for item in batch:
         n = len(item.chunks)
-        results.append(
-            store.put_document(collection, item.document, item.chunks, vectors[offset : offset + n])
-        )
+        items.append((item.document, item.chunks, vectors[offset : offset + n]))
         offset += n
-    return results
+    return store.put_documents(collection, items)
 
 
 def _tally(run: _Run, item: _Prepared, stored: bool) -> None:

@@ -9,6 +9,8 @@ retrieval, RAG) talks only to this protocol.
 - A document's id is the hash of its content; its ``source`` (a path or URL) is unique within a
   collection. :meth:`DocumentStore.put_document` is atomic: it replaces the document previously
   stored for the same source together with its chunks, or changes nothing.
+  :meth:`DocumentStore.put_documents` does the same for a batch in one transaction (ingestion
+  writes batches: one commit and one index update per batch instead of per document).
 - ``CollectionInfo.version`` grows on every change to a collection, so caches of RAG answers can
   key on it and a re-ingest invalidates them.
 - Filters use the portable grammar: ``{"field": "lang", "op": "eq", "value": "en"}`` and
@@ -29,6 +31,8 @@ from aiestack.types import Chunk, Document, Hit
 
 #: A filter in the portable grammar (see the module docstring).
 Filter = Mapping[str, Any]
+#: One document for :meth:`DocumentStore.put_documents`: the document, its chunks, their vectors.
+DocumentItem = tuple[Document, Sequence[Chunk], Sequence[Sequence[float]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,14 @@ class DocumentStore(Protocol):
 
         Replaces the document stored for the same ``document.source``. Returns False (and
         changes nothing) when that source already holds a document with the same id.
+        """
+
+    def put_documents(self, collection: str, items: Sequence[DocumentItem]) -> list[bool]:
+        """Store a batch of documents in one transaction: all of them, or (on an error) none.
+
+        Each item behaves as :meth:`put_document` (replace by source, False when unchanged), so
+        running the same batch again writes nothing, and an interrupted ingestion resumes by
+        putting the batches again. Every item is checked before anything is written.
         """
 
     def delete_documents(self, collection: str, ids: Sequence[str]) -> int:

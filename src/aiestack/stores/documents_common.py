@@ -1,5 +1,5 @@
-"""What every DocumentStore backend shares: argument checks, errors that say what to do, the
-English tokenizer of the pure-Python BM25, and vector normalisation.
+"""What every DocumentStore backend shares: argument checks, errors that say what to do and
+vector normalisation (the analyser and BM25 are :mod:`aiestack.stores.analysis`).
 
 Backends differ in where records and indexes live, never in what they accept or how they fail,
 so the checks live here once.
@@ -8,7 +8,6 @@ so the checks live here once.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,13 +19,6 @@ from aiestack.stores.documents import CollectionInfo
 from aiestack.types import Chunk, Document
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-_TOKEN_RE = re.compile(r"\w+", re.UNICODE)
-
-#: A short English stop-word list (the classic Lucene/Anserini set): frequent words that carry
-#: no topic, so they neither add noise to BM25 scores nor cost time in the postings.
-STOP_WORDS: frozenset[str] = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was", "will", "with"]
-)
 
 
 def check_collection_name(name: str) -> str:
@@ -153,13 +145,3 @@ def json_copy(value: Mapping[str, Any]) -> dict[str, Any]:
 def chunk_fields(chunk_metadata: Mapping[str, Any], source: str, document_id: str) -> dict[str, Any]:
     """The fields a filter sees: the chunk's metadata, then the built-in source and document_id."""
     return {**chunk_metadata, "source": source, "document_id": document_id}
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased word tokens without stop words (the pure-Python BM25's analyser)."""
-    return [token for token in _TOKEN_RE.findall(text.lower()) if token not in STOP_WORDS]
-
-
-def bm25_idf(documents: int, frequency: int) -> float:
-    """Lucene's BM25 idf (never negative)."""
-    return math.log(1.0 + (documents - frequency + 0.5) / (frequency + 0.5))

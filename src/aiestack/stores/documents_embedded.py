@@ -7,8 +7,8 @@ Layout, in the data directory::
     indexes/<collection>/vectors.usearch the vector index (cosine HNSW)
     indexes/<collection>/state.json      which collection version each index reflects
 
-SQLite is the source of truth. ``put_document`` and ``delete_documents`` commit the records in one
-transaction, then update the indexes. When a collection's indexes are opened, each is checked
+SQLite is the source of truth. ``put_documents`` (a batch) and ``delete_documents`` commit the
+records in one transaction, then update the indexes once. When a collection's indexes are opened, each is checked
 against the collection's version in SQLite: the tantivy index is rebuilt from the records if it
 does not reflect the current version, and the usearch index is reconciled by key (chunk keys are
 never reused, so "in SQLite but not in the index" and "in the index but not in SQLite" are exact).
@@ -36,7 +36,7 @@ import numpy as np
 import orjson
 
 from aiestack.errors import StoreError
-from aiestack.stores.documents import CollectionInfo, Filter, StoredDocument
+from aiestack.stores.documents import CollectionInfo, DocumentItem, Filter, StoredDocument
 from aiestack.stores.documents_common import (
     check_collection_name,
     check_k,
@@ -167,20 +167,28 @@ class EmbeddedDocumentStore:
         chunks: Sequence[Chunk],
         vectors: Sequence[Sequence[float]],
     ) -> bool:
+        return self.put_documents(collection, [(document, chunks, vectors)])[0]
+
+    def put_documents(self, collection: str, items: Sequence[DocumentItem]) -> list[bool]:
         with self._lock:
             indexes = self._indexes(collection)
-            matrix = normalize(check_put(indexes.info, document, chunks, vectors))
+            prepared = [(d, c, normalize(check_put(indexes.info, d, c, v))) for d, c, v in items]
+            if not prepared:
+                return []
             indexes.terms.acquire()  # fail before the records change if another process is writing
             try:
-                change = self._records.put_document(collection, document, chunks, matrix)
+                written, change = self._records.put_documents(collection, prepared)
             except BaseException:
                 self._release_if_idle(indexes)
                 raise
             if change is None:
                 self._release_if_idle(indexes)
-                return False
-            self._apply(indexes, change, [c.text for c in chunks], matrix)
-            return True
+                return written
+            texts = [prepared[i][1][j].text for i, j in change.origins]
+            rows = [prepared[i][2][j] for i, j in change.origins]
+            matrix = np.stack(rows) if rows else np.zeros((0, indexes.info.dim), np.float32)
+            self._apply(indexes, change, texts, matrix)
+            return written
 
     def delete_documents(self, collection: str, ids: Sequence[str]) -> int:
         with self._lock:

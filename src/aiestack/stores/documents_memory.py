@@ -1,4 +1,4 @@
-"""An in-memory DocumentStore: BM25 in pure Python, exact cosine search in numpy.
+"""An in-memory DocumentStore: BM25 in pure Python (the shared analyser), exact cosine search in numpy.
 
 For tests and throwaway sessions: it passes the same conformance tests as the embedded and
 PostgreSQL stores (:mod:`aiestack.testing.documents`), so code tested against it holds for them.
@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from aiestack.stores.documents import CollectionInfo, Filter, StoredDocument
+from aiestack.stores import analysis
+from aiestack.stores.documents import CollectionInfo, DocumentItem, Filter, StoredDocument
 from aiestack.stores.documents_common import (
-    bm25_idf,
     check_collection_name,
     check_existing,
     check_k,
@@ -31,25 +31,24 @@ from aiestack.stores.documents_common import (
     json_copy,
     missing_collection,
     normalize,
-    tokenize,
 )
 from aiestack.stores.filters import Node, evaluate, parse_filter
 from aiestack.types import Chunk, Document, Hit
 
-#: BM25 parameters (Lucene's and tantivy's defaults, so the embedded store ranks alike).
-K1 = 1.2
-B = 0.75
-
 
 @dataclass(slots=True)
 class _Entry:
-    """One stored chunk: the chunk, its unit vector, its term counts and the fields filters see."""
+    """One stored chunk: its unit vector, term counts, token count and the fields filters see."""
 
     chunk: Chunk
     vector: np.ndarray
     terms: Counter[str]
     length: int
     fields: dict[str, Any]
+
+    @property
+    def norm(self) -> int:
+        return analysis.fieldnorm(self.length)
 
 
 @dataclass(slots=True)
@@ -86,6 +85,7 @@ class MemoryDocumentStore:
         self._lock = threading.Lock()
         self._collections: dict[str, _Collection] = {}
         self._next_key = 1
+        self._analyzer = analysis.Analyzer()
 
     def __repr__(self) -> str:
         return "MemoryDocumentStore()"
@@ -172,42 +172,50 @@ class MemoryDocumentStore:
         chunks: Sequence[Chunk],
         vectors: Sequence[Sequence[float]],
     ) -> bool:
+        return self.put_documents(collection, [(document, chunks, vectors)])[0]
+
+    def put_documents(self, collection: str, items: Sequence[DocumentItem]) -> list[bool]:
         with self._lock:
             target = self._get(collection)
-            matrix = normalize(check_put(target.info, document, chunks, vectors))
-            previous = target.documents.get(document.source)
-            if previous is not None and previous.id == document.id:
-                return False
-            entries = []
-            for chunk, vector in zip(chunks, matrix, strict=True):
-                stored = Chunk(
-                    id=chunk.id,
-                    document_id=document.id,
-                    text=chunk.text,
-                    position=chunk.position,
-                    metadata=json_copy(chunk.metadata),
-                )
-                terms = Counter(tokenize(chunk.text))
-                fields = chunk_fields(stored.metadata, document.source, document.id)
-                entries.append(_Entry(stored, vector, terms, sum(terms.values()), fields))
-            for key in target.keys_by_source.pop(document.source, []):
-                target.remove(key)
-            keys = list(range(self._next_key, self._next_key + len(entries)))
-            self._next_key += len(entries)
-            for key, entry in zip(keys, entries, strict=True):
-                target.add(key, entry)
-            target.keys_by_source[document.source] = keys
-            target.documents[document.source] = StoredDocument(
-                id=document.id,
-                collection=collection,
-                source=document.source,
-                title=document.title,
-                chunks=len(chunks),
-                ingested_at=time.time(),
-                metadata=json_copy(document.metadata),
+            prepared = [(d, c, normalize(check_put(target.info, d, c, v))) for d, c, v in items]
+            written = [self._put(collection, target, d, c, m) for d, c, m in prepared]
+            if any(written):
+                target.info = dataclasses.replace(target.info, version=target.info.version + 1)
+            return written
+
+    def _put(self, collection: str, target: _Collection, document: Document, chunks: Sequence[Chunk], matrix: np.ndarray) -> bool:
+        previous = target.documents.get(document.source)
+        if previous is not None and previous.id == document.id:
+            return False
+        entries = []
+        for chunk, vector in zip(chunks, matrix, strict=True):
+            stored = Chunk(
+                id=chunk.id,
+                document_id=document.id,
+                text=chunk.text,
+                position=chunk.position,
+                metadata=json_copy(chunk.metadata),
             )
-            target.info = dataclasses.replace(target.info, version=target.info.version + 1)
-            return True
+            terms, length = self._analyzer.counts(chunk.text)
+            fields = chunk_fields(stored.metadata, document.source, document.id)
+            entries.append(_Entry(stored, vector, terms, length, fields))
+        for key in target.keys_by_source.pop(document.source, []):
+            target.remove(key)
+        keys = list(range(self._next_key, self._next_key + len(entries)))
+        self._next_key += len(entries)
+        for key, entry in zip(keys, entries, strict=True):
+            target.add(key, entry)
+        target.keys_by_source[document.source] = keys
+        target.documents[document.source] = StoredDocument(
+            id=document.id,
+            collection=collection,
+            source=document.source,
+            title=document.title,
+            chunks=len(chunks),
+            ingested_at=time.time(),
+            metadata=json_copy(document.metadata),
+        )
+        return True
 
     def delete_documents(self, collection: str, ids: Sequence[str]) -> int:
         wanted = set(ids)
@@ -243,16 +251,16 @@ class MemoryDocumentStore:
                 return []
             average = target.total_length / count
             scores: dict[int, float] = {}
-            for term in tokenize(query):
+            for term, repeats in self._analyzer.query(query).items():
                 posting = target.postings.get(term)
                 if not posting:
                     continue
-                idf = bm25_idf(count, len(posting))
+                weight = analysis.term_weight(count, len(posting)) * repeats
                 for key, tf in posting.items():
                     if allowed is not None and key not in allowed:
                         continue
-                    norm = K1 * (1 - B + B * target.entries[key].length / average)
-                    scores[key] = scores.get(key, 0.0) + idf * tf * (K1 + 1) / (tf + norm)
+                    norm = target.entries[key].norm
+                    scores[key] = scores.get(key, 0.0) + analysis.term_score(weight, tf, norm, average)
             best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
             return [Hit(target.entries[key].chunk, score, "bm25") for key, score in best]
 

@@ -1,12 +1,9 @@
 """The PostgreSQL DocumentStore: the shared record tables, full-text search and pgvector HNSW.
 
 - Records: the same tables as the embedded store (migration 0004), one transaction per write.
-- Term search: each chunk's ``tsvector`` (``english`` configuration) in ``chunks.tsv`` with a GIN
-  index; a query becomes the disjunction of its lexemes and is ranked with ``ts_rank`` (term
-  frequency, normalised by 1 + log of the document length). PostgreSQL has no built-in BM25; of
-  its rankings, this one scored best on SciFact's train queries (nDCG@10 0.617 against 0.424 for
-  ``ts_rank_cd``, whose cover density suits phrase-like queries, not disjunctions), still below
-  tantivy's BM25 (``bench/retrieval.py --sections postgres`` reports both).
+- Term search: BM25 over postings tables kept in the same transactions as the chunks
+  (:mod:`aiestack.stores.documents_postgres_bm25`), with the shared analyser and the embedded
+  store's BM25 (:mod:`aiestack.stores.analysis`), so a collection ranks the same in both stores.
 - Vector search: ``chunks.embedding`` is ``real[]``; each collection gets its own partial HNSW index
   on ``embedding::vector(dim)`` with cosine distance (the dimension is per collection), created with
   the collection. A filtered search lets pgvector's iterative index scan keep looking until it has
@@ -19,29 +16,26 @@ GIN index, which the migrations leave out so the schema migrates on any PostgreS
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import UserDefinedType
 
 from aiestack.errors import StoreError
-from aiestack.stores.documents import CollectionInfo, Filter, StoredDocument
+from aiestack.stores.documents import CollectionInfo, DocumentItem, Filter, StoredDocument
 from aiestack.stores.documents_common import check_k, check_put, check_query_vector, normalize
+from aiestack.stores.documents_postgres_bm25 import PostgresTermIndex
 from aiestack.stores.documents_sql import SqlRecords
 from aiestack.stores.filters import parse_filter
 from aiestack.stores.sql.engine import create_store_engine, parse_url, safe_url, store_errors
 from aiestack.stores.sql.tables import chunks as chunks_table
 from aiestack.types import Chunk, Document, Hit
 
+_BIGINTS = postgresql.ARRAY(sa.BigInteger)
 #: Candidates the HNSW scan visits per query (pgvector's default is 40).
 EF_SEARCH = 64
-#: The disjunction of a query's lexemes, as a tsquery (NULL when it has none).
-_TSQUERY = (
-    "(SELECT CAST((SELECT string_agg(quote_literal(lexeme), ' | ') "
-    "FROM unnest(to_tsvector('english', :query))) AS tsquery) AS q) AS terms"
-)
 
 
 class _Vector(UserDefinedType[Any]):
@@ -65,7 +59,7 @@ def _literal(value: str) -> str:
 
 
 class PostgresDocumentStore:
-    """Collections in PostgreSQL: tsvector + GIN for terms, pgvector HNSW per collection for vectors."""
+    """Collections in PostgreSQL: BM25 postings tables for terms, pgvector HNSW per collection for vectors."""
 
     def __init__(self, url: str) -> None:
         self._url = parse_url(url)
@@ -76,8 +70,8 @@ class PostgresDocumentStore:
             )
         self.url = safe_url(self._url)
         self._engine = create_store_engine(self._url)
-        self._records = SqlRecords(self._engine, self._url)
-        self._lock = threading.Lock()
+        self._terms = PostgresTermIndex()
+        self._records = SqlRecords(self._engine, self._url, self._terms)
 
     def __repr__(self) -> str:
         return f"PostgresDocumentStore({self.url!r})"
@@ -94,7 +88,18 @@ class PostgresDocumentStore:
                     hint="Install the pgvector extension on the server (https://github.com/pgvector/pgvector), "
                     "or use the embedded document store.",
                 ) from None
-            connection.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_chunks_tsv ON chunks USING gin (tsv)"))
+            connection.execute(sa.text("DROP INDEX IF EXISTS ix_chunks_tsv"))  # the tsvector search before BM25
+            self._terms.create(connection)
+        for name in self._stale():
+            with store_errors(self._url, "migrate"), self._engine.begin() as connection:
+                # One process builds a collection's postings; the others wait, then find it done.
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('aiestack_bm25:' || :name))"), {"name": name})
+                if name in self._terms.stale_collections(connection):
+                    self._terms.rebuild(connection, name)
+
+    def _stale(self) -> list[str]:
+        with store_errors(self._url, "read from"), self._engine.connect() as connection:
+            return self._terms.stale_collections(connection)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -145,9 +150,15 @@ class PostgresDocumentStore:
         chunks: Sequence[Chunk],
         vectors: Sequence[Sequence[float]],
     ) -> bool:
+        return self.put_documents(collection, [(document, chunks, vectors)])[0]
+
+    def put_documents(self, collection: str, items: Sequence[DocumentItem]) -> list[bool]:
         info = self._records.require(collection)
-        matrix = normalize(check_put(info, document, chunks, vectors))
-        return self._records.put_document(collection, document, chunks, matrix) is not None
+        prepared = [(d, c, normalize(check_put(info, d, c, v))) for d, c, v in items]
+        if not prepared:
+            return []
+        written, _ = self._records.put_documents(collection, prepared)
+        return written
 
     def delete_documents(self, collection: str, ids: Sequence[str]) -> int:
         count, _ = self._records.delete_documents(collection, ids)
@@ -163,22 +174,20 @@ class PostgresDocumentStore:
     def term_search(self, collection: str, query: str, *, k: int = 10, filter: Filter | None = None) -> list[Hit]:
         check_k(k)
         node = None if filter is None else parse_filter(filter)
-        self._records.require(collection)
-        statement = (
-            sa.select(
-                *self._chunk_columns(),
-                sa.func.ts_rank(chunks_table.c.tsv, sa.literal_column("terms.q"), 1).label("score"),
-            )
-            .select_from(chunks_table, sa.text(_TSQUERY))
-            .where(chunks_table.c.collection == collection, chunks_table.c.tsv.op("@@")(sa.literal_column("terms.q")))
-            .order_by(sa.desc("score"), chunks_table.c.key)
-            .limit(k)
-        )
-        if node is not None:
-            statement = statement.where(self._records.filter_clause(node))
+        allowed = None if node is None else self._records.filter_clause(node)
         with store_errors(self._url, "read from"), self._engine.connect() as connection:
-            rows = connection.execute(statement, {"query": query}).all()
-        return [Hit(self._chunk(row), float(row.score), "bm25") for row in rows]
+            found = self._terms.search(connection, collection, query, k, allowed)
+            if found is None:
+                self._records.require(collection)  # NotFound
+                return []
+            if not found:
+                return []
+            keys = [key for key, _ in found]
+            rows = connection.execute(
+                sa.select(*self._chunk_columns()).where(chunks_table.c.key == sa.func.any(sa.bindparam("keys", keys, type_=_BIGINTS)))
+            ).all()
+        chunks = {row.key: self._chunk(row) for row in rows}
+        return [Hit(chunks[key], score, "bm25") for key, score in found if key in chunks]
 
     def vector_search(
         self, collection: str, vector: Sequence[float], *, k: int = 10, filter: Filter | None = None

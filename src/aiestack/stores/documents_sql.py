@@ -2,7 +2,8 @@
 
 The embedded store (SQLite + tantivy + usearch) and the PostgreSQL store share this layout
 (migration 0004, :mod:`aiestack.stores.sql.tables`) and this code; they differ only in their
-indexes. Every write here is one transaction, so a document is either wholly stored or not at all.
+indexes. Every write here is one transaction, so a document (or a batch of them) is either wholly stored or
+not at all; an index kept in the same database (PostgreSQL's BM25 postings) changes inside it.
 Embeddings are float32 bytes on SQLite and ``real[]`` on PostgreSQL.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import sqlalchemy as sa
@@ -40,11 +41,13 @@ _BATCH = 900
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """What a committed write did: the collection's new version, chunk keys removed and added."""
+    """What a committed write did: the collection's new version, chunk keys removed and added
+    (and, for a batch put, where each added chunk came from: (item index, chunk index))."""
 
     version: int
     removed: tuple[int, ...]
     added: tuple[int, ...]
+    origins: tuple[tuple[int, int], ...] = ()
 
 
 def _batches(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -52,12 +55,30 @@ def _batches(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield items[start : start + _BATCH]
 
 
+#: One document to write: the document, its chunks and their unit vectors (one row per chunk).
+Prepared = tuple[Document, Sequence[Chunk], np.ndarray]
+
+
+class TransactionalIndex(Protocol):
+    """An index kept in the same database, changed inside each write's transaction."""
+
+    def on_create(self, connection: sa.Connection, collection: str) -> None: ...
+
+    def on_write(
+        self, connection: sa.Connection, collection: str, removed: Sequence[int], added: Sequence[int], texts: Sequence[str]
+    ) -> None:
+        """Chunks ``removed`` are gone, chunks ``added`` (with their ``texts``) are new."""
+
+    def on_drop(self, connection: sa.Connection, collection: str) -> None: ...
+
+
 class SqlRecords:
     """Collections, documents and chunks in the SQL tables, one transaction per write."""
 
-    def __init__(self, engine: Engine, url: URL) -> None:
+    def __init__(self, engine: Engine, url: URL, index: TransactionalIndex | None = None) -> None:
         self.engine = engine
         self.url = url
+        self.index = index
         self.dialect = engine.dialect.name
         self._target = SqlTarget(
             metadata=chunks_table.c.metadata,
@@ -91,6 +112,8 @@ class SqlRecords:
                     metadata=json_copy(metadata or {}),
                 )
             )
+            if self.index is not None:
+                self.index.on_create(connection, name)
             info = self._info(connection, name)
         assert info is not None
         return info, True
@@ -119,6 +142,8 @@ class SqlRecords:
 
     def drop_collection(self, name: str) -> bool:
         with store_errors(self.url, "write to"), self.engine.begin() as connection:
+            if self.index is not None:
+                self.index.on_drop(connection, name)
             result = connection.execute(collections_table.delete().where(collections_table.c.name == name))
             return bool(result.rowcount)
 
@@ -182,74 +207,90 @@ class SqlRecords:
             for row in rows
         ]
 
-    def put_document(
-        self,
-        collection: str,
-        document: Document,
-        chunks: Sequence[Chunk],
-        matrix: np.ndarray,
-    ) -> Change | None:
-        """Store the document in one transaction; None when its source already holds this id."""
+    def put_documents(self, collection: str, items: Sequence[Prepared]) -> tuple[list[bool], Change | None]:
+        """Store documents in one transaction: whether each was written (False: its source already
+        holds this id), and the change (None when nothing was written).
+
+        A source that appears twice in ``items`` ends with its last version, as if put one by one.
+        """
+        results: list[bool] = []
+        removed: list[int] = []
+        added: list[int] = []
+        origins: dict[int, tuple[int, int]] = {}
         with store_errors(self.url, "write to"), self.engine.begin() as connection:
-            previous = connection.execute(
-                sa.select(documents_table.c.key, documents_table.c.id).where(
-                    documents_table.c.collection == collection, documents_table.c.source == document.source
-                )
-            ).first()
-            if previous is not None and previous.id == document.id:
-                return None
-            removed: tuple[int, ...] = ()
-            if previous is not None:
-                removed = tuple(
-                    connection.scalars(
-                        sa.select(chunks_table.c.key).where(chunks_table.c.document_key == previous.key)
-                    )
-                )
-                connection.execute(chunks_table.delete().where(chunks_table.c.document_key == previous.key))
-                connection.execute(documents_table.delete().where(documents_table.c.key == previous.key))
-            document_key = connection.execute(
-                documents_table.insert()
-                .values(
-                    collection=collection,
-                    id=document.id,
-                    source=document.source,
-                    title=document.title,
-                    chunks=len(chunks),
-                    ingested_at=time.time(),
-                    metadata=json_copy(document.metadata),
-                )
-                .returning(documents_table.c.key)
-            ).scalar_one()
-            added: tuple[int, ...] = ()
-            if chunks:
-                rows = [
-                    {
-                        "collection": collection,
-                        "document_key": document_key,
-                        "id": chunk.id,
-                        "document_id": document.id,
-                        "source": document.source,
-                        "position": chunk.position,
-                        "text": chunk.text,
-                        "metadata": json_copy(chunk.metadata),
-                        "embedding": self._embedding(vector),
-                    }
-                    for chunk, vector in zip(chunks, matrix, strict=True)
-                ]
-                added = tuple(
-                    connection.scalars(
-                        chunks_table.insert().returning(chunks_table.c.key, sort_by_parameter_order=True),
-                        rows,
-                    )
-                )
-                if self.dialect == "postgresql":
-                    connection.execute(
-                        chunks_table.update()
-                        .where(chunks_table.c.document_key == document_key)
-                        .values(tsv=sa.func.to_tsvector(sa.literal_column("'english'::regconfig"), chunks_table.c.text))
-                    )
+            for number, (document, chunks, matrix) in enumerate(items):
+                change = self._put(connection, collection, document, chunks, matrix)
+                results.append(change is not None)
+                if change is not None:
+                    gone, new = change
+                    removed.extend(gone)
+                    added.extend(new)
+                    origins.update((key, (number, position)) for position, key in enumerate(new))
+            if not any(results):
+                return results, None
+            # A chunk added and removed within the batch never existed for the indexes.
+            transient = set(removed) & set(added)
+            removed = [k for k in removed if k not in transient]
+            added = [k for k in added if k not in transient]
+            if self.index is not None:
+                texts = [items[origins[k][0]][1][origins[k][1]].text for k in added]
+                self.index.on_write(connection, collection, removed, added, texts)
             version = self._bump(connection, collection)
-        return Change(version, removed, added)
+        return results, Change(version, tuple(removed), tuple(added), tuple(origins[k] for k in added))
+
+    def _put(
+        self, connection: sa.Connection, collection: str, document: Document, chunks: Sequence[Chunk], matrix: np.ndarray
+    ) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """Write one document in the open transaction: (chunk keys removed, added), None if unchanged."""
+        previous = connection.execute(
+            sa.select(documents_table.c.key, documents_table.c.id).where(
+                documents_table.c.collection == collection, documents_table.c.source == document.source
+            )
+        ).first()
+        if previous is not None and previous.id == document.id:
+            return None
+        removed: tuple[int, ...] = ()
+        if previous is not None:
+            removed = tuple(
+                connection.scalars(sa.select(chunks_table.c.key).where(chunks_table.c.document_key == previous.key))
+            )
+            connection.execute(chunks_table.delete().where(chunks_table.c.document_key == previous.key))
+            connection.execute(documents_table.delete().where(documents_table.c.key == previous.key))
+        document_key = connection.execute(
+            documents_table.insert()
+            .values(
+                collection=collection,
+                id=document.id,
+                source=document.source,
+                title=document.title,
+                chunks=len(chunks),
+                ingested_at=time.time(),
+                metadata=json_copy(document.metadata),
+            )
+            .returning(documents_table.c.key)
+        ).scalar_one()
+        added: tuple[int, ...] = ()
+        if chunks:
+            rows = [
+                {
+                    "collection": collection,
+                    "document_key": document_key,
+                    "id": chunk.id,
+                    "document_id": document.id,
+                    "source": document.source,
+                    "position": chunk.position,
+                    "text": chunk.text,
+                    "metadata": json_copy(chunk.metadata),
+                    "embedding": self._embedding(vector),
+                }
+                for chunk, vector in zip(chunks, matrix, strict=True)
+            ]
+            added = tuple(
+                connection.scalars(
+                    chunks_table.insert().returning(chunks_table.c.key, sort_by_parameter_order=True), rows
+                )
+            )
+        return removed, added
 
     def delete_documents(self, collection: str, ids: Sequence[str]) -> tuple[int, Change | None]:
         self.require(collection)
@@ -274,6 +315,8 @@ class SqlRecords:
                 )
                 connection.execute(chunks_table.delete().where(chunks_table.c.document_key.in_(batch)))
                 connection.execute(documents_table.delete().where(documents_table.c.key.in_(batch)))
+            if self.index is not None:
+                self.index.on_write(connection, collection, removed, [], [])
             version = self._bump(connection, collection)
         return len(keys), Change(version, tuple(removed), ())
 

@@ -6,11 +6,9 @@ fields: ``key`` (the chunk's integer key in SQLite: a fast field, read back for 
 touching the document store) and ``text`` (indexed with term frequencies, not positions, and not
 stored: SQLite holds the text).
 
-The analyser was chosen on SciFact's *train* queries (``bench/retrieval.py --tune``): tantivy's
-simple tokenizer, tokens longer than 40 bytes dropped, lower-casing, the English stop-word list and
-the English (Porter 2) stemmer (train nDCG@10 0.696 with stemming, 0.668 without; the stop words
-change nothing measurable and make queries shorter). A query goes through the same analyser and
-becomes a disjunction of term queries, so no user text is ever parsed as query syntax.
+The analyser is the shared one (:mod:`aiestack.stores.analysis`), registered as this index's
+tokenizer; a query goes through the same analyser and becomes a disjunction of term queries, so no
+user text is ever parsed as query syntax.
 """
 
 from __future__ import annotations
@@ -21,41 +19,28 @@ from pathlib import Path
 import tantivy
 
 from aiestack.errors import StoreError
+from aiestack.stores.analysis import TOKENIZER_NAME, Analyzer
 
-_TOKENIZER = "aiestack_en"
 _HEAP_BYTES = 32_000_000
-
-
-def analyzer(*, stop_words: bool = True, stem: bool = True) -> tantivy.TextAnalyzer:
-    builder = (
-        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
-        .filter(tantivy.Filter.remove_long(40))
-        .filter(tantivy.Filter.lowercase())
-    )
-    if stop_words:
-        builder = builder.filter(tantivy.Filter.stopword("english"))
-    if stem:
-        builder = builder.filter(tantivy.Filter.stemmer("english"))
-    return builder.build()
 
 
 def _schema() -> tantivy.Schema:
     builder = tantivy.SchemaBuilder()
     builder.add_unsigned_field("key", stored=False, indexed=True, fast=True)
-    builder.add_text_field("text", stored=False, tokenizer_name=_TOKENIZER, index_option="freq")
+    builder.add_text_field("text", stored=False, tokenizer_name=TOKENIZER_NAME, index_option="freq")
     return builder.build()
 
 
 class TermIndex:
     """One collection's tantivy index: add and delete chunks by key, commit, search."""
 
-    def __init__(self, path: Path, *, stop_words: bool = True, stem: bool = True) -> None:
+    def __init__(self, path: Path, analyzer: Analyzer | None = None) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self._path = path
         self._schema = _schema()
         self._index = tantivy.Index(self._schema, path=str(path), reuse=True)
-        self._analyzer = analyzer(stop_words=stop_words, stem=stem)
-        self._index.register_tokenizer(_TOKENIZER, self._analyzer)
+        self._analyzer = analyzer or Analyzer()
+        self._index.register_tokenizer(TOKENIZER_NAME, self._analyzer.tantivy)
         self._writer: tantivy.IndexWriter | None = None
         self._searcher = self._index.searcher()
 

