@@ -39,7 +39,7 @@ async def test_network_is_blocked(make_sample) -> None:
     code = "import socket\ns = socket.create_connection(('127.0.0.1', 9), timeout=1)"
     score = await build_metric("functional_correctness", {}).score(make_sample(code, {"tests": "pass"}))
     assert score.value == 0.0
-    assert "network access is disabled" in score.detail["stderr"]
+    assert "the sandbox does not allow socket" in score.detail["stderr"]
 
 
 async def test_runs_in_a_fresh_directory_without_user_environment(make_sample, monkeypatch) -> None:
@@ -52,3 +52,11 @@ async def test_runs_in_a_fresh_directory_without_user_environment(make_sample, m
 async def test_missing_tests_is_not_applicable(make_sample) -> None:
     score = await build_metric("functional_correctness", {}).score(make_sample(ADD))
     assert score.value is None
+
+
+async def test_a_test_cannot_write_outside_its_directory(make_sample, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The defect of issue #13: a test wrote a file outside its temp dir."""
+    target = tmp_path / "escaped.txt"
+    code = f"open({str(target)!r}, 'w').write('x')"
+    score = await build_metric("functional_correctness", {}).score(make_sample(code, {"tests": "pass"}))
+    assert score.value == 0.0 and not target.exists()
