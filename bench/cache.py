@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from aiestack.cache.backend_memory import MemoryCacheBackend
-from aiestack.cache.base import CachedAnswer, Entry
 from aiestack.cache.keys import normalise_query
 from aiestack.cache.semantic import SemanticCache
 from aiestack.cache.verify import LexicalVerifier
+from aiestack.stores.cache import CachedAnswer, Entry
+from aiestack.stores.cache_memory import MemoryCacheBackend
 
 PAIRS = Path(__file__).parent / "data" / "cache_pairs.jsonl"
 DEFAULT_THRESHOLD, DEFAULT_MARGIN = 0.80, 0.06

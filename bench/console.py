@@ -43,7 +43,7 @@ import sqlalchemy as sa
 from aiestack.build import build_stack
 from aiestack.server.app import create_app
 from aiestack.settings import GatewaySettings, Settings
-from aiestack.stores.sql import SqlExchangeStore
+from aiestack.stores.exchanges_sql import SqlExchangeStore
 from aiestack.stores.sql.tables import exchanges
 
 ADMIN_KEY_ENV = "AIESTACK_BENCH_ADMIN_KEY"

@@ -32,7 +32,7 @@ from aiestack.context.ingest import IngestOptions, ingest
 from aiestack.models.local_embeddings import SentenceTransformerEmbeddings
 from aiestack.stores.documents import DocumentStore
 from aiestack.stores.documents_memory import MemoryDocumentStore
-from aiestack.stores.documents_open import open_document_store
+from aiestack.stores.open import open_store
 
 TARGET = 0.90
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact" / "corpus.jsonl"
@@ -60,9 +60,9 @@ def _store(kind: str, tmp: Path) -> DocumentStore:
     if kind == "memory":
         store = MemoryDocumentStore()
     elif kind == "sqlite":
-        store = open_document_store(f"sqlite:///{tmp / 'docs.db'}")
+        store = open_store(f"sqlite:///{tmp / 'docs.db'}", "documents")
     else:
-        store = open_document_store(kind)  # a PostgreSQL URL
+        store = open_store(kind, "documents")  # a PostgreSQL URL
     store.migrate()
     return store
 

@@ -18,7 +18,7 @@ EXPECTED = {
     "load_settings", "open_stack", "tap",
     # the context, feedback and prompts wings
     "Chunk", "CollectionInfo", "Document", "DocumentStore", "Feedback", "Hit", "IngestOptions", "IngestReport",
-    "PromptRegistry", "Retriever", "SearchOptions", "ingest", "open_document_store",
+    "PromptRegistry", "Retriever", "SearchOptions", "ingest", "open_store",
 }
 
 

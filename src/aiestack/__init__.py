@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from aiestack.context.retrieval import Retriever, SearchOptions
     from aiestack.prompts.registry import PromptRegistry
     from aiestack.stores.documents import CollectionInfo, DocumentStore
-    from aiestack.stores.documents_open import open_document_store
+    from aiestack.stores.open import open_store
 
 __version__ = "0.1.0"
 
@@ -75,7 +75,7 @@ _LAZY = {
     "open_stack": "aiestack.build",
     "CollectionInfo": "aiestack.stores.documents",
     "DocumentStore": "aiestack.stores.documents",
-    "open_document_store": "aiestack.stores.documents_open",
+    "open_store": "aiestack.stores.open",
     "ingest": "aiestack.context.ingest",
     "IngestOptions": "aiestack.context.ingest",
     "IngestReport": "aiestack.context.ingest",
@@ -153,7 +153,7 @@ __all__ = [
     "collect",
     "ingest",
     "load_settings",
-    "open_document_store",
     "open_stack",
+    "open_store",
     "tap",
 ]

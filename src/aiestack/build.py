@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from aiestack.cache.setup import build_cache_stage
-from aiestack.context.contextual import ContextCache
 from aiestack.errors import AiestackError, ConfigError
 from aiestack.feedback.signals import Signals
 from aiestack.gateway.breaker import BreakerBoard
@@ -38,10 +37,11 @@ from aiestack.settings import EMBEDDED_MODEL, Settings, config_error, load_setti
 from aiestack.stages.generate import Generate
 from aiestack.stages.trace import Trace
 from aiestack.stores.base import EmbeddingCacheStore, ExchangeStore, KeyStore, SpendSource, UsageStore
+from aiestack.stores.context_cache import ContextCache
 from aiestack.stores.documents import DocumentStore
 from aiestack.stores.feedback import FeedbackStore
 from aiestack.stores.kv import KV
-from aiestack.stores.open import open_exchange_store
+from aiestack.stores.open import open_store
 from aiestack.stores.prompts import PROMPT_LABEL_ATTR, PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR, PromptStore
 from aiestack.stores.writer import BatchWriter
 from aiestack.tracing import Tracing
@@ -220,22 +220,14 @@ def build_embeddings(settings: Settings, store: object) -> EmbeddingModel:
 
 def build_documents(settings: Settings) -> DocumentStore:
     """The document store beside the exchange store: embedded (SQLite + indexes in the data dir) or PostgreSQL."""
-    from aiestack.stores.documents_open import open_document_store
-
-    store = open_document_store(settings.store_url)
+    store = open_store(settings.store_url, "documents")
     store.migrate()
     return store
 
 
 def build_context_cache(settings: Settings) -> ContextCache:
     """Where contextual retrieval keeps its contexts: the store's database (migrated), or memory for memory://."""
-    if settings.store_url.split("://", 1)[0].lower() == "memory":
-        from aiestack.context.contextual import MemoryContextCache
-
-        return MemoryContextCache()
-    from aiestack.stores.sql.context_cache import SqlContextCache
-
-    return SqlContextCache(settings.store_url)
+    return open_store(settings.store_url, "context_cache")
 
 
 def build_context(
@@ -261,17 +253,7 @@ def build_context(
 
 def build_kv(settings: Settings) -> KV:
     """Redis when ``gateway.redis_url`` is set (limits exact across processes), else in-process."""
-    if settings.gateway.redis_url:
-        try:
-            from aiestack.stores.kv_redis import RedisKV
-        except ImportError:
-            raise ConfigError(
-                "gateway.redis_url", "the redis package is not installed", "pip install 'aiestack[redis]'"
-            ) from None
-        return RedisKV(settings.gateway.redis_url, prefix=settings.gateway.redis_prefix)
-    from aiestack.stores.kv_memory import MemoryKV
-
-    return MemoryKV()
+    return open_store(settings.gateway.redis_url or "memory://", "kv", prefix=settings.gateway.redis_prefix)
 
 
 def build_prices(settings: Settings) -> PriceTable:
@@ -360,7 +342,7 @@ def _cache_and_router(
     embeddings = lambda: stack().embeddings  # noqa: E731 - built on first use, shared with the stack
     cache = build_cache_stage(
         settings,
-        engine=getattr(store, "engine", None),
+        store=store,
         embeddings=embeddings,
         metrics=metrics,
         fingerprint=fingerprint,
@@ -388,7 +370,7 @@ def build_stack(
     registry = build_models(settings, provider_specs(pm), extra=models)
     routes = build_routes(settings, registry)
     breakers = BreakerBoard(routes.breaker_settings)
-    store = store or open_exchange_store(settings.store_url)
+    store = store or open_store(settings.store_url, "exchanges")
     store.migrate()
     writer = BatchWriter(
         store, batch_size=settings.store.batch_size, flush_interval_s=settings.store.flush_interval_s

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from aiestack.cache.backend_memory import MemoryCacheBackend
-from aiestack.cache.base import CacheBackend
 from aiestack.cache.config import CachePolicy
 from aiestack.cache.exact import ExactCache
 from aiestack.cache.semantic import SemanticCache
@@ -19,6 +17,8 @@ from aiestack.models.pricing import Price, PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
 from aiestack.pipeline import Pipeline, Stage
 from aiestack.stages.generate import Generate
+from aiestack.stores.cache import CacheBackend
+from aiestack.stores.cache_memory import MemoryCacheBackend
 from aiestack.testing.embeddings import BagOfWordsEmbeddings
 from aiestack.types import ChatRequest, Exchange, Message, Params
 

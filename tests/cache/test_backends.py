@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aiestack.cache.backend_memory import MemoryCacheBackend
-from aiestack.cache.base import CacheBackend, CachedAnswer, Entry
 from aiestack.cache.semantic import SemanticCache
-from aiestack.stores.sql import SqlExchangeStore
+from aiestack.stores.cache import CacheBackend, CachedAnswer, Entry
+from aiestack.stores.cache_memory import MemoryCacheBackend
+from aiestack.stores.exchanges_sql import SqlExchangeStore
 from aiestack.testing.embeddings import BagOfWordsEmbeddings
 from aiestack.types import ToolCall, Usage
 
@@ -88,7 +88,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield MemoryCacheBackend(clock=clock), clock
         return
     if request.param == "sql":
-        from aiestack.cache.backend_sql import SqlCacheBackend
+        from aiestack.stores.cache_sql import SqlCacheBackend
 
         store = SqlExchangeStore(f"sqlite:///{tmp_path / 'a.db'}")
         store.migrate()
@@ -97,7 +97,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         return
     if not redis_available():
         pytest.skip(f"Redis is not reachable at {REDIS_URL}; set AIESTACK_TEST_REDIS_URL to run these tests")
-    from aiestack.cache.backend_redis import RedisCacheBackend
+    from aiestack.stores.cache_redis import RedisCacheBackend
 
     prefix = f"aiestack-test:{uuid.uuid4().hex[:12]}:"
     backend = RedisCacheBackend(REDIS_URL, prefix=prefix)
@@ -168,7 +168,7 @@ async def test_clear_one_tenant_leaves_the_others(backend: tuple[CacheBackend, C
 
 @pytest.mark.unit
 async def test_the_sqlite_cache_survives_a_restart(tmp_path: Path) -> None:
-    from aiestack.cache.backend_sql import SqlCacheBackend
+    from aiestack.stores.cache_sql import SqlCacheBackend
 
     url = f"sqlite:///{tmp_path / 'aiestack.db'}"
     embeddings = BagOfWordsEmbeddings(dim=256)
@@ -189,7 +189,7 @@ async def test_the_sqlite_cache_survives_a_restart(tmp_path: Path) -> None:
 
 @pytest.mark.unit
 async def test_a_shared_backend_index_follows_entries_other_processes_add(tmp_path: Path) -> None:
-    from aiestack.cache.backend_sql import SqlCacheBackend
+    from aiestack.stores.cache_sql import SqlCacheBackend
 
     store = SqlExchangeStore(f"sqlite:///{tmp_path / 'shared.db'}")
     store.migrate()

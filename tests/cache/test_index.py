@@ -63,10 +63,10 @@ async def test_semantic_hits_from_the_hnsw_index_carry_the_exact_similarity() ->
     """HNSW similarities are approximate (int8); the cache re-scores what it serves with the stored vector."""
     import time
 
-    from aiestack.cache.backend_memory import MemoryCacheBackend
-    from aiestack.cache.base import CachedAnswer, Entry
     from aiestack.cache.index import HNSW_FROM, normalised
     from aiestack.cache.semantic import SemanticCache
+    from aiestack.stores.cache import CachedAnswer, Entry
+    from aiestack.stores.cache_memory import MemoryCacheBackend
 
     n, dim = HNSW_FROM + 50, 16
     data = vectors(n, dim)

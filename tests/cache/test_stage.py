@@ -6,8 +6,6 @@ import dataclasses
 
 import pytest
 
-from aiestack.cache.backend_memory import MemoryCacheBackend
-from aiestack.cache.base import CachedAnswer, Entry
 from aiestack.cache.config import CachePolicy
 from aiestack.cache.stage import (
     CACHE_REJECTED,
@@ -20,6 +18,8 @@ from aiestack.cache.stage import (
 from aiestack.errors import ProviderBadRequest, StoreError
 from aiestack.models.fake import Script
 from aiestack.pipeline import Next
+from aiestack.stores.cache import CachedAnswer, Entry
+from aiestack.stores.cache_memory import MemoryCacheBackend
 from aiestack.streams import collect
 from aiestack.tracing import CACHE_KIND
 from aiestack.types import Chunk, Exchange, Hit, Verdict

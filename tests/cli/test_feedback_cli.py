@@ -12,7 +12,7 @@ from typer.testing import CliRunner, Result
 from aiestack.cli.app import build_app
 from aiestack.feedback import explicit_feedback
 from aiestack.stores.base import ExchangeRecord
-from aiestack.stores.sql import SqlExchangeStore
+from aiestack.stores.exchanges_sql import SqlExchangeStore
 
 pytestmark = pytest.mark.unit
 

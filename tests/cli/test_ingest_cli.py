@@ -150,7 +150,7 @@ def test_contextual_ingest_keeps_its_contexts_in_the_store(config: Path) -> None
     assert code == 0, err
     assert _row(out)[0] == "1" and _row(out)[5] == "1"
     from aiestack.settings import load_settings
-    from aiestack.stores.sql.context_cache import SqlContextCache
+    from aiestack.stores.context_cache_sql import SqlContextCache
 
     engine = sa.create_engine(load_settings().store_url)
     with engine.connect() as connection:

@@ -16,7 +16,7 @@ from aiestack.cli import keys as keys_cli
 from aiestack.cli import usage as usage_cli
 from aiestack.errors import InvalidRequest
 from aiestack.gateway.keys import Authenticator, KeyNotFound
-from aiestack.stores.sql import SqlExchangeStore
+from aiestack.stores.exchanges_sql import SqlExchangeStore
 from aiestack.testing.conformance import minimal_exchange
 
 pytestmark = pytest.mark.unit

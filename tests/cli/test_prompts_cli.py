@@ -11,8 +11,8 @@ from typer.testing import CliRunner, Result
 from aiestack.cli.app import build_app, main
 from aiestack.cli.prompts import colored_diff
 from aiestack.stores.base import ExchangeRecord
+from aiestack.stores.exchanges_sql import SqlExchangeStore
 from aiestack.stores.prompts import PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR
-from aiestack.stores.sql import SqlExchangeStore
 
 pytestmark = pytest.mark.unit
 

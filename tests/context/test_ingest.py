@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from aiestack.context.chunking import RegexTokenizer
-from aiestack.context.contextual import Contextualizer, MemoryContextCache, display_text, window
+from aiestack.context.contextual import Contextualizer, display_text, window
 from aiestack.context.ingest import IngestOptions, Progress, expand, ingest
 from aiestack.context.urls import URLPolicy
 from aiestack.errors import InvalidRequest, PermissionDenied, ProviderUnavailable
 from aiestack.models.fake import FakeModel
+from aiestack.stores.context_cache_memory import MemoryContextCache
 from aiestack.stores.documents_memory import MemoryDocumentStore
 
 pytestmark = pytest.mark.unit

@@ -13,8 +13,8 @@ from aiestack.evals.report_html import render_html
 from aiestack.evals.suite import GateSpec
 from aiestack.evals.summary import summaries_from_run, summarize
 from aiestack.stores.base import EvalResultRecord, EvalStore
-from aiestack.stores.memory import MemoryExchangeStore
-from aiestack.stores.sql.store import SqlExchangeStore
+from aiestack.stores.exchanges_memory import MemoryExchangeStore
+from aiestack.stores.exchanges_sql import SqlExchangeStore
 from aiestack.types import EvalRun
 
 pytestmark = pytest.mark.unit

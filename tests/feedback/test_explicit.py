@@ -8,8 +8,8 @@ from aiestack.errors import InvalidRequest
 from aiestack.feedback import explicit_feedback, normalised_value, thumbs_value
 from aiestack.feedback import export as export_module
 from aiestack.stores.base import ExchangeRecord
+from aiestack.stores.exchanges_memory import MemoryExchangeStore
 from aiestack.stores.feedback import FeedbackRecord
-from aiestack.stores.memory import MemoryExchangeStore
 from aiestack.stores.prompts import PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR
 
 pytestmark = pytest.mark.unit

@@ -10,8 +10,8 @@ import pytest
 
 from aiestack.feedback import ExportStats, explicit_feedback, export_feedback
 from aiestack.stores.base import ExchangeRecord
+from aiestack.stores.exchanges_memory import MemoryExchangeStore
 from aiestack.stores.feedback import FeedbackRecord
-from aiestack.stores.memory import MemoryExchangeStore
 
 pytestmark = pytest.mark.unit
 

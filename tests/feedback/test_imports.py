@@ -10,8 +10,8 @@ import pytest
 
 from aiestack.errors import InvalidRequest
 from aiestack.feedback import chat_messages, detect, import_conversations, load_export
-from aiestack.stores.memory import MemoryExchangeStore
-from aiestack.stores.sql import SqlExchangeStore
+from aiestack.stores.exchanges_memory import MemoryExchangeStore
+from aiestack.stores.exchanges_sql import SqlExchangeStore
 
 pytestmark = pytest.mark.unit
 

@@ -13,8 +13,8 @@ from aiestack.feedback import complaint, conversation_keys
 from aiestack.feedback import signals as signals_module
 from aiestack.models.fake import FakeModel
 from aiestack.settings import FeedbackSettings, Settings
+from aiestack.stores.exchanges_memory import MemoryExchangeStore
 from aiestack.stores.feedback import FeedbackRecord, TurnRecord
-from aiestack.stores.memory import MemoryExchangeStore
 from aiestack.types import ChatRequest, Exchange, Message
 
 pytestmark = pytest.mark.unit

@@ -20,7 +20,7 @@ from aiestack.gateway.keys import (
     TTLCache,
 )
 from aiestack.stores.base import KeyRecord
-from aiestack.stores.memory import MemoryExchangeStore
+from aiestack.stores.exchanges_memory import MemoryExchangeStore
 from aiestack.testing.conformance import minimal_exchange
 
 pytestmark = pytest.mark.unit

@@ -25,9 +25,9 @@ from aiestack.models.registry import ModelEntry, ModelRegistry
 from aiestack.pipeline import Pipeline
 from aiestack.stages.generate import Generate
 from aiestack.stores.base import KeyRecord
+from aiestack.stores.exchanges_memory import MemoryExchangeStore
 from aiestack.stores.kv import WindowResult
 from aiestack.stores.kv_memory import MemoryKV
-from aiestack.stores.memory import MemoryExchangeStore
 from aiestack.streams import collect
 from aiestack.testing.conformance import minimal_exchange
 from aiestack.types import ChatRequest, Completion, Exchange, Message, Params, Tool, Usage

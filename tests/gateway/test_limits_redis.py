@@ -21,8 +21,8 @@ import pytest
 from aiestack.errors import RateLimited, StoreError
 from aiestack.gateway.limits import Limits
 from aiestack.stores.base import KeyRecord
+from aiestack.stores.exchanges_memory import MemoryExchangeStore
 from aiestack.stores.kv_redis import RedisKV
-from aiestack.stores.memory import MemoryExchangeStore
 from aiestack.types import ChatRequest, Completion, Exchange, Message, Params, Usage
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -42,7 +42,7 @@ from aiestack.gateway.limits import Limits
 from aiestack.stores.base import KeyRecord
 from aiestack.stores.kv_memory import MemoryKV
 from aiestack.stores.kv_redis import RedisKV
-from aiestack.stores.memory import MemoryExchangeStore
+from aiestack.stores.exchanges_memory import MemoryExchangeStore
 from aiestack.types import ChatRequest, Exchange, Message
 
 url, prefix, attempts, now = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])

@@ -16,7 +16,7 @@ from aiestack.errors import ConfigError
 from aiestack.models.fake import FakeModel
 from aiestack.prompts import PromptUnavailable, TemplateError
 from aiestack.settings import PromptSettings, Settings
-from aiestack.stores.memory import MemoryExchangeStore
+from aiestack.stores.exchanges_memory import MemoryExchangeStore
 from aiestack.stores.prompts import PROMPT_LABEL_ATTR, PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR
 from aiestack.types import ChatRequest, Message, Params
 

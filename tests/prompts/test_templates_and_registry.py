@@ -18,7 +18,7 @@ from aiestack.prompts import (
     parse_ref,
     parse_spec,
 )
-from aiestack.stores.memory import MemoryExchangeStore
+from aiestack.stores.exchanges_memory import MemoryExchangeStore
 
 pytestmark = pytest.mark.unit
 

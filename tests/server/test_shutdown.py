@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aiestack.stores.open import open_exchange_store
+from aiestack.stores.open import open_store
 from aiestack.testing.net import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -81,7 +81,7 @@ def test_sigterm_mid_stream_finishes_the_answer_and_flushes(tmp_path: Path) -> N
             proc.kill()
             proc.wait()
 
-    store = open_exchange_store(f"sqlite:///{tmp_path / 'data' / 'aiestack.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'data' / 'aiestack.db'}", "exchanges")
     try:
         record = store.get_exchange(exchange_id)
     finally:

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from aiestack.build import Stack, build_stack
 from aiestack.server.app import create_app
 from aiestack.settings import Settings
-from aiestack.stores.memory import MemoryExchangeStore
+from aiestack.stores.exchanges_memory import MemoryExchangeStore
 from aiestack.testing.embeddings import BagOfWordsEmbeddings
 
 pytestmark = pytest.mark.unit

@@ -11,8 +11,8 @@ import pytest
 
 from aiestack.errors import StoreError
 from aiestack.stores.base import ExchangeRecord
-from aiestack.stores.memory import MemoryExchangeStore
-from aiestack.stores.sql import SqlExchangeStore
+from aiestack.stores.exchanges_memory import MemoryExchangeStore
+from aiestack.stores.exchanges_sql import SqlExchangeStore
 from aiestack.stores.writer import BatchWriter
 from aiestack.testing.conformance import minimal_exchange, span
 from aiestack.types import SpanRecord

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from aiestack.context.contextual import ContextCache
-from aiestack.stores.open import open_exchange_store
-from aiestack.stores.sql.context_cache import SqlContextCache
+from aiestack.stores.context_cache import ContextCache
+from aiestack.stores.context_cache_sql import SqlContextCache
+from aiestack.stores.open import open_store
 
 
 def _exercise(url: str) -> None:
-    store = open_exchange_store(url)
+    store = open_store(url, "exchanges")
     store.migrate()  # the table comes with revision 0004
     cache = SqlContextCache(url)
     try:

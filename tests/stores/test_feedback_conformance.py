@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from aiestack.stores.memory import MemoryExchangeStore
-from aiestack.stores.sql import SqlExchangeStore
+from aiestack.stores.exchanges_memory import MemoryExchangeStore
+from aiestack.stores.exchanges_sql import SqlExchangeStore
 from aiestack.testing.feedback_conformance import FeedbackStoreConformance, PromptStoreConformance
 
 

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from aiestack.stores.exchanges_memory import MemoryExchangeStore
+from aiestack.stores.exchanges_sql import SqlExchangeStore
 from aiestack.stores.kv import KV
 from aiestack.stores.kv_memory import MemoryKV
-from aiestack.stores.memory import MemoryExchangeStore
-from aiestack.stores.sql import SqlExchangeStore
 from aiestack.testing.conformance import (
     EmbeddingCacheConformance,
     ExchangeStoreConformance,

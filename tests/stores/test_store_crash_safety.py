@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from aiestack.stores.sql import SqlExchangeStore
+from aiestack.stores.exchanges_sql import SqlExchangeStore
 from aiestack.stores.sql.migrate import head_revision
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 WRITER_SCRIPT = textwrap.dedent(
     """
     import hashlib, json, sys
-    from aiestack.stores.sql import SqlExchangeStore
+    from aiestack.stores.exchanges_sql import SqlExchangeStore
     from aiestack.stores.writer import BatchWriter
     from aiestack.stores.base import ExchangeRecord
     from aiestack.types import SpanRecord
@@ -54,7 +54,7 @@ WRITER_SCRIPT = textwrap.dedent(
 MIGRATE_SCRIPT = textwrap.dedent(
     """
     import sys
-    from aiestack.stores.sql import SqlExchangeStore
+    from aiestack.stores.exchanges_sql import SqlExchangeStore
     store = SqlExchangeStore(sys.argv[1])
     print("migrating", flush=True)
     store.migrate()

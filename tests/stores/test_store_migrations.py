@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from aiestack.stores.base import ExchangeRecord, KeyRecord
-from aiestack.stores.sql import SqlExchangeStore
+from aiestack.stores.exchanges_sql import SqlExchangeStore
 from aiestack.stores.sql.migrate import MIGRATIONS_DIR, alembic_config, current_revision, head_revision
 from aiestack.stores.sql.tables import metadata
 from aiestack.testing.conformance import full_exchange

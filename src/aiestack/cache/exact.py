@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from aiestack.cache.base import CacheBackend, CachedAnswer, Entry
+from aiestack.stores.cache import CacheBackend, CachedAnswer, Entry
 
 
 class ExactCache:

@@ -4,7 +4,7 @@ Lookup: embed the normalised last user turn, search the in-process vector index 
 partition (tenant, route, fingerprint, parameters and earlier conversation: see
 :mod:`aiestack.cache.keys`), and take the best candidate whose similarity reaches the threshold
 *and* that the verifier accepts (:mod:`aiestack.cache.verify`). Entries themselves live in a
-:class:`~aiestack.cache.base.CacheBackend`; the index holds, per entry, its vector, its key, its
+:class:`~aiestack.stores.cache.CacheBackend`; the index holds, per entry, its vector, its key, its
 question, its tenant and its expiry, so a lookup touches the backend only to read the answer of
 an accepted candidate.
 
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aiestack.cache.base import CacheBackend, CachedAnswer, Entry
 from aiestack.cache.index import VectorIndex, normalised
 from aiestack.cache.keys import normalise_query
 from aiestack.cache.verify import LexicalVerifier, Verifier
 from aiestack.models.base import EmbeddingModel
+from aiestack.stores.cache import CacheBackend, CachedAnswer, Entry
 
 #: Seconds subtracted from the last sync time: entries written by another process whose clock
 #: is slightly behind, or whose write committed late, are still picked up (duplicates are ignored).

@@ -5,10 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import sqlalchemy as sa
-
-from aiestack.cache.backend_memory import MemoryCacheBackend
-from aiestack.cache.base import CacheBackend
 from aiestack.cache.config import default_policy, route_policies
 from aiestack.cache.exact import ExactCache
 from aiestack.cache.keys import fingerprint_of
@@ -19,16 +15,20 @@ from aiestack.errors import ConfigError
 from aiestack.metrics import Metrics
 from aiestack.models.base import EmbeddingModel
 from aiestack.settings import Settings
+from aiestack.stores.base import ExchangeStore
+from aiestack.stores.cache import CacheBackend
+from aiestack.stores.exchanges_sql import SqlExchangeStore
+from aiestack.stores.open import open_store
 from aiestack.types import Exchange
 
 
-def build_backend(settings: Settings, *, engine: sa.Engine | None) -> CacheBackend:
-    """``cache.backend``: auto picks Redis if a Redis URL is set, else the SQL store, else memory."""
+def build_backend(settings: Settings, *, store: ExchangeStore | None) -> CacheBackend:
+    """``cache.backend``: auto picks Redis if a Redis URL is set, else the SQL store's database, else memory."""
     cfg = settings.cache
     redis_url = cfg.redis_url or settings.gateway.redis_url
     kind = cfg.backend
     if kind == "auto":
-        kind = "redis" if redis_url else "sql" if engine is not None else "memory"
+        kind = "redis" if redis_url else "sql" if isinstance(store, SqlExchangeStore) else "memory"
     if kind == "redis":
         if not redis_url:
             raise ConfigError(
@@ -36,24 +36,16 @@ def build_backend(settings: Settings, *, engine: sa.Engine | None) -> CacheBacke
                 "cache.backend is redis but no Redis URL is set",
                 "set cache.redis_url or gateway.redis_url",
             )
-        try:
-            from aiestack.cache.backend_redis import RedisCacheBackend
-        except ImportError:
-            raise ConfigError(
-                "cache.backend", "the redis package is not installed", "pip install 'aiestack[redis]'"
-            ) from None
-        return RedisCacheBackend(redis_url, prefix=settings.gateway.redis_prefix)
+        return open_store(redis_url, "cache", prefix=settings.gateway.redis_prefix)
     if kind == "sql":
-        if engine is None:
+        if not isinstance(store, SqlExchangeStore):
             raise ConfigError(
                 "cache.backend",
                 "the store is not a SQL database",
                 'use a SQLite or PostgreSQL store.url, or cache.backend = "memory"',
             )
-        from aiestack.cache.backend_sql import SqlCacheBackend
-
-        return SqlCacheBackend(engine)
-    return MemoryCacheBackend(max_entries=cfg.max_entries)
+        return open_store(store.url, "cache", beside=store)
+    return open_store("memory://", "cache", max_entries=cfg.max_entries)
 
 
 def config_fingerprints(routes: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
@@ -64,7 +56,7 @@ def config_fingerprints(routes: Mapping[str, Mapping[str, Any]]) -> dict[str, st
 def build_cache_stage(
     settings: Settings,
     *,
-    engine: sa.Engine | None,
+    store: ExchangeStore | None,
     embeddings: Callable[[], EmbeddingModel],
     metrics: Metrics | None = None,
     fingerprint: Callable[[str, Exchange], str] | None = None,
@@ -81,13 +73,13 @@ def build_cache_stage(
     if not cfg.enabled:
         return None
     policies = route_policies(cfg, {name: table.get("cache", {}) for name, table in settings.routes.items()})
-    store = backend if backend is not None else build_backend(settings, engine=engine)
-    exact = ExactCache(store) if cfg.exact or any(p.exact for p in policies.values()) else None
+    entries = backend if backend is not None else build_backend(settings, store=store)
+    exact = ExactCache(entries) if cfg.exact or any(p.exact for p in policies.values()) else None
     semantic = None
     if cfg.semantic or any(p.semantic for p in policies.values()):
         verifier = LexicalVerifier(substitution_margin=cfg.substitution_margin) if cfg.verify else None
         semantic = SemanticCache(
-            store,
+            entries,
             embeddings,
             threshold=cfg.threshold,
             verifier=verifier,

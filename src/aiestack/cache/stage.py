@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from aiestack.cache.base import CachedAnswer, Entry
 from aiestack.cache.config import CachePolicy
 from aiestack.cache.exact import ExactCache
 from aiestack.cache.keys import exact_key, semantic_partition, split_last_user_turn
@@ -31,6 +30,7 @@ from aiestack.cache.semantic import SemanticCache
 from aiestack.errors import AiestackError
 from aiestack.metrics import Metrics
 from aiestack.pipeline import Next
+from aiestack.stores.cache import CachedAnswer, Entry
 from aiestack.streams import single, tap
 from aiestack.tracing import CACHE_KIND
 from aiestack.types import Completion, Exchange

@@ -144,9 +144,9 @@ class _store:
         from aiestack.errors import ConfigError
         from aiestack.settings import load_settings
         from aiestack.stores.base import EvalStore
-        from aiestack.stores.open import open_exchange_store
+        from aiestack.stores.open import open_store
 
-        self._store = open_exchange_store(load_settings().store_url)
+        self._store = open_store(load_settings().store_url, "exchanges")
         self._store.migrate()
         if not isinstance(self._store, EvalStore):
             self._store.close()

@@ -38,12 +38,12 @@ _SOURCES: dict[ImportSource, Source | None] = {
 
 
 @contextmanager
-def open_store() -> Iterator[Any]:
+def configured_store() -> Iterator[Any]:
     """The configured exchange store (migrated), closed afterwards."""
     from aiestack.settings import load_settings
-    from aiestack.stores.open import open_exchange_store
+    from aiestack.stores.open import open_store
 
-    store = open_exchange_store(load_settings().store_url)
+    store = open_store(load_settings().store_url, "exchanges")
     try:
         store.migrate()
         yield store
@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write a JSONL dataset for finetuning from the stored feedback."""
         start = parse_time(since, option="--since")
-        with open_store() as opened:
+        with configured_store() as opened:
             store: Any = opened
             if not isinstance(opened, FeedbackStore):
                 raise ConfigError("store.url", f"the store {type(store).__name__} holds no feedback", "use SQLite or PostgreSQL")
@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
         source: ImportSource = typer.Option(ImportSource.auto, "--source", help="The export's kind (auto: detect)."),
     ) -> None:
         """Store a ChatGPT or Claude export's conversations as exchanges (re-importing is idempotent)."""
-        with open_store() as store:
+        with configured_store() as store:
             stats = import_conversations(
                 store, file, tenant=tenant, source=_SOURCES[source]
             )

@@ -29,11 +29,15 @@ class BudgetPeriod(StrEnum):
 @contextmanager
 def open_key_service() -> Iterator[KeyService]:
     """The key service over the configured store (migrated), closed afterwards."""
+    from aiestack.errors import ConfigError
     from aiestack.settings import load_settings
-    from aiestack.stores.open import open_exchange_store
+    from aiestack.stores.base import KeyStore, UsageStore
+    from aiestack.stores.open import open_store
 
-    store = open_exchange_store(load_settings().store_url)
+    store = open_store(load_settings().store_url, "exchanges")
     try:
+        if not (isinstance(store, KeyStore) and isinstance(store, UsageStore)):
+            raise ConfigError("store.url", f"the store {type(store).__name__} cannot hold API keys", "use a SQLite, PostgreSQL or memory store")
         store.migrate()
         yield KeyService(store, store)
     finally:

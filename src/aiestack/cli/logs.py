@@ -24,10 +24,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Recent exchanges: model, tokens, TTFT, TPOT, latency, cost."""
         from aiestack.settings import load_settings
-        from aiestack.stores.open import open_exchange_store
+        from aiestack.stores.open import open_store
 
         settings = load_settings()
-        store = open_exchange_store(settings.store_url)
+        store = open_store(settings.store_url, "exchanges")
         try:
             store.migrate()
             records = store.list_exchanges(limit=limit, model=model)

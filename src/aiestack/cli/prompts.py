@@ -25,9 +25,9 @@ from aiestack.stores.prompts import PromptStore
 def open_registry() -> Iterator[PromptRegistry]:
     """The prompt registry over the configured store (migrated), closed afterwards."""
     from aiestack.settings import load_settings
-    from aiestack.stores.open import open_exchange_store
+    from aiestack.stores.open import open_store
 
-    store = open_exchange_store(load_settings().store_url)
+    store = open_store(load_settings().store_url, "exchanges")
     try:
         store.migrate()
         if not isinstance(store, PromptStore):

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
 
 from aiestack.models.base import ChatModel
+from aiestack.stores.context_cache import ContextCache
+from aiestack.stores.context_cache_memory import MemoryContextCache
 from aiestack.types import ChatRequest, Chunk, Message, Params
 
 PROMPT = """<document>
@@ -36,50 +35,6 @@ document, to improve search retrieval of the chunk. Answer only with the context
 
 #: What separates the context from the chunk's own text in the indexed text.
 SEPARATOR = "\n\n"
-
-
-@runtime_checkable
-class ContextCache(Protocol):
-    """Situating contexts keyed by (model, key); keys are ``document_hash:chunk_hash``."""
-
-    def get_contexts(self, model: str, keys: Sequence[str]) -> dict[str, str]: ...
-
-    def put_contexts(self, model: str, items: Mapping[str, str]) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class MemoryContextCache:
-    """An in-process :class:`ContextCache`, least recently used first out."""
-
-    def __init__(self, max_entries: int = 100_000) -> None:
-        self._data: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self._max = max_entries
-        self._lock = threading.Lock()
-
-    def get_contexts(self, model: str, keys: Sequence[str]) -> dict[str, str]:
-        with self._lock:
-            out = {}
-            for key in keys:
-                value = self._data.get((model, key))
-                if value is not None:
-                    self._data.move_to_end((model, key))
-                    out[key] = value
-            return out
-
-    def put_contexts(self, model: str, items: Mapping[str, str]) -> None:
-        with self._lock:
-            for key, value in items.items():
-                self._data[(model, key)] = value
-                self._data.move_to_end((model, key))
-            while len(self._data) > self._max:
-                self._data.popitem(last=False)
-
-    def close(self) -> None:
-        return None
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 def _hash(text: str) -> str:

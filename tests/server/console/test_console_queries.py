@@ -12,8 +12,8 @@ import pytest
 from aiestack.server.console import queries
 from aiestack.server.console.queries import Cursor, ExchangeFilter
 from aiestack.stores.base import ExchangeRecord, ExchangeStore
-from aiestack.stores.memory import MemoryExchangeStore
-from aiestack.stores.sql import SqlExchangeStore
+from aiestack.stores.exchanges_memory import MemoryExchangeStore
+from aiestack.stores.exchanges_sql import SqlExchangeStore
 
 pytestmark = pytest.mark.unit
 

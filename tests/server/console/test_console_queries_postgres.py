@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from aiestack.server.console import queries
 from aiestack.server.console.queries import ExchangeFilter
-from aiestack.stores.sql import SqlExchangeStore
+from aiestack.stores.exchanges_sql import SqlExchangeStore
 
 from .test_console_queries import T0, newest_first, sample, walk
 

@@ -22,8 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from aiestack.stores.base import ExchangeRecord, ExchangeStore, UsageStore
+from aiestack.stores.exchanges_sql import SqlExchangeStore
 from aiestack.stores.feedback import FeedbackStore
-from aiestack.stores.sql.store import SqlExchangeStore
 from aiestack.stores.sql.tables import exchanges
 
 OUTCOMES = ("ok", "error", "blocked", "cached")

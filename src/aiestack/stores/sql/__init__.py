@@ -1,5 +1,1 @@
-"""The SQL store: SQLAlchemy 2 Core tables, Alembic migrations, SQLite and PostgreSQL engines."""
-
-from aiestack.stores.sql.store import SqlExchangeStore
-
-__all__ = ["SqlExchangeStore"]
+"""SQL plumbing shared by the SQL stores: SQLAlchemy 2 Core tables, engines (SQLite, PostgreSQL), Alembic migrations."""

@@ -24,8 +24,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from aiestack.cache.base import CachedAnswer, Entry
 from aiestack.errors import StoreError
+from aiestack.stores.cache import CachedAnswer, Entry
 
 
 class RedisCacheBackend:

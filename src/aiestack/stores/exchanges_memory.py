@@ -26,7 +26,7 @@ from aiestack.stores.base import (
     check_usage_groups,
     sort_usage,
 )
-from aiestack.stores.memory_feedback import MemoryFeedbackMixin
+from aiestack.stores.feedback_memory import MemoryFeedbackMixin
 from aiestack.types import EvalRun, SpanRecord
 
 _FLOAT32_LE = np.dtype("<f4")

@@ -6,7 +6,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from aiestack.cache.base import Entry
+from aiestack.stores.cache import Entry
 
 
 class MemoryCacheBackend:

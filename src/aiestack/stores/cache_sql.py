@@ -1,6 +1,6 @@
 """The SQL cache backend: entries in the store's ``cache_entries`` table (SQLite or PostgreSQL).
 
-It shares the exchange store's engine, so the embedded default keeps its cache in the one SQLite
+Opened beside the exchange store it shares its engine, so the embedded default keeps its cache in the one SQLite
 file of the data directory and finds it again after a restart. Reads are one indexed lookup and
 run inline (a fraction of a millisecond); writes run in a worker thread so that a SQLite lock held
 by the trace writer never stalls the event loop. Expired rows are never served and are purged
@@ -18,9 +18,9 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from aiestack.cache.base import CachedAnswer, Entry
 from aiestack.errors import StoreError
-from aiestack.stores.sql.engine import store_errors
+from aiestack.stores.cache import CachedAnswer, Entry
+from aiestack.stores.sql.engine import create_store_engine, parse_url, store_errors
 from aiestack.stores.sql.tables import cache_entries
 
 PURGE_EVERY = 1000
@@ -34,10 +34,16 @@ class SqlCacheBackend:
     name = "sql"
     shared = True  # several processes may share the database
 
-    def __init__(self, engine: sa.Engine, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, engine: sa.Engine, *, clock: Callable[[], float] = time.time, owns_engine: bool = False) -> None:
         self._engine = engine
         self._clock = clock
         self._writes = 0
+        self._owns_engine = owns_engine
+
+    @classmethod
+    def open(cls, url: str) -> SqlCacheBackend:
+        """A backend with its own engine on ``url`` (disposed of by :meth:`aclose`)."""
+        return cls(create_store_engine(parse_url(url)), owns_engine=True)
 
     async def get(self, key: str) -> Entry | None:
         query = sa.select(_T).where(_T.c.key == key)
@@ -101,7 +107,9 @@ class SqlCacheBackend:
         return await asyncio.to_thread(run)
 
     async def aclose(self) -> None:
-        """The engine belongs to the exchange store, which disposes of it."""
+        """Dispose of the engine if it is this backend's own (a shared one is the exchange store's)."""
+        if self._owns_engine:
+            self._engine.dispose()
 
     def _insert(self) -> Any:
         if self._engine.dialect.name == "postgresql":

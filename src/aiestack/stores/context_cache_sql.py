@@ -1,7 +1,6 @@
 """The contextual-retrieval cache on SQL (SQLite or PostgreSQL): the ``context_cache`` table of 0004.
 
-Implements the ``ContextCache`` protocol of :mod:`aiestack.context.contextual` structurally (this
-module does not import the context wing): contexts keyed by (model, ``document_hash:chunk_hash``).
+Implements :class:`~aiestack.stores.context_cache.ContextCache`: contexts keyed by (model, ``document_hash:chunk_hash``).
 Each ``put_contexts`` is one transaction, so an interrupted ingest leaves whole rows or none.
 """
 

@@ -1,6 +1,6 @@
 """Feedback, conversation turns and prompts in memory (mixed into :class:`MemoryExchangeStore`).
 
-Behaves like the SQL implementation (:mod:`aiestack.stores.sql.feedback`) wherever a caller could
+Behaves like the SQL implementation (:mod:`aiestack.stores.feedback_sql`) wherever a caller could
 tell: both pass the same conformance tests.
 """
 

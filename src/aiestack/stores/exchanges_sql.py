@@ -34,10 +34,10 @@ from aiestack.stores.base import (
     check_usage_groups,
     sort_usage,
 )
+from aiestack.stores.feedback_sql import SqlFeedbackMixin
 from aiestack.stores.sql import migrate as migrations
 from aiestack.stores.sql import vectors
 from aiestack.stores.sql.engine import create_store_engine, parse_url, safe_url, store_errors
-from aiestack.stores.sql.feedback import SqlFeedbackMixin
 from aiestack.stores.sql.tables import api_keys, embedding_cache, eval_results, eval_runs, exchanges, spans
 from aiestack.types import EvalRun, SpanRecord
 
