@@ -106,3 +106,53 @@ def test_a_missing_postgres_database_says_how_to_create_it(pg_admin_url: str) ->
         and "aiestack_no_such_db" in info.value.hint
     )
     store.close()
+
+
+def test_every_capability_opens_on_the_backends_that_offer_it(tmp_path: Path) -> None:
+    from aiestack.stores.cache_memory import MemoryCacheBackend
+    from aiestack.stores.cache_redis import RedisCacheBackend
+    from aiestack.stores.cache_sql import SqlCacheBackend
+    from aiestack.stores.context_cache_memory import MemoryContextCache
+    from aiestack.stores.context_cache_sql import SqlContextCache
+    from aiestack.stores.kv_memory import MemoryKV
+    from aiestack.stores.kv_redis import RedisKV
+
+    sqlite = f"sqlite:///{tmp_path / 'a.db'}"
+    assert isinstance(open_store("memory://", "cache", max_entries=3), MemoryCacheBackend)
+    assert isinstance(open_store(sqlite, "cache"), SqlCacheBackend)
+    assert isinstance(open_store("redis://127.0.0.1:1/0", "cache", prefix="t:"), RedisCacheBackend)
+    assert isinstance(open_store("memory://", "context_cache"), MemoryContextCache)
+    context = open_store(sqlite, "context_cache")
+    assert isinstance(context, SqlContextCache)
+    context.close()
+    assert isinstance(open_store("memory://", "kv"), MemoryKV)
+    assert isinstance(open_store("rediss://127.0.0.1:1/0", "kv"), RedisKV)
+
+
+def test_a_sql_cache_opened_beside_the_exchange_store_shares_its_engine(tmp_path: Path) -> None:
+    store = SqlExchangeStore(f"sqlite:///{tmp_path / 'a.db'}")
+    cache = open_store(store.url, "cache", beside=store)
+    assert cache._engine is store.engine  # type: ignore[attr-defined]
+    store.close()
+
+
+def test_a_capability_a_backend_does_not_offer_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="cannot hold the kv") as info:
+        open_store(f"sqlite:///{tmp_path / 'a.db'}", "kv")
+    assert "redis" in (info.value.hint or "")
+    with pytest.raises(StoreError, match="cannot hold the exchanges"):
+        open_store("redis://127.0.0.1:6379/0", "exchanges")
+    with pytest.raises(StoreError, match="no storage capability"):
+        open_store("memory://", "vectors")  # type: ignore[call-overload]
+
+
+def test_a_plugin_backend_is_opened_for_its_scheme() -> None:
+    opened: list[tuple[str, dict[str, object]]] = []
+
+    def factory(url: str, **options: object) -> MemoryExchangeStore:
+        opened.append((url, options))
+        return MemoryExchangeStore()
+
+    store = open_store("mydb://x", "exchanges", extra={("mydb", "exchanges"): factory}, flag=1)
+    assert isinstance(store, MemoryExchangeStore)
+    assert opened == [("mydb://x", {"flag": 1})]

@@ -35,6 +35,7 @@ from aiestack.stores.base import (
     sort_usage,
 )
 from aiestack.stores.feedback_sql import SqlFeedbackMixin
+from aiestack.stores.queries_sql import SqlQueriesMixin, exchange_record
 from aiestack.stores.sql import migrate as migrations
 from aiestack.stores.sql import vectors
 from aiestack.stores.sql.engine import create_store_engine, parse_url, safe_url, store_errors
@@ -55,7 +56,6 @@ _SPAN_FIELDS = (
     "attributes",
     "exchange_id",
 )
-_JSON_FIELDS = ("request", "attributes")
 _KEY_FIELDS = tuple(f.name for f in dataclasses.fields(KeyRecord))
 _EVAL_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(EvalResultRecord))
 
@@ -63,7 +63,7 @@ _EVAL_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(EvalResultRecord)
 _IN_CHUNK = 500
 
 
-class SqlExchangeStore(SqlFeedbackMixin):
+class SqlExchangeStore(SqlFeedbackMixin, SqlQueriesMixin):
     """Exchanges, spans and the embedding cache in SQLite or PostgreSQL.
 
     ``url`` is a SQLAlchemy URL: ``sqlite:///path/to/aiestack.db`` (the directory is created) or
@@ -142,7 +142,7 @@ class SqlExchangeStore(SqlFeedbackMixin):
         query = sa.select(exchanges).where(exchanges.c.id == exchange_id)
         with store_errors(self._url, "read from"), self._engine.connect() as connection:
             row = connection.execute(query).mappings().first()
-        return _exchange_record(row) if row is not None else None
+        return exchange_record(row) if row is not None else None
 
     def list_exchanges(
         self,
@@ -164,7 +164,7 @@ class SqlExchangeStore(SqlFeedbackMixin):
         query = query.order_by(exchanges.c.created_at.desc(), exchanges.c.id.desc()).limit(limit)
         with store_errors(self._url, "read from"), self._engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
-        return [_exchange_record(row) for row in rows]
+        return [exchange_record(row) for row in rows]
 
     # ------------------------------------------------------------------ spans
 
@@ -435,13 +435,6 @@ def _plain(value: Any) -> Any:
 
 def _exchange_row(record: ExchangeRecord) -> dict[str, Any]:
     return {name: _plain(getattr(record, name)) for name in _EXCHANGE_FIELDS}
-
-
-def _exchange_record(row: sa.RowMapping) -> ExchangeRecord:
-    values = dict(row)
-    for name in _JSON_FIELDS:
-        values[name] = values[name] or {}
-    return ExchangeRecord(**values)
 
 
 def _eval_run(row: sa.RowMapping) -> EvalRun:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from aiestack.server.console import queries
-from aiestack.server.console.queries import Cursor, ExchangeFilter
 from aiestack.stores.base import ExchangeRecord, ExchangeStore
 from aiestack.stores.exchanges_memory import MemoryExchangeStore
 from aiestack.stores.exchanges_sql import SqlExchangeStore
+from aiestack.stores.queries import Cursor, ExchangeFilter, matches
 
 pytestmark = pytest.mark.unit
 
@@ -103,7 +103,7 @@ def test_keyset_pages_cover_every_exchange_once_newest_first(store: ExchangeStor
     ],
 )
 def test_filters_select_exactly_the_matching_exchanges(store: ExchangeStore, flt: ExchangeFilter) -> None:
-    expected = newest_first([r for r in sample() if queries.matches(r, flt)])
+    expected = newest_first([r for r in sample() if matches(r, flt)])
     assert expected, "the sample must hold some matches for this filter"
     assert len(expected) < len(sample())
     assert [i for p in walk(store, flt, limit=5) for i in p] == expected
@@ -112,7 +112,7 @@ def test_filters_select_exactly_the_matching_exchanges(store: ExchangeStore, flt
 def test_predicates_agree_with_a_hand_written_check() -> None:
     records = sample()
     slow = [r.id for r in records if r.total_ms is not None and r.total_ms >= 1000 and r.tenant == "acme"]
-    fast = [r.id for r in records if queries.matches(r, ExchangeFilter(min_latency_ms=1000, tenant="acme"))]
+    fast = [r.id for r in records if matches(r, ExchangeFilter(min_latency_ms=1000, tenant="acme"))]
     assert slow == fast and slow
 
 
@@ -197,7 +197,7 @@ def test_a_small_scan_window_still_finds_every_match_once(tmp_path: Path, window
     sql.migrate()
     sql.write_exchanges(sample())
     flt = ExchangeFilter(model="m-small", min_tokens=300)
-    expected = newest_first([r for r in sample() if queries.matches(r, flt)])
+    expected = newest_first([r for r in sample() if matches(r, flt)])
     found: list[str] = []
     after: Cursor | None = None
     reads = 0

@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from aiestack.server.console import queries
-from aiestack.server.console.queries import ExchangeFilter
 from aiestack.stores.exchanges_sql import SqlExchangeStore
+from aiestack.stores.queries import ExchangeFilter, matches
 
 from .test_console_queries import T0, newest_first, sample, walk
 
@@ -48,7 +48,7 @@ def pg_store() -> Iterator[SqlExchangeStore]:
      ExchangeFilter(route="support", cached=True)],
 )
 def test_pages_on_postgres(pg_store: SqlExchangeStore, flt: ExchangeFilter) -> None:
-    expected = newest_first([r for r in sample() if queries.matches(r, flt)])
+    expected = newest_first([r for r in sample() if matches(r, flt)])
     assert [i for p in walk(pg_store, flt, 5) for i in p] == expected
     small = [i for p in walk_window(pg_store, flt) for i in p]
     assert small == expected

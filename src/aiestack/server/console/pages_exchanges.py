@@ -24,6 +24,7 @@ from aiestack.server.console.auth import Session, require_session
 from aiestack.server.console.feedback_form import feedback_list, feedback_of
 from aiestack.server.console.render import page, svg
 from aiestack.stores.base import ExchangeRecord
+from aiestack.stores.queries import Cursor, ExchangeFilter
 from aiestack.types import SpanRecord
 
 router = APIRouter(include_in_schema=False)
@@ -72,7 +73,7 @@ def _date(params: Mapping[str, str], name: str, problems: list[str]) -> float | 
     return moment.timestamp()
 
 
-def parse_filter(params: Mapping[str, str], *, now: float | None = None) -> tuple[queries.ExchangeFilter, list[str]]:
+def parse_filter(params: Mapping[str, str], *, now: float | None = None) -> tuple[ExchangeFilter, list[str]]:
     """The list's filters from query parameters, and what was wrong with any (those are ignored)."""
     problems: list[str] = []
     now = time.time() if now is None else now
@@ -98,7 +99,7 @@ def parse_filter(params: Mapping[str, str], *, now: float | None = None) -> tupl
     cached_text = _text(params, "cached")
     cached = {"yes": True, "no": False}.get(cached_text or "")
     min_tokens = _number(params, "min_tokens", problems)
-    flt = queries.ExchangeFilter(
+    flt = ExchangeFilter(
         since=since,
         until=_date(params, "until", problems),
         tenant=_text(params, "tenant"),
@@ -140,7 +141,7 @@ async def render_list(request: Request, session: Session) -> Response:
     stack: Stack = request.app.state.stack
     params = dict(request.query_params)
     flt, problems = parse_filter(params)
-    after = queries.Cursor.decode(params.get("after"))
+    after = Cursor.decode(params.get("after"))
     limit = _limit(params)
     result = await asyncio.to_thread(queries.list_page, stack.store, flt, after=after, limit=limit)
     counts = await asyncio.to_thread(feedback_of, stack.store, [r.id for r in result.records])
