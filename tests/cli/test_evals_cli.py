@@ -73,12 +73,12 @@ def test_a_re_run_is_answered_from_the_cache_and_compare_finds_the_baseline(suit
 def test_eval_calls_bypass_the_gateway_caches_and_a_suite_may_opt_back_in(suite: Path) -> None:
     """At temperature 0 every call is cacheable by the gateway; an evaluation must still call the model."""
     from aiestack.settings import load_settings
-    from aiestack.stores.open import open_exchange_store
+    from aiestack.stores.open import open_store
 
     for _ in range(2):
         code, _, err = run("eval", "run", str(suite), "-q", "--no-cache", "--system", "echo-b")
         assert code == 0 and "12 model calls, 0 from the eval cache" in err
-    store = open_exchange_store(load_settings().store_url)
+    store = open_store(load_settings().store_url, "exchanges")
     try:
         records = store.list_exchanges(limit=100)
         assert len(records) == 24 and {r.outcome for r in records} == {"ok"}

@@ -51,9 +51,9 @@ def gateways(
 
 def _registry(pg_url: str) -> Any:
     from aiestack.prompts.registry import PromptRegistry
-    from aiestack.stores.open import open_exchange_store
+    from aiestack.stores.open import open_store
 
-    store = open_exchange_store(pg_url)
+    store = open_store(pg_url, "exchanges")
     store.migrate()
     return PromptRegistry(store, ttl_s=0), store
 

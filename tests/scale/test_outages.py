@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aiestack.stores.open import open_exchange_store
+from aiestack.stores.open import open_store
 from aiestack.testing.cluster import ServerProcess, clean_env, free_port
 
 from ._kit import create_key, start_gateways, write_config
@@ -205,7 +205,7 @@ def test_a_postgres_restart_under_load_degrades_to_503_and_recovers_without_losi
         load(10, "after")
         assert statuses[-10:] == [200] * 10
 
-        store = open_exchange_store(private_postgres.url)
+        store = open_store(private_postgres.url, "exchanges")
         try:
             _until(lambda: all(store.get_exchange(i) is not None for i in answered),
                    "every answered exchange in the store")

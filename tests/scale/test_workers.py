@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from aiestack.stores.open import open_exchange_store
+from aiestack.stores.open import open_store
 from aiestack.testing.cluster import ServerProcess
 
 from ._kit import create_key, start_gateways, write_config
@@ -99,7 +99,7 @@ def test_a_worker_killed_mid_stream_breaks_only_its_stream(server: ServerProcess
         response = httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=headers, timeout=30)
         assert response.status_code == 200
         completed.append(response.headers["x-aiestack-exchange-id"])
-    store = open_exchange_store(pg_url)
+    store = open_store(pg_url, "exchanges")
     try:
         _until(lambda: all(store.get_exchange(i) is not None for i in completed), "completed exchanges written")
         before = {i: store.get_exchange(i) for i in completed}

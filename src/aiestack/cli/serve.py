@@ -58,11 +58,12 @@ def register(app: typer.Typer) -> None:
 
 def _has_keys(settings: Settings) -> bool:
     """Whether any API key exists in the configured store (migrated first: a fresh install has none)."""
-    from aiestack.stores.open import open_exchange_store
+    from aiestack.stores.base import KeyStore
+    from aiestack.stores.open import open_store
 
-    store = open_exchange_store(settings.store_url)
+    store = open_store(settings.store_url, "exchanges")
     try:
         store.migrate()
-        return store.has_keys()
+        return isinstance(store, KeyStore) and store.has_keys()
     finally:
         store.close()
