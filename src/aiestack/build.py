@@ -72,6 +72,7 @@ class Stack:
     signals: Signals | None = None  # None: implicit feedback is off
     _embeddings: EmbeddingModel | None = field(default=None, repr=False)
     _documents: DocumentStore | None = field(default=None, repr=False)
+    _batch_embeddings: EmbeddingModel | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -80,6 +81,16 @@ class Stack:
         if self._embeddings is None:
             self._embeddings = build_embeddings(self.settings, self.store)
         return self._embeddings
+
+    @property
+    def batch_embeddings(self) -> EmbeddingModel:
+        """The embedding model for batch work (ingestion): on Ray when ``[compute] ray_address`` is set,
+        else :attr:`embeddings` itself."""
+        if not self.settings.compute.ray_address:
+            return self.embeddings
+        if self._batch_embeddings is None:
+            self._batch_embeddings = build_batch_embeddings(self.settings, self.store)
+        return self._batch_embeddings
 
     @property
     def documents(self) -> DocumentStore:
@@ -132,6 +143,8 @@ class Stack:
             await self.models.aclose()
             if self._embeddings is not None:
                 await self._embeddings.aclose()
+            if self._batch_embeddings is not None:  # stops a local Ray instance it started
+                await self._batch_embeddings.aclose()
             await self.kv.aclose()
             for stage in self.pipeline.stages:  # stages that hold connections (the cache's Redis)
                 closer = getattr(stage, "aclose", None)
@@ -193,25 +206,24 @@ def build_routes(settings: Settings, registry: ModelRegistry) -> RouteTable:
 
 def build_embeddings(settings: Settings, store: object) -> EmbeddingModel:
     """The embedding model from ``[embeddings]``, cached by (model, text hash) in the store if asked."""
+    from aiestack.models.embeddings_open import open_embedding_model
+
     cfg = settings.embeddings
-    model: EmbeddingModel
-    if cfg.provider == "openai":
-        from aiestack.models.openai_embeddings import OpenAIEmbeddingModel
-
-        if not cfg.base_url:
-            raise ConfigError("embeddings.base_url", "provider 'openai' needs a base URL", "set embeddings.base_url, e.g. https://api.openai.com/v1")
-        model = OpenAIEmbeddingModel(
-            cfg.model,
-            base_url=cfg.base_url,
-            api_key=os.environ.get(cfg.api_key_env) if cfg.api_key_env else None,
-            api_key_env=cfg.api_key_env or None,
-            batch_size=cfg.batch_size,
-        )
-    else:
-        from aiestack.models.local_embeddings import SentenceTransformerEmbeddings
-
-        model = SentenceTransformerEmbeddings(cfg.model, batch_size=cfg.batch_size)
+    model = open_embedding_model(**cfg.model_dump())
     if cfg.cache and isinstance(store, EmbeddingCacheStore):
+        from aiestack.models.embedding_cache import CachedEmbeddings
+
+        return CachedEmbeddings(model, store)
+    return model
+
+
+def build_batch_embeddings(settings: Settings, store: object) -> EmbeddingModel:
+    """The ``[embeddings]`` model run by the ``[compute]`` batch runner (cached in the store like the other)."""
+    from aiestack.batch import open_runner
+    from aiestack.models.embeddings_batch import RunnerEmbeddings
+
+    model: EmbeddingModel = RunnerEmbeddings(open_runner(settings.compute), settings.embeddings.model_dump())
+    if settings.embeddings.cache and isinstance(store, EmbeddingCacheStore):
         from aiestack.models.embedding_cache import CachedEmbeddings
 
         return CachedEmbeddings(model, store)

@@ -178,6 +178,17 @@ class PriceSettings(_Section):
     cached_input_per_mtok: float | None = Field(default=None, ge=0)
 
 
+class ComputeSettings(_Section):
+    """``[compute]``: where batch work (ingest embedding, eval scoring) runs: in-process, or on Ray."""
+
+    ray_address: str = Field(
+        default="",
+        description="Empty: in-process. 'local': start a Ray instance here; 'auto' or 'ray://head:10001': a running cluster.",
+    )
+    ray_workers: int = Field(default=2, ge=1, le=1024, description="Ray actors a batch step spreads its items over.")
+    workers: int = Field(default=1, ge=1, le=256, description="Threads an in-process batch step uses.")
+
+
 class Settings(BaseSettings):
     """Everything aiestack reads at start. See ``aiestack init`` for a commented example."""
 
@@ -200,6 +211,7 @@ class Settings(BaseSettings):
     router: RouterSettings = Field(default_factory=RouterSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     prompts: PromptSettings = Field(default_factory=PromptSettings)
+    compute: ComputeSettings = Field(default_factory=ComputeSettings)
     models: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Named models: [models.NAME] with provider = llama_cpp|openai|anthropic|fake."
     )

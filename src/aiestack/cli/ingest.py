@@ -137,7 +137,7 @@ async def _run(
 
         with bar:
             return await ingest(
-                paths, collection, stack.documents, stack.embeddings, options=options, progress=show
+                paths, collection, stack.documents, stack.batch_embeddings, options=options, progress=show
             )
 
 

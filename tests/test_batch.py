@@ -1,0 +1,142 @@
+"""The batch runners: in-process (threads) and Ray (a local instance), one conformance suite.
+
+Ray starts a local instance once for the module (a few seconds, two CPUs); the Ray tests are
+skipped when the ``ray`` extra is not installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from aiestack.batch import BatchRunner, InProcessRunner, RayRunner, open_runner
+from aiestack.settings import ComputeSettings
+from aiestack.testing.batch import BatchRunnerConformance
+
+
+class TestInProcessOneThread(BatchRunnerConformance):
+    @pytest.fixture
+    async def runner(self) -> AsyncIterator[BatchRunner]:
+        runner = InProcessRunner(1)
+        yield runner
+        await runner.aclose()
+
+
+class TestInProcessFourThreads(BatchRunnerConformance):
+    @pytest.fixture
+    async def runner(self) -> AsyncIterator[BatchRunner]:
+        runner = InProcessRunner(4)
+        yield runner
+        await runner.aclose()
+
+
+@pytest.fixture(scope="module")
+def ray_runner() -> Iterator[RayRunner]:
+    pytest.importorskip("ray")
+    runner = RayRunner("local", workers=2, num_cpus=2)
+    yield runner
+    asyncio.run(runner.aclose())
+
+
+@pytest.mark.slow
+class TestRay(BatchRunnerConformance):
+    @pytest.fixture
+    def runner(self, ray_runner: RayRunner) -> RayRunner:
+        return ray_runner
+
+
+@pytest.mark.unit
+def test_the_compute_settings_pick_the_runner() -> None:
+    assert isinstance(open_runner(ComputeSettings()), InProcessRunner)
+    ray = open_runner(ComputeSettings(ray_address="ray://head:10001", ray_workers=3))
+    assert isinstance(ray, RayRunner) and ray.name == "ray"
+    assert isinstance(ray, BatchRunner) and isinstance(InProcessRunner(), BatchRunner)
+
+
+@pytest.mark.unit
+def test_bad_worker_counts_are_refused() -> None:
+    with pytest.raises(ValueError):
+        InProcessRunner(0)
+    with pytest.raises(ValueError):
+        RayRunner("local", workers=0)
+
+
+# --------------------------------------------------------------------------- ingestion on Ray
+
+
+@pytest.fixture(scope="module")
+def embedding_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The fake OpenAI-compatible upstream's /v1 URL (hashed bag-of-words embeddings), in its own process."""
+    from aiestack.testing.cluster import ServerProcess, clean_env, free_port, upstream_command
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("embedding-upstream") / "upstream.log"
+    with ServerProcess("upstream", upstream_command(port), port=port, log=log, env=clean_env(),
+                       ready_path="/stats") as process:
+        yield f"{process.url}/v1"
+
+
+@pytest.mark.slow
+async def test_ingestion_embedded_on_ray_stores_exactly_what_in_process_ingestion_stores(
+    tmp_path: Path, ray_runner: RayRunner, embedding_upstream: str
+) -> None:
+    from aiestack.context.ingest import IngestOptions, ingest
+    from aiestack.models.embeddings_batch import RunnerEmbeddings
+    from aiestack.models.embeddings_open import open_embedding_model
+    from aiestack.settings import EmbeddingSettings
+    from aiestack.stores.documents_memory import MemoryDocumentStore
+
+    for i in range(6):
+        words = " ".join(f"word{(i * 7 + j) % 50}" for j in range(300))
+        (tmp_path / f"doc{i}.txt").write_text(f"Document {i}. {words}", encoding="utf-8")
+    config = EmbeddingSettings(provider="openai", model="fake-embed", base_url=embedding_upstream,
+                               batch_size=4, cache=False).model_dump()
+    options = IngestOptions(chunk_size=64, overlap=8)
+
+    here, there = MemoryDocumentStore(), MemoryDocumentStore()
+    local = open_embedding_model(**config)
+    distributed = RunnerEmbeddings(ray_runner, config)
+    try:
+        report_here = await ingest([str(tmp_path)], "docs", here, local, options=options)
+        report_there = await ingest([str(tmp_path)], "docs", there, distributed, options=options)
+    finally:
+        await local.aclose()
+        await distributed.inner.aclose()  # the module's Ray instance stays up for the other tests
+
+    assert report_here.chunks == report_there.chunks > 6 * 4  # several batches of 4 went to Ray
+    assert (report_here.added, report_here.failed) == (report_there.added, report_there.failed) == (6, ())
+    probe = open_embedding_model(**config)
+    for query in ("word3 word10", "Document 4", "word49 word0 word21"):
+        vector = (await probe.embed([query]))[0]
+        hits_here = here.vector_search("docs", vector, k=50)
+        hits_there = there.vector_search("docs", vector, k=50)
+        assert [(h.chunk.id, h.chunk.text, h.score) for h in hits_here] == [
+            (h.chunk.id, h.chunk.text, h.score) for h in hits_there
+        ]
+    await probe.aclose()
+
+
+@pytest.mark.unit
+async def test_the_stack_embeds_batch_work_on_ray_only_when_compute_asks(tmp_path: Path) -> None:
+    from aiestack.build import build_stack
+    from aiestack.models.embeddings_batch import RunnerEmbeddings
+    from aiestack.settings import ComputeSettings, EmbeddingSettings, Settings
+
+    embeddings = EmbeddingSettings(provider="openai", model="e", base_url="http://127.0.0.1:9/v1", cache=False)
+    common = {"data_dir": tmp_path, "embedded_model": False, "default_model": "fake",
+              "models": {"fake": {"provider": "fake"}}, "embeddings": embeddings}
+    plain = build_stack(Settings(**common))
+    try:
+        assert plain.batch_embeddings is plain.embeddings
+    finally:
+        await plain.aclose()
+    on_ray = build_stack(Settings(**common, compute=ComputeSettings(ray_address="ray://head:10001")))
+    try:
+        batch = on_ray.batch_embeddings
+        assert isinstance(batch, RunnerEmbeddings) and isinstance(batch.runner, RayRunner)
+        assert batch.name == on_ray.embeddings.name  # vectors cached under the same model name
+    finally:
+        await on_ray.aclose()  # Ray was never started: nothing to stop
