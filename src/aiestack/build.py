@@ -16,20 +16,22 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from aiestack.cache.setup import build_cache_stage
+from aiestack.cache.config import CachePolicy, default_policy
+from aiestack.cache.setup import build_cache_stage, cache_policies
 from aiestack.errors import AiestackError, ConfigError
 from aiestack.feedback.signals import Signals
 from aiestack.gateway.breaker import BreakerBoard
 from aiestack.gateway.keys import ADMIN_TENANT, Authenticator, KeyService
 from aiestack.gateway.limits import Limits
-from aiestack.gateway.routes import RouteTable, build_route_table
+from aiestack.gateway.routes import RouteTable, build_route_table, route_plans
 from aiestack.gateway.semantic_router import build_route_stage
-from aiestack.guardrails import build_guardrails
+from aiestack.guardrails import Guardrails, Guards, build_guardrails
 from aiestack.metrics import Metrics
 from aiestack.models.base import ChatModel, EmbeddingModel, Health
 from aiestack.models.pricing import Price, PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
 from aiestack.pipeline import Pipeline, Stage
+from aiestack.plans import RoutePlans
 from aiestack.plugins import ProviderSpec, plugin_manager, provider_specs
 from aiestack.prompts.registry import PromptRegistry, PromptSpec, choose
 from aiestack.prompts.stage import Prompt, bucket, route_prompt_specs
@@ -243,19 +245,14 @@ def build_context_cache(settings: Settings) -> ContextCache:
 
 
 def build_context(
-    routes: RouteTable,
-    registry: ModelRegistry,
     stack: Callable[[], Stack],
     *,
     check_context: CheckContext | None = None,
 ) -> Context:
-    """The Context (RAG) stage: every ``[routes.NAME.rag]`` validated now; stores opened on first use."""
-    from aiestack.context.config import build_rag_routes
+    """The Context (RAG) stage; its stores are opened on first use. The routes' RAG plans are in their route plans."""
     from aiestack.context.stage import Context
 
-    plans = build_rag_routes({name: routes.config(name) for name in routes}, registry)
     return Context(
-        plans,
         documents=lambda: stack().documents,
         embeddings=lambda: stack().embeddings,
         check_context=check_context,
@@ -302,31 +299,32 @@ def _feedback_and_prompts(
 
 
 def route_fingerprint(
-    routes: RouteTable,
     prompts: PromptRegistry | None,
-    prompt_specs: Mapping[str, PromptSpec],
     stack: Callable[[], Stack],
 ) -> Callable[[str, Exchange], str]:
     """What a route's cached answers are keyed on beyond the request: the prompt arm and its version, the collection's version.
 
-    The arm is the one the Prompt stage will choose for this exchange (an A/B split is stable per
-    user, key or conversation), so an answer made with one arm is never served to the other; a new
-    version of the prompt, or a re-ingest of the collection, invalidates the route's entries.
+    Both come from the exchange's route plan. The arm is the one the Prompt stage will choose for
+    this exchange (an A/B split is stable per user, key or conversation), so an answer made with
+    one arm is never served to the other; a new version of the prompt, or a re-ingest of the
+    collection, invalidates the route's entries.
     """
 
     def fingerprint(route: str, ex: Exchange) -> str:
         parts: list[str] = []
-        spec = prompt_specs.get(route)
+        plan = ex.plan
+        if plan is None or plan.route is None:
+            return ""
+        spec = plan.part(PromptSpec)
         if spec is not None and prompts is not None:
             ref = choose(spec, bucket(ex))
             try:
                 parts.append(f"{ref}={prompts.get(ref).version}")
             except AiestackError:
                 parts.append(f"{ref}=?")
-        collection = routes.config(route).collection if route in routes else None
-        if collection:
-            info = stack().documents.get_collection(collection)
-            parts.append(f"{collection}={info.version if info is not None else 0}")
+        if plan.collection:
+            info = stack().documents.get_collection(plan.collection)
+            parts.append(f"{plan.collection}={info.version if info is not None else 0}")
         return ",".join(parts)
 
     return fingerprint
@@ -336,10 +334,10 @@ def _cache_and_router(
     settings: Settings,
     store: ExchangeStore,
     routes: RouteTable,
+    plans: RoutePlans,
     registry: ModelRegistry,
     metrics: Metrics,
     prompts: PromptRegistry | None,
-    prompt_specs: Mapping[str, PromptSpec],
     stack: Callable[[], Stack],
     *,
     between: Sequence[Stage] = (),
@@ -350,11 +348,12 @@ def _cache_and_router(
     name now, and its collection's version, so a new prompt version or a re-ingest invalidates them.
     """
 
-    fingerprint = route_fingerprint(routes, prompts, prompt_specs, stack)
+    fingerprint = route_fingerprint(prompts, stack)
     embeddings = lambda: stack().embeddings  # noqa: E731 - built on first use, shared with the stack
     cache = build_cache_stage(
         settings,
         store=store,
+        policies={name: p for name in plans if (p := plans.for_name(name).part(CachePolicy)) is not None},
         embeddings=embeddings,
         metrics=metrics,
         fingerprint=fingerprint,
@@ -362,9 +361,38 @@ def _cache_and_router(
         carry=(PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR, PROMPT_LABEL_ATTR),  # a hit records the answer's prompt version
     )
     router = build_route_stage(
-        settings.router, routes, embeddings, default_model=settings.default_model, models=[e.name for e in registry]
+        settings.router,
+        routes,
+        embeddings,
+        default_model=settings.default_model,
+        models=[e.name for e in registry],
+        plans=plans,
     )
     return [*([cache] if cache is not None else []), *between, *([router] if router is not None else [])]
+
+
+def compile_plans(
+    settings: Settings,
+    routes: RouteTable,
+    registry: ModelRegistry,
+    guards: Guardrails,
+    prompt_specs: Mapping[str, PromptSpec],
+) -> RoutePlans:
+    """Every ``[routes.NAME]`` compiled into one frozen :class:`~aiestack.types.RoutePlan`, each wing adding its part.
+
+    Each wing validates its own table of the route (a ConfigError names ``routes.NAME.<table>.<key>``)
+    with its existing compiler; the pipeline sets the plan on each exchange.
+    """
+    from aiestack.context.config import RagRoute, build_rag_routes
+
+    cache_default = default_policy(settings.cache)
+    return (
+        route_plans(routes)
+        .with_part(Guards, guards.table.default, guards.table.routes)
+        .with_part(CachePolicy, cache_default, cache_policies(settings))
+        .with_part(PromptSpec, None, prompt_specs)
+        .with_part(RagRoute, None, build_rag_routes({name: routes.config(name) for name in routes}, registry))
+    )
 
 
 def build_stack(
@@ -410,6 +438,7 @@ def build_stack(
         metrics=metrics,
     )
     tracing.redact = guards.redact
+    plans = compile_plans(settings, routes, registry, guards, prompt_specs)
     stages: list[Stage] = [
         Trace(tracing, metrics=metrics, redact=guards.redact),
         limits,
@@ -417,13 +446,13 @@ def build_stack(
         guards.input,
         *extra_stages,
         *_cache_and_router(
-            settings, store, routes, registry, metrics, prompts, prompt_specs, lambda: built[0], between=[guards.output]
+            settings, store, routes, plans, registry, metrics, prompts, lambda: built[0], between=[guards.output]
         ),
-        *([Prompt(prompts, prompt_specs)] if prompts is not None and prompt_specs else []),
-        build_context(routes, registry, lambda: built[0], check_context=guards.context),
+        *([Prompt(prompts)] if prompts is not None and prompt_specs else []),
+        build_context(lambda: built[0], check_context=guards.context),
         Generate(registry, prices, routes=routes, breakers=breakers, metrics=metrics),
     ]
-    pipeline = Pipeline(stages, observer=tracing)
+    pipeline = Pipeline(stages, observer=tracing, plans=plans)
     stack = Stack(
         settings, store, writer, tracing, metrics, registry, prices, pipeline, routes, breakers, kv, keys, auth
     )

@@ -3,16 +3,22 @@
 A stage sees the exchange on the way in and the result on the way out. It may end the request
 early by returning without calling ``call_next``; the outer stages still see what it returned.
 The last stage is the terminal one (it calls the model); calling ``call_next`` from it is a bug.
+
+When the pipeline is given the route plans (:class:`~aiestack.plans.RoutePlans`), an exchange that
+enters without a plan gets the plan of the name its request's ``model`` gives, once, before the
+first stage; the stages read ``ex.plan`` and never look a route up themselves.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
 from aiestack.errors import AiestackError
+from aiestack.plans import RoutePlans
 from aiestack.types import Exchange
 
 Next = Callable[[Exchange], Awaitable[Exchange]]
@@ -60,7 +66,9 @@ async def _end_of_pipeline(ex: Exchange) -> Exchange:
 class Pipeline:
     """Runs an exchange through ``stages`` in order; built once, shared by every request."""
 
-    def __init__(self, stages: Sequence[Stage], *, observer: StageObserver | None = None) -> None:
+    def __init__(
+        self, stages: Sequence[Stage], *, observer: StageObserver | None = None, plans: RoutePlans | None = None
+    ) -> None:
         if not stages:
             raise PipelineError("A pipeline needs at least one stage.", hint="Add a terminal stage such as Generate.")
         names = [s.name for s in stages]
@@ -68,6 +76,7 @@ class Pipeline:
             raise PipelineError(f"Stage names must be unique, got {names}.")
         self.stages: tuple[Stage, ...] = tuple(stages)
         self._observer: StageObserver = observer or _NoObserver()
+        self.plans = plans
         self._entry = self._chain(0)
 
     @property
@@ -92,4 +101,6 @@ class Pipeline:
         return run
 
     async def __call__(self, ex: Exchange) -> Exchange:
+        if ex.plan is None and self.plans is not None:
+            ex = dataclasses.replace(ex, plan=self.plans.for_name(ex.request.model))
         return await self._entry(ex)

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 if TYPE_CHECKING:
     from aiestack.errors import AiestackError
@@ -265,9 +265,41 @@ class SpanRecord:
         return (self.end_ns - self.start_ns) / 1e6
 
 
+_Part = TypeVar("_Part")
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """What a request's ``model`` names, compiled once when the stack is built (see :mod:`aiestack.plans`).
+
+    ``route`` is the ``[routes.NAME]`` it names, ``None`` for a bare model (or a name nothing
+    declares: the Generate stage says so). The plain fields echo the route's table; ``parts``
+    holds what each wing compiled from it, keyed by the part's type (the guards, the cache
+    policy, the prompt spec, the RAG plan), read with :meth:`part`. A stage reads the plan the
+    exchange carries and never looks a route up by a rule of its own.
+    """
+
+    route: str | None = None
+    deployments: tuple[str, ...] = ()
+    fallbacks: tuple[str, ...] = ()
+    collection: str | None = None
+    prompt: str | None = None
+    examples: tuple[str, ...] = ()
+    fingerprint: str = ""  # a hash of the route's table: editing the route changes it
+    parts: Mapping[type, object] = field(default_factory=dict)
+
+    def part(self, kind: type[_Part]) -> _Part | None:
+        """The part of type ``kind`` a wing compiled for this route, or ``None`` if it compiled none."""
+        return cast("_Part | None", self.parts.get(kind))
+
+
 @dataclass(frozen=True, slots=True)
 class Exchange:
-    """One request's journey through the pipeline, from the way in to the way out."""
+    """One request's journey through the pipeline, from the way in to the way out.
+
+    ``plan`` is set once, when the exchange enters the pipeline (the semantic router may replace
+    it with the plan of the route it picks).
+    """
 
     request: ChatRequest
     id: str = field(default_factory=new_id)
@@ -281,6 +313,7 @@ class Exchange:
     outcome: Outcome = "pending"
     error: AiestackError | None = field(default=None, compare=False)
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    plan: RoutePlan | None = field(default=None, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------- feedback and evaluation

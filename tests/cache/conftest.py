@@ -16,11 +16,12 @@ from aiestack.models.fake import FakeModel
 from aiestack.models.pricing import Price, PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
 from aiestack.pipeline import Pipeline, Stage
+from aiestack.plans import RoutePlans
 from aiestack.stages.generate import Generate
 from aiestack.stores.cache import CacheBackend
 from aiestack.stores.cache_memory import MemoryCacheBackend
 from aiestack.testing.embeddings import BagOfWordsEmbeddings
-from aiestack.types import ChatRequest, Exchange, Message, Params
+from aiestack.types import ChatRequest, Exchange, Message, Params, RoutePlan
 
 MODEL = "paid-model"
 
@@ -72,13 +73,16 @@ def make_kit(
         ExactCache(backend),
         SemanticCache(backend, embeddings, threshold=threshold),
         default=CachePolicy(threshold=threshold),
-        policies=policies,
         fingerprint=fingerprint,
         metrics=metrics,
     )
     registry = ModelRegistry([ModelEntry(MODEL, model, MODEL)])
     prices = PriceTable({MODEL: Price(input_per_mtok=1_000_000.0, output_per_mtok=2_000_000.0)})
-    pipeline = Pipeline([stage, *inner, Generate(registry, prices, metrics=metrics)])
+    # A policy per name, as the composition root compiles [routes.NAME.cache] into the route plans.
+    plans = RoutePlans({name: RoutePlan(route=name) for name in policies or {}}).with_part(
+        CachePolicy, CachePolicy(threshold=threshold), policies
+    )
+    pipeline = Pipeline([stage, *inner, Generate(registry, prices, metrics=metrics)], plans=plans)
     return Kit(model, embeddings, backend, stage, pipeline, metrics, fingerprints)
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import pytest
 
-from aiestack.context.config import build_rag_routes
+from aiestack.context.config import RagRoute, build_rag_routes
 from aiestack.context.stage import COLLECTION_METADATA, RAG_COLLECTION, RAG_DROPPED, RAG_HITS, Context
 from aiestack.errors import NotFound, PermissionDenied
-from aiestack.gateway.routes import build_route_table
+from aiestack.gateway.routes import build_route_table, route_plans
 from aiestack.models.fake import FakeModel
 from aiestack.models.pricing import PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
@@ -35,12 +34,13 @@ class Rig:
             "plain": {"deployments": ["fake"]},
         }
         routes = build_route_table(table, registry)
-        plans = build_rag_routes({n: routes.config(n) for n in routes}, registry)
+        rag = build_rag_routes({n: routes.config(n) for n in routes}, registry)
+        self.plans = route_plans(routes).with_part(RagRoute, None, rag)
         self.stage = Context(
-            plans, documents=lambda: self.store, embeddings=lambda: self.embeddings,
+            documents=lambda: self.store, embeddings=lambda: self.embeddings,
             check_context=check_context,  # type: ignore[arg-type]
         )
-        self.pipeline = Pipeline([self.stage, Generate(registry, PriceTable(), routes=routes)])
+        self.pipeline = Pipeline([self.stage, Generate(registry, PriceTable(), routes=routes)], plans=self.plans)
 
     async def ask(self, question: str, *, model: str = "docs", tenant: str = "acme", **request: object) -> Exchange:
         req = ChatRequest(model=model, messages=(Message("user", question),), **request)  # type: ignore[arg-type]
@@ -149,7 +149,11 @@ async def test_no_user_turn_passes_through() -> None:
 
 def test_plan_prefers_the_route_over_metadata() -> None:
     rig = Rig()
-    ex = Exchange(request=ChatRequest(model="docs", messages=(), metadata={COLLECTION_METADATA: "other"}))
-    plan = rig.stage.plan(ex)
+    ex = Exchange(
+        request=ChatRequest(model="docs", messages=(), metadata={COLLECTION_METADATA: "other"}),
+        plan=rig.plans.for_name("docs"),
+    )
+    plan = rig.stage.rag(ex)
     assert plan is not None and plan.collection == "kb"
-    assert rig.stage.plan(dataclasses.replace(ex, request=ChatRequest(model="fake", messages=()))) is None
+    bare = Exchange(request=ChatRequest(model="fake", messages=()), plan=rig.plans.for_name("fake"))
+    assert rig.stage.rag(bare) is None

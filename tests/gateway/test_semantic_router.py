@@ -26,9 +26,10 @@ from aiestack.gateway.semantic_router import (
 )
 from aiestack.models.fake import FakeModel
 from aiestack.models.registry import ModelEntry, ModelRegistry
+from aiestack.plans import RoutePlans
 from aiestack.settings import RouterSettings
 from aiestack.testing.embeddings import BagOfWordsEmbeddings
-from aiestack.types import ChatRequest, Exchange, Message
+from aiestack.types import ChatRequest, Exchange, Message, RoutePlan
 
 pytestmark = pytest.mark.unit
 
@@ -137,6 +138,16 @@ async def test_the_stage_rewrites_requests_naming_auto_and_records_the_choice() 
     assert fallback.request.model == "chat" and fallback.attributes[ROUTER_MATCHED] is False
     untouched = await run("billing", "track my package")
     assert untouched.request.model == "billing" and ROUTER_ROUTE not in untouched.attributes
+
+
+async def test_the_stage_replaces_the_plan_with_the_chosen_routes() -> None:
+    plans = RoutePlans({name: RoutePlan(route=name) for name in ("shipping", "billing", "chat")})
+    stage, capture = RouteStage(router(default_threshold=0.3), model="auto", plans=plans), Capture()
+    ex = Exchange(request=ChatRequest(model="auto", messages=(Message("user", "track my package"),)), plan=plans.default)
+    routed = await stage(ex, capture)
+    assert routed.plan is plans.for_name("shipping")
+    other = Exchange(request=ChatRequest(model="billing", messages=(Message("user", "track my package"),)), plan=plans.for_name("billing"))
+    assert (await stage(other, capture)).plan is plans.for_name("billing")  # not routed: the plan stays
 
 
 def _table(names: Sequence[str]) -> tuple[ModelRegistry, dict[str, dict[str, object]]]:

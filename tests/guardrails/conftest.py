@@ -8,14 +8,15 @@ from typing import Any
 
 import pytest
 
-from aiestack.guardrails import Guardrails, build_guardrails
+from aiestack.guardrails import Guardrails, Guards, build_guardrails
 from aiestack.models.base import Health
 from aiestack.models.fake import FakeModel
 from aiestack.models.pricing import PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
 from aiestack.pipeline import Next, Pipeline, Stage
+from aiestack.plans import RoutePlans
 from aiestack.stages.generate import Generate
-from aiestack.types import ChatRequest, Delta, Exchange, Hit, Usage
+from aiestack.types import ChatRequest, Delta, Exchange, Hit, RoutePlan, Usage
 
 
 @dataclass
@@ -80,7 +81,11 @@ def make_rig(
     registry = ModelRegistry([ModelEntry("fake", fake, "fake", local=True), ModelEntry("sysecho", echo, "sysecho", local=True)])
     guards = build_guardrails(defaults or {}, routes or {}, registry=registry)
     generate = Generate(registry, PriceTable({}))
-    pipeline = Pipeline([*outer, guards.input, guards.output, *inner, generate])
+    # Each route's guards reach the stages through its plan, as the composition root compiles them.
+    plans = RoutePlans({name: RoutePlan(route=name) for name in routes or {}}).with_part(
+        Guards, guards.table.default, guards.table.routes
+    )
+    pipeline = Pipeline([*outer, guards.input, guards.output, *inner, generate], plans=plans)
     return Rig(guards, fake, echo, pipeline)
 
 

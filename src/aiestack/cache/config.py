@@ -18,63 +18,63 @@ lookup, store the new answer) or ``"on"`` (cache it even at a temperature above 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic.fields import FieldInfo
 
 from aiestack.settings import CacheSettings, config_error
 
-
-class RouteCacheConfig(BaseModel):
-    """``[routes.NAME.cache]``: every key is optional and defaults to the ``[cache]`` value."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool | None = Field(default=None, description="Cache this route's answers at all.")
-    exact: bool | None = Field(default=None, description="Use the exact cache.")
-    semantic: bool | None = Field(default=None, description="Use the semantic cache.")
-    ttl_s: float | None = Field(default=None, gt=0, description="Lifetime of this route's entries.")
-    threshold: float | None = Field(default=None, ge=-1, le=1, description="Semantic similarity threshold.")
-    deterministic_only: bool | None = Field(default=None, description="false: cache at any temperature.")
-    store_flagged: bool | None = Field(
-        default=None, description="Also cache answers an output guard flagged."
-    )
-    semantic_max_chars: int | None = Field(
-        default=None, ge=1, description="Longest last user turn looked up by meaning."
-    )
+_DEFAULTS = CacheSettings()
 
 
 @dataclass(frozen=True, slots=True)
 class CachePolicy:
-    enabled: bool = True
-    exact: bool = True
-    semantic: bool = True
-    ttl_s: float = 86400.0
-    threshold: float = 0.80
-    deterministic_only: bool = True
-    store_flagged: bool = False
-    semantic_max_chars: int = 400
+    """How one route's answers are cached: the ``[cache]`` keys a route may override, compiled.
+
+    Each key is declared once, in :class:`~aiestack.settings.CacheSettings` (type, bounds, default,
+    description); the defaults here are read from it, and ``[routes.NAME.cache]`` is derived from it.
+    """
+
+    enabled: bool = _DEFAULTS.enabled
+    exact: bool = _DEFAULTS.exact
+    semantic: bool = _DEFAULTS.semantic
+    ttl_s: float = _DEFAULTS.ttl_s
+    threshold: float = _DEFAULTS.threshold
+    deterministic_only: bool = _DEFAULTS.deterministic_only
+    store_flagged: bool = _DEFAULTS.store_flagged
+    semantic_max_chars: int = _DEFAULTS.semantic_max_chars
+
+
+_POLICY_KEYS = tuple(f.name for f in fields(CachePolicy))
+
+
+def _optional(name: str) -> tuple[Any, FieldInfo]:
+    """The ``[cache]`` field ``name`` as an optional route override: same bounds and description, default None."""
+    declared = CacheSettings.model_fields[name]
+    info = FieldInfo.merge_field_infos(declared, default=None)
+    return declared.annotation | None, info  # type: ignore[operator]  # every CacheSettings field is annotated
+
+
+#: ``[routes.NAME.cache]``: every key optional, defaulting to the ``[cache]`` value (derived from CacheSettings).
+RouteCacheConfig: type[BaseModel] = create_model(
+    "RouteCacheConfig",
+    __config__=ConfigDict(extra="forbid"),
+    **{name: _optional(name) for name in _POLICY_KEYS},  # type: ignore[call-overload]
+)
 
 
 def default_policy(settings: CacheSettings) -> CachePolicy:
-    return CachePolicy(
-        enabled=settings.enabled,
-        exact=settings.exact,
-        semantic=settings.semantic,
-        ttl_s=settings.ttl_s,
-        threshold=settings.threshold,
-        deterministic_only=settings.deterministic_only,
-        store_flagged=settings.store_flagged,
-        semantic_max_chars=settings.semantic_max_chars,
-    )
+    """The ``[cache]`` settings as the policy of every name without a route override."""
+    return CachePolicy(**settings.model_dump(include=set(_POLICY_KEYS)))
 
 
 def route_policies(
     settings: CacheSettings, tables: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, CachePolicy]:
     """The policy of each route from its ``cache`` table; raises ConfigError naming ``routes.NAME.cache.KEY``."""
-    base = default_policy(settings)
+    base = settings.model_dump(include=set(_POLICY_KEYS))
     out: dict[str, CachePolicy] = {}
     for name, table in tables.items():
         try:
@@ -84,9 +84,5 @@ def route_policies(
                 exc, RouteCacheConfig, source="aiestack.toml", prefix=f"routes.{name}.cache"
             ) from None
         overrides = {k: v for k, v in cfg.model_dump().items() if v is not None}
-        out[name] = CachePolicy(**{**_fields(base), **overrides})
+        out[name] = CachePolicy(**{**base, **overrides})
     return out
-
-
-def _fields(policy: CachePolicy) -> dict[str, Any]:
-    return {name: getattr(policy, name) for name in CachePolicy.__slots__}

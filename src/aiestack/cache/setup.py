@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from aiestack.cache.config import default_policy, route_policies
+from aiestack.cache.config import CachePolicy, default_policy, route_policies
 from aiestack.cache.exact import ExactCache
 from aiestack.cache.keys import fingerprint_of
 from aiestack.cache.semantic import SemanticCache
@@ -53,10 +53,16 @@ def config_fingerprints(routes: Mapping[str, Mapping[str, Any]]) -> dict[str, st
     return {name: fingerprint_of(dict(table)) for name, table in routes.items()}
 
 
+def cache_policies(settings: Settings) -> dict[str, CachePolicy]:
+    """The cache policy of each route (``[routes.NAME.cache]`` over ``[cache]``), validated; for the route plans."""
+    return route_policies(settings.cache, {name: table.get("cache", {}) for name, table in settings.routes.items()})
+
+
 def build_cache_stage(
     settings: Settings,
     *,
     store: ExchangeStore | None,
+    policies: Mapping[str, CachePolicy] | None = None,
     embeddings: Callable[[], EmbeddingModel],
     metrics: Metrics | None = None,
     fingerprint: Callable[[str, Exchange], str] | None = None,
@@ -66,13 +72,16 @@ def build_cache_stage(
 ) -> CacheStage | None:
     """The Cache stage for ``settings``, or None when ``cache.enabled`` is false.
 
-    ``fingerprint(route, exchange)`` adds what else invalidates a route's answers (a collection or prompt
-    version); the route's config hash is always part of it.
+    ``policies`` are the routes' (:func:`cache_policies`; computed here when not given): they decide
+    which caches are built, and the route plans carry them to the stage. ``fingerprint(route,
+    exchange)`` adds what else invalidates a route's answers (a collection or prompt version); the
+    route's config hash is always part of it.
     """
     cfg = settings.cache
     if not cfg.enabled:
         return None
-    policies = route_policies(cfg, {name: table.get("cache", {}) for name, table in settings.routes.items()})
+    if policies is None:
+        policies = cache_policies(settings)
     entries = backend if backend is not None else build_backend(settings, store=store)
     exact = ExactCache(entries) if cfg.exact or any(p.exact for p in policies.values()) else None
     semantic = None
@@ -97,8 +106,6 @@ def build_cache_stage(
         exact,
         semantic,
         default=default_policy(cfg),
-        policies=policies,
-        routes=settings.routes.keys(),
         fingerprint=route_fingerprint,
         metrics=metrics,
         semantic_ready=semantic_ready,

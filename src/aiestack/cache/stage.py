@@ -62,8 +62,8 @@ def header_value(ex: Exchange) -> str | None:
 class CacheStage:
     """Exact then semantic lookup on the way in; storage of good answers on the way out.
 
-    ``policies`` are per route (:func:`aiestack.cache.config.route_policies`); other names (bare
-    models) get ``default``. ``semantic_ready()`` says whether the embedding model is loaded: until
+    The policy is the one the exchange's plan carries (a route's ``[routes.NAME.cache]`` over the
+    ``[cache]`` defaults); an exchange without a plan gets ``default``. ``semantic_ready()`` says whether the embedding model is loaded: until
     it is, lookups are exact only. ``fingerprint(route, exchange)`` returns what invalidates a route's entries when
     it changes (its config hash, prompt version, collection version); it is part of every key.
     """
@@ -76,8 +76,6 @@ class CacheStage:
         semantic: SemanticCache | None,
         *,
         default: CachePolicy | None = None,
-        policies: Mapping[str, CachePolicy] | None = None,
-        routes: Collection[str] = (),
         fingerprint: Fingerprint | None = None,
         metrics: Metrics | None = None,
         semantic_ready: Callable[[], bool] | None = None,
@@ -86,8 +84,6 @@ class CacheStage:
         self.exact = exact
         self.semantic = semantic
         self._default = default or CachePolicy()
-        self._policies = dict(policies or {})
-        self._routes = frozenset(routes) | frozenset(self._policies)
         self._fingerprint = fingerprint or (lambda route, ex: "")
         self._metrics = metrics
         # Whether the embedding model is loaded; until then lookups are exact only, so a request
@@ -104,7 +100,8 @@ class CacheStage:
 
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
         request = ex.request
-        policy = self._policies.get(request.model, self._default)
+        planned = ex.plan.part(CachePolicy) if ex.plan is not None else None
+        policy = planned if planned is not None else self._default
         flag = request.metadata.get(REQUEST_FLAG, "")
         if not self._eligible(ex, policy, flag):
             return await call_next(_with(ex, {CACHE_STATUS: "bypass"}))
@@ -190,7 +187,7 @@ class CacheStage:
         attributes.update({k: v for k, v in entry.answer.origin.items() if k in self._carry})
         if self._metrics is not None:
             self._metrics.cache_saved(ex.request.model, entry.kind, saved_usd, saved_tokens)
-        route = ex.route or (ex.request.model if ex.request.model in self._routes else None)
+        route = ex.route or (ex.plan.route if ex.plan is not None else None)
         return dataclasses.replace(
             _with(ex, attributes), completion=completion, outcome="cached", route=route, hits=entry.answer.hits
         )

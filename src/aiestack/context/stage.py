@@ -1,7 +1,8 @@
 """The Context stage: retrieval-augmented generation for routes with a collection.
 
-On the way in, for a request that names a route with ``collection = "NAME"`` (or that names a
-collection itself in ``metadata["aiestack.collection"]``), the stage:
+On the way in, for a request whose route plan carries a RAG plan (a route with ``collection =
+"NAME"``, compiled by :func:`~aiestack.context.config.build_rag_routes` at build time), or that
+names a collection itself in ``metadata["aiestack.collection"]``, the stage:
 
 1. checks the collection exists and belongs to the caller's tenant (the admin tenant sees all);
 2. retrieves for the last user turn (:class:`~aiestack.context.retrieval.Retriever`, with the
@@ -20,7 +21,7 @@ the client sent it, so outer stages (cache, output guards, tracing) see what the
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiestack.context.config import RagRoute, rag_route
@@ -51,25 +52,23 @@ class Context:
 
     def __init__(
         self,
-        routes: Mapping[str, RagRoute],
         *,
         documents: Callable[[], DocumentStore],
         embeddings: Callable[[], EmbeddingModel | None],
         check_context: CheckContext | None = None,
         admin_tenant: str = "admin",
     ) -> None:
-        self._routes = dict(routes)
         self._documents = documents
         self._embeddings = embeddings
         self._check_context = check_context
         self._admin_tenant = admin_tenant
         self._default = rag_route("", {}, ModelRegistry())
 
-    def plan(self, ex: Exchange) -> RagRoute | None:
-        """The RAG plan for ``ex``: its route's, else the collection its metadata names, else none."""
-        for name in (ex.route, ex.request.model):
-            if name is not None and name in self._routes:
-                return self._routes[name]
+    def rag(self, ex: Exchange) -> RagRoute | None:
+        """The RAG plan for ``ex``: its route plan's, else the collection its metadata names, else none."""
+        planned = ex.plan.part(RagRoute) if ex.plan is not None else None
+        if planned is not None:
+            return planned
         named = ex.request.metadata.get(COLLECTION_METADATA)
         if named:
             return dataclasses.replace(self._default, collection=str(named))
@@ -91,7 +90,7 @@ class Context:
         return info
 
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
-        plan = self.plan(ex)
+        plan = self.rag(ex)
         question, at = _last_user_turn(ex.request.messages)
         if plan is None or at is None or not question.strip():
             return await call_next(ex)

@@ -39,7 +39,9 @@ from aiestack.errors import ConfigError, ModelNotFound
 from aiestack.gateway.breaker import BreakerSettings
 from aiestack.gateway.retry import NO_RETRY, RetryPolicy
 from aiestack.models.registry import ModelRegistry
+from aiestack.plans import RoutePlans
 from aiestack.settings import config_error
+from aiestack.types import RoutePlan
 
 # --------------------------------------------------------------------------- config (the TOML edge)
 
@@ -254,6 +256,25 @@ class RouteTable:
             hint=f"{hint}Configured models: {', '.join(models) or 'none'}; routes: {', '.join(routes)}. "
             "Add it under [models] or [routes] in aiestack.toml.",
         )
+
+
+def route_plans(table: RouteTable) -> RoutePlans:
+    """The gateway's share of every route's :class:`~aiestack.types.RoutePlan`: what the route is made of.
+
+    The wings add their parts (guards, cache policy, prompt, RAG) with :meth:`RoutePlans.with_part`.
+    """
+    plans: dict[str, RoutePlan] = {}
+    for name in table:
+        cfg = table.config(name)
+        plans[name] = RoutePlan(
+            route=name,
+            deployments=tuple(d.model for d in cfg.deployments),
+            fallbacks=tuple(cfg.fallbacks),
+            collection=cfg.collection,
+            prompt=cfg.prompt,
+            examples=tuple(cfg.examples),
+        )
+    return RoutePlans(plans)
 
 
 def _bare_plan(model: str) -> Plan:

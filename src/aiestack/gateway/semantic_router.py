@@ -34,6 +34,7 @@ from aiestack.errors import ConfigError, InvalidRequest
 from aiestack.gateway.routes import RouteTable
 from aiestack.models.base import EmbeddingModel
 from aiestack.pipeline import Next
+from aiestack.plans import RoutePlans
 from aiestack.settings import RouterSettings
 from aiestack.types import Exchange
 
@@ -250,13 +251,18 @@ async def fit(router: SemanticRouter, rows: Sequence[tuple[str, str | None]]) ->
 
 
 class RouteStage:
-    """Routes requests that name ``model`` (``auto``) with a :class:`SemanticRouter`; others pass through."""
+    """Routes requests that name ``model`` (``auto``) with a :class:`SemanticRouter`; others pass through.
+
+    The request then names the chosen route, and the exchange carries that route's plan (from
+    ``plans``): the one place a plan is replaced after the exchange entered the pipeline.
+    """
 
     name = "route"
 
-    def __init__(self, router: SemanticRouter, *, model: str = "auto") -> None:
+    def __init__(self, router: SemanticRouter, *, model: str = "auto", plans: RoutePlans | None = None) -> None:
         self.router = router
         self.model = model
+        self._plans = plans
 
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
         if ex.request.model != self.model:
@@ -274,7 +280,8 @@ class RouteStage:
         if choice.score is not None:
             attributes[ROUTER_SCORE] = round(choice.score, 4)
         request = dataclasses.replace(ex.request, model=choice.route)
-        return await call_next(dataclasses.replace(ex, request=request, attributes=attributes))
+        plan = self._plans.for_name(choice.route) if self._plans is not None else ex.plan
+        return await call_next(dataclasses.replace(ex, request=request, attributes=attributes, plan=plan))
 
 
 def build_route_stage(
@@ -284,8 +291,12 @@ def build_route_stage(
     *,
     default_model: str,
     models: Collection[str],
+    plans: RoutePlans | None = None,
 ) -> RouteStage | None:
-    """The Route stage for the routes that declare ``examples``; None when none does."""
+    """The Route stage for the routes that declare ``examples``; None when none does.
+
+    ``plans`` are the stack's route plans: the stage sets the chosen route's on the exchange.
+    """
     examples = {name: routes.config(name).examples for name in routes if routes.config(name).examples}
     if not examples:
         return None
@@ -310,4 +321,4 @@ def build_route_stage(
         default_threshold=settings.threshold,
         method=settings.method,
     )
-    return RouteStage(router, model=settings.model)
+    return RouteStage(router, model=settings.model, plans=plans)

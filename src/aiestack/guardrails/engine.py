@@ -1,7 +1,9 @@
 """The guards of each route, built once from the policy: detectors with their options applied.
 
-:class:`GuardTable` answers "which guards apply to this exchange": the route the request names
-(``ex.route``, else the request's ``model``) if that route has a ``guards`` table, else the default.
+:class:`GuardTable` holds the default guards and those of each route with a ``guards`` table; the
+composition root puts each route's into its :class:`~aiestack.types.RoutePlan`, and
+:meth:`GuardTable.for_exchange` answers "which guards apply to this exchange" from the plan the
+exchange carries (an exchange without one, outside a planned pipeline, gets the default).
 It also provides :meth:`GuardTable.redact_for_trace`, the irreversible masking of PII and secrets
 that the Trace stage applies to recorded content.
 """
@@ -92,8 +94,8 @@ class GuardTable:
         self._trace_secrets = SecretsDetector()
 
     def for_exchange(self, ex: Exchange) -> Guards:
-        name = ex.route or ex.request.model
-        return self.routes.get(name, self.default)
+        guards = ex.plan.part(Guards) if ex.plan is not None else None
+        return guards if guards is not None else self.default
 
     def redact_for_trace(self, text: str) -> str:
         """``text`` with every PII value and secret masked (``<EMAIL>``, ``<OPENAI_KEY>``)."""

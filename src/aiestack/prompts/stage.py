@@ -1,6 +1,7 @@
 """The Prompt stage: a route's ``prompt = "name@label"`` resolved and rendered as the system prompt.
 
-For a request whose route has a prompt spec (see :mod:`aiestack.prompts.registry`), the stage
+For a request whose route plan carries a prompt spec (``routes.NAME.prompt``, parsed by
+:func:`route_prompt_specs` at build time; see :mod:`aiestack.prompts.registry`), the stage
 
 1. picks the arm of an A/B split for the request's bucket (its ``user``, else its key, else its
    first user message: stable for a whole conversation);
@@ -62,16 +63,16 @@ class Prompt:
 
     name = "prompt"
 
-    def __init__(self, registry: PromptRegistry, specs: Mapping[str, PromptSpec]) -> None:
+    def __init__(self, registry: PromptRegistry) -> None:
         self._registry = registry
-        self._specs = dict(specs)
         self._renderer = Renderer()
 
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
-        route = ex.route if ex.route in self._specs else ex.request.model
-        spec = self._specs.get(route) if route is not None else None
-        if spec is None:
+        plan = ex.plan
+        spec = plan.part(PromptSpec) if plan is not None else None
+        if spec is None or plan is None or plan.route is None:
             return await call_next(ex)
+        route = plan.route
         ref = choose(spec, bucket(ex))
         version = self._registry.cached(ref)
         if version is None:
