@@ -44,11 +44,8 @@ class MemoryCacheBackend:
 
     async def semantic_since(self, since: float) -> list[Entry]:
         now = self._clock()
-        return [
-            e
-            for e in self._entries.values()
-            if e.kind == "semantic" and e.created_at >= since and not e.expired(now)
-        ]
+        live = [e for e in self._entries.values() if e.kind == "semantic" and e.created_at >= since and not e.expired(now)]
+        return sorted(live, key=lambda e: e.created_at)
 
     async def clear(self, *, tenant: str | None = None) -> int:
         doomed = [k for k, e in self._entries.items() if tenant is None or e.tenant == tenant]
