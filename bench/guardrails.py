@@ -36,11 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from aiestack.guardrails._heuristics import heuristic_findings, heuristic_score
-from aiestack.guardrails._segments import segments
+from aiestack.guardrails.heuristics import heuristic_findings, heuristic_score
 from aiestack.guardrails.injection import MIN_CHARS, InjectionClassifier, InjectionDetector
 from aiestack.guardrails.pii import PIIDetector, Vault
 from aiestack.guardrails.secrets import SecretsDetector
+from aiestack.guardrails.segments import segments
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from guard_data import bipia_attacks, bipia_contexts, ordinary_documents

@@ -5,13 +5,13 @@
 Uses ONLY the *train* splits of deepset/prompt-injections (head ``injection``) and
 jackhhao/jailbreak-classification (head ``jailbreak``). Features: the all-MiniLM-L6-v2 embedding of
 the text (as aiestack computes it at run time) concatenated with hashed word/character n-grams
-(:func:`aiestack.guardrails._features.hashed_ngrams`). Each head is an L2-regularised logistic
+(:func:`aiestack.guardrails.features.hashed_ngrams`). Each head is an L2-regularised logistic
 regression whose strength ``C`` and decision threshold are chosen by stratified 5-fold cross-validation
 on the train split (fixed seeds); the threshold is folded into the intercept, so 0.5 means it. Lexical-only heads (n-grams without the embedding) are trained the same way, for
 stacks without the embedding model. ``--check`` prints the cross-validated F1 and writes nothing.
 
 The ``indirect`` head (``--only-indirect`` retrains just it and keeps the other heads) judges the
-sentences and lines of *retrieved* text, one at a time (:mod:`aiestack.guardrails._segments`). It is
+sentences and lines of *retrieved* text, one at a time (:mod:`aiestack.guardrails.segments`). It is
 lexical only (hashed n-grams with a sentence-start marker), so checking every chunk costs no
 embedding. Positives: the attack instructions of the BIPIA *train* attacks (for code attacks, the prose
 before the code block). Negatives: every segment of ordinary documents: the BIPIA *train* email and
@@ -38,8 +38,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 
-from aiestack.guardrails._features import hashed_ngrams
-from aiestack.guardrails._segments import segment_features_text, segments
+from aiestack.guardrails.features import hashed_ngrams
+from aiestack.guardrails.segments import segment_features_text, segments
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guard_data import attack_instruction, bipia_attacks, bipia_contexts, ordinary_documents

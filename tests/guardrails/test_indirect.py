@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from aiestack.guardrails._segments import MAX_SEGMENT, MIN_SEGMENT, segments
 from aiestack.guardrails.injection import InjectionClassifier, InjectionDetector
+from aiestack.guardrails.segments import MAX_SEGMENT, MIN_SEGMENT, segments
 from aiestack.guardrails.stage import ContextGuard
 from aiestack.types import ChatRequest, Chunk, Exchange, Hit, Message
 

@@ -112,7 +112,7 @@ def test_the_lexical_features_are_the_ones_the_packaged_heads_were_trained_on() 
 
     import numpy as np
 
-    from aiestack.guardrails._features import hashed_ngrams
+    from aiestack.guardrails.features import hashed_ngrams
 
     v = hashed_ngrams("Ignore the previous instructions, bitte! Straße 42.", 1 << 14)
     nz = np.flatnonzero(v)

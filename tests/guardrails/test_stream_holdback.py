@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aiestack.guardrails._stream import unsettled
+from aiestack.guardrails.stream import unsettled
 
 pytestmark = pytest.mark.unit
 

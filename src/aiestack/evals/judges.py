@@ -177,7 +177,7 @@ class RubricJudge:
         }
         if self.reference_based:
             # Imported here: the metrics package builds judges, so a top-level import would be circular.
-            from aiestack.evals.metrics._options import reference_texts
+            from aiestack.evals.metrics.options import reference_texts
 
             refs = reference_texts(sample, self._reference_key)
             if not refs:

@@ -1,6 +1,6 @@
 """Prompt injection and jailbreak detection, in layers.
 
-1. Heuristics (:mod:`aiestack.guardrails._heuristics`): phrases attacks use, in English, German,
+1. Heuristics (:mod:`aiestack.guardrails.heuristics`): phrases attacks use, in English, German,
    French and Spanish. Precise, and microseconds.
 2. A classifier shipped with the package (``data/injection.npz``): logistic regression heads over the
    all-MiniLM-L6-v2 sentence embedding concatenated with hashed word and character n-grams. It was
@@ -11,7 +11,7 @@
    the threshold).
 
 Retrieved text (indirect injection, BIPIA-style) is judged by a fourth layer, the lexical head
-``indirect`` of the same file, one sentence or line at a time (:mod:`aiestack.guardrails._segments`):
+``indirect`` of the same file, one sentence or line at a time (:mod:`aiestack.guardrails.segments`):
 an instruction planted in a document is one sentence among many, and the head was trained on
 documents' sentences as negatives, so ordinary prose, code and tables score low.
 
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from aiestack.guardrails._features import hashed_ngrams_sparse
-from aiestack.guardrails._heuristics import heuristic_findings, heuristic_score
-from aiestack.guardrails._segments import segment_features_text, segments
+from aiestack.guardrails.features import hashed_ngrams_sparse
+from aiestack.guardrails.heuristics import heuristic_findings, heuristic_score
+from aiestack.guardrails.segments import segment_features_text, segments
 from aiestack.models.base import ChatModel
 from aiestack.offload import run_cpu
 from aiestack.types import ChatRequest, Finding, Message, Params

@@ -27,7 +27,6 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from aiestack.errors import GuardrailBlocked
-from aiestack.guardrails._stream import rewrite, unsettled
 from aiestack.guardrails.base import verdict, without_overlaps
 from aiestack.guardrails.canary import find_canary, new_canary, with_canary
 from aiestack.guardrails.engine import Guards, GuardTable
@@ -35,6 +34,7 @@ from aiestack.guardrails.grounding import groundedness
 from aiestack.guardrails.pii import mask
 from aiestack.guardrails.schema import reask_message, validate
 from aiestack.guardrails.stage import blocked, kinds
+from aiestack.guardrails.stream import rewrite, unsettled
 from aiestack.metrics import Metrics
 from aiestack.offload import run_cpu
 from aiestack.pipeline import Next
@@ -43,7 +43,7 @@ from aiestack.types import Completion, Delta, Exchange, Finding, Message, Verdic
 
 OUTPUT_GUARD_STAGE = "output_guard"
 #: The most characters of a stream held back so that a value split across chunks is still seen whole
-#: (only what may still change is held: see :func:`aiestack.guardrails._stream.unsettled`).
+#: (only what may still change is held: see :func:`aiestack.guardrails.stream.unsettled`).
 HOLDBACK = 64
 
 

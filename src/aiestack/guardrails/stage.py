@@ -25,10 +25,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiestack.errors import GuardrailBlocked
-from aiestack.guardrails._stream import rewrite
 from aiestack.guardrails.base import verdict
 from aiestack.guardrails.engine import Guards, GuardTable
 from aiestack.guardrails.pii import Vault
+from aiestack.guardrails.stream import rewrite
 from aiestack.metrics import Metrics
 from aiestack.offload import run_cpu
 from aiestack.pipeline import Next

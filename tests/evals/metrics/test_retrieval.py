@@ -5,7 +5,7 @@ import math
 import pytest
 
 from aiestack.evals.metrics import build_metric
-from aiestack.evals.metrics._retrieval import ndcg, parse_ranked
+from aiestack.evals.metrics.retrieval import ndcg, parse_ranked
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ import pytest
 
 from aiestack.errors import ConfigError
 from aiestack.evals.metrics import build_metric
-from aiestack.evals.metrics._structured import final_number, strip_fences
+from aiestack.evals.metrics.structured import final_number, strip_fences
 
 pytestmark = pytest.mark.unit
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from aiestack.evals.metrics import build_metric
-from aiestack.evals.metrics._text import normalize_answer, token_f1
+from aiestack.evals.metrics.text import normalize_answer, token_f1
 
 pytestmark = pytest.mark.unit
 

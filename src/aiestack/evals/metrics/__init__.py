@@ -28,8 +28,8 @@ from pydantic import Field
 from aiestack.errors import ConfigError
 from aiestack.evals.base import CorpusMetric, Metric
 from aiestack.evals.judges import DEFAULT_RUBRIC, JudgeCall, RubricJudge
-from aiestack.evals.metrics import _code, _model, _overlap, _rag, _retrieval, _structured, _text
-from aiestack.evals.metrics._options import MetricOptions, ReferenceOptions, parse_options, require
+from aiestack.evals.metrics import code, model, overlap, rag, retrieval, structured, text
+from aiestack.evals.metrics.options import MetricOptions, ReferenceOptions, parse_options, require
 from aiestack.models.base import EmbeddingModel
 
 __all__ = ["available_metrics", "build_metric"]
@@ -111,59 +111,59 @@ def _with_embeddings(opts_model: type[Any], make: Callable[[str, Any, EmbeddingM
 
 
 def _faithfulness(name: str, options: Mapping[str, Any], deps: _Deps) -> Metric:
-    o = parse_options(_rag.FaithfulnessOptions, options, deps.metric)
-    return _rag.Faithfulness(o.name or name, o, deps.judge())
+    o = parse_options(rag.FaithfulnessOptions, options, deps.metric)
+    return rag.Faithfulness(o.name or name, o, deps.judge())
 
 
 def _logprob(kind: Any) -> Factory:
-    return _simple(MetricOptions, lambda name, _o: _model.Logprob(name, kind))
+    return _simple(MetricOptions, lambda name, _o: model.Logprob(name, kind))
 
 
 def _rouge(variant: str) -> Factory:
-    return _simple(_overlap.RougeOptions, lambda name, o: _overlap.Rouge(name, variant, o))
+    return _simple(overlap.RougeOptions, lambda name, o: overlap.Rouge(name, variant, o))
 
 
-def _retrieval_metric(kind: _retrieval.Kind) -> Factory:
+def _retrieval_metric(kind: retrieval.Kind) -> Factory:
     def build(name: str, options: Mapping[str, Any], deps: _Deps) -> Metric:
-        o = parse_options(_retrieval.RetrievalOptions, options, deps.metric)
-        return _retrieval.RetrievalMetric(o.name or f"{kind}@{o.k}", kind, o)
+        o = parse_options(retrieval.RetrievalOptions, options, deps.metric)
+        return retrieval.RetrievalMetric(o.name or f"{kind}@{o.k}", kind, o)
 
     return build
 
 
 _FACTORIES: Mapping[str, Factory] = MappingProxyType(
     {
-        "exact_match": _simple(_text.ExactMatchOptions, _text.exact_match),
-        "normalized_exact_match": _simple(ReferenceOptions, _text.normalized_exact_match),
-        "token_f1": _simple(ReferenceOptions, _text.token_f1_metric),
-        "contains": _simple(_text.ContainsOptions, _text.Contains),
-        "regex": _simple(_text.RegexOptions, _text.Regex),
-        "label_match": _simple(_text.LabelOptions, _text.LabelMatch),
-        "json_valid": _simple(MetricOptions, _structured.JsonValid),
-        "json_schema": _simple(_structured.JsonSchemaOptions, _structured.JsonSchemaMatch),
-        "numeric_match": _simple(_structured.NumericOptions, _structured.NumericMatch),
-        "bleu": _simple(_overlap.BleuOptions, _overlap.bleu),
-        "corpus_bleu": _simple(_overlap.BleuOptions, _overlap.corpus_bleu),
-        "chrf": _simple(_overlap.ChrfOptions, _overlap.chrf),
-        "corpus_chrf": _simple(_overlap.ChrfOptions, _overlap.corpus_chrf),
+        "exact_match": _simple(text.ExactMatchOptions, text.exact_match),
+        "normalized_exact_match": _simple(ReferenceOptions, text.normalized_exact_match),
+        "token_f1": _simple(ReferenceOptions, text.token_f1_metric),
+        "contains": _simple(text.ContainsOptions, text.Contains),
+        "regex": _simple(text.RegexOptions, text.Regex),
+        "label_match": _simple(text.LabelOptions, text.LabelMatch),
+        "json_valid": _simple(MetricOptions, structured.JsonValid),
+        "json_schema": _simple(structured.JsonSchemaOptions, structured.JsonSchemaMatch),
+        "numeric_match": _simple(structured.NumericOptions, structured.NumericMatch),
+        "bleu": _simple(overlap.BleuOptions, overlap.bleu),
+        "corpus_bleu": _simple(overlap.BleuOptions, overlap.corpus_bleu),
+        "chrf": _simple(overlap.ChrfOptions, overlap.chrf),
+        "corpus_chrf": _simple(overlap.ChrfOptions, overlap.corpus_chrf),
         "rouge1": _rouge("rouge1"),
         "rouge2": _rouge("rouge2"),
         "rougeL": _rouge("rougeL"),
         "rougeLsum": _rouge("rougeLsum"),
-        "embedding_similarity": _with_embeddings(ReferenceOptions, _model.EmbeddingSimilarity),
-        "answer_relevance": _with_embeddings(_model.RelevanceOptions, _model.AnswerRelevance),
+        "embedding_similarity": _with_embeddings(ReferenceOptions, model.EmbeddingSimilarity),
+        "answer_relevance": _with_embeddings(model.RelevanceOptions, model.AnswerRelevance),
         "mean_logprob": _logprob("mean_logprob"),
         "perplexity": _logprob("perplexity"),
-        "latency": _simple(MetricOptions, _model.Latency),
-        "cost": _simple(MetricOptions, _model.Cost),
-        "functional_correctness": _simple(_code.CodeOptions, _code.FunctionalCorrectness),
+        "latency": _simple(MetricOptions, model.Latency),
+        "cost": _simple(MetricOptions, model.Cost),
+        "functional_correctness": _simple(code.CodeOptions, code.FunctionalCorrectness),
         "ndcg": _retrieval_metric("ndcg"),
         "recall": _retrieval_metric("recall"),
         "precision": _retrieval_metric("precision"),
         "mrr": _retrieval_metric("mrr"),
-        "context_precision": _simple(_rag.ContextOptions, _rag.ContextPrecision),
-        "context_recall": _simple(_rag.ContextOptions, _rag.ContextRecall),
-        "lexical_groundedness": _simple(_rag.GroundednessOptions, _rag.LexicalGroundedness),
+        "context_precision": _simple(rag.ContextOptions, rag.ContextPrecision),
+        "context_recall": _simple(rag.ContextOptions, rag.ContextRecall),
+        "lexical_groundedness": _simple(rag.GroundednessOptions, rag.LexicalGroundedness),
         "faithfulness": _faithfulness,
         "judge": _judge(reference_based=False),
         "judge_reference": _judge(reference_based=True),

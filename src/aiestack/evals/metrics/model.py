@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from aiestack.evals.base import Sample, Score
-from aiestack.evals.metrics._options import MetricOptions, ReferenceOptions, lookup, reference_texts
+from aiestack.evals.metrics.options import MetricOptions, ReferenceOptions, lookup, reference_texts
 from aiestack.models.base import EmbeddingModel
 
 

@@ -19,7 +19,7 @@ import jsonschema
 from pydantic import Field, field_validator
 
 from aiestack.evals.base import Sample, Score
-from aiestack.evals.metrics._options import MetricOptions, ReferenceOptions, lookup, reference_texts
+from aiestack.evals.metrics.options import MetricOptions, ReferenceOptions, lookup, reference_texts
 
 _FENCE = re.compile(r"^\s*```[\w-]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 _NUMBER = re.compile(

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pydantic import Field, field_validator
 
 from aiestack.evals.base import Sample, Score
-from aiestack.evals.metrics._options import ReferenceOptions, reference_texts
+from aiestack.evals.metrics.options import ReferenceOptions, reference_texts
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = frozenset(string.punctuation)

@@ -32,8 +32,8 @@ from aiestack.errors import AiestackError
 from aiestack.evals.base import Sample, Score
 from aiestack.evals.judge_prompts import load_prompt
 from aiestack.evals.judges import JudgeCall, JudgeParseError, ask_judge, question_text
-from aiestack.evals.metrics._options import MetricOptions, ReferenceOptions, lookup, reference_texts
-from aiestack.evals.metrics._text import token_f1, tokens
+from aiestack.evals.metrics.options import MetricOptions, ReferenceOptions, lookup, reference_texts
+from aiestack.evals.metrics.text import token_f1, tokens
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 

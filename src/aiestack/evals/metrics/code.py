@@ -22,8 +22,8 @@ import sys
 from pydantic import Field
 
 from aiestack.evals.base import Sample, Score
-from aiestack.evals.metrics._options import MetricOptions, lookup
-from aiestack.evals.metrics._structured import strip_fences
+from aiestack.evals.metrics.options import MetricOptions, lookup
+from aiestack.evals.metrics.structured import strip_fences
 from aiestack.sandbox import Limits, Sandbox
 
 _STDERR_TAIL = 2000

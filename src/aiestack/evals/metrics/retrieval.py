@@ -24,7 +24,7 @@ from typing import Literal
 from pydantic import Field
 
 from aiestack.evals.base import Sample, Score
-from aiestack.evals.metrics._options import ReferenceOptions, lookup
+from aiestack.evals.metrics.options import ReferenceOptions, lookup
 
 Kind = Literal["ndcg", "recall", "precision", "mrr"]
 _SEPARATORS = re.compile(r"[\n,]+")

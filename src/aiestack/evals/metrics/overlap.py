@@ -18,7 +18,7 @@ from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
 from aiestack.evals.base import Sample, Score
-from aiestack.evals.metrics._options import ReferenceOptions, reference_texts
+from aiestack.evals.metrics.options import ReferenceOptions, reference_texts
 
 
 class BleuOptions(ReferenceOptions):
