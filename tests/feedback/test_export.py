@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from typing import Any
@@ -116,3 +117,31 @@ def test_a_regenerated_answer_that_was_regenerated_again_is_not_chosen(store: Me
 def test_an_unknown_format_is_refused(store: MemoryExchangeStore) -> None:
     with pytest.raises(ValueError, match="unknown export format"):
         run(store, "csv")
+
+
+def test_rag_exchanges_are_exported_with_the_sources_the_model_was_given() -> None:
+    """The stored hits (as the Trace stage records them under content tracing) go with the row."""
+    store = MemoryExchangeStore()
+    hits = [
+        {"chunk_id": "c1", "document_id": "d1", "position": 0, "score": 0.9, "retriever": "hybrid", "text": "Refunds take 5 days."},
+        {"chunk_id": "c7", "document_id": "d2", "position": 3, "score": 0.4, "retriever": "hybrid", "text": "Shipping is free."},
+    ]
+    rag = dataclasses.replace(exchange(1, "How long do refunds take?", "Ten days."), attributes={"hits": hits})
+    store.write_exchanges([rag])
+    store.write_feedback([explicit_feedback(rag, thumbs="down", correction="Five days.", now=T0 + 5)])
+    sources = [{"chunk_id": "c1", "document_id": "d1", "text": "Refunds take 5 days."}, {"chunk_id": "c7", "document_id": "d2", "text": "Shipping is free."}]
+    rows, _ = run(store, "sft")
+    assert len(rows) == 1 and rows[0]["sources"] == sources
+    assert rows[0]["messages"][-1] == {"role": "assistant", "content": "Five days."}
+    rows, _ = run(store, "preference")
+    assert len(rows) == 1 and rows[0]["sources"] == sources and rows[0]["rejected"][0]["content"] == "Ten days."
+    plain, _ = run(_plain_store(), "sft")
+    assert all("sources" not in r for r in plain)
+
+
+def _plain_store() -> MemoryExchangeStore:
+    store = MemoryExchangeStore()
+    ex = exchange(1, "2+2?", "4")
+    store.write_exchanges([ex])
+    store.write_feedback([explicit_feedback(ex, thumbs="up", now=T0 + 1)])
+    return store

@@ -11,11 +11,12 @@ import pytest
 from aiestack.build import Stack, build_stack
 from aiestack.feedback import complaint, conversation_keys
 from aiestack.feedback import signals as signals_module
+from aiestack.feedback.signals import CLIENT_ATTR
 from aiestack.models.fake import FakeModel
 from aiestack.settings import FeedbackSettings, Settings
 from aiestack.stores.exchanges_memory import MemoryExchangeStore
 from aiestack.stores.feedback import FeedbackRecord, TurnRecord
-from aiestack.types import ChatRequest, Exchange, Message
+from aiestack.types import ChatRequest, Exchange, Message, Params
 
 pytestmark = pytest.mark.unit
 
@@ -45,9 +46,23 @@ def fake(stack: Stack) -> FakeModel:
     return provider
 
 
-async def say(stack: Stack, *turns: tuple[str, str], tenant: str = "default", stream: bool = False) -> Exchange:
-    request = ChatRequest(model="fake", messages=tuple(Message(role, text) for role, text in turns), stream=stream)  # type: ignore[arg-type]
-    return await stack.chat(request, tenant=tenant)
+async def say(
+    stack: Stack,
+    *turns: tuple[str, str],
+    tenant: str = "default",
+    stream: bool = False,
+    model: str = "fake",
+    client: str | None = None,
+    temperature: float | None = None,
+) -> Exchange:
+    request = ChatRequest(
+        model=model,
+        messages=tuple(Message(role, text) for role, text in turns),  # type: ignore[arg-type]
+        stream=stream,
+        params=Params(temperature=temperature),
+    )
+    attributes = {CLIENT_ATTR: client} if client is not None else {}
+    return await stack.chat(request, tenant=tenant, attributes=attributes)
 
 
 async def signals(stack: Stack) -> list[FeedbackRecord]:
@@ -58,6 +73,7 @@ async def signals(stack: Stack) -> list[FeedbackRecord]:
 
 
 async def test_sending_the_same_conversation_again_is_a_regeneration(stack: Stack) -> None:
+    fake(stack).enqueue(["4", "Four.", "It is 4."])  # a regeneration is a new answer
     first = await say(stack, ("system", "Be kind."), ("user", "What is 2+2?"))
     await signals(stack)
     second = await say(stack, ("system", "Be kind."), ("user", "What is 2+2?"))
@@ -68,6 +84,56 @@ async def test_sending_the_same_conversation_again_is_a_regeneration(stack: Stac
     third = await say(stack, ("system", "Be kind."), ("user", "What is 2+2?"))
     found = await signals(stack)
     assert [(f.exchange_id, f.detail.get("by")) for f in found] == [(first.id, second.id), (second.id, third.id)]
+
+
+async def test_the_same_messages_to_another_model_are_no_regeneration(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        embedded_model=False,
+        default_model="fake",
+        models={"fake": {"provider": "fake"}, "other": {"provider": "fake"}},
+        guards={"enabled": False},  # type: ignore[arg-type]
+        cache={"enabled": False},  # type: ignore[arg-type]
+    )
+    stack = build_stack(settings, store=MemoryExchangeStore())
+    try:
+        fake(stack).enqueue(["4"])
+        await say(stack, ("user", "What is 2+2?"))
+        await signals(stack)
+        await say(stack, ("user", "What is 2+2?"), model="other")
+        assert await signals(stack) == []
+    finally:
+        await stack.aclose()
+
+
+async def test_the_same_messages_from_another_client_are_no_regeneration(stack: Stack) -> None:
+    fake(stack).enqueue(["4", "Four."])
+    await say(stack, ("user", "What is 2+2?"), client="c1")
+    await signals(stack)
+    await say(stack, ("user", "What is 2+2?"), client="c2")
+    assert await signals(stack) == []
+
+
+async def test_the_same_answer_again_is_no_regeneration(stack: Stack) -> None:
+    """A client that retries a request and gets the same answer did not ask for another one."""
+    fake(stack).enqueue(["4", "4"])
+    await say(stack, ("user", "What is 2+2?"))
+    await signals(stack)
+    await say(stack, ("user", "What is 2+2?"))
+    assert await signals(stack) == []
+
+
+async def test_an_answer_from_the_cache_is_never_a_regeneration(tmp_path: Path) -> None:
+    stack = build_stack(_settings(tmp_path, guards={"enabled": False}), store=MemoryExchangeStore())
+    try:
+        fake(stack).enqueue(["4", "Four."])
+        first = await say(stack, ("user", "What is 2+2?"), temperature=0)
+        await signals(stack)
+        again = await say(stack, ("user", "What is 2+2?"), temperature=0)
+        assert first.outcome == "ok" and again.outcome == "cached"
+        assert await signals(stack) == []
+    finally:
+        await stack.aclose()
 
 
 async def test_resending_an_edited_last_message_is_an_edit(stack: Stack) -> None:
@@ -138,6 +204,7 @@ async def test_a_stream_read_to_its_end_is_no_signal_and_its_turn_is_remembered(
     text = "".join([d.text async for d in ex.completion.stream])
     assert text == "Count to four"
     assert await signals(stack) == []
+    fake(stack).enqueue(["1, 2, 3, 4"])
     await say(stack, ("user", "Count to four"))
     assert [(f.exchange_id, f.kind) for f in await signals(stack)] == [(ex.id, "regenerated")]
 
@@ -155,7 +222,9 @@ async def test_turns_older_than_the_window_are_pruned(tmp_path: Path, monkeypatc
         await say(stack, ("user", "second"))
         await say(stack, ("user", "third"))  # the third observation prunes
         await stage.drain()
-        keys = conversation_keys((Message("user", "any first message"),), tenant="default", key_id=None, user=None)
+        keys = conversation_keys(
+            (Message("user", "any first message"),), tenant="default", key_id=None, user=None, route="fake"
+        )
         assert keys is not None  # every first message of this caller shares the empty-history conversation
         remaining = {t.exchange_id for t in store.find_turns(conversation=keys.conversation)}
         assert old.id not in remaining and len(remaining) == 2
@@ -180,6 +249,8 @@ def test_conversation_keys_depend_on_the_earlier_messages_and_who_asks() -> None
     assert keys.conversation != earlier.conversation
     assert conversation_keys(msgs, tenant="t", key_id="other", user=None) != keys
     assert conversation_keys(msgs, tenant="t", key_id="k", user="u") != keys
+    assert conversation_keys(msgs, tenant="t", key_id="k", user=None, route="other") != keys
+    assert conversation_keys(msgs, tenant="t", key_id="k", user=None, client="c") != keys
     assert conversation_keys((Message("system", "only"),), tenant="t", key_id=None, user=None) is None
 
 
@@ -245,6 +316,7 @@ async def test_observations_are_matched_and_stored_in_batches_in_order(tmp_path:
     stage = signals_module.Signals(store, batch_size=1000, flush_interval_s=60)
     stack = build_stack(_settings(tmp_path, feedback=FeedbackSettings(implicit=False)), store=store, extra_stages=[stage])
     try:
+        fake(stack).enqueue([f"Answer {i}." for i in range(5)])  # each resend gets a new answer
         asked = [await say(stack, ("user", "Same question")) for _ in range(5)]
         fake(stack).enqueue(["Lyon."])
         lyon = await say(stack, ("user", "Capital of France?"))
@@ -259,7 +331,9 @@ async def test_observations_are_matched_and_stored_in_batches_in_order(tmp_path:
         regenerated = [(f.exchange_id, f.detail["by"]) for f in found if f.kind == "regenerated"]
         assert regenerated == [(a.id, b.id) for a, b in itertools.pairwise(asked)]
         assert [(f.exchange_id, f.kind) for f in found if f.kind != "regenerated"] == [(lyon.id, "complaint")]
-        new_conversation = conversation_keys((Message("user", "any"),), tenant="default", key_id=None, user=None)
+        new_conversation = conversation_keys(
+            (Message("user", "any"),), tenant="default", key_id=None, user=None, route="fake"
+        )
         assert new_conversation is not None
         stored = {t.exchange_id for t in store.find_turns(conversation=new_conversation.conversation)}
         assert stored == {a.id for a in asked} | {lyon.id}
@@ -271,6 +345,7 @@ async def test_closing_stores_what_is_still_queued_and_later_answers_are_handled
     store = MemoryExchangeStore()
     stage = signals_module.Signals(store, batch_size=1000, flush_interval_s=60)
     stack = build_stack(_settings(tmp_path, feedback=FeedbackSettings(implicit=False)), store=store, extra_stages=[stage])
+    fake(stack).enqueue(["One.", "Two."])
     first = await say(stack, ("user", "Again"))
     second = await say(stack, ("user", "Again"))
     assert stage.pending == 2
@@ -293,6 +368,6 @@ async def test_a_full_queue_drops_the_oldest_observations() -> None:
         stage._schedule(signals_module._Observation(ex, ex, "a", 1_000_000.0))
     assert stage.pending == 3 and stage._queue.dropped == 2
     await stage.aclose()
-    keys = conversation_keys(request.messages, tenant="default", key_id=None, user=None)
+    keys = conversation_keys(request.messages, tenant="default", key_id=None, user=None, route="fake")
     assert keys is not None
     assert {t.exchange_id for t in store.find_turns(conversation=keys.conversation)} == {ex.id for ex in exchanges[2:]}

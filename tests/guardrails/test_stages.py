@@ -130,16 +130,16 @@ async def test_invalid_json_is_re_asked_with_the_error(rig: Rig) -> None:
     assert ex.completion.usage.output_tokens == 4  # both attempts are counted
 
 
-async def test_json_that_never_validates_is_blocked_after_the_retries(rig_with: Callable[..., Rig]) -> None:
-    rig = rig_with({"json_schema": {"action": "retry", "retries": 1, "exhausted": "block"}})
+async def test_by_default_json_that_never_validates_is_blocked_after_the_retries(rig_with: Callable[..., Rig]) -> None:
+    rig = rig_with({"json_schema": {"action": "retry", "retries": 1}})
     rig.fake.enqueue(["nope", "still nope"])
     ex = await rig.run("count", params=Params(response_format=ResponseFormat(type="json_object")))
     assert isinstance(ex.error, GuardrailBlocked) and ex.error.guard == "json_schema"
     assert len(rig.fake.requests) == 2
 
 
-async def test_by_default_json_that_never_validates_is_passed_on_flagged(rig_with: Callable[..., Rig]) -> None:
-    rig = rig_with({"json_schema": {"action": "retry", "retries": 1}})
+async def test_json_that_never_validates_is_passed_on_flagged_when_asked(rig_with: Callable[..., Rig]) -> None:
+    rig = rig_with({"json_schema": {"action": "retry", "retries": 1, "exhausted": "flag"}})
     rig.fake.enqueue(["nope", "still nope"])
     ex = await rig.run("count", params=Params(response_format=ResponseFormat(type="json_object")))
     assert ex.error is None and ex.completion is not None and ex.completion.text == "still nope"

@@ -57,6 +57,7 @@ def test_a_client_that_disconnects_mid_stream_leaves_a_stopped_early_signal(live
 
 
 def test_resending_the_same_conversation_marks_the_first_answer_regenerated(live: Live) -> None:
+    live.fake.enqueue(["Blue.", "Green."])  # a regeneration is a new answer
     body = {"model": "fake", "messages": [{"role": "user", "content": "Name a colour"}]}
     with httpx.Client(base_url=live.base_url, timeout=10) as client:
         first = client.post("/chat/completions", json=body)
@@ -67,3 +68,20 @@ def test_resending_the_same_conversation_marks_the_first_answer_regenerated(live
     assert [(f.exchange_id, f.detail["by"]) for f in found] == [
         (first.headers["x-aiestack-exchange-id"], second.headers["x-aiestack-exchange-id"])
     ]
+
+
+def test_the_same_conversation_from_another_client_is_no_regeneration(live: Live) -> None:
+    """Without API keys, the caller's address tells two clients apart (127.0.0.2 is loopback too)."""
+    live.fake.enqueue(["Blue.", "Green.", "Red."])
+    body = {"model": "fake", "messages": [{"role": "user", "content": "Name a colour"}]}
+    other = httpx.HTTPTransport(local_address="127.0.0.2")
+    with (
+        httpx.Client(base_url=live.base_url, timeout=10) as one,
+        httpx.Client(base_url=live.base_url, timeout=10, transport=other) as two,
+    ):
+        assert one.post("/chat/completions", json=body).status_code == 200
+        implicit(live, "regenerated", timeout_s=0.3)
+        assert two.post("/chat/completions", json=body).status_code == 200
+        third = one.post("/chat/completions", json=body)  # the first client again: a regeneration
+    found = implicit(live, "regenerated")  # signals are matched in order: the other client's came first
+    assert [f.detail["by"] for f in found] == [third.headers["x-aiestack-exchange-id"]]

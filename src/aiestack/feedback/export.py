@@ -12,6 +12,12 @@
   answer the user kept (chosen) against the one they regenerated (rejected), when the kept one
   was not judged negatively itself.
 
+A RAG exchange's row also carries ``"sources"``: the retrieved passages the model was given with
+the messages (``[{"chunk_id", "document_id", "text"}]``, in the order retrieved), because an answer
+trained on without the sources it was grounded in teaches the model to answer from nowhere. The
+stored messages are the client's; how the sources were put into the prompt is the route's RAG
+template, so a trainer formats them into the prompt its own way.
+
 Both need the messages, which are stored only with content tracing on
 (``tracing.content = true``). Exchanges without them are counted in
 :attr:`ExportStats.missing_content` and left out; the CLI says so.
@@ -63,6 +69,18 @@ class _Item:
     @property
     def prompt_key(self) -> str:
         return hashlib.sha256(json.dumps(self.messages, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def sources(self) -> list[dict[str, Any]]:
+        """The retrieved passages the model was given (stored with their text under content tracing)."""
+        hits = self.exchange.attributes.get("hits")
+        if not isinstance(hits, list):
+            return []
+        return [
+            {"chunk_id": h.get("chunk_id"), "document_id": h.get("document_id"), "text": h["text"]}
+            for h in hits
+            if isinstance(h, Mapping) and isinstance(h.get("text"), str)
+        ]
 
     @property
     def correction(self) -> str | None:
@@ -160,6 +178,8 @@ def sft_rows(items: Mapping[str, _Item], stats: ExportStats, *, min_value: float
         else:
             continue
         row: dict[str, Any] = {"messages": [*item.messages, {"role": "assistant", "content": answer}]}
+        if item.sources:
+            row["sources"] = item.sources
         if metadata:
             row["metadata"] = _metadata(item, source)
         stats.count(source)
@@ -181,6 +201,8 @@ def preference_rows(
             "chosen": [{"role": "assistant", "content": chosen}],
             "rejected": [{"role": "assistant", "content": rejected}],
         }
+        if item.sources:
+            row["sources"] = item.sources
         if metadata:
             row["metadata"] = _metadata(item, source)
         stats.count(source)

@@ -3,8 +3,10 @@
 The :class:`Signals` stage recognises four signals and records each as feedback with source
 ``implicit`` (and ``value`` 0: each says the answer did not satisfy):
 
-- ``regenerated``: the same conversation with the same last user message is sent again — the
-  user asked for another answer. Recorded on the earlier exchange.
+- ``regenerated``: the same conversation with the same last user message is sent again, to the
+  same route (or model), by the same user, and gets a *new* answer — the user asked for another
+  answer. Recorded on the earlier exchange. An answer from the cache is never one (nothing was
+  regenerated), nor is the same answer again (a client's retry).
 - ``edited``: the same conversation (with at least one earlier answer in it) is sent again with a
   *different* last user message — the user edited their question and resent it. Recorded on the
   earlier exchange. (A different *first* message is not counted: it is as likely a new
@@ -16,8 +18,10 @@ The :class:`Signals` stage recognises four signals and records each as feedback 
   multilingual phrase list, :data:`COMPLAINT_PHRASES`) to the previous answer. Recorded on the
   exchange that gave that answer.
 
-Conversations are matched by hashes (:func:`conversation_keys`), salted with tenant, key and
-user, so the signals work without content tracing and never cross tenants. After an answer
+Conversations are matched by hashes (:func:`conversation_keys`), salted with who asks (tenant,
+key, the request's ``user``, and the client, :data:`CLIENT_ATTR`, which the server sets from the
+caller's address) and the route or model asked, so the signals work without content tracing,
+never cross tenants, clients or models. After an answer
 is complete the stage queues it; one background thread matches the queued answers against earlier
 turns and writes their :class:`TurnRecord` and signals in batches, so the response is never
 delayed by it and the store sees a few queries and two writes per batch, not per answer.
@@ -69,6 +73,10 @@ COMPLAINT_PHRASES: tuple[str, ...] = (
     # Chinese, Japanese
     "不对", "错了", "不正确", "違います", "間違って",
 )
+
+#: Exchange attribute naming the client (a hash of its address, set by the server): without an API
+#: key or a ``user``, it is what tells two callers apart.
+CLIENT_ATTR = "aiestack.client"
 
 #: Every this many observations, turns older than the window are deleted.
 PRUNE_EVERY = 1000
@@ -131,13 +139,22 @@ def answer_hash(text: str) -> str:
 
 
 def conversation_keys(
-    messages: Sequence[Message], *, tenant: str, key_id: str | None, user: str | None
+    messages: Sequence[Message],
+    *,
+    tenant: str,
+    key_id: str | None,
+    user: str | None,
+    route: str = "",
+    client: str | None = None,
 ) -> ConversationKeys | None:
-    """The keys of a request, or ``None`` if it has no user message."""
+    """The keys of a request, or ``None`` if it has no user message.
+
+    A conversation belongs to one caller (tenant, key, user, client) and one route or model.
+    """
     last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
     if last is None:
         return None
-    salt = _digest("who", tenant, key_id or "", user or "")
+    salt = _digest("who", tenant, key_id or "", user or "", client or "", "route", route)
 
     def keys_at(index: int) -> tuple[str, str]:
         conversation = _digest(salt, *(_message_key(m) for m in messages[:index]))
@@ -312,8 +329,14 @@ class Signals:
         keyed: list[tuple[_Observation, ConversationKeys]] = []
         for obs in batch:
             asked = obs.asked
+            client = asked.attributes.get(CLIENT_ATTR)
             keys = conversation_keys(
-                asked.request.messages, tenant=asked.tenant, key_id=asked.key_id, user=asked.request.user
+                asked.request.messages,
+                tenant=asked.tenant,
+                key_id=asked.key_id,
+                user=asked.request.user,
+                route=asked.request.model,
+                client=client if isinstance(client, str) else None,
             )
             if keys is not None:
                 keyed.append((obs, keys))
@@ -346,7 +369,10 @@ class Signals:
         ][:_MATCHED]
         same = next((t for t in earlier if t.turn == keys.turn), None)
         if same is not None:
-            signals.append(self._signal(same.exchange_id, "regenerated", ex, same, {"by": ex.id}, obs.at))
+            # A new answer to the same turn; a cache hit or the same answer again regenerated nothing.
+            fresh = ex.outcome != "cached" and same.answer != answer_hash(obs.answer)
+            if fresh:
+                signals.append(self._signal(same.exchange_id, "regenerated", ex, same, {"by": ex.id}, obs.at))
         elif earlier and not keys.first_turn:
             # A different first message is as likely a new conversation as an edit: only a resend
             # that keeps the earlier turns (an answer included) and changes the last one is an edit.

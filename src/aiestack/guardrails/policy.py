@@ -92,9 +92,11 @@ class CanaryGuard(_Guard):
 class SchemaGuard(_Guard):
     action: Literal["block", "flag", "retry", "off"] = "retry"
     retries: int = Field(default=2, ge=0, le=5, description="Re-asks before giving up on a valid answer.")
+    # Block by default: a client that asked for a schema parses the answer, and a 200 carrying text
+    # known to break the schema is a failure it cannot see. ``flag`` is the opt-in for lenient parsers.
     exhausted: Literal["block", "flag"] = Field(
-        default="flag",
-        description="When the re-asks run out: block, or pass the last answer on flagged (clients may parse it leniently).",
+        default="block",
+        description="When the re-asks run out: block (an error naming the check), or pass the last answer on flagged (for clients that parse leniently).",
     )
 
 

@@ -12,6 +12,7 @@ These handlers are the gateway's hot path; they read the body themselves (see
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -23,6 +24,7 @@ from aiestack.build import Stack
 from aiestack.cache.stage import CACHE_HEADER
 from aiestack.cache.stage import header_value as cache_header_value
 from aiestack.errors import AiestackError
+from aiestack.feedback.signals import CLIENT_ATTR
 from aiestack.guardrails import header_value
 from aiestack.server import sse, translate
 from aiestack.server.auth import principal
@@ -59,12 +61,20 @@ def _guard_header(ex: Exchange) -> dict[str, str]:
     return {GUARD_HEADER: header_value(ex.verdicts)} if ex.verdicts else {}
 
 
+def _client(request: Request) -> dict[str, str]:
+    """Who is calling, as an opaque hash of the address: implicit feedback never mixes two callers."""
+    host = request.client.host if request.client is not None else ""
+    return {CLIENT_ATTR: hashlib.sha256(f"client\x00{host}".encode()).hexdigest()[:16]}
+
+
 async def _run(stack: Stack, request: Request, chat: Callable[[], ChatRequest]) -> Exchange | Response:
     """Authenticate, then send the request through the pipeline; a typed error becomes its response."""
     who = await principal(stack, request)
     exchange_id = new_id()
     try:
-        ex = await stack.chat(chat(), id=exchange_id, key_id=who.key_id, tenant=who.tenant)
+        ex = await stack.chat(
+            chat(), id=exchange_id, key_id=who.key_id, tenant=who.tenant, attributes=_client(request)
+        )
     except AiestackError as exc:
         return aiestack_error_response(exc, {EXCHANGE_ID_HEADER: exchange_id})
     if ex.completion is None:  # a stage ended the request without an answer or an error
