@@ -35,6 +35,7 @@ from aiestack.plans import RoutePlans
 from aiestack.plugins import ProviderSpec, plugin_manager, provider_specs
 from aiestack.prompts.registry import PromptRegistry, PromptSpec, choose
 from aiestack.prompts.stage import Prompt, bucket, route_prompt_specs
+from aiestack.resources import Resources
 from aiestack.settings import EMBEDDED_MODEL, Settings, config_error, load_settings
 from aiestack.stages.generate import Generate
 from aiestack.stages.trace import Trace
@@ -70,42 +71,30 @@ class Stack:
     kv: KV
     keys: KeyService
     auth: Authenticator
+    resources: Resources  # the embeddings and stores the stages share, built before them
     prompts: PromptRegistry | None = None  # None: the store cannot hold prompts
     signals: Signals | None = None  # None: implicit feedback is off
-    _embeddings: EmbeddingModel | None = field(default=None, repr=False)
-    _documents: DocumentStore | None = field(default=None, repr=False)
-    _batch_embeddings: EmbeddingModel | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
 
     @property
     def embeddings(self) -> EmbeddingModel:
         """The configured embedding model, built on first use (loading it takes a moment)."""
-        if self._embeddings is None:
-            self._embeddings = build_embeddings(self.settings, self.store)
-        return self._embeddings
+        return self.resources.embeddings
 
     @property
     def batch_embeddings(self) -> EmbeddingModel:
         """The embedding model for batch work (ingestion): on Ray when ``[compute] ray_address`` is set,
         else :attr:`embeddings` itself."""
-        if not self.settings.compute.ray_address:
-            return self.embeddings
-        if self._batch_embeddings is None:
-            self._batch_embeddings = build_batch_embeddings(self.settings, self.store)
-        return self._batch_embeddings
+        return self.resources.batch_embeddings
 
     @property
     def documents(self) -> DocumentStore:
         """The document store (collections, chunks, term and vector indexes), opened and migrated on first use."""
-        if self._documents is None:
-            self._documents = build_documents(self.settings)
-        return self._documents
+        return self.resources.documents
 
     async def warm(self) -> None:
         """Load now what a first request would otherwise wait for: the embedding model's weights, when a wing uses it."""
-        load = getattr(self._embeddings, "load", None)  # models that load their weights lazily have one
-        if load is not None:
-            await load()
+        await self.resources.warm()
 
     async def run(self, exchange: Exchange) -> Exchange:
         """Send one exchange through the pipeline."""
@@ -143,10 +132,7 @@ class Stack:
             if self.signals is not None:  # store the implicit feedback still queued, stop its thread
                 await self.signals.aclose()
             await self.models.aclose()
-            if self._embeddings is not None:
-                await self._embeddings.aclose()
-            if self._batch_embeddings is not None:  # stops a local Ray instance it started
-                await self._batch_embeddings.aclose()
+            await self.resources.aclose()  # embedding models (a local Ray instance), then the document store
             await self.kv.aclose()
             for stage in self.pipeline.stages:  # stages that hold connections (the cache's Redis)
                 closer = getattr(stage, "aclose", None)
@@ -156,8 +142,6 @@ class Stack:
             self.tracing.shutdown()
             await asyncio.to_thread(self.writer.close)
             self.store.close()
-            if self._documents is not None:
-                self._documents.close()
 
 
 def build_models(
@@ -244,20 +228,21 @@ def build_context_cache(settings: Settings) -> ContextCache:
     return open_store(settings.store_url, "context_cache")
 
 
-def build_context(
-    stack: Callable[[], Stack],
-    *,
-    check_context: CheckContext | None = None,
-) -> Context:
+def build_resources(settings: Settings, store: ExchangeStore) -> Resources:
+    """The embeddings, document store and context cache the stages share, each opened on first use."""
+    return Resources(
+        embeddings=lambda: build_embeddings(settings, store),
+        documents=lambda: build_documents(settings),
+        context_cache=lambda: build_context_cache(settings),
+        batch_embeddings=(lambda: build_batch_embeddings(settings, store)) if settings.compute.ray_address else None,
+    )
+
+
+def build_context(resources: Resources, *, check_context: CheckContext | None = None) -> Context:
     """The Context (RAG) stage; its stores are opened on first use. The routes' RAG plans are in their route plans."""
     from aiestack.context.stage import Context
 
-    return Context(
-        documents=lambda: stack().documents,
-        embeddings=lambda: stack().embeddings,
-        check_context=check_context,
-        admin_tenant=ADMIN_TENANT,
-    )
+    return Context(resources, check_context=check_context, admin_tenant=ADMIN_TENANT)
 
 
 def build_kv(settings: Settings) -> KV:
@@ -298,10 +283,7 @@ def _feedback_and_prompts(
     return prompts, specs, signals
 
 
-def route_fingerprint(
-    prompts: PromptRegistry | None,
-    stack: Callable[[], Stack],
-) -> Callable[[str, Exchange], str]:
+def route_fingerprint(prompts: PromptRegistry | None, resources: Resources) -> Callable[[str, Exchange], str]:
     """What a route's cached answers are keyed on beyond the request: the prompt arm and its version, the collection's version.
 
     Both come from the exchange's route plan. The arm is the one the Prompt stage will choose for
@@ -323,7 +305,7 @@ def route_fingerprint(
             except AiestackError:
                 parts.append(f"{ref}=?")
         if plan.collection:
-            info = stack().documents.get_collection(plan.collection)
+            info = resources.documents.get_collection(plan.collection)
             parts.append(f"{plan.collection}={info.version if info is not None else 0}")
         return ",".join(parts)
 
@@ -338,7 +320,7 @@ def _cache_and_router(
     registry: ModelRegistry,
     metrics: Metrics,
     prompts: PromptRegistry | None,
-    stack: Callable[[], Stack],
+    resources: Resources,
     *,
     between: Sequence[Stage] = (),
 ) -> list[Stage]:
@@ -348,8 +330,8 @@ def _cache_and_router(
     name now, and its collection's version, so a new prompt version or a re-ingest invalidates them.
     """
 
-    fingerprint = route_fingerprint(prompts, stack)
-    embeddings = lambda: stack().embeddings  # noqa: E731 - built on first use, shared with the stack
+    fingerprint = route_fingerprint(prompts, resources)
+    embeddings = resources.get_embeddings  # built on first use, shared with the other stages
     cache = build_cache_stage(
         settings,
         store=store,
@@ -357,7 +339,7 @@ def _cache_and_router(
         embeddings=embeddings,
         metrics=metrics,
         fingerprint=fingerprint,
-        semantic_ready=lambda: stack()._embeddings is not None,  # loaded by `serve`, RAG or the router
+        semantic_ready=lambda: resources.embeddings_built,  # loaded by `serve`, RAG or the router
         carry=(PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR, PROMPT_LABEL_ATTR),  # a hit records the answer's prompt version
     )
     router = build_route_stage(
@@ -429,12 +411,12 @@ def build_stack(
         fail_open=gw.limits_fail_open,
     )
     prompts, prompt_specs, signals = _feedback_and_prompts(settings, store, routes)
-    built: list[Stack] = []  # the stack below: the Context stage opens its stores through it, on first use
+    resources = build_resources(settings, store)  # built before the stages, handed down to them
     guards = build_guardrails(
         settings.guards.model_dump(),
         {name: {"guards": routes.config(name).guards} for name in routes},
         registry=registry,
-        embeddings=lambda: built[0].embeddings,
+        embeddings=resources.get_embeddings,
         metrics=metrics,
     )
     tracing.redact = guards.redact
@@ -446,18 +428,17 @@ def build_stack(
         guards.input,
         *extra_stages,
         *_cache_and_router(
-            settings, store, routes, plans, registry, metrics, prompts, lambda: built[0], between=[guards.output]
+            settings, store, routes, plans, registry, metrics, prompts, resources, between=[guards.output]
         ),
         *([Prompt(prompts)] if prompts is not None and prompt_specs else []),
-        build_context(lambda: built[0], check_context=guards.context),
+        build_context(resources, check_context=guards.context),
         Generate(registry, prices, routes=routes, breakers=breakers, metrics=metrics),
     ]
     pipeline = Pipeline(stages, observer=tracing, plans=plans)
     stack = Stack(
-        settings, store, writer, tracing, metrics, registry, prices, pipeline, routes, breakers, kv, keys, auth
+        settings, store, writer, tracing, metrics, registry, prices, pipeline, routes, breakers, kv, keys, auth, resources
     )
     stack.prompts, stack.signals = prompts, signals
-    built.append(stack)
     return stack
 
 

@@ -30,7 +30,7 @@ def make_app(tmp_path: Path, **overrides: Any) -> FastAPI:
             **overrides,
         )
         stack = build_stack(settings)
-        stack._embeddings = BagOfWordsEmbeddings(dim=512)
+        stack.resources.use(embeddings=BagOfWordsEmbeddings(dim=512))
         return stack
 
     return create_app(factory)

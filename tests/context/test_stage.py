@@ -14,6 +14,7 @@ from aiestack.models.fake import FakeModel
 from aiestack.models.pricing import PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
 from aiestack.pipeline import Pipeline
+from aiestack.resources import Resources
 from aiestack.stages.generate import Generate
 from aiestack.streams import collect
 from aiestack.types import ChatRequest, Exchange, Finding, Hit, Message, Params, Verdict
@@ -36,10 +37,8 @@ class Rig:
         routes = build_route_table(table, registry)
         rag = build_rag_routes({n: routes.config(n) for n in routes}, registry)
         self.plans = route_plans(routes).with_part(RagRoute, None, rag)
-        self.stage = Context(
-            documents=lambda: self.store, embeddings=lambda: self.embeddings,
-            check_context=check_context,  # type: ignore[arg-type]
-        )
+        resources = Resources(embeddings=lambda: self.embeddings, documents=lambda: self.store)
+        self.stage = Context(resources, check_context=check_context)  # type: ignore[arg-type]
         self.pipeline = Pipeline([self.stage, Generate(registry, PriceTable(), routes=routes)], plans=self.plans)
 
     async def ask(self, question: str, *, model: str = "docs", tenant: str = "acme", **request: object) -> Exchange:

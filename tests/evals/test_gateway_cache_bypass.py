@@ -66,7 +66,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, Arithmetic]]:
     settings = Settings(data_dir=tmp_path / "data", embedded_model=False, default_model="adder")
     assert settings.cache.enabled and settings.cache.exact and settings.cache.semantic
     async with open_stack(settings, models=[ModelEntry(name="adder", provider=model, upstream="adder")]) as s:
-        s._embeddings = BagOfWordsEmbeddings(dim=512)  # what `serve`, RAG or the router would have loaded
+        s.resources.use(embeddings=BagOfWordsEmbeddings(dim=512))  # what `serve`, RAG or the router would have loaded
         yield s, model
 
 

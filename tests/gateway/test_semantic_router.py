@@ -208,7 +208,7 @@ async def test_a_stack_routes_auto_requests_and_records_the_route(tmp_path: Path
         router=RouterSettings(default_route="echo", method="max"),
     )
     async with open_stack(settings) as stack:
-        stack._embeddings = BagOfWordsEmbeddings(dim=512)
+        stack.resources.use(embeddings=BagOfWordsEmbeddings(dim=512))
         ex = await stack.chat(ChatRequest(model="auto", messages=(Message("user", "track my package please"),)))
         other = await stack.chat(ChatRequest(model="auto", messages=(Message("user", "sing a song"),)))
     assert ex.route == "shipping" and ex.attributes[ROUTER_ROUTE] == "shipping"

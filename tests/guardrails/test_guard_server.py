@@ -48,7 +48,7 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, list[
 
     def factory() -> Stack:
         stack = build_stack(_settings(tmp_path, routes={"strict": {"deployments": ["fake"], "guards": {"secrets": "block"}}}))
-        stack._embeddings = _NoEmbeddings()  # not all-MiniLM-L6-v2: the classifier uses its lexical heads (fast)
+        stack.resources.use(embeddings=_NoEmbeddings())  # not all-MiniLM-L6-v2: the classifier uses its lexical heads (fast)
         stacks.append(stack)
         return stack
 

@@ -102,7 +102,7 @@ def _admin_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def set_embeddings(stack: Stack, model: FakeEmbeddings) -> None:
     """Give the stack an embedding model (the stack builds its configured one lazily, on first use)."""
-    stack._embeddings = model
+    stack.resources.use(embeddings=model)
 
 
 def make_app(tmp_path: Path, **kwargs: Any) -> FastAPI:

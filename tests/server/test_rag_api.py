@@ -53,8 +53,8 @@ def rag_app(tmp_path: Path) -> FastAPI:
         store = MemoryDocumentStore()
         fill(store, "kb", "default")
         fill(store, "acme-kb", "acme")
-        stack._documents = store
-        stack._embeddings = BagOfWordsEmbeddings()
+        stack.resources.use(documents=store)
+        stack.resources.use(embeddings=BagOfWordsEmbeddings())
         return stack
 
     return create_app(factory)

@@ -38,7 +38,7 @@ def _stack(tmp_path: Path, embeddings: _Counting | None) -> Stack:
         data_dir=tmp_path, embedded_model=False, default_model="fake", models={"fake": {"provider": "fake"}}
     )
     stack = build_stack(settings, store=MemoryExchangeStore())
-    stack._embeddings = embeddings  # what `aiestack serve` does when the semantic cache is on
+    stack.resources.use(embeddings=embeddings)  # what `aiestack serve` does when the semantic cache is on
     return stack
 
 
@@ -51,4 +51,4 @@ def test_the_embedding_model_is_loaded_before_the_first_request(tmp_path: Path) 
 
 def test_nothing_is_loaded_when_no_wing_asked_for_embeddings(tmp_path: Path) -> None:
     with TestClient(create_app(lambda: _stack(tmp_path, None))) as client:
-        assert client.app.state.stack._embeddings is None  # type: ignore[attr-defined]
+        assert not client.app.state.stack.resources.embeddings_built  # type: ignore[attr-defined]

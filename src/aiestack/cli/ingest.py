@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -97,16 +96,15 @@ async def _run(
     contextual: str | None,
     quiet: bool,
 ) -> IngestReport:
-    from aiestack.build import build_context_cache, open_stack
+    from aiestack.build import open_stack
     from aiestack.context.contextual import Contextualizer
     from aiestack.context.ingest import Progress, ingest
 
     err = Console(stderr=True)
-    async with open_stack(settings) as stack, contextlib.AsyncExitStack() as cleanup:
+    async with open_stack(settings) as stack:
         if contextual:
             entry = stack.models.resolve(contextual)
-            cache = build_context_cache(settings)
-            cleanup.callback(cache.close)
+            cache = stack.resources.context_cache  # closed with the stack
             options = replace(
                 options,
                 contextualizer=Contextualizer(entry.provider, entry.upstream, name=entry.name, cache=cache),

@@ -28,10 +28,10 @@ from aiestack.context.config import RagRoute, rag_route
 from aiestack.context.prompt import sources_of
 from aiestack.context.retrieval import Retriever
 from aiestack.errors import NotFound, PermissionDenied
-from aiestack.models.base import EmbeddingModel
 from aiestack.models.registry import ModelRegistry
 from aiestack.pipeline import Next
-from aiestack.stores.documents import CollectionInfo, DocumentStore
+from aiestack.resources import Resources
+from aiestack.stores.documents import CollectionInfo
 from aiestack.types import Exchange, Hit, Message, Verdict
 
 CheckContext = Callable[[Exchange, Sequence[Hit]], Awaitable[tuple[Sequence[Hit], Sequence[Verdict]]]]
@@ -52,14 +52,12 @@ class Context:
 
     def __init__(
         self,
+        resources: Resources,
         *,
-        documents: Callable[[], DocumentStore],
-        embeddings: Callable[[], EmbeddingModel | None],
         check_context: CheckContext | None = None,
         admin_tenant: str = "admin",
     ) -> None:
-        self._documents = documents
-        self._embeddings = embeddings
+        self._resources = resources
         self._check_context = check_context
         self._admin_tenant = admin_tenant
         self._default = rag_route("", {}, ModelRegistry())
@@ -76,7 +74,7 @@ class Context:
 
     def collection(self, ex: Exchange, name: str) -> CollectionInfo:
         """The collection ``name`` if ``ex``'s tenant may read it; else a clear error."""
-        info = self._documents().get_collection(name)
+        info = self._resources.documents.get_collection(name)
         if info is None:
             raise NotFound(
                 f"The collection '{name}' does not exist.",
@@ -96,8 +94,8 @@ class Context:
             return await call_next(ex)
         self.collection(ex, plan.collection)
         retriever = Retriever(
-            self._documents(),
-            self._embeddings() if plan.options.mode != "bm25" or plan.options.mmr_lambda is not None else None,
+            self._resources.documents,
+            self._resources.embeddings if plan.options.mode != "bm25" or plan.options.mmr_lambda is not None else None,
             reranker=plan.reranker,
             rewriter=plan.rewriter,
         )
