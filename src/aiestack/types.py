@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
@@ -106,6 +106,21 @@ class ChatRequest:
     stream: bool = False
     user: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def last_user_index(messages: Sequence[Message], *, before: int | None = None) -> int | None:
+    """Where the last user message is (among the first ``before`` messages): the turn a request asks.
+
+    ``None`` when there is none. The one definition of "the last user turn" for every stage.
+    """
+    end = len(messages) if before is None else before
+    return next((i for i in range(end - 1, -1, -1) if messages[i].role == "user"), None)
+
+
+def last_user_text(messages: Sequence[Message]) -> str:
+    """The text of the last user message, or ``""`` when there is none."""
+    index = last_user_index(messages)
+    return messages[index].text if index is not None else ""
 
 
 # --------------------------------------------------------------------------- results

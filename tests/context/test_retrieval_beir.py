@@ -12,13 +12,11 @@ from aiestack.context.beir import (
     index_corpus,
     load_corpus,
     load_split,
-    mrr_at_k,
-    ndcg_at_k,
-    recall_at_k,
     run_queries,
 )
 from aiestack.context.retrieval import Retriever, SearchOptions
 from aiestack.errors import InvalidRequest
+from aiestack.retrieval_metrics import mrr_at_k, ndcg_at_k, recall_at_k
 from aiestack.stores.documents_memory import MemoryDocumentStore
 
 from ._rag_kit import BowEmbeddings

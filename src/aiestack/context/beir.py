@@ -18,7 +18,6 @@ import csv
 import dataclasses
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 from aiestack.context.retrieval import Retriever, SearchOptions
 from aiestack.errors import InvalidRequest
 from aiestack.models.base import EmbeddingModel
+from aiestack.retrieval_metrics import mrr_at_k, ndcg_at_k, recall_at_k
 from aiestack.stores.documents import DocumentStore
 from aiestack.types import Chunk, Document
 
@@ -43,27 +43,6 @@ class BeirSplit:
     qrels: dict[str, dict[str, float]]
 
 
-def ndcg_at_k(ranked: Sequence[str], grades: Mapping[str, float], k: int) -> float:
-    dcg = sum(grades.get(d, 0.0) / math.log2(i + 2) for i, d in enumerate(_dedupe(ranked)[:k]))
-    ideal = sorted((g for g in grades.values() if g > 0), reverse=True)[:k]
-    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-    return dcg / idcg if idcg > 0 else 0.0
-
-
-def recall_at_k(ranked: Sequence[str], grades: Mapping[str, float], k: int) -> float:
-    relevant = {d for d, g in grades.items() if g > 0}
-    if not relevant:
-        return 0.0
-    return len(relevant.intersection(_dedupe(ranked)[:k])) / len(relevant)
-
-
-def mrr_at_k(ranked: Sequence[str], grades: Mapping[str, float], k: int) -> float:
-    for i, d in enumerate(_dedupe(ranked)[:k]):
-        if grades.get(d, 0.0) > 0:
-            return 1.0 / (i + 1)
-    return 0.0
-
-
 def evaluate(runs: Mapping[str, Sequence[str]], qrels: Qrels) -> dict[str, float]:
     """Mean nDCG@10, recall@10, recall@100 and MRR@10 of ``runs`` (query id → ranked doc ids)."""
     judged = [q for q, g in qrels.items() if any(v > 0 for v in g.values())]
@@ -77,10 +56,6 @@ def evaluate(runs: Mapping[str, Sequence[str]], qrels: Qrels) -> dict[str, float
         out["recall@100"] += recall_at_k(ranked, grades, 100)
         out["mrr@10"] += mrr_at_k(ranked, grades, 10)
     return {name: value / len(judged) for name, value in out.items()}
-
-
-def _dedupe(ranked: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys(ranked))
 
 
 # --------------------------------------------------------------------------- loading
@@ -208,7 +183,7 @@ async def run_queries(
         t0 = time.perf_counter()
         found = await retriever.search(collection, text, opts)
         latencies.append((time.perf_counter() - t0) * 1000.0)
-        runs[qid] = _dedupe([h.chunk.document_id for h in found.hits])
+        runs[qid] = list(dict.fromkeys(h.chunk.document_id for h in found.hits))  # a document once, at its best rank
         if progress is not None:
             progress(i, len(queries))
     return runs, latencies

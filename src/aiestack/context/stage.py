@@ -32,7 +32,7 @@ from aiestack.models.registry import ModelRegistry
 from aiestack.pipeline import Next
 from aiestack.resources import Resources
 from aiestack.stores.documents import CollectionInfo
-from aiestack.types import Exchange, Hit, Message, Verdict
+from aiestack.types import Exchange, Hit, Message, Verdict, last_user_index
 
 CheckContext = Callable[[Exchange, Sequence[Hit]], Awaitable[tuple[Sequence[Hit], Sequence[Verdict]]]]
 
@@ -89,7 +89,8 @@ class Context:
 
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
         plan = self.rag(ex)
-        question, at = _last_user_turn(ex.request.messages)
+        at = last_user_index(ex.request.messages)
+        question = ex.request.messages[at].text if at is not None else ""
         if plan is None or at is None or not question.strip():
             return await call_next(ex)
         self.collection(ex, plan.collection)
@@ -131,13 +132,6 @@ class Context:
         )
         out = await call_next(inner)
         return dataclasses.replace(out, request=ex.request)
-
-
-def _last_user_turn(messages: Sequence[Message]) -> tuple[str, int | None]:
-    for i in range(len(messages) - 1, -1, -1):
-        if messages[i].role == "user":
-            return messages[i].text, i
-    return "", None
 
 
 def _summary(hit: Hit) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from aiestack.feedback.batches import BatchQueue
 from aiestack.pipeline import Next
 from aiestack.stores.feedback import FeedbackRecord, FeedbackStore, TurnRecord
 from aiestack.stores.prompts import PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR
-from aiestack.types import Completion, Delta, Exchange, Message
+from aiestack.types import Completion, Delta, Exchange, Message, last_user_index
 
 _log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def conversation_keys(
 
     A conversation belongs to one caller (tenant, key, user, client) and one route or model.
     """
-    last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
+    last = last_user_index(messages)
     if last is None:
         return None
     salt = _digest("who", tenant, key_id or "", user or "", client or "", "route", route)
@@ -164,7 +164,7 @@ def conversation_keys(
     previous_turn = previous_answer = None
     answer = next((i for i in range(last - 1, -1, -1) if messages[i].role == "assistant"), None)
     if answer is not None:
-        asked = next((i for i in range(answer - 1, -1, -1) if messages[i].role == "user"), None)
+        asked = last_user_index(messages, before=answer)
         if asked is not None:
             previous_turn = keys_at(asked)[1]
             previous_answer = answer_hash(messages[answer].text)

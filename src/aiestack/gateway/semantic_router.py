@@ -36,7 +36,7 @@ from aiestack.models.base import EmbeddingModel
 from aiestack.pipeline import Next
 from aiestack.plans import RoutePlans
 from aiestack.settings import RouterSettings
-from aiestack.types import Exchange
+from aiestack.types import Exchange, last_user_text
 
 #: Exchange attributes set by the Route stage.
 ROUTER_ROUTE = "aiestack.router.route"
@@ -267,7 +267,7 @@ class RouteStage:
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
         if ex.request.model != self.model:
             return await call_next(ex)
-        text = next((m.text for m in reversed(ex.request.messages) if m.role == "user"), "")
+        text = last_user_text(ex.request.messages)
         if text.strip():
             choice = await self.router.route(text)
         else:

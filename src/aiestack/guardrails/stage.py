@@ -43,6 +43,7 @@ from aiestack.types import (
     Message,
     ToolCall,
     Verdict,
+    last_user_index,
 )
 
 INPUT_GUARD_STAGE = "input_guard"
@@ -207,8 +208,8 @@ class InputGuard:
         if not guards.active("injection"):
             return None
         started = time.perf_counter()
-        user = next((m for m in reversed(messages) if m.role == "user"), None)
-        text = "\n".join(_texts(user)) if user is not None else ""
+        index = last_user_index(messages)
+        text = "\n".join(_texts(messages[index])) if index is not None else ""
         if not text:
             return verdict("injection", "allow", started=started, score=0.0)
         result = await guards.injection.score(text)

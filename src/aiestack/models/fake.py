@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from aiestack.errors import AiestackError, StreamBroken
 from aiestack.models.base import Health, TimingMeter
-from aiestack.types import ChatRequest, Delta, FinishReason, ToolCallDelta, Usage
+from aiestack.types import ChatRequest, Delta, FinishReason, ToolCallDelta, Usage, last_user_text
 
 
 @dataclass
@@ -47,8 +47,7 @@ class FakeModel:
     def _next(self, request: ChatRequest) -> Script:
         if self._queue:
             return self._queue.popleft()
-        last = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
-        return Script(pieces=_split(last), delay_s=self.default_delay_s)
+        return Script(pieces=_split(last_user_text(request.messages)), delay_s=self.default_delay_s)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         self.requests.append(request)

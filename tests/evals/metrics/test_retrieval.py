@@ -5,7 +5,8 @@ import math
 import pytest
 
 from aiestack.evals.metrics import build_metric
-from aiestack.evals.metrics.retrieval import ndcg, parse_ranked
+from aiestack.evals.metrics.retrieval import parse_ranked
+from aiestack.retrieval_metrics import ndcg_at_k as ndcg
 
 pytestmark = pytest.mark.unit
 

@@ -9,14 +9,12 @@ Convention (the same for all four):
   ``{id: grade}`` (graded relevance, as in BEIR qrels; grade ≤ 0 means not relevant), a list of
   ids (each grade 1), or a single id.
 
-nDCG uses linear gain ``grade / log2(rank + 1)`` as trec_eval and BEIR do. precision@k divides by
-k even when fewer than k ids were returned (returning fewer is not rewarded).
+The measures themselves are :mod:`aiestack.retrieval_metrics` (shared with the BEIR runner).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping
 from typing import Literal
@@ -25,6 +23,7 @@ from pydantic import Field
 
 from aiestack.evals.base import Sample, Score
 from aiestack.evals.metrics.options import ReferenceOptions, lookup
+from aiestack.retrieval_metrics import mrr_at_k, ndcg_at_k, precision_at_k, recall_at_k
 
 Kind = Literal["ndcg", "recall", "precision", "mrr"]
 _SEPARATORS = re.compile(r"[\n,]+")
@@ -59,35 +58,7 @@ def relevance_grades(value: object) -> dict[str, float]:
     return {}
 
 
-def ndcg(ranked: list[str], grades: Mapping[str, float], k: int) -> float:
-    dcg = sum(grades.get(doc, 0.0) / math.log2(i + 2) for i, doc in enumerate(_dedupe(ranked)[:k]))
-    ideal = sorted((g for g in grades.values() if g > 0), reverse=True)[:k]
-    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-    return dcg / idcg if idcg else 0.0
-
-
-def recall(ranked: list[str], grades: Mapping[str, float], k: int) -> float:
-    relevant = {d for d, g in grades.items() if g > 0}
-    return len(relevant.intersection(_dedupe(ranked)[:k])) / len(relevant) if relevant else 0.0
-
-
-def precision(ranked: list[str], grades: Mapping[str, float], k: int) -> float:
-    return sum(1 for d in _dedupe(ranked)[:k] if grades.get(d, 0.0) > 0) / k
-
-
-def mrr(ranked: list[str], grades: Mapping[str, float], k: int) -> float:
-    for i, doc in enumerate(_dedupe(ranked)[:k]):
-        if grades.get(doc, 0.0) > 0:
-            return 1.0 / (i + 1)
-    return 0.0
-
-
-def _dedupe(ranked: list[str]) -> list[str]:
-    """Keep each id's first (best) rank: a retriever returning an id twice gets no extra credit."""
-    return list(dict.fromkeys(ranked))
-
-
-_FUNCTIONS = {"ndcg": ndcg, "recall": recall, "precision": precision, "mrr": mrr}
+_FUNCTIONS = {"ndcg": ndcg_at_k, "recall": recall_at_k, "precision": precision_at_k, "mrr": mrr_at_k}
 
 
 class RetrievalMetric:
