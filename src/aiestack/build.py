@@ -22,7 +22,7 @@ from aiestack.errors import AiestackError, ConfigError
 from aiestack.feedback.signals import Signals
 from aiestack.gateway.breaker import BreakerBoard
 from aiestack.gateway.keys import ADMIN_TENANT, Authenticator, KeyService
-from aiestack.gateway.limits import Limits
+from aiestack.gateway.limits import CostEstimate, Limits
 from aiestack.gateway.routes import RouteTable, build_route_table, route_plans
 from aiestack.gateway.semantic_router import build_route_stage
 from aiestack.guardrails import Guardrails, Guards, build_guardrails
@@ -48,7 +48,7 @@ from aiestack.stores.open import open_store
 from aiestack.stores.prompts import PROMPT_LABEL_ATTR, PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR, PromptStore
 from aiestack.stores.writer import BatchWriter
 from aiestack.tracing import Tracing
-from aiestack.types import ChatRequest, Exchange
+from aiestack.types import ChatRequest, Exchange, Usage
 
 if TYPE_CHECKING:
     from aiestack.context.stage import CheckContext, Context
@@ -74,6 +74,7 @@ class Stack:
     resources: Resources  # the embeddings and stores the stages share, built before them
     prompts: PromptRegistry | None = None  # None: the store cannot hold prompts
     signals: Signals | None = None  # None: implicit feedback is off
+    limits: Limits | None = None  # the keys' limits and budgets, for calls outside the chat pipeline
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -245,6 +246,26 @@ def build_context(resources: Resources, *, check_context: CheckContext | None = 
     return Context(resources, check_context=check_context, admin_tenant=ADMIN_TENANT)
 
 
+def cost_estimator(routes: RouteTable, registry: ModelRegistry, prices: PriceTable) -> CostEstimate:
+    """The most a call of a model or route may cost: its dearest deployment or fallback model's price."""
+
+    def estimate(name: str, input_tokens: int, output_tokens: int) -> float | None:
+        if name in routes:
+            cfg = routes.config(name)
+            names = [d.model for d in cfg.deployments] + [f for f in cfg.fallbacks if f in registry]
+        else:
+            names = [name]
+        usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+        costs = [
+            prices.cost(entry.upstream, usage, local=entry.local)
+            for entry in (registry.resolve(n) for n in names if n in registry)
+        ]
+        known = [c for c in costs if c is not None]
+        return max(known) if known else None
+
+    return estimate
+
+
 def build_kv(settings: Settings) -> KV:
     """Redis when ``gateway.redis_url`` is set (limits exact across processes), else in-process."""
     return open_store(settings.gateway.redis_url or "memory://", "kv", prefix=settings.gateway.redis_prefix)
@@ -408,7 +429,7 @@ def build_stack(
     auth = Authenticator(key_store, admin_key=admin_key, mode=gw.auth, cache_ttl_s=gw.key_cache_ttl_s)
     limits = Limits(
         key_store, kv, spend, metrics=metrics, key_cache_ttl_s=gw.key_cache_ttl_s, default_output_tokens=gw.default_output_tokens,
-        fail_open=gw.limits_fail_open,
+        fail_open=gw.limits_fail_open, cost_estimate=cost_estimator(routes, registry, prices),
     )
     prompts, prompt_specs, signals = _feedback_and_prompts(settings, store, routes)
     resources = build_resources(settings, store)  # built before the stages, handed down to them
@@ -438,7 +459,7 @@ def build_stack(
     stack = Stack(
         settings, store, writer, tracing, metrics, registry, prices, pipeline, routes, breakers, kv, keys, auth, resources
     )
-    stack.prompts, stack.signals = prompts, signals
+    stack.prompts, stack.signals, stack.limits = prompts, signals, limits
     return stack
 
 

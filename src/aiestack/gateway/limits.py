@@ -10,10 +10,14 @@ Checked before the call, reconciled after it:
 - **Budgets**: the key's spend this UTC day / month, in micro-USD counters in the KV. A counter that
   does not exist yet is *seeded* from the exchange store's ``spend(key, since=start of period)``
   with an atomic set-if-absent, so neither a restart nor a Redis flush resets a budget, and two
-  processes seeding at once cannot both add. A request is refused once spend ≥ budget; the real
-  cost is added when the answer ends. (Requests already running when the budget is reached still
-  finish, so spend can pass the budget by what they cost; and a seed misses the exchanges the
-  background writer has not flushed yet, a fraction of a second's worth.)
+  processes seeding at once cannot both add. Before the call its estimated cost (``cost_estimate``:
+  the input estimate and ``max_tokens`` at the dearest deployment's price) is *reserved* atomically
+  in the counter, as RPM/TPM are taken, and refused if spend + reservations in flight would pass
+  the budget; when the answer ends the reservation is replaced by the real cost. So the overshoot,
+  across any number of processes, is bounded by how much the real costs exceed their estimates:
+  none when ``max_tokens`` is set and the price is known; with ``max_tokens`` unset the estimate
+  assumes ``default_output_tokens``. (A seed misses the exchanges the background writer has not
+  flushed yet, a fraction of a second's worth.)
 
 The windows are fixed windows on the wall clock, shared by every process through the
 :class:`~aiestack.stores.kv.KV`: with Redis the admitted total is exactly the limit however many
@@ -82,13 +86,18 @@ class RequestTooLarge(InvalidRequest):
 
 
 @dataclass(frozen=True, slots=True)
-class _Grant:
+class Grant:
     """What the check took, so that the reconcile after the call can correct it."""
 
     key: KeyRecord
     tpm_window: str | None
     estimate: int
     spend_counters: tuple[str, ...]
+    reserved: int = 0  # micro-USD reserved in each spend counter
+
+
+#: ``(model or route, input tokens, output tokens) -> the most the call may cost in USD`` (None: unknown).
+CostEstimate = Callable[[str, int, int], "float | None"]
 
 
 def estimate_tokens(request: ChatRequest, *, default_output_tokens: int = DEFAULT_OUTPUT_TOKENS) -> int:
@@ -164,8 +173,10 @@ class Limits:
         key_cache_ttl_s: float = 5.0,
         default_output_tokens: int = DEFAULT_OUTPUT_TOKENS,
         fail_open: bool = False,
+        cost_estimate: CostEstimate | None = None,
     ) -> None:
         self._keys = keys
+        self._cost_estimate = cost_estimate
         self._fail_open = fail_open
         self._warned_at = -math.inf
         self._kv = kv
@@ -179,7 +190,7 @@ class Limits:
         if ex.key_id is None:
             return await call_next(ex)
         try:
-            grant = await self._admit(ex.key_id, ex.request)
+            grant = await self._admit_chat(ex.key_id, ex.request)
         except StoreError as exc:
             if not self._fail_open:
                 raise
@@ -188,36 +199,62 @@ class Limits:
         try:
             result = await call_next(ex)
         except BaseException:
-            await self._settle(grant, None)
+            await self._settle_chat(grant, None)
             raise
         completion = result.completion
         if completion is not None and completion.stream is not None:
 
             async def on_done(final: Completion | None, error: BaseException | None) -> None:
-                await self._settle(grant, final)
+                await self._settle_chat(grant, final)
 
             return dataclasses.replace(result, completion=tap(completion, on_done))
-        await self._settle(grant, completion)
+        await self._settle_chat(grant, completion)
         return result
+
+    async def _admit_chat(self, key_id: str, request: ChatRequest) -> Grant:
+        tokens = estimate_tokens(request, default_output_tokens=self._default_output)
+        output = request.params.max_tokens if request.params.max_tokens is not None else self._default_output
+        cost = self._cost_estimate(request.model, max(tokens - output, 0), output) if self._cost_estimate else None
+        return await self.admit(key_id, request.model, tokens, cost_usd=cost, exact_tokens=request.params.max_tokens is not None)
+
+    async def _settle_chat(self, grant: Grant, completion: Completion | None) -> None:
+        if completion is None or completion.cached:
+            await self.settle(grant, tokens=0, cost_usd=None)
+        else:
+            used = completion.usage.input_tokens + completion.usage.output_tokens
+            await self.settle(grant, tokens=used, cost_usd=completion.cost_usd)
 
     # ------------------------------------------------------------------ before the call
 
-    async def _admit(self, key_id: str, request: ChatRequest) -> _Grant:
-        """Check every limit of the key and take the request's share; raise if one refuses."""
+    async def admit(
+        self, key_id: str, model: str, tokens: int, *, cost_usd: float | None = None, exact_tokens: bool = True
+    ) -> Grant:
+        """Check every limit of the key for a call of ``model`` estimated at ``tokens`` and
+        ``cost_usd``, and take its share (reserving the cost in each budget); raise if one refuses.
+
+        ``exact_tokens=False``: the token estimate holds a guessed output, so it never refuses alone.
+        Every admitted call must be followed by :meth:`settle`. (The pipeline stage does both for chat;
+        ``/v1/embeddings`` calls them directly.)
+        """
         key = await self._key(key_id)
-        self._check_model(key, request.model)
+        self._check_model(key, model)
         now = self._clock()
-        counters = await self._check_budgets(key, now)
+        reserve = _micro(cost_usd) if cost_usd else 0
+        counters = await self._reserve_budgets(key, now, reserve)
         window = int(now // WINDOW_S)
         retry_after = (window + 1) * WINDOW_S - now
-        rpm_window = await self._take_rpm(key, window, retry_after)
         try:
-            tpm_window, estimate = await self._take_tpm(key, request, window, retry_after)
+            rpm_window = await self._take_rpm(key, window, retry_after)
+            try:
+                tpm_window, estimate = await self._take_tpm(key, tokens, exact_tokens, window, retry_after)
+            except BaseException:
+                if rpm_window is not None:  # refused requests do not use up the request limit
+                    await self._kv.incr(rpm_window, -1, ttl_s=WINDOW_S)
+                raise
         except BaseException:
-            if rpm_window is not None:  # refused requests do not use up the request limit
-                await self._kv.incr(rpm_window, -1, ttl_s=WINDOW_S)
+            await self._release(counters, reserve)
             raise
-        return _Grant(key, tpm_window, estimate, counters)
+        return Grant(key, tpm_window, estimate, counters, reserve)
 
     def _warn_unmetered(self, exc: StoreError) -> None:
         now = time.monotonic()
@@ -249,36 +286,61 @@ class Limits:
                 hint=f"Name one of those models, or ask an administrator for a key that allows '{model}'.",
             )
 
-    async def _check_budgets(self, key: KeyRecord, now: float) -> tuple[str, ...]:
+    async def _reserve_budgets(self, key: KeyRecord, now: float, reserve: int) -> tuple[str, ...]:
+        """Reserve ``reserve`` micro-USD in each budget of ``key``; raise if one cannot take it.
+
+        The reservation is atomic (:meth:`KV.window_add`): across any number of processes the spend
+        plus the reservations of calls in flight never passes the budget, so the overshoot is bounded
+        by how far the real costs exceed their estimates (nothing, when ``max_tokens`` is set and the
+        model's price is known). A call with no known price reserves nothing and is refused only once
+        the spend has reached the budget.
+        """
         counters: list[str] = []
         budgets: tuple[tuple[Period, float | None], ...] = (
             ("day", key.budget_day_usd),
             ("month", key.budget_month_usd),
         )
-        for period, budget in budgets:
-            if budget is None:
-                continue
-            start, end, label = period_bounds(period, now)
-            counter = f"spend:{period}:{key.id}:{label}"
-            spent = await self._kv.get(counter)
-            if spent is None:
-                seed = _micro(await asyncio.to_thread(self._spend.spend, key.id, start))
-                await self._kv.set_if_absent(counter, seed, ttl_s=end - now + _BUDGET_TTL_SLACK_S)
-                spent = await self._kv.get(counter)  # another process may have seeded (and added) first
-                spent = seed if spent is None else spent
-            if spent >= _micro(budget):
-                self._reject(f"budget_{period}")
-                name = "daily" if period == "day" else "monthly"
-                raise KeyBudgetExceeded(
-                    f"The {name} budget of ${budget:.2f} for key {display_key(key)} is spent "
-                    f"(${spent / MICRO:.2f} so far); it resets at the start of the next UTC {period}, "
-                    f"in {_duration(end - now)}.",
-                    retry_after=_wait(end - now),
-                    period=period,
-                    hint="Wait for the reset, or ask an administrator for a larger budget.",
-                )
-            counters.append(counter)
+        try:
+            for period, budget in budgets:
+                if budget is None:
+                    continue
+                start, end, label = period_bounds(period, now)
+                counter = f"spend:{period}:{key.id}:{label}"
+                if await self._kv.get(counter) is None:
+                    seed = _micro(await asyncio.to_thread(self._spend.spend, key.id, start))
+                    await self._kv.set_if_absent(counter, seed, ttl_s=end - now + _BUDGET_TTL_SLACK_S)
+                limit = _micro(budget)
+                taken = await self._kv.window_add(counter, reserve, limit, end - now + _BUDGET_TTL_SLACK_S)
+                if not taken.allowed or taken.current > limit or (reserve == 0 and taken.current >= limit):
+                    if taken.allowed and reserve:
+                        await self._kv.incr(counter, -reserve, ttl_s=_BUDGET_TTL_SLACK_S)
+                    self._reject(f"budget_{period}")
+                    name = "daily" if period == "day" else "monthly"
+                    spent = taken.current - (reserve if taken.allowed else 0)
+                    left = max(limit - spent, 0) / MICRO
+                    what = (
+                        f"is spent (${spent / MICRO:.2f} so far, with the calls in flight)"
+                        if left <= 0 or reserve == 0
+                        else f"has ${left:.4f} left, less than this call may cost (${reserve / MICRO:.4f})"
+                    )
+                    raise KeyBudgetExceeded(
+                        f"The {name} budget of ${budget:.2f} for key {display_key(key)} {what}; it resets at "
+                        f"the start of the next UTC {period}, in {_duration(end - now)}.",
+                        retry_after=_wait(end - now),
+                        period=period,
+                        hint="Wait for the reset, lower max_tokens, or ask an administrator for a larger budget.",
+                    )
+                counters.append(counter)
+        except BaseException:
+            await self._release(tuple(counters), reserve)
+            raise
         return tuple(counters)
+
+    async def _release(self, counters: tuple[str, ...], reserve: int) -> None:
+        """Give back a reservation of a call that was refused by a later check."""
+        if reserve:
+            for counter in counters:
+                await self._kv.incr(counter, -reserve, ttl_s=_BUDGET_TTL_SLACK_S)
 
     async def _take_rpm(self, key: KeyRecord, window: int, retry_after: float) -> str | None:
         if key.rpm is None:
@@ -295,12 +357,11 @@ class Limits:
         return counter
 
     async def _take_tpm(
-        self, key: KeyRecord, request: ChatRequest, window: int, retry_after: float
+        self, key: KeyRecord, estimate: int, exact: bool, window: int, retry_after: float
     ) -> tuple[str | None, int]:
-        estimate = estimate_tokens(request, default_output_tokens=self._default_output)
         if key.tpm is None:
             return None, estimate
-        if request.params.max_tokens is None:
+        if not exact:
             estimate = min(estimate, key.tpm)  # the default output is a guess: never refuse on it alone
         if estimate > key.tpm:
             self._reject("tpm")
@@ -327,31 +388,28 @@ class Limits:
 
     # ------------------------------------------------------------------ after the call
 
-    async def _settle(self, grant: _Grant, completion: Completion | None) -> None:
-        """Replace the token estimate with the real count, and add the real cost to the spend.
+    async def settle(self, grant: Grant, *, tokens: int, cost_usd: float | None) -> None:
+        """Replace the token estimate with the real count, and the cost reservation with the real cost.
 
+        ``tokens=0, cost_usd=None`` for a call that failed or used nothing (a cached answer).
         Never raises: the answer has been produced, and a counter that cannot be corrected must
         not turn it into an error (the next budget seed from the store corrects the spend).
         """
         try:
-            used = 0
-            if completion is not None and not completion.cached:
-                used = completion.usage.input_tokens + completion.usage.output_tokens
-            delta = used - grant.estimate
+            delta = tokens - grant.estimate
             if grant.tpm_window is not None and delta:
                 # A refund goes back to the window it was taken from; extra use counts now.
                 window = grant.tpm_window
                 if delta > 0:
                     window = f"tpm:{grant.key.id}:{int(self._clock() // WINDOW_S)}"
                 await self._kv.incr(window, delta, ttl_s=WINDOW_S)
-            cost = completion.cost_usd if completion is not None and not completion.cached else None
-            if cost and grant.spend_counters:
-                micro = _micro(cost)
+            change = (_micro(cost_usd) if cost_usd else 0) - grant.reserved
+            if change and grant.spend_counters:
                 for counter in grant.spend_counters:
                     # A counter that is gone (evicted, or its period long over) is left gone: one
                     # recreated with this cost alone would hide the earlier spend from the next
                     # check, which instead seeds it again from the store.
                     if await self._kv.get(counter) is not None:
-                        await self._kv.incr(counter, micro, ttl_s=_BUDGET_TTL_SLACK_S)
+                        await self._kv.incr(counter, change, ttl_s=_BUDGET_TTL_SLACK_S)
         except Exception:
             _log.exception("Could not reconcile the limits of key %s after a request", grant.key.id)
