@@ -84,14 +84,19 @@ async def test_stream_passes_through_stages_unchanged() -> None:
 
 
 async def test_collected_stream_has_usage_timing_and_upstream_model_name() -> None:
-    model = FakeModel().enqueue(["one two three"])
+    # 20 ms before each of three pieces: the figures have lower bounds that no scheduler can undercut
+    model = FakeModel().enqueue([Script(pieces=["one", " two", " three"], delay_s=0.02)])
     out = await _pipeline(model)(_ex("a b", stream=True))
     assert out.completion is not None
     final = await collect(out.completion)
     assert final.text == "one two three"
     assert final.usage.output_tokens == 3 and final.usage.input_tokens == 2
     assert final.finish_reason == "stop"
-    assert final.timing.total_ms >= 0 and final.timing.ttft_ms is not None
+    timing = final.timing
+    assert timing.ttft_ms is not None and timing.tpot_ms is not None
+    assert timing.ttft_ms >= 20 and timing.total_ms >= 60
+    assert timing.ttft_ms <= timing.total_ms
+    assert timing.tpot_ms >= 20 * 0.9  # two gaps of at least 20 ms, averaged (less the clock's rounding)
     assert final.model == "m" and final.provider == "fake"
     assert model.requests[0].model == "m-upstream"
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from aiestack.models.fake import FakeModel
 from aiestack.models.pricing import PriceTable
@@ -192,9 +193,32 @@ async def test_a_failing_sink_never_breaks_the_request(caplog: pytest.LogCapture
     assert sum("trace store" in r.getMessage() for r in caplog.records) == 1  # logged once, counted always
 
 
-def test_shutdown_is_idempotent(tracing: Tracing) -> None:
+class CountingProcessor(SpanProcessor):
+    """A span processor that counts what the SDK hands it (as an OTLP exporter's processor would see)."""
+
+    def __init__(self) -> None:
+        self.ended: list[str] = []
+        self.shutdowns = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended.append(span.name)
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+async def test_shutdown_stops_every_processor_once(sink: ListSink) -> None:
+    tracing = Tracing(TracingSettings(), sink)
+    processor = CountingProcessor()
+    tracing.add_processor(processor)
+    await Pipeline([Pass("a"), _generate()], observer=tracing)(_ex("before"))
+    assert "aiestack.stage.a" in processor.ended and sink.spans
     tracing.shutdown()
-    tracing.shutdown()
+    tracing.shutdown()  # a second call is a no-op
+    assert processor.shutdowns == 1
 
 
 def test_messages_content_uses_the_semconv_shape_and_redacts_every_text() -> None:

@@ -122,19 +122,37 @@ async def test_an_interrupted_run_resumes_with_the_missing_examples_only(
     s, model = stack
     suite = _suite(tmp_path, 20, concurrency=2)
     examples = load_examples(suite.dataset, suite.dataset_path)
-    model.default_delay_s = 0.01
-    runner = EvalRunner(s.chat, _store(s), flush_every=1)
+    # The first 8 calls answer; the next ones hang until the run is cancelled (an interrupted run,
+    # at a point fixed by the test, not by the machine's speed).
+    answered = 8
+    calls = 0
+    hanging = asyncio.Event()
+
+    async def chat(request: ChatRequest) -> Exchange:
+        nonlocal calls
+        calls += 1
+        if calls > answered:
+            hanging.set()
+            await asyncio.Event().wait()  # until cancelled
+        return await s.chat(request)
+
+    runner = EvalRunner(chat, _store(s), flush_every=1)
     task = asyncio.create_task(runner.run(suite, examples))
-    while len(model.requests) < 8:
-        await asyncio.sleep(0.005)
+    await asyncio.wait_for(hanging.wait(), timeout=30)
+    run_id = _store(s).list_eval_runs(limit=1)[0].id
+    for _ in range(3000):  # wait (a condition, not a duration) until the answered ones are stored
+        if len(_store(s).eval_results(run_id)) == answered:
+            break
+        await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     run = _store(s).list_eval_runs(limit=1)[0]
     assert run.summary["status"] == "interrupted"
     done = {r.example_id for r in _store(s).eval_results(run.id)}
-    assert 4 <= len(done) < 20
+    assert len(done) == answered
     before = len(model.requests)
+    runner = EvalRunner(s.chat, _store(s), flush_every=1)
     resumed = await runner.run(suite, examples, run_id=run.id)
     asked = [r.metadata["eval_example"] for r in model.requests[before:]]
     assert resumed.calls == 20 - len(done) and not set(asked) & done

@@ -356,10 +356,10 @@ async def test_a_reader_that_stops_early_does_not_count_against_the_breaker() ->
 @pytest.mark.parametrize("stream", [False, True])
 async def test_the_time_to_first_token_is_limited_per_attempt(stream: bool) -> None:
     env = _env({"r": {"deployments": ["a"], "fallbacks": ["b"], "retries": 0, "timeout_s": 0.05}})
-    env.fakes["a"].enqueue([Script(pieces=["late"], delay_s=2.0)])
+    env.fakes["a"].enqueue([Script(pieces=["late"], delay_s=30.0)])
     started = time.perf_counter()
     ex = await env.ask(stream=stream)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 30.0  # the attempt was cut, not waited out (no tight threshold)
     assert ex.attributes[ATTEMPT_LOG][0] == "a: ProviderTimeout" and ex.attributes[DEPLOYMENT] == "b"
     if stream:
         await _read(ex.completion)

@@ -169,8 +169,10 @@ async def test_tpm_estimates_and_refunds_are_shared_between_gateways(redis_url: 
         model="m", messages=(Message(role="user", content="x"),), params=Params(max_tokens=45)
     )
     release = asyncio.Event()
+    admitted = asyncio.Event()  # set once b has passed its limits (its estimate is counted)
 
     async def answer_after_release(ex: Exchange) -> Exchange:
+        admitted.set()
         await release.wait()
         return dataclasses.replace(ex, completion=ANSWER, outcome="ok")
 
@@ -180,7 +182,7 @@ async def test_tpm_estimates_and_refunds_are_shared_between_gateways(redis_url: 
     try:
         await a(Exchange(request=request, key_id="key_t"), answer)  # window: 2 (real tokens)
         in_flight = asyncio.create_task(b(Exchange(request=request, key_id="key_t"), answer_after_release))
-        await asyncio.sleep(0.05)  # b holds its estimate: 2 + 50
+        await asyncio.wait_for(admitted.wait(), timeout=30)  # b holds its estimate: 2 + 50
         with pytest.raises(RateLimited, match="TPM limit of 100"):
             await a(Exchange(request=request, key_id="key_t"), answer)
         release.set()

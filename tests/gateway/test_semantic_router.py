@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -186,10 +185,19 @@ def test_router_config_errors_name_the_key(router_settings: RouterSettings, key:
     assert raised.value.key == key
 
 
-def test_route_choice_is_a_frozen_value() -> None:
-    choice = choose({"a": 0.9}, {"a": 0.5}, "d")
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        choice.route = "x"  # type: ignore[misc]
+def test_choose_takes_the_best_route_over_its_own_threshold_else_the_default() -> None:
+    scores = {"a": 0.9, "b": 0.7, "c": 0.95}
+    # c scores best but misses its (higher) threshold: the best route that reaches its own wins
+    choice = choose(scores, {"a": 0.5, "b": 0.5, "c": 0.99}, "d")
+    assert (choice.route, choice.matched, choice.score) == ("a", True, 0.9)
+    assert choice.scores == scores
+    # none reaches its threshold: the default, not matched, with the top score for the trace
+    missed = choose(scores, {"a": 0.95, "b": 0.8, "c": 0.99}, "d")
+    assert (missed.route, missed.matched, missed.score) == ("d", False, 0.95)
+    # a score equal to the threshold reaches it
+    assert choose({"a": 0.5}, {"a": 0.5}, "d").route == "a"
+    assert choose({}, {}, "d") == choose({}, {}, "d")
+    assert (choose({}, {}, "d").route, choose({}, {}, "d").score) == ("d", None)
 
 
 async def test_a_stack_routes_auto_requests_and_records_the_route(tmp_path: Path) -> None:
