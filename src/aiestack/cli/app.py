@@ -27,9 +27,10 @@ def build_app() -> typer.Typer:
 
     for module in (feedback, prompts):
         module.register(app)
-    from aiestack.cli import routes
+    from aiestack.cli import redteam, routes
 
     routes.register(app)
+    redteam.register(app)
     return app
 
 
