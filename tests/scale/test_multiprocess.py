@@ -32,7 +32,13 @@ SUPPORT_ROUTE = """
 [routes.support]
 deployments = ["mock"]
 prompt = "support@production"
+
+[pricing.up-general]
+input_per_mtok = 10000.0
+output_per_mtok = 10000.0
 """
+#: The price above: one US cent per token, in and out.
+USD_PER_TOKEN = 0.01
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +135,51 @@ def test_an_rpm_limit_admits_exactly_its_count_across_three_processes(gateways: 
     assert int(time.time() // 60) == minute, "the burst straddled a minute; the window check is meaningless"
     assert codes.count(200) == rpm
     assert codes.count(429) == rpm * (PROCESSES - 1)
+
+
+def test_a_budget_is_shared_and_never_overspent_across_three_processes(gateways: list[ServerProcess]) -> None:
+    budget = 0.5
+    key = create_key(gateways[0], budget_day_usd=budget)
+    headers = {"authorization": f"Bearer {key}"}
+
+    def body(i: int) -> dict[str, Any]:
+        return {"model": "mock", "messages": [{"role": "user", "content": f"spend {i:03d}"}], "max_tokens": 8}
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(*(
+                client.post(f"{gateways[i % PROCESSES].url}/v1/chat/completions", json=body(i), headers=headers)
+                for i in range(30)
+            ))
+
+    responses = asyncio.run(burst())
+    codes = [r.status_code for r in responses]
+    assert set(codes) == {200, 429} and codes.count(200) >= 1
+    spent = sum(r.json()["usage"]["total_tokens"] * USD_PER_TOKEN for r in responses if r.status_code == 200)
+    assert spent <= budget + 1e-9  # reserved before each call: never overspent, however many processes
+    # Sequentially until the budget refuses; then every process refuses the same request.
+    for i in range(30, 60):
+        if _chat_body(gateways[i % PROCESSES], headers, body(i)).status_code == 429:
+            break
+    refusals = [_chat_body(gateway, headers, body(99)) for gateway in gateways]
+    assert [r.status_code for r in refusals] == [429] * PROCESSES
+    assert all("budget" in r.json()["error"]["message"] for r in refusals)
+
+
+def _chat_body(gateway: ServerProcess, headers: dict[str, str], body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers, timeout=30)
+
+
+def test_feedback_given_on_one_process_shows_in_the_console_of_another(gateways: list[ServerProcess]) -> None:
+    key = create_key(gateways[0])
+    exchange_id = _chat(gateways[0], key, "please rate me").headers["x-aiestack-exchange-id"]
+    given = httpx.post(f"{gateways[1].url}/v1/feedback", headers={"authorization": f"Bearer {key}"}, timeout=30,
+                       json={"exchange_id": exchange_id, "thumbs": "down", "comment": "marked on host one"})
+    assert given.status_code == 201, given.text
+    with httpx.Client(base_url=gateways[2].url, timeout=10) as browser:
+        assert browser.post("/login", data={"key": ADMIN_KEY}).status_code in (200, 303)
+        _until(lambda: "marked on host one" in browser.get(f"/exchanges/{exchange_id}").text,
+               "the feedback in another process's console")
 
 
 def test_an_answer_cached_by_one_process_is_a_hit_on_the_others(
