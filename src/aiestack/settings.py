@@ -87,6 +87,10 @@ class GatewaySettings(_Section):
     max_embedding_chars: int = Field(
         default=1_200_000, ge=1, description="Most characters of input, all inputs together, in one /v1/embeddings request."
     )
+    auth_failure_limit: int = Field(
+        default=10, ge=1, description="Failed authentications (API keys, admin key, console login) an address may make per window."
+    )
+    auth_failure_window_s: float = Field(default=300.0, gt=0, description="The window of auth_failure_limit, in seconds.")
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="Addresses (or CIDR ranges) of reverse proxies whose X-Forwarded-For is believed; empty: none.",

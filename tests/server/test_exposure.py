@@ -50,3 +50,38 @@ def test_forwarding_headers_are_trusted_only_from_configured_proxies() -> None:
     assert uvicorn_proxy_options(Settings(embedded_model=False)) == {"proxy_headers": False}
     settings = Settings(embedded_model=False, gateway=GatewaySettings(trusted_proxies=["10.0.0.2", "10.1.0.0/16"]))
     assert uvicorn_proxy_options(settings) == {"proxy_headers": True, "forwarded_allow_ips": "10.0.0.2,10.1.0.0/16"}
+
+
+def test_rotating_x_forwarded_for_does_not_dodge_the_login_lockout(tmp_path: Path) -> None:
+    """The issue's bypass: on a loopback connection uvicorn believed X-Forwarded-For by default."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from .conftest import make_app, stack_of
+
+    app = make_app(tmp_path)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+                            **uvicorn_proxy_options(Settings(embedded_model=False)))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        stack_of(app).settings.gateway.auth_failure_limit = 5
+        codes = []
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            for i in range(8):
+                r = client.post("/login", data={"key": f"guess-{i}", "next": "/"},
+                                headers={"x-forwarded-for": f"203.0.113.{i}", "origin": f"http://127.0.0.1:{port}"})
+                codes.append(r.status_code)
+        assert codes == [401] * 5 + [429] * 3
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
-from aiestack.errors import AuthError, InvalidRequest, NotFound, PermissionDenied
+from aiestack.errors import AuthError, InvalidRequest, NotFound, PermissionDenied, RateLimited
 from aiestack.stores.base import (
     USAGE_GROUPS,
     KeyRecord,
@@ -36,6 +36,7 @@ from aiestack.stores.base import (
     UsageStore,
     check_usage_groups,
 )
+from aiestack.stores.kv import KV
 from aiestack.types import new_id
 
 AuthMode = Literal["auto", "required", "off"]
@@ -317,3 +318,50 @@ class KeyService:
                 "The usage period is empty: 'until' is not after 'since'.", hint="Swap or widen the dates."
             )
         return self._usage.usage_summary(by=groups, since=since, until=until)
+
+
+# --------------------------------------------------------------------------- failed authentication
+
+
+class TooManyFailedAuthentications(RateLimited):
+    """A client address failed to authenticate too often (a wrong key, or a guess at the admin key)."""
+
+    code = "too_many_failed_authentications"
+
+
+class FailedAuthentications:
+    """Counts failed authentications per client address, across processes (in the KV), and locks out
+    an address after ``limit`` failures within ``window_s`` seconds: every API key, the admin key as a
+    Bearer token and the console login count against the same number.
+
+    A locked-out address gets :class:`TooManyFailedAuthentications` (HTTP 429 with ``Retry-After``)
+    *before* its key is looked at, so a correct guess made while locked out does not succeed either.
+    The address is the peer's, or the one a trusted proxy forwarded (``gateway.trusted_proxies``).
+    """
+
+    def __init__(self, kv: KV, *, limit: int = 10, window_s: float = 300.0) -> None:
+        self._kv = kv
+        self.limit = limit
+        self.window_s = window_s
+
+    def _key(self, client: str) -> str:
+        return f"authfail:{client}"
+
+    async def check(self, client: str) -> None:
+        """Raise :class:`TooManyFailedAuthentications` if ``client`` is locked out."""
+        failures = await self._kv.get(self._key(client))
+        if failures is None or failures < self.limit:
+            return
+        window = await self._kv.window_add(self._key(client), 0, self.limit, self.window_s)
+        raise TooManyFailedAuthentications(
+            f"Too many failed authentications from {client}: try again in {math.ceil(window.retry_after_s)} s.",
+            retry_after=max(1, math.ceil(window.retry_after_s)),
+            hint="Check the API key (or admin key) the client sends; every failure counts.",
+        )
+
+    async def failed(self, client: str) -> None:
+        await self._kv.window_add(self._key(client), 1, self.limit, self.window_s)
+
+    async def cleared(self, client: str) -> None:
+        """Forget ``client``'s failures (after it logged in to the console with the admin key)."""
+        await self._kv.delete(self._key(client))

@@ -1,8 +1,11 @@
 """Console sessions: log in with the admin key, get a signed, HttpOnly, SameSite=Strict cookie.
 
-The session is stateless: ``{issued}.{nonce}.{signature}``, signed with HMAC-SHA256 under a key
-derived from the admin key, so every server process that shares the admin key accepts it, and
-changing the admin key logs everyone out. Sessions last :data:`SESSION_MAX_AGE_S`.
+The session is ``{issued}.{nonce}.{signature}``, signed with HMAC-SHA256 under a key derived from
+the admin key, so every server process that shares the admin key accepts it, and changing the admin
+key logs everyone out. Sessions last :data:`SESSION_MAX_AGE_S`; logging out revokes the session's
+nonce in the stack's KV (shared by every process with Redis; per process without it), so the cookie
+is refused afterwards even if it was copied. Failed logins count, per client address, in the same
+:class:`~aiestack.gateway.keys.FailedAuthentications` as failed API keys.
 
 Cross-site request forgery is stopped three ways: the cookie is ``SameSite=Strict`` (a browser
 does not send it on requests another site starts); every state-changing request must carry the
@@ -17,11 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import os
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
@@ -135,9 +136,27 @@ def clear_session_cookie(response: Response) -> None:
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
 
 
-def require_session(request: Request) -> Session:
+def _revoked_key(nonce: str) -> str:
+    return f"console:revoked:{nonce}"
+
+
+async def revoked(request: Request, session: Session) -> bool:
+    """Whether ``session`` was ended by a logout (in the stack's KV: every process sees it with Redis)."""
+    kv = request.app.state.stack.kv
+    return await kv.get(_revoked_key(session.nonce)) is not None
+
+
+async def revoke(request: Request, session: Session) -> None:
+    """End ``session`` for good: its cookie is refused from now on, also if replayed, until it expires."""
+    left = max(1.0, session.issued_at + SESSION_MAX_AGE_S - time.time())
+    await request.app.state.stack.kv.set_if_absent(_revoked_key(session.nonce), 1, ttl_s=left + 60)
+
+
+async def require_session(request: Request) -> Session:
     """The session of a console page request; raises :class:`LoginRequired` without one."""
     session = read_session(request)
+    if session is not None and await revoked(request, session):
+        session = None
     if session is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise LoginRequired(target)
@@ -159,13 +178,15 @@ def check_csrf(request: Request, session: Session, token: str | None) -> None:
         raise CsrfRejected()
 
 
-def session_principal(request: Request) -> Principal | None:
+async def session_principal(request: Request) -> Principal | None:
     """The admin, for a console call to ``/v1`` with a valid session cookie and its CSRF header."""
     token = request.headers.get(CSRF_HEADER)
     if not token:
         return None
     session = read_session(request)
     if session is None or not hmac.compare_digest(token, session.csrf) or not same_origin(request):
+        return None
+    if await revoked(request, session):
         return None
     return ADMIN
 
@@ -190,39 +211,3 @@ async def form_fields(request: Request) -> dict[str, str]:
     if len(body) > MAX_FORM_BYTES:
         return {}
     return dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
-
-
-class LoginThrottle:
-    """Refuses logins from a client address after ``limit`` failures within ``window_s`` seconds.
-
-    A refused client gets HTTP 429 with ``Retry-After`` until its oldest counted failure leaves the
-    window; a successful login clears its count. At most ``max_clients`` addresses are remembered
-    (the oldest are forgotten first), so a flood of addresses cannot grow memory without bound.
-    """
-
-    def __init__(
-        self, *, limit: int = 5, window_s: float = 300.0, max_clients: int = 10_000, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.limit, self.window_s, self.max_clients, self._clock = limit, window_s, max_clients, clock
-        self._failures: dict[str, list[float]] = {}
-
-    def retry_after(self, client: str) -> int | None:
-        """Seconds until ``client`` may try again, or ``None`` if it may now."""
-        now = self._clock()
-        recent = [t for t in self._failures.get(client, ()) if now - t < self.window_s]
-        if recent:
-            self._failures[client] = recent
-        else:
-            self._failures.pop(client, None)
-        if len(recent) < self.limit:
-            return None
-        return max(1, math.ceil(recent[0] + self.window_s - now))
-
-    def failed(self, client: str) -> None:
-        self._failures.setdefault(client, []).append(self._clock())
-        self._failures[client] = self._failures.pop(client)  # most recently failed last
-        while len(self._failures) > self.max_clients:
-            del self._failures[next(iter(self._failures))]
-
-    def succeeded(self, client: str) -> None:
-        self._failures.pop(client, None)

@@ -80,7 +80,7 @@ def _store(request: Request) -> EvalStore | None:
 
 @router.get("/evals")
 async def evals_page(request: Request) -> Response:
-    session = require_session(request)
+    session = await require_session(request)
     store = _store(request)
     if store is None:
         return page(request, "evals.html", session, title="Evals", available=False, runs=[], boards=[])
@@ -101,7 +101,7 @@ async def evals_page(request: Request) -> Response:
 
 @router.get("/evals/compare")
 async def compare_page(request: Request) -> Response:
-    session = require_session(request)
+    session = await require_session(request)
     store = _store(request)
     a_id, b_id = request.query_params.get("a", ""), request.query_params.get("b", "")
     runs = await asyncio.to_thread(lambda: [store.get_eval_run(i) if store else None for i in (a_id, b_id)])
@@ -142,7 +142,7 @@ async def compare_page(request: Request) -> Response:
 
 @router.get("/evals/{run_id}")
 async def run_page(request: Request, run_id: str) -> Response:
-    session = require_session(request)
+    session = await require_session(request)
     store = _store(request)
     run = await asyncio.to_thread(store.get_eval_run, run_id) if store is not None else None
     if store is None or run is None:
@@ -174,7 +174,7 @@ async def run_page(request: Request, run_id: str) -> Response:
 
 @router.get("/evals/{run_id}/report")
 async def run_report(request: Request, run_id: str) -> Response:
-    require_session(request)
+    await require_session(request)
     store = _store(request)
     run = await asyncio.to_thread(store.get_eval_run, run_id) if store is not None else None
     if store is None or run is None:

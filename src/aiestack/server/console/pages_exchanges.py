@@ -132,7 +132,7 @@ def _limit(params: Mapping[str, str]) -> int:
 
 @router.get("/exchanges")
 async def exchange_list(request: Request) -> Response:
-    session = require_session(request)
+    session = await require_session(request)
     return await render_list(request, session)
 
 
@@ -201,7 +201,7 @@ def _part_text(part: Mapping[str, Any]) -> str:
 
 @router.get("/exchanges/{exchange_id}")
 async def exchange_detail(request: Request, exchange_id: str) -> Response:
-    session = require_session(request)
+    session = await require_session(request)
     stack: Stack = request.app.state.stack
     record = await asyncio.to_thread(stack.store.get_exchange, exchange_id)
     if record is None:

@@ -32,7 +32,7 @@ _DAY = 86400
 
 @router.post("/exchanges/{exchange_id}/feedback")
 async def give_feedback(request: Request, exchange_id: str) -> Response:
-    session = require_session(request)
+    session = await require_session(request)
     fields = await form_fields(request)
     check_csrf(request, session, fields.get(CSRF_FIELD))
     stack: Stack = request.app.state.stack
@@ -67,7 +67,7 @@ def _rates(store: FeedbackStore, since: float) -> dict[str, list[FeedbackRate]]:
 
 @router.get("/feedback")
 async def feedback_page(request: Request) -> Response:
-    session = require_session(request)
+    session = await require_session(request)
     stack: Stack = request.app.state.stack
     store = stack.store
     if not isinstance(store, FeedbackStore):
@@ -127,7 +127,7 @@ async def feedback_page(request: Request) -> Response:
 
 @router.get("/prompts")
 async def prompts_page(request: Request) -> Response:
-    session = require_session(request)
+    session = await require_session(request)
     store = request.app.state.stack.store
     if not isinstance(store, PromptStore):
         return page(request, "prompts.html", session, title="Prompts", available=False, prompts=[])
@@ -157,7 +157,7 @@ def unified_diff(old: str, new: str, old_name: str, new_name: str) -> list[tuple
 
 @router.get("/prompts/{name}")
 async def prompt_page(request: Request, name: str) -> Response:
-    session = require_session(request)
+    session = await require_session(request)
     store = request.app.state.stack.store
     if not isinstance(store, PromptStore):
         return page(request, "prompts.html", session, title="Prompts", available=False, prompts=[])

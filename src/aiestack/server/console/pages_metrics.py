@@ -85,7 +85,7 @@ def _year(text: str | None, years: list[int]) -> int | None:
 
 @router.get("/dashboard")
 async def dashboard(request: Request) -> Response:
-    session = require_session(request)
+    session = await require_session(request)
     stack: Stack = request.app.state.stack
     period = request.query_params.get("period", "24h")
     if period not in PERIODS:

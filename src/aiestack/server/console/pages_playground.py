@@ -52,7 +52,7 @@ def prompt_choices(store: ExchangeStore, *, per_prompt: int = 5) -> list[tuple[s
 
 @router.get("/playground")
 async def playground(request: Request) -> Response:
-    session = require_session(request)
+    session = await require_session(request)
     stack: Stack = request.app.state.stack
     prompts = await asyncio.to_thread(prompt_choices, stack.store)
     return page(request, "playground.html", session, title="Playground", targets=targets(stack), prompts=prompts)

@@ -14,6 +14,8 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from aiestack.gateway.keys import TooManyFailedAuthentications
+from aiestack.server.auth import client_address, failed_authentications
 from aiestack.server.console import (
     pages_evals,
     pages_exchanges,
@@ -25,7 +27,6 @@ from aiestack.server.console.auth import (
     CSRF_FIELD,
     CsrfRejected,
     LoginRequired,
-    LoginThrottle,
     admin_key_from_env,
     check_csrf,
     clear_session_cookie,
@@ -33,6 +34,7 @@ from aiestack.server.console.auth import (
     new_session_cookie,
     read_session,
     require_session,
+    revoke,
     safe_next,
     same_origin,
     set_session_cookie,
@@ -46,7 +48,7 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/")
 async def index(request: Request) -> Response:
-    require_session(request)
+    await require_session(request)
     return RedirectResponse("/exchanges", status_code=303)
 
 
@@ -73,10 +75,12 @@ async def login(request: Request) -> Response:
     env_name = stack.settings.gateway.admin_key_env
     configured = admin_key_from_env(env_name) is not None
     error: str | None = None
-    throttle: LoginThrottle = request.app.state.console_login_throttle
-    client = request.client.host if request.client else "unknown"
-    wait = throttle.retry_after(client)
-    if wait is not None:
+    attempts = failed_authentications(stack)
+    client = client_address(request)
+    try:
+        await attempts.check(client)
+    except TooManyFailedAuthentications as exc:
+        wait = int(exc.retry_after)
         refused = page(
             request, "login.html", None, status_code=429, next=safe_next(next),
             error=f"Too many failed logins from this address: try again in {wait} seconds.",
@@ -95,13 +99,13 @@ async def login(request: Request) -> Response:
             who = None
         if who is None or not who.is_admin:
             error = "That is not the admin key."
-            throttle.failed(client)
+            await attempts.failed(client)
     if error is not None:
         return page(
             request, "login.html", None, status_code=401, next=safe_next(next), error=error,
             configured=configured, admin_key_env=env_name,
         )
-    throttle.succeeded(client)
+    await attempts.cleared(client)
     value, _ = new_session_cookie(request)
     response = RedirectResponse(safe_next(next), status_code=303)
     set_session_cookie(response, request, value)
@@ -110,8 +114,9 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    session = require_session(request)
+    session = await require_session(request)
     check_csrf(request, session, (await form_fields(request)).get(CSRF_FIELD))
+    await revoke(request, session)
     response = RedirectResponse("/login", status_code=303)
     clear_session_cookie(response)
     return response
@@ -120,7 +125,6 @@ async def logout(request: Request) -> Response:
 def mount_console(app: FastAPI) -> None:
     """Add the console's pages, login and assets to ``app`` (call once, when building the app)."""
     app.state.console_templates = create_environment()
-    app.state.console_login_throttle = LoginThrottle()
     app.mount("/static/console", StaticFiles(directory=STATIC_DIR), name="console-static")
     app.include_router(router)
     for module in (pages_exchanges, pages_metrics, pages_playground, pages_evals, pages_feedback):
