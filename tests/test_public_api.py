@@ -19,6 +19,8 @@ EXPECTED = {
     # the context, feedback and prompts wings
     "Chunk", "CollectionInfo", "Document", "DocumentStore", "Feedback", "Hit", "IngestOptions", "IngestReport",
     "PromptRegistry", "Retriever", "SearchOptions", "ingest", "open_store",
+    # the seams between the pipeline and the wings: route plans, shared resources, side-calls
+    "ModelCaller", "Resources", "RoutePlan", "RoutePlans", "SideCalls",
 }
 
 

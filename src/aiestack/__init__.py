@@ -49,6 +49,7 @@ from aiestack.types import (
     Message,
     Params,
     ResponseFormat,
+    RoutePlan,
     Timing,
     TokenLogprob,
     Tool,
@@ -61,7 +62,10 @@ if TYPE_CHECKING:
     from aiestack.build import Stack, build_stack, open_stack
     from aiestack.context.ingest import IngestOptions, IngestReport, ingest
     from aiestack.context.retrieval import Retriever, SearchOptions
+    from aiestack.plans import RoutePlans
     from aiestack.prompts.registry import PromptRegistry
+    from aiestack.resources import Resources
+    from aiestack.sidecalls import ModelCaller, SideCalls
     from aiestack.stores.documents import CollectionInfo, DocumentStore
     from aiestack.stores.open import open_store
 
@@ -82,6 +86,10 @@ _LAZY = {
     "Retriever": "aiestack.context.retrieval",
     "SearchOptions": "aiestack.context.retrieval",
     "PromptRegistry": "aiestack.prompts.registry",
+    "RoutePlans": "aiestack.plans",
+    "Resources": "aiestack.resources",
+    "ModelCaller": "aiestack.sidecalls",
+    "SideCalls": "aiestack.sidecalls",
 }
 
 
@@ -119,6 +127,7 @@ __all__ = [
     "IngestReport",
     "InvalidRequest",
     "Message",
+    "ModelCaller",
     "ModelEntry",
     "ModelNotFound",
     "ModelRegistry",
@@ -133,11 +142,15 @@ __all__ = [
     "ProviderTimeout",
     "ProviderUnavailable",
     "RateLimited",
+    "Resources",
     "ResponseFormat",
     "Retriever",
+    "RoutePlan",
+    "RoutePlans",
     "Script",
     "SearchOptions",
     "Settings",
+    "SideCalls",
     "Stack",
     "Stage",
     "StoreError",

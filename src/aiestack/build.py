@@ -25,7 +25,7 @@ from aiestack.gateway.keys import ADMIN_TENANT, Authenticator, KeyService
 from aiestack.gateway.limits import CostEstimate, Limits
 from aiestack.gateway.routes import RouteTable, build_route_table, route_plans
 from aiestack.gateway.semantic_router import build_route_stage
-from aiestack.guardrails import Guardrails, Guards, build_guardrails
+from aiestack.guardrails import Guardrails, Guards, TraceRedactor, build_guardrails
 from aiestack.metrics import Metrics
 from aiestack.models.base import ChatModel, EmbeddingModel, Health
 from aiestack.models.pricing import Price, PriceTable
@@ -37,6 +37,7 @@ from aiestack.prompts.registry import PromptRegistry, PromptSpec, choose
 from aiestack.prompts.stage import Prompt, bucket, route_prompt_specs
 from aiestack.resources import Resources
 from aiestack.settings import EMBEDDED_MODEL, Settings, config_error, load_settings
+from aiestack.sidecalls import SideCalls
 from aiestack.stages.generate import Generate
 from aiestack.stages.trace import Trace
 from aiestack.stores.base import EmbeddingCacheStore, ExchangeStore, KeyStore, SpendSource, UsageStore
@@ -47,7 +48,7 @@ from aiestack.stores.kv import KV
 from aiestack.stores.open import open_store
 from aiestack.stores.prompts import PROMPT_LABEL_ATTR, PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR, PromptStore
 from aiestack.stores.writer import BatchWriter
-from aiestack.tracing import Tracing
+from aiestack.tracing import Tracing, current_exchange
 from aiestack.types import ChatRequest, Exchange, Usage
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class Stack:
     keys: KeyService
     auth: Authenticator
     resources: Resources  # the embeddings and stores the stages share, built before them
+    side_calls: SideCalls  # the one seam for the models the wings call for their own work
     prompts: PromptRegistry | None = None  # None: the store cannot hold prompts
     signals: Signals | None = None  # None: implicit feedback is off
     limits: Limits | None = None  # the keys' limits and budgets, for calls outside the chat pipeline
@@ -374,12 +376,20 @@ def _cache_and_router(
     return [*([cache] if cache is not None else []), *between, *([router] if router is not None else [])]
 
 
+def build_side_calls(trace: Stage, limits: Limits, generate: Stage, tracing: Tracing) -> SideCalls:
+    """The side-call seam: Trace → side-call Limits → Generate, the stack's own stage instances
+    (the same breakers, prices and store), on behalf of the exchange the current task serves."""
+    pipeline = Pipeline([trace, limits.side_calls(), generate], observer=tracing)
+    return SideCalls(pipeline, parent=current_exchange)
+
+
 def compile_plans(
     settings: Settings,
     routes: RouteTable,
     registry: ModelRegistry,
     guards: Guardrails,
     prompt_specs: Mapping[str, PromptSpec],
+    side_calls: SideCalls | None = None,
 ) -> RoutePlans:
     """Every ``[routes.NAME]`` compiled into one frozen :class:`~aiestack.types.RoutePlan`, each wing adding its part.
 
@@ -394,7 +404,7 @@ def compile_plans(
         .with_part(Guards, guards.table.default, guards.table.routes)
         .with_part(CachePolicy, cache_default, cache_policies(settings))
         .with_part(PromptSpec, None, prompt_specs)
-        .with_part(RagRoute, None, build_rag_routes({name: routes.config(name) for name in routes}, registry))
+        .with_part(RagRoute, None, build_rag_routes({name: routes.config(name) for name in routes}, registry, side_calls=side_calls))
     )
 
 
@@ -433,17 +443,22 @@ def build_stack(
     )
     prompts, prompt_specs, signals = _feedback_and_prompts(settings, store, routes)
     resources = build_resources(settings, store)  # built before the stages, handed down to them
+    redact = TraceRedactor()
+    tracing.redact = redact
+    trace_stage = Trace(tracing, metrics=metrics, redact=redact)
+    generate = Generate(registry, prices, routes=routes, breakers=breakers, metrics=metrics)
+    side_calls = build_side_calls(trace_stage, limits, generate, tracing)
     guards = build_guardrails(
         settings.guards.model_dump(),
         {name: {"guards": routes.config(name).guards} for name in routes},
         registry=registry,
         embeddings=resources.get_embeddings,
         metrics=metrics,
+        side_calls=side_calls,
     )
-    tracing.redact = guards.redact
-    plans = compile_plans(settings, routes, registry, guards, prompt_specs)
+    plans = compile_plans(settings, routes, registry, guards, prompt_specs, side_calls)
     stages: list[Stage] = [
-        Trace(tracing, metrics=metrics, redact=guards.redact),
+        trace_stage,
         limits,
         *([signals] if signals is not None else []),
         guards.input,
@@ -453,11 +468,12 @@ def build_stack(
         ),
         *([Prompt(prompts)] if prompts is not None and prompt_specs else []),
         build_context(resources, check_context=guards.context),
-        Generate(registry, prices, routes=routes, breakers=breakers, metrics=metrics),
+        generate,
     ]
     pipeline = Pipeline(stages, observer=tracing, plans=plans)
     stack = Stack(
-        settings, store, writer, tracing, metrics, registry, prices, pipeline, routes, breakers, kv, keys, auth, resources
+        settings, store, writer, tracing, metrics, registry, prices, pipeline, routes, breakers, kv, keys, auth, resources,
+        side_calls,
     )
     stack.prompts, stack.signals, stack.limits = prompts, signals, limits
     return stack

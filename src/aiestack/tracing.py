@@ -84,6 +84,8 @@ GATEWAY_OVERHEAD_MS = "aiestack.gateway_overhead_ms"
 ERROR_MESSAGE = "aiestack.error.message"
 
 STAGE_SPAN_PREFIX = "aiestack.stage."
+#: Where the Trace stage puts the exchange it serves in the OpenTelemetry context (see :func:`current_exchange`).
+_EXCHANGE_KEY = otel_context.create_key("aiestack.exchange")
 TRACE_STAGE = "trace"  # the Trace stage's name: its span is the exchange's root span, not a stage span
 
 Redact = Callable[[str], str]
@@ -554,3 +556,17 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
     return value
+
+
+def serving(ex: Exchange, span: Span) -> otel_context.Context:
+    """The context in which ``span`` is current and ``ex`` is the exchange being served (the Trace stage attaches it)."""
+    return trace.set_span_in_context(span, otel_context.set_value(_EXCHANGE_KEY, ex))
+
+
+def current_exchange() -> Exchange | None:
+    """The exchange the current task serves, as it entered the Trace stage; ``None`` outside a request.
+
+    Side-calls (:mod:`aiestack.sidecalls`) use it to bill the request's key and to be traced as its children.
+    """
+    value = otel_context.get_value(_EXCHANGE_KEY)
+    return value if isinstance(value, Exchange) else None

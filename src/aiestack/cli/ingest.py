@@ -103,11 +103,12 @@ async def _run(
     err = Console(stderr=True)
     async with open_stack(settings) as stack:
         if contextual:
-            entry = stack.models.resolve(contextual)
+            entry = stack.models.resolve(contextual)  # a clear error for a name that is not a model
             cache = stack.resources.context_cache  # closed with the stack
+            model = stack.side_calls.model(entry.name, purpose="rag.contextual")  # routes, pricing, a span each
             options = replace(
                 options,
-                contextualizer=Contextualizer(entry.provider, entry.upstream, name=entry.name, cache=cache),
+                contextualizer=Contextualizer(model, entry.name, name=entry.name, cache=cache),
             )
         bar = Bar(
             TextColumn("[bold]ingest[/]"),

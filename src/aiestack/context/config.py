@@ -39,8 +39,10 @@ from aiestack.context.rerank import CrossEncoderReranker, LLMReranker, Reranker
 from aiestack.context.retrieval import Fusion, Mode, SearchOptions
 from aiestack.context.rewrite import LLMRewriter, QueryRewriter
 from aiestack.errors import ConfigError, InvalidRequest
+from aiestack.models.base import ChatModel
 from aiestack.models.registry import ModelRegistry
 from aiestack.settings import config_error
+from aiestack.sidecalls import SideCalls
 from aiestack.stores.filters import parse_filter
 
 
@@ -100,9 +102,18 @@ class RagRoute:
 
 
 def rag_route(
-    collection: str, table: Mapping[str, Any], models: ModelRegistry, *, key: str = "rag"
+    collection: str,
+    table: Mapping[str, Any],
+    models: ModelRegistry,
+    *,
+    key: str = "rag",
+    side_calls: SideCalls | None = None,
 ) -> RagRoute:
-    """Validate ``table`` (``key`` names it in errors) and build the route's retrieval plan."""
+    """Validate ``table`` (``key`` names it in errors) and build the route's retrieval plan.
+
+    The reranker's and rewriter's models are called through ``side_calls`` (the stack's seam: routes,
+    pricing against the request's key, a child span); without it, their providers directly.
+    """
     try:
         cfg = RagConfig.model_validate(dict(table))
     except ValidationError as exc:
@@ -118,12 +129,14 @@ def rag_route(
         template=_template(cfg, key),
         max_source_chars=cfg.max_source_chars,
         stop=tuple(cfg.stop) if cfg.stop is not None else STOP,
-        reranker=_reranker(cfg, models, key),
-        rewriter=_rewriter(cfg, models, key),
+        reranker=_reranker(cfg, models, key, side_calls),
+        rewriter=_rewriter(cfg, models, key, side_calls),
     )
 
 
-def build_rag_routes(routes: Mapping[str, Any], models: ModelRegistry) -> dict[str, RagRoute]:
+def build_rag_routes(
+    routes: Mapping[str, Any], models: ModelRegistry, *, side_calls: SideCalls | None = None
+) -> dict[str, RagRoute]:
     """The RAG plan of every route with a ``collection``; a ``rag`` table without one is an error.
 
     ``routes`` maps route names to their validated :class:`~aiestack.gateway.routes.RouteConfig`
@@ -140,7 +153,7 @@ def build_rag_routes(routes: Mapping[str, Any], models: ModelRegistry) -> dict[s
                     f"set routes.{name}.collection to the name of an ingested collection",
                 )
             continue
-        out[name] = rag_route(collection, table, models, key=f"routes.{name}.rag")
+        out[name] = rag_route(collection, table, models, key=f"routes.{name}.rag", side_calls=side_calls)
     return out
 
 
@@ -167,15 +180,19 @@ def _template(cfg: RagConfig, key: str) -> PromptTemplate:
         ) from None
 
 
-def _model(name: str, models: ModelRegistry, key: str, what: str) -> tuple[Any, str]:
+def _model(
+    name: str, models: ModelRegistry, key: str, what: str, side_calls: SideCalls | None, purpose: str
+) -> tuple[ChatModel, str]:
     if name not in models:
         known = ", ".join(sorted(e.name for e in models)) or "none"
         raise ConfigError(key, f"unknown model {name!r}", f"name a model configured under [models] for the {what} (known: {known})")
+    if side_calls is not None:
+        return side_calls.model(name, purpose=purpose), name
     entry = models.resolve(name)
     return entry.provider, entry.upstream
 
 
-def _reranker(cfg: RagConfig, models: ModelRegistry, key: str) -> Reranker | None:
+def _reranker(cfg: RagConfig, models: ModelRegistry, key: str, side_calls: SideCalls | None) -> Reranker | None:
     if cfg.rerank == "off":
         return None
     if not cfg.rerank_model:
@@ -185,13 +202,13 @@ def _reranker(cfg: RagConfig, models: ModelRegistry, key: str) -> Reranker | Non
             "name a configured model (llm) or a local CrossEncoder directory (cross-encoder)",
         )
     if cfg.rerank == "llm":
-        provider, upstream = _model(cfg.rerank_model, models, f"{key}.rerank_model", "reranker")
+        provider, upstream = _model(cfg.rerank_model, models, f"{key}.rerank_model", "reranker", side_calls, "rag.rerank")
         return LLMReranker(provider, upstream)
     return CrossEncoderReranker(cfg.rerank_model)
 
 
-def _rewriter(cfg: RagConfig, models: ModelRegistry, key: str) -> QueryRewriter | None:
+def _rewriter(cfg: RagConfig, models: ModelRegistry, key: str, side_calls: SideCalls | None) -> QueryRewriter | None:
     if not cfg.rewrite_model:
         return None
-    provider, upstream = _model(cfg.rewrite_model, models, f"{key}.rewrite_model", "query rewriter")
+    provider, upstream = _model(cfg.rewrite_model, models, f"{key}.rewrite_model", "query rewriter", side_calls, "rag.rewrite")
     return LLMRewriter(provider, upstream)

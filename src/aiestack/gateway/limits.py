@@ -224,6 +224,18 @@ class Limits:
             used = completion.usage.input_tokens + completion.usage.output_tokens
             await self.settle(grant, tokens=used, cost_usd=completion.cost_usd)
 
+    def side_calls(self) -> SideCallLimits:
+        """The stage that bills side-calls (:mod:`aiestack.sidecalls`) to the key whose request made them."""
+        return SideCallLimits(self)
+
+    async def admit_side_call(self, key_id: str) -> Grant:
+        """A side-call's admission: the key's budgets only (refused once its spend reached a budget).
+        Its RPM, TPM and model allowlist bound what the key's clients send, not the models the
+        stack's own wings call for them."""
+        key = await self._key(key_id)
+        counters = await self._reserve_budgets(key, self._clock(), 0)
+        return Grant(key, None, 0, counters, 0)
+
     # ------------------------------------------------------------------ before the call
 
     async def admit(
@@ -413,3 +425,27 @@ class Limits:
                         await self._kv.incr(counter, change, ttl_s=_BUDGET_TTL_SLACK_S)
         except Exception:
             _log.exception("Could not reconcile the limits of key %s after a request", grant.key.id)
+
+
+class SideCallLimits:
+    """The Limits stage of the side-call pipeline: a side-call of a keyed request is refused when the
+    key is over budget, and its cost is added to the key's spend. Side-calls are never streamed."""
+
+    name = "limits"
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+
+    async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
+        if ex.key_id is None:
+            return await call_next(ex)
+        grant = await self._limits.admit_side_call(ex.key_id)
+        try:
+            result = await call_next(ex)
+        except BaseException:
+            await self._limits.settle(grant, tokens=0, cost_usd=None)
+            raise
+        completion = result.completion
+        used = completion.usage.input_tokens + completion.usage.output_tokens if completion is not None else 0
+        await self._limits.settle(grant, tokens=used, cost_usd=completion.cost_usd if completion is not None else None)
+        return result

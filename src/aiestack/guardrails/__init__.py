@@ -7,7 +7,7 @@ Retrieved chunks are checked for indirect injection before they reach the model.
 """
 
 from aiestack.guardrails.base import GuardAction, header_value
-from aiestack.guardrails.engine import Guards, GuardTable, build_guard_table
+from aiestack.guardrails.engine import Guards, GuardTable, TraceRedactor, build_guard_table
 from aiestack.guardrails.factory import Guardrails, build_guardrails
 from aiestack.guardrails.injection import InjectionClassifier, InjectionDetector, ModelJudge
 from aiestack.guardrails.output import OutputGuard
@@ -30,6 +30,7 @@ __all__ = [
     "OutputGuard",
     "PIIDetector",
     "SecretsDetector",
+    "TraceRedactor",
     "Vault",
     "build_guard_table",
     "build_guardrails",

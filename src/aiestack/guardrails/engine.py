@@ -84,14 +84,29 @@ def _context_detector(policy: GuardPolicy, classifier: InjectionClassifier | Non
     )
 
 
+class TraceRedactor:
+    """``redact(text)``: every PII value and secret in ``text`` masked (``<EMAIL>``, ``<OPENAI_KEY>``), irreversibly.
+
+    What the Trace stage applies to recorded content, whatever a route's policy: it depends on no
+    policy, so the composition root builds it before the guards (the side-call pipeline's Trace uses it).
+    """
+
+    def __init__(self) -> None:
+        self._pii = PIIDetector(ENTITIES)
+        self._secrets = SecretsDetector()
+
+    def __call__(self, text: str) -> str:
+        findings = self._pii.detect(text) + self._secrets.detect(text)
+        return mask(text, findings) if findings else text
+
+
 class GuardTable:
     """The default guards, and the guards of each route that declares its own."""
 
     def __init__(self, default: Guards, routes: Mapping[str, Guards] | None = None) -> None:
         self.default = default
         self.routes = dict(routes or {})
-        self._trace_pii = PIIDetector(ENTITIES)
-        self._trace_secrets = SecretsDetector()
+        self._redactor = TraceRedactor()
 
     def for_exchange(self, ex: Exchange) -> Guards:
         guards = ex.plan.part(Guards) if ex.plan is not None else None
@@ -99,8 +114,7 @@ class GuardTable:
 
     def redact_for_trace(self, text: str) -> str:
         """``text`` with every PII value and secret masked (``<EMAIL>``, ``<OPENAI_KEY>``)."""
-        findings = self._trace_pii.detect(text) + self._trace_secrets.detect(text)
-        return mask(text, findings) if findings else text
+        return self._redactor(text)
 
 
 def build_guard_table(

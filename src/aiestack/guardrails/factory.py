@@ -21,6 +21,7 @@ from aiestack.guardrails.stage import ContextGuard, InputGuard
 from aiestack.metrics import Metrics
 from aiestack.models.base import EmbeddingModel
 from aiestack.models.registry import ModelRegistry
+from aiestack.sidecalls import SideCalls
 
 _log = logging.getLogger(__name__)
 
@@ -64,8 +65,13 @@ def build_guardrails(
     registry: ModelRegistry,
     embeddings: Callable[[], EmbeddingModel] | None = None,
     metrics: Metrics | None = None,
+    side_calls: SideCalls | None = None,
 ) -> Guardrails:
-    """The guard stages for ``defaults`` (the ``[guards]`` settings) and the routes' ``guards`` tables."""
+    """The guard stages for ``defaults`` (the ``[guards]`` settings) and the routes' ``guards`` tables.
+
+    A judge model is called through ``side_calls`` (the stack's seam: routes, pricing against the
+    request's key, a child span); without it (guardrails used on their own), its provider directly.
+    """
     try:
         classifier: InjectionClassifier | None = InjectionClassifier()
     except (OSError, KeyError, ValueError):  # a broken install: the heuristics still run
@@ -82,6 +88,8 @@ def build_guardrails(
             raise ConfigError(
                 "guards.injection.judge", f"{name!r} is not a configured model", "name a model from [models] (or remove the judge)"
             ) from None
+        if side_calls is not None:
+            return ModelJudge(side_calls.model(name, purpose="guard.injection_judge"), name)
         return ModelJudge(entry.provider, entry.upstream)
 
     table = build_guard_table(defaults, routes, classifier=classifier, embed=embed, judge=judge)

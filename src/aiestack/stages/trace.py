@@ -21,7 +21,6 @@ import time
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import format_trace_id
 
@@ -69,6 +68,7 @@ from aiestack.tracing import (
     jsonable,
     messages_content,
     output_content,
+    serving,
     span_attributes,
     to_json,
 )
@@ -116,7 +116,7 @@ class Trace:
             kind=SpanKind.CLIENT,
             attributes=self._request_attributes(ex) if self._tracing.settings.enabled else None,
         )
-        token = otel_context.attach(trace.set_span_in_context(span))
+        token = otel_context.attach(serving(ex, span))
         try:
             result = await call_next(ex)
         except BaseException as exc:
