@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -63,12 +64,35 @@ def _feedback_store(stack: Stack) -> FeedbackStore:
     return stack.store
 
 
-async def _exchange(stack: Stack, exchange_id: str) -> ExchangeRecord | None:
+def other_writers_wait_s(stack: Stack) -> float:
+    """How long feedback waits for an exchange another process has answered but not written yet.
+
+    Every process's writer flushes at least every ``store.flush_interval_s``; a batch takes a moment
+    to commit. Two intervals and a second cover a loaded store; an id still unknown then is not
+    an exchange at all (or the store is failing), and gets the 404.
+    """
+    return stack.settings.store.flush_interval_s * 2 + 1.0
+
+
+async def find_exchange(stack: Stack, exchange_id: str) -> ExchangeRecord | None:
+    """The exchange, also one made a moment ago by this process or another one sharing the store.
+
+    Feedback is often sent right after the answer: the record may still be in this process's write
+    queue (flushed now), or in another process's (``serve --workers N``, or several hosts), which
+    this one cannot flush: then it polls the store until that writer's next flush has landed.
+    """
     found = await asyncio.to_thread(stack.store.get_exchange, exchange_id)
-    if found is None:  # just made? its record may still be in the writer's queue
-        await asyncio.to_thread(stack.writer.flush, FLUSH_WAIT_S)
+    if found is not None:
+        return found
+    await asyncio.to_thread(stack.writer.flush, FLUSH_WAIT_S)  # just made here? it may be in our queue
+    deadline = time.monotonic() + other_writers_wait_s(stack)
+    pause = 0.02
+    while True:
         found = await asyncio.to_thread(stack.store.get_exchange, exchange_id)
-    return found
+        if found is not None or time.monotonic() >= deadline:
+            return found
+        await asyncio.sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
+        pause = min(pause * 2, 0.25)
 
 
 def record_json(record: Any) -> dict[str, Any]:
@@ -85,7 +109,7 @@ async def give_feedback(request: Request) -> Response:
     body = parse_body(FeedbackRequest, await request.body())
     store = _feedback_store(stack)
     exchange_id = exchange_id_of(body.exchange_id)
-    exchange = await _exchange(stack, exchange_id)
+    exchange = await find_exchange(stack, exchange_id)
     if exchange is None or (not who.is_admin and exchange.tenant != who.tenant):
         raise NotFound(
             f"There is no exchange '{body.exchange_id}' that this key can see.",

@@ -22,6 +22,7 @@ from aiestack.server.console import charts
 from aiestack.server.console.auth import CSRF_FIELD, check_csrf, form_fields, require_session
 from aiestack.server.console.feedback_form import record_from_form
 from aiestack.server.console.render import page, svg
+from aiestack.server.routes_feedback import find_exchange
 from aiestack.stores.feedback import FeedbackRate, FeedbackStore
 from aiestack.stores.prompts import PromptStore
 
@@ -37,7 +38,7 @@ async def give_feedback(request: Request, exchange_id: str) -> Response:
     check_csrf(request, session, fields.get(CSRF_FIELD))
     stack: Stack = request.app.state.stack
     store = stack.store
-    record = await asyncio.to_thread(store.get_exchange, exchange_id)
+    record = await find_exchange(stack, exchange_id)
     if record is None or not isinstance(store, FeedbackStore):
         return page(
             request, "error.html", session, status_code=404, title="Cannot give feedback",
