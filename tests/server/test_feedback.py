@@ -135,3 +135,17 @@ def test_the_feedback_body_is_in_the_openapi_schema(tmp_path: Path) -> None:
     body = schema["paths"]["/v1/feedback"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     name = body["$ref"].rsplit("/", 1)[-1]
     assert set(schema["components"]["schemas"][name]["properties"]) >= {"exchange_id", "thumbs", "rating", "correction"}
+
+
+async def test_text_in_feedback_is_stored_redacted(asgi: Client) -> None:
+    """Comments, corrections, tags and user ids are what people write: PII and secrets are masked."""
+    client, app = asgi
+    exchange_id = (await chat(client)).headers["x-aiestack-exchange-id"]
+    email, key = "jane.doe@example.com", "sk-proj-" + "A1b2C3d4E5f6G7h8J9k0L1m2N3p4"
+    response = await feedback(client, exchange_id=exchange_id, thumbs="down", comment=f"mail {email}",
+                              correction=f"use {key}", tags=[email], user=email)
+    assert response.status_code == 201, response.text
+    (stored,) = stack_of(app).store.list_feedback(exchange_id=exchange_id)
+    assert email not in repr(stored) and key not in repr(stored)
+    assert stored.comment == "mail <EMAIL>" and stored.correction == "use <OPENAI_KEY>"
+    assert email not in response.text

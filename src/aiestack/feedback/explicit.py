@@ -8,7 +8,7 @@ judgement to ``value`` in [0, 1] and copying the exchange's route and prompt ver
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from aiestack.errors import InvalidRequest
@@ -54,8 +54,13 @@ def explicit_feedback(
     user: str | None = None,
     key_id: str | None = None,
     now: float | None = None,
+    redact: Callable[[str], str] | None = None,
 ) -> FeedbackRecord:
-    """A feedback record on ``exchange``; :class:`InvalidRequest` if it says nothing or is out of range."""
+    """A feedback record on ``exchange``; :class:`InvalidRequest` if it says nothing or is out of range.
+
+    ``redact`` (the stack's trace redactor) masks PII and secrets in the text a person wrote: the
+    comment, the correction, the tags and the user id are stored redacted, like exchange content.
+    """
     up_down = thumbs_value(thumbs)
     if rating is not None and not 1 <= rating <= 5:
         raise InvalidRequest(f"rating must be 1 to 5, got {rating}.", hint="Send an integer rating from 1 to 5.")
@@ -70,6 +75,11 @@ def explicit_feedback(
             "The feedback says nothing.",
             hint="Send at least one of thumbs, rating, score, comment or correction.",
         )
+    if redact is not None:
+        comment = redact(comment) if comment else comment
+        correction = redact(correction) if correction else correction
+        user = redact(user) if user else user
+        tags = [redact(t) for t in tags]
     version = exchange.attributes.get(PROMPT_VERSION_ATTR)
     return FeedbackRecord(
         id=new_id("fb"),

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from aiestack.build import Stack
 from aiestack.errors import AiestackError, NotFound
 from aiestack.feedback.explicit import explicit_feedback
+from aiestack.offload import run_cpu
 from aiestack.server.auth import principal
 from aiestack.server.bodies import body_openapi, parse_body
 from aiestack.server.responses import JSONBytesResponse
@@ -115,7 +116,8 @@ async def give_feedback(request: Request) -> Response:
             f"There is no exchange '{body.exchange_id}' that this key can see.",
             hint="Send the x-aiestack-exchange-id header (or the response id) of an answer made with a key of the same tenant.",
         )
-    record = explicit_feedback(
+    given = sum(len(t) for t in (body.comment or "", body.correction or "", body.user or "", *body.tags))
+    record = await run_cpu(given, lambda: explicit_feedback(
         exchange,
         thumbs=body.thumbs,
         rating=body.rating,
@@ -125,6 +127,7 @@ async def give_feedback(request: Request) -> Response:
         tags=body.tags,
         user=body.user,
         key_id=who.key_id,
-    )
+        redact=stack.tracing.redact,
+    ))
     await asyncio.to_thread(store.write_feedback, [record])
     return JSONBytesResponse(record_json(record), status_code=201)

@@ -9,7 +9,7 @@ copied onto it), with ``user = "console"``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from aiestack.errors import InvalidRequest
 from aiestack.feedback.explicit import explicit_feedback
@@ -31,7 +31,9 @@ def feedback_list(store: ExchangeStore, exchange_id: str) -> list[FeedbackRecord
     return store.list_feedback(exchange_id=exchange_id, limit=200)
 
 
-def record_from_form(fields: Mapping[str, str], exchange: ExchangeRecord) -> FeedbackRecord:
+def record_from_form(
+    fields: Mapping[str, str], exchange: ExchangeRecord, *, redact: Callable[[str], str] | None = None
+) -> FeedbackRecord:
     """The feedback the exchange page's form gives, made by the feedback wing (as ``POST /v1/feedback`` does).
 
     Raises :class:`~aiestack.errors.InvalidRequest` for a form that says nothing or is out of range.
@@ -50,4 +52,5 @@ def record_from_form(fields: Mapping[str, str], exchange: ExchangeRecord) -> Fee
         correction=fields.get("correction") or None,
         tags=fields.get("tags", "").split(","),
         user="console",
+        redact=redact,
     )

@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse, Response
 
 from aiestack.build import Stack
 from aiestack.errors import InvalidRequest
+from aiestack.offload import run_cpu
 from aiestack.server.console import charts
 from aiestack.server.console.auth import CSRF_FIELD, check_csrf, form_fields, require_session
 from aiestack.server.console.feedback_form import record_from_form
@@ -47,7 +48,7 @@ async def give_feedback(request: Request, exchange_id: str) -> Response:
             hint="Go back to the exchange list.",
         )
     try:
-        feedback = record_from_form(fields, record)
+        feedback = await run_cpu(sum(map(len, fields.values())), record_from_form, fields, record, redact=stack.tracing.redact)
     except InvalidRequest as exc:
         return page(
             request, "error.html", session, status_code=400, title="Feedback not saved",
