@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aiestack.cache.keys import normalise_query
+from aiestack.cache.keying import normalise_query
 from aiestack.cache.semantic import SemanticCache
 from aiestack.cache.verify import LexicalVerifier
 from aiestack.stores.cache import CachedAnswer, Entry

@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 
 from aiestack.errors import ProviderUnavailable, StreamBroken
+from aiestack.gateway.generate import Generate
 from aiestack.models.fake import FakeModel, Script
 from aiestack.models.pricing import PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
 from aiestack.pipeline import Next, Pipeline, PipelineError
-from aiestack.stages.generate import Generate
 from aiestack.streams import collect
 from aiestack.types import ChatRequest, Completion, Exchange, Message
 

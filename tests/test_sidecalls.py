@@ -9,6 +9,7 @@ import pytest
 from aiestack.build import Stack, build_stack
 from aiestack.context.config import RagRoute
 from aiestack.errors import ProviderUnavailable
+from aiestack.gateway.generate import DEPLOYMENT, FALLBACK
 from aiestack.gateway.limits import KeyBudgetExceeded
 from aiestack.guardrails import Guards
 from aiestack.models.fake import FakeModel, Script
@@ -16,7 +17,6 @@ from aiestack.models.registry import ModelEntry
 from aiestack.pipeline import Next
 from aiestack.settings import Settings
 from aiestack.sidecalls import SIDE_CALL_PARENT, SIDE_CALL_PURPOSE, ModelCaller, SideCalls, SideModel
-from aiestack.stages.generate import DEPLOYMENT, FALLBACK
 from aiestack.stores.base import ExchangeRecord
 from aiestack.stores.exchanges_memory import MemoryExchangeStore
 from aiestack.testing.sidecalls import ScriptedCaller

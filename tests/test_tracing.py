@@ -10,12 +10,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
+from aiestack.gateway.generate import Generate
 from aiestack.models.fake import FakeModel
 from aiestack.models.pricing import PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
 from aiestack.pipeline import Next, Pipeline
 from aiestack.settings import TracingSettings
-from aiestack.stages.generate import Generate
 from aiestack.stores.base import ExchangeRecord
 from aiestack.tracing import (
     ERROR_TYPE,

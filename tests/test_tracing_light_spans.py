@@ -18,15 +18,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Status, StatusCode
 
 from aiestack.errors import ProviderTimeout
+from aiestack.gateway.generate import Generate
 from aiestack.models.fake import FakeModel
 from aiestack.models.pricing import PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
 from aiestack.pipeline import Next, Pipeline
 from aiestack.settings import TracingSettings
-from aiestack.stages.generate import Generate
-from aiestack.stages.trace import Trace
 from aiestack.stores.base import ExchangeRecord
 from aiestack.tracing import EXCHANGE_ID, Tracing, mark_error
+from aiestack.tracing.stage import Trace
 from aiestack.types import ChatRequest, Exchange, Message, SpanRecord
 
 pytestmark = pytest.mark.unit

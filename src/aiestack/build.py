@@ -21,15 +21,16 @@ from aiestack.cache.setup import build_cache_stage, cache_policies
 from aiestack.errors import AiestackError, ConfigError
 from aiestack.feedback.signals import Signals
 from aiestack.gateway.breaker import BreakerBoard
+from aiestack.gateway.generate import Generate
 from aiestack.gateway.keys import ADMIN_TENANT, Authenticator, KeyService
 from aiestack.gateway.limits import CostEstimate, Limits
 from aiestack.gateway.routes import RouteTable, build_route_table, route_plans
 from aiestack.gateway.semantic_router import build_route_stage
 from aiestack.guardrails import Guardrails, Guards, TraceRedactor, build_guardrails
-from aiestack.metrics import Metrics
 from aiestack.models.base import ChatModel, EmbeddingModel, Health
 from aiestack.models.pricing import Price, PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
+from aiestack.monitoring import Metrics
 from aiestack.pipeline import Pipeline, Stage
 from aiestack.plans import RoutePlans
 from aiestack.plugins import ProviderSpec, plugin_manager, provider_specs
@@ -38,8 +39,6 @@ from aiestack.prompts.stage import Prompt, bucket, route_prompt_specs
 from aiestack.resources import Resources
 from aiestack.settings import EMBEDDED_MODEL, Settings, config_error, load_settings
 from aiestack.sidecalls import SideCalls
-from aiestack.stages.generate import Generate
-from aiestack.stages.trace import Trace
 from aiestack.stores.base import EmbeddingCacheStore, ExchangeStore, KeyStore, SpendSource, UsageStore
 from aiestack.stores.context_cache import ContextCache
 from aiestack.stores.documents import DocumentStore
@@ -49,6 +48,7 @@ from aiestack.stores.open import open_store
 from aiestack.stores.prompts import PROMPT_LABEL_ATTR, PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR, PromptStore
 from aiestack.stores.writer import BatchWriter
 from aiestack.tracing import Tracing, current_exchange
+from aiestack.tracing.stage import Trace
 from aiestack.types import ChatRequest, Exchange, Usage
 
 if TYPE_CHECKING:

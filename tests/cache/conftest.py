@@ -11,13 +11,13 @@ from aiestack.cache.config import CachePolicy
 from aiestack.cache.exact import ExactCache
 from aiestack.cache.semantic import SemanticCache
 from aiestack.cache.stage import CacheStage, Fingerprint
-from aiestack.metrics import Metrics
+from aiestack.gateway.generate import Generate
 from aiestack.models.fake import FakeModel
 from aiestack.models.pricing import Price, PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
+from aiestack.monitoring import Metrics
 from aiestack.pipeline import Pipeline, Stage
 from aiestack.plans import RoutePlans
-from aiestack.stages.generate import Generate
 from aiestack.stores.cache import CacheBackend
 from aiestack.stores.cache_memory import MemoryCacheBackend
 from aiestack.testing.embeddings import BagOfWordsEmbeddings

@@ -9,13 +9,13 @@ import pytest
 from aiestack.context.config import RagRoute, build_rag_routes
 from aiestack.context.stage import COLLECTION_METADATA, RAG_COLLECTION, RAG_DROPPED, RAG_HITS, Context
 from aiestack.errors import NotFound, PermissionDenied
+from aiestack.gateway.generate import Generate
 from aiestack.gateway.routes import build_route_table, route_plans
 from aiestack.models.fake import FakeModel
 from aiestack.models.pricing import PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
 from aiestack.pipeline import Pipeline
 from aiestack.resources import Resources
-from aiestack.stages.generate import Generate
 from aiestack.streams import collect
 from aiestack.types import ChatRequest, Exchange, Finding, Hit, Message, Params, Verdict
 

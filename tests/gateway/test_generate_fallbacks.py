@@ -23,13 +23,13 @@ from aiestack.errors import (
     StreamBroken,
 )
 from aiestack.gateway.breaker import BreakerBoard
+from aiestack.gateway.generate import ATTEMPT_LOG, ATTEMPTS, BREAKERS_OPEN, DEPLOYMENT, FALLBACK, Generate
 from aiestack.gateway.routes import build_route_table
-from aiestack.metrics import Metrics
 from aiestack.models.fake import FakeModel, Script
 from aiestack.models.pricing import Price, PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
+from aiestack.monitoring import Metrics
 from aiestack.pipeline import Pipeline
-from aiestack.stages.generate import ATTEMPT_LOG, ATTEMPTS, BREAKERS_OPEN, DEPLOYMENT, FALLBACK, Generate
 from aiestack.streams import collect
 from aiestack.types import ChatRequest, Completion, Exchange, Message
 

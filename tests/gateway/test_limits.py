@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from aiestack.errors import AuthError, BudgetExceeded, InvalidRequest, ProviderUnavailable, RateLimited
+from aiestack.gateway.generate import Generate
 from aiestack.gateway.keys import KeyService, ModelNotAllowed
 from aiestack.gateway.limits import (
     KeyBudgetExceeded,
@@ -18,12 +19,11 @@ from aiestack.gateway.limits import (
     estimate_tokens,
     period_bounds,
 )
-from aiestack.metrics import Metrics
 from aiestack.models.fake import FakeModel, Script
 from aiestack.models.pricing import Price, PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
+from aiestack.monitoring import Metrics
 from aiestack.pipeline import Pipeline
-from aiestack.stages.generate import Generate
 from aiestack.stores.base import KeyRecord
 from aiestack.stores.exchanges_memory import MemoryExchangeStore
 from aiestack.stores.kv import WindowResult

@@ -30,12 +30,12 @@ from starlette.routing import Route
 
 from aiestack.build import Stack, build_stack
 from aiestack.gateway.breaker import BreakerBoard
+from aiestack.gateway.generate import BREAKERS_OPEN, DEPLOYMENT, Generate
 from aiestack.gateway.routes import build_route_table
 from aiestack.pipeline import Pipeline
 from aiestack.settings import Settings
-from aiestack.stages.generate import BREAKERS_OPEN, DEPLOYMENT, Generate
-from aiestack.stages.trace import Trace
 from aiestack.streams import collect
+from aiestack.tracing.stage import Trace
 from aiestack.types import ChatRequest, Exchange, Message
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

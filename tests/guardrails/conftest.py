@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from aiestack.gateway.generate import Generate
 from aiestack.guardrails import Guardrails, Guards, build_guardrails
 from aiestack.models.base import Health
 from aiestack.models.fake import FakeModel
@@ -15,7 +16,6 @@ from aiestack.models.pricing import PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
 from aiestack.pipeline import Next, Pipeline, Stage
 from aiestack.plans import RoutePlans
-from aiestack.stages.generate import Generate
 from aiestack.types import ChatRequest, Delta, Exchange, Hit, RoutePlan, Usage
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from aiestack.guardrails.stage import map_request_text, request_chars
+from aiestack.guardrails.input import map_request_text, request_chars
 from aiestack.types import ChatRequest, Message, Params, Tool, ToolCall
 
 pytestmark = pytest.mark.unit

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from aiestack.guardrails.injection import InjectionClassifier, InjectionDetector
+from aiestack.guardrails.input import ContextGuard
 from aiestack.guardrails.segments import MAX_SEGMENT, MIN_SEGMENT, segments
-from aiestack.guardrails.stage import ContextGuard
 from aiestack.types import ChatRequest, Chunk, Exchange, Hit, Message
 
 pytestmark = pytest.mark.unit

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pytest
 
 from aiestack.guardrails.injection import InjectionClassifier, InjectionDetector, ModelJudge
-from aiestack.guardrails.stage import ContextGuard
+from aiestack.guardrails.input import ContextGuard
 from aiestack.models.fake import FakeModel
 from aiestack.types import ChatRequest, Chunk, Exchange, Hit, Message
 

@@ -1,4 +1,4 @@
-"""The exact cache: an answer stored under the canonical hash of its request (:mod:`aiestack.cache.keys`)."""
+"""The exact cache: an answer stored under the canonical hash of its request (:mod:`aiestack.cache.keying`)."""
 
 from __future__ import annotations
 

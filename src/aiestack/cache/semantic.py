@@ -2,7 +2,7 @@
 
 Lookup: embed the normalised last user turn, search the in-process vector index of the request's
 partition (tenant, route, fingerprint, parameters and earlier conversation: see
-:mod:`aiestack.cache.keys`), and take the best candidate whose similarity reaches the threshold
+:mod:`aiestack.cache.keying`), and take the best candidate whose similarity reaches the threshold
 *and* that the verifier accepts (:mod:`aiestack.cache.verify`). Entries themselves live in a
 :class:`~aiestack.stores.cache.CacheBackend`; the index holds, per entry, its vector, its key, its
 question, its tenant and its expiry, so a lookup touches the backend only to read the answer of
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aiestack.cache.index import VectorIndex, normalised
-from aiestack.cache.keys import normalise_query
+from aiestack.cache.keying import normalise_query
 from aiestack.cache.verify import LexicalVerifier, Verifier
 from aiestack.models.base import EmbeddingModel
 from aiestack.stores.cache import CacheBackend, CachedAnswer, Entry

@@ -7,13 +7,13 @@ from typing import Any
 
 from aiestack.cache.config import CachePolicy, default_policy, route_policies
 from aiestack.cache.exact import ExactCache
-from aiestack.cache.keys import fingerprint_of
+from aiestack.cache.keying import fingerprint_of
 from aiestack.cache.semantic import SemanticCache
 from aiestack.cache.stage import CacheStage
 from aiestack.cache.verify import LexicalVerifier
 from aiestack.errors import ConfigError
-from aiestack.metrics import Metrics
 from aiestack.models.base import EmbeddingModel
+from aiestack.monitoring import Metrics
 from aiestack.settings import Settings
 from aiestack.stores.base import ExchangeStore
 from aiestack.stores.cache import CacheBackend

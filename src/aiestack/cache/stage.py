@@ -25,10 +25,10 @@ import numpy as np
 
 from aiestack.cache.config import CachePolicy
 from aiestack.cache.exact import ExactCache
-from aiestack.cache.keys import exact_key, semantic_partition, split_last_user_turn
+from aiestack.cache.keying import exact_key, semantic_partition, split_last_user_turn
 from aiestack.cache.semantic import SemanticCache
 from aiestack.errors import AiestackError
-from aiestack.metrics import Metrics
+from aiestack.monitoring import Metrics
 from aiestack.pipeline import Next
 from aiestack.stores.cache import CachedAnswer, Entry
 from aiestack.streams import single, tap

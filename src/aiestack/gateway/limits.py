@@ -47,7 +47,7 @@ from typing import Literal
 
 from aiestack.errors import AuthError, BudgetExceeded, InvalidRequest, RateLimited, StoreError
 from aiestack.gateway.keys import ModelNotAllowed, TTLCache, display_key
-from aiestack.metrics import Metrics
+from aiestack.monitoring import Metrics
 from aiestack.pipeline import Next
 from aiestack.stores.base import KeyRecord, KeyStore, SpendSource
 from aiestack.stores.kv import KV

@@ -10,11 +10,11 @@ from aiestack.guardrails.base import GuardAction, header_value
 from aiestack.guardrails.engine import Guards, GuardTable, TraceRedactor, build_guard_table
 from aiestack.guardrails.factory import Guardrails, build_guardrails
 from aiestack.guardrails.injection import InjectionClassifier, InjectionDetector, ModelJudge
+from aiestack.guardrails.input import ContextGuard, InputGuard
 from aiestack.guardrails.output import OutputGuard
 from aiestack.guardrails.pii import PIIDetector, Vault
 from aiestack.guardrails.policy import GuardPolicy, build_policy
 from aiestack.guardrails.secrets import SecretsDetector
-from aiestack.guardrails.stage import ContextGuard, InputGuard
 
 __all__ = [
     "ContextGuard",

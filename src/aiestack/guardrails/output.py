@@ -31,11 +31,11 @@ from aiestack.guardrails.base import verdict, without_overlaps
 from aiestack.guardrails.canary import find_canary, new_canary, with_canary
 from aiestack.guardrails.engine import Guards, GuardTable
 from aiestack.guardrails.grounding import groundedness
+from aiestack.guardrails.input import blocked, kinds
 from aiestack.guardrails.pii import mask
 from aiestack.guardrails.schema import reask_message, validate
-from aiestack.guardrails.stage import blocked, kinds
 from aiestack.guardrails.stream import rewrite, unsettled
-from aiestack.metrics import Metrics
+from aiestack.monitoring import Metrics
 from aiestack.offload import run_cpu
 from aiestack.pipeline import Next
 from aiestack.streams import collect

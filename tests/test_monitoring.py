@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from aiestack.metrics import Metrics
+from aiestack.monitoring import Metrics
 from aiestack.stores.base import ExchangeRecord
 
 pytestmark = pytest.mark.unit

@@ -29,7 +29,7 @@ from aiestack.guardrails.base import verdict
 from aiestack.guardrails.engine import Guards, GuardTable
 from aiestack.guardrails.pii import Vault
 from aiestack.guardrails.stream import rewrite
-from aiestack.metrics import Metrics
+from aiestack.monitoring import Metrics
 from aiestack.offload import run_cpu
 from aiestack.pipeline import Next
 from aiestack.types import (

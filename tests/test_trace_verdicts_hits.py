@@ -13,7 +13,7 @@ import pytest
 from aiestack.pipeline import Next
 from aiestack.types import Chunk, Exchange, Finding, Hit, Verdict
 
-from .test_trace import SECRET, Rig, _ex, _redact
+from .test_trace_stage import SECRET, Rig, _ex, _redact
 
 pytestmark = pytest.mark.unit
 

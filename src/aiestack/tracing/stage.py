@@ -25,7 +25,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import format_trace_id
 
 from aiestack.errors import ProviderError
-from aiestack.metrics import Metrics
+from aiestack.monitoring import Metrics
 from aiestack.offload import run_cpu
 from aiestack.pipeline import Next, failed_exchange
 from aiestack.stores.base import ExchangeRecord

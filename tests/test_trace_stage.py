@@ -13,17 +13,17 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from aiestack.errors import GuardrailBlocked, ModelNotFound, ProviderUnavailable, StreamBroken
-from aiestack.metrics import Metrics
+from aiestack.gateway.generate import Generate
 from aiestack.models.fake import FakeModel, Script
 from aiestack.models.pricing import PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
+from aiestack.monitoring import Metrics
 from aiestack.pipeline import Next, Pipeline
 from aiestack.settings import TracingSettings
-from aiestack.stages.generate import Generate
-from aiestack.stages.trace import Trace
 from aiestack.stores.base import ExchangeRecord
 from aiestack.streams import collect
 from aiestack.tracing import Redact, Tracing
+from aiestack.tracing.stage import Trace
 from aiestack.types import (
     ChatRequest,
     Completion,

@@ -29,9 +29,9 @@ from aiestack.errors import AiestackError, ProviderTimeout, ProviderUnavailable,
 from aiestack.gateway.breaker import BreakerBoard, CircuitBreaker, Permit
 from aiestack.gateway.retry import Disposition, disposition, is_upstream_failure
 from aiestack.gateway.routes import Attempt, Plan, RouteTable
-from aiestack.metrics import Metrics
 from aiestack.models.pricing import PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
+from aiestack.monitoring import Metrics
 from aiestack.pipeline import Next
 from aiestack.streams import collect
 from aiestack.types import Completion, Delta, Exchange, Message, Timing

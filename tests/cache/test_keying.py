@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from aiestack.cache.keys import (
+from aiestack.cache.keying import (
     exact_key,
     fingerprint_of,
     normalise_query,
