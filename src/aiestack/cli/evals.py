@@ -196,6 +196,7 @@ async def _run(
                 cache=cache,
                 fingerprint=_fingerprint(stack),
                 embeddings=LazyEmbeddings(lambda: stack.embeddings),
+                prompts=stack.prompts,
             )
             result = await runner.run(
                 suite, examples, run_id=resume, concurrency=concurrency, progress=progress, source=source
@@ -298,6 +299,9 @@ def _report(
     summaries = summaries_from_run(run.summary)
     console = Console()
     console.print(leaderboard(summaries, info, f"{run.suite} — run {run.id}"))
+    prompts = run.summary.get("prompts") or {}
+    if prompts:  # the registry version each system ran with
+        console.print("prompts: " + ", ".join(f"{k} = {v}" for k, v in prompts.items()), highlight=False)
     compared = stored_ranking(run.summary)
     if compared is not None:
         for table in ranking_tables(*compared):

@@ -97,6 +97,19 @@ def register(app: typer.Typer) -> None:
         labels = f" [{', '.join(label)}]" if label else ""
         typer.echo(f"{name}@{version.version} {what}{labels}; variables: {', '.join(version.variables) or 'none'}")
 
+    @prompts.command("import")
+    def import_(
+        directory: Path = typer.Argument(..., help="A folder of NAME.j2 templates, e.g. examples/companion/prompts."),
+        label: str = typer.Option("production", "--label", "-l", help="Point this label at each version."),
+        message: str = typer.Option(None, "--message", "-m", help="What changed."),
+    ) -> None:
+        """Push every NAME.j2 in DIRECTORY as prompt NAME (a template equal to the newest version stays as it is)."""
+        with open_registry() as registry:
+            pushed = registry.push_dir(directory, label=label, message=message)
+        for version, created in pushed:
+            what = "pushed" if created else "unchanged, still"
+            typer.echo(f"{version.name}@{version.version} {what} [{label}]")
+
     @prompts.command("list")
     def list_() -> None:
         """Every prompt with its newest version, labels and uses."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,9 @@ from aiestack.evals.metrics import build_metric
 from aiestack.evals.suite import Suite, SystemSpec
 from aiestack.evals.summary import summarize
 from aiestack.models.base import EmbeddingModel
+from aiestack.prompts.registry import PromptRegistry
 from aiestack.stores.base import EvalResultRecord, EvalStore
+from aiestack.stores.prompts import PromptVersion
 from aiestack.types import ChatRequest, Completion, EvalRun, Example, Exchange, Message, new_id
 
 ChatCall = Callable[[ChatRequest], Awaitable[Exchange]]
@@ -164,6 +166,7 @@ class EvalRunner:
         cache: CallCache | None = None,
         fingerprint: Fingerprint | None = None,
         embeddings: EmbeddingModel | None = None,
+        prompts: PromptRegistry | None = None,
         console: Console | None = None,
         flush_every: int = 64,
         flush_interval_s: float = 0.5,
@@ -173,6 +176,7 @@ class EvalRunner:
         self._cache = cache
         self._fingerprint = fingerprint
         self._embeddings = embeddings
+        self._prompts = prompts
         self._console = console or Console(stderr=True)
         self._flush_every = flush_every
         self._flush_interval_s = flush_interval_s
@@ -191,15 +195,19 @@ class EvalRunner:
 
         ``source`` (the suite file) is kept with the run so that a later report can show inputs.
         """
+        registered = await self._registered_prompts(suite)
         run, done = self._start(suite, run_id)
         if source is not None:
             run = dataclasses.replace(run, summary={**run.summary, "source": source})
+        if registered:
+            used = {name: f"{v.name}@{v.version}" for name, v in registered.items()}
+            run = dataclasses.replace(run, summary={**run.summary, "prompts": used})
         semaphore = asyncio.Semaphore(concurrency or suite.concurrency)
         caller = CachingCaller(
             self._call, self._cache, semaphore, gateway_cache=suite.gateway_cache, fingerprint=self._fingerprint
         )
         per_sample, corpus = self._metrics(suite, caller)
-        jobs = [job for job in self._jobs(suite, examples, caller) if (job.example.id, job.system.name) not in done]
+        jobs = [job for job in self._jobs(suite, examples, caller, registered) if (job.example.id, job.system.name) not in done]
         hits = self._cache.get_many(job.key for job in jobs) if self._cache is not None else {}
         sink = _Sink(self._store, self._cache, caller, run.id, self._flush_every, self._flush_interval_s)
         finished = False
@@ -300,7 +308,9 @@ class EvalRunner:
         per_sample: list[Metric] = []
         corpus: list[CorpusMetric] = []
         for spec in suite.metrics:
-            metric = build_metric(spec.name, spec.options, judge_call=judge_call, embeddings=self._embeddings)
+            metric = build_metric(
+                spec.name, spec.options, judge_call=judge_call, embeddings=self._embeddings, base_dir=suite.base_dir
+            )
             if isinstance(metric, CorpusMetric):
                 corpus.append(metric)
             else:
@@ -315,13 +325,43 @@ class EvalRunner:
             )
         return per_sample, corpus
 
-    def _jobs(self, suite: Suite, examples: Sequence[Example], caller: CachingCaller) -> list[_Job]:
+    async def _registered_prompts(self, suite: Suite) -> dict[str, PromptVersion]:
+        """The registry version each system's ``prompt_ref`` names now (read once, off the event loop)."""
+        refs = {s.name: s.prompt_ref for s in suite.systems if s.prompt_ref is not None}
+        if not refs:
+            return {}
+        if self._prompts is None:
+            raise ConfigError(
+                "systems.prompt_ref", "this store cannot hold prompts", "use the SQLite, PostgreSQL or memory store"
+            )
+        found: dict[str, PromptVersion] = {}
+        for system, ref in refs.items():
+            try:
+                found[system] = await asyncio.to_thread(self._prompts.get, ref)
+            except AiestackError:
+                raise ConfigError(
+                    f"systems.{system}.prompt_ref",
+                    f"the registry has no prompt {ref!r}",
+                    "push it first: `aiestack prompts import DIR` (each NAME.j2 becomes NAME@production) "
+                    "or `aiestack prompts push NAME FILE --label LABEL`",
+                ) from None
+        return found
+
+    def _jobs(
+        self,
+        suite: Suite,
+        examples: Sequence[Example],
+        caller: CachingCaller,
+        registered: Mapping[str, PromptVersion],
+    ) -> list[_Job]:
         env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
         jobs: list[_Job] = []
         for system in suite.systems:
             try:
                 user = env.from_string(system.prompt or suite.prompt)
                 sys_text = system.system_prompt if system.system_prompt is not None else suite.system_prompt
+                if system.name in registered:
+                    sys_text = registered[system.name].template
                 sys_template = env.from_string(sys_text) if sys_text else None
             except TemplateError as exc:
                 raise ConfigError(
@@ -396,6 +436,8 @@ class EvalRunner:
         }
         if comparison is not None:
             summary["compare"] = comparison
+        if "prompts" in run.summary:  # the registry version each system ran with
+            summary["prompts"] = run.summary["prompts"]
         finished = dataclasses.replace(run, finished_at=time.time(), summary=summary)
         self._store.write_eval_run(finished)
         return finished

@@ -76,6 +76,16 @@ class SystemSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     prompt: str | None = None
     system_prompt: str | None = None
+    prompt_ref: str | None = Field(
+        default=None,
+        description="A prompt of the registry, NAME@LABEL or NAME@VERSION: its template is the system message.",
+    )
+
+    @model_validator(mode="after")
+    def _one_system_prompt(self) -> SystemSpec:
+        if self.prompt_ref is not None and self.system_prompt is not None:
+            raise ValueError("give a system either prompt_ref or system_prompt, not both")
+        return self
 
     def to_params(self) -> Params:
         """The validated :class:`~aiestack.types.Params` (unknown keys were rejected on load)."""

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiestack.errors import ConfigError, InvalidRequest, NotFound
@@ -155,6 +156,20 @@ class PromptRegistry:
         if label is not None:
             self.set_label(name, label, version.version)
         return version, created
+
+    def push_dir(
+        self, directory: Path, *, label: str | None = None, message: str | None = None
+    ) -> list[tuple[PromptVersion, bool]]:
+        """Push every ``NAME.j2`` in ``directory`` as prompt ``NAME`` (sorted; unchanged ones stay as they are)."""
+        files = sorted(directory.glob("*.j2")) if directory.is_dir() else []
+        if not files:
+            raise InvalidRequest(
+                f"{directory} holds no prompt templates.",
+                hint="Put each prompt in a file NAME.j2 (e.g. examples/companion/prompts/).",
+            )
+        return [
+            self.push(f.stem, f.read_text(encoding="utf-8"), message=message, label=label) for f in files
+        ]
 
     def set_label(self, name: str, label: str, version: int) -> PromptLabel:
         """Move ``label`` of ``name`` to ``version``; :class:`NotFound` if that version does not exist."""

@@ -9,10 +9,17 @@ from aiestack.evals.metrics import available_metrics, build_metric
 pytestmark = pytest.mark.unit
 
 
-def test_every_listed_metric_builds_with_its_dependencies(judge_call, embeddings) -> None:
-    required = {"regex": {"pattern": "x"}, "label_match": {"labels": ["yes", "no"]}}
+def test_every_listed_metric_builds_with_its_dependencies(judge_call, embeddings, tmp_path) -> None:
+    (tmp_path / "db.sql").write_text("CREATE TABLE t (x INTEGER);", encoding="utf-8")
+    required = {
+        "regex": {"pattern": "x"},
+        "label_match": {"labels": ["yes", "no"]},
+        "sql_execution": {"database": "db.sql"},
+    }
     for name in available_metrics():
-        metric = build_metric(name, required.get(name, {}), judge_call=judge_call, embeddings=embeddings)
+        metric = build_metric(
+            name, required.get(name, {}), judge_call=judge_call, embeddings=embeddings, base_dir=tmp_path
+        )
         assert isinstance(metric, Metric | CorpusMetric)
         assert isinstance(metric.higher_is_better, bool)
 

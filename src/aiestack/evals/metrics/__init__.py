@@ -12,7 +12,8 @@ Retrieval metrics take their cut-off from the name as well as from options: ``nd
 Where each family is defined, and its conventions: :mod:`._text` (SQuAD normalisation),
 :mod:`._overlap` (sacrebleu / rouge-score scales), :mod:`._structured` (final-number extraction),
 :mod:`._model` (logprobs, latency, cost, embeddings), :mod:`._retrieval` (ranked and relevant ids),
-:mod:`._rag` (lexical context metrics, judge faithfulness), :mod:`._code` (the sandbox).
+:mod:`._rag` (lexical context metrics, judge faithfulness), :mod:`._code` (the sandbox),
+:mod:`.sql` (text-to-SQL by execution on a read-only SQLite database).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -28,7 +30,7 @@ from pydantic import Field
 from aiestack.errors import ConfigError
 from aiestack.evals.base import CorpusMetric, Metric
 from aiestack.evals.judges import DEFAULT_RUBRIC, JudgeCall, RubricJudge
-from aiestack.evals.metrics import code, model, overlap, rag, retrieval, structured, text
+from aiestack.evals.metrics import code, model, overlap, rag, retrieval, sql, structured, text
 from aiestack.evals.metrics.options import MetricOptions, ReferenceOptions, parse_options, require
 from aiestack.models.base import EmbeddingModel
 
@@ -40,6 +42,7 @@ class _Deps:
     metric: str  # the name as written, for error messages
     judge_call: JudgeCall | None
     embeddings: EmbeddingModel | None
+    base_dir: Path = Path(".")  # the suite file's folder: relative paths in options start here
 
     def judge(self) -> JudgeCall:
         require(
@@ -110,6 +113,11 @@ def _with_embeddings(opts_model: type[Any], make: Callable[[str, Any, EmbeddingM
     return build
 
 
+def _sql_execution(name: str, options: Mapping[str, Any], deps: _Deps) -> Metric:
+    o = parse_options(sql.SqlOptions, options, deps.metric)
+    return sql.SqlExecution(o.name or name, o, deps.base_dir)
+
+
 def _faithfulness(name: str, options: Mapping[str, Any], deps: _Deps) -> Metric:
     o = parse_options(rag.FaithfulnessOptions, options, deps.metric)
     return rag.Faithfulness(o.name or name, o, deps.judge())
@@ -157,6 +165,7 @@ _FACTORIES: Mapping[str, Factory] = MappingProxyType(
         "latency": _simple(MetricOptions, model.Latency),
         "cost": _simple(MetricOptions, model.Cost),
         "functional_correctness": _simple(code.CodeOptions, code.FunctionalCorrectness),
+        "sql_execution": _sql_execution,
         "ndcg": _retrieval_metric("ndcg"),
         "recall": _retrieval_metric("recall"),
         "precision": _retrieval_metric("precision"),
@@ -182,8 +191,12 @@ def build_metric(
     *,
     judge_call: JudgeCall | None = None,
     embeddings: EmbeddingModel | None = None,
+    base_dir: Path = Path("."),
 ) -> Metric | CorpusMetric:
-    """The metric called ``name`` with ``options``; a ConfigError for an unknown name or a bad option."""
+    """The metric called ``name`` with ``options``; a ConfigError for an unknown name or a bad option.
+
+    ``base_dir`` is where relative paths in options (``sql_execution``'s database) start: the suite's folder.
+    """
     base, _, cutoff = name.partition("@")
     options = dict(options)
     if cutoff:
@@ -199,4 +212,4 @@ def build_metric(
         raise ConfigError(
             f"metrics.{name}", "unknown metric", f"{did}known metrics: {', '.join(available_metrics())}"
         )
-    return factory(base, options, _Deps(name, judge_call, embeddings))
+    return factory(base, options, _Deps(name, judge_call, embeddings, base_dir))
