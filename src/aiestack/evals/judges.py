@@ -22,16 +22,19 @@ import json
 import re
 import statistics
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiestack.errors import AiestackError
 from aiestack.evals.base import Sample, Score
 from aiestack.evals.judge_prompts import JudgePrompt, load_prompt
-from aiestack.types import ChatRequest, Completion, Message, Params, ResponseFormat
+from aiestack.sidecalls import ModelCaller
+from aiestack.types import ChatRequest, Message, Params, ResponseFormat
 
-JudgeCall = Callable[[ChatRequest], Awaitable[Completion]]
+#: How a judge reaches its model: the side-call seam's shape (``await call(request) -> Completion``),
+#: so ``stack.side_calls.caller("eval.judge")`` serves as one as well as ``stack.chat``.
+JudgeCall = ModelCaller
 Winner = Literal["a", "b", "tie"]
 
 DEFAULT_RUBRIC = (
