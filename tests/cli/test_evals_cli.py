@@ -167,3 +167,30 @@ def test_example_suite_end_to_end_on_the_embedded_model(workdir: Path) -> None:
     assert "gemma" in out and "numeric_match" in out and "2 model calls" in err
     html = (workdir / "gsm8k.html").read_text()
     assert "<svg" in html and "gsm8k-mini" in html
+
+
+@unit
+def test_the_eval_cache_re_runs_a_route_whose_configuration_or_prompt_changed(suite: Path, fake_config: Path) -> None:
+    """The eval cache's key holds what a route resolves to: its models, its config, its prompt's version."""
+    base = fake_config.read_text(encoding="utf-8") + '[models.echo2]\nprovider = "fake"\n'
+    fake_config.write_text(base + '[routes.support]\ndeployments = ["echo"]\n', encoding="utf-8")
+    suite.write_text(suite.read_text(encoding="utf-8").replace("model: echo}", "model: support}"), encoding="utf-8")
+    args = ("eval", "run", str(suite), "-q", "--system", "echo")
+    assert "12 model calls, 0 from the eval cache" in run(*args)[2]
+    assert "0 model calls, 12 from the eval cache" in run(*args)[2]
+    fake_config.write_text(base + '[routes.support]\ndeployments = ["echo2"]\n', encoding="utf-8")
+    assert "12 model calls, 0 from the eval cache" in run(*args)[2]  # another model behind the route
+    template = fake_config.parent / "support.j2"
+    template.write_text("Be brief.", encoding="utf-8")
+    from aiestack.cli import prompts
+
+    app = typer.Typer()
+    app.command("noop")(lambda: None)
+    prompts.register(app)
+    assert CliRunner().invoke(app, ["prompts", "push", "support", str(template), "--label", "production"]).exit_code == 0
+    fake_config.write_text(base + '[routes.support]\ndeployments = ["echo2"]\nprompt = "support"\n', encoding="utf-8")
+    assert "12 model calls" in run(*args)[2]
+    assert "0 model calls, 12 from the eval cache" in run(*args)[2]
+    template.write_text("Be very brief.", encoding="utf-8")
+    assert CliRunner().invoke(app, ["prompts", "push", "support", str(template), "--label", "production"]).exit_code == 0
+    assert "12 model calls, 0 from the eval cache" in run(*args)[2]  # a new version behind the same label
