@@ -16,11 +16,15 @@ import numpy as np
 _WORD = re.compile(r"\w+", re.UNICODE)
 #: Only the start of a long prompt is read (enough to judge it, and bounded in time).
 MAX_CHARS = 4000
+#: Words whose n-grams are remembered. Each costs about 1 KB; the most frequent few thousand words
+#: cover most of any text (Zipf's law). It was 65,536 (~65 MB): the gateway's memory grew by ~1 KB
+#: per request with new words until that filled (issue #13, defect 6).
+WORD_CACHE_SIZE = 4096
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=WORD_CACHE_SIZE)
 def _word_ngrams(word: str, mask: int) -> tuple[int, ...]:
-    """The hashed unigram and character 3-5-grams of one word (memoised: words repeat, Zipf's law)."""
+    """The hashed unigram and character 3-5-grams of one word (memoised, bounded: words repeat)."""
     crc = zlib.crc32
     out = [crc(b"w" + word.encode()) & mask]
     padded = f" {word} "

@@ -25,6 +25,10 @@ class Script:
     delay_s: float = 0.0  # before each piece
 
 
+#: Requests a fake model remembers (the newest).
+KEEP_REQUESTS = 1000
+
+
 @dataclass
 class FakeModel:
     """Replies with scripted answers in order; when the queue is empty, echoes the last user message."""
@@ -51,6 +55,8 @@ class FakeModel:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         self.requests.append(request)
+        if len(self.requests) > KEEP_REQUESTS:  # a server on the fake model must not grow without bound
+            del self.requests[0]
         script = self._next(request)
         meter = TimingMeter()
         meter.began()
