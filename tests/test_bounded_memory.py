@@ -8,8 +8,8 @@ import pytest
 from aiestack.guardrails import features
 from aiestack.models.fake import KEEP_REQUESTS, FakeModel
 from aiestack.settings import TracingSettings
-from aiestack.stages.trace import _NAMES_KEPT, Trace
 from aiestack.tracing import Tracing
+from aiestack.tracing.stage import _NAMES_KEPT, Trace
 from aiestack.types import ChatRequest, Message
 
 pytestmark = pytest.mark.unit
