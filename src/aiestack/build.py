@@ -109,6 +109,9 @@ class Stack:
             from dataclasses import replace
 
             request = replace(request, model=self.settings.default_model)
+        plans = self.pipeline.plans
+        if plans is not None and "plan" not in exchange_fields:  # planned here: the pipeline need not copy the exchange
+            exchange_fields["plan"] = plans.for_name(request.model)
         return await self.pipeline(Exchange(request=request, **exchange_fields))
 
     async def check_models(self) -> dict[str, Health]:
