@@ -173,7 +173,8 @@ class InputGuard:
         self._count(verdicts)
         result = await call_next(dataclasses.replace(ex, request=request, verdicts=(*ex.verdicts, *verdicts)))
         if len(vault) and result.completion is not None:
-            result = dataclasses.replace(result, completion=_restored(result.completion, vault))
+            size = len(result.completion.text) if result.completion.stream is None else 0
+            result = dataclasses.replace(result, completion=await run_cpu(size, _restored, result.completion, vault))
         return result
 
     def _end(self, ex: Exchange, verdicts: list[Verdict], guard: str, reason: str) -> Exchange:
