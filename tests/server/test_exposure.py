@@ -85,3 +85,22 @@ def test_rotating_x_forwarded_for_does_not_dodge_the_login_lockout(tmp_path: Pat
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+async def test_the_failed_authentication_count_follows_limits_fail_open() -> None:
+    from aiestack.errors import StoreError
+    from aiestack.gateway.keys import FailedAuthentications
+
+    class DownKV:
+        async def get(self, key: str) -> int | None:
+            raise StoreError("Redis is away")
+
+        async def window_add(self, *args: object) -> None:
+            raise StoreError("Redis is away")
+
+    open_ = FailedAuthentications(DownKV(), fail_open=True)  # type: ignore[arg-type]
+    await open_.check("10.0.0.1")
+    await open_.failed("10.0.0.1")
+    closed = FailedAuthentications(DownKV())  # type: ignore[arg-type]
+    with pytest.raises(StoreError):
+        await closed.check("10.0.0.1")

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
-from aiestack.errors import AuthError, InvalidRequest, NotFound, PermissionDenied, RateLimited
+from aiestack.errors import AuthError, InvalidRequest, NotFound, PermissionDenied, RateLimited, StoreError
 from aiestack.stores.base import (
     USAGE_GROUPS,
     KeyRecord,
@@ -339,17 +339,25 @@ class FailedAuthentications:
     The address is the peer's, or the one a trusted proxy forwarded (``gateway.trusted_proxies``).
     """
 
-    def __init__(self, kv: KV, *, limit: int = 10, window_s: float = 300.0) -> None:
+    def __init__(self, kv: KV, *, limit: int = 10, window_s: float = 300.0, fail_open: bool = False) -> None:
         self._kv = kv
         self.limit = limit
         self.window_s = window_s
+        #: When the KV cannot be reached: count nothing and let the key decide (as ``limits_fail_open``),
+        #: rather than answer 503. Fail closed (the default) raises the KV's StoreError.
+        self.fail_open = fail_open
 
     def _key(self, client: str) -> str:
         return f"authfail:{client}"
 
     async def check(self, client: str) -> None:
         """Raise :class:`TooManyFailedAuthentications` if ``client`` is locked out."""
-        failures = await self._kv.get(self._key(client))
+        try:
+            failures = await self._kv.get(self._key(client))
+        except StoreError:
+            if self.fail_open:
+                return
+            raise
         if failures is None or failures < self.limit:
             return
         window = await self._kv.window_add(self._key(client), 0, self.limit, self.window_s)
@@ -360,7 +368,11 @@ class FailedAuthentications:
         )
 
     async def failed(self, client: str) -> None:
-        await self._kv.window_add(self._key(client), 1, self.limit, self.window_s)
+        try:
+            await self._kv.window_add(self._key(client), 1, self.limit, self.window_s)
+        except StoreError:
+            if not self.fail_open:
+                raise
 
     async def cleared(self, client: str) -> None:
         """Forget ``client``'s failures (after it logged in to the console with the admin key)."""

@@ -22,7 +22,9 @@ def client_address(request: Request) -> str:
 
 def failed_authentications(stack: Stack) -> FailedAuthentications:
     gateway = stack.settings.gateway
-    return FailedAuthentications(stack.kv, limit=gateway.auth_failure_limit, window_s=gateway.auth_failure_window_s)
+    return FailedAuthentications(
+        stack.kv, limit=gateway.auth_failure_limit, window_s=gateway.auth_failure_window_s, fail_open=gateway.limits_fail_open
+    )
 
 
 async def principal(stack: Stack, request: Request) -> Principal:
