@@ -40,7 +40,19 @@ def rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-async def load(url: str, start: int, count: int, concurrency: int, deadline: float) -> int:
+#: With ``--known-words`` every question is a new combination of these (no new words at all).
+WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
+         "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango")
+
+
+def question(i: int, known_words: bool) -> str:
+    if not known_words:
+        return f"question number {i} about topic {i % 97}"
+    n = len(WORDS)
+    return f"question {WORDS[i % n]} {WORDS[i // n % n]} {WORDS[i // n // n % n]} {WORDS[i // n // n // n % n]}"
+
+
+async def load(url: str, start: int, count: int, concurrency: int, deadline: float, known_words: bool = False) -> int:
     sent = 0
     next_id = start
 
@@ -50,7 +62,7 @@ async def load(url: str, start: int, count: int, concurrency: int, deadline: flo
             i = next_id
             next_id += 1
             sent += 1
-            body = {"model": "fake", "messages": [{"role": "user", "content": f"question number {i} about topic {i % 97}"}]}
+            body = {"model": "fake", "messages": [{"role": "user", "content": question(i, known_words)}]}
             r = await client.post(f"{url}/v1/chat/completions", json=body)
             r.raise_for_status()
 
@@ -67,6 +79,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--max-seconds", type=float, default=600.0)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--known-words", action="store_true",
+                        help="questions from a fixed vocabulary (isolates growth other than the word cache)")
     parser.add_argument("--tracebacks", type=int, default=0, help="print the whole traceback of this many top sites")
     args = parser.parse_args()
 
@@ -82,13 +96,13 @@ def main() -> None:
     deadline = time.monotonic() + args.max_seconds
 
     tracemalloc.start(25 if args.tracebacks else 8)
-    asyncio.run(load(url, 0, args.warmup, args.concurrency, deadline))
+    asyncio.run(load(url, 0, args.warmup, args.concurrency, deadline, args.known_words))
     gc.collect()
     base = tracemalloc.take_snapshot()
     rows = [("warm-up", args.warmup, rss_mb(), tracemalloc.get_traced_memory()[0] / 2**20)]
     done = args.warmup
     for r in range(args.rounds):
-        sent = asyncio.run(load(url, done, args.requests, args.concurrency, deadline))
+        sent = asyncio.run(load(url, done, args.requests, args.concurrency, deadline, args.known_words))
         done += sent
         gc.collect()
         rows.append((f"round {r + 1}", sent, rss_mb(), tracemalloc.get_traced_memory()[0] / 2**20))
