@@ -27,13 +27,14 @@ from aiestack.gateway.limits import CostEstimate, Limits
 from aiestack.gateway.routes import RouteTable, build_route_table, route_plans
 from aiestack.gateway.semantic_router import build_route_stage
 from aiestack.guardrails import Guardrails, Guards, TraceRedactor, build_guardrails
+from aiestack.hookspecs import MetricSpec, ProviderSpec, ToolSpec
 from aiestack.models.base import ChatModel, EmbeddingModel, Health
 from aiestack.models.pricing import Price, PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
 from aiestack.monitoring import Metrics
 from aiestack.pipeline import Pipeline, Stage
 from aiestack.plans import RoutePlans
-from aiestack.plugins import ProviderSpec, plugin_manager, provider_specs
+from aiestack.plugins import Plugins, collect_plugins, plugin_manager
 from aiestack.prompts.registry import PromptRegistry, PromptSpec, choose
 from aiestack.prompts.stage import Prompt, bucket, route_prompt_specs
 from aiestack.resources import Resources
@@ -77,6 +78,10 @@ class Stack:
     prompts: PromptRegistry | None = None  # None: the store cannot hold prompts
     signals: Signals | None = None  # None: implicit feedback is off
     limits: Limits | None = None  # the keys' limits and budgets, for calls outside the chat pipeline
+    #: The tools plugins registered (``register_tools``), by name: what an agent may call.
+    tools: Mapping[str, ToolSpec] = field(default_factory=dict)
+    #: The eval metrics plugins registered (``register_metrics``), by name: suites may name them.
+    eval_metrics: Mapping[str, MetricSpec] = field(default_factory=dict)
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -244,11 +249,17 @@ def build_resources(settings: Settings, store: ExchangeStore) -> Resources:
     )
 
 
-def build_context(resources: Resources, *, check_context: CheckContext | None = None) -> Context:
-    """The Context (RAG) stage; its stores are opened on first use. The routes' RAG plans are in their route plans."""
+def build_context(
+    resources: Resources, *, check_context: CheckContext | None = None, plugins: Plugins | None = None
+) -> Context:
+    """The Context (RAG) stage; its stores are opened on first use. The routes' RAG plans are in their route plans.
+
+    The plugins' retrievers each add a ranked list to every search's fusion.
+    """
     from aiestack.context.stage import Context
 
-    return Context(resources, check_context=check_context, admin_tenant=ADMIN_TENANT)
+    retrievers = [spec.factory() for spec in plugins.retrievers.values()] if plugins is not None else []
+    return Context(resources, check_context=check_context, admin_tenant=ADMIN_TENANT, retrievers=retrievers)
 
 
 def cost_estimator(routes: RouteTable, registry: ModelRegistry, prices: PriceTable) -> CostEstimate:
@@ -422,11 +433,11 @@ def build_stack(
     """Build a stack from settings. ``models`` adds ready-made entries (tests pass fakes here)."""
     settings = settings or load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    pm = plugin_manager(plugins)
-    registry = build_models(settings, provider_specs(pm), extra=models)
+    found = collect_plugins(plugin_manager(plugins))
+    registry = build_models(settings, found.providers, extra=models)
     routes = build_routes(settings, registry)
     breakers = BreakerBoard(routes.breaker_settings)
-    store = store or open_store(settings.store_url, "exchanges")
+    store = store or open_store(settings.store_url, "exchanges", extra=found.stores)
     store.migrate()
     writer = BatchWriter(
         store, batch_size=settings.store.batch_size, flush_interval_s=settings.store.flush_interval_s
@@ -465,12 +476,13 @@ def build_stack(
         limits,
         *([signals] if signals is not None else []),
         guards.input,
+        *(spec.factory() for spec in found.guardrails.values()),  # the plugins' guards
         *extra_stages,
         *_cache_and_router(
             settings, store, routes, plans, registry, metrics, prompts, resources, between=[guards.output]
         ),
         *([Prompt(prompts)] if prompts is not None and prompt_specs else []),
-        build_context(resources, check_context=guards.context),
+        build_context(resources, check_context=guards.context, plugins=found),
         generate,
     ]
     pipeline = Pipeline(stages, observer=tracing, plans=plans)
@@ -479,6 +491,7 @@ def build_stack(
         side_calls,
     )
     stack.prompts, stack.signals, stack.limits = prompts, signals, limits
+    stack.tools, stack.eval_metrics = found.tools, found.metrics
     return stack
 
 

@@ -1,59 +1,56 @@
-"""Extension points (pluggy). Built-in components register through the same hooks as plugins.
+"""Loading plugins (pluggy): the built-ins by dotted name, extra plugins, installed entry points.
 
-A plugin is a module or object with ``@hookimpl``-decorated functions, shipped as a package with an
-``aiestack`` entry point (``[project.entry-points.aiestack] myplugin = "my_pkg.plugin"``)::
-
-    from aiestack.plugins import hookimpl
-
-    @hookimpl
-    def register_models(register):
-        register("my_provider", MyConfig, lambda name, cfg, env: MyProvider(...))
-
-Tests may build a stack without the plugin manager by passing providers directly.
+The hooks and the specs a plugin registers are :mod:`aiestack.hookspecs`. :func:`collect_plugins`
+calls every hook once and returns what was registered, checked for clashes; the composition root
+(:mod:`aiestack.build`) wires each kind in. Tests may build a stack without entry points by passing
+plugins directly (``build_stack(plugins=[my_plugin])``).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import TypeVar
 
 import pluggy
-from pydantic import BaseModel
 
-from aiestack.models.base import ChatModel
+from aiestack.hookspecs import (
+    GuardrailSpec,
+    Hookspecs,
+    MetricSpec,
+    ProviderSpec,
+    RetrieverSpec,
+    StoreSpec,
+    ToolSpec,
+)
+from aiestack.stores.open import StoreFactory
 
-hookspec = pluggy.HookspecMarker("aiestack")
-hookimpl = pluggy.HookimplMarker("aiestack")
+#: The modules that register the built-in components, loaded by name (no import cycle with them).
+BUILTINS = ("aiestack.models.builtin",)
 
-ProviderFactory = Callable[[str, Any, Mapping[str, str]], ChatModel]
-"""(model name, validated config, environment) → provider instance."""
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderSpec:
-    """How to build a provider from a ``[models.NAME]`` table whose ``provider`` is ``name``."""
-
-    name: str
-    config: type[BaseModel]
-    factory: ProviderFactory
-    local: bool = False  # runs on this machine (costs nothing)
-    upstream: Callable[[str, Any], str] | None = None  # the upstream model id (default: cfg.model or NAME)
+_S = TypeVar("_S")
 
 
-class Hookspecs:
-    @hookspec
-    def register_models(self, register: Callable[[ProviderSpec], None]) -> None:
-        """Register model providers: call ``register(ProviderSpec(...))`` for each."""
+@dataclass(frozen=True)
+class Plugins:
+    """What the plugins (built-ins included) registered, by name."""
+
+    providers: Mapping[str, ProviderSpec]
+    guardrails: Mapping[str, GuardrailSpec]
+    retrievers: Mapping[str, RetrieverSpec]
+    stores: Mapping[tuple[str, str], StoreFactory]
+    tools: Mapping[str, ToolSpec]
+    metrics: Mapping[str, MetricSpec]
 
 
 def plugin_manager(extra: Iterable[object] = (), *, entry_points: bool = True) -> pluggy.PluginManager:
     """A plugin manager with the built-ins, ``extra`` plugins and (optionally) installed entry points."""
-    from aiestack.models import builtin
-
     pm = pluggy.PluginManager("aiestack")
     pm.add_hookspecs(Hookspecs)
-    pm.register(builtin)
+    for name in BUILTINS:
+        pm.register(importlib.import_module(name), name=name)
     for plugin in extra:
         pm.register(plugin)
     if entry_points:
@@ -61,13 +58,35 @@ def plugin_manager(extra: Iterable[object] = (), *, entry_points: bool = True) -
     return pm
 
 
-def provider_specs(pm: pluggy.PluginManager) -> dict[str, ProviderSpec]:
-    specs: dict[str, ProviderSpec] = {}
+def collect_plugins(pm: pluggy.PluginManager) -> Plugins:
+    """Call every hook once; a name (or a store's scheme and capability) registered twice is an error."""
+    stores: dict[tuple[str, str], StoreFactory] = {}
 
-    def register(spec: ProviderSpec) -> None:
-        if spec.name in specs:
-            raise ValueError(f"two plugins register the model provider {spec.name!r}")
-        specs[spec.name] = spec
+    def store(spec: StoreSpec) -> None:
+        key = (spec.scheme.lower(), spec.capability)
+        if key in stores:
+            raise ValueError(f"two plugins register the {spec.capability} store for {spec.scheme}://")
+        stores[key] = spec.factory
 
-    pm.hook.register_models(register=register)
-    return specs
+    pm.hook.register_stores(register=store)
+    return Plugins(
+        providers=_collect(pm.hook.register_models, "model provider", lambda s: s.name),
+        guardrails=_collect(pm.hook.register_guardrails, "guardrail", lambda s: s.name),
+        retrievers=_collect(pm.hook.register_retrievers, "retriever", lambda s: s.name),
+        stores=MappingProxyType(stores),
+        tools=_collect(pm.hook.register_tools, "tool", lambda s: s.name),
+        metrics=_collect(pm.hook.register_metrics, "metric", lambda s: s.name),
+    )
+
+
+def _collect(hook: Callable[..., object], what: str, name: Callable[[_S], str]) -> Mapping[str, _S]:
+    found: dict[str, _S] = {}
+
+    def register(spec: _S) -> None:
+        key = name(spec)
+        if key in found:
+            raise ValueError(f"two plugins register the {what} {key!r}")
+        found[key] = spec
+
+    hook(register=register)
+    return MappingProxyType(found)

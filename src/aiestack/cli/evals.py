@@ -197,6 +197,7 @@ async def _run(
                 fingerprint=_fingerprint(stack),
                 embeddings=LazyEmbeddings(lambda: stack.embeddings),
                 prompts=stack.prompts,
+                metrics=stack.eval_metrics,
             )
             result = await runner.run(
                 suite, examples, run_id=resume, concurrency=concurrency, progress=progress, source=source

@@ -22,7 +22,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from aiestack.context.fusion import Norm, rrf, weighted
 from aiestack.context.mmr import mmr
@@ -32,6 +32,9 @@ from aiestack.errors import InvalidRequest
 from aiestack.models.base import EmbeddingModel
 from aiestack.stores.documents import DocumentStore, Filter
 from aiestack.types import Hit, Message
+
+if TYPE_CHECKING:
+    from aiestack.hookspecs import PluginRetriever
 
 Mode = Literal["bm25", "vector", "hybrid"]
 Fusion = Literal["rrf", "weighted"]
@@ -91,11 +94,13 @@ class Retriever:
         *,
         reranker: Reranker | None = None,
         rewriter: QueryRewriter | None = None,
+        extra: Sequence[PluginRetriever] = (),
     ) -> None:
         self.store = store
         self.embeddings = embeddings
         self.reranker = reranker
         self.rewriter = rewriter
+        self.extra = tuple(extra)  # plugin retrievers: each list is fused with the term and vector lists
 
     async def embed_query(self, query: str) -> list[float]:
         if self.embeddings is None:
@@ -137,6 +142,8 @@ class Retriever:
                 query_vector = await embedding
                 timings["embed_ms"] = _ms(t1)
                 lists.append(self.store.vector_search(collection, query_vector, k=depth, filter=opts.filter))
+            for plugin in self.extra:
+                lists.append(await plugin.search(collection, query, k=depth, filter=opts.filter))
         finally:
             if embedding is not None and not embedding.done():
                 embedding.cancel()
@@ -159,7 +166,8 @@ class Retriever:
     def _fuse(self, lists: list[list[Hit]], opts: SearchOptions) -> list[Hit]:
         if len(lists) == 1:
             return lists[0]
-        weights = (1.0 - opts.vector_weight, opts.vector_weight)
+        builtin = {"bm25": (1.0,), "vector": (1.0,), "hybrid": (1.0 - opts.vector_weight, opts.vector_weight)}
+        weights = (*builtin[opts.mode], *(1.0 for _ in self.extra))  # a plugin's list weighs as one of ours
         if opts.fusion == "weighted":
             return weighted(lists, weights=weights, norm=opts.norm)
         return rrf(lists, k=opts.rrf_k, weights=weights)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiestack.context.config import RagRoute, rag_route
 from aiestack.context.prompt import sources_of
@@ -33,6 +33,9 @@ from aiestack.pipeline import Next
 from aiestack.resources import Resources
 from aiestack.stores.documents import CollectionInfo
 from aiestack.types import Exchange, Hit, Message, Verdict, last_user_index
+
+if TYPE_CHECKING:
+    from aiestack.hookspecs import PluginRetriever
 
 CheckContext = Callable[[Exchange, Sequence[Hit]], Awaitable[tuple[Sequence[Hit], Sequence[Verdict]]]]
 
@@ -56,8 +59,10 @@ class Context:
         *,
         check_context: CheckContext | None = None,
         admin_tenant: str = "admin",
+        retrievers: Sequence[PluginRetriever] = (),
     ) -> None:
         self._resources = resources
+        self._retrievers = tuple(retrievers)
         self._check_context = check_context
         self._admin_tenant = admin_tenant
         self._default = rag_route("", {}, ModelRegistry())
@@ -99,6 +104,7 @@ class Context:
             self._resources.embeddings if plan.options.mode != "bm25" or plan.options.mmr_lambda is not None else None,
             reranker=plan.reranker,
             rewriter=plan.rewriter,
+            extra=self._retrievers,
         )
         history = ex.request.messages[:at]
         found = await retriever.search(plan.collection, question, plan.options, history=history)

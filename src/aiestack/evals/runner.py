@@ -29,7 +29,7 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import StrictUndefined, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
@@ -56,6 +56,9 @@ from aiestack.prompts.registry import PromptRegistry
 from aiestack.stores.base import EvalResultRecord, EvalStore
 from aiestack.stores.prompts import PromptVersion
 from aiestack.types import ChatRequest, Completion, EvalRun, Example, Exchange, Message, new_id
+
+if TYPE_CHECKING:
+    from aiestack.hookspecs import MetricSpec
 
 ChatCall = Callable[[ChatRequest], Awaitable[Exchange]]
 #: What a model or route name resolves to now (route config, prompt and collection versions), or "".
@@ -170,7 +173,9 @@ class EvalRunner:
         console: Console | None = None,
         flush_every: int = 64,
         flush_interval_s: float = 0.5,
+        metrics: Mapping[str, MetricSpec] | None = None,
     ) -> None:
+        self._plugin_metrics = metrics or {}  # registered by plugins (register_metrics)
         self._call = call
         self._store = store
         self._cache = cache
@@ -309,7 +314,12 @@ class EvalRunner:
         corpus: list[CorpusMetric] = []
         for spec in suite.metrics:
             metric = build_metric(
-                spec.name, spec.options, judge_call=judge_call, embeddings=self._embeddings, base_dir=suite.base_dir
+                spec.name,
+                spec.options,
+                judge_call=judge_call,
+                embeddings=self._embeddings,
+                base_dir=suite.base_dir,
+                extra=self._plugin_metrics,
             )
             if isinstance(metric, CorpusMetric):
                 corpus.append(metric)

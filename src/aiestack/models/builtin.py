@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aiestack.hookspecs import ProviderSpec, hookimpl
 from aiestack.models.base import ChatModel
 from aiestack.models.fake import FakeModel
-from aiestack.plugins import ProviderSpec, hookimpl
 
 
 class FakeModelConfig(BaseModel):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -33,6 +33,9 @@ from aiestack.evals.judges import DEFAULT_RUBRIC, JudgeCall, RubricJudge
 from aiestack.evals.metrics import code, model, overlap, rag, retrieval, sql, structured, text
 from aiestack.evals.metrics.options import MetricOptions, ReferenceOptions, parse_options, require
 from aiestack.models.base import EmbeddingModel
+
+if TYPE_CHECKING:
+    from aiestack.hookspecs import MetricSpec
 
 __all__ = ["available_metrics", "build_metric"]
 
@@ -192,11 +195,16 @@ def build_metric(
     judge_call: JudgeCall | None = None,
     embeddings: EmbeddingModel | None = None,
     base_dir: Path = Path("."),
+    extra: Mapping[str, MetricSpec] | None = None,
 ) -> Metric | CorpusMetric:
     """The metric called ``name`` with ``options``; a ConfigError for an unknown name or a bad option.
 
     ``base_dir`` is where relative paths in options (``sql_execution``'s database) start: the suite's folder.
+    ``extra`` holds the metrics plugins registered; a built-in name is never shadowed by one.
     """
+    plugin = (extra or {}).get(name)
+    if plugin is not None and name not in _FACTORIES:
+        return plugin.factory(name, dict(options))
     base, _, cutoff = name.partition("@")
     options = dict(options)
     if cutoff:
@@ -209,7 +217,6 @@ def build_metric(
     if factory is None:
         close = difflib.get_close_matches(base, _FACTORIES, n=1)
         did = f"did you mean '{close[0]}'? " if close else ""
-        raise ConfigError(
-            f"metrics.{name}", "unknown metric", f"{did}known metrics: {', '.join(available_metrics())}"
-        )
+        known = sorted({*available_metrics(), *(extra or {})})
+        raise ConfigError(f"metrics.{name}", "unknown metric", f"{did}known metrics: {', '.join(known)}")
     return factory(base, options, _Deps(name, judge_call, embeddings, base_dir))
