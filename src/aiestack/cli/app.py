@@ -27,10 +27,11 @@ def build_app() -> typer.Typer:
 
     for module in (feedback, prompts):
         module.register(app)
-    from aiestack.cli import redteam, routes
+    from aiestack.cli import collections, redteam, routes
 
     routes.register(app)
     redteam.register(app)
+    collections.register(app)
     return app
 
 

@@ -111,6 +111,12 @@ class DocumentStore(Protocol):
         putting the batches again. Every item is checked before anything is written.
         """
 
+    def read_documents(self, collection: str, sources: Sequence[str]) -> list[DocumentItem]:
+        """The documents stored for ``sources`` (in that order, missing ones left out), each with
+        its chunks in position order and their stored unit vectors: what :meth:`put_documents`
+        takes, so a collection can be copied to another store without embedding again.
+        ``Document.text`` is the chunk texts joined by newlines (stores keep only the chunks)."""
+
     def delete_documents(self, collection: str, ids: Sequence[str]) -> int:
         """Delete documents (and their chunks) by id; returns how many existed."""
 

@@ -130,9 +130,14 @@ def check_query_vector(info: CollectionInfo, vector: Sequence[float]) -> np.ndar
 
 
 def normalize(matrix: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero), float32."""
+    """Rows scaled to unit length (zero rows stay zero), float32.
+
+    Rows already of unit length (within float32 rounding) are kept bit for bit, so a vector read
+    from one store and written to another (``aiestack collections copy``) stays the same.
+    """
     matrix = np.asarray(matrix, dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms = np.where(np.abs(norms - 1.0) <= 1e-6, np.float32(1.0), norms)
     return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
 
 

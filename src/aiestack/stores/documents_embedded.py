@@ -190,6 +190,10 @@ class EmbeddedDocumentStore:
             self._apply(indexes, change, texts, matrix)
             return written
 
+    def read_documents(self, collection: str, sources: Sequence[str]) -> list[DocumentItem]:
+        dim = self._records.require(collection).dim
+        return [(d, c, m.tolist()) for d, c, m in self._records.read_documents(collection, sources, dim)]
+
     def delete_documents(self, collection: str, ids: Sequence[str]) -> int:
         with self._lock:
             indexes = self._indexes(collection)

@@ -217,6 +217,26 @@ class MemoryDocumentStore:
         )
         return True
 
+    def read_documents(self, collection: str, sources: Sequence[str]) -> list[DocumentItem]:
+        with self._lock:
+            target = self._get(collection)
+            out: list[DocumentItem] = []
+            for source in sources:
+                stored = target.documents.get(source)
+                if stored is None:
+                    continue
+                entries = [target.entries[key] for key in target.keys_by_source.get(source, [])]
+                chunks = [dataclasses.replace(e.chunk, metadata=json_copy(e.chunk.metadata)) for e in entries]
+                document = Document(
+                    id=stored.id,
+                    text="\n".join(c.text for c in chunks),
+                    source=source,
+                    title=stored.title,
+                    metadata=json_copy(stored.metadata),
+                )
+                out.append((document, chunks, [e.vector.tolist() for e in entries]))
+            return out
+
     def delete_documents(self, collection: str, ids: Sequence[str]) -> int:
         wanted = set(ids)
         with self._lock:

@@ -160,6 +160,10 @@ class PostgresDocumentStore:
         written, _ = self._records.put_documents(collection, prepared)
         return written
 
+    def read_documents(self, collection: str, sources: Sequence[str]) -> list[DocumentItem]:
+        dim = self._records.require(collection).dim
+        return [(d, c, m.tolist()) for d, c, m in self._records.read_documents(collection, sources, dim)]
+
     def delete_documents(self, collection: str, ids: Sequence[str]) -> int:
         count, _ = self._records.delete_documents(collection, ids)
         return count

@@ -348,6 +348,49 @@ class SqlRecords:
         added = list(connection.scalars(chunks_table.insert().returning(chunks_table.c.key, sort_by_parameter_order=True), rows))
         return added, origins
 
+    def read_documents(self, collection: str, sources: Sequence[str], dim: int) -> list[tuple[Document, list[Chunk], np.ndarray]]:
+        """See :meth:`DocumentStore.read_documents` (vectors as a float32 matrix per document)."""
+        with store_errors(self.url, "read from"), self.engine.connect() as connection:
+            stored: dict[str, Any] = {}
+            for batch in _batches(list(dict.fromkeys(sources))):
+                rows = connection.execute(
+                    sa.select(documents_table).where(
+                        documents_table.c.collection == collection, documents_table.c.source.in_(batch)
+                    )
+                ).mappings()
+                stored.update((row["source"], row) for row in rows)
+            chunks: dict[int, list[Any]] = {row["key"]: [] for row in stored.values()}
+            for batch in _batches(list(chunks)):
+                query = (
+                    sa.select(*self._CHUNK_COLUMNS, chunks_table.c.document_key, chunks_table.c.embedding)
+                    .where(chunks_table.c.document_key.in_(batch))
+                    .order_by(chunks_table.c.document_key, chunks_table.c.position, chunks_table.c.key)
+                )
+                for row in connection.execute(query):
+                    chunks[row.document_key].append(row)
+        out = []
+        for source in sources:
+            if source not in stored:
+                continue
+            row = stored[source]
+            found = chunks[row["key"]]
+            document = Document(
+                id=row["id"],
+                text="\n".join(c.text for c in found),
+                source=row["source"],
+                title=row["title"],
+                metadata=row["metadata"],
+            )
+            matrix = np.stack([self._vector(c.embedding) for c in found]) if found else np.zeros((0, dim), np.float32)
+            out.append((document, [self._chunk(c) for c in found], matrix))
+        return out
+
+    @staticmethod
+    def _vector(value: Any) -> np.ndarray:
+        if isinstance(value, bytes | memoryview):
+            return np.frombuffer(value, dtype=FLOAT32_LE).astype(np.float32)
+        return np.asarray(value, dtype=np.float32)
+
     def delete_documents(self, collection: str, ids: Sequence[str]) -> tuple[int, Change | None]:
         self.require(collection)
         if not ids:
@@ -449,9 +492,7 @@ class SqlRecords:
                 )
                 for row in connection.execute(query):
                     texts[row.key] = row.text
-                    vectors[row.key] = np.frombuffer(row.embedding, dtype=FLOAT32_LE) if isinstance(
-                        row.embedding, bytes | memoryview
-                    ) else np.asarray(row.embedding, dtype=np.float32)
+                    vectors[row.key] = self._vector(row.embedding)
         ordered = [int(k) for k in keys]
         matrix = np.stack([vectors[k] for k in ordered]) if ordered else np.zeros((0, dim), np.float32)
         return [texts[k] for k in ordered], matrix.astype(np.float32, copy=False)

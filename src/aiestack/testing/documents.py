@@ -23,6 +23,7 @@ match chunks without the field), and the errors a caller can act on.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -325,6 +326,25 @@ class DocumentStoreConformance:
         assert info is not None and (info.version, info.chunks) == (0, 0)
         with pytest.raises(NotFound):
             store.put_documents("nope", [good])
+
+    def test_read_documents_gives_back_what_put_documents_takes(self, store: DocumentStore) -> None:
+        fill(store)
+        items = store.read_documents("docs", ["b.md", "nope", "a.md"])
+        assert [d.source for d, _, _ in items] == ["b.md", "a.md"]
+        document, chunks, vectors = items[1]
+        expected, expected_chunks, expected_vectors = make_document(*CORPUS[0])
+        assert (document.id, document.title, dict(document.metadata)) == (expected.id, expected.title, expected.metadata)
+        assert document.text == "\n".join(c.text for c in expected_chunks)
+        assert chunks == expected_chunks
+        for got, sent in zip(vectors, expected_vectors, strict=True):
+            norm = math.sqrt(sum(x * x for x in sent))
+            assert [round(x, 6) for x in got] == [round(x / norm, 6) for x in sent]
+        # Written elsewhere and read again, a document is the same, vectors bit for bit.
+        store.create_collection("copy", embedding_model=MODEL, dim=DIM)
+        assert store.put_documents("copy", items) == [True, True]
+        again = store.read_documents("copy", ["b.md", "a.md"])
+        assert [(d.id, c, [list(v) for v in vs]) for d, c, vs in again] == [(d.id, c, [list(v) for v in vs]) for d, c, vs in items]
+        assert store.read_documents("docs", []) == []
 
     def test_delete_documents(self, store: DocumentStore) -> None:
         fill(store)
