@@ -33,14 +33,14 @@ def register(app: typer.Typer) -> None:
         """Copy collections (documents, chunks and vectors) from one store to another, then verify them."""
         from aiestack.errors import InvalidRequest
         from aiestack.stores.documents_copy import copy_collection
-        from aiestack.stores.documents_open import open_document_store
+        from aiestack.stores.open import open_store
 
         if from_url.strip() == to_url.strip():
             raise InvalidRequest("--from and --to name the same store.", hint="Copy to another database.")
         out = Console(highlight=False)
         err = Console(stderr=True, highlight=False)
-        source = open_document_store(from_url)
-        destination = open_document_store(to_url)
+        source = open_store(from_url, "documents")
+        destination = open_store(to_url, "documents")
         failed = 0
         try:
             source.migrate()
