@@ -45,7 +45,7 @@ from aiestack.stores import analysis
 from aiestack.stores.sql.tables import chunks as chunks_table
 
 #: Below this many postings in all, a query is one aggregate over them (no pruning).
-EXHAUSTIVE_POSTINGS = 20_000
+EXHAUSTIVE_POSTINGS = 2_000
 #: Chunks analysed per statement when building a collection's postings from its chunks.
 REBUILD_BATCH = 5_000
 
