@@ -12,12 +12,22 @@ and the metrics. ``x-aiestack-cache`` on the response says ``hit``, ``semantic-h
 ``bypass`` (the request was not eligible: a temperature above 0, logprobs, ``cache: off``...).
 
 A broken cache never breaks a request: a backend error is logged and the request goes on as a miss.
+
+Single flight. Identical requests that arrive while the first of them is still being answered (same
+exact-cache key: same route, tenant, messages and parameters) do not each call the model: the first
+one leads, the others wait for its answer and are served it as a hit (``aiestack.cache.coalesced``
+is true on their exchanges, and the lookup is counted as ``coalesced``). If the leader's answer is not
+cacheable (an error, a blocked or flagged answer, a broken stream) the waiting requests go on to make
+their own calls, as they would have without single flight. This coalesces within one process; across
+gateway processes the shared cache backend serves repeats once the first answer is stored.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -45,12 +55,16 @@ CACHE_SOURCE = "aiestack.cache.source_exchange"  # the exchange whose answer was
 CACHE_SAVED_USD = "aiestack.cache.saved_usd"
 CACHE_SAVED_TOKENS = "aiestack.cache.saved_tokens"
 CACHE_STORED = "aiestack.cache.stored"  # whether this answer was written to the cache
+CACHE_COALESCED = "aiestack.cache.coalesced"  # served the answer of an identical request in flight
 CACHE_HEADER = "x-aiestack-cache"
 
 #: ``ChatRequest.metadata["cache"]``: off (no read, no write), refresh (no read), on (opt in).
 REQUEST_FLAG = "cache"
 
 Fingerprint = Callable[[str, Exchange], str]
+
+#: How long a request waits for an identical one in flight before making its own call.
+FLIGHT_WAIT_S = 300.0
 
 
 def header_value(ex: Exchange) -> str | None:
@@ -91,6 +105,8 @@ class CacheStage:
         self._semantic_ready = semantic_ready or (lambda: True)
         # Exchange attributes stored with an answer and recorded again on its hits (the prompt version).
         self._carry = tuple(carry)
+        # Exact keys of requests being answered now → their answer (None: not cacheable).
+        self._flights: dict[str, asyncio.Future[CachedAnswer | None]] = {}
 
     async def aclose(self) -> None:
         """Release the backend's connections (the stack calls this when it closes)."""
@@ -107,6 +123,7 @@ class CacheStage:
             return await call_next(_with(ex, {CACHE_STATUS: "bypass"}))
         route = request.model
         extra: dict[str, Any] = {}
+        lead: asyncio.Future[CachedAnswer | None] | None = None  # set when this request leads a flight
         try:
             fingerprint = self._fingerprint(route, ex)
             key = (
@@ -128,6 +145,15 @@ class CacheStage:
                 self._count(route, "exact", "hit" if entry is not None else "miss")
                 if entry is not None:
                     return self._serve(ex, entry, "hit", None)
+                flight = self._flights.get(key)
+                if flight is None:
+                    lead = self._flights[key] = asyncio.get_running_loop().create_future()
+                else:
+                    shared = await _wait(flight)
+                    if shared is not None:
+                        self._count(route, "exact", "coalesced")
+                        shared_entry = _entry(key, ex.tenant, route, shared)
+                        return self._serve(_with(ex, {CACHE_COALESCED: True}), shared_entry, "hit", None)
             if partition is not None and split is not None and self.semantic is not None:
                 vector = await self.semantic.embed(split[1].text)
                 if read:
@@ -145,17 +171,38 @@ class CacheStage:
                     if found.hit is not None:
                         self._count(route, "semantic", "hit")
                         extra[CACHE_SIMILARITY] = round(found.hit.similarity, 4)
+                        self._land(key, lead, found.hit.entry.answer)
                         return self._serve(
                             _with(ex, extra), found.hit.entry, "semantic-hit", found.hit.similarity
                         )
                     self._count(route, "semantic", "rejected" if found.rejected else "miss")
         except AiestackError as exc:  # e.g. Redis down: answer without the cache
             _log.warning("cache lookup failed, answering without the cache: %s", exc)
+            self._land(key, lead, None)
             return await call_next(_with(ex, {CACHE_STATUS: "miss"}))
+        except BaseException:
+            self._land(key, lead, None)
+            raise
         query = split[1].text if split is not None else ""
-        target = _Target(route, ex.tenant, key, partition, vector, query)
-        result = await call_next(_with(ex, {**extra, CACHE_STATUS: "miss"}))
+        target = _Target(route, ex.tenant, key, partition, vector, query, lead)
+        try:
+            result = await call_next(_with(ex, {**extra, CACHE_STATUS: "miss"}))
+        except BaseException:
+            self._land(key, lead, None)
+            raise
         return await self._keep(result, policy, target)
+
+    # ------------------------------------------------------------------ single flight
+
+    def _land(
+        self, key: str | None, flight: asyncio.Future[CachedAnswer | None] | None, answer: CachedAnswer | None
+    ) -> None:
+        """End a flight this request leads (if any): the requests waiting on it get ``answer``."""
+        if flight is None or flight.done():
+            return
+        flight.set_result(answer)
+        if key is not None and self._flights.get(key) is flight:
+            del self._flights[key]
 
     # ------------------------------------------------------------------ way in
 
@@ -199,20 +246,27 @@ class CacheStage:
     # ------------------------------------------------------------------ way out
 
     async def _keep(self, result: Exchange, policy: CachePolicy, target: _Target) -> Exchange:
+        completion = result.completion
         if target.key is None and (target.partition is None or target.vector is None):
             return result
-        completion = result.completion
         if completion is None or result.outcome != "ok" or result.error is not None:
+            self._land(target.key, target.flight, None)
             return result
         if not self._passed(result, policy):
+            self._land(target.key, target.flight, None)
             return _with(result, {CACHE_STORED: False})
         if completion.stream is None:
-            stored = await self._store(result, completion, policy, target)
-            return _with(result, {CACHE_STORED: stored})
+            answer = await self._store(result, completion, policy, target)
+            self._land(target.key, target.flight, answer)
+            return _with(result, {CACHE_STORED: answer is not None})
 
         async def on_done(final: Completion | None, error: BaseException | None) -> None:
-            if error is None and final is not None:
-                await self._store(result, final, policy, target)
+            answer = None
+            try:
+                if error is None and final is not None:
+                    answer = await self._store(result, final, policy, target)
+            finally:
+                self._land(target.key, target.flight, answer)
 
         return dataclasses.replace(result, completion=tap(completion, on_done))
 
@@ -226,10 +280,14 @@ class CacheStage:
     def _origin(self, result: Exchange) -> dict[str, Any]:
         return {k: result.attributes[k] for k in self._carry if k in result.attributes}
 
-    async def _store(self, result: Exchange, completion: Completion, policy: CachePolicy, target: _Target) -> bool:
-        """Write the answer under the keys computed on the way in (inner stages may rewrite the request)."""
+    async def _store(
+        self, result: Exchange, completion: Completion, policy: CachePolicy, target: _Target
+    ) -> CachedAnswer | None:
+        """Write the answer under the keys computed on the way in (inner stages may rewrite the request).
+
+        Returns the stored answer, or None when it was not stored."""
         if completion.finish_reason not in ("stop", "length", "tool_calls"):
-            return False
+            return None
         answer = CachedAnswer.of(completion, result.id, self._origin(result), result.hits)
         try:
             if target.key is not None and self.exact is not None:
@@ -248,8 +306,8 @@ class CacheStage:
                 )
         except AiestackError as exc:
             _log.warning("could not store an answer in the cache: %s", exc)
-            return False
-        return True
+            return None
+        return answer
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -262,6 +320,20 @@ class _Target:
     partition: str | None
     vector: np.ndarray | None
     query: str
+    flight: asyncio.Future[CachedAnswer | None] | None = None  # set when this request leads a flight
+
+
+async def _wait(flight: asyncio.Future[CachedAnswer | None]) -> CachedAnswer | None:
+    """The answer of the identical request in flight, once it has one (None: make your own call)."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(flight), FLIGHT_WAIT_S)
+    except TimeoutError:
+        return None
+
+
+def _entry(key: str, tenant: str, route: str, answer: CachedAnswer) -> Entry:
+    """An exact entry for an answer shared by single flight (never stored itself)."""
+    return Entry(key=key, kind="exact", partition="", tenant=tenant, route=route, answer=answer, created_at=time.time())
 
 
 def _conversational(text: str, max_chars: int) -> bool:
