@@ -31,6 +31,7 @@ from aiestack.hookspecs import MetricSpec, ProviderSpec, ToolSpec
 from aiestack.models.base import ChatModel, EmbeddingModel, Health
 from aiestack.models.pricing import Price, PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
+from aiestack.models.static_embeddings import StaticEmbeddings
 from aiestack.monitoring import Metrics
 from aiestack.pipeline import Pipeline, Stage
 from aiestack.plans import RoutePlans
@@ -103,6 +104,10 @@ class Stack:
     async def warm(self) -> None:
         """Load now what a first request would otherwise wait for: the embedding model's weights, when a wing uses it."""
         await self.resources.warm()
+        for stage in self.pipeline.stages:
+            warm = getattr(stage, "warm", None)  # a stage with a model of its own (the cache's embedder)
+            if warm is not None:
+                await warm()
 
     async def run(self, exchange: Exchange) -> Exchange:
         """Send one exchange through the pipeline."""
@@ -369,14 +374,19 @@ def _cache_and_router(
 
     fingerprint = route_fingerprint(prompts, resources)
     embeddings = resources.get_embeddings  # built on first use, shared with the other stages
+    cache_embeddings: EmbeddingModel | Callable[[], EmbeddingModel] = embeddings
+    semantic_ready = lambda: resources.embeddings_built  # noqa: E731 - loaded by `serve`, RAG or the router
+    if settings.cache.embedder == "static":  # its own cheap embedder, loaded by `serve` (Stack.warm)
+        static = StaticEmbeddings()
+        cache_embeddings, semantic_ready = static, lambda: static.loaded
     cache = build_cache_stage(
         settings,
         store=store,
         policies={name: p for name in plans if (p := plans.for_name(name).part(CachePolicy)) is not None},
-        embeddings=embeddings,
+        embeddings=cache_embeddings,
         metrics=metrics,
         fingerprint=fingerprint,
-        semantic_ready=lambda: resources.embeddings_built,  # loaded by `serve`, RAG or the router
+        semantic_ready=semantic_ready,
         carry=(PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR, PROMPT_LABEL_ATTR),  # a hit records the answer's prompt version
     )
     router = build_route_stage(

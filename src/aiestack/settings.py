@@ -108,7 +108,12 @@ class CacheSettings(_Section):
     )
     redis_url: str = Field(default="", description="Redis for cache entries; empty: gateway.redis_url.")
     ttl_s: float = Field(default=86400.0, gt=0, description="How long an answer stays in the cache.")
-    threshold: float = Field(default=0.80, ge=-1, le=1, description="Least cosine similarity for a semantic hit (all-MiniLM-L6-v2 scale).")
+    embedder: Literal["static", "embeddings"] = Field(
+        default="static",
+        description="What embeds questions for the semantic cache: static (the packaged static MiniLM, ~0.1 ms) "
+        "or embeddings (the [embeddings] model, e.g. MiniLM: better recall, milliseconds per request).",
+    )
+    threshold: float = Field(default=0.80, ge=-1, le=1, description="Least cosine similarity for a semantic hit.")
     verify: bool = Field(default=True, description="Check semantic candidates for negations, numbers, entities, antonyms.")
     substitution_margin: float = Field(
         default=0.06, ge=0, le=1, description="Extra similarity a candidate needs when a content word was swapped."

@@ -103,6 +103,11 @@ class SemanticCache:
         return len(self._refs)
 
     @property
+    def own_embeddings(self) -> EmbeddingModel | None:
+        """The embedder, if it was given ready-made (not built on first use by a factory)."""
+        return self._embeddings if isinstance(self._embeddings, EmbeddingModel) else None
+
+    @property
     def embeddings(self) -> EmbeddingModel:
         if isinstance(self._embeddings, EmbeddingModel):
             return self._embeddings

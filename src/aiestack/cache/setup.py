@@ -63,7 +63,7 @@ def build_cache_stage(
     *,
     store: ExchangeStore | None,
     policies: Mapping[str, CachePolicy] | None = None,
-    embeddings: Callable[[], EmbeddingModel],
+    embeddings: EmbeddingModel | Callable[[], EmbeddingModel],
     metrics: Metrics | None = None,
     fingerprint: Callable[[str, Exchange], str] | None = None,
     backend: CacheBackend | None = None,

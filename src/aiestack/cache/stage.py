@@ -108,6 +108,13 @@ class CacheStage:
         # Exact keys of requests being answered now → their answer (None: not cacheable).
         self._flights: dict[str, asyncio.Future[CachedAnswer | None]] = {}
 
+    async def warm(self) -> None:
+        """Load the semantic cache's own embedder now (one shared with the stack is the stack's to load)."""
+        own = self.semantic.own_embeddings if self.semantic is not None else None
+        load = getattr(own, "load", None)
+        if load is not None:
+            await load()
+
     async def aclose(self) -> None:
         """Release the backend's connections (the stack calls this when it closes)."""
         backends = {id(c.backend): c.backend for c in (self.exact, self.semantic) if c is not None}
@@ -139,6 +146,7 @@ class CacheStage:
             vector: np.ndarray | None = None
             if split is not None and self.semantic is not None:
                 partition = semantic_partition(request, split[0], tenant=ex.tenant, fingerprint=fingerprint)
+                partition += ":" + self.semantic.embeddings.name  # vectors of another embedder never mix
             read = flag != "refresh"
             if key is not None and self.exact is not None and read:
                 entry = await self.exact.get(key, tenant=ex.tenant)

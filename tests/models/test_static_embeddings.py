@@ -1,0 +1,82 @@
+"""The packaged static embedder (the semantic cache's default) and how the stack wires it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aiestack.build import build_stack
+from aiestack.cache.stage import CacheStage
+from aiestack.errors import ProviderBadRequest, ProviderUnavailable
+from aiestack.models.static_embeddings import NAME, PACKAGED, StaticEmbeddings
+from aiestack.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_static_model_ships_inside_the_package_and_is_small() -> None:
+    weights = PACKAGED / "model.safetensors"
+    assert weights.is_file() and (PACKAGED / "tokenizer.json").is_file()
+    assert weights.stat().st_size < 10_000_000
+
+
+async def test_vectors_are_unit_length_and_paraphrases_are_closer_than_unrelated_questions() -> None:
+    model = StaticEmbeddings()
+    a, b, c = await model.embed(
+        ["how do i reset my password", "how can i reset my password", "what is the capital of france"]
+    )
+    vectors = np.asarray([a, b, c])
+    assert vectors.shape == (3, model.dim) == (3, 256)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > 0.9 > vectors[0] @ vectors[2]
+    # Deterministic: the same text gives the same vector, inline or in a thread (long batch).
+    again = await model.embed(["how do i reset my password", "x" * 5000])
+    assert np.allclose(again[0], a)
+
+
+async def test_bad_input_and_a_missing_model_fail_with_a_fix(tmp_path: Path) -> None:
+    with pytest.raises(ProviderBadRequest, match="Wrap it"):
+        await StaticEmbeddings().embed("one string")  # type: ignore[arg-type]
+    assert await StaticEmbeddings().embed([]) == []
+    with pytest.raises(ProviderUnavailable, match="embedder = 'embeddings'"):
+        await StaticEmbeddings(tmp_path).embed(["a question"])
+
+
+def _cache_stage(settings: Settings) -> CacheStage:
+    stack = build_stack(settings)
+    return next(s for s in stack.pipeline.stages if isinstance(s, CacheStage))
+
+
+async def test_the_default_cache_embeds_with_the_static_model_loaded_by_warm(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, embedded_model=False, default_model="fake", models={"fake": {"provider": "fake"}}
+    )
+    stack = build_stack(settings)
+    try:
+        cache = next(s for s in stack.pipeline.stages if isinstance(s, CacheStage))
+        assert cache.semantic is not None and cache.semantic.embeddings.name == NAME
+        assert not cache._semantic_ready()  # exact only until the embedder is loaded
+        await stack.warm()
+        assert cache._semantic_ready()
+        assert stack._embeddings is None  # the stack's MiniLM was not built for the cache
+    finally:
+        await stack.aclose()
+
+
+async def test_embedder_embeddings_uses_the_stacks_embedding_model(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        embedded_model=False,
+        default_model="fake",
+        models={"fake": {"provider": "fake"}},
+        cache={"embedder": "embeddings"},
+    )
+    stack = build_stack(settings)
+    try:
+        cache = next(s for s in stack.pipeline.stages if isinstance(s, CacheStage))
+        assert cache.semantic is not None and cache.semantic.own_embeddings is None
+        assert not cache._semantic_ready()
+    finally:
+        await stack.aclose()
