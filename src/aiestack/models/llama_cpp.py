@@ -42,7 +42,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +59,7 @@ from aiestack.errors import (
     ProviderUnavailable,
 )
 from aiestack.models.base import Health, TimingMeter
+from aiestack.models.llama_lookup import greedy_lookup_tokens
 from aiestack.models.llama_prompt import ChatFormat, ChatTemplate, RenderedPrompt, StopScanner, render_prompt
 from aiestack.types import ChatRequest, Delta, FinishReason, ResponseFormat, TokenLogprob, Usage
 
@@ -102,6 +103,21 @@ class LlamaCppModelConfig(BaseModel):
     repeat_penalty: float = Field(default=1.0, gt=0)
     max_tokens: int = Field(
         default=256, ge=1, description="Answer length for requests that set no max_tokens."
+    )
+    prefix_cache: bool = Field(
+        default=True,
+        description="Reuse the KV cache of the common prompt prefix with the previous request "
+        "(system prompt, RAG template, chat history); false evaluates every prompt from scratch.",
+    )
+    prompt_lookup: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Prompt-lookup speculative decoding for greedy requests: draft up to this many "
+        "tokens copied from the prompt and check them in one batch (10 suits RAG and extraction); 0 = off.",
+    )
+    prompt_lookup_ngram: int = Field(
+        default=3, ge=2, le=8, description="Longest answer tail looked up in the prompt for a draft."
     )
 
 
@@ -272,8 +288,10 @@ class LlamaCppModel:
             plan.sampling if constraint is None else {**plan.sampling, "logits_processor": [constraint]}
         )
         llm.set_seed(plan.seed)
+        if not self.config.prefix_cache:
+            llm.reset()
         try:
-            for token in llm.generate(plan.tokens, **sampling):
+            for token in self._tokens(llm, plan, sampling):
                 if job.cancelled:
                     return
                 if is_eog(vocab, token):
@@ -314,6 +332,19 @@ class LlamaCppModel:
         if tail or pending:
             emit(Delta(text=tail, logprobs=tuple(pending)))
         emit(_Done(finish, Usage(input_tokens=len(plan.tokens), output_tokens=n)))
+
+    def _tokens(self, llm: Llama, plan: _Plan, sampling: dict[str, Any]) -> Iterator[int]:
+        """The sampled tokens: drafted by prompt lookup when the request is greedy, else one by one."""
+        cfg = self.config
+        if cfg.prompt_lookup and plan.grammar is None and plan.top_logprobs is None and _is_greedy(sampling):
+            return greedy_lookup_tokens(
+                llm,
+                plan.tokens,
+                max_draft=cfg.prompt_lookup,
+                max_ngram=cfg.prompt_lookup_ngram,
+                limit=plan.max_tokens,
+            )
+        return llm.generate(plan.tokens, **sampling)
 
     def _plan(self, llm: Llama, request: ChatRequest) -> _Plan:
         cfg, params = self.config, request.params
@@ -472,6 +503,16 @@ def _reject_unsupported(request: ChatRequest) -> None:
         raise ProviderBadRequest(
             "The request has no messages.", provider=PROVIDER, hint="Send at least one message."
         )
+
+
+def _is_greedy(sampling: Mapping[str, Any]) -> bool:
+    """Whether sampling is plain argmax (what prompt lookup can check exactly)."""
+    return (
+        sampling["temp"] == 0
+        and sampling["repeat_penalty"] == 1.0
+        and sampling["frequency_penalty"] == 0.0
+        and sampling["presence_penalty"] == 0.0
+    )
 
 
 def _grammar(response_format: ResponseFormat | None) -> str | None:
