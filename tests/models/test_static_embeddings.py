@@ -60,7 +60,7 @@ async def test_the_default_cache_embeds_with_the_static_model_loaded_by_warm(tmp
         assert not cache._semantic_ready()  # exact only until the embedder is loaded
         await stack.warm()
         assert cache._semantic_ready()
-        assert stack._embeddings is None  # the stack's MiniLM was not built for the cache
+        assert not stack.resources.embeddings_built  # the stack's MiniLM was not built for the cache
     finally:
         await stack.aclose()
 
