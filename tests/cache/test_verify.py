@@ -70,3 +70,34 @@ def test_custom_antonyms_extend_the_list() -> None:
     verifier = LexicalVerifier(antonyms=["advantages disadvantages"])
     a, b = "What are the advantages of remote work?", "What are the disadvantages of remote work?"
     assert verifier(a, b, similarity=0.99, threshold=0.85) == "antonym"
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("what is the capital of austria", "what is the capital of australia"),  # lower case
+        ("Austria: what is its population?", "Australia: what is its population?"),  # sentence start
+        ("Iran oil exports in 2023", "Iraq oil exports in 2023"),
+        ("is niger a member of opec", "is nigeria a member of opec"),  # one name inside the other
+        ("what is the context window of gemma", "what is the context window of gemini"),
+        ("who founded samsung", "who founded samsonite"),
+        ("what is jon stewart's net worth", "what is john stewart's net worth"),
+        ("Slovenia visa rules for students", "Slovakia visa rules for students"),
+    ],
+)
+def test_a_name_swapped_for_one_spelled_alike_is_rejected_even_at_high_similarity(a: str, b: str) -> None:
+    assert check(a, b, similarity=0.98) == "lookalike"
+    assert check(b, a, similarity=0.98) == "lookalike"
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("What colour is the sky on Mars?", "What color is the sky on Mars?"),  # spelling variants
+        ("How do I organise my files?", "How do I organize my files?"),
+        ("How do I cancel my order?", "How do I cancel my orders?"),  # inflection
+        ("Where is the theatre?", "Where is the theater?"),
+    ],
+)
+def test_spelling_variants_and_inflections_are_not_lookalikes(a: str, b: str) -> None:
+    assert check(a, b, similarity=0.98) is None

@@ -63,7 +63,8 @@ def test_default_template_numbers_the_sources() -> None:
     assert "[1] Cats (Pets > Cats)\nCats purr." in prompt
     assert "[2] d2\nDogs bark." in prompt  # no title or source: the document id names it
     assert prompt.index("[1]") < prompt.index("[2]") < prompt.index("Question: Do cats purr?")
-    assert prompt.endswith("Answer (citing sources like [1]):")
+    assert prompt.endswith("Question: Do cats purr?\nAnswer:")
+    assert "Example:" in prompt and prompt.index("Example:") < prompt.index("Sources:")  # one worked example first
     assert "\n\n\n" not in prompt
     empty = PromptTemplate().render("Do cats purr?", [], collection="kb")
     assert "(no sources were found)" in empty

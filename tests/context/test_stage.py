@@ -47,7 +47,7 @@ class Rig:
 
 
 async def test_a_rag_route_retrieves_prompts_with_numbered_sources_and_keeps_the_hits() -> None:
-    rig = Rig()
+    rig = Rig(rag={"k": 2, "fallback": "off"})  # the echoed prompt is not an answer: no extractive part here
     ex = await rig.ask("why do cats purr")
     assert len(ex.hits) == 2
     assert {h.chunk.metadata["source"] for h in ex.hits} == {"docs/cats.md", "docs/cats2.md"}
@@ -56,7 +56,7 @@ async def test_a_rag_route_retrieves_prompts_with_numbered_sources_and_keeps_the
     assert "[1] " in prompt and "[2] " in prompt and "[3] " not in prompt
     assert ex.hits[0].chunk.text in prompt and prompt.index(ex.hits[0].chunk.text) < prompt.index(ex.hits[1].chunk.text)
     assert "Question: why do cats purr" in prompt
-    assert sent.params.stop == ("\nQuestion:", "\nSources:")
+    assert sent.params.stop == ("\nQuestion:", "\nSources:", "\nExample:")
     # the exchange that comes back carries the request as the client sent it, and the hits
     assert ex.request.messages == (Message("user", "why do cats purr"),)
     assert ex.completion is not None and ex.completion.text == prompt  # the fake echoes its prompt
@@ -156,3 +156,25 @@ def test_plan_prefers_the_route_over_metadata() -> None:
     assert plan is not None and plan.collection == "kb"
     bare = Exchange(request=ChatRequest(model="fake", messages=()), plan=rig.plans.for_name("fake"))
     assert rig.stage.rag(bare) is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_empty_answer_gets_the_labelled_extractive_answer(stream: bool) -> None:
+    from aiestack.context.extractive import LABEL, RAG_EXTRACTIVE
+
+    rig = Rig()
+    rig.fake.enqueue([""])
+    ex = await rig.ask("why do cats purr", stream=stream)
+    assert ex.completion is not None
+    completion = await collect(ex.completion)
+    assert completion.text.startswith(LABEL + "\n")
+    quoted = completion.text.splitlines()[1:]
+    assert quoted and all(line.endswith(("[1]", "[2]")) for line in quoted)
+    assert ex.attributes.get(RAG_EXTRACTIVE) is (None if stream else True)
+
+
+async def test_fallback_off_leaves_an_empty_answer_empty() -> None:
+    rig = Rig(rag={"k": 2, "fallback": "off"})
+    rig.fake.enqueue([""])
+    ex = await rig.ask("why do cats purr")
+    assert ex.completion is not None and ex.completion.text == ""

@@ -13,6 +13,12 @@ paraphrase keeps and a near miss changes:
   another order where the order is a direction (``from Paris to London``);
 - **units and dates**: units, currencies, weekdays, months and relative days must agree;
 - **antonyms**: a word on one side whose opposite is on the other (buy/sell, before/after, ...);
+- **lookalikes**: a word swapped for one spelled alike (Austria/Australia, Iran/Iraq, Gemma/Gemini,
+  Jon/John), in any case and at any similarity: embeddings place such names closest of all, and
+  lower-case or sentence-initial names escape the entity check. Spelling variants (colour/color,
+  organise/organize) and inflections are not lookalikes; a typo is (the cache then misses, the safe
+  side). Country names count as names in lower case too, so a name inside another (Niger/Nigeria)
+  is caught;
 - **substitutions**: a content word swapped for another (``router`` → ``modem``) needs a higher
   similarity than the threshold: ``substitution_margin`` above it.
 
@@ -27,6 +33,7 @@ import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from typing import Protocol
 
 
@@ -192,6 +199,8 @@ class LexicalVerifier:
             return reason
         if self._opposed(a, b):
             return "antonym"
+        if _lookalike(a, b):
+            return "lookalike"
         only_a, only_b = a.stems - b.stems, b.stems - a.stems
         if only_a and only_b and similarity < threshold + self.substitution_margin:
             return "substitution"
@@ -279,6 +288,60 @@ def _swapped(a: _Parsed, b: _Parsed) -> bool:
             if between_a == between_b:
                 return True  # "Apple acquire Beats" / "Beats acquire Apple"
     return False
+
+
+#: Countries (one word), recognised as names in lower case too: "niger" and "nigeria" are two places.
+_COUNTRIES = _words(
+    "afghanistan albania algeria andorra angola argentina armenia australia austria azerbaijan bahamas "
+    "bahrain bangladesh barbados belarus belgium belize benin bhutan bolivia botswana brazil brunei "
+    "bulgaria burundi cambodia cameroon canada chad chile china colombia comoros congo croatia cuba "
+    "cyprus czechia denmark djibouti dominica ecuador egypt eritrea estonia eswatini ethiopia fiji "
+    "finland france gabon gambia georgia germany ghana greece grenada guatemala guinea guyana haiti "
+    "honduras hungary iceland india indonesia iran iraq ireland israel italy jamaica japan jordan "
+    "kazakhstan kenya kiribati kosovo kuwait kyrgyzstan laos latvia lebanon lesotho liberia libya "
+    "liechtenstein lithuania luxembourg madagascar malawi malaysia maldives mali malta mauritania "
+    "mauritius mexico micronesia moldova monaco mongolia montenegro morocco mozambique myanmar namibia "
+    "nauru nepal netherlands nicaragua niger nigeria norway oman pakistan palau palestine panama "
+    "paraguay peru philippines poland portugal qatar romania russia rwanda samoa senegal serbia "
+    "seychelles singapore slovakia slovenia somalia spain sudan suriname sweden switzerland syria "
+    "taiwan tajikistan tanzania thailand togo tonga tunisia turkey turkmenistan tuvalu uganda ukraine "
+    "uruguay uzbekistan vanuatu venezuela vietnam yemen zambia zimbabwe"
+)
+#: British → American endings, so that spelling variants compare equal.
+_VARIANTS = (("our", "or"), ("ise", "ize"), ("isation", "ization"), ("yse", "yze"), ("tre", "ter"), ("ogue", "og"))
+
+
+def _spelling(word: str) -> str:
+    for british, american in _VARIANTS:
+        if word.endswith(british):
+            return word[: -len(british)] + american
+    return word
+
+
+def _lookalike(a: _Parsed, b: _Parsed) -> bool:
+    """Whether a word only in ``a`` and a word only in ``b`` are two names spelled alike (see the module docstring)."""
+    only_a = {_spelling(_stem(w)) for w in a.words if len(w) >= 3 and not w[0].isdigit()}
+    only_b = {_spelling(_stem(w)) for w in b.words if len(w) >= 3 and not w[0].isdigit()}
+    only_a, only_b = only_a - only_b, only_b - only_a
+    for x in only_a:
+        for y in only_b:
+            if x.startswith(y) or y.startswith(x):
+                if x in _COUNTRIES and y in _COUNTRIES:
+                    return True  # Niger / Nigeria; other prefixes are derivations (cancel / cancellation)
+                continue
+            if x[0] == y[0] and (SequenceMatcher(None, x, y).ratio() >= 0.6 or _shared_start(x, y) >= 0.6):
+                return True
+    return False
+
+
+def _shared_start(x: str, y: str) -> float:
+    """The common prefix's share of the shorter word (gemma / gemini: 0.6)."""
+    n = 0
+    for cx, cy in zip(x, y, strict=False):
+        if cx != cy:
+            break
+        n += 1
+    return n / min(len(x), len(y)) if n >= 3 else 0.0
 
 
 def _modal_may(words: tuple[str, ...]) -> bool:

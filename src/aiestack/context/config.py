@@ -19,6 +19,7 @@ Example::
     rewrite_model = ""       # a configured model that rewrites follow-up questions
     min_score = 0.0          # drop hits scoring below this (in the final score's scale)
     template = "..."         # a Jinja2 template (see aiestack.context.prompt), or template_file
+    fallback = "extractive"  # extractive | off: quote the sources when the answer is not usable
 
 Every error names the key (``routes.NAME.rag.KEY``) and the fix. The same table's defaults apply
 to a request that names a collection itself (``metadata = {"aiestack.collection": "NAME"}``).
@@ -71,6 +72,10 @@ class RagConfig(BaseModel):
     stop: list[str] | None = Field(
         default=None, max_length=4, description="Stop sequences for requests with none (default: the template's)."
     )
+    fallback: Literal["extractive", "off"] = Field(
+        default="extractive",
+        description="When the answer is not usable (empty, or not from the sources): add quoted source sentences, labelled.",
+    )
 
     def options(self) -> SearchOptions:
         return SearchOptions(
@@ -99,6 +104,7 @@ class RagRoute:
     stop: tuple[str, ...]
     reranker: Reranker | None = None
     rewriter: QueryRewriter | None = None
+    extractive_fallback: bool = True
 
 
 def rag_route(
@@ -131,6 +137,7 @@ def rag_route(
         stop=tuple(cfg.stop) if cfg.stop is not None else STOP,
         reranker=_reranker(cfg, models, key, side_calls),
         rewriter=_rewriter(cfg, models, key, side_calls),
+        extractive_fallback=cfg.fallback == "extractive",
     )
 
 

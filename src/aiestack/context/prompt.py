@@ -8,11 +8,14 @@ messages stay as they were). A template sees:
   ``heading`` and ``page`` (the same numbering as the response's ``citations``);
 - ``collection`` — the collection's name.
 
-The default template is deliberately *completion-shaped*: instructions, the sources, then
-``Question: ...`` and an ``Answer:`` line for the model to continue. An instruction-tuned model reads
-it as a request; a small base model (the embedded Gemma 3 270M) continues it as a document, which is
-what base models do well. ``STOP`` ends generation where a base model would start inventing the
-next question.
+The default template is deliberately *completion-shaped*: instructions, one worked example of
+answering from numbered sources with a citation (a base model imitates what it sees; the example's
+topic is unrelated to any collection, so an answer copied from it is recognisably not from the
+sources), the sources, then ``Question: ...`` and an ``Answer:`` line for the model to continue. An
+instruction-tuned model reads it as a request; a small base model (the embedded Gemma 3 270M)
+continues it as a document, which is what base models do well. ``STOP`` ends generation where a
+base model would start inventing the next question or source. When the answer is still not usable,
+the Context stage adds an extractive answer (:mod:`aiestack.context.extractive`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ Answer the question using only the numbered sources below. \
 Cite every source you use with its number in square brackets, like [1]. \
 If the sources do not contain the answer, say that you do not know.
 
+Example:
+[1] Opening hours: the museum opens at 9 am and closes at 5 pm; on Sundays it closes at 1 pm.
+Question: When does the museum close on Sundays?
+Answer: On Sundays the museum closes at 1 pm [1].
+
 Sources:
 {% for s in sources %}
 [{{ s.n }}] {{ s.title or s.source }}{% if s.heading %} ({{ s.heading }}){% endif %}
@@ -41,10 +49,10 @@ Sources:
 {% endfor %}
 
 Question: {{ question }}
-Answer (citing sources like [1]):"""
+Answer:"""
 
 #: Stop sequences added to a RAG request that has none of its own.
-STOP = ("\nQuestion:", "\nSources:")
+STOP = ("\nQuestion:", "\nSources:", "\nExample:")
 
 
 @dataclass(frozen=True, slots=True)

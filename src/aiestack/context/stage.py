@@ -10,7 +10,10 @@ names a collection itself in ``metadata["aiestack.collection"]``, the stage:
 3. passes the hits through ``check_context`` when one is given (the guardrails' indirect prompt
    injection check: it may drop hits and returns verdicts);
 4. renders the route's prompt template with the numbered sources in place of the last user turn,
-   adds stop sequences when the request has none, and calls the next stage.
+   adds stop sequences when the request has none, and calls the next stage;
+5. on the way out, when the answer is not usable (empty, or not drawn from the sources), adds an
+   extractive answer, labelled as such (:mod:`aiestack.context.extractive`; ``fallback = "off"``
+   switches it off).
 
 The hits go into :attr:`Exchange.hits` (numbered like the prompt's sources; the server turns them
 into the response's ``citations``) and a compact summary (chunk ids, sources, scores, timings —
@@ -25,6 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiestack.context.config import RagRoute, rag_route
+from aiestack.context.extractive import RAG_EXTRACTIVE, with_fallback
 from aiestack.context.prompt import sources_of
 from aiestack.context.retrieval import Retriever
 from aiestack.errors import NotFound, PermissionDenied
@@ -137,6 +141,10 @@ class Context:
             attributes=attributes,
         )
         out = await call_next(inner)
+        if plan.extractive_fallback and out.completion is not None:
+            completion, used = with_fallback(out.completion, question, kept)
+            extra = {RAG_EXTRACTIVE: True} if used else {}
+            out = dataclasses.replace(out, completion=completion, attributes={**out.attributes, **extra})
         return dataclasses.replace(out, request=ex.request)
 
 
