@@ -59,6 +59,7 @@ from aiestack.types import (
 )
 
 if TYPE_CHECKING:
+    from aiestack.agents import Toolset, tool
     from aiestack.build import Stack, build_stack, open_stack
     from aiestack.context.ingest import IngestOptions, IngestReport, ingest
     from aiestack.context.retrieval import Retriever, SearchOptions
@@ -90,6 +91,8 @@ _LAZY = {
     "Resources": "aiestack.resources",
     "ModelCaller": "aiestack.sidecalls",
     "SideCalls": "aiestack.sidecalls",
+    "Toolset": "aiestack.agents",
+    "tool": "aiestack.agents",
 }
 
 
@@ -159,6 +162,7 @@ __all__ = [
     "TokenLogprob",
     "Tool",
     "ToolCall",
+    "Toolset",
     "Usage",
     "Verdict",
     "__version__",
@@ -169,4 +173,5 @@ __all__ = [
     "open_stack",
     "open_store",
     "tap",
+    "tool",
 ]
