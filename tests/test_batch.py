@@ -2,11 +2,19 @@
 
 Ray starts a local instance once for the module (a few seconds, two CPUs); the Ray tests are
 skipped when the ``ray`` extra is not installed.
+
+The Ray tests run in an interpreter of their own (``test_the_ray_tests_pass_in_their_own_interpreter``
+starts pytest on this file in a subprocess): late in a full suite, after hundreds of tests have left
+threads, servers and sockets behind in the process, ``ray.init`` has aborted the whole interpreter
+from C++ while connecting to its GCS. A fresh interpreter is what a user's batch job has.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -33,9 +41,32 @@ class TestInProcessFourThreads(BatchRunnerConformance):
         await runner.aclose()
 
 
+_RAY_INNER = "AIESTACK_RAY_TESTS_INNER"
+
+
+@pytest.mark.slow
+def test_the_ray_tests_pass_in_their_own_interpreter() -> None:
+    pytest.importorskip("ray")
+    if os.environ.get(_RAY_INNER) == "1":
+        pytest.skip("this is the inner run")
+    env = {**os.environ, _RAY_INNER: "1", "RAY_gcs_server_port_wait_time_s": "120"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider", "-k", "ray or Ray",
+         "--timeout", "300"],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    tail = result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0, tail
+    summary = result.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "failed" not in summary and "error" not in summary, tail
+    assert int(summary.split(" passed")[0].split()[-1]) >= 8, tail  # the conformance suite and the ingestion test ran
+
+
 @pytest.fixture(scope="module")
 def ray_runner() -> Iterator[RayRunner]:
     pytest.importorskip("ray")
+    if os.environ.get(_RAY_INNER) != "1":
+        pytest.skip("runs in its own interpreter (test_the_ray_tests_pass_in_their_own_interpreter)")
     runner = RayRunner("local", workers=2, num_cpus=2)
     yield runner
     asyncio.run(runner.aclose())
