@@ -231,7 +231,7 @@ def test_legacy_completions(live: Live) -> None:
 def test_models_list_and_retrieve(live: Live) -> None:
     sdk = client(live)
     ids = {m.id: m.owned_by for m in sdk.models.list()}
-    assert ids == {"fake": "fake", "lp": "lp"}
+    assert ids == {"fake": "fake", "lp": "lp", EMBED_MODEL: "aiestack-embeddings"}
     assert sdk.models.retrieve("fake").id == "fake"
     with pytest.raises(openai.NotFoundError):
         sdk.models.retrieve("gpt-9")

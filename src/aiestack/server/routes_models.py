@@ -1,7 +1,10 @@
 """``GET /v1/models`` and ``GET /v1/models/{model}``: what a request may name as its ``model``.
 
-That is every configured model and every route (an application pipeline declared in config,
-``owned_by: "aiestack-route"``), so a client's model picker shows both.
+That is every configured model, every route (an application pipeline declared in config,
+``owned_by: "aiestack-route"``) and the embedding model that ``/v1/embeddings`` serves
+(``owned_by: "aiestack-embeddings"``), so a client's model picker shows all three. Names match
+exactly, case included, as OpenAI's API does: ``Gemma-3-270m`` is not ``gemma-3-270m`` (the 404
+names the known ones).
 """
 
 from __future__ import annotations
@@ -20,6 +23,13 @@ from aiestack.server.responses import JSONBytesResponse
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 ROUTE_OWNER = "aiestack-route"
+EMBEDDINGS_OWNER = "aiestack-embeddings"
+
+
+def _embedding_model_name(stack: Stack) -> str:
+    """The name ``/v1/embeddings`` accepts, without loading the model to learn it."""
+    resources = stack.resources
+    return resources.embeddings.name if resources.embeddings_built else stack.settings.embeddings.model
 
 
 def _listing(stack: Stack, created: int) -> list[dict[str, Any]]:
@@ -33,6 +43,10 @@ def _listing(stack: Stack, created: int) -> list[dict[str, Any]]:
         for name in stack.routes.names
         if name not in known
     )
+    known.update(stack.routes.names)
+    embedding = _embedding_model_name(stack)
+    if embedding not in known:
+        data.append({"id": embedding, "object": "model", "created": created, "owned_by": EMBEDDINGS_OWNER})
     return data
 
 
