@@ -61,9 +61,16 @@ def _suite(tmp_path: Path, prompt: str, **extra: object) -> Suite:
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, Arithmetic]]:
-    """The default cache configuration, with the semantic cache live (an embedding model is loaded)."""
+    """The default cache configuration, with the semantic cache live on a bag-of-words embedder.
+
+    ``embedder = "embeddings"`` makes the cache embed with the stack's embedding model (set below),
+    so the test needs no packaged model; the default static embedder is loaded by ``serve``'s warm-up,
+    and until then the cache answers exact repeats only, which would hide the premise.
+    """
     model = Arithmetic()
-    settings = Settings(data_dir=tmp_path / "data", embedded_model=False, default_model="adder")
+    settings = Settings(
+        data_dir=tmp_path / "data", embedded_model=False, default_model="adder", cache={"embedder": "embeddings"}
+    )
     assert settings.cache.enabled and settings.cache.exact and settings.cache.semantic
     async with open_stack(settings, models=[ModelEntry(name="adder", provider=model, upstream="adder")]) as s:
         s.resources.use(embeddings=BagOfWordsEmbeddings(dim=512))  # what `serve`, RAG or the router would have loaded
