@@ -54,8 +54,16 @@ def server(
 
 def _workers(server: ServerProcess) -> list[psutil.Process]:
     """The supervisor's worker processes (uvicorn's multiprocessing children, not its helpers)."""
-    children = psutil.Process(server.pid).children()
-    return [c for c in children if "multiprocessing.resource_tracker" not in " ".join(c.cmdline())]
+    workers = []
+    for child in psutil.Process(server.pid).children():
+        try:  # a killed worker stays a zombie until the supervisor reaps it: it is not a worker
+            if child.status() != psutil.STATUS_ZOMBIE and "multiprocessing.resource_tracker" not in " ".join(
+                child.cmdline()
+            ):
+                workers.append(child)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue
+    return workers
 
 
 def _serving(server: ServerProcess, local_port: int) -> psutil.Process:
