@@ -91,6 +91,7 @@ def render() -> str:
     ):
         out += [f"### {title}", "", *_table(cfg, None), ""]
     from aiestack.gateway.routes import BreakerConfig, DeploymentConfig, RouteConfig
+    from aiestack.sampling.config import SamplingConfig
 
     out += [
         "## `[routes.NAME]`",
@@ -109,6 +110,13 @@ def render() -> str:
         "### `[routes.NAME.breaker]`",
         "",
         *_table(BreakerConfig, None),
+        "",
+        "### `[routes.NAME.sampling]`",
+        "",
+        "Test-time compute: N samples per request, one chosen (best-of-N) or voted (self-consistency);",
+        "see [gateway.md](gateway.md#test-time-compute-routesnamesampling).",
+        "",
+        *_table(SamplingConfig, None),
         "",
     ]
     out += ["## `[pricing.\"MODEL\"]`", "", "USD per million tokens; overrides the built-in table.", ""]

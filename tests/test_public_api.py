@@ -23,6 +23,8 @@ EXPECTED = {
     "ModelCaller", "Resources", "RoutePlan", "RoutePlans", "SideCalls",
     # the agents wing (tools from typed functions)
     "Toolset", "tool",
+    # test-time compute on routes (a route plan's sampling part)
+    "SamplingPlan",
 }
 
 

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from aiestack.plans import RoutePlans
     from aiestack.prompts.registry import PromptRegistry
     from aiestack.resources import Resources
+    from aiestack.sampling.config import SamplingPlan
     from aiestack.sidecalls import ModelCaller, SideCalls
     from aiestack.stores.documents import CollectionInfo, DocumentStore
     from aiestack.stores.open import open_store
@@ -89,6 +90,7 @@ _LAZY = {
     "PromptRegistry": "aiestack.prompts.registry",
     "RoutePlans": "aiestack.plans",
     "Resources": "aiestack.resources",
+    "SamplingPlan": "aiestack.sampling.config",
     "ModelCaller": "aiestack.sidecalls",
     "SideCalls": "aiestack.sidecalls",
     "Toolset": "aiestack.agents",
@@ -150,6 +152,7 @@ __all__ = [
     "Retriever",
     "RoutePlan",
     "RoutePlans",
+    "SamplingPlan",
     "Script",
     "SearchOptions",
     "Settings",

@@ -39,6 +39,8 @@ from aiestack.plugins import Plugins, collect_plugins, plugin_manager
 from aiestack.prompts.registry import PromptRegistry, PromptSpec, choose
 from aiestack.prompts.stage import Prompt, bucket, route_prompt_specs
 from aiestack.resources import Resources
+from aiestack.sampling.config import SamplingPlan, build_sampling_routes
+from aiestack.sampling.stage import Sampling
 from aiestack.settings import EMBEDDED_MODEL, Settings, config_error, load_settings
 from aiestack.sidecalls import SideCalls
 from aiestack.stores.base import EmbeddingCacheStore, ExchangeStore, KeyStore, SpendSource, UsageStore
@@ -422,13 +424,16 @@ def compile_plans(
     """
     from aiestack.context.config import RagRoute, build_rag_routes
 
+    configs = {name: routes.config(name) for name in routes}
+    sampling = build_sampling_routes(configs, lambda name: name in registry or name in routes)
     cache_default = default_policy(settings.cache)
     return (
         route_plans(routes)
         .with_part(Guards, guards.table.default, guards.table.routes)
         .with_part(CachePolicy, cache_default, cache_policies(settings))
         .with_part(PromptSpec, None, prompt_specs)
-        .with_part(RagRoute, None, build_rag_routes({name: routes.config(name) for name in routes}, registry, side_calls=side_calls))
+        .with_part(RagRoute, None, build_rag_routes(configs, registry, side_calls=side_calls))
+        .with_part(SamplingPlan, None, sampling)
     )
 
 
@@ -493,6 +498,7 @@ def build_stack(
         ),
         *([Prompt(prompts)] if prompts is not None and prompt_specs else []),
         build_context(resources, check_context=guards.context, plugins=found),
+        *([Sampling(side_calls)] if any(plans.for_name(n).part(SamplingPlan) for n in plans) else []),
         generate,
     ]
     pipeline = Pipeline(stages, observer=tracing, plans=plans)

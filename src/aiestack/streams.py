@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiestack.errors import AiestackError, StreamBroken
-from aiestack.types import Completion, Delta, Message, TokenLogprob, ToolCall, Usage
+from aiestack.types import Completion, Delta, Message, TokenLogprob, ToolCall, ToolCallDelta, Usage
 
 
 class Accumulator:
@@ -126,11 +126,15 @@ def tap(completion: Completion, on_done: OnDone) -> Completion:
 
 
 def single(completion: Completion) -> Completion:
-    """Turn a complete completion into a one-delta stream (for cached answers served to streaming clients)."""
+    """Turn a complete completion into a one-delta stream (cached or sampled answers served to streaming clients)."""
 
     async def one() -> AsyncIterator[Delta]:
         yield Delta(
             text=completion.text,
+            tool_calls=tuple(
+                ToolCallDelta(index=i, id=c.id, name=c.name, arguments=c.arguments)
+                for i, c in enumerate(completion.message.tool_calls)
+            ),
             logprobs=completion.logprobs,
             finish_reason=completion.finish_reason or "stop",
             usage=completion.usage,

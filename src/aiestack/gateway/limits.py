@@ -3,6 +3,8 @@
 Checked before the call, reconciled after it:
 
 - **RPM**: one slot in the key's current one-minute window (``rpm:{key}:{minute}``).
+- **Sampling routes** (``[routes.NAME.sampling]``, N samples per request) reserve N times a call's
+  token and cost estimates; the settlement uses the sum over the N samples the answer carries.
 - **TPM**: the request's estimated tokens (message text / 4 + ``max_tokens`` or a default) go into
   the minute's token window before the call; when the answer ends (for a stream: when the stream
   ends, however it ends), the difference to the real input + output tokens is added (usually a
@@ -49,6 +51,7 @@ from aiestack.errors import AuthError, BudgetExceeded, InvalidRequest, RateLimit
 from aiestack.gateway.keys import ModelNotAllowed, TTLCache, display_key
 from aiestack.monitoring import Metrics
 from aiestack.pipeline import Next
+from aiestack.sampling.config import SamplingPlan
 from aiestack.stores.base import KeyRecord, KeyStore, SpendSource
 from aiestack.stores.kv import KV
 from aiestack.streams import tap
@@ -189,8 +192,9 @@ class Limits:
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
         if ex.key_id is None:
             return await call_next(ex)
+        sampling = ex.plan.part(SamplingPlan) if ex.plan is not None else None
         try:
-            grant = await self._admit_chat(ex.key_id, ex.request)
+            grant = await self._admit_chat(ex.key_id, ex.request, calls=sampling.n if sampling is not None else 1)
         except StoreError as exc:
             if not self._fail_open:
                 raise
@@ -211,10 +215,12 @@ class Limits:
         await self._settle_chat(grant, completion)
         return result
 
-    async def _admit_chat(self, key_id: str, request: ChatRequest) -> Grant:
+    async def _admit_chat(self, key_id: str, request: ChatRequest, *, calls: int = 1) -> Grant:
+        """Admit a chat request that makes ``calls`` model calls (a sampling route's N samples)."""
         tokens = estimate_tokens(request, default_output_tokens=self._default_output)
         output = request.params.max_tokens if request.params.max_tokens is not None else self._default_output
         cost = self._cost_estimate(request.model, max(tokens - output, 0), output) if self._cost_estimate else None
+        tokens, cost = tokens * calls, (cost * calls if cost is not None else None)
         return await self.admit(key_id, request.model, tokens, cost_usd=cost, exact_tokens=request.params.max_tokens is not None)
 
     async def _settle_chat(self, grant: Grant, completion: Completion | None) -> None:

@@ -105,6 +105,9 @@ class RouteConfig(_Table):
     cache: dict[str, Any] = Field(
         default_factory=dict, description="[routes.NAME.cache]: exact/semantic caching of this route's answers."
     )
+    sampling: dict[str, Any] = Field(
+        default_factory=dict, description="[routes.NAME.sampling]: best-of-N or self-consistency (test-time compute)."
+    )
     examples: list[str] = Field(
         default_factory=list, description="Example utterances: the semantic router may pick this route for similar requests."
     )

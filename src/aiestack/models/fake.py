@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 
 from aiestack.errors import AiestackError, StreamBroken
 from aiestack.models.base import Health, TimingMeter
-from aiestack.types import ChatRequest, Delta, FinishReason, ToolCallDelta, Usage, last_user_text
+from aiestack.types import (
+    ChatRequest,
+    Delta,
+    FinishReason,
+    TokenLogprob,
+    ToolCallDelta,
+    Usage,
+    last_user_text,
+)
 
 
 @dataclass
@@ -23,6 +31,7 @@ class Script:
     break_after: int | None = None  # end the stream after this many pieces with no finish
     tool_calls: Sequence[tuple[str, str, str]] = ()  # (id, name, arguments)
     delay_s: float = 0.0  # before each piece
+    logprobs: Sequence[float] = ()  # one token logprob per piece (sent only when the request asks)
 
 
 #: Requests a fake model remembers (the newest).
@@ -75,7 +84,12 @@ class FakeModel:
             if delay:
                 await asyncio.sleep(delay)
             meter.token()
-            yield Delta(text=piece)
+            logprob = (
+                (TokenLogprob(token=piece, logprob=script.logprobs[i]),)
+                if request.params.logprobs and i < len(script.logprobs)
+                else ()
+            )
+            yield Delta(text=piece, logprobs=logprob)
         if script.tool_calls:
             yield Delta(
                 tool_calls=tuple(

@@ -18,35 +18,17 @@ from typing import Any
 import jsonschema
 from pydantic import Field, field_validator
 
+from aiestack.answers import final_number
 from aiestack.evals.base import Sample, Score
 from aiestack.evals.metrics.options import MetricOptions, ReferenceOptions, lookup, reference_texts
 
 _FENCE = re.compile(r"^\s*```[\w-]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
-_NUMBER = re.compile(
-    r"(?<![\w.])(?P<sign>[-−]?)[$€£]?(?P<sign2>-?)(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)?(?P<frac>\.\d+)?(?!\w)"
-)
-_FINAL = re.compile(r"####\s*(.*)$", re.DOTALL)
 
 
 def strip_fences(text: str) -> str:
     """The content of a Markdown code block wrapping the whole text, else the text stripped."""
     match = _FENCE.match(text)
     return match.group(1).strip() if match else text.strip()
-
-
-def final_number(text: str) -> float | None:
-    """The final number in ``text`` (after ``####`` when present), or None when there is none."""
-    final = _FINAL.search(text)
-    scope = final.group(1) if final else text
-    last: float | None = None
-    for match in _NUMBER.finditer(scope):
-        digits, frac = match.group("int"), match.group("frac")
-        if digits is None and frac is None:
-            continue
-        value = float((digits or "0").replace(",", "") + (frac or ""))
-        negative = bool(match.group("sign")) or bool(match.group("sign2"))
-        last = -value if negative else value
-    return last
 
 
 class JsonValid:

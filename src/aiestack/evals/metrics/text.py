@@ -9,23 +9,14 @@ example has no reference scores ``None`` (not applicable), never a made-up 0.
 from __future__ import annotations
 
 import re
-import string
 from collections import Counter
 from collections.abc import Callable
 
 from pydantic import Field, field_validator
 
+from aiestack.answers import normalize_answer
 from aiestack.evals.base import Sample, Score
 from aiestack.evals.metrics.options import ReferenceOptions, reference_texts
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-_PUNCT = frozenset(string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD normalisation: lowercase, no punctuation, no articles, single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
-    return " ".join(_ARTICLES.sub(" ", text).split())
 
 
 def tokens(text: str) -> list[str]:

@@ -1,0 +1,1 @@
+"""Test-time compute on routes: ``[routes.NAME.sampling]`` (best-of-N, self-consistency). See docs/routes.md."""
