@@ -27,11 +27,12 @@ def build_app() -> typer.Typer:
 
     for module in (feedback, prompts):
         module.register(app)
-    from aiestack.cli import collections, redteam, routes
+    from aiestack.cli import bench, collections, redteam, routes
 
     routes.register(app)
     redteam.register(app)
     collections.register(app)
+    bench.register(app)
     return app
 
 

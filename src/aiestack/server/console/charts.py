@@ -125,6 +125,65 @@ def line_chart(
     return "".join(parts)
 
 
+def xy_chart(
+    title: str,
+    xs: Sequence[float],
+    series: Mapping[str, Sequence[float | None]],
+    *,
+    x_label: str,
+    unit: str = "",
+    width: int = 460,
+    height: int = 220,
+) -> str:
+    """Lines over a numeric x axis (a load: concurrency, requests/s), one per series; None breaks a line."""
+    parts = _frame("xy", title, width, height)
+    values = [v for vs in series.values() for v in vs if v is not None and math.isfinite(v)]
+    if not values or not xs:
+        parts.append('<text x="4" y="40" font-size="12" fill="#888">no data</text></svg>')
+        return "".join(parts)
+    lo, hi = min(xs), max(xs)
+    plot = _Plot(44, 24, width - 14, height - 52, lo, hi if hi > lo else lo + 1, max(values) * 1.05 or 1.0)
+    parts.append(
+        f'<line x1="{plot.left}" y1="{plot.bottom}" x2="{plot.right}" y2="{plot.bottom}" stroke="#999"/>'
+        f'<line x1="{plot.left}" y1="{plot.top}" x2="{plot.left}" y2="{plot.bottom}" stroke="#999"/>'
+        f'<text x="{plot.left - 4}" y="{plot.top + 4}" font-size="10" text-anchor="end">{_nice(plot.y_max)}</text>'
+        f'<text x="{plot.left - 4}" y="{plot.bottom}" font-size="10" text-anchor="end">0</text>'
+    )
+    if unit:
+        parts.append(f'<text x="{plot.left + 4}" y="{plot.top + 4}" font-size="10" fill="#666">{escape(unit)}</text>')
+    for x in sorted(set(xs)):
+        parts.append(
+            f'<text x="{plot.x(x):.1f}" y="{plot.bottom + 13}" font-size="10" text-anchor="middle">{_nice(x)}</text>'
+        )
+    parts.append(
+        f'<text x="{(plot.left + plot.right) / 2:.1f}" y="{plot.bottom + 26}" font-size="10" '
+        f'text-anchor="middle" fill="#666">{escape(x_label)}</text>'
+    )
+    for s, (name, vs) in enumerate(series.items()):
+        colour = PALETTE[s % len(PALETTE)]
+        path: list[str] = []
+        pen_up = True
+        for x, v in zip(xs, vs, strict=False):
+            if v is None or not math.isfinite(v):
+                pen_up = True
+                continue
+            path.append(f"{'M' if pen_up else 'L'}{plot.x(x):.1f} {plot.y(v):.1f}")
+            pen_up = False
+            parts.append(
+                f'<circle cx="{plot.x(x):.1f}" cy="{plot.y(v):.1f}" r="2.5" fill="{colour}">'
+                f"<title>{escape(name)} at {_nice(x)}: {_nice(v)}</title></circle>"
+            )
+        if path:
+            parts.append(f'<path d="{"".join(path)}" fill="none" stroke="{colour}" stroke-width="1.6"/>')
+        lx = 44 + s * 100
+        parts.append(
+            f'<rect x="{lx}" y="{height - 14}" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{lx + 14}" y="{height - 5}" font-size="11">{escape(name[:14])}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def bar_chart(
     title: str,
     starts: Sequence[float],

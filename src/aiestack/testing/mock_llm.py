@@ -1,0 +1,153 @@
+"""A mock OpenAI-compatible model server with a known time to first token and inter-token delay.
+
+It is the ground truth that ``aiestack bench load`` is checked against: a streamed chat completion
+asking for N tokens (``max_tokens``, or ``--tokens`` when set) gets its first output chunk exactly
+``ttft`` seconds after the request arrived and chunk *i* at ``ttft + i·itl``, each chunk one token,
+then a usage chunk and ``[DONE]``. Chunks are scheduled at absolute times on the event loop (a late
+timer does not delay the chunks after it), the server is a bare asyncio protocol (uvloop when
+installed), so its own cost is far below the delays it simulates. A request that does not stream
+gets its whole answer at ``ttft + (N−1)·itl``.
+
+    python -m aiestack.testing.mock_llm --port 9200 --ttft-ms 200 --itl-ms 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass
+
+import orjson
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    ttft_s: float
+    itl_s: float
+    tokens: int | None = None  # fixed output length; None: max_tokens of each request
+
+    def e2e_s(self, tokens: int) -> float:
+        return self.ttft_s + (tokens - 1) * self.itl_s
+
+
+def _chunk(payload: dict[str, object]) -> bytes:
+    data = b"data: " + orjson.dumps(payload) + b"\n\n"
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
+def _token_chunk(i: int) -> bytes:
+    return _chunk({
+        "id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": "mock",
+        "choices": [{"index": 0, "delta": {"content": f" t{i}"}, "finish_reason": None}],
+    })
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, timing: Timing) -> None:
+        self._timing = timing
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while (end := self._buffer.find(b"\r\n\r\n")) >= 0:
+            head = bytes(self._buffer[:end]).lower()
+            length = 0
+            if (at := head.find(b"content-length:")) >= 0:
+                stop = head.find(b"\r\n", at)
+                length = int(head[at + 15 : stop if stop > 0 else None])
+            total = end + 4 + length
+            if len(self._buffer) < total:
+                return
+            body = bytes(self._buffer[end + 4 : total])
+            del self._buffer[:total]
+            self._answer(head, body)
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _answer(self, head: bytes, body: bytes) -> None:
+        arrived = self._loop.time()
+        if not head.startswith(b"post"):
+            payload = orjson.dumps({"object": "list", "data": [{"id": "mock", "object": "model"}]})
+            self._write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                        % (len(payload), payload))
+            return
+        request = orjson.loads(body or b"{}")
+        n = self._timing.tokens or int(request.get("max_tokens") or 16)
+        usage = {"prompt_tokens": max(1, len(body) // 4), "completion_tokens": n,
+                 "total_tokens": max(1, len(body) // 4) + n}
+        first = arrived + self._timing.ttft_s
+        if not request.get("stream"):
+            answer = orjson.dumps({
+                "id": "chatcmpl-mock", "object": "chat.completion", "model": "mock",
+                "choices": [{"index": 0, "message": {"role": "assistant",
+                                                     "content": "".join(f" t{i}" for i in range(n))},
+                             "finish_reason": "length"}],
+                "usage": usage,
+            })
+            whole = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                     % (len(answer), answer))
+            self._loop.call_at(first + (n - 1) * self._timing.itl_s, self._write, whole)
+            return
+        head_out = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        for i in range(n):
+            piece = _token_chunk(i)
+            if i == 0:
+                piece = head_out + piece
+            if i == n - 1:
+                piece += _chunk({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": "mock",
+                                 "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
+                if (request.get("stream_options") or {}).get("include_usage"):
+                    piece += _chunk({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": "mock",
+                                     "choices": [], "usage": usage})
+                piece += _chunk_raw(b"data: [DONE]\n\n") + b"0\r\n\r\n"
+            self._loop.call_at(first + i * self._timing.itl_s, self._write, piece)
+
+
+def _chunk_raw(data: bytes) -> bytes:
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
+def serve(port: int, timing: Timing) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+
+    async def start() -> asyncio.Server:
+        return await loop.create_server(lambda: _Protocol(timing), HOST, port, backlog=2048)
+
+    server = loop.run_until_complete(start())
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, loop.stop)
+    try:
+        loop.run_forever()
+    finally:
+        server.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ttft-ms", type=float, default=200.0)
+    parser.add_argument("--itl-ms", type=float, default=20.0)
+    parser.add_argument("--tokens", type=int, default=None, help="output length (default: each request's max_tokens)")
+    args = parser.parse_args()
+    serve(args.port, Timing(args.ttft_ms / 1000, args.itl_ms / 1000, args.tokens))
+
+
+if __name__ == "__main__":
+    main()
