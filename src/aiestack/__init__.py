@@ -59,7 +59,7 @@ from aiestack.types import (
 )
 
 if TYPE_CHECKING:
-    from aiestack.agents import Toolset, tool
+    from aiestack.agents import Agent, RunResult, ToolContext, Toolset, tool
     from aiestack.build import Stack, build_stack, open_stack
     from aiestack.context.ingest import IngestOptions, IngestReport, ingest
     from aiestack.context.retrieval import Retriever, SearchOptions
@@ -95,6 +95,9 @@ _LAZY = {
     "SideCalls": "aiestack.sidecalls",
     "Toolset": "aiestack.agents",
     "tool": "aiestack.agents",
+    "Agent": "aiestack.agents",
+    "RunResult": "aiestack.agents",
+    "ToolContext": "aiestack.agents",
 }
 
 
@@ -108,6 +111,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Agent",
     "AiestackError",
     "AuthError",
     "BudgetExceeded",
@@ -152,6 +156,7 @@ __all__ = [
     "Retriever",
     "RoutePlan",
     "RoutePlans",
+    "RunResult",
     "SamplingPlan",
     "Script",
     "SearchOptions",
@@ -165,6 +170,7 @@ __all__ = [
     "TokenLogprob",
     "Tool",
     "ToolCall",
+    "ToolContext",
     "Toolset",
     "Usage",
     "Verdict",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -125,6 +126,19 @@ class Stack:
         if plans is not None and "plan" not in exchange_fields:  # planned here: the pipeline need not copy the exchange
             exchange_fields["plan"] = plans.for_name(request.model)
         return await self.pipeline(Exchange(request=request, **exchange_fields))
+
+    def native_tools(self, model: str) -> bool:
+        """Whether ``model`` (a model or a route: every model it may reach) takes the OpenAI ``tools`` parameter.
+
+        A provider says it cannot with ``native_tools = False`` (the embedded llama_cpp model); agents
+        then use the grammar-constrained text protocol.
+        """
+        name = model or self.settings.default_model
+        if name in self.routes:
+            names = [a.model for a in self.routes.plan(name, random.Random(0)).attempts]
+        else:
+            names = [name]
+        return all(getattr(self.models.resolve(n).provider, "native_tools", True) for n in names if n in self.models)
 
     async def check_models(self) -> dict[str, Health]:
         """Whether each configured model can be reached now (concurrently, each bounded in time)."""

@@ -6,30 +6,46 @@ arguments). ``FunctionTool.call`` validates the model's JSON arguments before th
 failure — malformed JSON, a bad argument, an exception, a timeout — into a ``ToolOutcome`` with an
 error the model can read and correct, never a crash. Results longer than ``max_result_chars`` are cut
 with a marker.
+
+Sync tools run on :class:`ToolThreads`: daemon threads, at most ``max_threads`` at once. A sync
+function cannot be interrupted, so a call past its timeout returns an error at once while its thread
+runs on, holding its slot until the function returns; when every slot is held, further sync calls
+wait for one only as long as their own timeout (and then fail with an error saying so). Daemon
+threads never keep the process from exiting. A parameter annotated :class:`ToolContext` is not
+shown to the model: the agent loop passes the run's context there (its id, step, and the sources
+a tool cites).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, get_type_hints, overload
 
 import pydantic
 
-from aiestack.types import Tool
+from aiestack.types import Hit, Tool
 
 DEFAULT_MAX_RESULT_CHARS = 20_000
 DEFAULT_TIMEOUT_S = 30.0
 _ARG_LINE = re.compile(r"^\s*(\w+)\s*(?:\([^)]*\))?\s*:\s*(.+)$")
 
 
+DEFAULT_MAX_THREADS = 8
+
+
 @dataclass(frozen=True, slots=True)
 class ToolOutcome:
-    """What one tool call gave: the text the model sees, and the error if the call failed."""
+    """What one tool call gave: the text the model sees, and the error if the call failed.
+
+    A tool may return a ``ToolOutcome`` itself (its content is still cut to the size limit).
+    """
 
     content: str
     error: str | None = None
@@ -38,6 +54,87 @@ class ToolOutcome:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass
+class ToolContext:
+    """What a tool learns of the run that calls it (a parameter annotated ``ToolContext``).
+
+    ``cite(hits)`` numbers retrieved chunks across the whole run (a chunk cited twice keeps its
+    number), so that the final answer's ``[n]`` markers name the sources; the run's citations are
+    :attr:`sources` in that order.
+    """
+
+    run_id: str = ""
+    step: int = 0
+    tenant: str = "default"
+    sources: list[Hit] = field(default_factory=list)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def cite(self, hits: Sequence[Hit]) -> list[int]:
+        """The run-wide source numbers (from 1) of ``hits``, adding the new ones."""
+        numbers: list[int] = []
+        for hit in hits:
+            known = next((i for i, h in enumerate(self.sources, 1) if h.chunk.id == hit.chunk.id), None)
+            if known is None:
+                self.sources.append(hit)
+                known = len(self.sources)
+            numbers.append(known)
+        return numbers
+
+
+class ToolThreads:
+    """Runs sync tools on daemon threads, at most ``max_threads`` at once (see the module doc)."""
+
+    def __init__(self, max_threads: int = DEFAULT_MAX_THREADS) -> None:
+        if max_threads < 1:
+            raise ValueError("max_threads must be at least 1")
+        self.max_threads = max_threads
+        self._slots = threading.BoundedSemaphore(max_threads)
+        self._lock = threading.Lock()
+        self._busy = 0
+
+    @property
+    def busy(self) -> int:
+        """Threads running now (stuck ones included)."""
+        return self._busy
+
+    async def run(self, fn: Callable[..., Any], kwargs: Mapping[str, Any], timeout_s: float) -> Any:
+        """``fn(**kwargs)`` on a thread; raises ``TimeoutError`` after ``timeout_s`` (waiting for a slot included)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not self._slots.acquire(blocking=False):  # every slot held: poll until one frees
+            if loop.time() >= deadline:
+                raise _NoSlot(self.max_threads)
+            await asyncio.sleep(min(0.01, max(deadline - loop.time(), 0)))
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if not future.done():
+                future.set_result(value) if ok else future.set_exception(value)
+
+        def work() -> None:
+            try:
+                value, ok = fn(**kwargs), True
+            except BaseException as exc:  # handed to the awaiting task
+                value, ok = exc, False
+            finally:
+                with self._lock:
+                    self._busy -= 1
+                self._slots.release()
+            if not loop.is_closed():
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+                    loop.call_soon_threadsafe(settle, ok, value)
+
+        with self._lock:
+            self._busy += 1
+        threading.Thread(target=work, name="aiestack-tool", daemon=True).start()
+        return await asyncio.wait_for(future, max(deadline - loop.time(), 0))
+
+
+class _NoSlot(TimeoutError):
+    def __init__(self, n: int) -> None:
+        super().__init__(f"all {n} tool threads are busy (calls still running past their timeout)")
 
 
 def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
@@ -100,10 +197,14 @@ class FunctionTool:
         self._is_async = inspect.iscoroutinefunction(fn)
         hints = get_type_hints(fn)
         fields: dict[str, Any] = {}
+        self._context_param: str | None = None
         for pname, param in inspect.signature(fn).parameters.items():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 raise TypeError(f"tool {self.name!r}: *args/**kwargs cannot be described to a model")
             annotation = hints.get(pname, Any)
+            if annotation is ToolContext:
+                self._context_param = pname
+                continue
             default = ... if param.default is param.empty else param.default
             fields[pname] = (annotation, pydantic.Field(default, description=arg_docs.get(pname)))
         self._args_model: type[pydantic.BaseModel] = pydantic.create_model(
@@ -120,16 +221,29 @@ class FunctionTool:
         """The OpenAI ``tools`` entry for this tool."""
         return Tool(name=self.name, description=self.description, parameters=self.parameters)
 
-    def _truncate(self, text: str) -> ToolOutcome:
+    def _truncate(self, text: str, error: str | None = None) -> ToolOutcome:
         if len(text) <= self.max_result_chars:
-            return ToolOutcome(text)
+            return ToolOutcome(text, error=error)
         cut = len(text) - self.max_result_chars
         return ToolOutcome(
-            text[: self.max_result_chars] + f"\n[truncated: {cut} more characters]", truncated=True
+            text[: self.max_result_chars] + f"\n[truncated: {cut} more characters]",
+            error=error,
+            truncated=True,
         )
 
-    async def call(self, arguments: str | dict[str, Any]) -> ToolOutcome:
-        """Validate ``arguments`` (JSON text or a dict) and run the tool; failures become outcomes."""
+    async def call(
+        self,
+        arguments: str | Mapping[str, Any],
+        *,
+        context: ToolContext | None = None,
+        threads: ToolThreads | None = None,
+        timeout_s: float | None = None,
+    ) -> ToolOutcome:
+        """Validate ``arguments`` (JSON text or a dict) and run the tool; failures become outcomes.
+
+        ``context`` is passed to a ``ToolContext`` parameter; ``threads`` runs a sync tool (a fresh
+        one-call runner if not given); ``timeout_s`` lowers the tool's own limit (a run's deadline).
+        """
         if isinstance(arguments, str):
             try:
                 parsed = json.loads(arguments) if arguments.strip() else {}
@@ -137,7 +251,7 @@ class FunctionTool:
                 msg = f"arguments are not valid JSON ({exc.msg} at char {exc.pos}); send a JSON object"
                 return ToolOutcome(f"Error: {msg}", error=msg)
         else:
-            parsed = arguments
+            parsed = dict(arguments)
         if not isinstance(parsed, dict):
             msg = "arguments must be a JSON object"
             return ToolOutcome(f"Error: {msg}", error=msg)
@@ -150,17 +264,25 @@ class FunctionTool:
             msg = f"invalid arguments for {self.name}: {problems}"
             return ToolOutcome(f"Error: {msg}", error=msg)
         kwargs = {k: getattr(validated, k) for k in self._args_model.model_fields}
+        if self._context_param is not None:
+            kwargs[self._context_param] = context if context is not None else ToolContext()
+        limit = self.timeout_s if timeout_s is None else max(min(self.timeout_s, timeout_s), 0.0)
         try:
             if self._is_async:
-                result = await asyncio.wait_for(self.fn(**kwargs), self.timeout_s)
+                result = await asyncio.wait_for(self.fn(**kwargs), limit)
             else:
-                result = await asyncio.wait_for(asyncio.to_thread(self.fn, **kwargs), self.timeout_s)
+                result = await (threads or ToolThreads(1)).run(self.fn, kwargs, limit)
+        except _NoSlot as exc:
+            msg = f"{self.name} could not start: {exc}"
+            return ToolOutcome(f"Error: {msg}", error=msg)
         except TimeoutError:
-            msg = f"{self.name} timed out after {self.timeout_s:g} s"
+            msg = f"{self.name} timed out after {limit:g} s"
             return ToolOutcome(f"Error: {msg}", error=msg)
         except Exception as exc:  # a tool's failure goes back to the model, never crashes the run
             msg = f"{self.name} raised {type(exc).__name__}: {exc}"
             return ToolOutcome(f"Error: {msg}", error=msg)
+        if isinstance(result, ToolOutcome):
+            return self._truncate(result.content, result.error)
         return self._truncate(_render(result))
 
 

@@ -176,6 +176,7 @@ class LlamaCppModel:
     """
 
     provider = PROVIDER
+    native_tools = False  # agents use the grammar-constrained text protocol (aiestack.agents.protocol)
 
     def __init__(self, config: LlamaCppModelConfig | None = None) -> None:
         self.config = config or LlamaCppModelConfig()

@@ -68,6 +68,14 @@ GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
 ERROR_TYPE = "error.type"
 OPERATION_CHAT = "chat"
+# Agents (https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-agent-spans/).
+OPERATION_INVOKE_AGENT = "invoke_agent"
+OPERATION_EXECUTE_TOOL = "execute_tool"
+GEN_AI_AGENT_NAME = "gen_ai.agent.name"
+GEN_AI_TOOL_NAME = "gen_ai.tool.name"
+GEN_AI_TOOL_CALL_ID = "gen_ai.tool.call.id"
+GEN_AI_TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"  # content: recorded only with content tracing
+GEN_AI_TOOL_CALL_RESULT = "gen_ai.tool.call.result"  # content: recorded only with content tracing
 
 # aiestack's own.
 EXCHANGE_ID = "aiestack.exchange.id"
@@ -82,6 +90,9 @@ TPOT_MS = "aiestack.tpot_ms"
 OUTCOME = "aiestack.outcome"
 GATEWAY_OVERHEAD_MS = "aiestack.gateway_overhead_ms"
 ERROR_MESSAGE = "aiestack.error.message"
+#: The agent run an exchange (a model step) or a span belongs to, and the step's number (from 1).
+AGENT_RUN_ID = "aiestack.agent.run_id"
+AGENT_STEP = "aiestack.agent.step"
 
 STAGE_SPAN_PREFIX = "aiestack.stage."
 #: Where the Trace stage puts the exchange it serves in the OpenTelemetry context (see :func:`current_exchange`).

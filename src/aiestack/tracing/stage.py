@@ -31,6 +31,8 @@ from aiestack.pipeline import Next, failed_exchange
 from aiestack.stores.base import ExchangeRecord
 from aiestack.streams import tap
 from aiestack.tracing import (
+    AGENT_RUN_ID,
+    AGENT_STEP,
     CACHED,
     COST_USD,
     ERROR_MESSAGE,
@@ -171,6 +173,10 @@ class Trace:
                 ROUTE: ex.route,
             }
         )
+        run_id = ex.attributes.get(AGENT_RUN_ID)
+        if run_id is not None:  # a step of an agent run: the run's id on the step's root span
+            attributes[AGENT_RUN_ID] = run_id
+            attributes[AGENT_STEP] = ex.attributes.get(AGENT_STEP, 0)
         return attributes
 
     def _finish(

@@ -1,0 +1,506 @@
+"""The agent loop: model call → tool calls (concurrently) → tool results → … → final answer or a stop.
+
+``Agent(model=..., stack=stack, tools=[...])`` runs on a stack (anything with :class:`AgentBackend`'s
+shape: :class:`aiestack.Stack` is one). Each model call is an ordinary exchange through the stack's
+pipeline — keys, limits and budgets, guardrails, caches, routes with retries and fallbacks, tracing —
+carrying the run id in its attributes (:data:`~aiestack.tracing.AGENT_RUN_ID`, stored on the exchange
+record and on its root span), and its spans nest under the run's ``invoke_agent`` span, beside one
+``execute_tool`` span per tool call. ``await agent.run(task)`` returns a
+:class:`~aiestack.agents.events.RunResult`; ``agent.stream(task)`` yields the same events as they
+happen. A run never hangs and never raises for what a model or tool did: every way it can end is a
+:class:`~aiestack.agents.events.RunStopped` with a reason.
+
+Tool calls come natively (the OpenAI ``tools`` parameter; several calls of one reply run
+concurrently) or, for models without native tool calls, through the grammar-constrained text
+protocol of :mod:`aiestack.agents.protocol` (``protocol="auto"`` asks the stack which the model
+supports).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from aiestack.agents import protocol as text_protocol
+from aiestack.agents.events import (
+    STATUS_OF,
+    AgentEvent,
+    FinalAnswer,
+    ModelCall,
+    RunResult,
+    RunStarted,
+    RunStopped,
+    StopReason,
+    ToolCalled,
+    ToolResult,
+)
+from aiestack.agents.tools import DEFAULT_MAX_THREADS, FunctionTool, ToolContext, Toolset, ToolThreads
+from aiestack.errors import AiestackError, BudgetExceeded
+from aiestack.tracing import (
+    AGENT_RUN_ID,
+    AGENT_STEP,
+    GEN_AI_AGENT_NAME,
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_TOOL_CALL_ARGUMENTS,
+    GEN_AI_TOOL_CALL_ID,
+    GEN_AI_TOOL_CALL_RESULT,
+    GEN_AI_TOOL_NAME,
+    OPERATION_EXECUTE_TOOL,
+    OPERATION_INVOKE_AGENT,
+    Tracing,
+)
+from aiestack.types import ChatRequest, Exchange, Message, Params, ToolCall, new_id
+
+Protocol_ = Literal["auto", "native", "text"]
+#: Span attributes of the run span and tool spans (aiestack's own).
+AGENT_STOP_REASON = "aiestack.agent.stop_reason"
+TOOL_ERROR = "aiestack.tool.error"
+TOOL_TRUNCATED = "aiestack.tool.truncated"
+
+
+@runtime_checkable
+class AgentBackend(Protocol):
+    """What the loop needs of a stack: its pipeline, its tracing, and which models call tools natively."""
+
+    tracing: Tracing
+
+    async def chat(self, request: ChatRequest, **exchange_fields: Any) -> Exchange: ...
+
+    def native_tools(self, model: str) -> bool: ...
+
+
+@dataclass
+class _Run:
+    """One run's mutable state (the loop's own; never shared between runs)."""
+
+    id: str
+    task: str
+    tenant: str
+    key_id: str | None
+    messages: list[Message]
+    started: float
+    deadline: float | None
+    step: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    invalid_replies: int = 0
+    calls_seen: Counter[tuple[str, str]] = field(default_factory=Counter)
+    context: ToolContext = field(default_factory=ToolContext)
+    answer: str | None = None
+    citations: tuple[Mapping[str, Any], ...] = ()
+    stopped: RunStopped | None = None
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+
+class Agent:
+    """A model, tools and instructions, with limits; see the module doc.
+
+    ``max_steps`` bounds the model calls, ``max_tokens`` the tokens (input and output) of all of
+    them, ``budget_usd`` their cost and ``timeout_s`` the run's wall time. ``max_identical_calls``:
+    how often one exact tool call (name and arguments) may be made before the run stops as a loop.
+    ``max_parallel_tools``: how many tool calls run at once, and how many threads sync tools may
+    hold (a hung sync tool keeps its thread until it returns). ``params`` are the sampling
+    parameters of every model call; ``metadata`` goes on every request (``{"cache": "off"}``).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        stack: AgentBackend,
+        tools: Iterable[FunctionTool | Toolset] = (),
+        instructions: str = "",
+        name: str = "agent",
+        max_steps: int = 10,
+        max_tokens: int | None = None,
+        budget_usd: float | None = None,
+        timeout_s: float | None = None,
+        protocol: Protocol_ = "auto",
+        params: Params | None = None,
+        metadata: Mapping[str, str] | None = None,
+        max_identical_calls: int = 2,
+        max_invalid_replies: int = 3,
+        max_parallel_tools: int = DEFAULT_MAX_THREADS,
+    ) -> None:
+        for label, value in (
+            ("max_steps", max_steps),
+            ("max_identical_calls", max_identical_calls),
+            ("max_invalid_replies", max_invalid_replies),
+            ("max_parallel_tools", max_parallel_tools),
+        ):
+            if value < 1:
+                raise ValueError(f"{label} must be at least 1, got {value}")
+        for label, limit in (
+            ("max_tokens", max_tokens),
+            ("budget_usd", budget_usd),
+            ("timeout_s", timeout_s),
+        ):
+            if limit is not None and limit <= 0:
+                raise ValueError(f"{label} must be positive, got {limit}")
+        if protocol not in ("auto", "native", "text"):
+            raise ValueError(f"protocol must be auto, native or text, got {protocol!r}")
+        self.model = model
+        self.name = name
+        self.instructions = instructions
+        self.toolset = Toolset(tools)
+        self.max_steps = max_steps
+        self.max_tokens = max_tokens
+        self.budget_usd = budget_usd
+        self.timeout_s = timeout_s
+        self.max_identical_calls = max_identical_calls
+        self.max_invalid_replies = max_invalid_replies
+        self.metadata = dict(metadata or {})
+        self._stack = stack
+        self._requested = protocol
+        self._protocol: Literal["native", "text"] | None = None if protocol == "auto" else protocol
+        self._base_params = params or Params()
+        self._threads = ToolThreads(max_parallel_tools)
+        self._parallel = max_parallel_tools
+
+    @property
+    def protocol(self) -> Literal["native", "text"]:
+        """How tool calls travel: ``native`` (the ``tools`` parameter) or ``text`` (the JSON protocol)."""
+        if self._protocol is None:
+            self._protocol = "native" if self._stack.native_tools(self.model) else "text"
+        return self._protocol
+
+    # ------------------------------------------------------------------ public
+
+    async def run(
+        self, task: str, *, run_id: str | None = None, tenant: str = "default", key_id: str | None = None
+    ) -> RunResult:
+        """Run the agent on ``task`` to its end and return every event, the answer and the stop reason."""
+        run = self._new_run(task, run_id, tenant, key_id)
+        events = [event async for event in self._events(run)]
+        stopped = run.stopped
+        assert stopped is not None
+        return RunResult(
+            run_id=run.id,
+            status=stopped.status,
+            stop_reason=stopped.reason,
+            answer=run.answer,
+            events=tuple(events),
+            messages=tuple(run.messages),
+            citations=run.citations,
+            detail=stopped.detail,
+        )
+
+    def stream(
+        self, task: str, *, run_id: str | None = None, tenant: str = "default", key_id: str | None = None
+    ) -> AsyncIterator[AgentEvent]:
+        """Yield the run's events as they happen; the last is always a :class:`RunStopped`.
+
+        Closing the iterator early (``aclose``) ends the run as ``cancelled``.
+        """
+        return self._events(self._new_run(task, run_id, tenant, key_id))
+
+    # ------------------------------------------------------------------ the loop
+
+    def _new_run(self, task: str, run_id: str | None, tenant: str, key_id: str | None) -> _Run:
+        if not task.strip():
+            raise ValueError("the task is empty: say what the agent should do")
+        system = self.instructions
+        if self.protocol == "text":
+            guide = text_protocol.instructions(list(self.toolset))
+            system = f"{system}\n\n{guide}" if system else guide
+        messages = [Message("system", system)] if system else []
+        messages.append(Message("user", task))
+        now = time.monotonic()
+        run = _Run(
+            id=run_id or new_id("run"),
+            task=task,
+            tenant=tenant,
+            key_id=key_id,
+            messages=messages,
+            started=now,
+            deadline=None if self.timeout_s is None else now + self.timeout_s,
+        )
+        run.context = ToolContext(run_id=run.id, tenant=tenant)
+        return run
+
+    def _params(self) -> Params:
+        if not self.toolset:
+            return self._base_params
+        if self.protocol == "native":
+            return replace(self._base_params, tools=self.toolset.specs, tool_choice="auto")
+        return replace(self._base_params, response_format=text_protocol.response_format(list(self.toolset)))
+
+    async def _events(self, run: _Run) -> AsyncGenerator[AgentEvent, None]:
+        tracing = self._stack.tracing
+        span = tracing.start_span(
+            f"{OPERATION_INVOKE_AGENT} {self.name}",
+            kind=SpanKind.INTERNAL,
+            attributes={
+                GEN_AI_OPERATION_NAME: OPERATION_INVOKE_AGENT,
+                GEN_AI_AGENT_NAME: self.name,
+                GEN_AI_REQUEST_MODEL: self.model,
+                AGENT_RUN_ID: run.id,
+            },
+        )
+        ctx = trace.set_span_in_context(span)
+        params = self._params()
+        yield RunStarted(
+            run.id, self.name, self.model, run.task, tuple(t.name for t in self.toolset), self.protocol
+        )
+        try:
+            async with contextlib.aclosing(self._steps(run, ctx, params)) as steps:
+                async for event in steps:
+                    yield event
+        finally:
+            if run.stopped is None:  # the caller stopped reading, or the task was cancelled
+                run.stopped = self._stop(run, "cancelled", "the caller stopped the run")
+            span.set_attribute(AGENT_STOP_REASON, run.stopped.reason)
+            span.set_attribute(AGENT_STEP, run.step)
+            if run.stopped.status == "failed":
+                span.set_status(Status(StatusCode.ERROR, run.stopped.detail))
+            span.end()
+
+    def _limit(self, run: _Run) -> tuple[StopReason, str] | None:
+        remaining = run.remaining()
+        if remaining is not None and remaining <= 0:
+            return "timeout", f"the run took longer than {self.timeout_s:g} s"
+        if run.step >= self.max_steps:
+            return "max_steps", f"{self.max_steps} model calls were made and the model still called tools"
+        if self.max_tokens is not None and run.input_tokens + run.output_tokens >= self.max_tokens:
+            return (
+                "max_tokens",
+                f"the run used {run.input_tokens + run.output_tokens} tokens (limit {self.max_tokens})",
+            )
+        if self.budget_usd is not None and run.cost_usd >= self.budget_usd:
+            return "budget", f"the run cost ${run.cost_usd:.6f} (budget ${self.budget_usd:g})"
+        return None
+
+    def _stop(self, run: _Run, reason: StopReason, detail: str) -> RunStopped:
+        stopped = RunStopped(
+            run.id,
+            reason,
+            STATUS_OF.get(reason, "stopped"),
+            detail,
+            steps=run.step,
+            input_tokens=run.input_tokens,
+            output_tokens=run.output_tokens,
+            cost_usd=run.cost_usd,
+            duration_ms=(time.monotonic() - run.started) * 1000,
+        )
+        run.stopped = stopped
+        return stopped
+
+    async def _call_model(
+        self, run: _Run, ctx: otel_context.Context, params: Params
+    ) -> Exchange | RunStopped:
+        request = ChatRequest(self.model, tuple(run.messages), params, metadata=self.metadata)
+        token = otel_context.attach(ctx)
+        try:
+            async with asyncio.timeout(run.remaining()) as limit:
+                return await self._stack.chat(
+                    request,
+                    tenant=run.tenant,
+                    key_id=run.key_id,
+                    attributes={AGENT_RUN_ID: run.id, AGENT_STEP: run.step},
+                )
+        except TimeoutError:
+            if limit.expired():
+                return self._stop(run, "timeout", f"the run took longer than {self.timeout_s:g} s")
+            return self._stop(run, "model_error", "the model call timed out")
+        except BudgetExceeded as exc:
+            return self._stop(run, "budget", str(exc))
+        except AiestackError as exc:
+            return self._stop(run, "model_error", str(exc))
+        finally:
+            otel_context.detach(token)
+
+    async def _steps(
+        self, run: _Run, ctx: otel_context.Context, params: Params
+    ) -> AsyncGenerator[AgentEvent, None]:
+        while True:
+            limit = self._limit(run)
+            if limit is not None:
+                yield self._stop(run, *limit)
+                return
+            run.step += 1
+            started = time.perf_counter()
+            ex = await self._call_model(run, ctx, params)
+            if isinstance(ex, RunStopped):
+                yield ex
+                return
+            completion = ex.completion
+            duration_ms = (time.perf_counter() - started) * 1000
+            guards = tuple(f"{v.guard}:{v.action}" for v in ex.verdicts if v.action != "allow")
+            if completion is None:
+                why = (
+                    str(ex.error)
+                    if ex.error is not None
+                    else f"the exchange ended {ex.outcome} without an answer"
+                )
+                yield ModelCall(
+                    run.id,
+                    run.step,
+                    ex.id,
+                    self.model,
+                    outcome=ex.outcome,
+                    duration_ms=duration_ms,
+                    guards=guards,
+                    error=why,
+                )
+                yield self._stop(run, "blocked" if ex.outcome == "blocked" else "model_error", why)
+                return
+            run.input_tokens += completion.usage.input_tokens
+            run.output_tokens += completion.usage.output_tokens
+            run.cost_usd += completion.cost_usd or 0.0
+            text = completion.text
+            calls = completion.message.tool_calls
+            answer: str | None = None
+            error: str | None = None
+            if self.protocol == "text" and self.toolset:
+                reply = text_protocol.read_reply(text, f"call_{run.step}")
+                calls, answer, error = ((reply.call,) if reply.call else ()), reply.answer, reply.error
+            elif not calls:
+                answer = text
+            yield ModelCall(
+                run.id, run.step, ex.id, completion.model, text, calls, completion.finish_reason,
+                completion.usage.input_tokens, completion.usage.output_tokens, completion.cost_usd,
+                completion.cached, ex.outcome, duration_ms, guards, error,
+            )  # fmt: skip
+            if error is not None:
+                run.invalid_replies += 1
+                if run.invalid_replies >= self.max_invalid_replies:
+                    yield self._stop(
+                        run,
+                        "invalid_reply",
+                        f"{run.invalid_replies} replies in a row could not be read: {error}",
+                    )
+                    return
+                run.messages += [
+                    Message("assistant", text),
+                    Message("user", text_protocol.CORRECTION.format(error=error)),
+                ]
+                continue
+            run.invalid_replies = 0
+            if answer is not None:
+                run.messages.append(Message("assistant", text))
+                yield self._final(run, answer)
+                yield self._stop(run, "final_answer", "")
+                return
+            problem = self._check_calls(run, calls)
+            if problem is not None:
+                yield self._stop(run, *problem)
+                return
+            run.messages.append(Message("assistant", text, tool_calls=calls))
+            for call in calls:
+                yield ToolCalled(run.id, run.step, call.id, call.name, call.arguments)
+            if len(calls) == 1:
+                results: list[ToolResult] = [await self._call_tool(run, calls[0], ctx)]
+            else:
+                gate = asyncio.Semaphore(self._parallel)
+                results = list(await asyncio.gather(*(self._call_tool(run, c, ctx, gate) for c in calls)))
+            for result in results:
+                run.messages.append(
+                    Message("tool", result.content, name=result.name, tool_call_id=result.call_id)
+                )
+                yield result
+
+    def _check_calls(self, run: _Run, calls: tuple[ToolCall, ...]) -> tuple[StopReason, str] | None:
+        for call in calls:
+            if self.toolset.get(call.name) is None:
+                known = ", ".join(t.name for t in self.toolset) or "none"
+                return (
+                    "unknown_tool",
+                    f"the model called {call.name!r}, which this agent does not have (tools: {known})",
+                )
+        for call in calls:
+            key = (call.name, _canonical(call.arguments))
+            run.calls_seen[key] += 1
+            if run.calls_seen[key] > self.max_identical_calls:
+                return "loop", (
+                    f"the model called {call.name} with the same arguments {run.calls_seen[key]} times "
+                    f"(at most {self.max_identical_calls})"
+                )
+        return None
+
+    def _final(self, run: _Run, answer: str) -> FinalAnswer:
+        run.answer = answer
+        if run.context.sources:
+            from aiestack.context.citations import citations_json
+
+            run.citations = tuple(citations_json(run.context.sources, answer))
+        return FinalAnswer(run.id, run.step, answer, run.citations)
+
+    async def _call_tool(
+        self, run: _Run, call: ToolCall, ctx: otel_context.Context, gate: asyncio.Semaphore | None = None
+    ) -> ToolResult:
+        if gate is not None:
+            async with gate:
+                return await self._call_tool(run, call, ctx)
+        tool = self.toolset.get(call.name)
+        assert tool is not None  # _check_calls refused unknown tools
+        tracing = self._stack.tracing
+        token = otel_context.attach(ctx)
+        try:
+            span = tracing.start_span(
+                f"{OPERATION_EXECUTE_TOOL} {call.name}",
+                kind=SpanKind.INTERNAL,
+                attributes={
+                    GEN_AI_OPERATION_NAME: OPERATION_EXECUTE_TOOL,
+                    GEN_AI_TOOL_NAME: call.name,
+                    GEN_AI_TOOL_CALL_ID: call.id,
+                    AGENT_RUN_ID: run.id,
+                    AGENT_STEP: run.step,
+                },
+            )
+        finally:
+            otel_context.detach(token)
+        started = time.perf_counter()
+        inner = otel_context.attach(trace.set_span_in_context(span, ctx))
+        try:
+            context = replace(run.context, step=run.step)  # the same sources list: one numbering per run
+            remaining = run.remaining()
+            outcome = await tool.call(
+                call.arguments, context=context, threads=self._threads,
+                timeout_s=None if remaining is None else max(remaining, 0.001),
+            )  # fmt: skip
+        finally:
+            otel_context.detach(inner)
+            duration_ms = (time.perf_counter() - started) * 1000
+        if span.is_recording():
+            if outcome.error is not None:
+                span.set_attribute(TOOL_ERROR, outcome.error)
+                span.set_status(Status(StatusCode.ERROR, outcome.error))
+            if outcome.truncated:
+                span.set_attribute(TOOL_TRUNCATED, True)
+            if tracing.content:
+                redact = tracing.redact or (lambda s: s)
+                span.set_attribute(GEN_AI_TOOL_CALL_ARGUMENTS, redact(call.arguments))
+                span.set_attribute(GEN_AI_TOOL_CALL_RESULT, redact(outcome.content))
+        span.end()
+        return ToolResult(
+            run.id,
+            run.step,
+            call.id,
+            call.name,
+            outcome.content,
+            outcome.error,
+            outcome.truncated,
+            duration_ms,
+        )
+
+
+def _canonical(arguments: str) -> str:
+    """The arguments as one canonical JSON text (key order and spacing do not make calls differ)."""
+    try:
+        return json.dumps(json.loads(arguments), sort_keys=True, separators=(",", ":"))
+    except (json.JSONDecodeError, TypeError):
+        return arguments.strip()
