@@ -1,6 +1,8 @@
 """Agents: tools from typed functions, and the agent loop that calls them through the stack's pipeline."""
 
-from aiestack.agents.builtins import calculator
+from typing import TYPE_CHECKING, Any
+
+from aiestack.agents.builtins import calculator, fetch_url_tool, python_tool
 from aiestack.agents.events import (
     AgentEvent,
     FinalAnswer,
@@ -16,6 +18,18 @@ from aiestack.agents.events import (
 )
 from aiestack.agents.loop import Agent, AgentBackend
 from aiestack.agents.tools import FunctionTool, ToolContext, ToolOutcome, Toolset, ToolThreads, tool
+
+if TYPE_CHECKING:
+    from aiestack.agents.search import search_tool
+
+
+def __getattr__(name: str) -> Any:
+    if name == "search_tool":  # pulls in the retrieval wing: only when asked for
+        from aiestack.agents.search import search_tool
+
+        return search_tool
+    raise AttributeError(f"module 'aiestack.agents' has no attribute {name!r}")
+
 
 __all__ = [
     "Agent",
@@ -37,5 +51,8 @@ __all__ = [
     "calculator",
     "event_from_dict",
     "event_to_dict",
+    "fetch_url_tool",
+    "python_tool",
+    "search_tool",
     "tool",
 ]
