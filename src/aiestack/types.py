@@ -106,6 +106,9 @@ class ChatRequest:
     stream: bool = False
     user: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    #: Mark the stable prefix (tools, system prompt, earlier turns) for the provider's prompt cache
+    #: (Anthropic ``cache_control``); set by the gateway for routes with ``prompt_cache = true``.
+    prompt_cache: bool = False
 
 
 def last_user_index(messages: Sequence[Message], *, before: int | None = None) -> int | None:
@@ -135,9 +138,14 @@ class TokenLogprob:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Tokens of one call. ``input_tokens`` counts every prompt token; of those, ``cached_tokens`` were
+    read from the provider's prompt cache and ``cache_write_tokens`` written to it (Anthropic bills
+    writes above the input rate)."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -148,6 +156,7 @@ class Usage:
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
             self.cached_tokens + other.cached_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
         )
 
 

@@ -28,7 +28,7 @@ class SystemEcho:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         self.requests.append(request)
-        system = next((m.text for m in request.messages if m.role == "system"), "")
+        system = "\n".join(m.text for m in request.messages if m.role == "system")
         text = f"My instructions say: {system}"
         for i in range(0, len(text), 5):
             yield Delta(text=text[i : i + 5])

@@ -85,8 +85,11 @@ def test_invalid_policy_names_the_key(rig_with: Callable[..., Rig]) -> None:
 async def test_a_system_prompt_leak_is_caught_by_the_canary(rig: Rig) -> None:
     ex = await rig.run("hello", model="sysecho", system="You are the support bot of ACME.")
     assert ex.outcome == "blocked" and isinstance(ex.error, GuardrailBlocked) and ex.error.guard == "canary"
-    sent = rig.echo.requests[-1].messages[0].text
-    assert "cnry-" in sent and "cnry-" not in ex.request.messages[0].text  # the canary never leaves
+    sent = rig.echo.requests[-1].messages
+    # the canary is a system message of its own after the system prompt, which stays byte-identical
+    # (providers' prompt caches keep hitting); it never leaves
+    assert sent[0].text == "You are the support bot of ACME." and "cnry-" in sent[1].text
+    assert sent[1].role == "system" and "cnry-" not in ex.request.messages[0].text
 
 
 async def test_a_canary_leak_mid_stream_ends_the_stream_with_an_error(rig: Rig) -> None:

@@ -159,7 +159,7 @@ async def test_streamed_text_with_usage_from_start_and_delta() -> None:
     assert all(d.finish_reason is None for d in deltas[:-1])
     last = deltas[-1]
     assert last.finish_reason == "stop"
-    assert last.usage == Usage(input_tokens=17, output_tokens=7, cached_tokens=5)
+    assert last.usage == Usage(input_tokens=17, output_tokens=7, cached_tokens=5, cache_write_tokens=2)
     assert last.timing is not None and last.timing.ttft_ms is not None and last.timing.tpot_ms is not None
 
     sent = rec.requests[0]

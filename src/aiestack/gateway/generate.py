@@ -171,8 +171,12 @@ class Generate:
     async def _call(self, entry: ModelEntry, attempt: Attempt, ex: Exchange, on_end: OnEnd) -> Completion:
         """One provider call: the first delta within the attempt's time limit; collected if not streaming."""
         if ex.request.stream:
-            return await self.start(entry, ex, timeout_s=attempt.timeout_s, on_end=on_end)
-        return await collect(await self.start(entry, ex, timeout_s=attempt.timeout_s))
+            return await self.start(
+                entry, ex, timeout_s=attempt.timeout_s, on_end=on_end, prompt_cache=attempt.prompt_cache
+            )
+        return await collect(
+            await self.start(entry, ex, timeout_s=attempt.timeout_s, prompt_cache=attempt.prompt_cache)
+        )
 
     def _settler(self, permit: Permit | None, breaker: CircuitBreaker | None) -> OnEnd:
         """Reports how a call ended to its breaker permit (once; later reports are ignored)."""
@@ -246,13 +250,17 @@ class Generate:
         *,
         timeout_s: float | None = None,
         on_end: OnEnd | None = None,
+        prompt_cache: bool = False,
     ) -> Completion:
         """Start ``entry``'s stream and wait for its first delta (at most ``timeout_s``).
 
         ``on_end`` is told how the returned stream ended: ``None`` after a clean end, else the
-        error (or ``GeneratorExit`` when the reader stopped early).
+        error (or ``GeneratorExit`` when the reader stopped early). ``prompt_cache`` asks the
+        provider to mark the prompt's stable prefix for its prompt cache (the route's setting).
         """
-        upstream = dataclasses.replace(ex.request, model=entry.upstream)
+        upstream = dataclasses.replace(
+            ex.request, model=entry.upstream, prompt_cache=ex.request.prompt_cache or prompt_cache
+        )
         started = time.perf_counter()
         source = entry.provider.stream(upstream)
         try:

@@ -87,6 +87,11 @@ class RouteConfig(_Table):
         default=8.0, ge=0, description="Cap on one backoff wait (and on Retry-After)."
     )
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    prompt_cache: bool = Field(
+        default=False,
+        description="Mark the stable prefix (tools, system prompt, earlier turns) for Anthropic's prompt cache "
+        "(cache_control); OpenAI caches long prefixes by itself.",
+    )
     # The application pipeline of the route. Each wing validates its own table when the stack is
     # built (with its own pydantic model and a ConfigError naming ``routes.NAME.<table>.<key>``),
     # so the gateway does not need to know the wings' options.
@@ -154,6 +159,7 @@ class Attempt:
     role: Literal["model", "deployment", "fallback"]
     group: int
     breaker: bool  # consult and feed the model's circuit breaker
+    prompt_cache: bool = False  # mark the prompt's stable prefix for the provider's cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +239,8 @@ class RouteTable:
         policy = cfg.policy()
         group = next(counter)
         deployments = tuple(
-            Attempt(d.model, policy, cfg.timeout_s, name, "deployment", group, breaker=True)
+            Attempt(d.model, policy, cfg.timeout_s, name, "deployment", group, breaker=True,
+                    prompt_cache=cfg.prompt_cache)
             for d in cfg.deployments
         )
         groups = [_Group(deployments, tuple(d.weight for d in cfg.deployments))]
@@ -244,7 +251,8 @@ class RouteTable:
                 groups.extend(self._expand(fallback, counter, (*trail, name)))
             else:
                 attempt = Attempt(
-                    fallback, policy, cfg.timeout_s, name, "fallback", next(counter), breaker=True
+                    fallback, policy, cfg.timeout_s, name, "fallback", next(counter), breaker=True,
+                    prompt_cache=cfg.prompt_cache,
                 )
                 groups.append(_Group((attempt,), None))
         return tuple(groups)

@@ -14,7 +14,13 @@ Pure functions and one per-stream parser, no I/O. The two APIs differ in ways th
   which the model is made to call. The parser turns that tool's input back into answer text and
   its ``tool_use`` stop into ``stop``, so callers see an ordinary JSON answer.
 - Usage: Anthropic's ``input_tokens`` excludes prompt-cache reads and writes; aiestack's
-  ``input_tokens`` counts every prompt token (as OpenAI's does), with cache reads as ``cached_tokens``.
+  ``input_tokens`` counts every prompt token (as OpenAI's does), with cache reads as ``cached_tokens``
+  and cache writes as ``cache_write_tokens``.
+- Prompt caching: a request with ``prompt_cache`` set (a route with ``prompt_cache = true``) gets
+  ``cache_control`` breakpoints, in the order Anthropic caches a prompt (tools, system, messages): on
+  the last tool, on the system prompt, and on the last block before the final user turn (the chat
+  history). Three of the four breakpoints the API allows; a prefix shorter than the model's minimum
+  (1,024 tokens for most) is simply not cached.
 """
 
 from __future__ import annotations
@@ -72,7 +78,35 @@ def messages_body(request: ChatRequest, *, max_tokens_default: int) -> dict[str,
     body.update(tools_json(params))
     if request.user:
         body["metadata"] = {"user_id": request.user}
+    if request.prompt_cache:
+        mark_cache_breakpoints(body, [m.text for m in request.messages if m.role == "system" and m.text])
     return body
+
+
+_EPHEMERAL = {"type": "ephemeral"}
+
+
+def mark_cache_breakpoints(body: dict[str, Any], systems: list[str]) -> None:
+    """Add ``cache_control`` to the last tool, the system prompt and the turn before the last user turn.
+
+    The system prompt becomes one text block per system message, the breakpoint on the last one
+    that is not a per-request canary line (which would make the cached prefix new every time).
+    """
+    from aiestack.guardrails.canary import is_canary_line  # loaded already where guards run
+
+    if body.get("tools"):
+        body["tools"][-1] = {**body["tools"][-1], "cache_control": _EPHEMERAL}
+    if systems:
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": text} for text in systems]
+        stable = [i for i, text in enumerate(systems) if not is_canary_line(text)]
+        if stable:
+            blocks[stable[-1]]["cache_control"] = _EPHEMERAL
+        body["system"] = blocks
+    turns = body["messages"]
+    last_user = next((i for i in range(len(turns) - 1, -1, -1) if turns[i]["role"] == "user"), None)
+    if last_user is not None and last_user > 0 and turns[last_user - 1]["content"]:
+        blocks = turns[last_user - 1]["content"]
+        blocks[-1] = {**blocks[-1], "cache_control": _EPHEMERAL}
 
 
 def turns_json(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
@@ -229,7 +263,12 @@ class EventParser:
     @property
     def usage(self) -> Usage:
         prompt = self._input + self._cache_read + self._cache_write
-        return Usage(input_tokens=prompt, output_tokens=self._output, cached_tokens=self._cache_read)
+        return Usage(
+            input_tokens=prompt,
+            output_tokens=self._output,
+            cached_tokens=self._cache_read,
+            cache_write_tokens=self._cache_write,
+        )
 
     def feed(self, event: Mapping[str, Any]) -> Delta:
         """The content an event carries, as a delta (empty for bookkeeping events)."""

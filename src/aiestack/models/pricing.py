@@ -18,13 +18,19 @@ class Price:
     input_per_mtok: float
     output_per_mtok: float
     cached_input_per_mtok: float | None = None
+    #: Prompt-cache writes (Anthropic: 1.25× input for the 5-minute cache); None: the input rate.
+    cache_write_per_mtok: float | None = None
 
     def cost(self, usage: Usage) -> float:
+        """Input at its rate, cache reads at the cached rate, cache writes at the write rate, output at its rate."""
         cached = min(usage.cached_tokens, usage.input_tokens)
+        written = min(usage.cache_write_tokens, usage.input_tokens - cached)
         cached_rate = self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
+        write_rate = self.input_per_mtok if self.cache_write_per_mtok is None else self.cache_write_per_mtok
         return (
-            (usage.input_tokens - cached) * self.input_per_mtok
+            (usage.input_tokens - cached - written) * self.input_per_mtok
             + cached * cached_rate
+            + written * write_rate
             + usage.output_tokens * self.output_per_mtok
         ) / 1_000_000
 
@@ -36,11 +42,11 @@ BUILTIN_PRICES: Mapping[str, Price] = {
     "gpt-4.1-mini": Price(0.40, 1.60, 0.10),
     "gpt-4.1-nano": Price(0.10, 0.40, 0.025),
     "o3-mini": Price(1.10, 4.40, 0.55),
-    "claude-3-5-haiku-latest": Price(0.80, 4.00, 0.08),
-    "claude-3-5-sonnet-latest": Price(3.00, 15.00, 0.30),
-    "claude-3-7-sonnet-latest": Price(3.00, 15.00, 0.30),
-    "claude-sonnet-4-0": Price(3.00, 15.00, 0.30),
-    "claude-opus-4-0": Price(15.00, 75.00, 1.50),
+    "claude-3-5-haiku-latest": Price(0.80, 4.00, 0.08, 1.00),
+    "claude-3-5-sonnet-latest": Price(3.00, 15.00, 0.30, 3.75),
+    "claude-3-7-sonnet-latest": Price(3.00, 15.00, 0.30, 3.75),
+    "claude-sonnet-4-0": Price(3.00, 15.00, 0.30, 3.75),
+    "claude-opus-4-0": Price(15.00, 75.00, 1.50, 18.75),
     "text-embedding-3-small": Price(0.02, 0.0),
     "text-embedding-3-large": Price(0.13, 0.0),
 }

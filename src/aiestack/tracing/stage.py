@@ -55,6 +55,7 @@ from aiestack.tracing import (
     GEN_AI_REQUEST_TOP_P,
     GEN_AI_RESPONSE_FINISH_REASONS,
     GEN_AI_RESPONSE_MODEL,
+    GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
     GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
     GEN_AI_USAGE_INPUT_TOKENS,
     GEN_AI_USAGE_OUTPUT_TOKENS,
@@ -74,7 +75,7 @@ from aiestack.tracing import (
     span_attributes,
     to_json,
 )
-from aiestack.types import Completion, Exchange, Params
+from aiestack.types import Completion, Exchange, Params, Usage
 
 _log = logging.getLogger(__name__)
 
@@ -259,7 +260,7 @@ class Trace:
             trace_id=format_trace_id(ctx.trace_id) if span.is_recording() else None,
             request=request,
             response=content.response if content is not None else None,
-            attributes=_attributes(ex, content),
+            attributes=_attributes(ex, content, usage),
             guard_action=_strongest_action(ex),
         )
 
@@ -295,6 +296,8 @@ class Trace:
             attributes[GEN_AI_USAGE_OUTPUT_TOKENS] = record.output_tokens
             if record.cached_tokens:
                 attributes[GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = record.cached_tokens
+            if written := record.attributes.get(GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS):
+                attributes[GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = written
             if record.finish_reason is not None:
                 attributes[GEN_AI_RESPONSE_FINISH_REASONS] = [record.finish_reason]
         if content is not None:
@@ -402,13 +405,16 @@ def _strongest_action(ex: Exchange) -> str | None:
     return best
 
 
-def _attributes(ex: Exchange, content: _Content | None) -> dict[str, Any]:
-    """The exchange's attributes, plus its guard verdicts and retrieved chunks (for the console).
+def _attributes(ex: Exchange, content: _Content | None, usage: Usage | None = None) -> dict[str, Any]:
+    """The exchange's attributes, plus its guard verdicts and retrieved chunks (for the console), and
+    the prompt-cache writes (cache reads have a column of their own).
 
     Verdicts carry no content (a finding has a kind and a label, never the matched text). A hit
     is stored by chunk id, document, score and retriever; its text only with content tracing.
     """
     attributes = dict(ex.attributes)
+    if usage is not None and usage.cache_write_tokens:
+        attributes[GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_write_tokens
     if ex.verdicts:
         attributes["verdicts"] = [
             {
