@@ -40,10 +40,11 @@ import unicodedata
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
-from aiestack.feedback.batches import BatchQueue
+from aiestack.errors import StoreError
 from aiestack.pipeline import Next
 from aiestack.stores.feedback import FeedbackRecord, FeedbackStore, TurnRecord
 from aiestack.stores.prompts import PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR
+from aiestack.stores.writer import BatchQueue
 from aiestack.types import Completion, Delta, Exchange, Message, last_user_index
 
 _log = logging.getLogger(__name__)
@@ -225,8 +226,8 @@ class Signals:
     """Detects implicit feedback (see the module docstring).
 
     ``window_s``: how far back a regeneration or an edit is matched (default one hour).
-    The matching and the writes happen on one background thread, in batches (see
-    :class:`~aiestack.feedback.batches.BatchQueue`): per batch, one query per distinct
+    The matching and the writes happen on one background thread, in batches (the store writer's
+    :class:`~aiestack.stores.writer.BatchQueue`, with its retries): per batch, one query per distinct
     conversation and two writes, however many answers it holds. ``batch_size``,
     ``flush_interval_s`` and ``max_queue`` tune that queue. Call :meth:`drain` to wait for the
     background work (tests), :meth:`aclose` to finish it and stop the thread (shutdown).
@@ -254,7 +255,8 @@ class Signals:
             flush_interval_s=flush_interval_s,
             max_queue=max_queue,
             name="aiestack-feedback-signals",
-            what="implicit feedback",
+            what="implicit feedback observations",
+            describe=lambda obs: f"the implicit feedback on exchange {obs.answered.id}",
         )
 
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
@@ -316,8 +318,12 @@ class Signals:
 
     def _schedule(self, observation: _Observation) -> None:
         """Queue the observation; after :meth:`aclose` (a stream that ends later) handle it now."""
-        if self._queue.submit(observation):
-            return
+        if not self._queue.closed:
+            try:
+                self._queue.submit(observation)
+                return
+            except StoreError:  # closed in between
+                pass
         try:
             self._handle([observation])
         except Exception:

@@ -1,33 +1,42 @@
-"""The background batch writer: exchanges and spans leave the request path at once.
+"""The one background batching seam: work leaves the request path at once and is stored in batches.
 
-A request hands its records to :meth:`BatchWriter.submit_exchange` / :meth:`~BatchWriter.submit_span`
-(a lock-protected ``deque.append``: O(1), never waits on I/O, fine to call from the event loop) and
-moves on. A daemon thread writes them in batches, either when ``batch_size`` records are waiting or
-every ``flush_interval_s``, so trace storage never slows a request, and many small inserts become a
-few transactions.
+:class:`BatchQueue` is the queue every background store write goes through: the trace writer
+(:class:`BatchWriter`, exchanges and spans) and implicit feedback (``feedback/signals.py``) are two
+configurations of it, with one set of semantics.
 
-Failures do not lose records. A :class:`StoreError` (database down, locked, unreachable) is retried
-with exponential backoff for as long as it takes, keeping the batch; meanwhile new records queue up
-to ``max_queue``, past which the oldest *spans* are dropped first (an exchange record is worth more
-than a span of it), and every drop is counted. Any other error means the data itself is bad: after
-a few attempts the batch is written record by record so that only the bad records are dropped.
+A producer calls :meth:`BatchQueue.submit` (a lock-protected ``deque.append``: O(1), never waits on
+I/O, fine to call from the event loop or any thread) and moves on. One daemon thread, started on the
+first submit, hands the queued items to ``handler`` in submission order, up to ``batch_size`` of each
+lane at a time, one lane after the other: as soon as ``batch_size`` are waiting, every
+``flush_interval_s`` otherwise, and at once while someone waits in :meth:`~BatchQueue.flush`. Many
+small inserts thus become a few transactions, done off the request path.
 
-The owner calls :meth:`BatchWriter.close` at shutdown (the library registers no ``atexit`` hook):
-it writes everything submitted before it returns, so nothing acknowledged is lost on a clean
-shutdown. If the store stays down past ``close``'s timeout, what could not be written is counted
-as dropped and logged.
+Lanes rank what is worth keeping: items are submitted to a lane (0 by default), a batch takes up to
+``batch_size`` from every lane, so a flood of one never starves another, and the handler gets one
+lane's items per call. Past ``max_queue`` waiting items the oldest of the *last* non-empty lane are
+dropped first (for the trace writer: spans before exchanges, as an exchange record is worth more than
+a span of it), and every drop is counted and logged once per overflow.
+
+Failures do not lose work. A :class:`~aiestack.errors.StoreError` (database down, locked,
+unreachable) is retried with exponential backoff for as long as it takes, keeping the batch; any
+other error means the data itself is bad: after ``bad_data_attempts`` the batch is handled item by
+item, so that only the bad items are dropped. Handlers must therefore be idempotent (the stores'
+writes are upserts or insert-or-ignore).
+
+The owner calls :meth:`BatchQueue.close` at shutdown (the library registers no ``atexit`` hook): it
+handles everything submitted before it returns, so nothing acknowledged is lost on a clean shutdown;
+afterwards :meth:`~BatchQueue.submit` raises ``StoreError``. If the store stays down past
+``close``'s timeout, what could not be written is counted as dropped and logged.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from aiestack.errors import StoreError
 from aiestack.stores.base import ExchangeRecord
@@ -38,86 +47,70 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class RecordSink(Protocol):
-    """The part of an :class:`~aiestack.stores.base.ExchangeStore` the writer needs."""
+class BatchQueue(Generic[T]):
+    """Runs ``handler(items)`` on a background thread for the submitted items, in batches.
 
-    def write_exchanges(self, records: Sequence[ExchangeRecord]) -> None: ...
-
-    def write_spans(self, spans: Sequence[SpanRecord]) -> None: ...
-
-
-@dataclass
-class _Batch:
-    """Records taken off the queues; ``first_seq`` is the oldest submission among them."""
-
-    first_seq: int
-    exchanges: list[ExchangeRecord] = field(default_factory=list)
-    spans: list[SpanRecord] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.exchanges) + len(self.spans)
-
-
-class BatchWriter:
-    """Writes submitted exchanges and spans to ``store`` from a background thread, in batches.
-
-    Counters (read at any time): ``written`` records stored, ``dropped`` records given up (queue
-    overflow, bad data, or a store still down when ``close`` timed out), ``failed_attempts`` write
-    attempts that raised.
+    Counters (read at any time): ``handled`` items given to a handler call that returned,
+    ``dropped`` items given up (queue overflow, bad data, or a store still down when ``close`` timed
+    out), ``failed_attempts`` handler calls that raised; ``pending`` items submitted and not yet
+    handled or dropped. ``describe(item)`` names an item in the log when it is dropped as bad data.
     """
 
     def __init__(
         self,
-        store: RecordSink,
+        handler: Callable[[Sequence[T]], None],
         *,
+        lanes: int = 1,
         batch_size: int = 256,
         flush_interval_s: float = 0.5,
         max_queue: int = 100_000,
         initial_backoff_s: float = 0.05,
         max_backoff_s: float = 5.0,
         bad_data_attempts: int = 3,
-        name: str = "aiestack-store-writer",
+        name: str = "aiestack-batch-queue",
+        what: str = "records",
+        describe: Callable[[T], str] = repr,
     ) -> None:
-        if batch_size < 1 or max_queue < 1 or bad_data_attempts < 1:
-            raise ValueError("batch_size, max_queue and bad_data_attempts must be at least 1")
+        if lanes < 1 or batch_size < 1 or max_queue < 1 or bad_data_attempts < 1:
+            raise ValueError("lanes, batch_size, max_queue and bad_data_attempts must be at least 1")
         if flush_interval_s <= 0 or initial_backoff_s <= 0 or max_backoff_s < initial_backoff_s:
             raise ValueError(
                 "flush_interval_s and initial_backoff_s must be positive, max_backoff_s >= initial_backoff_s"
             )
-        self._store = store
+        self._handler = handler
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._max_queue = max_queue
         self._initial_backoff_s = initial_backoff_s
         self._max_backoff_s = max_backoff_s
         self._bad_data_attempts = bad_data_attempts
+        self._name = name
+        self._what = what
+        self._describe = describe
 
         self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)  # the writer thread waits here for records
-        self._progress = threading.Condition(self._lock)  # flush() waits here for the writer
-        self._exchanges: deque[tuple[int, ExchangeRecord]] = deque()
-        self._spans: deque[tuple[int, SpanRecord]] = deque()
+        self._work = threading.Condition(self._lock)  # the thread waits here for items
+        self._progress = threading.Condition(self._lock)  # flush() waits here for the thread
+        self._lanes: list[deque[tuple[int, T]]] = [deque() for _ in range(lanes)]
+        self._queued = 0
         self._next_seq = 0
-        self._in_flight: _Batch | None = None
+        self._in_flight: int | None = None  # the oldest sequence number in the batch being handled
+        self._in_flight_size = 0  # items of that batch not yet handled or dropped
         self._flush_waiters = 0
         self._closing = False
         self._deadline: float | None = None
         self._overflowing = False
-        self._abandoned = False  # close() timed out with the store down: records were lost
-        self._written = 0
+        self._abandoned = False  # close() timed out with the store down: items were lost
+        self._thread: threading.Thread | None = None
+        self._handled = 0
         self._dropped = 0
         self._failed_attempts = 0
-
-        # A daemon, so that a forgotten close() cannot hang interpreter exit; the price is that
-        # unflushed records are lost then, which is why the owner must call close().
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
 
     # ------------------------------------------------------------------ counters
 
     @property
-    def written(self) -> int:
-        return self._written
+    def handled(self) -> int:
+        return self._handled
 
     @property
     def dropped(self) -> int:
@@ -129,65 +122,63 @@ class BatchWriter:
 
     @property
     def pending(self) -> int:
-        """Records submitted and not yet written or dropped (queued or being written)."""
+        """Items submitted and not yet handled or dropped (queued, or in the batch being handled)."""
         with self._lock:
-            return self._queued() + (len(self._in_flight) if self._in_flight else 0)
+            return self._queued + self._in_flight_size
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
 
     # ------------------------------------------------------------------ producers
 
-    def submit_exchange(self, record: ExchangeRecord) -> None:
-        """Queue an exchange for writing. Never blocks on I/O."""
+    def submit(self, item: T, lane: int = 0) -> None:
+        """Queue ``item`` in ``lane``. Never blocks on I/O; ``StoreError`` once :meth:`close` was called."""
         with self._lock:
-            self._check_open()
-            self._exchanges.append((self._next_seq, record))
-            self._after_submit()
-
-    def submit_span(self, span: SpanRecord) -> None:
-        """Queue a span for writing. Never blocks on I/O."""
-        with self._lock:
-            self._check_open()
-            self._spans.append((self._next_seq, span))
-            self._after_submit()
-
-    def _check_open(self) -> None:
-        if self._closing:
-            raise StoreError(
-                "The background store writer is closed; the record was not stored.",
-                hint="Submit records before calling close(), or create a new BatchWriter.",
-            )
-
-    def _after_submit(self) -> None:
-        self._next_seq += 1
-        if self._queued() > self._max_queue:
-            self._drop_oldest()
-        if self._queued() == self._batch_size:  # crossing the mark; above it the writer is busy anyway
-            self._work.notify()
+            if self._closing:
+                raise StoreError(
+                    f"The background {self._what} queue is closed; the item was not stored.",
+                    hint="Submit before calling close(), or create a new queue.",
+                )
+            if self._thread is None:
+                # A daemon, so that a forgotten close() cannot hang interpreter exit; the price is
+                # that unflushed items are lost then, which is why the owner must call close().
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._lanes[lane].append((self._next_seq, item))
+            self._next_seq += 1
+            self._queued += 1
+            if self._queued > self._max_queue:
+                self._drop_oldest()
+            if self._queued == self._batch_size:  # crossing the mark; above it the thread is busy anyway
+                self._work.notify()
 
     def _drop_oldest(self) -> None:
-        """Make room: the oldest span goes first; exchanges only when no span is left to drop."""
-        if self._spans:
-            self._spans.popleft()
-        else:
-            self._exchanges.popleft()
+        """Make room: the oldest item of the last non-empty lane goes."""
+        next(lane for lane in reversed(self._lanes) if lane).popleft()
+        self._queued -= 1
         self._dropped += 1
         self._progress.notify_all()
         if not self._overflowing:
             self._overflowing = True
             logger.warning(
-                "The store writer's queue is full (%d records): dropping the oldest spans, then exchanges. "
+                "The %s queue is full (%d items): dropping the oldest, least valuable first. "
                 "The store is down or too slow; see the earlier warnings.",
+                self._what,
                 self._max_queue,
             )
 
     # ------------------------------------------------------------------ owner
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything submitted before this call is written (or dropped).
+        """Wait until everything submitted before this call is handled (or dropped).
 
-        Returns False if ``timeout`` seconds passed first (the records stay queued).
+        Returns False if ``timeout`` seconds passed first (the items stay queued).
         """
         with self._lock:
             target = self._next_seq
+            if self._settled(target):
+                return True
             self._flush_waiters += 1
             self._work.notify()
             try:
@@ -196,152 +187,128 @@ class BatchWriter:
                 self._flush_waiters -= 1
 
     def close(self, timeout: float | None = 30.0) -> bool:
-        """Write everything submitted, then stop the thread. Idempotent.
+        """Handle everything submitted, then stop the thread. Idempotent.
 
         ``timeout`` bounds how long a store that stays down is retried; after it, what is left is
-        counted as dropped. Returns True when every submitted record was written or had been
-        dropped earlier, i.e. the close itself lost nothing.
+        counted as dropped. Returns True when every submitted item was handled or had been dropped
+        earlier, i.e. the close itself lost nothing.
         """
         with self._lock:
             if not self._closing:
                 self._closing = True
                 self._deadline = None if timeout is None else time.monotonic() + timeout
                 self._work.notify()  # also cuts a retry backoff short, to honour the deadline
-        self._thread.join(None if timeout is None else timeout + self._max_backoff_s + 1.0)
+            thread = self._thread
+        if thread is None:
+            return True
+        thread.join(None if timeout is None else timeout + self._max_backoff_s + 1.0)
         with self._lock:
-            return not self._thread.is_alive() and not self._abandoned
+            return not thread.is_alive() and not self._abandoned
 
-    def __enter__(self) -> BatchWriter:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    # ------------------------------------------------------------------ the writer thread
-
-    def _queued(self) -> int:
-        return len(self._exchanges) + len(self._spans)
+    # ------------------------------------------------------------------ the thread
 
     def _settled(self, target: int) -> bool:
-        """Nothing submitted before sequence number ``target`` is still queued or in flight."""
-        return (
-            (not self._exchanges or self._exchanges[0][0] >= target)
-            and (not self._spans or self._spans[0][0] >= target)
-            and (self._in_flight is None or self._in_flight.first_seq >= target)
+        """Nothing submitted before sequence number ``target`` is still queued or being handled."""
+        return all(not lane or lane[0][0] >= target for lane in self._lanes) and (
+            self._in_flight is None or self._in_flight >= target
         )
 
-    def _should_write(self) -> bool:
-        queued = self._queued()
-        return self._closing or queued >= self._batch_size or (self._flush_waiters > 0 and queued > 0)
+    def _ready(self) -> bool:
+        return self._closing or self._queued >= self._batch_size or (self._flush_waiters > 0 and self._queued > 0)
 
     def _run(self) -> None:
         while True:
             with self._lock:
-                self._work.wait_for(self._should_write, timeout=self._flush_interval_s)
-                if not self._queued():
+                self._work.wait_for(self._ready, timeout=self._flush_interval_s)
+                if not self._queued:
                     if self._closing:
                         return
                     continue
                 batch = self._take_batch()
-            completed = self._write(batch)
+            completed = all(self._handle(items) for items in batch)
             with self._lock:
-                self._in_flight = None
                 if not completed:
-                    self._abandon(batch)
+                    self._abandon()
+                self._in_flight, self._in_flight_size = None, 0
                 self._progress.notify_all()
                 if not completed:
                     return
 
-    def _take_batch(self) -> _Batch:
-        """Up to ``batch_size`` of each kind, so a flood of one never starves the other."""
-        exchanges = _pop(self._exchanges, self._batch_size)
-        spans = _pop(self._spans, self._batch_size)
-        first = min(items[0][0] for items in (exchanges, spans) if items)
-        batch = _Batch(first, [r for _, r in exchanges], [s for _, s in spans])
-        self._in_flight = batch
-        return batch
+    def _take_batch(self) -> list[list[T]]:
+        """Up to ``batch_size`` of every lane, so a flood of one never starves the others."""
+        taken = [[lane.popleft() for _ in range(min(self._batch_size, len(lane)))] for lane in self._lanes]
+        self._in_flight = min(items[0][0] for items in taken if items)
+        self._in_flight_size = sum(len(items) for items in taken)
+        self._queued -= self._in_flight_size
+        return [[item for _, item in items] for items in taken if items]
 
-    def _abandon(self, batch: _Batch) -> None:
-        """close() timed out with the store down: count the batch and the queue as lost."""
-        lost = len(batch) + self._queued()
-        self._exchanges.clear()
-        self._spans.clear()
+    def _abandon(self) -> None:
+        """close() timed out with the store down: count what is left of the batch and the queue as lost."""
+        lost = self._in_flight_size + self._queued
+        for lane in self._lanes:
+            lane.clear()
+        self._queued = 0
         self._dropped += lost
         self._abandoned = True
         logger.error(
-            "The store stayed unavailable until close() timed out: %d records were not written.", lost
+            "The store stayed unavailable until close() timed out: %d %s were not written.", lost, self._what
         )
 
-    def _write(self, batch: _Batch) -> bool:
-        """Write ``batch``, retrying; False if the store was still down when close() timed out."""
+    def _handle(self, items: list[T]) -> bool:
+        """Hand ``items`` to the handler, retrying; False if the store was still down when close() timed out."""
         backoff = self._initial_backoff_s
         failures = 0
         bad_data_failures = 0
         while True:
             try:
-                if batch.exchanges:
-                    self._store.write_exchanges(batch.exchanges)
-                    self._count_written(len(batch.exchanges))
-                    batch.exchanges = []  # written: a retry of the spans must not count them again
-                if batch.spans:
-                    self._store.write_spans(batch.spans)
-                    self._count_written(len(batch.spans))
-                    batch.spans = []
+                self._handler(items)
             except StoreError as exc:
                 failures += 1
-                self._count_failure()
+                self._count(failed=1)
                 if failures & (failures - 1) == 0:  # 1st, 2nd, 4th, 8th... failure: don't flood the log
                     logger.warning(
-                        "Writing %d records failed (attempt %d), retrying: %s", len(batch), failures, exc
+                        "Writing %d %s failed (attempt %d), retrying: %s", len(items), self._what, failures, exc
                     )
             except Exception:
                 failures += 1
                 bad_data_failures += 1
-                self._count_failure()
+                self._count(failed=1)
                 if bad_data_failures == 1:
                     logger.warning(
-                        "The store rejected a batch of %d records, retrying:", len(batch), exc_info=True
+                        "The store rejected a batch of %d %s, retrying:", len(items), self._what, exc_info=True
                     )
                 if bad_data_failures >= self._bad_data_attempts:
-                    self._write_one_by_one(batch)
+                    for item in items:
+                        self._handle_one(item)
                     return True
             else:
                 if failures:
                     logger.info("The store accepted writes again after %d failed attempts.", failures)
+                self._count(handled=len(items))
                 return True
             if self._past_deadline():
                 return False
             self._sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff_s)
 
-    def _write_one_by_one(self, batch: _Batch) -> None:
-        """Isolate the records the store rejects (bad data): write the rest, drop and log those."""
-        for record in batch.exchanges:
-            self._write_single(
-                functools.partial(self._store.write_exchanges, [record]), f"exchange {record.id}"
-            )
-        for span in batch.spans:
-            self._write_single(functools.partial(self._store.write_spans, [span]), f"span {span.span_id}")
-
-    def _write_single(self, write: Callable[[], None], label: str) -> None:
+    def _handle_one(self, item: T) -> None:
+        """Isolate an item the store rejects (bad data): handle it alone, or drop and log it."""
         try:
-            write()
+            self._handler([item])
         except Exception:
-            self._count_failure()
-            with self._lock:
-                self._dropped += 1
-            logger.exception("The store rejected %s; dropping it.", label)
+            self._count(failed=1, dropped=1)
+            logger.exception("The store rejected %s; dropping it.", self._describe(item))
         else:
-            self._count_written(1)
+            self._count(handled=1)
 
-    def _count_written(self, n: int) -> None:
+    def _count(self, *, handled: int = 0, dropped: int = 0, failed: int = 0) -> None:
         with self._lock:
-            self._written += n
-            self._overflowing = False
-
-    def _count_failure(self) -> None:
-        with self._lock:
-            self._failed_attempts += 1
+            self._handled += handled
+            self._dropped += dropped
+            self._failed_attempts += failed
+            self._in_flight_size -= handled + dropped
+            if handled:
+                self._overflowing = False
 
     def _past_deadline(self) -> bool:
         with self._lock:
@@ -356,5 +323,72 @@ class BatchWriter:
                 self._work.wait(backoff)
 
 
-def _pop(queue: deque[tuple[int, T]], n: int) -> list[tuple[int, T]]:
-    return [queue.popleft() for _ in range(min(n, len(queue)))]
+class RecordSink(Protocol):
+    """The part of an :class:`~aiestack.stores.base.ExchangeStore` the writer needs."""
+
+    def write_exchanges(self, records: Sequence[ExchangeRecord]) -> None: ...
+
+    def write_spans(self, spans: Sequence[SpanRecord]) -> None: ...
+
+
+_EXCHANGES, _SPANS = 0, 1  # lanes: past max_queue, spans are dropped before exchanges
+
+
+class BatchWriter(BatchQueue[ExchangeRecord | SpanRecord]):
+    """The trace writer: a :class:`BatchQueue` that writes exchanges and spans to ``store``.
+
+    Exchanges and spans are two lanes, so each batch is one ``write_exchanges`` and one
+    ``write_spans`` call, and spans written after their exchange never write the exchange again.
+    """
+
+    def __init__(
+        self,
+        store: RecordSink,
+        *,
+        batch_size: int = 256,
+        flush_interval_s: float = 0.5,
+        max_queue: int = 100_000,
+        initial_backoff_s: float = 0.05,
+        max_backoff_s: float = 5.0,
+        bad_data_attempts: int = 3,
+        name: str = "aiestack-store-writer",
+    ) -> None:
+        super().__init__(
+            self._write,
+            lanes=2,
+            batch_size=batch_size,
+            flush_interval_s=flush_interval_s,
+            max_queue=max_queue,
+            initial_backoff_s=initial_backoff_s,
+            max_backoff_s=max_backoff_s,
+            bad_data_attempts=bad_data_attempts,
+            name=name,
+            what="records",
+            describe=_describe,
+        )
+        self._store = store
+
+    def submit_exchange(self, record: ExchangeRecord) -> None:
+        """Queue an exchange for writing. Never blocks on I/O."""
+        self.submit(record, _EXCHANGES)
+
+    def submit_span(self, span: SpanRecord) -> None:
+        """Queue a span for writing. Never blocks on I/O."""
+        self.submit(span, _SPANS)
+
+    def __enter__(self) -> BatchWriter:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _write(self, items: Sequence[ExchangeRecord | SpanRecord]) -> None:
+        """One lane's items: all exchanges or all spans."""
+        if isinstance(items[0], ExchangeRecord):
+            self._store.write_exchanges([r for r in items if isinstance(r, ExchangeRecord)])
+        else:
+            self._store.write_spans([s for s in items if isinstance(s, SpanRecord)])
+
+
+def _describe(item: ExchangeRecord | SpanRecord) -> str:
+    return f"exchange {item.id}" if isinstance(item, ExchangeRecord) else f"span {item.span_id}"
