@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from aiestack.monitoring import Metrics
+from aiestack.monitoring import INSTRUMENTS, Metrics
 from aiestack.stores.base import ExchangeRecord
 
 pytestmark = pytest.mark.unit
@@ -155,3 +155,28 @@ def test_two_instances_keep_separate_counts() -> None:
     a.observe_exchange(_record())
     assert a.registry.get_sample_value("aiestack_cost_usd_total", LABELS) == pytest.approx(0.0006)
     assert b.registry.get_sample_value("aiestack_cost_usd_total", LABELS) is None
+
+
+def test_every_instrument_is_declared_once_with_its_pinned_name_kind_and_labels() -> None:
+    pinned = {  # name, type and labels are what dashboards and alerts read: changing one breaks them
+        "time_to_first_token": ("gen_ai_server_time_to_first_token_seconds", "histogram", ("model", "provider", "route")),
+        "time_per_output_token": ("gen_ai_server_time_per_output_token_seconds", "histogram", ("model", "provider", "route")),
+        "request_duration": ("gen_ai_server_request_duration_seconds", "histogram", ("model", "provider", "route", "outcome")),
+        "token_usage": ("gen_ai_client_token_usage", "histogram", ("model", "provider", "route", "token_type")),
+        "cost": ("aiestack_cost_usd", "counter", ("model", "provider", "route")),
+        "cache_hits": ("aiestack_cache_hits", "counter", ("route", "kind")),
+        "cache_lookups": ("aiestack_cache_lookups", "counter", ("route", "kind", "result")),
+        "cache_saved_usd": ("aiestack_cache_saved_usd", "counter", ("route", "kind")),
+        "cache_saved_tokens": ("aiestack_cache_saved_tokens", "counter", ("route", "kind")),
+        "guard_actions": ("aiestack_guard_actions", "counter", ("guard", "action", "direction")),
+        "limit_rejections": ("aiestack_limit_rejections", "counter", ("limit",)),
+        "retries": ("aiestack_retries", "counter", ("provider", "model", "reason")),
+        "fallbacks": ("aiestack_fallbacks", "counter", ("from_model", "to_model", "reason")),
+        "breaker": ("aiestack_breaker_state", "gauge", ("target",)),
+        "gateway_overhead": ("aiestack_gateway_overhead_seconds", "histogram", ("route",)),
+    }
+    m = Metrics()
+    assert [i.attr for i in INSTRUMENTS] == list(pinned) == list(Metrics.__annotations__)
+    for attr, (name, kind, labels) in pinned.items():
+        instrument = getattr(m, attr)
+        assert (instrument._name, instrument._type, instrument._labelnames) == (name, kind, labels)

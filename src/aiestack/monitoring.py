@@ -20,6 +20,7 @@ Design choices:
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -66,111 +67,121 @@ class _LabelCap:
             return value
 
 
+_MODEL_LABELS = ("model", "provider", "route")
+_CACHE_LABELS = ("route", "kind")
+
+
+@dataclass(frozen=True, slots=True)
+class _Instrument:
+    """One Prometheus instrument of :class:`Metrics`: the attribute that holds it, and its declaration."""
+
+    attr: str
+    kind: type[Histogram] | type[Counter] | type[Gauge]
+    name: str
+    documentation: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] | None = None
+
+    def build(self, registry: CollectorRegistry) -> Histogram | Counter | Gauge:
+        if self.buckets is not None:
+            return Histogram(self.name, self.documentation, self.labels, buckets=self.buckets, registry=registry)
+        return self.kind(self.name, self.documentation, self.labels, registry=registry)
+
+
+#: Every instrument, declared once; :class:`Metrics` builds each in its own registry.
+INSTRUMENTS: tuple[_Instrument, ...] = (
+    _Instrument(
+        "time_to_first_token", Histogram, "gen_ai_server_time_to_first_token_seconds",
+        "Time to generate the first token of a successful answer.", _MODEL_LABELS, TTFT_BUCKETS,
+    ),
+    _Instrument(
+        "time_per_output_token", Histogram, "gen_ai_server_time_per_output_token_seconds",
+        "Mean time per output token after the first, per successful answer.", _MODEL_LABELS, TPOT_BUCKETS,
+    ),
+    _Instrument(
+        "request_duration", Histogram, "gen_ai_server_request_duration_seconds",
+        "Exchange duration as the caller saw it, from arrival to the end of the answer (or error).",
+        (*_MODEL_LABELS, "outcome"), DURATION_BUCKETS,
+    ),
+    _Instrument(
+        "token_usage", Histogram, "gen_ai_client_token_usage",
+        "Tokens used per exchange, by token type (input / output). Cached answers use none.",
+        (*_MODEL_LABELS, "token_type"), TOKEN_BUCKETS,
+    ),
+    _Instrument("cost", Counter, "aiestack_cost_usd", "Money spent on provider calls (USD, list prices).", _MODEL_LABELS),
+    _Instrument("cache_hits", Counter, "aiestack_cache_hits", "Answers served from the cache, by cache kind.", _CACHE_LABELS),
+    _Instrument(
+        "cache_lookups", Counter, "aiestack_cache_lookups",
+        "Cache lookups by cache kind (exact / semantic) and result (hit / miss / rejected by the verifier).",
+        (*_CACHE_LABELS, "result"),
+    ),
+    _Instrument(
+        "cache_saved_usd", Counter, "aiestack_cache_saved_usd",
+        "Provider cost that cache hits saved (USD: what the cached answer cost when it was made).", _CACHE_LABELS,
+    ),
+    _Instrument(
+        "cache_saved_tokens", Counter, "aiestack_cache_saved_tokens",
+        "Tokens (input + output) that cache hits saved.", _CACHE_LABELS,
+    ),
+    _Instrument(
+        "guard_actions", Counter, "aiestack_guard_actions",
+        "Guardrail verdicts other than allow, by guard, action and direction (input / output).",
+        ("guard", "action", "direction"),
+    ),
+    _Instrument(
+        "limit_rejections", Counter, "aiestack_limit_rejections",
+        "Requests rejected by a limit (rpm, tpm, budget, ...).", ("limit",),
+    ),
+    _Instrument(
+        "retries", Counter, "aiestack_retries",
+        "Provider calls retried, by the error that caused it.", ("provider", "model", "reason"),
+    ),
+    _Instrument(
+        "fallbacks", Counter, "aiestack_fallbacks",
+        "Requests that fell back to another model, by the error that caused it.", ("from_model", "to_model", "reason"),
+    ),
+    _Instrument(
+        "breaker", Gauge, "aiestack_breaker_state",
+        "Circuit breaker state per target: 0 closed, 1 half-open, 2 open.", ("target",),
+    ),
+    _Instrument(
+        "gateway_overhead", Histogram, "aiestack_gateway_overhead_seconds",
+        "Time the gateway adds on top of the provider's own time (stages, routing, bookkeeping).",
+        ("route",), OVERHEAD_BUCKETS,
+    ),
+)
+
+
 class Metrics:
     """The Prometheus instruments of one aiestack app, in their own registry.
 
     ``observe_exchange`` feeds the exchange-level instruments; the wings call the small methods
     (``guard_action``, ``limit_rejection``, ``retry``, ``fallback``, ``breaker_state``) as things happen.
+    The instruments are declared once, in :data:`INSTRUMENTS`; the attributes below hold them.
     """
+
+    time_to_first_token: Histogram
+    time_per_output_token: Histogram
+    request_duration: Histogram
+    token_usage: Histogram
+    cost: Counter
+    cache_hits: Counter
+    cache_lookups: Counter
+    cache_saved_usd: Counter
+    cache_saved_tokens: Counter
+    guard_actions: Counter
+    limit_rejections: Counter
+    retries: Counter
+    fallbacks: Counter
+    breaker: Gauge
+    gateway_overhead: Histogram
 
     def __init__(self, *, max_label_values: int = 200) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._cap = _LabelCap(max_label_values)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        r = self.registry
-        model_labels = ("model", "provider", "route")
-        self.time_to_first_token = Histogram(
-            "gen_ai_server_time_to_first_token_seconds",
-            "Time to generate the first token of a successful answer.",
-            model_labels,
-            buckets=TTFT_BUCKETS,
-            registry=r,
-        )
-        self.time_per_output_token = Histogram(
-            "gen_ai_server_time_per_output_token_seconds",
-            "Mean time per output token after the first, per successful answer.",
-            model_labels,
-            buckets=TPOT_BUCKETS,
-            registry=r,
-        )
-        self.request_duration = Histogram(
-            "gen_ai_server_request_duration_seconds",
-            "Exchange duration as the caller saw it, from arrival to the end of the answer (or error).",
-            (*model_labels, "outcome"),
-            buckets=DURATION_BUCKETS,
-            registry=r,
-        )
-        self.token_usage = Histogram(
-            "gen_ai_client_token_usage",
-            "Tokens used per exchange, by token type (input / output). Cached answers use none.",
-            (*model_labels, "token_type"),
-            buckets=TOKEN_BUCKETS,
-            registry=r,
-        )
-        self.cost = Counter(
-            "aiestack_cost_usd", "Money spent on provider calls (USD, list prices).", model_labels, registry=r
-        )
-        self.cache_hits = Counter(
-            "aiestack_cache_hits",
-            "Answers served from the cache, by cache kind.",
-            ("route", "kind"),
-            registry=r,
-        )
-        self.cache_lookups = Counter(
-            "aiestack_cache_lookups",
-            "Cache lookups by cache kind (exact / semantic) and result (hit / miss / rejected by the verifier).",
-            ("route", "kind", "result"),
-            registry=r,
-        )
-        self.cache_saved_usd = Counter(
-            "aiestack_cache_saved_usd",
-            "Provider cost that cache hits saved (USD: what the cached answer cost when it was made).",
-            ("route", "kind"),
-            registry=r,
-        )
-        self.cache_saved_tokens = Counter(
-            "aiestack_cache_saved_tokens",
-            "Tokens (input + output) that cache hits saved.",
-            ("route", "kind"),
-            registry=r,
-        )
-        self.guard_actions = Counter(
-            "aiestack_guard_actions",
-            "Guardrail verdicts other than allow, by guard, action and direction (input / output).",
-            ("guard", "action", "direction"),
-            registry=r,
-        )
-        self.limit_rejections = Counter(
-            "aiestack_limit_rejections",
-            "Requests rejected by a limit (rpm, tpm, budget, ...).",
-            ("limit",),
-            registry=r,
-        )
-        self.retries = Counter(
-            "aiestack_retries",
-            "Provider calls retried, by the error that caused it.",
-            ("provider", "model", "reason"),
-            registry=r,
-        )
-        self.fallbacks = Counter(
-            "aiestack_fallbacks",
-            "Requests that fell back to another model, by the error that caused it.",
-            ("from_model", "to_model", "reason"),
-            registry=r,
-        )
-        self.breaker = Gauge(
-            "aiestack_breaker_state",
-            "Circuit breaker state per target: 0 closed, 1 half-open, 2 open.",
-            ("target",),
-            registry=r,
-        )
-        self.gateway_overhead = Histogram(
-            "aiestack_gateway_overhead_seconds",
-            "Time the gateway adds on top of the provider's own time (stages, routing, bookkeeping).",
-            ("route",),
-            buckets=OVERHEAD_BUCKETS,
-            registry=r,
-        )
+        for instrument in INSTRUMENTS:
+            setattr(self, instrument.attr, instrument.build(self.registry))
 
     # ------------------------------------------------------------------ exchange level
 
