@@ -416,10 +416,15 @@ def _cache_and_router(
     return [*([cache] if cache is not None else []), *between, *([router] if router is not None else [])]
 
 
-def build_side_calls(trace: Stage, limits: Limits, generate: Stage, tracing: Tracing) -> SideCalls:
+def build_side_calls(
+    trace: Stage, limits: Limits, generate: Stage, tracing: Tracing, routes: RouteTable
+) -> SideCalls:
     """The side-call seam: Trace → side-call Limits → Generate, the stack's own stage instances
-    (the same breakers, prices and store), on behalf of the exchange the current task serves."""
-    pipeline = Pipeline([trace, limits.side_calls(), generate], observer=tracing)
+    (the same breakers, prices and store), on behalf of the exchange the current task serves.
+
+    Its exchanges carry the gateway's share of the route plans (what a route is made of: the
+    deployments and fallbacks Generate tries); no wing stage runs on a side-call."""
+    pipeline = Pipeline([trace, limits.side_calls(), generate], observer=tracing, plans=route_plans(routes))
     return SideCalls(pipeline, parent=current_exchange)
 
 
@@ -490,7 +495,7 @@ def build_stack(
     tracing.redact = redact
     trace_stage = Trace(tracing, metrics=metrics, redact=redact)
     generate = Generate(registry, prices, routes=routes, breakers=breakers, metrics=metrics)
-    side_calls = build_side_calls(trace_stage, limits, generate, tracing)
+    side_calls = build_side_calls(trace_stage, limits, generate, tracing, routes)
     guards = build_guardrails(
         settings.guards.model_dump(),
         {name: {"guards": routes.config(name).guards} for name in routes},

@@ -24,12 +24,12 @@ from aiestack.errors import (
 )
 from aiestack.gateway.breaker import BreakerBoard
 from aiestack.gateway.generate import ATTEMPT_LOG, ATTEMPTS, BREAKERS_OPEN, DEPLOYMENT, FALLBACK, Generate
-from aiestack.gateway.routes import build_route_table
+from aiestack.gateway.routes import build_route_table, route_plans
 from aiestack.models.fake import FakeModel, Script
 from aiestack.models.pricing import Price, PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
 from aiestack.monitoring import Metrics
-from aiestack.pipeline import Pipeline
+from aiestack.pipeline import Pipeline, PipelineError
 from aiestack.streams import collect
 from aiestack.types import ChatRequest, Completion, Exchange, Message
 
@@ -86,7 +86,7 @@ def _env(routes: dict[str, Any], *, names: tuple[str, ...] = ("a", "b", "c"), se
     generate = Generate(
         registry, prices, routes=table, breakers=board, metrics=metrics, sleep=sleeps, rng=random.Random(seed)
     )
-    return Env(fakes, Pipeline([generate]), board, clock, metrics, sleeps)
+    return Env(fakes, Pipeline([generate], plans=route_plans(table)), board, clock, metrics, sleeps)
 
 
 def _down(n: int = 1, status: int = 503) -> list[Script]:
@@ -421,6 +421,25 @@ async def test_a_bare_model_is_called_once_exactly_as_before() -> None:
     ok = await env.ask("a")
     assert ok.route is None and ok.attributes == {} and _text(ok) == "hello world"
     assert env.board.states() == {}  # bare calls neither consult nor feed the breakers
+
+
+async def test_the_attempts_come_from_the_exchanges_route_plan_not_the_requests_name() -> None:
+    routes = {"r": {"deployments": ["a"], "retries": 0}, "s": {"deployments": ["b"], "retries": 0}}
+    env = _env(routes)
+    plans = route_plans(build_route_table(routes, ModelRegistry(ModelEntry(n, FakeModel(), n) for n in "abc")))
+    request = ChatRequest(model="r", messages=(Message("user", "hi"),))
+    ex = await env.pipeline(Exchange(request=request, plan=plans.for_name("s")))  # as the semantic router sets it
+    assert ex.route == "s" and ex.attributes[DEPLOYMENT] == "b"
+    assert env.calls("a") == 0 and env.calls("b") == 1
+
+
+async def test_a_route_named_without_a_route_plan_is_a_clear_error() -> None:
+    env = _env({"r": {"deployments": ["a"]}})
+    generate = env.pipeline.stages[0]
+    with pytest.raises(PipelineError, match="carries no route plan") as info:
+        await Pipeline([generate])(Exchange(request=ChatRequest(model="r", messages=(Message("user", "hi"),))))
+    assert "plans=" in (info.value.hint or "")
+    assert env.calls("a") == 0
 
 
 def test_generate_without_routes_keeps_its_two_argument_form() -> None:

@@ -31,7 +31,7 @@ from starlette.routing import Route
 from aiestack.build import Stack, build_stack
 from aiestack.gateway.breaker import BreakerBoard
 from aiestack.gateway.generate import BREAKERS_OPEN, DEPLOYMENT, Generate
-from aiestack.gateway.routes import build_route_table
+from aiestack.gateway.routes import build_route_table, route_plans
 from aiestack.pipeline import Pipeline
 from aiestack.settings import Settings
 from aiestack.streams import collect
@@ -154,7 +154,9 @@ def _stack(
     routes = build_route_table({"chat": route}, stack.models)
     board = BreakerBoard(routes.breaker_settings)
     generate = Generate(stack.models, stack.prices, routes=routes, breakers=board, metrics=stack.metrics)
-    stack.pipeline = Pipeline([Trace(stack.tracing, metrics=stack.metrics), generate], observer=stack.tracing)
+    stack.pipeline = Pipeline(
+        [Trace(stack.tracing, metrics=stack.metrics), generate], observer=stack.tracing, plans=route_plans(routes)
+    )
     return stack, board
 
 

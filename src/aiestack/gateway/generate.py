@@ -1,9 +1,10 @@
 """The terminal stage: call the model or route the request names and attach its completion.
 
-A request naming a *model* gets one call, as it always did. A request naming a *route* gets a
-plan (:mod:`aiestack.gateway.routes`): deployments chosen by weight, then fallbacks, each tried
-with retries and backoff for errors worth retrying, a limit on the time to the first token, and a
-circuit breaker per deployment that skips upstreams known to be down.
+A request naming a *model* gets one call, as it always did. A request naming a *route* carries
+that route's plan (``ex.plan``, with the attempts :mod:`aiestack.gateway.routes` compiled at build
+time): deployments chosen by weight, then fallbacks, each tried with retries and backoff for
+errors worth retrying, a limit on the time to the first token, and a circuit breaker per
+deployment that skips upstreams known to be down.
 
 Where failure handling ends: the first delta is awaited before this stage returns, so everything
 that goes wrong before the answer starts (connection refused, 4xx/5xx, a timeout) is retried or
@@ -28,7 +29,7 @@ from typing import Any, TypeVar
 from aiestack.errors import AiestackError, ProviderTimeout, ProviderUnavailable, StreamBroken
 from aiestack.gateway.breaker import BreakerBoard, CircuitBreaker, Permit
 from aiestack.gateway.retry import Disposition, disposition, is_upstream_failure
-from aiestack.gateway.routes import Attempt, Plan, RouteTable
+from aiestack.gateway.routes import Attempt, Plan, RouteAttempts, RouteTable
 from aiestack.models.pricing import PriceTable
 from aiestack.models.registry import ModelEntry, ModelRegistry
 from aiestack.monitoring import Metrics
@@ -70,9 +71,13 @@ class _Trail:
 
 
 class Generate:
-    """Resolves the request's model or route, streams from the provider(s) and prices the result.
+    """Tries the attempts of the exchange's route plan (or the bare model it names), streams from
+    the provider(s) and prices the result.
 
-    ``routes`` resolves route names (without it, only bare model names are understood);
+    A route's attempts come with the exchange's :class:`~aiestack.types.RoutePlan` (its
+    :class:`~aiestack.gateway.routes.RouteAttempts` part, compiled once at build time), so the
+    semantic router's choice is what is tried; ``routes`` resolves bare model names (and names
+    the routes in a "not found" error);
     ``breakers`` holds the deployments' circuit breakers (the stack owns one board, shared by all
     requests); ``metrics`` receives retries, fallbacks and breaker states; ``sleep`` and ``rng``
     are the backoff's clock and the randomness of weights and jitter, injectable for tests.
@@ -104,7 +109,7 @@ class Generate:
         self._rng = rng if rng is not None else random.Random()
 
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
-        plan = self._routes.plan(ex.request.model, self._rng)
+        plan = self._plan(ex)
         trail = _Trail()
         skip_group: int | None = None
         for attempt in plan.attempts:
@@ -118,6 +123,14 @@ class Generate:
             if result == "skip_group":
                 skip_group = attempt.group
         raise self._exhausted(plan, trail)
+
+    def _plan(self, ex: Exchange) -> Plan:
+        """The attempts of the route the exchange's plan names, in this request's order; else one bare call."""
+        route = ex.plan.route if ex.plan is not None else None
+        compiled = ex.plan.part(RouteAttempts) if ex.plan is not None else None
+        if route is None or compiled is None:
+            return self._routes.bare(ex.request.model)
+        return Plan(route, compiled.order(self._rng))
 
     # ------------------------------------------------------------------ one attempt (one model)
 

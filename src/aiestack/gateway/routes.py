@@ -39,6 +39,7 @@ from aiestack.errors import ConfigError, ModelNotFound
 from aiestack.gateway.breaker import BreakerSettings
 from aiestack.gateway.retry import NO_RETRY, RetryPolicy
 from aiestack.models.registry import ModelRegistry
+from aiestack.pipeline import PipelineError
 from aiestack.plans import RoutePlans
 from aiestack.settings import config_error
 from aiestack.types import RoutePlan
@@ -176,6 +177,27 @@ class _Group:
     weights: tuple[float, ...] | None  # weighted-random order when set, else the given order
 
 
+@dataclass(frozen=True, slots=True)
+class RouteAttempts:
+    """A route's part of its :class:`~aiestack.types.RoutePlan`: its deployments and fallbacks, compiled.
+
+    Groups of attempts, in order; :meth:`order` draws one request's order (weighted-random within
+    a group of deployments), each model once.
+    """
+
+    groups: tuple[_Group, ...]
+
+    def order(self, rng: random.Random) -> tuple[Attempt, ...]:
+        seen: set[str] = set()
+        attempts: list[Attempt] = []
+        for group in self.groups:
+            for attempt in _ordered(group, rng):
+                if attempt.model not in seen:
+                    seen.add(attempt.model)
+                    attempts.append(attempt)
+        return tuple(attempts)
+
+
 class RouteTable:
     """Resolves a request's ``model`` to a :class:`Plan`. Build it with :func:`build_route_table`."""
 
@@ -188,10 +210,8 @@ class RouteTable:
     ) -> None:
         self._models = models
         self._configs: dict[str, RouteConfig] = dict(routes or {})
-        self._groups: dict[str, tuple[_Group, ...]] = {}
         counter = iter(range(1 << 30))
-        for name in self._configs:
-            self._groups[name] = self._expand(name, counter)
+        self._attempts = {name: RouteAttempts(self._expand(name, counter)) for name in self._configs}
         self.breaker_settings: Mapping[str, BreakerSettings] = dict(breaker_settings or {})
         # Plans of bare models never change: build them once, off the request path.
         self._bare = {e.name: _bare_plan(e.name) for e in models}
@@ -214,24 +234,39 @@ class RouteTable:
         return len(self._configs)
 
     def plan(self, name: str, rng: random.Random) -> Plan:
-        """The attempts for a request naming ``name``; raises :class:`ModelNotFound` if it names nothing."""
-        groups = self._groups.get(name)
-        if groups is None:
-            bare = self._bare.get(name)
-            if bare is not None:
-                return bare
-            if name in self._models or not self._configs:
-                self._models.resolve(name)  # raises the registry's own "did you mean" error if unknown
-                return _bare_plan(name)  # a model registered after the table was built
-            raise self._not_found(name)
-        seen: set[str] = set()
-        attempts: list[Attempt] = []
-        for group in groups:
-            for attempt in _ordered(group, rng):
-                if attempt.model not in seen:
-                    seen.add(attempt.model)
-                    attempts.append(attempt)
-        return Plan(name, tuple(attempts))
+        """The attempts for a request naming ``name``; raises :class:`ModelNotFound` if it names nothing.
+
+        The Generate stage does not call this: it orders the attempts its exchange's
+        :class:`~aiestack.types.RoutePlan` carries (:class:`RouteAttempts`) and asks here only
+        for bare models (:meth:`bare`).
+        """
+        attempts = self._attempts.get(name)
+        if attempts is None:
+            return self.bare(name)
+        return Plan(name, attempts.order(rng))
+
+    def attempts(self, name: str) -> RouteAttempts:
+        """The compiled attempts of the route ``name`` (its part of the route plan)."""
+        return self._attempts[name]
+
+    def bare(self, name: str) -> Plan:
+        """The one-call plan of the bare model ``name``; raises :class:`ModelNotFound` if it names nothing.
+
+        A route's name is refused: its attempts come with its route plan, which the pipeline sets
+        on the exchange (``Pipeline(..., plans=...)``).
+        """
+        bare = self._bare.get(name)
+        if bare is not None:
+            return bare
+        if name in self._configs:
+            raise PipelineError(
+                f"The exchange for route '{name}' carries no route plan.",
+                hint="Run the Generate stage in a Pipeline given the route plans (plans=route_plans(table)).",
+            )
+        if name in self._models or not self._configs:
+            self._models.resolve(name)  # raises the registry's own "did you mean" error if unknown
+            return _bare_plan(name)  # a model registered after the table was built
+        raise self._not_found(name)
 
     def _expand(self, name: str, counter: Iterator[int], trail: tuple[str, ...] = ()) -> tuple[_Group, ...]:
         """The groups of route ``name``: its deployments, then each fallback (a route expands in place)."""
@@ -272,7 +307,8 @@ class RouteTable:
 def route_plans(table: RouteTable) -> RoutePlans:
     """The gateway's share of every route's :class:`~aiestack.types.RoutePlan`: what the route is made of.
 
-    The wings add their parts (guards, cache policy, prompt, RAG) with :meth:`RoutePlans.with_part`.
+    Its part is the route's compiled :class:`RouteAttempts`, which the Generate stage tries. The
+    wings add their parts (guards, cache policy, prompt, RAG) with :meth:`RoutePlans.with_part`.
     """
     plans: dict[str, RoutePlan] = {}
     for name in table:
@@ -284,6 +320,7 @@ def route_plans(table: RouteTable) -> RoutePlans:
             collection=cfg.collection,
             prompt=cfg.prompt,
             examples=tuple(cfg.examples),
+            parts={RouteAttempts: table.attempts(name)},
         )
     return RoutePlans(plans)
 
