@@ -96,3 +96,36 @@ async def test_asking_the_same_question_again_replaces_its_entry() -> None:
     assert found.hit is not None and found.hit.entry.answer.text == "second"
 
 
+
+
+# ---------------------------------------------------------------------------------- backend choice
+
+
+@pytest.mark.unit
+def test_the_auto_backend_is_the_cache_capability_beside_the_exchange_store(tmp_path: Path) -> None:
+    from aiestack.cache.setup import build_backend
+    from aiestack.settings import Settings
+    from aiestack.stores.cache_sql import SqlCacheBackend
+    from aiestack.stores.exchanges_memory import MemoryExchangeStore
+
+    sqlite = SqlExchangeStore(f"sqlite:///{tmp_path / 'a.db'}")
+    settings = Settings(data_dir=tmp_path, embedded_model=False)
+    try:
+        beside = build_backend(settings, store=sqlite)
+        assert isinstance(beside, SqlCacheBackend) and beside._engine is sqlite.engine  # its database, its connections
+    finally:
+        sqlite.close()
+    # A memory exchange store keeps the cache in memory, even where store.url names a database.
+    assert isinstance(build_backend(settings, store=MemoryExchangeStore()), MemoryCacheBackend)
+
+
+@pytest.mark.unit
+def test_a_sql_cache_needs_a_sql_store(tmp_path: Path) -> None:
+    from aiestack.cache.setup import build_backend
+    from aiestack.errors import ConfigError
+    from aiestack.settings import Settings
+    from aiestack.stores.exchanges_memory import MemoryExchangeStore
+
+    settings = Settings(data_dir=tmp_path, embedded_model=False, cache={"backend": "sql"})
+    with pytest.raises(ConfigError, match="not a SQL database"):
+        build_backend(settings, store=MemoryExchangeStore())

@@ -17,18 +17,26 @@ from aiestack.monitoring import Metrics
 from aiestack.settings import Settings
 from aiestack.stores.base import ExchangeStore
 from aiestack.stores.cache import CacheBackend
-from aiestack.stores.exchanges_sql import SqlExchangeStore
-from aiestack.stores.open import open_store
+from aiestack.stores.open import StoreFactories, backend_of, offers, open_store
 from aiestack.types import Exchange
 
 
-def build_backend(settings: Settings, *, store: ExchangeStore | None) -> CacheBackend:
-    """``cache.backend``: auto picks Redis if a Redis URL is set, else the SQL store's database, else memory."""
+def build_backend(
+    settings: Settings, *, store: ExchangeStore | None, extra: StoreFactories | None = None
+) -> CacheBackend:
+    """``cache.backend``, opened through the store capability ``cache`` (:func:`~aiestack.stores.open.open_store`).
+
+    ``auto`` picks Redis if a Redis URL is set, else the cache the exchange store's backend offers
+    (its SQL database, sharing ``store``'s connections; a plugin's backend), else memory. ``extra``
+    are the plugins' store factories.
+    """
     cfg = settings.cache
     redis_url = cfg.redis_url or settings.gateway.redis_url
-    kind = cfg.backend
+    url = store.url if store is not None else settings.store_url
+    kind: str = cfg.backend
     if kind == "auto":
-        kind = "redis" if redis_url else "sql" if isinstance(store, SqlExchangeStore) else "memory"
+        sql_or_plugin = backend_of(url, extra=extra) != "memory" and offers(url, "cache", extra=extra)
+        kind = "redis" if redis_url else "store" if sql_or_plugin else "memory"
     if kind == "redis":
         if not redis_url:
             raise ConfigError(
@@ -36,15 +44,15 @@ def build_backend(settings: Settings, *, store: ExchangeStore | None) -> CacheBa
                 "cache.backend is redis but no Redis URL is set",
                 "set cache.redis_url or gateway.redis_url",
             )
-        return open_store(redis_url, "cache", prefix=settings.gateway.redis_prefix)
-    if kind == "sql":
-        if not isinstance(store, SqlExchangeStore):
-            raise ConfigError(
-                "cache.backend",
-                "the store is not a SQL database",
-                'use a SQLite or PostgreSQL store.url, or cache.backend = "memory"',
-            )
-        return open_store(store.url, "cache", beside=store)
+        return open_store(redis_url, "cache", extra=extra, prefix=settings.gateway.redis_prefix)
+    if kind == "sql" and backend_of(url, extra=extra) not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            "cache.backend",
+            "the store is not a SQL database",
+            'use a SQLite or PostgreSQL store.url, or cache.backend = "memory"',
+        )
+    if kind in ("sql", "store"):
+        return open_store(url, "cache", extra=extra, beside=store)
     return open_store("memory://", "cache", max_entries=cfg.max_entries)
 
 
@@ -69,6 +77,7 @@ def build_cache_stage(
     backend: CacheBackend | None = None,
     semantic_ready: Callable[[], bool] | None = None,
     carry: Sequence[str] = (),
+    extra_stores: StoreFactories | None = None,
 ) -> CacheStage | None:
     """The Cache stage for ``settings``, or None when ``cache.enabled`` is false.
 
@@ -82,7 +91,7 @@ def build_cache_stage(
         return None
     if policies is None:
         policies = cache_policies(settings)
-    entries = backend if backend is not None else build_backend(settings, store=store)
+    entries = backend if backend is not None else build_backend(settings, store=store, extra=extra_stores)
     exact = ExactCache(entries) if cfg.exact or any(p.exact for p in policies.values()) else None
     semantic = None
     if cfg.semantic or any(p.semantic for p in policies.values()):

@@ -54,7 +54,14 @@ class ExchangeRecord:
 
 @runtime_checkable
 class ExchangeStore(Protocol):
-    """Exchanges and their spans (and, in later migrations, feedback, eval runs, prompts, keys)."""
+    """Exchanges and their spans (and, in later migrations, feedback, eval runs, prompts, keys).
+
+    ``url`` says where it lives (without a password): the other capabilities beside it (the
+    response cache) are opened at that URL (:func:`aiestack.stores.open.open_store`).
+    """
+
+    @property
+    def url(self) -> str: ...
 
     def migrate(self) -> None:
         """Bring the schema to the latest version. Safe to run again, and after a crash."""

@@ -41,6 +41,9 @@ CAPABILITIES: tuple[Capability, ...] = ("exchanges", "documents", "cache", "cont
 StoreFactory = Callable[..., Any]
 """(url, **options) → the capability's implementation (not yet migrated)."""
 
+StoreFactories = Mapping[tuple[str, str], StoreFactory]
+"""(scheme, capability) → factory: the backends plugins registered (``register_stores``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class StoreSpec:
@@ -58,17 +61,17 @@ _URL_HELP = (
 
 
 @overload
-def open_store(url: str, capability: Literal["exchanges"], *, extra: Mapping[tuple[str, str], StoreFactory] | None = ..., **options: Any) -> ExchangeStore: ...
+def open_store(url: str, capability: Literal["exchanges"], *, extra: StoreFactories | None = ..., **options: Any) -> ExchangeStore: ...
 @overload
-def open_store(url: str, capability: Literal["documents"], *, extra: Mapping[tuple[str, str], StoreFactory] | None = ..., **options: Any) -> DocumentStore: ...
+def open_store(url: str, capability: Literal["documents"], *, extra: StoreFactories | None = ..., **options: Any) -> DocumentStore: ...
 @overload
-def open_store(url: str, capability: Literal["cache"], *, extra: Mapping[tuple[str, str], StoreFactory] | None = ..., **options: Any) -> CacheBackend: ...
+def open_store(url: str, capability: Literal["cache"], *, extra: StoreFactories | None = ..., **options: Any) -> CacheBackend: ...
 @overload
-def open_store(url: str, capability: Literal["context_cache"], *, extra: Mapping[tuple[str, str], StoreFactory] | None = ..., **options: Any) -> ContextCache: ...
+def open_store(url: str, capability: Literal["context_cache"], *, extra: StoreFactories | None = ..., **options: Any) -> ContextCache: ...
 @overload
-def open_store(url: str, capability: Literal["kv"], *, extra: Mapping[tuple[str, str], StoreFactory] | None = ..., **options: Any) -> KV: ...
+def open_store(url: str, capability: Literal["kv"], *, extra: StoreFactories | None = ..., **options: Any) -> KV: ...
 def open_store(
-    url: str, capability: Capability, *, extra: Mapping[tuple[str, str], StoreFactory] | None = None, **options: Any
+    url: str, capability: Capability, *, extra: StoreFactories | None = None, **options: Any
 ) -> Any:
     """The ``capability`` store for ``url``, not yet migrated.
 
@@ -105,6 +108,23 @@ def open_store(
             hint=_hint(capability),
         )
     return opener(url, **options)
+
+
+def backend_of(url: str, *, extra: StoreFactories | None = None) -> str:
+    """The backend a URL names: ``memory``, ``sqlite``, ``postgresql``, ``redis``, or a plugin's scheme.
+
+    Raises :class:`StoreError` for a URL no built-in backend or plugin understands.
+    """
+    scheme = url.strip().split("://", 1)[0].lower() if "://" in url else ""
+    if any(s == scheme for s, _ in (extra or {})):
+        return scheme
+    return _backend(scheme, url.strip())
+
+
+def offers(url: str, capability: Capability, *, extra: StoreFactories | None = None) -> bool:
+    """Whether :func:`open_store` can open ``capability`` at ``url`` (a built-in backend or a plugin's)."""
+    backend = backend_of(url, extra=extra)
+    return (backend, capability) in (extra or {}) or (backend, capability) in _OPENERS
 
 
 def _backend(scheme: str, url: str) -> str:
