@@ -49,8 +49,9 @@ from aiestack.stores.context_cache import ContextCache
 from aiestack.stores.documents import DocumentStore
 from aiestack.stores.feedback import FeedbackStore
 from aiestack.stores.kv import KV
-from aiestack.stores.open import open_store
+from aiestack.stores.open import StoreFactories, open_store
 from aiestack.stores.prompts import PROMPT_LABEL_ATTR, PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR, PromptStore
+from aiestack.stores.queries import ExchangeQueries
 from aiestack.stores.writer import BatchWriter
 from aiestack.tracing import Tracing, current_exchange
 from aiestack.tracing.stage import Trace
@@ -78,6 +79,7 @@ class Stack:
     keys: KeyService
     auth: Authenticator
     resources: Resources  # the embeddings and stores the stages share, built before them
+    queries: ExchangeQueries  # what the console reads: the store's own queries (SQL), a plugin's, or a scan
     side_calls: SideCalls  # the one seam for the models the wings call for their own work
     prompts: PromptRegistry | None = None  # None: the store cannot hold prompts
     signals: Signals | None = None  # None: implicit feedback is off
@@ -248,24 +250,27 @@ def build_batch_embeddings(settings: Settings, store: object) -> EmbeddingModel:
     return model
 
 
-def build_documents(settings: Settings) -> DocumentStore:
-    """The document store beside the exchange store: embedded (SQLite + indexes in the data dir) or PostgreSQL."""
-    store = open_store(settings.store_url, "documents")
+def build_documents(settings: Settings, extra: StoreFactories | None = None) -> DocumentStore:
+    """The document store beside the exchange store: embedded (SQLite + indexes in the data dir), PostgreSQL,
+    or a plugin's (``extra``: the plugins' store factories)."""
+    store = open_store(settings.store_url, "documents", extra=extra)
     store.migrate()
     return store
 
 
-def build_context_cache(settings: Settings) -> ContextCache:
-    """Where contextual retrieval keeps its contexts: the store's database (migrated), or memory for memory://."""
-    return open_store(settings.store_url, "context_cache")
+def build_context_cache(settings: Settings, extra: StoreFactories | None = None) -> ContextCache:
+    """Where contextual retrieval keeps its contexts: the store's database (migrated), memory for memory://,
+    or a plugin's backend."""
+    return open_store(settings.store_url, "context_cache", extra=extra)
 
 
-def build_resources(settings: Settings, store: ExchangeStore) -> Resources:
-    """The embeddings, document store and context cache the stages share, each opened on first use."""
+def build_resources(settings: Settings, store: ExchangeStore, extra: StoreFactories | None = None) -> Resources:
+    """The embeddings, document store and context cache the stages share, each opened on first use
+    (``extra``: the plugins' store factories, for a ``store.url`` a plugin serves)."""
     return Resources(
         embeddings=lambda: build_embeddings(settings, store),
-        documents=lambda: build_documents(settings),
-        context_cache=lambda: build_context_cache(settings),
+        documents=lambda: build_documents(settings, extra),
+        context_cache=lambda: build_context_cache(settings, extra),
         batch_embeddings=(lambda: build_batch_embeddings(settings, store)) if settings.compute.ray_address else None,
     )
 
@@ -303,9 +308,12 @@ def cost_estimator(routes: RouteTable, registry: ModelRegistry, prices: PriceTab
     return estimate
 
 
-def build_kv(settings: Settings) -> KV:
-    """Redis when ``gateway.redis_url`` is set (limits exact across processes), else in-process."""
-    return open_store(settings.gateway.redis_url or "memory://", "kv", prefix=settings.gateway.redis_prefix)
+def build_kv(settings: Settings, extra: StoreFactories | None = None) -> KV:
+    """Redis when ``gateway.redis_url`` is set (limits exact across processes; a plugin's backend for
+    its scheme), else in-process."""
+    return open_store(
+        settings.gateway.redis_url or "memory://", "kv", extra=extra, prefix=settings.gateway.redis_prefix
+    )
 
 
 def build_prices(settings: Settings) -> PriceTable:
@@ -381,6 +389,7 @@ def _cache_and_router(
     resources: Resources,
     *,
     between: Sequence[Stage] = (),
+    extra_stores: StoreFactories | None = None,
 ) -> list[Stage]:
     """The Cache stage, ``between`` (the output guard), then the Route (semantic router) stage; each only when configured.
 
@@ -404,6 +413,7 @@ def _cache_and_router(
         fingerprint=fingerprint,
         semantic_ready=semantic_ready,
         carry=(PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR, PROMPT_LABEL_ATTR),  # a hit records the answer's prompt version
+        extra_stores=extra_stores,
     )
     router = build_route_stage(
         settings.router,
@@ -481,7 +491,7 @@ def build_stack(
     prices = build_prices(settings)
     key_store, usage, spend = _gateway_stores(store)
     gw = settings.gateway
-    kv = build_kv(settings)
+    kv = build_kv(settings, found.stores)
     keys = KeyService(key_store, usage)
     admin_key = os.environ.get(gw.admin_key_env) or None
     auth = Authenticator(key_store, admin_key=admin_key, mode=gw.auth, cache_ttl_s=gw.key_cache_ttl_s)
@@ -490,7 +500,7 @@ def build_stack(
         fail_open=gw.limits_fail_open, cost_estimate=cost_estimator(routes, registry, prices),
     )
     prompts, prompt_specs, signals = _feedback_and_prompts(settings, store, routes)
-    resources = build_resources(settings, store)  # built before the stages, handed down to them
+    resources = build_resources(settings, store, found.stores)  # built before the stages, handed down to them
     redact = TraceRedactor()
     tracing.redact = redact
     trace_stage = Trace(tracing, metrics=metrics, redact=redact)
@@ -513,7 +523,8 @@ def build_stack(
         *(spec.factory() for spec in found.guardrails.values()),  # the plugins' guards
         *extra_stages,
         *_cache_and_router(
-            settings, store, routes, plans, registry, metrics, prompts, resources, between=[guards.output]
+            settings, store, routes, plans, registry, metrics, prompts, resources, between=[guards.output],
+            extra_stores=found.stores,
         ),
         *([Prompt(prompts)] if prompts is not None and prompt_specs else []),
         build_context(resources, check_context=guards.context, plugins=found),
@@ -523,7 +534,7 @@ def build_stack(
     pipeline = Pipeline(stages, observer=tracing, plans=plans)
     stack = Stack(
         settings, store, writer, tracing, metrics, registry, prices, pipeline, routes, breakers, kv, keys, auth, resources,
-        side_calls,
+        open_store(store.url, "queries", beside=store, extra=found.stores), side_calls,
     )
     stack.prompts, stack.signals, stack.limits = prompts, signals, limits
     stack.tools, stack.eval_metrics = found.tools, found.metrics

@@ -11,10 +11,13 @@ capability         ``memory``   ``sqlite``                       ``postgres`` ``
 ``cache``          yes          yes                              yes          yes
 ``context_cache``  yes          yes                              yes          --
 ``kv``             yes          --                               --           yes
+``queries``        yes (scan)   yes                              yes          --
 =================  ===========  ===============================  ===========  ========
 
-The exchange store also offers the console's queries (:mod:`aiestack.stores.queries`). Plugins add
-backends through the ``register_stores`` hook: pass what they registered as ``extra``. Nothing is
+``queries`` (the console's, :mod:`aiestack.stores.queries`) and ``cache`` are opened *beside* an open
+exchange store (``beside=store``): the SQL store answers the queries itself, the memory store by a
+scan. Plugins add backends for any capability through the ``register_stores`` hook: pass what
+they registered as ``extra``. Nothing is
 migrated or connected here: call ``migrate()`` (SQL stores) before use.
 """
 
@@ -34,9 +37,10 @@ if TYPE_CHECKING:
     from aiestack.stores.context_cache import ContextCache
     from aiestack.stores.documents import DocumentStore
     from aiestack.stores.kv import KV
+    from aiestack.stores.queries import ExchangeQueries
 
-Capability = Literal["exchanges", "documents", "cache", "context_cache", "kv"]
-CAPABILITIES: tuple[Capability, ...] = ("exchanges", "documents", "cache", "context_cache", "kv")
+Capability = Literal["exchanges", "documents", "cache", "context_cache", "kv", "queries"]
+CAPABILITIES: tuple[Capability, ...] = ("exchanges", "documents", "cache", "context_cache", "kv", "queries")
 
 StoreFactory = Callable[..., Any]
 """(url, **options) → the capability's implementation (not yet migrated)."""
@@ -70,6 +74,8 @@ def open_store(url: str, capability: Literal["cache"], *, extra: StoreFactories 
 def open_store(url: str, capability: Literal["context_cache"], *, extra: StoreFactories | None = ..., **options: Any) -> ContextCache: ...
 @overload
 def open_store(url: str, capability: Literal["kv"], *, extra: StoreFactories | None = ..., **options: Any) -> KV: ...
+@overload
+def open_store(url: str, capability: Literal["queries"], *, extra: StoreFactories | None = ..., **options: Any) -> ExchangeQueries: ...
 def open_store(
     url: str, capability: Capability, *, extra: StoreFactories | None = None, **options: Any
 ) -> Any:
@@ -81,8 +87,8 @@ def open_store(
     - ``redis://host:6379/0`` (``rediss://`` with TLS): the cache and the KV counters.
 
     ``options`` go to the backend: ``index_dir`` (embedded documents), ``prefix`` (Redis key prefix),
-    ``max_entries`` (memory cache), ``beside`` (an open SQL exchange store on the same database whose
-    connections a SQL cache shares). ``extra`` maps (scheme, capability) to plugin factories.
+    ``max_entries`` (memory cache), ``beside`` (the open exchange store at ``url``: whose connections
+    a SQL cache shares, and which the queries read). ``extra`` maps (scheme, capability) to plugin factories.
 
     Raises :class:`StoreError` for a URL that is malformed, names an unsupported backend, or a
     backend that does not offer ``capability``.
@@ -232,6 +238,17 @@ def _kv_redis(url: str, *, prefix: str = "aiestack:") -> KV:
     return RedisKV(url, prefix=prefix)
 
 
+def _queries(url: str, *, beside: ExchangeStore | None = None) -> ExchangeQueries:
+    from aiestack.stores.queries import exchange_queries
+
+    if beside is None:
+        raise StoreError(
+            "The exchange queries are opened beside an open exchange store.",
+            hint='Pass it: open_store(store.url, "queries", beside=store).',
+        )
+    return exchange_queries(beside)
+
+
 _OPENERS: Mapping[tuple[str, str], StoreFactory] = MappingProxyType({
     ("memory", "exchanges"): _exchanges_memory,
     ("sqlite", "exchanges"): _exchanges_sql,
@@ -248,4 +265,7 @@ _OPENERS: Mapping[tuple[str, str], StoreFactory] = MappingProxyType({
     ("postgresql", "context_cache"): _context_cache_sql,
     ("memory", "kv"): _kv_memory,
     ("redis", "kv"): _kv_redis,
+    ("memory", "queries"): _queries,
+    ("sqlite", "queries"): _queries,
+    ("postgresql", "queries"): _queries,
 })

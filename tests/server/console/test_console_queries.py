@@ -13,7 +13,7 @@ from aiestack.server.console import queries
 from aiestack.stores.base import ExchangeRecord, ExchangeStore
 from aiestack.stores.exchanges_memory import MemoryExchangeStore
 from aiestack.stores.exchanges_sql import SqlExchangeStore
-from aiestack.stores.queries import Cursor, ExchangeFilter, matches
+from aiestack.stores.queries import Cursor, ExchangeFilter, exchange_queries, matches
 
 pytestmark = pytest.mark.unit
 
@@ -70,7 +70,7 @@ def walk(store: ExchangeStore, flt: ExchangeFilter, limit: int) -> list[list[str
     pages: list[list[str]] = []
     after: Cursor | None = None
     while True:
-        page = queries.list_page(store, flt, after=after, limit=limit)
+        page = queries.list_page(exchange_queries(store), flt, feedback=store, after=after, limit=limit)
         pages.append([r.id for r in page.records])
         if page.next is None:
             return pages
@@ -136,7 +136,7 @@ def test_cursors_round_trip_and_malformed_ones_start_over() -> None:
 
 def test_series_buckets_count_percentiles_and_rates(store: ExchangeStore) -> None:
     records = sample()
-    buckets = queries.series(store, since=T0, until=T0 + 3600, width_s=900)
+    buckets = queries.series(exchange_queries(store), since=T0, until=T0 + 3600, width_s=900)
     assert [b.start for b in buckets] == [T0 - T0 % 900 + i * 900 for i in range(len(buckets))]
     assert sum(b.requests for b in buckets) == sum(1 for r in records if T0 <= r.created_at < T0 + 3600)
     first = [r for r in records if buckets[0].start <= r.created_at < buckets[0].start + 900]
@@ -156,7 +156,7 @@ def test_empty_buckets_are_kept_so_gaps_show() -> None:
     hour = T0 - T0 % 3600
     memory = MemoryExchangeStore()
     memory.write_exchanges([dataclasses.replace(sample(1)[0], created_at=hour + 10)])
-    buckets = queries.series(memory, since=hour - 7200, until=hour + 3600, width_s=3600)
+    buckets = queries.series(exchange_queries(memory), since=hour - 7200, until=hour + 3600, width_s=3600)
     assert [b.start for b in buckets] == [hour - 7200, hour - 3600, hour]
     assert [b.requests for b in buckets] == [0, 0, 1]
     assert buckets[0].latency_p50_ms is None and buckets[0].cache_hit_rate is None
@@ -177,13 +177,13 @@ def test_bucket_width_is_round_and_bounded() -> None:
 
 
 def test_day_counts_per_utc_day(store: ExchangeStore) -> None:
-    counts = queries.day_counts(store, since=T0 - 86400, until=T0 + 86400 * 2)
+    counts = queries.day_counts(exchange_queries(store), since=T0 - 86400, until=T0 + 86400 * 2)
     assert sum(counts.values()) == len(sample())
     assert set(counts) <= {"2025-10-09", "2025-10-10"}
 
 
 def test_distinct_values_feed_the_pickers(store: ExchangeStore) -> None:
-    values = queries.distinct_values(store)
+    values = queries.distinct_values(exchange_queries(store))
     assert values["model"] == ["m-large", "m-small"]
     assert values["route"] == ["search", "support"]
     assert values["tenant"] == ["acme", "globex"]
@@ -202,7 +202,7 @@ def test_a_small_scan_window_still_finds_every_match_once(tmp_path: Path, window
     after: Cursor | None = None
     reads = 0
     while True:
-        page = queries.list_page(sql, flt, after=after, limit=4, scan_window=window)
+        page = queries.list_page(exchange_queries(sql), flt, feedback=sql, after=after, limit=4, scan_window=window)
         found += [r.id for r in page.records]
         reads += 1
         if page.searched is not None:
@@ -220,5 +220,5 @@ def test_a_window_boundary_cursor_means_strictly_older() -> None:
     assert boundary == Cursor(1_760_000_000.5, "")
     memory = MemoryExchangeStore()
     memory.write_exchanges(sample())
-    older = queries.list_page(memory, ExchangeFilter(), after=boundary, limit=200).records
+    older = queries.list_page(exchange_queries(memory), ExchangeFilter(), after=boundary, limit=200).records
     assert older and all(r.created_at < 1_760_000_000.5 for r in older)

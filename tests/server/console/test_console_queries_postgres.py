@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from aiestack.server.console import queries
 from aiestack.stores.exchanges_sql import SqlExchangeStore
-from aiestack.stores.queries import ExchangeFilter, matches
+from aiestack.stores.queries import ExchangeFilter, exchange_queries, matches
 
 from .test_console_queries import T0, newest_first, sample, walk
 
@@ -57,7 +57,7 @@ def test_pages_on_postgres(pg_store: SqlExchangeStore, flt: ExchangeFilter) -> N
 def walk_window(store: SqlExchangeStore, flt: ExchangeFilter) -> list[list[str]]:
     pages, after = [], None
     while True:
-        page = queries.list_page(store, flt, after=after, limit=3, scan_window=7)
+        page = queries.list_page(exchange_queries(store), flt, feedback=store, after=after, limit=3, scan_window=7)
         pages.append([r.id for r in page.records])
         if page.next is None:
             return pages
@@ -65,10 +65,10 @@ def walk_window(store: SqlExchangeStore, flt: ExchangeFilter) -> list[list[str]]
 
 
 def test_pickers_days_and_series_on_postgres(pg_store: SqlExchangeStore) -> None:
-    assert queries.distinct_values(pg_store)["route"] == ["search", "support"]
-    assert queries.day_counts(pg_store, since=T0 - 86400, until=T0 + 2 * 86400) == {
+    assert queries.distinct_values(exchange_queries(pg_store))["route"] == ["search", "support"]
+    assert queries.day_counts(exchange_queries(pg_store), since=T0 - 86400, until=T0 + 2 * 86400) == {
         "2025-10-09": sum(1 for r in sample() if r.created_at < 1_760_054_400),
         **({"2025-10-10": n} if (n := sum(1 for r in sample() if r.created_at >= 1_760_054_400)) else {}),
     }
-    buckets = queries.series(pg_store, since=T0, until=T0 + 7200, width_s=3600)
+    buckets = queries.series(exchange_queries(pg_store), since=T0, until=T0 + 7200, width_s=3600)
     assert sum(b.requests for b in buckets) == sum(1 for r in sample() if T0 <= r.created_at < T0 + 7200)

@@ -143,9 +143,9 @@ async def render_list(request: Request, session: Session) -> Response:
     flt, problems = parse_filter(params)
     after = Cursor.decode(params.get("after"))
     limit = _limit(params)
-    result = await asyncio.to_thread(queries.list_page, stack.store, flt, after=after, limit=limit)
+    result = await asyncio.to_thread(queries.list_page, stack.queries, flt, feedback=stack.store, after=after, limit=limit)
     counts = await asyncio.to_thread(feedback_of, stack.store, [r.id for r in result.records])
-    choices = await asyncio.to_thread(queries.distinct_values, stack.store)
+    choices = await asyncio.to_thread(queries.distinct_values, stack.queries)
     kept = {k: v for k, v in params.items() if k in _KEPT and v}
     next_link = f"/exchanges?{urlencode({**kept, 'after': result.next.encode()})}" if result.next else None
     return page(

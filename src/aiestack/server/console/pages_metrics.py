@@ -93,9 +93,9 @@ async def dashboard(request: Request) -> Response:
     now = time.time()
     since = now - PERIODS[period]
     width_s = queries.bucket_seconds(PERIODS[period])
-    buckets = await asyncio.to_thread(queries.series, stack.store, since=since, until=now, width_s=width_s)
+    buckets = await asyncio.to_thread(queries.series, stack.queries, since=since, until=now, width_s=width_s)
     today = dt.datetime.fromtimestamp(now, dt.UTC).date()
-    first = await asyncio.to_thread(queries.first_exchange_at, stack.store)
+    first = await asyncio.to_thread(queries.first_exchange_at, stack.queries)
     first_year = dt.datetime.fromtimestamp(first, dt.UTC).year if first is not None else today.year
     years = list(range(today.year, min(first_year, today.year) - 1, -1))
     year = _year(request.query_params.get("year"), years)
@@ -104,7 +104,7 @@ async def dashboard(request: Request) -> Response:
     start = end - dt.timedelta(days=371)
     since_day = dt.datetime.combine(start, dt.time(), dt.UTC).timestamp()
     until_day = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC).timestamp()
-    days = await asyncio.to_thread(queries.day_counts, stack.store, since=since_day, until=until_day)
+    days = await asyncio.to_thread(queries.day_counts, stack.queries, since=since_day, until=until_day)
     totals = {
         "requests": sum(b.requests for b in buckets),
         "errors": sum(b.errors for b in buckets),

@@ -1,7 +1,8 @@
 """What the console reads: filtered exchange pages, metric series, day counts.
 
-The store answers through its exchange-query capability (:mod:`aiestack.stores.queries`): in the
-database for the SQL store (keyset pagination on indexes), by a scan through the
+Everything here reads the stack's exchange-query capability (``stack.queries``, opened with
+``open_store(store.url, "queries")``, :mod:`aiestack.stores.queries`): in the database for the SQL
+store (keyset pagination on indexes), a plugin's for its backend, by a scan through the
 :class:`~aiestack.stores.base.ExchangeStore` protocol for any other. This module adds what is the
 console's own: resolving the feedback filter into exchange ids, paging, and bucketing a series.
 """
@@ -14,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiestack.stores.base import ExchangeRecord, ExchangeStore
+from aiestack.stores.base import ExchangeRecord
 from aiestack.stores.feedback import FeedbackStore
-from aiestack.stores.queries import Cursor, ExchangeFilter, exchange_queries
+from aiestack.stores.queries import Cursor, ExchangeFilter, ExchangeQueries
 
 OUTCOMES = ("ok", "error", "blocked", "cached")
 GUARD_ACTIONS = ("block", "redact", "flag")
@@ -39,9 +40,10 @@ class Page:
 
 
 def list_page(
-    store: ExchangeStore,
+    queries: ExchangeQueries,
     flt: ExchangeFilter,
     *,
+    feedback: object = None,
     after: Cursor | None = None,
     limit: int = 50,
     scan_window: int = SCAN_WINDOW,
@@ -51,16 +53,17 @@ def list_page(
     Filters without an index of their own (latency, tokens, cost, cache, a second equality) are
     checked within the next ``scan_window`` exchanges of the indexed part of the filter; a page
     that window could not fill ends there, with ``searched`` set and ``next`` continuing below it,
-    so that no page ever reads more than ``scan_window`` rows.
+    so that no page ever reads more than ``scan_window`` rows. ``feedback`` is the store that
+    holds feedback (a :class:`~aiestack.stores.feedback.FeedbackStore`), for a feedback filter.
     """
     limit = max(1, min(limit, MAX_PAGE))
     ids: set[str] | None = None
     exclude: set[str] | None = None
     if flt.feedback is not None:
-        ids, exclude = _feedback_ids(store, flt.feedback)
+        ids, exclude = _feedback_ids(feedback, flt.feedback)
         if ids is not None and not ids:
             return Page([], None)
-    rows, floor = exchange_queries(store).page_exchanges(
+    rows, floor = queries.page_exchanges(
         flt, after=after, limit=limit + 1, ids=ids, exclude=exclude, scan_window=scan_window
     )
     if len(rows) <= limit and floor is not None:  # the window was full: older rows may match
@@ -70,7 +73,7 @@ def list_page(
     return Page(rows, Cursor(rows[-1].created_at, rows[-1].id) if more and rows else None)
 
 
-def _feedback_ids(store: ExchangeStore, wanted: str) -> tuple[set[str] | None, set[str] | None]:
+def _feedback_ids(store: object, wanted: str) -> tuple[set[str] | None, set[str] | None]:
     """(ids to keep, ids to leave out) for a feedback filter, from the recent feedback records."""
     if not isinstance(store, FeedbackStore):
         return (set(), None) if wanted != "none" else (None, set())
@@ -88,9 +91,9 @@ def _feedback_ids(store: ExchangeStore, wanted: str) -> tuple[set[str] | None, s
     return keep, None
 
 
-def distinct_values(store: ExchangeStore) -> dict[str, list[str]]:
+def distinct_values(queries: ExchangeQueries) -> dict[str, list[str]]:
     """The models, routes, tenants and keys seen (for the filter pickers), each sorted (at most 500)."""
-    return exchange_queries(store).distinct_values()
+    return queries.distinct_values()
 
 
 # --------------------------------------------------------------------------- metrics over time
@@ -136,12 +139,12 @@ def bucket_seconds(span_s: float, *, target: int = 48) -> int:
     return 30 * 86400
 
 
-def series(store: ExchangeStore, *, since: float, until: float, width_s: int) -> list[Bucket]:
+def series(queries: ExchangeQueries, *, since: float, until: float, width_s: int) -> list[Bucket]:
     """Buckets of ``width_s`` seconds covering ``[since, until)``, empty ones included."""
     start0 = math.floor(since / width_s) * width_s
     count = max(1, math.ceil((until - start0) / width_s))
     grouped: list[list[tuple[Any, ...]]] = [[] for _ in range(count)]
-    for row in exchange_queries(store).series_rows(since, until, _SERIES_COLUMNS):
+    for row in queries.series_rows(since, until, _SERIES_COLUMNS):
         index = int((row[0] - start0) // width_s)
         if 0 <= index < count:
             grouped[index].append(row)
@@ -185,11 +188,11 @@ def percentile(ordered: Sequence[float], q: float) -> float | None:
     return float(ordered[low] + (ordered[high] - ordered[low]) * (position - low))
 
 
-def day_counts(store: ExchangeStore, *, since: float, until: float | None = None) -> dict[str, int]:
+def day_counts(queries: ExchangeQueries, *, since: float, until: float | None = None) -> dict[str, int]:
     """Exchanges per UTC day (``YYYY-MM-DD``), imported conversations included (they are exchanges)."""
-    return exchange_queries(store).day_counts(since, time.time() + 86400 if until is None else until)
+    return queries.day_counts(since, time.time() + 86400 if until is None else until)
 
 
-def first_exchange_at(store: ExchangeStore) -> float | None:
+def first_exchange_at(queries: ExchangeQueries) -> float | None:
     """When the oldest stored exchange was created (an index lookup on SQL); ``None`` for none."""
-    return exchange_queries(store).first_exchange_at()
+    return queries.first_exchange_at()
