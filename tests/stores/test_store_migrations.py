@@ -70,6 +70,9 @@ def _check_migrated_schema(store: SqlExchangeStore) -> None:
             "conversation_turns",
             "prompt_versions",
             "prompt_labels",
+            # 0008: datasets
+            "dataset_versions",
+            "dataset_rows",
         }
         columns = {t: [c["name"] for c in inspector.get_columns(t)] for t in EXPECTED_INDEXES}
         indexes = {
@@ -222,8 +225,8 @@ def test_the_migrations_ship_with_the_package_and_form_one_line() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
     scripts = ScriptDirectory.from_config(alembic_config())
-    assert scripts.get_heads() == ["0007"]
-    assert [s.revision for s in scripts.walk_revisions()] == ["0007", "0006", "0005", "0004", "0003", "0002", "0001"]
+    assert scripts.get_heads() == ["0008"]
+    assert [s.revision for s in scripts.walk_revisions()] == ["0008", "0007", "0006", "0005", "0004", "0003", "0002", "0001"]
 
 
 @pytest.mark.unit

@@ -26,6 +26,7 @@ from aiestack.stores.base import (
     check_usage_groups,
     sort_usage,
 )
+from aiestack.stores.datasets_memory import MemoryDatasetsMixin
 from aiestack.stores.feedback_memory import MemoryFeedbackMixin
 from aiestack.types import EvalRun, SpanRecord
 
@@ -38,7 +39,7 @@ def _json_copy(value: Mapping[str, Any]) -> dict[str, Any]:
     return copied
 
 
-class MemoryExchangeStore(MemoryFeedbackMixin):
+class MemoryExchangeStore(MemoryFeedbackMixin, MemoryDatasetsMixin):
     """Exchanges, spans, cached embeddings and virtual keys in dictionaries, guarded by one lock."""
 
     url = "memory://"
@@ -53,6 +54,7 @@ class MemoryExchangeStore(MemoryFeedbackMixin):
         self._eval_runs: dict[str, EvalRun] = {}
         self._eval_results: dict[tuple[str, str, str], EvalResultRecord] = {}
         self._init_feedback()
+        self._init_datasets()
 
     def __repr__(self) -> str:
         return "MemoryExchangeStore()"

@@ -34,6 +34,7 @@ from aiestack.stores.base import (
     check_usage_groups,
     sort_usage,
 )
+from aiestack.stores.datasets_sql import SqlDatasetsMixin
 from aiestack.stores.feedback_sql import SqlFeedbackMixin
 from aiestack.stores.queries_sql import SqlQueriesMixin, exchange_record
 from aiestack.stores.sql import migrate as migrations
@@ -63,7 +64,7 @@ _EVAL_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(EvalResultRecord)
 _IN_CHUNK = 500
 
 
-class SqlExchangeStore(SqlFeedbackMixin, SqlQueriesMixin):
+class SqlExchangeStore(SqlFeedbackMixin, SqlDatasetsMixin, SqlQueriesMixin):
     """Exchanges, spans and the embedding cache in SQLite or PostgreSQL.
 
     ``url`` is a SQLAlchemy URL: ``sqlite:///path/to/aiestack.db`` (the directory is created) or

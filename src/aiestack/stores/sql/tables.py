@@ -252,6 +252,35 @@ prompt_labels = sa.Table(
     sa.Column("updated_at", sa.Double(), nullable=False),
 )
 
+# --------------------------------------------------------------------------- 0008: datasets
+# Immutable, content-hashed versions (``stores/datasets.py``); each version's rows in order, with
+# their lineage. A version row is written in the same transaction as its rows.
+
+dataset_versions = sa.Table(
+    "dataset_versions",
+    metadata,
+    sa.Column("name", sa.String(), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True),
+    sa.Column("kind", sa.String(), nullable=False),
+    sa.Column("content_hash", sa.String(), nullable=False),
+    sa.Column("rows", sa.Integer(), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("source", JSONDocument, nullable=False),
+    sa.Column("parent", sa.String(), nullable=True),
+    sa.Column("message", sa.Text(), nullable=True),
+)
+
+dataset_rows = sa.Table(
+    "dataset_rows",
+    metadata,
+    sa.Column("name", sa.String(), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True),
+    sa.Column("position", sa.Integer(), primary_key=True),
+    sa.Column("row_id", sa.String(), nullable=False),
+    sa.Column("data", JSONDocument, nullable=False),
+    sa.Column("lineage", JSONDocument, nullable=False),
+)
+
 # --------------------------------------------------------------------------- document stores
 # The embedded (SQLite + tantivy + usearch) and PostgreSQL document stores share this layout.
 # ``chunks.key`` is the integer key of a chunk in the vector and term indexes: AUTOINCREMENT on
