@@ -25,6 +25,8 @@ EXPECTED = {
     "Agent", "RunResult", "ToolContext", "Toolset", "tool",
     # test-time compute on routes (a route plan's sampling part)
     "SamplingPlan",
+    # the data flywheel: versioned datasets
+    "DatasetRow", "DatasetStore", "DatasetVersion", "ExchangeSelection", "build_dataset",
 }
 
 

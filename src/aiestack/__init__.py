@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from aiestack.build import Stack, build_stack, open_stack
     from aiestack.context.ingest import IngestOptions, IngestReport, ingest
     from aiestack.context.retrieval import Retriever, SearchOptions
+    from aiestack.datasets import DatasetRow, DatasetStore, DatasetVersion, ExchangeSelection, build_dataset
     from aiestack.plans import RoutePlans
     from aiestack.prompts.registry import PromptRegistry
     from aiestack.resources import Resources
@@ -94,6 +95,11 @@ _LAZY = {
     "ModelCaller": "aiestack.sidecalls",
     "SideCalls": "aiestack.sidecalls",
     "Toolset": "aiestack.agents",
+    "DatasetRow": "aiestack.datasets",
+    "DatasetStore": "aiestack.datasets",
+    "DatasetVersion": "aiestack.datasets",
+    "ExchangeSelection": "aiestack.datasets",
+    "build_dataset": "aiestack.datasets",
     "tool": "aiestack.agents",
     "Agent": "aiestack.agents",
     "RunResult": "aiestack.agents",
@@ -122,11 +128,15 @@ __all__ = [
     "Completion",
     "ConfigError",
     "ContextLengthExceeded",
+    "DatasetRow",
+    "DatasetStore",
+    "DatasetVersion",
     "Delta",
     "Document",
     "DocumentStore",
     "EmbeddingModel",
     "Exchange",
+    "ExchangeSelection",
     "FakeModel",
     "Feedback",
     "GuardrailBlocked",
@@ -175,6 +185,7 @@ __all__ = [
     "Usage",
     "Verdict",
     "__version__",
+    "build_dataset",
     "build_stack",
     "collect",
     "ingest",

@@ -23,9 +23,9 @@ def build_app() -> typer.Typer:
     )
     for module in (init, serve, models, chat, logs, keys, usage, evals, ingest, search):
         module.register(app)
-    from aiestack.cli import feedback, prompts
+    from aiestack.cli import datasets, feedback, prompts
 
-    for module in (feedback, prompts):
+    for module in (feedback, prompts, datasets):
         module.register(app)
     from aiestack.cli import bench, collections, redteam, routes
 

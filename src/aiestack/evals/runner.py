@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 from rich.console import Console
 from rich.progress import (
@@ -364,39 +364,13 @@ class EvalRunner:
         caller: CachingCaller,
         registered: Mapping[str, PromptVersion],
     ) -> list[_Job]:
-        env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
         jobs: list[_Job] = []
         for system in suite.systems:
-            try:
-                user = env.from_string(system.prompt or suite.prompt)
-                sys_text = system.system_prompt if system.system_prompt is not None else suite.system_prompt
-                if system.name in registered:
-                    sys_text = registered[system.name].template
-                sys_template = env.from_string(sys_text) if sys_text else None
-            except TemplateError as exc:
-                raise ConfigError(
-                    f"systems.{system.name}.prompt",
-                    f"the prompt template is invalid: {exc}",
-                    "fix the Jinja2 syntax",
-                ) from None
+            registry_prompt = registered.get(system.name)
+            user, sys_template = suite_templates(suite, system, registry_prompt.template if registry_prompt else None)
             params = system.to_params()
             for example in examples:
-                context = {
-                    **example.input,
-                    "example": example.input,
-                    "reference": example.reference,
-                    "metadata": example.metadata,
-                }
-                try:
-                    messages = [Message(role="user", content=user.render(context))]
-                    if sys_template is not None:
-                        messages.insert(0, Message(role="system", content=sys_template.render(context)))
-                except UndefinedError as exc:
-                    raise ConfigError(
-                        "prompt",
-                        f"example {example.id}: {exc.message}",
-                        f"use fields of the dataset: {', '.join(example.input)}",
-                    ) from None
+                messages = render_messages(user, sys_template, example)
                 request = ChatRequest(
                     model=system.model,
                     messages=tuple(messages),
@@ -573,3 +547,35 @@ class LazyEmbeddings:
 
     async def aclose(self) -> None:
         """The factory's owner (the stack) closes the model it built."""
+
+
+def suite_templates(
+    suite: Suite, system: SystemSpec | None = None, system_text: str | None = None
+) -> tuple[Template, Template | None]:
+    """The user and system prompt templates of ``suite`` as ``system`` overrides them; ``system_text``
+    (a registry prompt's template) replaces the system prompt."""
+    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    name = system.name if system is not None else "suite"
+    try:
+        user = env.from_string((system.prompt if system is not None else None) or suite.prompt)
+        sys_text = system.system_prompt if system is not None and system.system_prompt is not None else suite.system_prompt
+        if system_text is not None:
+            sys_text = system_text
+        return user, env.from_string(sys_text) if sys_text else None
+    except TemplateError as exc:
+        raise ConfigError(f"systems.{name}.prompt", f"the prompt template is invalid: {exc}", "fix the Jinja2 syntax") from None
+
+
+def render_messages(user: Template, system: Template | None, example: Example) -> list[Message]:
+    """The messages an eval sends for ``example``: the rendered system prompt (if any), then the user prompt.
+    The templates see the example's fields, ``example``, ``reference`` and ``metadata``."""
+    context = {**example.input, "example": example.input, "reference": example.reference, "metadata": example.metadata}
+    try:
+        messages = [Message(role="user", content=user.render(context))]
+        if system is not None:
+            messages.insert(0, Message(role="system", content=system.render(context)))
+    except UndefinedError as exc:
+        raise ConfigError(
+            "prompt", f"example {example.id}: {exc.message}", f"use fields of the dataset: {', '.join(example.input)}"
+        ) from None
+    return messages

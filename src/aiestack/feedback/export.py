@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -247,7 +247,32 @@ def _metadata(item: _Item, source: str) -> dict[str, Any]:
         "model": ex.model,
         "prompt": ex.attributes.get(PROMPT_NAME_ATTR),
         "prompt_version": ex.attributes.get(PROMPT_VERSION_ATTR),
+        "feedback_ids": sorted(f.id for f in item.feedback),
     }
+
+
+def feedback_rows(
+    store: FeedbackStore,
+    exchanges: _Exchanges,
+    *,
+    format: ExportFormat,
+    min_value: float = 0.75,
+    tenant: str | None = None,
+    since: float | None = None,
+    metadata: bool = False,
+    keep: Callable[[ExchangeRecord], bool] | None = None,
+) -> tuple[Iterator[dict[str, Any]], ExportStats]:
+    """The dataset's rows (a lazy iterator; ``stats`` is complete once it is exhausted), from the
+    exchanges that have feedback and pass ``keep``."""
+    stats = ExportStats()
+    items = _items(store, exchanges, stats, tenant=tenant, since=since)
+    if keep is not None:
+        items = {k: i for k, i in items.items() if keep(i.exchange)}
+    if format == "sft":
+        return sft_rows(items, stats, min_value=min_value, metadata=metadata), stats
+    if format == "preference":
+        return preference_rows(items, stats, min_value=min_value, metadata=metadata), stats
+    raise ValueError(f"unknown export format {format!r}; use 'sft' or 'preference'")
 
 
 def export_feedback(
@@ -262,15 +287,9 @@ def export_feedback(
     metadata: bool = False,
 ) -> ExportStats:
     """Write the JSONL dataset to ``out`` (a text stream); return what was found and left out."""
-    stats = ExportStats()
-    items = _items(store, exchanges, stats, tenant=tenant, since=since)
-    rows: Iterable[dict[str, Any]]
-    if format == "sft":
-        rows = sft_rows(items, stats, min_value=min_value, metadata=metadata)
-    elif format == "preference":
-        rows = preference_rows(items, stats, min_value=min_value, metadata=metadata)
-    else:
-        raise ValueError(f"unknown export format {format!r}; use 'sft' or 'preference'")
+    rows, stats = feedback_rows(
+        store, exchanges, format=format, min_value=min_value, tenant=tenant, since=since, metadata=metadata
+    )
     for row in rows:
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
     return stats

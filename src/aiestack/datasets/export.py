@@ -1,0 +1,116 @@
+"""Writing a dataset version out for a trainer, and comparing two versions.
+
+Formats (``aiestack datasets export --format``):
+
+- ``openai``: OpenAI fine-tuning JSONL. Chat rows are ``{"messages": [...]}`` (plus ``"tools"`` when
+  the row has them); preference rows are OpenAI's DPO shape ``{"input": {"messages": [...]},
+  "preferred_output": [...], "non_preferred_output": [...]}``. Nothing else is written: the API
+  rejects unknown keys.
+- ``hf``: Hugging Face / TRL JSONL, which ``datasets.load_dataset("json", ...)`` reads and TRL's
+  trainers take as they are: ``{"messages": [...]}`` for chat (SFTTrainer), ``{"prompt", "chosen",
+  "rejected"}`` for preference (DPOTrainer); with ``lineage=True`` each line also has ``"id"`` and
+  ``"lineage"``, and a RAG row keeps its ``"sources"``.
+- ``preference``: the preference pairs alone, ``{"prompt", "chosen", "rejected"}`` (only for a
+  preference dataset).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TextIO
+
+from aiestack.stores.datasets import DatasetRow, DatasetStore, DatasetVersion
+
+ExportFormat = Literal["openai", "hf", "preference"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("openai", "hf", "preference")
+_PAGE = 1000
+
+
+def resolve(store: DatasetStore, ref: str) -> DatasetVersion:
+    """The version ``ref`` names: ``NAME`` (the newest) or ``NAME@VERSION``; ``KeyError`` saying what exists."""
+    name, _, number = ref.partition("@")
+    version: int | None = None
+    if number:
+        if not number.isdigit():
+            raise KeyError(f"{ref!r}: a version is a number, as in {name}@2")
+        version = int(number)
+    found = store.get_dataset(name, version)
+    if found is None:
+        known = [v.version for v in store.dataset_versions(name)]
+        hint = f"it has versions {', '.join(map(str, known))}" if known else "list them with `aiestack datasets list`"
+        raise KeyError(f"there is no dataset {ref!r}; {hint}")
+    return found
+
+
+def iter_rows(store: DatasetStore, version: DatasetVersion) -> Iterator[DatasetRow]:
+    """Every row of ``version`` in order, read a page at a time."""
+    offset = 0
+    while True:
+        page = store.dataset_rows(version.name, version.version, offset=offset, limit=_PAGE)
+        yield from page
+        if len(page) < _PAGE:
+            return
+        offset += len(page)
+
+
+def format_row(row: DatasetRow, kind: str, fmt: ExportFormat, *, lineage: bool = False) -> dict[str, Any]:
+    """One line of the export (``ValueError`` for a format the kind cannot take)."""
+    data = row.data
+    if fmt == "openai":
+        if kind == "chat":
+            out: dict[str, Any] = {"messages": data["messages"]}
+            if data.get("tools"):
+                out["tools"] = data["tools"]
+            return out
+        return {"input": {"messages": data["prompt"]}, "preferred_output": data["chosen"], "non_preferred_output": data["rejected"]}
+    if fmt == "preference" and kind != "preference":
+        raise ValueError("a chat dataset holds no preference pairs; export it as openai or hf")
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
+    keys = ("messages", "sources", "tools") if kind == "chat" else ("prompt", "chosen", "rejected", "sources")
+    out = {k: data[k] for k in keys if k in data}
+    if lineage and fmt == "hf":
+        out = {"id": row.id, **out, "lineage": dict(row.lineage)}
+    return out
+
+
+def export_dataset(store: DatasetStore, version: DatasetVersion, out: TextIO, fmt: ExportFormat, *, lineage: bool = False) -> int:
+    """Write ``version`` to ``out`` as JSONL in ``fmt``; return the number of lines."""
+    written = 0
+    for row in iter_rows(store, version):
+        out.write(json.dumps(format_row(row, version.kind, fmt, lineage=lineage), ensure_ascii=False) + "\n")
+        written += 1
+    return written
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetDiff:
+    """Rows (by content id) in ``new`` and not in ``old`` and the reverse; duplicates count."""
+
+    old: DatasetVersion
+    new: DatasetVersion
+    added: tuple[DatasetRow, ...]
+    removed: tuple[DatasetRow, ...]
+    unchanged: int
+
+
+def diff_versions(store: DatasetStore, old: DatasetVersion, new: DatasetVersion) -> DatasetDiff:
+    old_rows = list(iter_rows(store, old))
+    new_rows = list(iter_rows(store, new))
+    old_ids, new_ids = Counter(r.id for r in old_rows), Counter(r.id for r in new_rows)
+    added = _surplus(new_rows, new_ids - old_ids)
+    removed = _surplus(old_rows, old_ids - new_ids)
+    return DatasetDiff(old, new, added, removed, sum((old_ids & new_ids).values()))
+
+
+def _surplus(rows: list[DatasetRow], wanted: Mapping[str, int]) -> tuple[DatasetRow, ...]:
+    left = dict(wanted)
+    out = []
+    for row in rows:
+        if left.get(row.id, 0) > 0:
+            left[row.id] -= 1
+            out.append(row)
+    return tuple(out)

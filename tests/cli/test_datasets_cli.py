@@ -1,0 +1,82 @@
+"""``aiestack datasets build|list|show|diff|export`` driven as a user would, over SQLite in a temp dir."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from aiestack.cli.app import build_app
+from aiestack.stores.base import ExchangeRecord
+from aiestack.stores.exchanges_sql import SqlExchangeStore
+
+pytestmark = pytest.mark.unit
+
+T0 = 1_760_000_000.0
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(build_app(), list(args))
+
+
+def ok(result: Result) -> str:
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def exchange(i: int, question: str, answer: str, **changes: Any) -> ExchangeRecord:
+    request = {"model": "m", "messages": [{"role": "user", "parts": [{"type": "text", "content": question}]}]}
+    return ExchangeRecord(id=f"ex_{i}", created_at=T0 + i, model="m", outcome="ok", route="help",
+                          request=request, response=answer, **changes)
+
+
+@pytest.fixture
+def store(workdir: Path) -> Iterator[SqlExchangeStore]:
+    store = SqlExchangeStore(f"sqlite:///{workdir / 'data' / 'aiestack.db'}")
+    store.migrate()
+    yield store
+    store.close()
+
+
+def test_build_list_show_diff_and_export(workdir: Path, store: SqlExchangeStore) -> None:
+    assert "no datasets yet" in ok(run("datasets", "list"))
+    store.write_exchanges([exchange(1, "2+2?", "4"), exchange(2, "3+3?", "6", guard_action="flag")])
+    out = ok(run("datasets", "build", "help-sft", "--route", "help", "-m", "first cut"))
+    assert out.startswith("built help-sft@1: 2 chat rows from exchanges (route=help)")
+    assert "unchanged: help-sft@1" in ok(run("datasets", "build", "help-sft", "--route", "help"))
+    assert "built help-sft@2: 1 chat rows" in ok(run("datasets", "build", "help-sft", "--guard", "none"))
+    listing = ok(run("datasets", "list"))
+    assert "help-sft" in listing and "guard=none" in listing
+    shown = ok(run("datasets", "show", "help-sft@1", "--rows", "1"))
+    assert "help-sft@1  chat, 2 rows" in shown and "first cut" in shown and "versions: 1, 2" in shown
+    assert json.loads(shown.splitlines()[-1])["lineage"]["exchange_id"] == "ex_1"
+    diff = ok(run("datasets", "diff", "help-sft@1"))
+    assert "help-sft@1 → help-sft@2: +0 added, -1 removed, 1 unchanged" in diff and '"exchange_id": "ex_2"' in diff
+    target = workdir / "train.jsonl"
+    assert "wrote 1 lines of help-sft@2" in ok(run("datasets", "export", "help-sft", "--format", "openai", "-o", str(target)))
+    assert json.loads(target.read_text()) == {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}
+    hf = ok(run("datasets", "export", "help-sft@1", "--format", "hf", "--lineage", "-o", "-"))
+    assert [json.loads(line)["lineage"]["exchange_id"] for line in hf.splitlines()] == ["ex_1", "ex_2"]
+
+
+def test_build_from_a_file_and_clear_errors(workdir: Path, store: SqlExchangeStore) -> None:
+    data = workdir / "pairs.jsonl"
+    data.write_text(json.dumps({"prompt": "2+2?", "chosen": "4", "rejected": "5"}) + "\n", encoding="utf-8")
+    assert "built prefs@1: 1 preference rows from file" in ok(run("datasets", "build", "prefs", "--from", "file", "--path", str(data)))
+    assert json.loads(ok(run("datasets", "export", "prefs", "--format", "preference", "-o", "-")))["chosen"] == [
+        {"role": "assistant", "content": "4"}
+    ]
+    bad = run("datasets", "build", "Bad Name")
+    assert bad.exit_code == 2 and "invalid dataset name" in bad.output
+    assert "needs --path" in run("datasets", "build", "x", "--from", "file").output
+    missing = run("datasets", "show", "nope@3")
+    assert missing.exit_code != 0 and "there is no dataset 'nope@3'" in str(missing.exception or missing.output)
+    empty = run("datasets", "build", "empty", "--route", "nowhere")
+    assert empty.exit_code != 0 and "no rows to build" in str(empty.exception or empty.output)
+    wrong = run("datasets", "export", "help", "--format", "preference", "-o", "-")
+    assert wrong.exit_code != 0
+    assert [v["name"] for v in [{"name": n.split()[0]} for n in ok(run("datasets", "list")).splitlines()[1:]]] == ["prefs"]
