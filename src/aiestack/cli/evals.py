@@ -173,6 +173,7 @@ async def _run(
     html: Path | None,
     progress: bool,
 ) -> bool:
+    from aiestack.batch import open_runner
     from aiestack.build import open_stack
     from aiestack.errors import ConfigError
     from aiestack.evals.cache import CallCache
@@ -189,6 +190,8 @@ async def _run(
                 "use the SQLite, PostgreSQL or memory store",
             )
         cache = CallCache(settings.data_dir / "eval_cache.db") if use_cache else None
+        # [compute] ray_address set: the metrics that need no model are scored on Ray.
+        batch = open_runner(settings.compute) if settings.compute.ray_address else None
         try:
             runner = EvalRunner(
                 stack.chat,
@@ -198,6 +201,7 @@ async def _run(
                 embeddings=LazyEmbeddings(lambda: stack.embeddings),
                 prompts=stack.prompts,
                 metrics=stack.eval_metrics,
+                batch=batch,
             )
             result = await runner.run(
                 suite, examples, run_id=resume, concurrency=concurrency, progress=progress, source=source
@@ -205,6 +209,8 @@ async def _run(
         finally:
             if cache is not None:
                 cache.close()
+            if batch is not None:
+                await batch.aclose()
         err = Console(stderr=True)
         gateway = f" ({result.gateway_hits} answered by the gateway cache)" if suite.gateway_cache else ""
         err.print(

@@ -18,6 +18,11 @@ each call on the model, messages, parameters and the system's ``fingerprint`` (w
 to: its configuration, prompt and collection versions), so a re-run re-uses only identical calls and
 keeps their real latency, tokens and cost.
 
+With a batch runner (``batch=``: Ray when ``[compute] ray_address`` is set), the metrics that need
+no model are scored by it in batches (:mod:`aiestack.evals.scoring`); the scores are the same as
+in-process. Results waiting for those scores are written once scored, so an interrupted run loses
+them, and its resume answers them again from the call cache.
+
 A suite with ``compare:`` then has the pairwise judge battle the systems' answers
 (:mod:`aiestack.evals.compare`) through the same cached caller; the ranking goes into the run's summary.
 """
@@ -49,6 +54,7 @@ from aiestack.evals.base import CorpusMetric, Metric, Sample, Score
 from aiestack.evals.cache import CachedCall, CallCache, call_key
 from aiestack.evals.compare import run_comparison
 from aiestack.evals.metrics import build_metric
+from aiestack.evals.scoring import BatchScorer, ScoreSamples, portable, safe_score
 from aiestack.evals.suite import Suite, SystemSpec
 from aiestack.evals.summary import summarize
 from aiestack.models.base import EmbeddingModel
@@ -58,6 +64,7 @@ from aiestack.stores.prompts import PromptVersion
 from aiestack.types import ChatRequest, Completion, EvalRun, Example, Exchange, Message, new_id
 
 if TYPE_CHECKING:
+    from aiestack.batch import BatchRunner
     from aiestack.hookspecs import MetricSpec
 
 ChatCall = Callable[[ChatRequest], Awaitable[Exchange]]
@@ -174,7 +181,9 @@ class EvalRunner:
         flush_every: int = 64,
         flush_interval_s: float = 0.5,
         metrics: Mapping[str, MetricSpec] | None = None,
+        batch: BatchRunner | None = None,
     ) -> None:
+        self._batch = batch  # scores the metrics that need no model (None: inline, as answers arrive)
         self._plugin_metrics = metrics or {}  # registered by plugins (register_metrics)
         self._call = call
         self._store = store
@@ -211,7 +220,15 @@ class EvalRunner:
         caller = CachingCaller(
             self._call, self._cache, semaphore, gateway_cache=suite.gateway_cache, fingerprint=self._fingerprint
         )
-        per_sample, corpus = self._metrics(suite, caller)
+        per_sample, corpus, shipped = self._metrics(suite, caller)
+        shipped_names = {name for name, _ in shipped.values()}
+        local = [m for m in per_sample if m.name not in shipped_names]
+        later = (
+            _Later(BatchScorer(self._batch, ScoreSamples([spec for _, spec in shipped.values()], suite.base_dir)),
+                   [m.name for m in per_sample], [name for name, _ in shipped.values()], sink_add=lambda r: sink.add(r))
+            if shipped and self._batch is not None
+            else None
+        )
         jobs = [job for job in self._jobs(suite, examples, caller, registered) if (job.example.id, job.system.name) not in done]
         hits = self._cache.get_many(job.key for job in jobs) if self._cache is not None else {}
         sink = _Sink(self._store, self._cache, caller, run.id, self._flush_every, self._flush_interval_s)
@@ -227,10 +244,16 @@ class EvalRunner:
                         if hit is not None
                         else await caller.fresh(job.request, job.key)
                     )
-                    sink.add(await _score(job, answer, per_sample))
+                    record, sample = await _score(job, answer, local)
+                    if later is not None and sample is not None:
+                        await later.add(record, sample)
+                    else:
+                        sink.add(record)
                     bar.advance(task)
 
                 await asyncio.gather(*(one(job) for job in jobs))
+                if later is not None:
+                    await later.drain()
                 sink.flush()
                 results = self._store.eval_results(run.id)
                 comparison = await self._compare(suite, examples, results, caller, bar)
@@ -294,7 +317,11 @@ class EvalRunner:
             on_done=lambda: bar.advance(task),
         )
 
-    def _metrics(self, suite: Suite, caller: CachingCaller) -> tuple[list[Metric], list[CorpusMetric]]:
+    def _metrics(
+        self, suite: Suite, caller: CachingCaller
+    ) -> tuple[list[Metric], list[CorpusMetric], dict[int, tuple[str, tuple[str, dict[str, Any]]]]]:
+        """The per-example and corpus metrics, and (with a batch runner) those it scores:
+        position in the suite → (the metric's name, its spec)."""
         judge_model = suite.judge.model if suite.judge is not None else ""
         # The suite's judge params (e.g. temperature, max_tokens) override what the metric asks for,
         # except its JSON schema, and a seed the metric set itself (self-consistency's distinct samples).
@@ -312,7 +339,8 @@ class EvalRunner:
 
         per_sample: list[Metric] = []
         corpus: list[CorpusMetric] = []
-        for spec in suite.metrics:
+        shipped: dict[int, tuple[str, tuple[str, dict[str, Any]]]] = {}
+        for position, spec in enumerate(suite.metrics):
             metric = build_metric(
                 spec.name,
                 spec.options,
@@ -325,6 +353,8 @@ class EvalRunner:
                 corpus.append(metric)
             else:
                 per_sample.append(metric)
+                if self._batch is not None and portable(spec.name, self._plugin_metrics):
+                    shipped[position] = (metric.name, (spec.name, spec.options))
         names = [m.name for m in per_sample] + [m.name for m in corpus]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -333,7 +363,7 @@ class EvalRunner:
                 f"two metrics are named {', '.join(dupes)}",
                 "give one of them a different 'name' option",
             )
-        return per_sample, corpus
+        return per_sample, corpus, shipped
 
     async def _registered_prompts(self, suite: Suite) -> dict[str, PromptVersion]:
         """The registry version each system's ``prompt_ref`` names now (read once, off the event loop)."""
@@ -439,8 +469,10 @@ class EvalRunner:
         )
 
 
-async def _score(job: _Job, answer: _Answer, metrics: Sequence[Metric]) -> EvalResultRecord:
-    """Score one answer with every per-example metric (a failed call is stored with no scores)."""
+async def _score(
+    job: _Job, answer: _Answer, metrics: Sequence[Metric]
+) -> tuple[EvalResultRecord, Sample | None]:
+    """Score one answer with ``metrics``; the record and the sample (None: the call failed, no scores)."""
     completion = answer.completion
     base = EvalResultRecord(
         run_id="",
@@ -453,7 +485,7 @@ async def _score(job: _Job, answer: _Answer, metrics: Sequence[Metric]) -> EvalR
         created_at=time.time(),
     )
     if completion is None:
-        return base
+        return base, None
     sample = Sample(
         example=job.example,
         system=job.system.name,
@@ -464,26 +496,60 @@ async def _score(job: _Job, answer: _Answer, metrics: Sequence[Metric]) -> EvalR
         contexts=answer.contexts,
         exchange_id=answer.exchange_id,
     )
-    scores: dict[str, float | None] = {}
-    details: dict[str, Any] = {}
-    for metric in metrics:
-        score = await _safe_score(metric, sample)
-        scores[metric.name] = score.value
+    scored = [(metric.name, await safe_score(metric, sample)) for metric in metrics]
+    record = dataclasses.replace(base, latency_ms=sample.latency_ms, cost_usd=sample.cost_usd)
+    return _with_scores(record, scored), sample
+
+
+def _with_scores(record: EvalResultRecord, scored: Sequence[tuple[str, Score]]) -> EvalResultRecord:
+    """``record`` with these (metric name, score) pairs added to its scores and details, in order."""
+    scores: dict[str, float | None] = dict(record.scores)
+    details: dict[str, Any] = dict(record.details)
+    for name, score in scored:
+        scores[name] = score.value
         if score.detail or score.error:
-            details[metric.name] = {**score.detail, **({"error": score.error} if score.error else {})}
-    return dataclasses.replace(
-        base, scores=scores, details=details, latency_ms=sample.latency_ms, cost_usd=sample.cost_usd
-    )
+            details[name] = {**score.detail, **({"error": score.error} if score.error else {})}
+    return dataclasses.replace(record, scores=scores, details=details)
 
 
-async def _safe_score(metric: Metric, sample: Sample) -> Score:
-    """A metric that crashes on one example scores ``None`` there; a configuration error stops the run."""
-    try:
-        return await metric.score(sample)
-    except ConfigError:
-        raise
-    except Exception as exc:  # one bad example must not lose a long run
-        return Score(None, error=f"{type(exc).__name__}: {exc}")
+class _Later:
+    """Results waiting for the batch runner's scores: scored ``every`` at a time, then written.
+
+    ``order`` is every per-example metric's name in the suite's order (the scores are stored in
+    that order, as an inline run stores them); ``shipped`` the names the runner scores.
+    """
+
+    def __init__(
+        self,
+        scorer: BatchScorer,
+        order: Sequence[str],
+        shipped: Sequence[str],
+        *,
+        sink_add: Callable[[EvalResultRecord], None],
+        every: int = 128,
+    ) -> None:
+        self._scorer = scorer
+        self._order = tuple(order)
+        self._shipped = tuple(shipped)
+        self._sink_add = sink_add
+        self._every = every
+        self._pending: list[tuple[EvalResultRecord, Sample]] = []
+
+    async def add(self, record: EvalResultRecord, sample: Sample) -> None:
+        self._pending.append((record, sample))
+        if len(self._pending) >= self._every:
+            await self.drain()
+
+    async def drain(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        remote = await self._scorer.score([sample for _, sample in batch])
+        for (record, _), scores in zip(batch, remote, strict=True):
+            merged = _with_scores(record, list(zip(self._shipped, scores, strict=True)))
+            in_order = {name: merged.scores[name] for name in self._order if name in merged.scores}
+            details = {name: merged.details[name] for name in self._order if name in merged.details}
+            self._sink_add(dataclasses.replace(merged, scores=in_order, details=details))
 
 
 class _Sink:

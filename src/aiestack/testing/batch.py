@@ -81,3 +81,54 @@ class BatchRunnerConformance:
     async def test_the_runner_can_be_used_again(self, runner: Any) -> None:
         assert await runner.map(square, [1, 2]) == [1, 4]
         assert await runner.map(square, [3]) == [9]
+
+    async def test_an_eval_run_scored_here_scores_what_an_inline_run_scores(self, runner: Any, tmp_path: Any) -> None:
+        """Eval scoring through the runner: the same scores and details as scoring inline, metric by metric."""
+        import json
+
+        from aiestack.build import open_stack
+        from aiestack.evals.cache import CallCache
+        from aiestack.evals.datasets import load_examples
+        from aiestack.evals.runner import EvalRunner
+        from aiestack.evals.suite import parse_suite
+        from aiestack.models.fake import FakeModel
+        from aiestack.models.registry import ModelEntry
+        from aiestack.settings import Settings
+
+        rows = [{"id": f"q{i}", "q": f"w{i} and {'{}' if i % 3 else 'x'}", "a": f"w{i}" if i % 2 else "y"}
+                for i in range(10)]
+        (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+        suite = parse_suite(
+            {
+                "name": "batch",
+                "dataset": {"path": "d.jsonl", "id": "id", "input": "q", "reference": "a"},
+                "prompt": "{{ input }}",
+                "systems": [{"name": "s", "model": "fake"}],
+                "judge": {"model": "judge"},
+                "metrics": [{"name": "contains"}, {"name": "token_f1"}, {"name": "rouge1"}, {"name": "json_valid"},
+                            {"name": "regex", "pattern": "w[0-9]+"}, {"name": "latency"}, {"name": "judge"},
+                            {"name": "corpus_bleu"}],
+            },
+            base_dir=tmp_path,
+        )
+        examples = load_examples(suite.dataset, suite.dataset_path)
+        settings = Settings(data_dir=tmp_path / "data", embedded_model=False, default_model="fake",
+                            models={"fake": {"provider": "fake"}})
+        cache = CallCache(tmp_path / "calls.db")  # both runs score the very same answers
+        try:
+            judge = FakeModel().enqueue(['{"reasoning": "fine", "score": 4}'] * len(examples))
+            async with open_stack(settings, models=[ModelEntry(name="judge", provider=judge, upstream="judge")]) as stack:
+                inline = await EvalRunner(stack.chat, stack.store, cache=cache).run(suite, examples)  # type: ignore[arg-type]
+                batched = await EvalRunner(stack.chat, stack.store, cache=cache, batch=runner).run(suite, examples)  # type: ignore[arg-type]
+        finally:
+            cache.close()
+        assert inline.calls == 2 * len(examples)  # the answers and the judge's calls
+        assert batched.calls == 0 and batched.cache_hits == len(examples)  # all from the cache: the same answers
+
+        def scored(result: Any) -> dict[str, Any]:
+            return {r.example_id: (list(r.scores.items()), r.details, r.output) for r in result.results}
+
+        assert scored(batched) == scored(inline)
+        assert {r.scores["judge"] for r in inline.results} == {0.75}  # the judge ran here: 4 on 1..5
+        assert len(batched.results) == len(examples)
+        assert batched.run.summary["systems"]["s"]["metrics"] == inline.run.summary["systems"]["s"]["metrics"]

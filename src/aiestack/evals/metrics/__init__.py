@@ -37,7 +37,7 @@ from aiestack.models.base import EmbeddingModel
 if TYPE_CHECKING:
     from aiestack.hookspecs import MetricSpec
 
-__all__ = ["available_metrics", "build_metric"]
+__all__ = ["available_metrics", "build_metric", "needs_model"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +181,15 @@ _FACTORIES: Mapping[str, Factory] = MappingProxyType(
         "judge_reference": _judge(reference_based=True),
     }
 )
+
+
+#: Built-in metrics that call a model (a judge or the embedding model): they run where the stack is.
+_MODEL_METRICS = frozenset({"judge", "judge_reference", "faithfulness", "embedding_similarity", "answer_relevance"})
+
+
+def needs_model(name: str) -> bool:
+    """Whether the built-in metric ``name`` (``ndcg@10`` style names too) calls a model to score."""
+    return name.partition("@")[0] in _MODEL_METRICS
 
 
 def available_metrics() -> list[str]:
