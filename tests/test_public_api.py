@@ -27,6 +27,10 @@ EXPECTED = {
     "SamplingPlan",
     # the data flywheel: versioned datasets
     "DatasetRow", "DatasetStore", "DatasetVersion", "ExchangeSelection", "build_dataset",
+    # batch work in-process or on Ray (ingest embedding, eval scoring)
+    "BatchRunner", "InProcessRunner", "RayRunner", "open_runner",
+    # the red-team runner (aiestack redteam ROUTE)
+    "Attempt", "FamilyReport", "Probe", "RedteamReport", "Tokens", "build_probes", "run_redteam",
 }
 
 

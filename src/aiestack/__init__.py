@@ -60,12 +60,22 @@ from aiestack.types import (
 
 if TYPE_CHECKING:
     from aiestack.agents import Agent, RunResult, ToolContext, Toolset, tool
+    from aiestack.batch import BatchRunner, InProcessRunner, RayRunner, open_runner
     from aiestack.build import Stack, build_stack, open_stack
     from aiestack.context.ingest import IngestOptions, IngestReport, ingest
     from aiestack.context.retrieval import Retriever, SearchOptions
     from aiestack.datasets import DatasetRow, DatasetStore, DatasetVersion, ExchangeSelection, build_dataset
     from aiestack.plans import RoutePlans
     from aiestack.prompts.registry import PromptRegistry
+    from aiestack.redteam import (
+        Attempt,
+        FamilyReport,
+        Probe,
+        RedteamReport,
+        Tokens,
+        build_probes,
+        run_redteam,
+    )
     from aiestack.resources import Resources
     from aiestack.sampling.config import SamplingPlan
     from aiestack.sidecalls import ModelCaller, SideCalls
@@ -104,6 +114,17 @@ _LAZY = {
     "Agent": "aiestack.agents",
     "RunResult": "aiestack.agents",
     "ToolContext": "aiestack.agents",
+    "BatchRunner": "aiestack.batch",
+    "InProcessRunner": "aiestack.batch",
+    "RayRunner": "aiestack.batch",
+    "open_runner": "aiestack.batch",
+    "Attempt": "aiestack.redteam",
+    "FamilyReport": "aiestack.redteam",
+    "Probe": "aiestack.redteam",
+    "RedteamReport": "aiestack.redteam",
+    "Tokens": "aiestack.redteam",
+    "build_probes": "aiestack.redteam",
+    "run_redteam": "aiestack.redteam",
 }
 
 
@@ -119,7 +140,9 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Agent",
     "AiestackError",
+    "Attempt",
     "AuthError",
+    "BatchRunner",
     "BudgetExceeded",
     "ChatModel",
     "ChatRequest",
@@ -138,10 +161,12 @@ __all__ = [
     "Exchange",
     "ExchangeSelection",
     "FakeModel",
+    "FamilyReport",
     "Feedback",
     "GuardrailBlocked",
     "Health",
     "Hit",
+    "InProcessRunner",
     "IngestOptions",
     "IngestReport",
     "InvalidRequest",
@@ -155,12 +180,15 @@ __all__ = [
     "Pipeline",
     "Price",
     "PriceTable",
+    "Probe",
     "PromptRegistry",
     "ProviderError",
     "ProviderRateLimited",
     "ProviderTimeout",
     "ProviderUnavailable",
     "RateLimited",
+    "RayRunner",
+    "RedteamReport",
     "Resources",
     "ResponseFormat",
     "Retriever",
@@ -178,6 +206,7 @@ __all__ = [
     "StreamBroken",
     "Timing",
     "TokenLogprob",
+    "Tokens",
     "Tool",
     "ToolCall",
     "ToolContext",
@@ -186,12 +215,15 @@ __all__ = [
     "Verdict",
     "__version__",
     "build_dataset",
+    "build_probes",
     "build_stack",
     "collect",
     "ingest",
     "load_settings",
+    "open_runner",
     "open_stack",
     "open_store",
+    "run_redteam",
     "tap",
     "tool",
 ]
