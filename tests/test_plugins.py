@@ -16,7 +16,15 @@ from aiestack.evals.base import Sample, Score
 from aiestack.evals.datasets import load_examples
 from aiestack.evals.runner import EvalRunner
 from aiestack.evals.suite import parse_suite
-from aiestack.hookspecs import GuardrailSpec, MetricSpec, RetrieverSpec, StoreSpec, ToolSpec, hookimpl
+from aiestack.hookspecs import (
+    CommandSpec,
+    GuardrailSpec,
+    MetricSpec,
+    RetrieverSpec,
+    StoreSpec,
+    ToolSpec,
+    hookimpl,
+)
 from aiestack.models.fake import FakeModel
 from aiestack.models.registry import ModelEntry
 from aiestack.pipeline import Next
@@ -33,12 +41,12 @@ pytestmark = pytest.mark.unit
 
 #: The plugin API: what a plugin imports. Changing it breaks plugins; change this pin on purpose.
 PLUGIN_API = {
-    "GuardrailSpec", "Hookspecs", "MetricSpec", "PluginRetriever", "ProviderFactory", "ProviderSpec",
+    "CommandSpec", "GuardrailSpec", "Hookspecs", "MetricSpec", "PluginRetriever", "ProviderFactory", "ProviderSpec",
     "RetrieverSpec", "StoreFactory", "StoreSpec", "ToolSpec", "hookimpl", "hookspec",
 }
 HOOKS = {
     "register_models", "register_guardrails", "register_retrievers", "register_stores", "register_tools",
-    "register_metrics",
+    "register_metrics", "register_commands",
 }
 
 
@@ -216,3 +224,48 @@ async def test_a_registered_metric_can_be_named_by_a_suite(tmp_path: Path) -> No
         result = await runner.run(suite, load_examples(suite.dataset, suite.dataset_path))
     scores = {r.example_id: r.scores["shouty"] for r in result.results}
     assert scores == {"a": 1.0, "b": 0.0}
+
+
+def test_a_registered_command_runs_from_the_cli() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from aiestack.cli import build_app
+
+    def hello(name: str = typer.Argument(..., help="Who to greet.")) -> None:
+        """Greet someone."""
+        typer.echo(f"hello {name}")
+
+    group = typer.Typer()
+
+    @group.command()
+    def count(n: int) -> None:
+        typer.echo(" ".join(str(i) for i in range(1, n + 1)))
+
+    class CommandPlugin:
+        @hookimpl
+        def register_commands(self, register: Callable[[CommandSpec], None]) -> None:
+            register(CommandSpec("hello", hello))
+            register(CommandSpec("numbers", group, help="Numbers."))
+
+    app = build_app([CommandPlugin()], entry_points=False)
+    runner = CliRunner()
+    said = runner.invoke(app, ["hello", "world"])
+    assert said.exit_code == 0 and said.output == "hello world\n"
+    counted = runner.invoke(app, ["numbers", "count", "3"])
+    assert counted.exit_code == 0 and counted.output == "1 2 3\n"
+    listed = runner.invoke(app, ["--help"])
+    assert "hello" in listed.output and "Greet someone." in listed.output and "numbers" in listed.output
+
+
+def test_a_plugin_command_cannot_take_a_builtin_name() -> None:
+    from aiestack.cli import build_app
+    from aiestack.errors import ConfigError
+
+    class Shadowing:
+        @hookimpl
+        def register_commands(self, register: Callable[[CommandSpec], None]) -> None:
+            register(CommandSpec("chat", lambda: None))
+
+    with pytest.raises(ConfigError, match="'chat', which is a built-in aiestack command"):
+        build_app([Shadowing()], entry_points=False)

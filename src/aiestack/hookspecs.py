@@ -21,6 +21,8 @@ What each registration does in a stack (:func:`aiestack.build.build_stack`):
   :func:`~aiestack.stores.open.open_store` (``store.url = "myscheme://..."``).
 - ``register_tools(ToolSpec)``: a tool listed in the stack's tool registry (``stack.tools``).
 - ``register_metrics(MetricSpec)``: a metric eval suites can name.
+- ``register_commands(CommandSpec)``: an ``aiestack NAME`` command (a function) or group (a Typer
+  app) added to the CLI (:func:`aiestack.cli.build_app`).
 
 This module is the plugin API: its ``__all__`` is pinned by ``tests/test_plugins.py``.
 """
@@ -36,6 +38,7 @@ import pluggy
 from aiestack.stores.open import StoreFactory, StoreSpec
 
 if TYPE_CHECKING:
+    import typer
     from pydantic import BaseModel
 
     from aiestack.evals.base import CorpusMetric, Metric
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
     from aiestack.types import Hit, Tool
 
 __all__ = [
+    "CommandSpec",
     "GuardrailSpec",
     "Hookspecs",
     "MetricSpec",
@@ -120,6 +124,17 @@ class MetricSpec:
     factory: Callable[[str, Mapping[str, Any]], Metric | CorpusMetric]
 
 
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """An ``aiestack NAME`` command: ``command`` is a function (its typed parameters become the
+    command's arguments and options, as in Typer) or a ``typer.Typer`` app (a group of sub-commands).
+    ``help`` defaults to the function's docstring. A built-in command's name cannot be taken."""
+
+    name: str
+    command: Callable[..., Any] | typer.Typer
+    help: str | None = None
+
+
 class Hookspecs:
     @hookspec
     def register_models(self, register: Callable[[ProviderSpec], None]) -> None:
@@ -144,3 +159,7 @@ class Hookspecs:
     @hookspec
     def register_metrics(self, register: Callable[[MetricSpec], None]) -> None:
         """Register eval metrics: call ``register(MetricSpec(...))`` for each."""
+
+    @hookspec
+    def register_commands(self, register: Callable[[CommandSpec], None]) -> None:
+        """Register CLI commands: call ``register(CommandSpec(name, command))`` for each."""

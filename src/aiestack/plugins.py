@@ -17,6 +17,7 @@ from typing import TypeVar
 import pluggy
 
 from aiestack.hookspecs import (
+    CommandSpec,
     GuardrailSpec,
     Hookspecs,
     MetricSpec,
@@ -43,6 +44,7 @@ class Plugins:
     stores: Mapping[tuple[str, str], StoreFactory]
     tools: Mapping[str, ToolSpec]
     metrics: Mapping[str, MetricSpec]
+    commands: Mapping[str, CommandSpec]
 
 
 def plugin_manager(extra: Iterable[object] = (), *, entry_points: bool = True) -> pluggy.PluginManager:
@@ -76,6 +78,7 @@ def collect_plugins(pm: pluggy.PluginManager) -> Plugins:
         stores=MappingProxyType(stores),
         tools=_collect(pm.hook.register_tools, "tool", lambda s: s.name),
         metrics=_collect(pm.hook.register_metrics, "metric", lambda s: s.name),
+        commands=_collect(pm.hook.register_commands, "command", lambda s: s.name),
     )
 
 

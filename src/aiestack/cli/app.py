@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 
 import typer
 from rich.console import Console
 
-from aiestack.errors import AiestackError
+from aiestack.errors import AiestackError, ConfigError
 
 
-def build_app() -> typer.Typer:
-    """A fresh CLI with every command registered; each command lives in its own module."""
+def build_app(plugins: Iterable[object] = (), *, entry_points: bool = True) -> typer.Typer:
+    """A fresh CLI with every command registered; each command lives in its own module.
+
+    Then the plugins' commands (the ``register_commands`` hook: installed plugins, and ``plugins``
+    given here, as tests do); a plugin command may not take a built-in command's name.
+    """
     from aiestack.cli import chat, evals, ingest, init, keys, logs, models, search, serve, usage
 
     app = typer.Typer(
@@ -33,7 +38,26 @@ def build_app() -> typer.Typer:
     redteam.register(app)
     collections.register(app)
     bench.register(app)
+    _add_plugin_commands(app, plugins, entry_points=entry_points)
     return app
+
+
+def _add_plugin_commands(app: typer.Typer, plugins: Iterable[object], *, entry_points: bool) -> None:
+    from aiestack.plugins import collect_plugins, plugin_manager
+
+    taken = {c.name or (c.callback.__name__.replace("_", "-") if c.callback else "") for c in app.registered_commands}
+    taken |= {g.name or "" for g in app.registered_groups}
+    for name, spec in collect_plugins(plugin_manager(plugins, entry_points=entry_points)).commands.items():
+        if name in taken:
+            raise ConfigError(
+                f"plugins.commands.{name}",
+                f"a plugin registers the command '{name}', which is a built-in aiestack command",
+                "give the plugin's command another name",
+            )
+        if isinstance(spec.command, typer.Typer):
+            app.add_typer(spec.command, name=name, help=spec.help)
+        else:
+            app.command(name, help=spec.help)(spec.command)
 
 
 def main(argv: list[str] | None = None) -> None:
