@@ -39,7 +39,7 @@ def store(monkeypatch: pytest.MonkeyPatch, fake_config: Path) -> MemoryDocumentS
         chunk = Chunk(f"ch_{i}", f"doc_{i}", text, 0, meta)
         store.put_document("kb", Document(f"doc_{i}", text, source, title), [chunk], [bag_of_words_vector(text)])
     store.close = lambda: None  # type: ignore[method-assign]  # shared by the invocations of a test
-    monkeypatch.setattr(aiestack.build, "build_documents", lambda settings: store)
+    monkeypatch.setattr(aiestack.build, "build_documents", lambda settings, extra=None: store)
     # Guardrails off: the context-injection guard's verdicts on this corpus are the guardrails' to test.
     monkeypatch.setenv("AIESTACK_GUARDS__ENABLED", "false")
     monkeypatch.setattr(aiestack.build, "build_embeddings", lambda settings, s: BagOfWordsEmbeddings())
