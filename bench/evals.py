@@ -59,7 +59,7 @@ async def main() -> int:
         async with open_stack(slow) as stack:
             suite, examples = _suite(folder, 200, 16)
             started = time.perf_counter()
-            result = await EvalRunner(stack.chat, stack.store).run(suite, examples)  # type: ignore[arg-type]
+            result = await EvalRunner(stack.chat, stack.store, judge=stack.side_calls.caller("eval.judge")).run(suite, examples)  # type: ignore[arg-type]
             wall = time.perf_counter() - started
             assert result.calls == 200
             ideal = 200 * 0.05 / 16
@@ -73,9 +73,9 @@ async def main() -> int:
         async with open_stack(fast) as stack:
             suite, examples = _suite(folder, 1000, 64)
             cache = CallCache(folder / "b" / "eval_cache.db")
-            await EvalRunner(stack.chat, stack.store, cache=cache).run(suite, examples)  # type: ignore[arg-type]
+            await EvalRunner(stack.chat, stack.store, cache=cache, judge=stack.side_calls.caller("eval.judge")).run(suite, examples)  # type: ignore[arg-type]
             started = time.perf_counter()
-            again = await EvalRunner(stack.chat, stack.store, cache=cache).run(suite, examples)  # type: ignore[arg-type]
+            again = await EvalRunner(stack.chat, stack.store, cache=cache, judge=stack.side_calls.caller("eval.judge")).run(suite, examples)  # type: ignore[arg-type]
             wall = time.perf_counter() - started
             cache.close()
             assert again.calls == 0 and again.cache_hits == 1000

@@ -220,7 +220,7 @@ async def test_a_registered_metric_can_be_named_by_a_suite(tmp_path: Path) -> No
     echo = ModelEntry(name="echo", provider=FakeModel(), upstream="echo")
     async with open_stack(_settings(tmp_path), plugins=[MetricPlugin()], models=[echo]) as stack:
         assert isinstance(stack.store, EvalStore)
-        runner = EvalRunner(stack.chat, stack.store, metrics=stack.eval_metrics)
+        runner = EvalRunner(stack.chat, stack.store, metrics=stack.eval_metrics, judge=stack.side_calls.caller("eval.judge"))
         result = await runner.run(suite, load_examples(suite.dataset, suite.dataset_path))
     scores = {r.example_id: r.scores["shouty"] for r in result.results}
     assert scores == {"a": 1.0, "b": 0.0}

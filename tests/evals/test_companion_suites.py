@@ -97,7 +97,7 @@ async def test_each_suite_runs_on_its_registry_prompt_and_a_perfect_system_score
     judge = suite.judge.model_copy(update={"model": "oracle"}) if suite.judge is not None else None
     suite = suite.model_copy(update={"systems": systems, "judge": judge})
     examples = load_examples(suite.dataset, suite.dataset_path)
-    result = await EvalRunner(stack.chat, stack.store, prompts=stack.prompts).run(suite, examples)
+    result = await EvalRunner(stack.chat, stack.store, prompts=stack.prompts, judge=stack.side_calls.caller("eval.judge")).run(suite, examples)
     assert result.calls >= len(examples) and [(r.example_id, r.error) for r in result.results if r.error] == []
     summary = result.run.summary
     ref = suite.systems[0].prompt_ref or ""
@@ -121,4 +121,4 @@ async def test_a_missing_registry_prompt_is_a_config_error_that_says_how_to_push
     suite = load_suite(clone / "cursor.yaml")
     examples = load_examples(suite.dataset, suite.dataset_path)
     with pytest.raises(ConfigError, match="prompts import"):
-        await EvalRunner(stack.chat, stack.store, prompts=stack.prompts).run(suite, examples)  # type: ignore[arg-type]
+        await EvalRunner(stack.chat, stack.store, prompts=stack.prompts, judge=stack.side_calls.caller("eval.judge")).run(suite, examples)  # type: ignore[arg-type]

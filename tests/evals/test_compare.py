@@ -102,7 +102,7 @@ def _store(stack: Stack) -> EvalStore:
 
 async def _run(stack: Stack, suite: Suite, cache: CallCache | None = None) -> RunResult:
     examples = load_examples(suite.dataset, suite.dataset_path)
-    return await EvalRunner(stack.chat, _store(stack), cache=cache).run(suite, examples)
+    return await EvalRunner(stack.chat, _store(stack), cache=cache, judge=stack.side_calls.caller("eval.judge")).run(suite, examples)
 
 
 async def test_the_better_system_ranks_first_and_the_battles_are_stored(

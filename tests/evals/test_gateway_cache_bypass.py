@@ -180,3 +180,29 @@ async def test_a_suite_may_opt_in_to_the_gateway_caches_and_hits_are_counted_as_
     assert len(model.requests) == N  # every answer of the second run came from the gateway's exact cache
     assert second.calls == N and second.gateway_hits == N
     assert all(r.cached for r in second.results)
+
+
+async def test_judges_are_side_calls_that_bypass_the_gateway_caches(tmp_path: Path) -> None:
+    """A judge reaches its model through the side-call seam (an exchange of its own, purpose
+    ``eval.judge``), marked ``cache = "off"``: the same judge question asked again in a second run is
+    asked of the model again, never answered by the gateway's exact cache."""
+    from aiestack.cache.stage import REQUEST_FLAG
+    from aiestack.sidecalls import SIDE_CALL_PURPOSE
+
+    judge = FakeModel().enqueue([json.dumps({"reasoning": "fine", "score": 4})] * (2 * N))
+    settings = Settings(data_dir=tmp_path / "data", embedded_model=False, default_model="adder")
+    assert settings.cache.enabled and settings.cache.exact
+    entries = [ModelEntry(name="adder", provider=Arithmetic(), upstream="adder"), ModelEntry(name="judge-m", provider=judge, upstream="judge-m")]
+    async with open_stack(settings, models=entries) as s:
+        suite = _suite(
+            tmp_path, "{{ input }}", judge={"model": "judge-m"}, metrics=[{"name": "judge", "rubric": "Is it right?"}], gates=[]
+        )
+        examples = load_examples(suite.dataset, suite.dataset_path)
+        for _ in range(2):
+            result = await EvalRunner(s.chat, _store(s), judge=s.side_calls.caller("eval.judge")).run(suite, examples)
+            assert all(r.scores["judge"] == pytest.approx(0.75) for r in result.results)
+        assert len(judge.requests) == 2 * N  # the second run asked the model again: no gateway cache hit
+        assert all(r.metadata.get(REQUEST_FLAG) == "off" for r in judge.requests)
+        s.writer.flush(timeout=30)
+        judged = [r for r in s.store.list_exchanges(limit=1000) if r.attributes.get(SIDE_CALL_PURPOSE) == "eval.judge"]
+    assert len(judged) == 2 * N and all(r.model == "judge-m" and r.outcome == "ok" for r in judged)

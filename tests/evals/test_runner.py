@@ -64,7 +64,7 @@ async def test_results_are_scored_stored_and_linked_to_exchanges(
 ) -> None:
     s, model = stack
     suite = _suite(tmp_path, 6)
-    runner = EvalRunner(s.chat, _store(s))
+    runner = EvalRunner(s.chat, _store(s), judge=s.side_calls.caller("eval.judge"))
     result = await runner.run(suite, load_examples(suite.dataset, suite.dataset_path))
     assert result.calls == 6 and len(model.requests) == 6
     assert model.requests[0].messages[-1].text == "Say w0"
@@ -83,8 +83,8 @@ async def test_a_re_run_with_unchanged_inputs_makes_no_model_calls(
     suite = _suite(tmp_path, 10)
     examples = load_examples(suite.dataset, suite.dataset_path)
     cache = CallCache(tmp_path / "cache.db")
-    first = await EvalRunner(s.chat, _store(s), cache=cache).run(suite, examples)
-    second = await EvalRunner(s.chat, _store(s), cache=cache).run(suite, examples)
+    first = await EvalRunner(s.chat, _store(s), cache=cache, judge=s.side_calls.caller("eval.judge")).run(suite, examples)
+    second = await EvalRunner(s.chat, _store(s), cache=cache, judge=s.side_calls.caller("eval.judge")).run(suite, examples)
     assert len(model.requests) == 10 and second.calls == 0 and second.cache_hits == 10
     old = {r.example_id: r for r in first.results}
     for r in second.results:
@@ -94,7 +94,7 @@ async def test_a_re_run_with_unchanged_inputs_makes_no_model_calls(
             and r.output == old[r.example_id].output
         )
     changed = suite.model_copy(update={"prompt": "Please say {{ input }}"})
-    third = await EvalRunner(s.chat, _store(s), cache=cache).run(changed, examples)
+    third = await EvalRunner(s.chat, _store(s), cache=cache, judge=s.side_calls.caller("eval.judge")).run(changed, examples)
     assert third.calls == 10  # a changed prompt is a different call
 
 
@@ -106,7 +106,7 @@ async def test_errors_are_stored_not_cached_and_retried_on_resume(
     examples = load_examples(suite.dataset, suite.dataset_path)
     model.enqueue([Script(error=ProviderUnavailable("down", provider="fake")), "w1", "w2"])
     cache = CallCache(tmp_path / "cache.db")
-    runner = EvalRunner(s.chat, _store(s), cache=cache)
+    runner = EvalRunner(s.chat, _store(s), cache=cache, judge=s.side_calls.caller("eval.judge"))
     first = await runner.run(suite, examples)
     failed = [r for r in first.results if r.error]
     assert len(failed) == 1 and "down" in (failed[0].error or "") and failed[0].scores == {}
@@ -152,7 +152,7 @@ async def test_an_interrupted_run_resumes_with_the_missing_examples_only(
     done = {r.example_id for r in _store(s).eval_results(run.id)}
     assert len(done) == answered
     before = len(model.requests)
-    runner = EvalRunner(s.chat, _store(s), flush_every=1)
+    runner = EvalRunner(s.chat, _store(s), flush_every=1, judge=s.side_calls.caller("eval.judge"))
     resumed = await runner.run(suite, examples, run_id=run.id)
     asked = [r.metadata["eval_example"] for r in model.requests[before:]]
     assert resumed.calls == 20 - len(done) and not set(asked) & done
@@ -187,7 +187,7 @@ async def test_a_missing_template_field_is_a_config_error(
     from aiestack.errors import ConfigError
 
     with pytest.raises(ConfigError, match="nope"):
-        await EvalRunner(s.chat, _store(s)).run(suite, load_examples(suite.dataset, suite.dataset_path))
+        await EvalRunner(s.chat, _store(s), judge=s.side_calls.caller("eval.judge")).run(suite, load_examples(suite.dataset, suite.dataset_path))
 
 
 async def test_the_suites_judge_params_reach_the_judge_metrics_calls(tmp_path: Path) -> None:
@@ -202,7 +202,7 @@ async def test_the_suites_judge_params_reach_the_judge_metrics_calls(tmp_path: P
             metrics=[{"name": "judge", "rubric": "Is it right?"}],
             judge={"model": "judge-m", "params": {"temperature": 0.3, "max_tokens": 77}},
         )
-        result = await EvalRunner(s.chat, _store(s)).run(suite, load_examples(suite.dataset, suite.dataset_path))
+        result = await EvalRunner(s.chat, _store(s), judge=s.side_calls.caller("eval.judge")).run(suite, load_examples(suite.dataset, suite.dataset_path))
     assert len(judge.requests) == 2
     for request in judge.requests:
         assert request.params.temperature == 0.3 and request.params.max_tokens == 77

@@ -89,7 +89,7 @@ async def test_the_runner_scores_the_metrics_that_need_no_model_and_the_judge_st
                         models={"fake": {"provider": "fake"}})
     runner = _Recording()
     async with open_stack(settings) as stack:
-        result = await EvalRunner(stack.chat, stack.store, batch=runner).run(  # type: ignore[arg-type]
+        result = await EvalRunner(stack.chat, stack.store, batch=runner, judge=stack.side_calls.caller("eval.judge")).run(  # type: ignore[arg-type]
             suite, load_examples(suite.dataset, suite.dataset_path)
         )
     (task,) = {id(t): t for t in runner.tasks}.values()
@@ -118,7 +118,7 @@ async def test_a_failed_call_is_stored_without_going_to_the_runner(tmp_path: Pat
                         models={"fake": {"provider": "fake"}})
     runner = _Recording()
     async with open_stack(settings, models=[ModelEntry(name="scripted", provider=model, upstream="scripted")]) as s:
-        result = await EvalRunner(s.chat, s.store, batch=runner).run(  # type: ignore[arg-type]
+        result = await EvalRunner(s.chat, s.store, batch=runner, judge=s.side_calls.caller("eval.judge")).run(  # type: ignore[arg-type]
             suite, load_examples(suite.dataset, suite.dataset_path)
         )
     (record,) = result.results

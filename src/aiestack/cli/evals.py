@@ -202,6 +202,7 @@ async def _run(
                 prompts=stack.prompts,
                 metrics=stack.eval_metrics,
                 batch=batch,
+                judge=stack.side_calls.caller("eval.judge"),
             )
             result = await runner.run(
                 suite, examples, run_id=resume, concurrency=concurrency, progress=progress, source=source

@@ -23,6 +23,12 @@ no model are scored by it in batches (:mod:`aiestack.evals.scoring`); the scores
 in-process. Results waiting for those scores are written once scored, so an interrupted run loses
 them, and its resume answers them again from the call cache.
 
+Judges (judge metrics, and the pairwise judge of ``compare:``) are side-calls: they reach their
+model through the stack's side-call seam (``judge=stack.side_calls.caller("eval.judge")``,
+:mod:`aiestack.sidecalls`), so a judge call is routed, priced, traced as an exchange of its own
+(purpose ``eval.judge``) and never answered by a gateway cache (it carries ``cache = "off"`` too),
+and through the eval's call cache, so a re-run with unchanged inputs makes no judge call at all.
+
 A suite with ``compare:`` then has the pairwise judge battle the systems' answers
 (:mod:`aiestack.evals.compare`) through the same cached caller; the ranking goes into the run's summary.
 """
@@ -59,6 +65,7 @@ from aiestack.evals.suite import Suite, SystemSpec
 from aiestack.evals.summary import summarize
 from aiestack.models.base import EmbeddingModel
 from aiestack.prompts.registry import PromptRegistry
+from aiestack.sidecalls import ModelCaller
 from aiestack.stores.base import EvalResultRecord, EvalStore
 from aiestack.stores.prompts import PromptVersion
 from aiestack.types import ChatRequest, Completion, EvalRun, Example, Exchange, Message, new_id
@@ -106,7 +113,8 @@ class _Answer:
 class CachingCaller:
     """Calls through the pipeline, answering from the cache when the same call was made before.
 
-    Used for the judges too: a re-run with unchanged inputs makes no model calls at all.
+    The judges' calls go to ``judge`` (the side-call seam) through the same cache: a re-run with
+    unchanged inputs makes no model calls at all. Without ``judge`` a judge call is a ``ConfigError``.
     """
 
     def __init__(
@@ -117,8 +125,10 @@ class CachingCaller:
         *,
         gateway_cache: bool = False,
         fingerprint: Fingerprint | None = None,
+        judge: ModelCaller | None = None,
     ) -> None:
         self._call = call
+        self._judge = judge
         self._cache = cache
         self._semaphore = semaphore
         self._gateway_cache = gateway_cache
@@ -131,10 +141,15 @@ class CachingCaller:
         """The eval-cache key of a call: what is sent, and what the named system resolves to now."""
         return call_key(dataclasses.replace(request, metadata={}), self._fingerprint(request.model))
 
+    def _uncached(self, request: ChatRequest) -> ChatRequest:
+        """The request marked to bypass the gateway's caches, unless the suite opted back in."""
+        if self._gateway_cache:
+            return request
+        return dataclasses.replace(request, metadata={**request.metadata, CACHE_FLAG: "off"})
+
     async def fresh(self, request: ChatRequest, key: str) -> _Answer:
         """Make the call (within the concurrency bound); queue a successful answer for the cache."""
-        if not self._gateway_cache:
-            request = dataclasses.replace(request, metadata={**request.metadata, CACHE_FLAG: "off"})
+        request = self._uncached(request)
         async with self._semaphore:
             self.calls += 1
             try:
@@ -159,10 +174,18 @@ class CachingCaller:
             hit = self._cache.get(key)
             if hit is not None:
                 return hit.completion
-        answer = await self.fresh(request, key)
-        if answer.completion is None:
-            raise RuntimeError(answer.error or "the judge call failed")
-        return answer.completion
+        if self._judge is None:
+            raise ConfigError(
+                "judge",
+                "this eval runner was given no judge caller, and the suite uses a judge",
+                'pass judge=stack.side_calls.caller("eval.judge") to EvalRunner',
+            )
+        async with self._semaphore:
+            self.calls += 1
+            completion = await self._judge(dataclasses.replace(self._uncached(request), stream=False))
+        if self._cache is not None:
+            self.pending_cache.append((key, CachedCall(completion, None, ())))
+        return completion
 
 
 class EvalRunner:
@@ -182,7 +205,9 @@ class EvalRunner:
         flush_interval_s: float = 0.5,
         metrics: Mapping[str, MetricSpec] | None = None,
         batch: BatchRunner | None = None,
+        judge: ModelCaller | None = None,
     ) -> None:
+        self._judge = judge  # the judges' model calls: the stack's side-call seam
         self._batch = batch  # scores the metrics that need no model (None: inline, as answers arrive)
         self._plugin_metrics = metrics or {}  # registered by plugins (register_metrics)
         self._call = call
@@ -218,7 +243,8 @@ class EvalRunner:
             run = dataclasses.replace(run, summary={**run.summary, "prompts": used})
         semaphore = asyncio.Semaphore(concurrency or suite.concurrency)
         caller = CachingCaller(
-            self._call, self._cache, semaphore, gateway_cache=suite.gateway_cache, fingerprint=self._fingerprint
+            self._call, self._cache, semaphore, gateway_cache=suite.gateway_cache, fingerprint=self._fingerprint,
+            judge=self._judge,
         )
         per_sample, corpus, shipped = self._metrics(suite, caller)
         shipped_names = {name for name, _ in shipped.values()}

@@ -118,8 +118,8 @@ class BatchRunnerConformance:
         try:
             judge = FakeModel().enqueue(['{"reasoning": "fine", "score": 4}'] * len(examples))
             async with open_stack(settings, models=[ModelEntry(name="judge", provider=judge, upstream="judge")]) as stack:
-                inline = await EvalRunner(stack.chat, stack.store, cache=cache).run(suite, examples)  # type: ignore[arg-type]
-                batched = await EvalRunner(stack.chat, stack.store, cache=cache, batch=runner).run(suite, examples)  # type: ignore[arg-type]
+                inline = await EvalRunner(stack.chat, stack.store, cache=cache, judge=stack.side_calls.caller("eval.judge")).run(suite, examples)  # type: ignore[arg-type]
+                batched = await EvalRunner(stack.chat, stack.store, cache=cache, batch=runner, judge=stack.side_calls.caller("eval.judge")).run(suite, examples)  # type: ignore[arg-type]
         finally:
             cache.close()
         assert inline.calls == 2 * len(examples)  # the answers and the judge's calls

@@ -235,7 +235,7 @@ async def _small_eval_run(data_dir: Path) -> str:
     )
     async with open_stack(browser_settings(data_dir)) as stack:
         assert isinstance(stack.store, EvalStore)
-        result = await EvalRunner(stack.chat, stack.store).run(suite, load_examples(suite.dataset, suite.dataset_path))
+        result = await EvalRunner(stack.chat, stack.store, judge=stack.side_calls.caller("eval.judge")).run(suite, load_examples(suite.dataset, suite.dataset_path))
         return render_html(result.run, summaries_from_run(result.run.summary), result.results)
 
 
