@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -90,7 +91,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         yield server
 
 
-def _ask(live: Live, route: str) -> tuple[str, list[dict[str, object]], str, str]:
+def _ask(live: Live, route: str) -> tuple[str, list[dict[str, Any]], str, str]:
     """(the prompt the model received, the citations, the guard header, the exchange id)."""
     client = OpenAI(base_url=live.base_url, api_key=ADMIN["authorization"].split()[1], max_retries=0, timeout=30)
     raw = client.chat.completions.with_raw_response.create(
@@ -102,7 +103,7 @@ def _ask(live: Live, route: str) -> tuple[str, list[dict[str, object]], str, str
     return prompt, citations, raw.headers.get("x-aiestack-guard", ""), raw.headers["x-aiestack-exchange-id"]
 
 
-def _stored(live: Live, exchange_id: str) -> tuple[list[dict[str, object]], dict[str, object]]:
+def _stored(live: Live, exchange_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     stack = live.stack
     assert stack.writer.flush(timeout=10)
     record = stack.store.get_exchange(exchange_id)
