@@ -189,3 +189,34 @@ def test_the_command_prints_a_table_writes_json_and_gates_on_asr(tmp_path: Path,
     bad = CliRunner().invoke(build_app(), ["redteam", "echo", "--family", "nope"])
     assert bad.exit_code != 0 and "unknown family" in bad.output
     assert dataclasses.is_dataclass(Tokens) and PII_VALUES
+
+
+@pytest.mark.integration
+async def test_indirect_injection_through_a_collection_is_dropped_by_the_context_guard(stack_settings: object) -> None:
+    """The collection probe: a planted document in a scratch collection, retrieved into the prompt."""
+    from aiestack.build import build_stack
+    from aiestack.redteam.collections import StoreCollections
+    from aiestack.settings import Settings
+    from aiestack.testing.embeddings import BagOfWordsEmbeddings
+
+    assert isinstance(stack_settings, Settings)
+    reports = {}
+    for guards in ("default", "off"):
+        settings = stack_settings if guards == "default" else stack_settings.model_copy(
+            update={"guards": stack_settings.guards.model_copy(update={"enabled": False})})
+        stack = build_stack(settings)
+        stack.resources.use(embeddings=BagOfWordsEmbeddings())
+        collections = StoreCollections(stack.resources.documents, stack.resources.embeddings)
+        try:
+            report = await run_redteam(lambda r, i, s=stack: s.chat(r, id=i), "echo",
+                                       families=("indirect_injection",),
+                                       tokens=TOKENS, collections=collections)
+            assert stack.resources.documents.get_collection(f"redteam-{TOKENS.marker.lower()}") is None  # dropped
+        finally:
+            await stack.aclose()
+        (attempt,) = [a for a in report.attempts if a.probe == "collection-document"]
+        reports[guards] = attempt
+    assert (reports["default"].outcome, reports["default"].guard) == ("blocked", "context_injection")
+    assert reports["off"].outcome == "succeeded"  # the echo model repeats the retrieved instruction's marker
+    assert [p.name for p in build_probes(TOKENS, ("indirect_injection",))] == [
+        "tool-result", "pasted-document", "forwarded-email"]  # no collection, no collection probe

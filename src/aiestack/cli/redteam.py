@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
         """
         from aiestack.build import open_stack
         from aiestack.redteam import FAMILIES, RedteamReport, run_redteam
+        from aiestack.redteam.collections import StoreCollections
         from aiestack.settings import load_settings
 
         families = tuple(family) if family else FAMILIES
@@ -45,9 +46,11 @@ def register(app: typer.Typer) -> None:
 
         async def run() -> RedteamReport:
             async with open_stack(settings) as stack:
+                # Indirect injection also goes through a scratch collection in the stack's document store.
+                collections = StoreCollections(stack.resources.documents, stack.resources.embeddings)
                 return await run_redteam(
                     lambda request, exchange_id: stack.chat(request, id=exchange_id),
-                    route, families=families, judge=judge, concurrency=concurrency,
+                    route, families=families, judge=judge, concurrency=concurrency, collections=collections,
                 )
 
         report = asyncio.run(run())
