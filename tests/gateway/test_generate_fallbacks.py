@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -357,9 +356,8 @@ async def test_a_reader_that_stops_early_does_not_count_against_the_breaker() ->
 async def test_the_time_to_first_token_is_limited_per_attempt(stream: bool) -> None:
     env = _env({"r": {"deployments": ["a"], "fallbacks": ["b"], "retries": 0, "timeout_s": 0.05}})
     env.fakes["a"].enqueue([Script(pieces=["late"], delay_s=30.0)])
-    started = time.perf_counter()
     ex = await env.ask(stream=stream)
-    assert time.perf_counter() - started < 30.0  # the attempt was cut, not waited out (no tight threshold)
+    # Cut, not waited out: a waited-out attempt would have answered from a after 30 s.
     assert ex.attributes[ATTEMPT_LOG][0] == "a: ProviderTimeout" and ex.attributes[DEPLOYMENT] == "b"
     if stream:
         await _read(ex.completion)

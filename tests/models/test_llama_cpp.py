@@ -142,7 +142,8 @@ async def test_a_completion_prompt_streams_a_continuation(model):
     assert last.finish_reason in {"stop", "length"} and last.usage is not None and last.timing is not None
     assert all(d.finish_reason is None for d in deltas[:-1])
     assert last.timing.ttft_ms is not None and last.timing.ttft_ms > 0
-    assert last.timing.queue_ms >= 0 and last.timing.total_ms >= last.timing.ttft_ms
+    # The queue ends before generation starts, which ends after the first token: an order that can fail.
+    assert last.timing.queue_ms <= last.timing.ttft_ms <= last.timing.total_ms
 
 
 @pytest.mark.integration
