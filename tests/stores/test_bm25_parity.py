@@ -11,6 +11,7 @@ import math
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -169,23 +170,38 @@ def test_statistics_stay_exact_through_replacements_and_deletes(pgvector_url: st
 
 
 def test_maxscore_pruning_returns_the_exhaustive_answer(pgvector_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both MaxScore paths (the server's function for unfiltered queries, the client's for
+    filtered ones) give the exhaustive answer, and both really prune."""
     store = PostgresDocumentStore(pgvector_url)
     store.migrate()
     _fill(store, _corpus(seed=11, documents=200))
-    exhaustive = {q: store.term_search("docs", q, k=5) for q in _QUERIES}
+    everything = {"field": "source", "op": "nin", "value": ["none.txt"]}  # a filter every chunk passes
+
+    def ranked(query: str, **filter: Any) -> list[tuple[str, float]]:
+        return [(h.chunk.id, round(h.score, 9)) for h in store.term_search("docs", query, k=5, **filter)]
+
+    exhaustive = {q: ranked(q) for q in _QUERIES}
+    assert exhaustive == {q: ranked(q, filter=everything) for q in _QUERIES}
     monkeypatch.setattr(documents_postgres_bm25, "EXHAUSTIVE_POSTINGS", 0)
-    completed: list[int] = []
+    pruned = {"server": 0, "client": 0}
+    top = documents_postgres_bm25.PostgresTermIndex._top
     complete = documents_postgres_bm25._Scorer.complete
 
-    def counting(self: documents_postgres_bm25._Scorer, *args: object) -> list[tuple[int, float]]:
-        completed.append(1)
-        return complete(self, *args)  # type: ignore[arg-type]
+    def server(*args: Any) -> tuple[list[tuple[int, float]], int]:
+        found, essential = top(*args)
+        pruned["server"] += essential > 0
+        return found, essential
 
-    monkeypatch.setattr(documents_postgres_bm25._Scorer, "complete", counting)
+    def client(self: documents_postgres_bm25._Scorer, *args: Any) -> list[tuple[int, float]]:
+        pruned["client"] += 1
+        return complete(self, *args)
+
+    monkeypatch.setattr(documents_postgres_bm25.PostgresTermIndex, "_top", staticmethod(server))
+    monkeypatch.setattr(documents_postgres_bm25._Scorer, "complete", client)
     for query in _QUERIES:
-        got = store.term_search("docs", query, k=5)
-        assert [(h.chunk.id, round(h.score, 9)) for h in got] == [(h.chunk.id, round(h.score, 9)) for h in exhaustive[query]]
-    assert len(completed) >= 3  # the pruned path answered most multi-term queries
+        assert ranked(query) == exhaustive[query]
+        assert ranked(query, filter=everything) == exhaustive[query]
+    assert pruned["server"] >= 3 and pruned["client"] >= 3  # the pruned paths answered most multi-term queries
     store.close()
 
 

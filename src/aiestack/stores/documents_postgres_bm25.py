@@ -38,10 +38,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from aiestack.stores import analysis
+from aiestack.stores.sql.copy import copy_binary, int_rows
 from aiestack.stores.sql.tables import chunks as chunks_table
 
 #: Below this many postings in all, a query is one aggregate over them (no pruning).
@@ -98,6 +100,56 @@ _DDL = (
         norm integer NOT NULL,
         CONSTRAINT pk_bm25_postings PRIMARY KEY (term_id, chunk_key) INCLUDE (tf, norm))""",
     "CREATE INDEX IF NOT EXISTS ix_bm25_postings_chunk_key ON bm25_postings (chunk_key)",
+    # The unfiltered top k in one round trip: MaxScore (see the module docstring) run by the server.
+    # The terms come sorted by bound, highest first; ``essential`` is 0 when the answer was exhaustive.
+    """CREATE OR REPLACE FUNCTION aiestack_bm25_top(
+        p_ids bigint[], p_weights float8[], p_bounds float8[], p_postings bigint,
+        p_a float8, p_c float8, p_k integer, p_exhaustive bigint)
+    RETURNS TABLE (bm25_key bigint, bm25_score float8, essential integer)
+    LANGUAGE plpgsql STABLE AS $fn$
+    DECLARE
+        n integer := cardinality(p_ids);
+        rest float8;
+        keys bigint[];
+        scores float8[];
+        kept integer;
+    BEGIN
+        IF p_postings > p_exhaustive THEN
+            FOR s IN 1 .. n - 1 LOOP
+                SELECT coalesce(sum(b), 0) INTO rest FROM unnest(p_bounds[s + 1 : n]) AS b;
+                SELECT array_agg(e.chunk_key ORDER BY e.score DESC, e.chunk_key),
+                       array_agg(e.score ORDER BY e.score DESC, e.chunk_key)
+                  INTO keys, scores
+                  FROM (SELECT p.chunk_key, sum(q.w * p.tf / (p.tf + p_a + p_c * p.norm)) AS score
+                          FROM unnest(p_ids[1 : s], p_weights[1 : s]) AS q (id, w)
+                          JOIN bm25_postings p ON p.term_id = q.id
+                         GROUP BY p.chunk_key) AS e;
+                IF cardinality(keys) >= p_k AND rest < scores[p_k] THEN
+                    SELECT count(*) INTO kept FROM unnest(scores) AS x WHERE x + rest >= scores[p_k];
+                    RETURN QUERY
+                        WITH more AS (
+                            SELECT p.chunk_key, sum(q.w * p.tf / (p.tf + p_a + p_c * p.norm)) AS score
+                              FROM unnest(p_ids[s + 1 : n], p_weights[s + 1 : n]) AS q (id, w)
+                              JOIN bm25_postings p ON p.term_id = q.id AND p.chunk_key = ANY (keys[1 : kept])
+                             GROUP BY p.chunk_key)
+                        SELECT c.key, c.score + coalesce(more.score, 0) AS total, s
+                          FROM unnest(keys[1 : kept], scores[1 : kept]) AS c (key, score)
+                          LEFT JOIN more ON more.chunk_key = c.key
+                         ORDER BY total DESC, c.key
+                         LIMIT p_k;
+                    RETURN;
+                END IF;
+            END LOOP;
+        END IF;
+        RETURN QUERY
+            SELECT p.chunk_key, sum(q.w * p.tf / (p.tf + p_a + p_c * p.norm)) AS total, 0
+              FROM unnest(p_ids, p_weights) AS q (id, w)
+              JOIN bm25_postings p ON p.term_id = q.id
+             GROUP BY p.chunk_key
+             ORDER BY total DESC, p.chunk_key
+             LIMIT p_k;
+    END
+    $fn$""",
 )
 
 _BIGINTS = postgresql.ARRAY(sa.BigInteger)
@@ -126,6 +178,8 @@ class PostgresTermIndex:
 
     @staticmethod
     def create(connection: sa.Connection) -> None:
+        # Several processes may migrate at once: CREATE OR REPLACE FUNCTION is not safe concurrently.
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('aiestack_bm25_ddl'))"))
         for statement in _DDL:
             connection.execute(sa.text(statement))
 
@@ -260,12 +314,14 @@ class PostgresTermIndex:
                 },
             )
         }
-        raw = connection.connection.driver_connection
-        assert raw is not None
-        with raw.cursor() as cursor, cursor.copy("COPY bm25_postings (term_id, chunk_key, tf, norm) FROM STDIN") as copy:
-            for key, counts, norm in per_chunk:
-                for term, tf in counts.items():
-                    copy.write_row((ids[term], key, tf, norm))
+        sizes = [len(counts) for _, counts, _ in per_chunk]
+        columns = [
+            (np.fromiter((ids[t] for _, counts, _ in per_chunk for t in counts), np.int64, sum(sizes)), "q"),
+            (np.repeat([key for key, _, _ in per_chunk], sizes), "q"),
+            (np.fromiter((tf for _, counts, _ in per_chunk for tf in counts.values()), np.int32, sum(sizes)), "i"),
+            (np.repeat([norm for _, _, norm in per_chunk], sizes), "i"),
+        ]
+        copy_binary(connection, "bm25_postings", ("term_id", "chunk_key", "tf", "norm"), [int_rows(columns)])
         return tokens
 
     # ----------------------------------------------------------------------- search
@@ -303,6 +359,8 @@ class PostgresTermIndex:
             (self._term(r, wanted[r.term], chunks, average) for r in rows),
             key=lambda t: (-t.bound, t.id),
         )
+        if allowed is None:
+            return self._top(connection, terms, average, k)[0]
         scorer = _Scorer(connection, average, allowed, collection)
         if sum(t.df for t in terms) <= EXHAUSTIVE_POSTINGS:
             return scorer.exhaustive(terms, k)
@@ -315,6 +373,31 @@ class PostgresTermIndex:
                 continue
             return scorer.complete(partial, rest, k)
         return scorer.exhaustive(terms, k)
+
+    @staticmethod
+    def _top(connection: sa.Connection, terms: Sequence[_Term], average: float, k: int) -> tuple[list[tuple[int, float]], int]:
+        """The unfiltered top ``k`` by the server's MaxScore, and how many terms it made essential
+        (0: it scored every posting)."""
+        rows = connection.execute(
+            sa.text(
+                "SELECT bm25_key, bm25_score, essential FROM aiestack_bm25_top(:ids, :weights, :bounds, :postings, :a, :c, :k, :exhaustive)"
+            ).bindparams(
+                sa.bindparam("ids", type_=_BIGINTS),
+                sa.bindparam("weights", type_=_FLOATS),
+                sa.bindparam("bounds", type_=_FLOATS),
+            ),
+            {
+                "ids": [t.id for t in terms],
+                "weights": [t.weight for t in terms],
+                "bounds": [t.bound for t in terms],
+                "postings": sum(t.df for t in terms),
+                "a": analysis.K1 * (1 - analysis.B),
+                "c": analysis.K1 * analysis.B / average,
+                "k": k,
+                "exhaustive": EXHAUSTIVE_POSTINGS,
+            },
+        ).all()
+        return [(int(r.bm25_key), float(r.bm25_score)) for r in rows], int(rows[0].essential) if rows else 0
 
     @staticmethod
     def _term(row: Any, repeats: int, chunks: int, average: float) -> _Term:

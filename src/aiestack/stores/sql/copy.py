@@ -1,0 +1,78 @@
+"""Binary ``COPY ... FROM STDIN`` on PostgreSQL, with the rows encoded by numpy and struct.
+
+A batch write of the PostgreSQL document store sends hundreds of thousands of values (a 384-d
+vector per chunk, a posting per distinct term of each chunk). psycopg's ``write_row`` formats them
+one Python call at a time; here whole columns are packed into PostgreSQL's binary COPY format at
+once (``bigint``, ``integer``, ``text``, ``jsonb`` and ``real[]`` fields), so the client's share of a
+write is a few ``numpy`` calls. The format: a signature, then per row a field count and, per field,
+its length and bytes (big-endian), then a trailer.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import sqlalchemy as sa
+
+_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_TRAILER = struct.pack(">h", -1)
+_FLOAT4_OID = 700
+#: One ``real`` element of an array in binary: its length (4) and its big-endian value.
+_FLOAT4_ITEM = np.dtype([("length", ">i4"), ("value", ">f4")])
+
+
+def copy_binary(connection: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[bytes]) -> None:
+    """COPY encoded rows (each from :func:`row`, or a packed block of them) into ``table``."""
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(_SIGNATURE)
+        for block in rows:
+            copy.write(block)
+        copy.write(_TRAILER)
+
+
+def row(*fields: bytes) -> bytes:
+    """One row of already encoded fields."""
+    return struct.pack(">h", len(fields)) + b"".join(struct.pack(">i", len(f)) + f for f in fields)
+
+
+def bigint(value: int) -> bytes:
+    return struct.pack(">q", value)
+
+
+def integer(value: int) -> bytes:
+    return struct.pack(">i", value)
+
+
+def text(value: str) -> bytes:
+    return value.encode()
+
+
+def jsonb(serialised: bytes) -> bytes:
+    """A JSON document already serialised to UTF-8 (jsonb's binary form is a version byte, then text)."""
+    return b"\x01" + serialised
+
+
+def real_array(vector: np.ndarray) -> bytes:
+    """A one-dimensional ``real[]`` (float32 values, stored bit for bit)."""
+    items = np.empty(len(vector), dtype=_FLOAT4_ITEM)
+    items["length"] = 4
+    items["value"] = vector
+    return struct.pack(">iiiii", 1, 0, _FLOAT4_OID, len(vector), 1) + items.tobytes()
+
+
+def int_rows(columns: Sequence[tuple[np.ndarray, str]]) -> bytes:
+    """Many rows of integer fields at once: ``columns`` are equal-length arrays with their width
+    (``"q"`` for bigint, ``"i"`` for integer)."""
+    fields: list[tuple[str, str]] = [("count", ">i2")]
+    for number, (_, width) in enumerate(columns):
+        fields += [(f"length{number}", ">i4"), (f"value{number}", f">{'i8' if width == 'q' else 'i4'}")]
+    packed = np.empty(len(columns[0][0]) if columns else 0, dtype=np.dtype(fields))
+    packed["count"] = len(columns)
+    for number, (values, width) in enumerate(columns):
+        packed[f"length{number}"] = 8 if width == "q" else 4
+        packed[f"value{number}"] = values
+    return packed.tobytes()
