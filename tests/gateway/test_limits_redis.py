@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -23,9 +21,10 @@ from aiestack.gateway.limits import Limits
 from aiestack.stores.base import KeyRecord
 from aiestack.stores.exchanges_memory import MemoryExchangeStore
 from aiestack.stores.kv_redis import RedisKV
+from aiestack.testing.services import redis_prefix
+from aiestack.testing.services import redis_url as redis_test_url
 from aiestack.types import ChatRequest, Completion, Exchange, Message, Params, Usage
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 RPM = 50
 PROCESSES = 4
 ATTEMPTS_EACH = 50  # 200 in all
@@ -111,35 +110,17 @@ def run_gateways(url: str, prefix: str, *, processes: int = PROCESSES) -> list[d
 
 @pytest.fixture(scope="module")
 def redis_url() -> str:
-    import redis
-
-    url = os.environ.get("AIESTACK_TEST_REDIS_URL", DEFAULT_REDIS_URL)
-    client = redis.Redis.from_url(url, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(
-            f"Redis is not reachable at {url} ({exc}); set AIESTACK_TEST_REDIS_URL to run these tests"
-        )
-    finally:
-        client.close()
+    url, why = redis_test_url()
+    if url is None:
+        pytest.skip(why)
     return url
 
 
 @pytest.fixture
 def prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; its keys are deleted afterwards."""
-    import redis
-
-    value = f"aiestack-test:{uuid.uuid4().hex[:12]}:"
-    yield value
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{value}*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    with redis_prefix(redis_url) as value:
+        yield value
 
 
 @pytest.mark.integration

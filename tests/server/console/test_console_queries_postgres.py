@@ -2,44 +2,33 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
-import sqlalchemy as sa
 
 from aiestack.server.console import queries
 from aiestack.stores.exchanges_sql import SqlExchangeStore
 from aiestack.stores.queries import ExchangeFilter, exchange_queries, matches
+from aiestack.testing.services import postgres_schema, postgres_url
 
 from .test_console_queries import T0, newest_first, sample, walk
 
 pytestmark = pytest.mark.integration
 
-PG_URL = os.environ.get("AIESTACK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
 @pytest.fixture
 def pg_store() -> Iterator[SqlExchangeStore]:
     """A store in a fresh schema of the test database (dropped afterwards)."""
-    admin = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3}, poolclass=sa.pool.NullPool)
-    schema = f"aiestack_console_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {PG_URL} ({exc.orig}); set AIESTACK_TEST_POSTGRES_URL")
-    store = SqlExchangeStore(sa.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"}))
-    try:
-        store.migrate()
-        store.write_exchanges(sample())
-        yield store
-    finally:
-        store.close()
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    admin_url, why = postgres_url()
+    if admin_url is None:
+        pytest.skip(why)
+    with postgres_schema(admin_url, prefix="aiestack_console") as url:
+        store = SqlExchangeStore(url)
+        try:
+            store.migrate()
+            store.write_exchanges(sample())
+            yield store
+        finally:
+            store.close()
 
 
 @pytest.mark.parametrize(
