@@ -117,7 +117,7 @@ async def test_repeated_identical_call_stops_as_a_loop(agent_stack: Fixture) -> 
     same = {"b": 1, "a": 1}
     model.enqueue([calls((f"c{i}", "add", same if i % 2 else {"a": 1, "b": 1})) for i in range(5)])
     result = await Agent(model="m", stack=stack, tools=[add], max_identical_calls=2).run("loop")
-    assert result.stop_reason == "loop" and "3 times" in result.detail
+    assert result.stop_reason == "loop" and "in 3 steps" in result.detail
     assert len(result.tool_results) == 2  # the third identical call was not made
 
 
@@ -245,3 +245,30 @@ def test_agent_refuses_bad_limits(agent_stack: Fixture) -> None:
         Agent(model="m", stack=stack, max_steps=0)
     with pytest.raises(ValueError, match="budget_usd"):
         Agent(model="m", stack=stack, budget_usd=-1)
+
+
+async def test_native_calls_over_the_openai_wire_against_the_scripted_upstream(tmp_path: Path) -> None:
+    import httpx
+
+    from aiestack.build import build_stack
+    from aiestack.models.openai import OpenAIChatModel
+    from aiestack.models.registry import ModelEntry
+    from aiestack.settings import Settings
+    from aiestack.stores.exchanges_memory import MemoryExchangeStore
+    from aiestack.testing.upstream import create_app
+
+    upstream = OpenAIChatModel(base_url="http://upstream/v1", transport=httpx.ASGITransport(create_app()))
+    settings = Settings(data_dir=tmp_path, embedded_model=False, default_model="mock", guards={"enabled": False})
+    stack = build_stack(settings, store=MemoryExchangeStore(), models=[ModelEntry("mock", upstream, "mock")])
+    try:
+        agent = Agent(model="mock", stack=stack, tools=[add, wait])
+        result = await agent.run("[agent steps=3 parallel=2] add things")
+    finally:
+        await stack.aclose()
+    assert result.answer == "done after 3 steps" and result.steps == 4
+    calls = [e for e in result.events if isinstance(e, ToolCalled)]
+    assert [(c.step, c.call_id, json.loads(c.arguments)) for c in calls[:2]] == [
+        (1, "call_1_0", {"a": 1, "b": 1}),
+        (1, "call_1_1", {"a": 1, "b": 1}),
+    ]
+    assert [r.content for r in result.tool_results] == ["2", "2", "4", "4", "6", "6"]

@@ -155,5 +155,6 @@ async def test_tool_threads_run_sync_functions_off_the_loop() -> None:
     loop_thread = threading.get_ident()
     seen = await threads.run(threading.get_ident, {}, 5)
     assert seen != loop_thread and threads.busy == 0
+    assert await threads.run(threading.get_ident, {}, 5) == seen  # the idle thread is reused
     with pytest.raises(ZeroDivisionError):
         await threads.run(lambda: 1 / 0, {}, 5)

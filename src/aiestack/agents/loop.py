@@ -111,7 +111,7 @@ class Agent:
 
     ``max_steps`` bounds the model calls, ``max_tokens`` the tokens (input and output) of all of
     them, ``budget_usd`` their cost and ``timeout_s`` the run's wall time. ``max_identical_calls``:
-    how often one exact tool call (name and arguments) may be made before the run stops as a loop.
+    in how many steps one exact tool call (name and arguments) may be made before the run stops as a loop.
     ``max_parallel_tools``: how many tool calls run at once, and how many threads sync tools may
     hold (a hung sync tool keeps its thread until it returns). ``params`` are the sampling
     parameters of every model call; ``metadata`` goes on every request (``{"cache": "off"}``).
@@ -421,12 +421,11 @@ class Agent:
                     "unknown_tool",
                     f"the model called {call.name!r}, which this agent does not have (tools: {known})",
                 )
-        for call in calls:
-            key = (call.name, _canonical(call.arguments))
+        for key in dict.fromkeys((c.name, _canonical(c.arguments)) for c in calls):  # once per step
             run.calls_seen[key] += 1
             if run.calls_seen[key] > self.max_identical_calls:
                 return "loop", (
-                    f"the model called {call.name} with the same arguments {run.calls_seen[key]} times "
+                    f"the model called {key[0]} with the same arguments in {run.calls_seen[key]} steps "
                     f"(at most {self.max_identical_calls})"
                 )
         return None

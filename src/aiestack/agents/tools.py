@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import queue
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -84,20 +85,39 @@ class ToolContext:
 
 
 class ToolThreads:
-    """Runs sync tools on daemon threads, at most ``max_threads`` at once (see the module doc)."""
+    """Runs sync tools on a pool of daemon threads, at most ``max_threads`` at once (see the module doc).
 
-    def __init__(self, max_threads: int = DEFAULT_MAX_THREADS) -> None:
+    Threads start on demand and are reused; one idle for ``idle_s`` ends. A call past its timeout
+    keeps its thread (a sync function cannot be interrupted) and its slot until it returns.
+    """
+
+    def __init__(self, max_threads: int = DEFAULT_MAX_THREADS, *, idle_s: float = 30.0) -> None:
         if max_threads < 1:
             raise ValueError("max_threads must be at least 1")
         self.max_threads = max_threads
+        self._idle_s = idle_s
         self._slots = threading.BoundedSemaphore(max_threads)
         self._lock = threading.Lock()
-        self._busy = 0
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._busy = 0  # jobs running or queued
+        self._idle = 0  # threads waiting for a job that no job has been promised to
 
     @property
     def busy(self) -> int:
-        """Threads running now (stuck ones included)."""
+        """Calls running now (stuck ones included)."""
         return self._busy
+
+    def _worker(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=self._idle_s)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:  # nobody was promised this thread: end it
+                        self._idle -= 1
+                        return
+                continue
+            job()
 
     async def run(self, fn: Callable[..., Any], kwargs: Mapping[str, Any], timeout_s: float) -> Any:
         """``fn(**kwargs)`` on a thread; raises ``TimeoutError`` after ``timeout_s`` (waiting for a slot included)."""
@@ -113,7 +133,7 @@ class ToolThreads:
             if not future.done():
                 future.set_result(value) if ok else future.set_exception(value)
 
-        def work() -> None:
+        def job() -> None:
             try:
                 value, ok = fn(**kwargs), True
             except BaseException as exc:  # handed to the awaiting task
@@ -121,6 +141,7 @@ class ToolThreads:
             finally:
                 with self._lock:
                     self._busy -= 1
+                    self._idle += 1
                 self._slots.release()
             if not loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
@@ -128,7 +149,12 @@ class ToolThreads:
 
         with self._lock:
             self._busy += 1
-        threading.Thread(target=work, name="aiestack-tool", daemon=True).start()
+            start = self._idle == 0
+            if not start:
+                self._idle -= 1
+        if start:
+            threading.Thread(target=self._worker, name="aiestack-tool", daemon=True).start()
+        self._jobs.put(job)
         return await asyncio.wait_for(future, max(deadline - loop.time(), 0))
 
 

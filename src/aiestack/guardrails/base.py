@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from aiestack.types import Action, Finding, Verdict
 
@@ -77,3 +77,31 @@ def without_overlaps(findings: Iterable[Finding]) -> list[Finding]:
             continue
         kept.append(f)
     return kept
+
+
+_V = TypeVar("_V")
+
+
+class Recent(Generic[_V]):
+    """What a check gave for texts seen recently, bounded in entries and in the length of a text kept.
+
+    A conversation is sent again at each turn (an agent's at each step), so the same messages are
+    checked again and again; a guard remembers their results instead of scanning them anew. Only
+    deterministic results belong here. Safe to share between threads (plain dict operations).
+    """
+
+    def __init__(self, entries: int = 1024, max_chars: int = 8192) -> None:
+        self._entries = entries
+        self._max_chars = max_chars
+        self._seen: dict[object, _V] = {}
+
+    def get(self, key: object) -> _V | None:
+        return self._seen.get(key)
+
+    def put(self, key: object, text: str, value: _V) -> _V:
+        """Remember ``value`` for ``key`` (whose text is ``text``) when ``text`` is short enough."""
+        if len(text) <= self._max_chars:
+            if len(self._seen) >= self._entries:
+                self._seen.clear()
+            self._seen[key] = value
+        return value

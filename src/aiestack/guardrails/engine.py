@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiestack.guardrails.base import Recent
 from aiestack.guardrails.injection import Embed, InjectionClassifier, InjectionDetector, Judge
 from aiestack.guardrails.pii import ENTITIES, PIIDetector, mask
 from aiestack.guardrails.policy import GuardPolicy, build_policies
@@ -94,10 +95,14 @@ class TraceRedactor:
     def __init__(self) -> None:
         self._pii = PIIDetector(ENTITIES)
         self._secrets = SecretsDetector()
+        self._seen: Recent[str] = Recent()  # a conversation is recorded again at each turn
 
     def __call__(self, text: str) -> str:
+        known = self._seen.get(text)
+        if known is not None:
+            return known
         findings = self._pii.detect(text) + self._secrets.detect(text)
-        return mask(text, findings) if findings else text
+        return self._seen.put(text, text, mask(text, findings) if findings else text)
 
 
 class GuardTable:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiestack.errors import GuardrailBlocked
-from aiestack.guardrails.base import verdict
+from aiestack.guardrails.base import Recent, verdict
 from aiestack.guardrails.engine import Guards, GuardTable
 from aiestack.guardrails.pii import Vault
 from aiestack.guardrails.stream import rewrite
@@ -156,6 +156,9 @@ class InputGuard:
     def __init__(self, table: GuardTable, *, metrics: Metrics | None = None) -> None:
         self._table = table
         self._metrics = metrics
+        # Findings and injection scores of texts seen recently, by (detector, text): a conversation
+        # is checked again at each turn (an agent's at each step), each message once.
+        self._recent: Recent[Any] = Recent()
 
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
         guards = self._table.for_exchange(ex)
@@ -207,8 +210,13 @@ class InputGuard:
         detector = guards.pii if name == "pii" else guards.secrets
         found: list[Finding] = []
 
+        recent = self._recent
+
         def fix(text: str) -> str:
-            f = detector.detect(text)
+            key = (id(detector), text)
+            f = recent.get(key)
+            if f is None:
+                f = recent.put(key, text, tuple(detector.detect(text)))
             found.extend(f)
             return vault.redact(text, f) if (f and action == "redact") else text
 
@@ -226,7 +234,10 @@ class InputGuard:
         text = "\n".join(_texts(messages[index])) if index is not None else ""
         if not text:
             return verdict("injection", "allow", started=started, score=0.0)
-        result = await guards.injection.score(text)
+        key = (id(guards.injection), text)
+        result = self._recent.get(key)
+        if result is None:
+            result = self._recent.put(key, text, await guards.injection.score(text))
         hit = result.score >= guards.injection.threshold
         action = guards.policy.injection.action if hit else "allow"
         return verdict("injection", action, result.findings if hit else (), started=started, score=round(result.score, 4))  # type: ignore[arg-type]
