@@ -61,8 +61,9 @@ async def test_native_tool_call_then_answer_with_every_event(agent_stack: Fixtur
     assert tool_result.content == "5" and tool_result.ok and tool_result.call_id == "c1"
     # The second model call saw the tool result, answering the call it made.
     second = model.requests[1]
-    assert [m.role for m in second.messages] == ["system", "user", "assistant", "tool"]
-    assert second.messages[3].tool_call_id == "c1" and second.messages[3].text == "5"
+    assert second.messages[0].text == "Use tools."  # (the canary guard may add a system message after it)
+    assert [m.role for m in second.messages][-3:] == ["user", "assistant", "tool"]
+    assert second.messages[-1].tool_call_id == "c1" and second.messages[-1].text == "5"
     assert [t.name for t in second.params.tools] == ["add"]
     assert result.steps == 2 and result.cost_usd > 0
 
