@@ -288,15 +288,11 @@ def build_context(
     return Context(resources, check_context=check_context, admin_tenant=ADMIN_TENANT, retrievers=retrievers)
 
 
-def cost_estimator(routes: RouteTable, registry: ModelRegistry, prices: PriceTable) -> CostEstimate:
-    """The most a call of a model or route may cost: its dearest deployment or fallback model's price."""
+def cost_estimator(registry: ModelRegistry, prices: PriceTable) -> CostEstimate:
+    """The most a call may cost: the dearest price among the models its route plan may reach
+    (a route's deployments and fallback models; a fallback route is not priced here)."""
 
-    def estimate(name: str, input_tokens: int, output_tokens: int) -> float | None:
-        if name in routes:
-            cfg = routes.config(name)
-            names = [d.model for d in cfg.deployments] + [f for f in cfg.fallbacks if f in registry]
-        else:
-            names = [name]
+    def estimate(names: Sequence[str], input_tokens: int, output_tokens: int) -> float | None:
         usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
         costs = [
             prices.cost(entry.upstream, usage, local=entry.local)
@@ -497,7 +493,7 @@ def build_stack(
     auth = Authenticator(key_store, admin_key=admin_key, mode=gw.auth, cache_ttl_s=gw.key_cache_ttl_s)
     limits = Limits(
         key_store, kv, spend, metrics=metrics, key_cache_ttl_s=gw.key_cache_ttl_s, default_output_tokens=gw.default_output_tokens,
-        fail_open=gw.limits_fail_open, cost_estimate=cost_estimator(routes, registry, prices),
+        fail_open=gw.limits_fail_open, cost_estimate=cost_estimator(registry, prices),
     )
     prompts, prompt_specs, signals = _feedback_and_prompts(settings, store, routes)
     resources = build_resources(settings, store, found.stores)  # built before the stages, handed down to them

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Sequence
 
 import pytest
 
-from aiestack.gateway.limits import KeyBudgetExceeded, Limits
+from aiestack.gateway.limits import KeyBudgetExceeded, Limits, reachable_models
 from aiestack.stores.kv_memory import MemoryKV
-from aiestack.types import ChatRequest, Completion, Exchange, Message, Params, Usage
+from aiestack.types import ChatRequest, Completion, Exchange, Message, Params, RoutePlan, Usage
 
 from .test_limits import NOW, Clock, Setup
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.unit
 COUNTER = "spend:day:{}:2025-06-15"
 
 
-def _estimate(model: str, input_tokens: int, output_tokens: int) -> float:
+def _estimate(models: Sequence[str], input_tokens: int, output_tokens: int) -> float:
     return 1.0 * output_tokens  # $1 per output token, inputs free
 
 
@@ -96,3 +97,20 @@ async def test_a_reservation_in_one_budget_is_released_when_the_other_refuses() 
     with pytest.raises(KeyBudgetExceeded):
         await limits(_ex(key.id, max_tokens=2), never)
     assert await limits._kv.get(COUNTER.format(key.id)) == 0
+
+
+def test_the_estimate_prices_the_models_the_exchanges_route_plan_may_reach() -> None:
+    from aiestack.build import cost_estimator
+    from aiestack.models.fake import FakeModel
+    from aiestack.models.pricing import Price, PriceTable
+    from aiestack.models.registry import ModelEntry, ModelRegistry
+
+    request = ChatRequest(model="r", messages=(Message("user", "hi"),))
+    plan = RoutePlan(route="support", deployments=("cheap",), fallbacks=("dear", "other-route"))
+    planned = Exchange(request=request, plan=plan)  # the router chose "support", whatever the request named
+    assert reachable_models(planned) == ("cheap", "dear", "other-route")
+    assert reachable_models(Exchange(request=request, plan=RoutePlan())) == ("r",)  # a bare model
+    registry = ModelRegistry(ModelEntry(n, FakeModel(), n) for n in ("cheap", "dear"))
+    estimate = cost_estimator(registry, PriceTable({"cheap": Price(1.0, 1.0), "dear": Price(10.0, 10.0)}))
+    assert estimate(reachable_models(planned), 1_000_000, 0) == 10.0  # the dearest; a route fallback is not a price
+    assert estimate(("unknown",), 1_000_000, 0) is None

@@ -43,7 +43,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -99,8 +99,17 @@ class Grant:
     reserved: int = 0  # micro-USD reserved in each spend counter
 
 
-#: ``(model or route, input tokens, output tokens) -> the most the call may cost in USD`` (None: unknown).
-CostEstimate = Callable[[str, int, int], "float | None"]
+#: ``(the models a call may reach, input tokens, output tokens) -> the most it may cost in USD`` (None:
+#: unknown). The models come from the exchange's route plan (:func:`reachable_models`).
+CostEstimate = Callable[[Sequence[str], int, int], "float | None"]
+
+
+def reachable_models(ex: Exchange) -> tuple[str, ...]:
+    """The models the exchange's plan may call: a route's deployments and fallbacks, else the model it names."""
+    plan = ex.plan
+    if plan is not None and plan.route is not None:
+        return (*plan.deployments, *plan.fallbacks)
+    return (ex.request.model,)
 
 
 def estimate_tokens(request: ChatRequest, *, default_output_tokens: int = DEFAULT_OUTPUT_TOKENS) -> int:
@@ -194,7 +203,9 @@ class Limits:
             return await call_next(ex)
         sampling = ex.plan.part(SamplingPlan) if ex.plan is not None else None
         try:
-            grant = await self._admit_chat(ex.key_id, ex.request, calls=sampling.n if sampling is not None else 1)
+            grant = await self._admit_chat(
+                ex.key_id, ex.request, reachable_models(ex), calls=sampling.n if sampling is not None else 1
+            )
         except StoreError as exc:
             if not self._fail_open:
                 raise
@@ -215,11 +226,11 @@ class Limits:
         await self._settle_chat(grant, completion)
         return result
 
-    async def _admit_chat(self, key_id: str, request: ChatRequest, *, calls: int = 1) -> Grant:
-        """Admit a chat request that makes ``calls`` model calls (a sampling route's N samples)."""
+    async def _admit_chat(self, key_id: str, request: ChatRequest, models: Sequence[str], *, calls: int = 1) -> Grant:
+        """Admit a chat request that makes ``calls`` model calls (a sampling route's N samples) of ``models``."""
         tokens = estimate_tokens(request, default_output_tokens=self._default_output)
         output = request.params.max_tokens if request.params.max_tokens is not None else self._default_output
-        cost = self._cost_estimate(request.model, max(tokens - output, 0), output) if self._cost_estimate else None
+        cost = self._cost_estimate(models, max(tokens - output, 0), output) if self._cost_estimate else None
         tokens, cost = tokens * calls, (cost * calls if cost is not None else None)
         return await self.admit(key_id, request.model, tokens, cost_usd=cost, exact_tokens=request.params.max_tokens is not None)
 
