@@ -104,6 +104,10 @@ class TraceRedactor:
         findings = self._pii.detect(text) + self._secrets.detect(text)
         return self._seen.put(text, text, mask(text, findings) if findings else text)
 
+    def unseen(self, text: str) -> int:
+        """The work masking ``text`` costs: its length, or 0 when it was masked recently."""
+        return 0 if self._seen.get(text) is not None else len(text)
+
 
 class GuardTable:
     """The default guards, and the guards of each route that declares its own."""

@@ -89,7 +89,24 @@ def map_request_text(request: ChatRequest, fn: Callable[[str], str]) -> ChatRequ
     """``request`` with ``fn`` applied to every text the model is sent: each message's text (every
     role, system included), its tool-call arguments, the stop sequences, each tool's description and
     the strings in its parameter schema, and the ``user`` id. Names of tools and roles are identifiers,
-    left as they are (see docs/security.md for the per-field table)."""
+    left as they are (see docs/security.md for the per-field table).
+
+    When ``fn`` changes no text, ``request`` itself is returned (later stages may then recognise
+    what they saw before, e.g. the same tool definitions at each step of an agent run)."""
+    changed = False
+
+    def tracked(text: str) -> str:
+        nonlocal changed
+        out = fn(text)
+        if out != text:
+            changed = True
+        return out
+
+    mapped = _map_request_text(request, tracked)
+    return mapped if changed else request
+
+
+def _map_request_text(request: ChatRequest, fn: Callable[[str], str]) -> ChatRequest:
     messages = tuple(_map_message(m, fn) for m in request.messages)
     params = request.params
     changes: dict[str, Any] = {}
@@ -166,12 +183,12 @@ class InputGuard:
             return await call_next(ex)
         vault = Vault()
         request = ex.request
-        size = request_chars(request)
         verdicts: list[Verdict] = []
         for name in ("secrets", "pii"):
             if not guards.active(name):
                 continue
-            v, request = await run_cpu(size, self._redact, name, guards, request, vault)
+            detector = guards.pii if name == "pii" else guards.secrets
+            v, request = await run_cpu(self._unseen(request, detector), self._redact, name, guards, request, vault)
             verdicts.append(v)
             if v.action == "block":
                 return self._end(ex, verdicts, name, f"the request contains {kinds(v.findings)}")
@@ -202,6 +219,20 @@ class InputGuard:
             for v in verdicts:
                 if v.action != "allow":
                     self._metrics.guard_action(v.guard, v.action, direction="input")
+
+    def _unseen(self, request: ChatRequest, detector: object) -> int:
+        """The characters of ``request`` that ``detector`` has not checked recently: the work left (see ``run_cpu``)."""
+        total = 0
+        recent = self._recent
+
+        def count(text: str) -> str:
+            nonlocal total
+            if recent.get((id(detector), text)) is None:
+                total += len(text)
+            return text
+
+        _map_request_text(request, count)
+        return total
 
     def _redact(self, name: str, guards: Guards, request: ChatRequest, vault: Vault) -> tuple[Verdict, ChatRequest]:
         """Check every text field of ``request`` (see :func:`map_request_text`); redact per the policy."""

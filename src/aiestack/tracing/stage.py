@@ -97,6 +97,9 @@ class Trace:
         self._metrics = metrics
         self._redact = redact
         self._names: dict[str, str] = {}  # model name -> its redacted form (bounded, see _name)
+        # The recorded form of recent requests' text parameters (tool definitions), by the Params
+        # object: each step of an agent run sends the same one (bounded like _names).
+        self._params: dict[int, tuple[Params, dict[str, Any]]] = {}
 
     def _name(self, model: str) -> str:
         """``model`` as recorded: redacted like content (a client may send anything as a model name).
@@ -132,11 +135,11 @@ class Trace:
         if completion is not None and completion.stream is not None:
 
             async def on_done(final: Completion | None, error: BaseException | None) -> None:
-                content = await run_cpu(_chars(result, final), self._content, result, final)
+                content = await run_cpu(self._chars(result, final), self._content, result, final)
                 self._finish(span, start, result, final, error, content)
 
             return dataclasses.replace(result, completion=tap(completion, on_done))
-        content = await run_cpu(_chars(result, completion), self._content, result, completion)
+        content = await run_cpu(self._chars(result, completion), self._content, result, completion)
         self._finish(span, start, result, completion, None, content)
         return result
 
@@ -149,9 +152,31 @@ class Trace:
             messages=messages_content(ex.request.messages, redact),
             output=output_content(completion, redact) if completion is not None else None,
             response=_redacted_text(completion, redact) if completion is not None else None,
-            params=_content_params(ex.request.params, redact),
+            params=self._content_params(ex.request.params),
             hits=[redact(h.chunk.text) if redact is not None else h.chunk.text for h in ex.hits],
         )
+
+    def _chars(self, ex: Exchange, completion: Completion | None) -> int:
+        """About how many characters recording ``ex``'s content reads (to decide where it runs).
+
+        Only content tracing reads them; a redactor that remembers texts (``unseen(text)``: 0 for a
+        text it masked recently) counts only the new ones.
+        """
+        if not self._tracing.content:
+            return 0
+        unseen = getattr(self._redact, "unseen", len)
+        total = sum(unseen(m.text) for m in ex.request.messages) + sum(len(h.chunk.text) for h in ex.hits)
+        return total + (len(completion.text) if completion is not None else 0)
+
+    def _content_params(self, params: Params) -> dict[str, Any]:
+        known = self._params.get(id(params))
+        if known is not None and known[0] is params:
+            return known[1]
+        recorded = _content_params(params, self._redact)
+        if len(self._params) >= _NAMES_KEPT:
+            self._params.clear()
+        self._params[id(params)] = (params, recorded)
+        return recorded
 
     # ------------------------------------------------------------------ building
 
@@ -335,10 +360,6 @@ class _Content:
     hits: list[str]
 
 
-def _chars(ex: Exchange, completion: Completion | None) -> int:
-    """About how many characters recording ``ex``'s content reads (to decide where it runs)."""
-    total = sum(len(m.text) for m in ex.request.messages) + sum(len(h.chunk.text) for h in ex.hits)
-    return total + (len(completion.text) if completion is not None else 0)
 
 
 def _content_params(params: Params, redact: Redact | None) -> dict[str, Any]:
