@@ -53,7 +53,10 @@ class Kit:
             stream=stream,
             metadata=metadata or {},
         )
-        return await self.pipeline(Exchange(request=request, tenant=tenant))
+        ex = await self.pipeline(Exchange(request=request, tenant=tenant))
+        if not stream:  # answers are stored in the background: let the tests read the backend after
+            await self.stage.settle()
+        return ex
 
 
 def make_kit(

@@ -98,6 +98,8 @@ class SemanticCache:
         self._next = itertools.count(1)
         self._synced_at: float | None = None
         self._sync_lock = asyncio.Lock()
+        #: Entries indexed but still being written to the backend (the cache stores off the request path).
+        self._pending: dict[str, Entry] = {}
 
     def __len__(self) -> int:
         return len(self._refs)
@@ -152,7 +154,7 @@ class SemanticCache:
                 continue
             entry = None
             if index.error:  # an approximate similarity: the stored vector gives the exact one
-                entry = await self.backend.get(ref.key)
+                entry = await self._get(ref.key)
                 if entry is None or entry.tenant != tenant or entry.partition != partition:
                     self._forget(label)
                     continue
@@ -167,7 +169,7 @@ class SemanticCache:
                     rejected.append(Rejection(similarity, reason))
                     continue
             if entry is None:
-                entry = await self.backend.get(ref.key)
+                entry = await self._get(ref.key)
                 if entry is None or entry.tenant != tenant or entry.partition != partition:
                     self._forget(label)
                     continue
@@ -198,9 +200,18 @@ class SemanticCache:
             query=query,
             vector=np.asarray(vector, dtype=np.float32),
         )
-        await self.backend.put(entry)
-        self._index(entry)
+        self._index(entry)  # found by the next lookup already, while the write is in progress
+        self._pending[entry.key] = entry
+        try:
+            await self.backend.put(entry)
+        finally:
+            if self._pending.get(entry.key) is entry:
+                del self._pending[entry.key]
         return entry
+
+    async def _get(self, key: str) -> Entry | None:
+        pending = self._pending.get(key)
+        return pending if pending is not None else await self.backend.get(key)
 
     async def clear(self, *, tenant: str | None = None) -> None:
         """Forget the index entries (of one tenant); the caller clears the backend."""

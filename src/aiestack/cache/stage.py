@@ -107,6 +107,7 @@ class CacheStage:
         self._carry = tuple(carry)
         # Exact keys of requests being answered now → their answer (None: not cacheable).
         self._flights: dict[str, asyncio.Future[CachedAnswer | None]] = {}
+        self._writes: set[asyncio.Task[None]] = set()  # answers being stored, off the request path
 
     async def warm(self) -> None:
         """Load the semantic cache's own embedder now (one shared with the stack is the stack's to load)."""
@@ -115,8 +116,14 @@ class CacheStage:
         if load is not None:
             await load()
 
+    async def settle(self) -> None:
+        """Wait until every answer being stored is in the backend (tests, shutdown)."""
+        while self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
+
     async def aclose(self) -> None:
-        """Release the backend's connections (the stack calls this when it closes)."""
+        """Finish the writes in progress, then release the backend's connections (the stack calls this)."""
+        await self.settle()
         backends = {id(c.backend): c.backend for c in (self.exact, self.semantic) if c is not None}
         for backend in backends.values():
             await backend.aclose()
@@ -264,19 +271,34 @@ class CacheStage:
             self._land(target.key, target.flight, None)
             return _with(result, {CACHE_STORED: False})
         if completion.stream is None:
-            answer = await self._store(result, completion, policy, target)
-            self._land(target.key, target.flight, answer)
-            return _with(result, {CACHE_STORED: answer is not None})
+            return _with(result, {CACHE_STORED: self._store_later(result, completion, policy, target)})
 
         async def on_done(final: Completion | None, error: BaseException | None) -> None:
-            answer = None
-            try:
-                if error is None and final is not None:
-                    answer = await self._store(result, final, policy, target)
-            finally:
-                self._land(target.key, target.flight, answer)
+            if error is None and final is not None:
+                self._store_later(result, final, policy, target)
+            else:
+                self._land(target.key, target.flight, None)
 
         return dataclasses.replace(result, completion=tap(completion, on_done))
+
+    def _store_later(self, result: Exchange, completion: Completion, policy: CachePolicy, target: _Target) -> bool:
+        """Hand the answer to the requests waiting on this flight now, and store it in the background.
+
+        The write (a database round trip or two) is not on the request path: the client has its answer
+        before the cache has it. Until the write is done the flight stays open, answered, so that an
+        identical request arriving meanwhile gets the answer from it instead of calling the model.
+        Returns whether the answer is cacheable (and so being stored).
+        """
+        answer = self._answer_of(result, completion)
+        if answer is None:
+            self._land(target.key, target.flight, None)
+            return False
+        if target.flight is not None and not target.flight.done():
+            target.flight.set_result(answer)
+        task = asyncio.get_running_loop().create_task(self._store(answer, policy, target))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return True
 
     @staticmethod
     def _passed(ex: Exchange, policy: CachePolicy) -> bool:
@@ -288,20 +310,19 @@ class CacheStage:
     def _origin(self, result: Exchange) -> dict[str, Any]:
         return {k: result.attributes[k] for k in self._carry if k in result.attributes}
 
-    async def _store(
-        self, result: Exchange, completion: Completion, policy: CachePolicy, target: _Target
-    ) -> CachedAnswer | None:
-        """Write the answer under the keys computed on the way in (inner stages may rewrite the request).
-
-        Returns the stored answer, or None when it was not stored."""
+    def _answer_of(self, result: Exchange, completion: Completion) -> CachedAnswer | None:
+        """The answer to cache, or None when it must not be (it did not finish)."""
         if completion.finish_reason not in ("stop", "length", "tool_calls"):
             return None
-        answer = CachedAnswer.of(completion, result.id, self._origin(result), result.hits)
+        return CachedAnswer.of(completion, result.id, self._origin(result), result.hits)
+
+    async def _store(self, answer: CachedAnswer, policy: CachePolicy, target: _Target) -> None:
+        """Write the answer under the keys computed on the way in (inner stages may rewrite the request),
+        then close the flight. A failed write is logged: the answer was served, only not cached.
+
+        The semantic entry goes first: it is indexed (and found by lookups) as soon as this starts,
+        while the exact key is covered by the still-open flight until its write is done."""
         try:
-            if target.key is not None and self.exact is not None:
-                await self.exact.put(
-                    target.key, tenant=target.tenant, route=target.route, answer=answer, ttl_s=policy.ttl_s
-                )
             if target.partition is not None and target.vector is not None and self.semantic is not None:
                 await self.semantic.store(
                     target.partition,
@@ -312,10 +333,17 @@ class CacheStage:
                     answer=answer,
                     ttl_s=policy.ttl_s,
                 )
+            if target.key is not None and self.exact is not None:
+                await self.exact.put(
+                    target.key, tenant=target.tenant, route=target.route, answer=answer, ttl_s=policy.ttl_s
+                )
         except AiestackError as exc:
             _log.warning("could not store an answer in the cache: %s", exc)
-            return None
-        return answer
+        except Exception:  # a background task: nothing above it would see the error
+            _log.exception("could not store an answer in the cache")
+        finally:
+            if target.key is not None and self._flights.get(target.key) is target.flight:
+                del self._flights[target.key]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
