@@ -1,29 +1,32 @@
-"""Gateway overhead: what aiestack adds over calling the upstream directly, against the LiteLLM proxy.
+"""Gateway overhead: what aiestack adds over calling the upstream directly, against a floor and LiteLLM.
 
-Anchor: the LiteLLM proxy (``litellm[proxy]``, installed into its own virtualenv so it never
-touches the project's). Both gateways point at the same local mock OpenAI upstream (a small fixed
-reply, streamed or whole), are driven by the same load generator, in the same run on the same
-machine, each as its own process on 127.0.0.1:
+Everything runs in one run on one machine, each part as its own process on 127.0.0.1, driven by the
+same closed-loop load generator (N keep-alive connections, each sending its next request as soon as
+the last response has been read to its end):
 
-- the mock upstream: a raw asyncio HTTP/1.1 server (uvloop when installed) that answers
-  ``/v1/chat/completions`` with a fixed JSON body or a fixed SSE stream, so that it costs almost
-  nothing and the gateways, not the mock, are measured;
-- aiestack: ``aiestack serve`` (one worker, ``embedded_model = false``, one ``openai`` model
-  pointing at the mock, tracing on as by default);
-- LiteLLM: ``litellm --config ... --num_workers 1`` with one model pointing at the mock;
-- the load generator (this process): N keep-alive connections, each sending the next request as
-  soon as the last response has been read to its end; the direct-to-mock baseline is measured
-  with the same generator.
+- **the mock upstream**: a raw asyncio HTTP/1.1 server (uvloop) answering ``/v1/chat/completions``
+  with a fixed 9-chunk reply, whole or as an SSE stream, costing almost nothing;
+- **direct**: the generator calling the mock itself (the baseline every "added" figure subtracts);
+- **floor**: a bare uvicorn (httptools, uvloop, one worker) running a 40-line ASGI app that forwards
+  the body to the mock through one ``aiohttp.ClientSession`` and passes the answer back: the cost
+  of a process hop and an upstream client that any Python gateway pays;
+- **aiestack**: ``aiestack serve`` in its **default configuration** (one worker, implicit feedback,
+  exact + semantic cache, default guardrails, tracing), measured on three paths:
+  ``miss`` (temperature 0, a new prompt every request: the cache embeds and looks up, then calls
+  the model), ``hit`` (temperature 0, the same prompt: answered from the exact cache) and
+  ``bypass`` (no temperature: not cacheable, the cache is skipped);
+- **alone**: ``aiestack serve`` with implicit feedback, cache and guardrails off (the gateway alone);
+- **litellm**: ``litellm --num_workers 1`` (its own virtualenv), on the miss-style request
+  (temperature 0, new prompts; it caches nothing by default, so its paths do not differ);
+- **workers**: requests/s at concurrency 64 (bypass, whole) of ``aiestack serve --workers 1`` and ``2``.
 
-For concurrency 1, 16 and 64 and both modes (whole answer, streamed) it reports the latency each
-gateway adds over the direct baseline (p50, p95, p99) and the requests/s one gateway process
-serves, with ratios. Targets: aiestack adds ≤ 1 ms at p50 at concurrency 1, and at every
-concurrency its added p50 is ≤ 1/5 of LiteLLM's and its requests/s ≥ 3× LiteLLM's. The script
-exits 1 when a target is missed.
+Targets (issue #16, ratios in the same run): at c = 1, the gateway alone adds ≤ 1.5× the floor, the
+default configuration ≤ 3× the floor on the miss and the bypass path, and a hit is answered faster
+than the direct call; at every concurrency and path, aiestack adds ≤ 1/5 of LiteLLM's added p50 and
+serves ≥ 5× its requests/s. The script exits 1 when a target is missed.
 
-    .venv/bin/python bench/gateway_overhead.py                 # creates the LiteLLM venv on first use
-    .venv/bin/python bench/gateway_overhead.py --seconds 3 --litellm-venv /tmp/litellm-venv
-    .venv/bin/python bench/gateway_overhead.py --skip-litellm  # aiestack and the baseline only
+    .venv/bin/python bench/gateway_overhead.py --litellm-venv /tmp/litellm-venv   # creates it when absent
+    .venv/bin/python bench/gateway_overhead.py --skip-litellm --seconds 2
 """
 
 from __future__ import annotations
@@ -33,15 +36,18 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 UPSTREAM_MODEL = "gpt-4o-mini"
@@ -51,9 +57,13 @@ CONCURRENCY = (1, 16, 64)
 MODES = ("whole", "stream")
 REPLY = ["Hello", "!", " How", " can", " I", " help", " you", " today", "?"]
 RESPONSE_TIMEOUT_S = 30.0
-TARGET_ADDED_P50_MS = 1.0
+PATHS = ("miss", "hit", "bypass")
+TARGET_ALONE_FLOOR = 1.5
+TARGET_DEFAULT_FLOOR = 3.0
 TARGET_P50_RATIO = 1 / 5
-TARGET_RPS_RATIO = 3.0
+TARGET_RPS_RATIO = 5.0
+ALONE_TOML = "[feedback]\nimplicit = false\n[cache]\nenabled = false\n[guards]\nenabled = false"
+_WORDS = ["river", "stone", "garden", "lamp", "violin", "harbor", "pepper", "window", "silver", "forest", "candle", "rocket", "meadow", "planet", "thunder", "basket", "mirror", "tunnel", "orange", "castle", "pencil", "island", "cactus", "anchor", "blanket", "canyon", "dragon", "engine", "falcon", "glacier", "hammer", "igloo", "jacket", "kettle", "ladder", "magnet", "needle", "oyster", "parrot", "quartz", "saddle", "tiger", "umbrella", "valley", "walnut", "yogurt", "zebra", "bridge", "cookie", "desert", "feather", "ginger", "helmet"]
 
 
 # --------------------------------------------------------------------------- the mock upstream
@@ -143,6 +153,44 @@ class _MockProtocol(asyncio.Protocol):
                 self._transport.write(self._stream if b'"stream":true' in body else self._whole)
 
 
+def run_floor(port: int, upstream_port: int) -> None:
+    """The floor: bare uvicorn and an ASGI app forwarding each body to the mock through aiohttp."""
+    import aiohttp
+    import uvicorn
+
+    url = f"http://{HOST}:{upstream_port}/v1/chat/completions"
+    session: list[aiohttp.ClientSession] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                if message["type"] == "lifespan.startup":
+                    session.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)))
+                    await send({"type": "lifespan.startup.complete"})
+            await session[0].close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if scope["method"] == "GET":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        async with session[0].post(url, data=body, headers={"content-type": "application/json"}) as upstream:
+            kind = upstream.headers.get("content-type", "application/json").encode()
+            await send({"type": "http.response.start", "status": upstream.status,
+                        "headers": [(b"content-type", kind)]})
+            async for piece in upstream.content.iter_any():
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+    uvicorn.run(app, host=HOST, port=port, log_level="warning", loop="uvloop", http="httptools")
+
+
 def run_mock(port: int) -> None:
     """The mock upstream's process entry point."""
     _use_uvloop()
@@ -176,12 +224,20 @@ class Target:
     model: str
     headers: dict[str, str] = field(default_factory=dict)
 
-    def request(self, stream: bool) -> bytes:
+    def request(self, stream: bool, path: str = "bypass", n: int = 0) -> bytes:
+        """One request: ``bypass`` sends no temperature; ``hit`` the same prompt at temperature 0;
+        ``miss`` a new prompt at temperature 0 (eight words picked by ``n``, unlike any other)."""
+        text = "Say hello in a friendly way."
+        if path == "miss":
+            words = random.Random(n).sample(_WORDS, 6)
+            text = f"Write a short note about {' '.join(words)} (note {n})."
         body: dict[str, object] = {
             "model": self.model,
-            "messages": [{"role": "user", "content": "Say hello in a friendly way."}],
+            "messages": [{"role": "user", "content": text}],
             "max_tokens": 32,
         }
+        if path != "bypass":
+            body["temperature"] = 0
         if stream:
             body["stream"] = True
         raw = json.dumps(body).encode()
@@ -195,10 +251,12 @@ class Target:
         return ("\r\n".join(head) + "\r\n\r\n").encode() + raw
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+async def _read_response(reader: asyncio.StreamReader, cache: Counter[str] | None = None) -> tuple[int, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     lower = head.lower()
+    if cache is not None and (at := lower.find(b"x-aiestack-cache:")) >= 0:
+        cache[lower[at + 17 : lower.find(b"\r\n", at)].strip().decode()] += 1
     if (at := lower.find(b"content-length:")) >= 0:
         return status, await reader.readexactly(int(lower[at + 15 : lower.find(b"\r\n", at)]))
     if b"transfer-encoding: chunked" not in lower:
@@ -217,6 +275,7 @@ class Result:
     latencies_ms: list[float]
     seconds: float
     errors: int
+    cache: Counter[str] = field(default_factory=Counter)  # x-aiestack-cache of every answer
 
     @property
     def rps(self) -> float:
@@ -227,13 +286,18 @@ class Result:
         return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
 
 
-async def load(target: Target, *, stream: bool, concurrency: int, warmup_s: float, seconds: float) -> Result:
+async def load(
+    target: Target, *, stream: bool, concurrency: int, warmup_s: float, seconds: float, path: str = "bypass",
+    counter: list[int] | None = None,
+) -> Result:
     """``concurrency`` keep-alive connections in closed loop; latencies of requests started after warm-up."""
-    request = target.request(stream)
+    fixed = None if path == "miss" else target.request(stream, path)
+    count = counter if counter is not None else [0]
     start = time.perf_counter()
     measure_from, until = start + warmup_s, start + warmup_s + seconds
     latencies: list[float] = []
     errors = 0
+    cache: Counter[str] = Counter()
 
     def failed(what: str) -> None:
         nonlocal errors
@@ -245,9 +309,11 @@ async def load(target: Target, *, stream: bool, concurrency: int, warmup_s: floa
         reader, writer = await asyncio.open_connection(HOST, target.port)
         try:
             while (t0 := time.perf_counter()) < until:
-                writer.write(request)
+                if fixed is None:
+                    count[0] += 1
+                writer.write(fixed if fixed is not None else target.request(stream, path, count[0]))
                 try:
-                    status, body = await asyncio.wait_for(_read_response(reader), RESPONSE_TIMEOUT_S)
+                    status, body = await asyncio.wait_for(_read_response(reader, cache), RESPONSE_TIMEOUT_S)
                 except (asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:
                     failed(f"connection lost mid-response ({exc!r}); reconnecting")
                     writer.close()
@@ -256,13 +322,13 @@ async def load(target: Target, *, stream: bool, concurrency: int, warmup_s: floa
                 t1 = time.perf_counter()
                 if status != 200 or (stream and b"[DONE]" not in body):
                     failed(f"HTTP {status}: {body[:300]!r}")
-                elif t0 >= measure_from and t1 <= until:
+                elif measure_from <= t1 <= until:  # answers completed in the window (a slow gateway's too)
                     latencies.append((t1 - t0) * 1000)
         finally:
             writer.close()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return Result(latencies, seconds, errors)
+    return Result(latencies, seconds, errors, cache)
 
 
 # --------------------------------------------------------------------------- processes
@@ -390,86 +456,122 @@ def litellm_cmd(exe: Path, work: Path, port: int, mock_port: int) -> tuple[list[
 # --------------------------------------------------------------------------- the run and the table
 
 
-Key = tuple[str, str, int]  # (target, mode, concurrency)
+Key = tuple[str, str, str, int]  # (target, mode, path, concurrency)
 
 
 def measure(targets: list[Target], *, warmup_s: float, seconds: float) -> dict[Key, Result]:
+    """Every cell: per mode and concurrency, direct, floor, the default configuration on each path, alone, LiteLLM."""
     _use_uvloop()
     results: dict[Key, Result] = {}
+    counter = [0]
     for mode in MODES:
         for c in CONCURRENCY:
             for t in targets:
-                r = asyncio.run(
-                    load(t, stream=mode == "stream", concurrency=c, warmup_s=warmup_s, seconds=seconds)
-                )
-                results[(t.name, mode, c)] = r
-                print(
-                    f"  {mode:6} c={c:<3} {t.name:9} p50 {r.pct(50):7.2f} ms  {r.rps:7.0f} req/s"
-                    + (f"  errors {r.errors}" if r.errors else ""),
-                    file=sys.stderr,
-                )
+                if t.name.startswith("workers"):
+                    continue
+                paths = PATHS if t.name == "aiestack" else (("miss",) if t.name == "litellm" else ("bypass",))
+                for path in paths:
+                    r = asyncio.run(load(t, stream=mode == "stream", concurrency=c, warmup_s=warmup_s,
+                                         seconds=seconds, path=path, counter=counter))
+                    results[(t.name, mode, path, c)] = r
+                    print(
+                        f"  {mode:6} c={c:<3} {t.name:9} {path:6} p50 {r.pct(50):7.2f} ms  {r.rps:7.0f} req/s"
+                        + (f"  cache {dict(r.cache)}" if r.cache else "")
+                        + (f"  errors {r.errors}" if r.errors else ""),
+                        file=sys.stderr,
+                    )
+    for t in targets:
+        if t.name.startswith("workers"):
+            r = asyncio.run(load(t, stream=False, concurrency=64, warmup_s=warmup_s, seconds=seconds))
+            results[(t.name, "whole", "bypass", 64)] = r
+            print(f"  whole  c=64  {t.name:9} bypass {r.rps:7.0f} req/s", file=sys.stderr)
     return results
 
 
-def report(results: dict[Key, Result], gateways: list[str], rss: dict[str, float]) -> list[str]:
+def _wrong_paths(results: dict[Key, Result]) -> list[str]:
+    """Cells of the default configuration whose answers did not take the path they measure."""
+    wrong = []
+    for (name, mode, path, c), r in results.items():
+        if name != "aiestack" or not r.cache:
+            continue
+        seen = sum(r.cache.values())
+        share = r.cache.get(path, 0) / seen
+        if share < 0.99:
+            wrong.append(f"{mode} {path} c={c}: only {share:.1%} of answers were '{path}' ({dict(r.cache)})")
+    return wrong
+
+
+def report(results: dict[Key, Result], names: set[str], rss: dict[str, float]) -> list[str]:
     """Print the table; return the targets missed."""
     missed: list[str] = []
-    print(
-        f"Gateway overhead over a local mock upstream, {len(REPLY)}-chunk reply; added = gateway − direct (ms)\n"
-    )
-    print(
-        "| mode | conc. | direct p50 | direct req/s | gateway | added p50 | added p95 | added p99 | req/s |"
-    )
-    print("|---|---:|---:|---:|---|---:|---:|---:|---:|")
+    litellm = "litellm" in names
+    print(f"Added latency over a local mock upstream ({len(REPLY)}-chunk reply), ms; "
+          "ratios from the same run\n")
+    print("| mode | conc. | row | path | direct p50 | added p50 | added p95 | added p99 | req/s | "
+          "added ÷ floor | added ÷ LiteLLM | req/s × LiteLLM |")
+    print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for mode in MODES:
         for c in CONCURRENCY:
-            direct = results[("direct", mode, c)]
-            for g in gateways:
-                r = results[(g, mode, c)]
+            direct = results[("direct", mode, "bypass", c)]
+            floor = results[("floor", mode, "bypass", c)]
+            floor_added = floor.pct(50) - direct.pct(50)
+            theirs = results.get(("litellm", mode, "miss", c))
+            theirs_added = theirs.pct(50) - direct.pct(50) if theirs is not None else None
+            rows = [("direct", "bypass"), ("floor", "bypass"), ("alone", "bypass"),
+                    *(("aiestack", p) for p in PATHS), ("litellm", "miss")]
+            for name, path in rows:
+                r = results.get((name, mode, path, c))
+                if r is None:
+                    continue
                 added = [r.pct(q) - direct.pct(q) for q in (50, 95, 99)]
-                print(
-                    f"| {mode} | {c} | {direct.pct(50):.2f} | {direct.rps:.0f} | {g} | "
-                    + " | ".join(f"{a:.2f}" for a in added)
-                    + f" | {r.rps:.0f} |"
-                )
-    if "litellm" in gateways:
-        print("\n| mode | conc. | added p50 aiestack / litellm | req/s aiestack / litellm |")
-        print("|---|---:|---:|---:|")
-    for mode in MODES:
-        for c in CONCURRENCY:
-            direct, ours = results[("direct", mode, c)], results[("aiestack", mode, c)]
-            ours_added = ours.pct(50) - direct.pct(50)
-            if c == 1 and ours_added > TARGET_ADDED_P50_MS:
-                missed.append(
-                    f"{mode} c=1: aiestack adds {ours_added:.2f} ms at p50 (target ≤ {TARGET_ADDED_P50_MS} ms)"
-                )
-            if "litellm" not in gateways:
-                continue
-            theirs = results[("litellm", mode, c)]
-            theirs_added = theirs.pct(50) - direct.pct(50)
-            p50_ratio = ours_added / theirs_added if theirs_added > 0 else float("inf")
-            rps_ratio = ours.rps / theirs.rps if theirs.rps > 0 else float("inf")
-            print(f"| {mode} | {c} | {p50_ratio:.3f} | {rps_ratio:.2f}× |")
-            if p50_ratio > TARGET_P50_RATIO:
-                missed.append(
-                    f"{mode} c={c}: added p50 ratio {p50_ratio:.3f} (target ≤ {TARGET_P50_RATIO:.2f})"
-                )
-            if rps_ratio < TARGET_RPS_RATIO:
-                missed.append(f"{mode} c={c}: req/s ratio {rps_ratio:.2f} (target ≥ {TARGET_RPS_RATIO:.0f}×)")
+                to_floor = added[0] / floor_added if floor_added > 0 else float("inf")
+                to_litellm = added[0] / theirs_added if theirs_added else None
+                rps_x = r.rps / theirs.rps if theirs is not None and theirs.rps > 0 else None
+                label = "default" if name == "aiestack" else name
+                cells = (["–"] * 3 + [f"{r.rps:.0f}", "–", "–", "–"]) if name == "direct" else [
+                    *(f"{a:.2f}" for a in added), f"{r.rps:.0f}", f"{to_floor:.2f}",
+                    "–" if to_litellm is None or name == "litellm" else f"{to_litellm:.3f}",
+                    "–" if rps_x is None or name == "litellm" else f"{rps_x:.1f}×"]
+                print(f"| {mode} | {c} | {label} | {path} | {direct.pct(50):.2f} | " + " | ".join(cells) + " |")
+                if name == "aiestack" and litellm and to_litellm is not None and to_litellm > TARGET_P50_RATIO:
+                    missed.append(f"{mode} c={c} {path}: added p50 {to_litellm:.3f}× LiteLLM's (target ≤ 0.2)")
+                if name == "aiestack" and litellm and rps_x is not None and rps_x < TARGET_RPS_RATIO:
+                    missed.append(f"{mode} c={c} {path}: req/s {rps_x:.1f}× LiteLLM's (target ≥ 5×)")
+                if c != 1:
+                    continue
+                if name == "alone" and to_floor > TARGET_ALONE_FLOOR:
+                    missed.append(f"{mode} c=1: the gateway alone adds {to_floor:.2f}× the floor (target ≤ 1.5×)")
+                if name == "aiestack" and path in ("miss", "bypass") and to_floor > TARGET_DEFAULT_FLOOR:
+                    missed.append(f"{mode} c=1 {path}: the default adds {to_floor:.2f}× the floor (target ≤ 3×)")
+                if name == "aiestack" and path == "hit" and r.pct(50) >= direct.pct(50):
+                    missed.append(f"{mode} c=1 hit: {r.pct(50):.2f} ms, not below the direct call's "
+                                  f"{direct.pct(50):.2f} ms")
+    workers = sorted(k for k in results if k[0].startswith("workers"))
+    if workers:
+        print("\n| aiestack serve (default config), bypass, whole, c = 64 | req/s | × 1 worker |")
+        print("|---|---:|---:|")
+        one = results[workers[0]].rps
+        for key in workers:
+            print(f"| {key[0].replace('workers', '--workers ')} | {results[key].rps:.0f} | {results[key].rps / one:.2f} |")
     print("\nResident memory after the run: " + ", ".join(f"{g} {mb:.0f} MB" for g, mb in rss.items()))
-    print(
-        f"\nTargets: aiestack adds ≤ {TARGET_ADDED_P50_MS} ms at p50 at concurrency 1; "
-        f"added p50 ≤ {TARGET_P50_RATIO:.2f}× and req/s ≥ {TARGET_RPS_RATIO:.0f}× LiteLLM's at every concurrency."
-    )
+    wrong = _wrong_paths(results)
+    if wrong:
+        missed += ["path not taken: " + w for w in wrong]
     print("All targets met." if not missed else "MISSED:\n  " + "\n  ".join(missed))
     return missed
 
 
+def _start(stack: contextlib.ExitStack, name: str, cmd: list[str], env: dict[str, str], work: Path,
+           ready: str | None) -> int:
+    return stack.enter_context(process(cmd, env=env, log=work / f"{name}.log", ready_url=ready, name=name))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("role", nargs="?", default="bench", choices=["bench", "mock"])
-    parser.add_argument("--port", type=int, default=0, help="(mock role) port to listen on")
-    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per cell")
+    parser.add_argument("role", nargs="?", default="bench", choices=["bench", "mock", "floor"])
+    parser.add_argument("--port", type=int, default=0, help="(mock, floor roles) port to listen on")
+    parser.add_argument("--upstream-port", type=int, default=0, help="(floor role) the mock's port")
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per cell")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per cell")
     parser.add_argument(
         "--litellm-venv",
@@ -477,74 +579,60 @@ def main() -> int:
         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "aiestack-bench" / "litellm",
         help="virtualenv holding litellm[proxy] (created on first use)",
     )
-    parser.add_argument("--skip-litellm", action="store_true", help="measure aiestack and the baseline only")
+    parser.add_argument("--skip-litellm", action="store_true", help="leave LiteLLM out")
+    parser.add_argument("--skip-workers", action="store_true", help="leave the --workers rows out")
     parser.add_argument(
-        "--aiestack-toml",
-        default="",
-        help="extra aiestack.toml lines, for diagnosis (e.g. '[feedback]\\nimplicit = false'); "
-        "the published figures use none",
+        "--aiestack-toml", default="",
+        help="extra aiestack.toml lines for the default-configuration process, for diagnosis only",
     )
     args = parser.parse_args()
     if args.role == "mock":
         run_mock(args.port)
         return 0
+    if args.role == "floor":
+        run_floor(args.port, args.upstream_port)
+        return 0
 
     litellm_exe = None if args.skip_litellm else ensure_litellm(args.litellm_venv)
     with tempfile.TemporaryDirectory(prefix="aiestack-bench-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
-        mock_port, ours_port, theirs_port = free_port(), free_port(), free_port()
-        mock_cmd = [sys.executable, __file__, "mock", "--port", str(mock_port)]
-        stack.enter_context(
-            process(mock_cmd, env=base_env(), log=work / "mock.log", ready_url=None, name="mock")
-        )
+        mock_port = free_port()
+        _start(stack, "mock", [sys.executable, __file__, "mock", "--port", str(mock_port)], base_env(), work, None)
         time.sleep(0.5)
-        cmd, env = aiestack_cmd(work, ours_port, mock_port, args.aiestack_toml.replace("\\n", "\n"))
-        pids = {
-            "aiestack": stack.enter_context(
-                process(
-                    cmd,
-                    env=env,
-                    log=work / "aiestack.log",
-                    ready_url=f"http://{HOST}:{ours_port}/ready",
-                    name="aiestack",
-                )
-            )
-        }
-        targets = [
-            Target("direct", mock_port, "/v1/chat/completions", UPSTREAM_MODEL),
-            Target("aiestack", ours_port, "/v1/chat/completions", GATEWAY_MODEL),
-        ]
+        targets = [Target("direct", mock_port, "/v1/chat/completions", UPSTREAM_MODEL)]
+        pids: dict[str, int] = {}
+        port = free_port()
+        pids["floor"] = _start(stack, "floor", [sys.executable, __file__, "floor", "--port", str(port),
+                                                "--upstream-port", str(mock_port)],
+                               base_env(), work, f"http://{HOST}:{port}/")
+        targets.append(Target("floor", port, "/v1/chat/completions", UPSTREAM_MODEL))
+        configs = [("aiestack", args.aiestack_toml.replace("\\n", "\n"), 1), ("alone", ALONE_TOML.replace("\\n", "\n"), 1)]
+        if not args.skip_workers:
+            configs += [("workers1", "", 1), ("workers2", "", 2)]
+        for name, toml, workers in configs:
+            port = free_port()
+            (work / name).mkdir()
+            cmd, env = aiestack_cmd(work / name, port, mock_port, toml)
+            cmd += ["--workers", str(workers)]
+            pids[name] = _start(stack, name, cmd, env, work / name, f"http://{HOST}:{port}/ready")
+            targets.append(Target(name, port, "/v1/chat/completions", GATEWAY_MODEL))
         if litellm_exe is not None:
-            cmd, env = litellm_cmd(litellm_exe, work, theirs_port, mock_port)
-            pids["litellm"] = stack.enter_context(
-                process(
-                    cmd,
-                    env=env,
-                    log=work / "litellm.log",
-                    ready_url=f"http://{HOST}:{theirs_port}/health/liveliness",
-                    name="litellm",
-                )
-            )
-            targets.append(
-                Target(
-                    "litellm",
-                    theirs_port,
-                    "/v1/chat/completions",
-                    GATEWAY_MODEL,
-                    {"authorization": f"Bearer {LITELLM_KEY}"},
-                )
-            )
+            port = free_port()
+            cmd, env = litellm_cmd(litellm_exe, work, port, mock_port)
+            pids["litellm"] = _start(stack, "litellm", cmd, env, work, f"http://{HOST}:{port}/health/liveliness")
+            targets.append(Target("litellm", port, "/v1/chat/completions", GATEWAY_MODEL,
+                                  {"authorization": f"Bearer {LITELLM_KEY}"}))
+        print(f"load average before: {os.getloadavg()[0]:.1f}", file=sys.stderr)
         results = measure(targets, warmup_s=args.warmup, seconds=args.seconds)
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
         rss = {name: rss_mb(pid) for name, pid in pids.items()}
         errors = {k: r.errors for k, r in results.items() if r.errors}
-        missed = report(results, [t.name for t in targets if t.name != "direct"], rss)
+        missed = report(results, {t.name for t in targets}, rss)
         if errors:
             print(f"Requests that failed: {errors}")
             for name in pids:
-                print(
-                    f"--- {name} log (tail) ---\n"
-                    + (work / f"{name}.log").read_text(errors="replace")[-3000:]
-                )
+                log = work / name / f"{name}.log" if (work / name).is_dir() else work / f"{name}.log"
+                print(f"--- {name} log (tail) ---\n" + log.read_text(errors="replace")[-3000:])
             return 1
     return 1 if missed else 0
 
