@@ -155,7 +155,7 @@ async def section_lookup(questions: int, threads: int, max_tokens: int) -> bool:
         )
         async with open_stack(settings) as stack:
             started = time.perf_counter()
-            await ingest([ROOT / "docs"], "aiestack-docs", stack.documents, stack.embeddings)
+            await ingest([str(ROOT / "docs")], "aiestack-docs", stack.documents, stack.embeddings)
             print(
                 f"ingested docs/ in {time.perf_counter() - started:.1f} s; load average {os.getloadavg()[0]:.2f}\n"
             )

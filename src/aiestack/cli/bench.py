@@ -63,6 +63,10 @@ def register(app: typer.Typer) -> None:
         ignore_eos: bool = typer.Option(False, "--ignore-eos",
                                         help="Ask for exactly --output-len tokens (vLLM's ignore_eos/min_tokens)."),
         seed: int = typer.Option(0, "--seed", help="Seed for lengths, prompts and arrival times."),
+        cache_bypass: bool = typer.Option(
+            True, "--cache-bypass/--no-cache-bypass",
+            help="Send metadata.cache = off (aiestack's caches stay out); turn off for servers that refuse metadata.",
+        ),
         json_out: Path = typer.Option(None, "--json", help="Write the report as JSON to this file."),
         html_out: Path = typer.Option(None, "--html", help="Write the report as HTML (charts) to this file."),
     ) -> None:
@@ -106,7 +110,8 @@ def register(app: typer.Typer) -> None:
         plan = Plan(concurrency=levels_c, rates=levels_r, replay=replay is not None, requests=requests,
                     duration_s=duration, max_concurrency=max_concurrency, speedup=speedup, seed=seed,
                     slo=parse_slo(slo))
-        endpoint = Endpoint(url, model, os.environ.get(api_key_env) or None, ignore_eos=ignore_eos)
+        endpoint = Endpoint(url, model, os.environ.get(api_key_env) or None, ignore_eos=ignore_eos,
+                            bypass_cache=cache_bypass)
         out.print(f"{endpoint.url} · model {model} · {workload.source} · SLOs {plan.slo.describe()}")
 
         def progress(stats: LevelStats) -> None:
