@@ -273,3 +273,17 @@ async def test_native_calls_over_the_openai_wire_against_the_scripted_upstream(t
         (1, "call_1_1", {"a": 1, "b": 1}),
     ]
     assert [r.content for r in result.tool_results] == ["2", "2", "4", "4", "6", "6"]
+
+
+async def test_auto_protocol_asks_the_stack_about_every_model_a_route_reaches(tmp_path: Path) -> None:
+    stack, _, _ = make_stack(
+        tmp_path,
+        routes={"mixed": {"deployments": ["m"], "fallbacks": ["t"]}, "native": {"deployments": ["m"]}},
+    )
+    try:
+        assert stack.native_tools("m") and not stack.native_tools("t")
+        assert stack.native_tools("native") and not stack.native_tools("mixed")  # the fallback cannot
+        assert Agent(model="mixed", stack=stack, tools=[add]).protocol == "text"
+        assert Agent(model="mixed", stack=stack, tools=[add], protocol="native").protocol == "native"
+    finally:
+        await stack.aclose()

@@ -158,3 +158,20 @@ async def test_tool_threads_run_sync_functions_off_the_loop() -> None:
     assert await threads.run(threading.get_ident, {}, 5) == seen  # the idle thread is reused
     with pytest.raises(ZeroDivisionError):
         await threads.run(lambda: 1 / 0, {}, 5)
+
+
+async def test_an_unexpected_error_below_the_loop_is_a_stop_with_its_type(agent_stack: Fixture) -> None:
+    stack = agent_stack[0]
+
+    class Broken:
+        tracing = stack.tracing
+
+        async def chat(self, request: object, **fields: object) -> object:
+            raise RuntimeError("socket closed")
+
+        def native_tools(self, model: str) -> bool:
+            return True
+
+    result = await Agent(model="m", stack=Broken(), tools=[]).run("go")  # type: ignore[arg-type]
+    assert result.stop_reason == "model_error" and result.detail == "RuntimeError: socket closed"
+    assert result.status == "failed"

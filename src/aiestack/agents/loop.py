@@ -320,6 +320,8 @@ class Agent:
             return self._stop(run, "budget", str(exc))
         except AiestackError as exc:
             return self._stop(run, "model_error", str(exc))
+        except Exception as exc:  # not the stack's own error: still a stop with a reason, never a lost run
+            return self._stop(run, "model_error", f"{type(exc).__name__}: {exc}")
         finally:
             otel_context.detach(token)
 
