@@ -7,7 +7,8 @@ directory). Sections:
 - ``quality``: SciFact TEST nDCG@10 of term (BM25), vector and hybrid (the default settings) search.
   Targets on PostgreSQL: term ≥ 0.68, hybrid ≥ 0.73, i.e. parity with the embedded store.
 - ``ingest``: documents/s of ``put_documents`` (batches of ``--batch`` documents, one chunk each,
-  MiniLM vectors precomputed, so embedding time is excluded) into a fresh collection of each store.
+  MiniLM vectors precomputed, so embedding time is excluded) into a fresh collection of each store,
+  inside ``bulk_load`` as ingestion does, until the indexes are built and committed.
   Target: PostgreSQL ≥ 0.8× the embedded store.
 - ``latency``: term and vector search p50 (k = 10, one query per call, query vectors precomputed) at
   SciFact size. Targets on PostgreSQL: term ≤ 10 ms, vector ≤ 5 ms.
@@ -15,8 +16,8 @@ directory). Sections:
   seed (Zipf-distributed words over a 50,000-word vocabulary, 20–120 words a chunk; 384-d unit
   vectors around 1,000 random centres); queries are 2–5 words drawn from random chunks and noisy
   copies of random chunks' vectors. Loading uses ``put_documents`` in batches of 2,000 on both
-  stores; on PostgreSQL the collection's HNSW index is dropped during the load and built once after
-  it (what an operator does for a bulk load: building is ~10× faster than inserting one by one).
+  stores inside ``bulk_load`` (as ingestion and ``collections copy`` do: PostgreSQL builds the
+  collection's HNSW index once after the load).
 
 Run from the repository root::
 
@@ -97,9 +98,12 @@ def _timed(calls: Sequence[Callable[[], Any]], reps: int = 1) -> float:
 
 
 def _put_all(store: DocumentStore, collection: str, items: Sequence[Any], batch: int) -> float:
+    """Seconds to load ``items`` as ingestion does (``bulk_load`` around ``put_documents`` batches),
+    until every index is built and committed."""
     start = time.perf_counter()
-    for offset in range(0, len(items), batch):
-        store.put_documents(collection, items[offset : offset + batch])
+    with store.bulk_load(collection, len(items)):
+        for offset in range(0, len(items), batch):
+            store.put_documents(collection, items[offset : offset + batch])
     store.term_search(collection, "warm", k=1)  # the embedded store commits its term index on the next search
     return time.perf_counter() - start
 
@@ -211,7 +215,7 @@ def _queries(texts: Sequence[str], vectors: np.ndarray, count: int, seed: int = 
 
 
 def scale(stores: dict[str, DocumentStore], sizes: Sequence[int], queries: int, failures: list[str]) -> None:
-    from aiestack.stores.documents_postgres import PostgresDocumentStore, _index_name
+    from aiestack.stores.documents_postgres import PostgresDocumentStore
 
     rows = []
     for size in sizes:
@@ -227,27 +231,11 @@ def scale(stores: dict[str, DocumentStore], sizes: Sequence[int], queries: int, 
         for store_name in STORES:
             store = stores[store_name]
             store.create_collection(name, embedding_model="synthetic", dim=vectors.shape[1])
-            pg = isinstance(store, PostgresDocumentStore)
-            if pg:
-                with store._engine.begin() as connection:
-                    connection.execute(sa.text(f"DROP INDEX {_index_name(name)}"))
-            start = time.perf_counter()
-            for offset in range(0, size, 2_000):
-                store.put_documents(name, [(d, c, [v]) for d, c, v in items[offset : offset + 2_000]])
-            if pg:
-                with store._engine.begin() as connection:
-                    connection.execute(sa.text("SET LOCAL maintenance_work_mem = '2GB'"))
-                    connection.execute(
-                        sa.text(
-                            f"CREATE INDEX {_index_name(name)} ON chunks USING hnsw "
-                            f"((embedding::vector({vectors.shape[1]})) vector_cosine_ops) WHERE collection = '{name}'"
-                        )
-                    )
-                    connection.execute(sa.text("ANALYZE chunks; ANALYZE bm25_postings; ANALYZE bm25_terms"))
+            loads[store_name] = _put_all(store, name, [(d, c, [v]) for d, c, v in items], 2_000)
+            if isinstance(store, PostgresDocumentStore):
                 with store._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-                    connection.execute(sa.text("VACUUM bm25_postings"))  # the visibility map for index-only scans
-            store.term_search(name, "warm", k=1)
-            loads[store_name] = time.perf_counter() - start
+                    # What autovacuum does soon after a load: statistics, and the visibility map for index-only scans.
+                    connection.execute(sa.text("VACUUM ANALYZE chunks, bm25_postings, bm25_terms"))
             print(f"loaded {size} into {store_name} in {loads[store_name]:.0f} s", file=sys.stderr)
         words, qvecs = _queries(texts, vectors, queries)
         figures = _latencies(stores, name, words, qvecs)

@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from aiestack.errors import StoreError
-from aiestack.stores.documents import DocumentStore
+from aiestack.stores.documents import BULK_MIN_DOCUMENTS, DocumentStore
 from aiestack.stores.documents_postgres import PostgresDocumentStore
-from aiestack.testing.documents import DocumentStoreConformance, fill
+from aiestack.testing.documents import DocumentStoreConformance, fill, make_document
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +83,34 @@ def test_a_server_without_pgvector_gets_an_actionable_error(pg_url: str) -> None
 def test_only_postgresql_urls_are_accepted(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="needs a postgresql:// URL"):
         PostgresDocumentStore(f"sqlite:///{tmp_path / 'a.db'}")
+
+
+def _hnsw_indexes(url: str) -> set[str]:
+    with sa.create_engine(url).connect() as connection:
+        names = connection.scalars(
+            sa.text("SELECT indexname FROM pg_indexes WHERE tablename = 'chunks' AND schemaname = current_schema()")
+        )
+        return {name for name in names if name.startswith("ix_chunks_hnsw_")}
+
+
+def test_a_bulk_load_builds_the_hnsw_index_after_it_and_migrate_restores_an_unfinished_one(pgvector_url: str) -> None:
+    store = PostgresDocumentStore(pgvector_url)
+    store.migrate()
+    fill(store)
+    (index,) = _hnsw_indexes(pgvector_url)
+    with store.bulk_load("docs", BULK_MIN_DOCUMENTS - 1):  # too small to be worth a rebuild
+        assert _hnsw_indexes(pgvector_url) == {index}
+    with store.bulk_load("docs", BULK_MIN_DOCUMENTS):
+        assert _hnsw_indexes(pgvector_url) == set()  # rows go in without the graph...
+        store.put_documents("docs", [make_document("d.md", "doc-d", "D", [("d0", "penguins", (0.0, 0.0, 0.0, 1.0), {})])])
+        assert store.vector_search("docs", [0.0, 0.0, 0.0, 1.0], k=1)[0].chunk.id == "d0"  # ...and are found (exactly)
+    assert _hnsw_indexes(pgvector_url) == {index}  # ...which is built once at the end
+    with pytest.raises(RuntimeError), store.bulk_load("docs", BULK_MIN_DOCUMENTS):
+        raise RuntimeError("the load failed")
+    assert _hnsw_indexes(pgvector_url) == {index}  # rebuilt on the way out of a failed load too
+    # A process killed inside a bulk load leaves the collection without its index: migrate() restores it.
+    with store._engine.begin() as connection:
+        connection.execute(sa.text(f"DROP INDEX {index}"))
+    store.migrate()
+    assert _hnsw_indexes(pgvector_url) == {index}
+    store.close()

@@ -268,6 +268,9 @@ async def ingest(
                         )
                     )
 
+    # A large first load lets the store build its vector index once, after the writes.
+    bulk = store.bulk_load(collection, len(targets))
+    await asyncio.to_thread(bulk.__enter__)
     tasks = [asyncio.create_task(fn()) for fn in (produce, embed, write)]
     try:
         await asyncio.gather(*tasks)
@@ -275,6 +278,7 @@ async def ingest(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.shield(asyncio.to_thread(bulk.__exit__, None, None, None))
     pruned = await asyncio.to_thread(_prune, store, collection, run) if opts.prune else 0
     return IngestReport(
         collection=collection,

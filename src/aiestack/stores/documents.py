@@ -24,6 +24,7 @@ Methods are synchronous (like :class:`~aiestack.stores.base.ExchangeStore`); asy
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -31,6 +32,8 @@ from aiestack.types import Chunk, Document, Hit
 
 #: A filter in the portable grammar (see the module docstring).
 Filter = Mapping[str, Any]
+#: A :meth:`DocumentStore.bulk_load` of fewer documents changes nothing (row-by-row indexing is cheap enough).
+BULK_MIN_DOCUMENTS = 1_000
 #: One document for :meth:`DocumentStore.put_documents`: the document, its chunks, their vectors.
 DocumentItem = tuple[Document, Sequence[Chunk], Sequence[Sequence[float]]]
 
@@ -109,6 +112,17 @@ class DocumentStore(Protocol):
         Each item behaves as :meth:`put_document` (replace by source, False when unchanged), so
         running the same batch again writes nothing, and an interrupted ingestion resumes by
         putting the batches again. Every item is checked before anything is written.
+        """
+
+    def bulk_load(self, collection: str, documents: int) -> AbstractContextManager[None]:
+        """A block in which about ``documents`` documents will be put (ingestion, a copy).
+
+        A store may defer, to the end of the block, index work that is cheaper done once for the
+        whole load than row by row (PostgreSQL builds the collection's HNSW index after the load
+        when the load at least doubles a collection of :data:`BULK_MIN_DOCUMENTS` or more). Every
+        write inside is committed and searchable at once, exactly (vector search scans the chunks
+        while the index is away), and writes by others go on as usual. A crash inside leaves
+        nothing to repair by hand: :meth:`migrate` restores what the block had deferred.
         """
 
     def read_documents(self, collection: str, sources: Sequence[str]) -> list[DocumentItem]:

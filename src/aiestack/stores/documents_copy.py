@@ -91,11 +91,12 @@ def copy_collection(
     if prune and extra:
         removed = destination.delete_documents(target, extra)
     copied = 0
-    for start in range(0, len(todo), batch):
-        items = source.read_documents(collection, todo[start : start + batch])
-        copied += sum(destination.put_documents(target, items))
-        if progress is not None:
-            progress(min(start + batch, len(todo)), len(todo))
+    with destination.bulk_load(target, len(todo)):  # a large copy builds the vector index once, at the end
+        for start in range(0, len(todo), batch):
+            items = source.read_documents(collection, todo[start : start + batch])
+            copied += sum(destination.put_documents(target, items))
+            if progress is not None:
+                progress(min(start + batch, len(todo)), len(todo))
     return _verify(source, destination, collection, target, copied, len(wanted) - len(todo), removed, batch)
 
 

@@ -16,7 +16,8 @@ GIN index, which the migrations leave out so the schema migrates on any PostgreS
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,7 +25,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import UserDefinedType
 
 from aiestack.errors import StoreError
-from aiestack.stores.documents import CollectionInfo, DocumentItem, Filter, StoredDocument
+from aiestack.stores.documents import BULK_MIN_DOCUMENTS, CollectionInfo, DocumentItem, Filter, StoredDocument
 from aiestack.stores.documents_common import check_k, check_put, check_query_vector, normalize
 from aiestack.stores.documents_postgres_bm25 import PostgresTermIndex
 from aiestack.stores.documents_sql import SqlRecords
@@ -36,6 +37,11 @@ from aiestack.types import Chunk, Document, Hit
 _BIGINTS = postgresql.ARRAY(sa.BigInteger)
 #: Candidates the HNSW scan visits per query (pgvector's default is 40).
 EF_SEARCH = 64
+#: pgvector's HNSW limit for ``vector``: larger collections have no index and are searched exactly.
+HNSW_MAX_DIM = 2000
+#: ``maintenance_work_mem`` for building an HNSW index (an upper bound: a build takes what it needs,
+#: about 1.5 KB a 384-d chunk; past it pgvector goes on building on disk, much more slowly).
+BUILD_MEMORY = "1GB"
 
 
 class _Vector(UserDefinedType[Any]):
@@ -90,12 +96,18 @@ class PostgresDocumentStore:
                 ) from None
             connection.execute(sa.text("DROP INDEX IF EXISTS ix_chunks_tsv"))  # the tsvector search before BM25
             self._terms.create(connection)
+        for name in self._records_names():
+            self._build_index(name)  # a bulk load that did not finish left its collection without one
         for name in self._stale():
             with store_errors(self._url, "migrate"), self._engine.begin() as connection:
                 # One process builds a collection's postings; the others wait, then find it done.
                 connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('aiestack_bm25:' || :name))"), {"name": name})
                 if name in self._terms.stale_collections(connection):
                     self._terms.rebuild(connection, name)
+
+    def _records_names(self) -> list[str]:
+        with store_errors(self._url, "read from"), self._engine.connect() as connection:
+            return list(connection.scalars(sa.text("SELECT name FROM collections ORDER BY name")))
 
     def _stale(self) -> list[str]:
         with store_errors(self._url, "read from"), self._engine.connect() as connection:
@@ -116,15 +128,52 @@ class PostgresDocumentStore:
         metadata: Mapping[str, Any] | None = None,
     ) -> CollectionInfo:
         info, _ = self._records.create_collection(name, tenant, embedding_model, dim, metadata)
-        if dim <= 2000:  # pgvector's HNSW limit for vector; larger collections are searched exactly
-            with store_errors(self._url, "write to"), self._engine.begin() as connection:
-                connection.execute(
-                    sa.text(
-                        f"CREATE INDEX IF NOT EXISTS {_index_name(name)} ON chunks USING hnsw "
-                        f"((embedding::vector({int(dim)})) vector_cosine_ops) WHERE collection = {_literal(name)}"
-                    )
-                )
+        self._build_index(name)
         return info
+
+    def _build_index(self, name: str) -> None:
+        """Create the collection's HNSW index if it is missing (and the collection is there)."""
+        with store_errors(self._url, "write to"), self._engine.begin() as connection:
+            row = connection.execute(
+                sa.text("SELECT dim, to_regclass(:index) IS NOT NULL AS built FROM collections WHERE name = :name"),
+                {"name": name, "index": _index_name(name)},
+            ).first()
+            if row is None or row.built or row.dim > HNSW_MAX_DIM:  # larger collections are searched exactly
+                return
+            # pgvector builds the graph in memory when it fits, far faster than on disk.
+            connection.execute(sa.text(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'"))
+            connection.execute(
+                sa.text(
+                    f"CREATE INDEX IF NOT EXISTS {_index_name(name)} ON chunks USING hnsw "
+                    f"((embedding::vector({int(row.dim)})) vector_cosine_ops) WHERE collection = {_literal(name)}"
+                )
+            )
+
+    @contextmanager
+    def bulk_load(self, collection: str, documents: int) -> Iterator[None]:
+        """Without the collection's HNSW index when the load at least doubles a collection of
+        :data:`BULK_MIN_DOCUMENTS` or more: pgvector builds the index in one pass after the load,
+        several times faster than inserting each row into the graph. Meanwhile vector search scans
+        the collection's chunks (exact). The build takes a SHARE lock on ``chunks``: writes to
+        other collections wait for it (seconds for 10k chunks; minutes for millions)."""
+        info = self._records.require(collection)
+        if documents < BULK_MIN_DOCUMENTS or info.dim > HNSW_MAX_DIM:
+            yield
+            return
+        with store_errors(self._url, "write to"), self._engine.begin() as connection:
+            held = connection.scalar(
+                sa.text("SELECT count(*) FROM documents WHERE collection = :name"), {"name": collection}
+            )
+            deferred = documents >= (held or 0)
+            if deferred:
+                connection.execute(sa.text(f"DROP INDEX IF EXISTS {_index_name(collection)}"))
+        if not deferred:
+            yield
+            return
+        try:
+            yield
+        finally:
+            self._build_index(collection)
 
     def get_collection(self, name: str) -> CollectionInfo | None:
         return self._records.get_collection(name)

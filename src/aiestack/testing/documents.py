@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from aiestack.errors import InvalidRequest, NotFound
-from aiestack.stores.documents import DocumentStore
+from aiestack.stores.documents import BULK_MIN_DOCUMENTS, DocumentStore
 from aiestack.types import Chunk, Document
 
 DIM = 4
@@ -326,6 +326,22 @@ class DocumentStoreConformance:
         assert info is not None and (info.version, info.chunks) == (0, 0)
         with pytest.raises(NotFound):
             store.put_documents("nope", [good])
+
+    def test_bulk_load_keeps_every_write_searchable(self, store: DocumentStore) -> None:
+        store.create_collection("docs", embedding_model=MODEL, dim=DIM)
+        batch = [make_document(*entry) for entry in CORPUS]
+        with store.bulk_load("docs", BULK_MIN_DOCUMENTS):  # large enough for any store to defer its index work
+            assert store.put_documents("docs", batch[:2]) == [True, True]
+            assert [h.chunk.id for h in store.term_search("docs", "cat")] == ["b1", "a0"]
+            assert store.vector_search("docs", [0.0, 0.0, 1.0, 0.0], k=1)[0].chunk.id == "b1"
+        # After the block, incremental writes and searches work as before.
+        assert store.put_documents("docs", batch[2:]) == [True]
+        assert store.vector_search("docs", [0.0, 0.0, 1.0, 0.0], k=1)[0].chunk.id == "b1"
+        assert store.vector_search("docs", [0.0, 0.0, 0.0, 1.0], k=1)[0].chunk.id == "c0"
+        info = store.get_collection("docs")
+        assert info is not None and (info.documents, info.chunks) == (3, 5)
+        with pytest.raises(NotFound), store.bulk_load("nope", BULK_MIN_DOCUMENTS):
+            pass
 
     def test_read_documents_gives_back_what_put_documents_takes(self, store: DocumentStore) -> None:
         fill(store)
