@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from aiestack.cache.config import CachePolicy, default_policy
+from aiestack.cache.confirm import SwapConfirmer
 from aiestack.cache.setup import build_cache_stage, cache_policies
 from aiestack.errors import AiestackError, ConfigError
 from aiestack.feedback.signals import Signals
@@ -397,9 +398,12 @@ def _cache_and_router(
     embeddings = resources.get_embeddings  # built on first use, shared with the other stages
     cache_embeddings: EmbeddingModel | Callable[[], EmbeddingModel] = embeddings
     semantic_ready = lambda: resources.embeddings_built  # noqa: E731 - loaded by `serve`, RAG or the router
+    confirm = None
     if settings.cache.embedder == "static":  # its own cheap embedder, loaded by `serve` (Stack.warm)
         static = StaticEmbeddings()
         cache_embeddings, semantic_ready = static, lambda: static.loaded
+        if settings.cache.confirm_swaps:  # word swaps judged by the [embeddings] model (cache/confirm.py)
+            confirm = SwapConfirmer(embeddings, ready=lambda: resources.embeddings_built)
     cache = build_cache_stage(
         settings,
         store=store,
@@ -408,6 +412,7 @@ def _cache_and_router(
         metrics=metrics,
         fingerprint=fingerprint,
         semantic_ready=semantic_ready,
+        confirm=confirm,
         carry=(PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR, PROMPT_LABEL_ATTR),  # a hit records the answer's prompt version
         extra_stores=extra_stores,
     )

@@ -125,6 +125,11 @@ class CacheSettings(_Section):
     substitution_margin: float = Field(
         default=0.06, ge=0, le=1, description="Extra similarity a candidate needs when a content word was swapped."
     )
+    confirm_swaps: bool = Field(
+        default=True,
+        description="With embedder = static: a candidate that swaps a content word is served only if the "
+        "[embeddings] model also scores it at threshold + substitution_margin (loaded on first need).",
+    )
     deterministic_only: bool = Field(
         default=True, description="Cache only temperature-0 requests (a route or request may opt in otherwise)."
     )

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aiestack.cache.confirm import SwapConfirmer
 from aiestack.cache.index import VectorIndex, normalised
 from aiestack.cache.keying import normalise_query
 from aiestack.cache.verify import LexicalVerifier, Verifier
@@ -80,6 +81,7 @@ class SemanticCache:
         *,
         threshold: float = 0.80,
         verifier: Verifier | None = None,
+        confirm: SwapConfirmer | None = None,
         candidates: int = 4,
         sync_interval_s: float | None = 1.0,
         clock: Callable[[], float] = time.time,
@@ -88,6 +90,7 @@ class SemanticCache:
         self._embeddings = embeddings
         self.threshold = threshold
         self.verifier: Verifier | None = verifier if verifier is not None else LexicalVerifier()
+        self.confirm = confirm
         self._candidates = candidates
         # A backend that only this process writes (memory) is loaded once and never re-read.
         self._sync_interval_s = sync_interval_s if getattr(backend, "shared", True) else None
@@ -163,11 +166,10 @@ class SemanticCache:
             best = similarity if best is None else max(best, similarity)
             if similarity < limit:
                 continue
-            if self.verifier is not None:
-                reason = self.verifier(query, ref.query, similarity=similarity, threshold=limit)
-                if reason is not None:
-                    rejected.append(Rejection(similarity, reason))
-                    continue
+            reason = await self.verify(query, ref.query, similarity=similarity, threshold=limit)
+            if reason is not None:
+                rejected.append(Rejection(similarity, reason))
+                continue
             if entry is None:
                 entry = await self._get(ref.key)
                 if entry is None or entry.tenant != tenant or entry.partition != partition:
@@ -175,6 +177,25 @@ class SemanticCache:
                     continue
             return SemanticLookup(SemanticHit(entry, similarity), tuple(rejected), best)
         return SemanticLookup(None, tuple(rejected), best)
+
+    async def verify(self, query: str, candidate: str, *, similarity: float, threshold: float) -> str | None:
+        """Why ``candidate``'s answer may not be served for ``query`` (``None``: it may).
+
+        The verifier decides; with a :attr:`confirm` model, a word swap is judged by that model's
+        similarity instead of the index's (see :mod:`aiestack.cache.confirm`).
+        """
+        if self.verifier is None:
+            return None
+        if self.confirm is None:
+            return self.verifier(query, candidate, similarity=similarity, threshold=threshold)
+        # At the lowest passing similarity, a word swap is reported whatever the index's similarity was.
+        reason = self.verifier(query, candidate, similarity=threshold, threshold=threshold)
+        if reason != "substitution":
+            return reason
+        confirmed = await self.confirm.similarity(query, candidate)
+        if confirmed is None:
+            return "substitution"  # the confirming model is not loaded yet: the safe side
+        return self.verifier(query, candidate, similarity=confirmed, threshold=threshold)
 
     async def store(
         self,

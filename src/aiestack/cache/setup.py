@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiestack.cache.config import CachePolicy, default_policy, route_policies
+from aiestack.cache.confirm import SwapConfirmer
 from aiestack.cache.exact import ExactCache
 from aiestack.cache.keying import fingerprint_of
 from aiestack.cache.semantic import SemanticCache
@@ -76,6 +77,7 @@ def build_cache_stage(
     fingerprint: Callable[[str, Exchange], str] | None = None,
     backend: CacheBackend | None = None,
     semantic_ready: Callable[[], bool] | None = None,
+    confirm: SwapConfirmer | None = None,
     carry: Sequence[str] = (),
     extra_stores: StoreFactories | None = None,
 ) -> CacheStage | None:
@@ -84,7 +86,8 @@ def build_cache_stage(
     ``policies`` are the routes' (:func:`cache_policies`; computed here when not given): they decide
     which caches are built, and the route plans carry them to the stage. ``fingerprint(route,
     exchange)`` adds what else invalidates a route's answers (a collection or prompt version); the
-    route's config hash is always part of it.
+    route's config hash is always part of it. ``confirm`` judges word swaps with a second model
+    (:mod:`aiestack.cache.confirm`).
     """
     cfg = settings.cache
     if not cfg.enabled:
@@ -101,6 +104,7 @@ def build_cache_stage(
             embeddings,
             threshold=cfg.threshold,
             verifier=verifier,
+            confirm=confirm if cfg.verify else None,
             sync_interval_s=cfg.sync_interval_s,
         )
         if not cfg.verify:

@@ -18,7 +18,7 @@ paraphrase keeps and a near miss changes:
   lower-case or sentence-initial names escape the entity check. Spelling variants (colour/color,
   organise/organize) and inflections are not lookalikes; a typo is (the cache then misses, the safe
   side). Country names count as names in lower case too, so a name inside another (Niger/Nigeria)
-  is caught;
+  is caught, and so is one country swapped for another anywhere in the sentence (sweden/swaziland);
 - **substitutions**: a content word swapped for another (``router`` → ``modem``) needs a higher
   similarity than the threshold: ``substitution_margin`` above it.
 
@@ -201,6 +201,8 @@ class LexicalVerifier:
             return "antonym"
         if _lookalike(a, b):
             return "lookalike"
+        if _country_swapped(a, b):
+            return "entity"  # one country for another, in lower case or first in the sentence
         only_a, only_b = a.stems - b.stems, b.stems - a.stems
         if only_a and only_b and similarity < threshold + self.substitution_margin:
             return "substitution"
@@ -305,8 +307,9 @@ _COUNTRIES = _words(
     "paraguay peru philippines poland portugal qatar romania russia rwanda samoa senegal serbia "
     "seychelles singapore slovakia slovenia somalia spain sudan suriname sweden switzerland syria "
     "taiwan tajikistan tanzania thailand togo tonga tunisia turkey turkmenistan tuvalu uganda ukraine "
-    "uruguay uzbekistan vanuatu venezuela vietnam yemen zambia zimbabwe"
+    "uruguay uzbekistan vanuatu venezuela vietnam yemen zambia zimbabwe swaziland burma"
 )
+_COUNTRY_STEMS = frozenset(_stem(c) for c in _COUNTRIES)
 #: British → American endings, so that spelling variants compare equal.
 _VARIANTS = (("our", "or"), ("ise", "ize"), ("isation", "ization"), ("yse", "yze"), ("tre", "ter"), ("ogue", "og"))
 
@@ -316,6 +319,12 @@ def _spelling(word: str) -> str:
         if word.endswith(british):
             return word[: -len(british)] + american
     return word
+
+
+def _country_swapped(a: _Parsed, b: _Parsed) -> bool:
+    countries_a = {_stem(w) for w in a.words} & _COUNTRY_STEMS
+    countries_b = {_stem(w) for w in b.words} & _COUNTRY_STEMS
+    return bool(countries_a - countries_b and countries_b - countries_a)
 
 
 def _lookalike(a: _Parsed, b: _Parsed) -> bool:
