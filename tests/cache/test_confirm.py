@@ -13,7 +13,7 @@ from aiestack.cache.confirm import SwapConfirmer
 from aiestack.cache.semantic import SemanticCache
 from aiestack.cache.stage import CacheStage
 from aiestack.cache.verify import LexicalVerifier
-from aiestack.settings import Settings
+from aiestack.settings import CacheSettings, Settings
 from aiestack.stores.cache import CachedAnswer
 from aiestack.stores.cache_memory import MemoryCacheBackend
 
@@ -46,8 +46,8 @@ class Table:
 
 async def _cache(confirming: Table | None, *, ready: bool = True) -> SemanticCache:
     static = Table({"how do i cook white rice": 0.935})  # the static model's blind spot: 0.935
-    confirm = SwapConfirmer(lambda: confirming, ready=lambda: ready) if confirming is not None else None  # type: ignore[arg-type,return-value]
-    cache = SemanticCache(MemoryCacheBackend(), static, threshold=0.80, verifier=LexicalVerifier(), confirm=confirm)  # type: ignore[arg-type]
+    confirm = SwapConfirmer(lambda: confirming, ready=lambda: ready) if confirming is not None else None
+    cache = SemanticCache(MemoryCacheBackend(), static, threshold=0.80, verifier=LexicalVerifier(), confirm=confirm)
     await cache.store("p", tenant="t", route="r", query=BROWN, vector=await cache.embed(BROWN), answer=CachedAnswer("Boil it 45 min.", "m", "p"), ttl_s=None)
     return cache
 
@@ -111,7 +111,7 @@ async def test_until_the_confirming_model_is_loaded_a_word_swap_misses_and_loadi
 @pytest.mark.parametrize(("embedder", "confirm_swaps", "confirms"), [("static", True, True), ("static", False, False), ("embeddings", True, False)])
 def test_the_static_embedder_confirms_word_swaps_by_default(tmp_path, embedder: str, confirm_swaps: bool, confirms: bool) -> None:  # type: ignore[no-untyped-def]
     settings = Settings(data_dir=tmp_path, embedded_model=False, default_model="m", models={"m": {"provider": "fake"}},
-                        cache={"embedder": embedder, "confirm_swaps": confirm_swaps})
+                        cache=CacheSettings(embedder=embedder, confirm_swaps=confirm_swaps))  # type: ignore[arg-type]
     stack = build_stack(settings)
     try:
         (stage,) = [s for s in stack.pipeline.stages if isinstance(s, CacheStage)]

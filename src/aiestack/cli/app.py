@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
 
@@ -9,6 +10,7 @@ import typer
 from rich.console import Console
 
 from aiestack.errors import AiestackError, ConfigError
+from aiestack.native_output import VERBOSE_ENV
 
 
 def build_app(plugins: Iterable[object] = (), *, entry_points: bool = True) -> typer.Typer:
@@ -26,6 +28,16 @@ def build_app(plugins: Iterable[object] = (), *, entry_points: bool = True) -> t
         add_completion=False,
         pretty_exceptions_enable=False,
     )
+
+    @app.callback()
+    def _options(
+        verbose: bool = typer.Option(
+            False, "--verbose", help="Show what model libraries print while loading (llama.cpp's log, progress bars)."
+        ),
+    ) -> None:
+        if verbose:  # an environment variable, so that `serve --workers N` processes inherit it
+            os.environ[VERBOSE_ENV] = "1"
+
     for module in (init, serve, models, chat, logs, keys, usage, evals, ingest, search):
         module.register(app)
     from aiestack.cli import datasets, feedback, prompts

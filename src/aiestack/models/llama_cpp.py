@@ -61,6 +61,7 @@ from aiestack.errors import (
 from aiestack.models.base import Health, TimingMeter
 from aiestack.models.llama_lookup import greedy_lookup_tokens
 from aiestack.models.llama_prompt import ChatFormat, ChatTemplate, RenderedPrompt, StopScanner, render_prompt
+from aiestack.native_output import quiet_native_output
 from aiestack.types import ChatRequest, Delta, FinishReason, ResponseFormat, TokenLogprob, Usage
 
 if TYPE_CHECKING:
@@ -238,7 +239,8 @@ class LlamaCppModel:
             job.emit(closed)
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
         if self._llm is not None:
-            self._llm.close()
+            with quiet_native_output():
+                self._llm.close()
             self._llm = None
 
     # ------------------------------------------------------------------ event-loop side
@@ -425,6 +427,10 @@ class LlamaCppModel:
         """Load the GGUF (once); raise ProviderUnavailable with a fix when that is impossible."""
         if self._llm is not None:
             return self._llm
+        with quiet_native_output():  # llama.cpp logs from C whatever verbose says (aiestack --verbose shows it)
+            return self._load_quietly()
+
+    def _load_quietly(self) -> Llama:
         try:
             import llama_cpp
         except ImportError:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from aiestack.errors import ProviderBadRequest, ProviderUnavailable
+from aiestack.native_output import quiet_native_output
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -152,7 +153,8 @@ class SentenceTransformerEmbeddings:
 
             torch.set_num_threads(self.threads)  # on the worker thread, before the first call
         try:
-            self._st = SentenceTransformer(str(path), device=self.device, local_files_only=True)
+            with quiet_native_output():  # transformers' "Loading weights" bar (aiestack --verbose shows it)
+                self._st = SentenceTransformer(str(path), device=self.device, local_files_only=True)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ProviderUnavailable(
                 f"Could not load the embedding model at {path}: {exc}",
