@@ -30,33 +30,6 @@ from aiestack.errors import (
     StoreError,
     StreamBroken,
 )
-from aiestack.models.base import ChatModel, EmbeddingModel, Health
-from aiestack.models.fake import FakeModel, Script
-from aiestack.models.pricing import Price, PriceTable
-from aiestack.models.registry import ModelEntry, ModelRegistry
-from aiestack.pipeline import Next, Pipeline, Stage
-from aiestack.settings import Settings, load_settings
-from aiestack.streams import collect, tap
-from aiestack.types import (
-    ChatRequest,
-    Chunk,
-    Completion,
-    Delta,
-    Document,
-    Exchange,
-    Feedback,
-    Hit,
-    Message,
-    Params,
-    ResponseFormat,
-    RoutePlan,
-    Timing,
-    TokenLogprob,
-    Tool,
-    ToolCall,
-    Usage,
-    Verdict,
-)
 
 if TYPE_CHECKING:
     from aiestack.agents import Agent, RunResult, ToolContext, Toolset, tool
@@ -65,6 +38,11 @@ if TYPE_CHECKING:
     from aiestack.context.ingest import IngestOptions, IngestReport, ingest
     from aiestack.context.retrieval import Retriever, SearchOptions
     from aiestack.datasets import DatasetRow, DatasetStore, DatasetVersion, ExchangeSelection, build_dataset
+    from aiestack.models.base import ChatModel, EmbeddingModel, Health
+    from aiestack.models.fake import FakeModel, Script
+    from aiestack.models.pricing import Price, PriceTable
+    from aiestack.models.registry import ModelEntry, ModelRegistry
+    from aiestack.pipeline import Next, Pipeline, Stage
     from aiestack.plans import RoutePlans
     from aiestack.prompts.registry import PromptRegistry
     from aiestack.redteam import (
@@ -78,15 +56,58 @@ if TYPE_CHECKING:
     )
     from aiestack.resources import Resources
     from aiestack.sampling.config import SamplingPlan
+    from aiestack.settings import Settings, load_settings
     from aiestack.sidecalls import ModelCaller, SideCalls
     from aiestack.stores.documents import CollectionInfo, DocumentStore
     from aiestack.stores.open import open_store
+    from aiestack.streams import collect, tap
+    from aiestack.types import (
+        ChatRequest,
+        Chunk,
+        Completion,
+        Delta,
+        Document,
+        Exchange,
+        Feedback,
+        Hit,
+        Message,
+        Params,
+        ResponseFormat,
+        RoutePlan,
+        Timing,
+        TokenLogprob,
+        Tool,
+        ToolCall,
+        Usage,
+        Verdict,
+    )
 
 __version__ = "0.1.0"
 
-# The composition root pulls in storage and tracing; import it only when asked for.
-# So do the wings (retrieval, ingestion, prompts), which pull in their engines.
+# Everything but the errors is imported when first asked for: `aiestack --help` and a plain
+# `import aiestack` stay fast (tests/cli/test_cold_start.py pins what they must not import). The
+# composition root pulls in storage and tracing; the wings (retrieval, ingestion, prompts) their engines.
 _LAZY = {
+    "ChatModel": "aiestack.models.base",
+    "EmbeddingModel": "aiestack.models.base",
+    "Health": "aiestack.models.base",
+    "FakeModel": "aiestack.models.fake",
+    "Script": "aiestack.models.fake",
+    "Price": "aiestack.models.pricing",
+    "PriceTable": "aiestack.models.pricing",
+    "ModelEntry": "aiestack.models.registry",
+    "ModelRegistry": "aiestack.models.registry",
+    "Next": "aiestack.pipeline",
+    "Pipeline": "aiestack.pipeline",
+    "Stage": "aiestack.pipeline",
+    "Settings": "aiestack.settings",
+    "load_settings": "aiestack.settings",
+    "collect": "aiestack.streams",
+    "tap": "aiestack.streams",
+    **{
+        name: "aiestack.types"
+        for name in ["ChatRequest", "Chunk", "Completion", "Delta", "Document", "Exchange", "Feedback", "Hit", "Message", "Params", "ResponseFormat", "RoutePlan", "Timing", "TokenLogprob", "Tool", "ToolCall", "Usage", "Verdict"]
+    },
     "Stack": "aiestack.build",
     "build_stack": "aiestack.build",
     "open_stack": "aiestack.build",
@@ -134,7 +155,9 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'aiestack' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # looked up once
+    return value
 
 
 __all__ = [

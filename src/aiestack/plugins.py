@@ -47,11 +47,14 @@ class Plugins:
     commands: Mapping[str, CommandSpec]
 
 
-def plugin_manager(extra: Iterable[object] = (), *, entry_points: bool = True) -> pluggy.PluginManager:
-    """A plugin manager with the built-ins, ``extra`` plugins and (optionally) installed entry points."""
+def plugin_manager(
+    extra: Iterable[object] = (), *, entry_points: bool = True, builtins: bool = True
+) -> pluggy.PluginManager:
+    """A plugin manager with the built-ins (unless ``builtins`` is false), ``extra`` plugins and
+    (optionally) installed entry points."""
     pm = pluggy.PluginManager("aiestack")
     pm.add_hookspecs(Hookspecs)
-    for name in BUILTINS:
+    for name in BUILTINS if builtins else ():
         pm.register(importlib.import_module(name), name=name)
     for plugin in extra:
         pm.register(plugin)
@@ -80,6 +83,11 @@ def collect_plugins(pm: pluggy.PluginManager) -> Plugins:
         metrics=_collect(pm.hook.register_metrics, "metric", lambda s: s.name),
         commands=_collect(pm.hook.register_commands, "command", lambda s: s.name),
     )
+
+
+def collect_commands(pm: pluggy.PluginManager) -> Mapping[str, CommandSpec]:
+    """Only the ``register_commands`` hook: what the CLI needs, without importing every provider."""
+    return _collect(pm.hook.register_commands, "command", lambda s: s.name)
 
 
 def _collect(hook: Callable[..., object], what: str, name: Callable[[_S], str]) -> Mapping[str, _S]:

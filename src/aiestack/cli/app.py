@@ -27,6 +27,7 @@ def build_app(plugins: Iterable[object] = (), *, entry_points: bool = True) -> t
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
+        rich_markup_mode=None,  # plain click help: typer's rich help imports markdown-it and pygments
     )
 
     @app.callback()
@@ -55,11 +56,14 @@ def build_app(plugins: Iterable[object] = (), *, entry_points: bool = True) -> t
 
 
 def _add_plugin_commands(app: typer.Typer, plugins: Iterable[object], *, entry_points: bool) -> None:
-    from aiestack.plugins import collect_plugins, plugin_manager
+    from aiestack.plugins import collect_commands, plugin_manager
 
     taken = {c.name or (c.callback.__name__.replace("_", "-") if c.callback else "") for c in app.registered_commands}
     taken |= {g.name or "" for g in app.registered_groups}
-    for name, spec in collect_plugins(plugin_manager(plugins, entry_points=entry_points)).commands.items():
+    # Only the commands hook, without the built-ins (they register no command): `aiestack --help`
+    # imports no model provider (tests/cli/test_cold_start.py).
+    manager = plugin_manager(plugins, entry_points=entry_points, builtins=False)
+    for name, spec in collect_commands(manager).items():
         if name in taken:
             raise ConfigError(
                 f"plugins.commands.{name}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -123,6 +122,8 @@ def register(app: typer.Typer) -> None:
 
         started = time.time()
         try:
+            import asyncio
+
             levels = asyncio.run(run_plan(endpoint, workload, plan, progress))
         except ConnectionError as exc:
             Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)

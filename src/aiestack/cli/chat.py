@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
 from aiestack.errors import AiestackError, GuardrailBlocked, InvalidRequest
-from aiestack.streams import Accumulator
-from aiestack.types import ChatRequest, Completion, Message, Params, ResponseFormat
+
+if TYPE_CHECKING:
+    from aiestack.types import Completion
 
 
 def _load_schema(path: Path) -> dict[str, Any]:
@@ -75,8 +75,12 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the answer, no statistics."),
     ) -> None:
         """Stream an answer from a model (the embedded Gemma 3 270M by default)."""
+        import asyncio
+
         from aiestack.build import open_stack
         from aiestack.settings import load_settings
+        from aiestack.streams import Accumulator
+        from aiestack.types import ChatRequest, Message, Params, ResponseFormat
 
         if prompt is None or prompt == "-":
             if sys.stdin.isatty():

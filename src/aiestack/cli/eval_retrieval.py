@@ -7,7 +7,6 @@ embed nothing that is already stored.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import statistics
 from pathlib import Path
@@ -69,6 +68,8 @@ def register(evals: typer.Typer) -> None:
                     figures["p50_ms"] = statistics.median(latencies)
                     rows.append({"mode": opts.mode, "queries": len(queries), **figures})
                 return rows
+
+        import asyncio
 
         rows = asyncio.run(run())
         if as_json:

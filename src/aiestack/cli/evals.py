@@ -6,7 +6,6 @@ status 1 when a gate fails, so CI can use them directly.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,6 +63,8 @@ def register(app: typer.Typer) -> None:
         examples = load_examples(suite.dataset, suite.dataset_path)
         console = Console(stderr=True)
         progress = not quiet and console.is_terminal
+        import asyncio
+
         failed = asyncio.run(
             _run(
                 suite,

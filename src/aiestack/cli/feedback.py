@@ -8,15 +8,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from aiestack.cli.usage import parse_time
-from aiestack.errors import ConfigError
-from aiestack.feedback.export import export_feedback
-from aiestack.feedback.imports import Source, import_conversations
-from aiestack.stores.feedback import FeedbackStore
+
+if TYPE_CHECKING:
+    from aiestack.feedback.imports import Source
 
 
 class ExportFormat(StrEnum):
@@ -71,6 +70,10 @@ def register(app: typer.Typer) -> None:
         metadata: bool = typer.Option(False, "--metadata", help="Add a metadata object (exchange id, route, prompt version) to each line."),
     ) -> None:
         """Write a JSONL dataset for finetuning from the stored feedback."""
+        from aiestack.errors import ConfigError
+        from aiestack.feedback.export import export_feedback
+        from aiestack.stores.feedback import FeedbackStore
+
         start = parse_time(since, option="--since")
         with configured_store() as opened:
             store: Any = opened
@@ -100,6 +103,8 @@ def register(app: typer.Typer) -> None:
         source: ImportSource = typer.Option(ImportSource.auto, "--source", help="The export's kind (auto: detect)."),
     ) -> None:
         """Store a ChatGPT or Claude export's conversations as exchanges (re-importing is idempotent)."""
+        from aiestack.feedback.imports import import_conversations
+
         with configured_store() as store:
             stats = import_conversations(
                 store, file, tenant=tenant, source=_SOURCES[source]

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.progress import Progress as Bar
 from rich.table import Table
 
 from aiestack.context.chunking import DEFAULT_OVERLAP, DEFAULT_SIZE
@@ -79,6 +76,8 @@ def register(app: typer.Typer) -> None:
             tenant=tenant,
             prune=prune,
         )
+        import asyncio
+
         report = asyncio.run(
             _run(load_settings(), paths, collection, options, contextual=contextual, quiet=quiet)
         )
@@ -110,6 +109,15 @@ async def _run(
                 options,
                 contextualizer=Contextualizer(model, entry.name, name=entry.name, cache=cache),
             )
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as Bar
+
         bar = Bar(
             TextColumn("[bold]ingest[/]"),
             BarColumn(),

@@ -12,13 +12,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from aiestack.gateway.keys import KeyService, display_key
-from aiestack.stores.base import KeyRecord
+if TYPE_CHECKING:
+    from aiestack.gateway.keys import KeyService
+    from aiestack.stores.base import KeyRecord
 
 
 class BudgetPeriod(StrEnum):
@@ -30,6 +32,7 @@ class BudgetPeriod(StrEnum):
 def open_key_service() -> Iterator[KeyService]:
     """The key service over the configured store (migrated), closed afterwards."""
     from aiestack.errors import ConfigError
+    from aiestack.gateway.keys import KeyService
     from aiestack.settings import load_settings
     from aiestack.stores.base import KeyStore, UsageStore
     from aiestack.stores.open import open_store
@@ -140,6 +143,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
     ) -> None:
         """List keys (never their secrets) with their limits and budgets."""
+        from aiestack.gateway.keys import display_key
+
         with open_key_service() as service:
             records = service.list(tenant=tenant, include_revoked=include_revoked)
         if as_json:
@@ -171,6 +176,8 @@ def register(app: typer.Typer) -> None:
         key_id: str = typer.Argument(..., help="The key's id (key_…), from `aiestack keys list`."),
     ) -> None:
         """Revoke a key. Running gateways refuse it within a few seconds."""
+        from aiestack.gateway.keys import display_key
+
         with open_key_service() as service:
             record = service.revoke(key_id)
         typer.echo(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -32,6 +30,8 @@ def register(app: typer.Typer) -> None:
                     )
                     for e in stack.models
                 ]
+
+        import asyncio
 
         rows = asyncio.run(run())
         table = Table(title="Models")

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -14,18 +15,19 @@ from rich.table import Table
 from rich.text import Text
 
 from aiestack.cli.keys import table_console
-from aiestack.errors import ConfigError
-from aiestack.prompts.registry import PromptRegistry, parse_ref
-from aiestack.prompts.stage import render_version
-from aiestack.prompts.templates import diff_versions
-from aiestack.stores.prompts import PromptStore
+
+if TYPE_CHECKING:
+    from aiestack.prompts.registry import PromptRegistry
 
 
 @contextmanager
 def open_registry() -> Iterator[PromptRegistry]:
     """The prompt registry over the configured store (migrated), closed afterwards."""
+    from aiestack.errors import ConfigError
+    from aiestack.prompts.registry import PromptRegistry
     from aiestack.settings import load_settings
     from aiestack.stores.open import open_store
+    from aiestack.stores.prompts import PromptStore
 
     store = open_store(load_settings().store_url, "exchanges")
     try:
@@ -136,6 +138,9 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """A prompt's versions with labels and uses, or one version's template (or its rendering)."""
+        from aiestack.prompts.registry import parse_ref
+        from aiestack.prompts.stage import render_version
+
         with open_registry() as registry:
             if "@" in ref or render:
                 version = registry.get(parse_ref(ref))
@@ -173,6 +178,9 @@ def register(app: typer.Typer) -> None:
         b: str = typer.Argument(..., help="To: a version number or a label."),
     ) -> None:
         """A unified diff between two versions (colored on a terminal)."""
+        from aiestack.prompts.registry import parse_ref
+        from aiestack.prompts.templates import diff_versions
+
         with open_registry() as registry:
             old = registry.get(parse_ref(f"{name}@{a}"))
             new = registry.get(parse_ref(f"{name}@{b}"))

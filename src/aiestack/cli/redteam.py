@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -52,6 +51,8 @@ def register(app: typer.Typer) -> None:
                     lambda request, exchange_id: stack.chat(request, id=exchange_id),
                     route, families=families, judge=judge, concurrency=concurrency, collections=collections,
                 )
+
+        import asyncio
 
         report = asyncio.run(run())
         if report.attempts and all(a.outcome == "error" for a in report.attempts):

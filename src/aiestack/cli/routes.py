@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import typer
@@ -46,6 +45,8 @@ def register(app: typer.Typer) -> None:
                         'give routes example utterances: examples = ["...", "..."] under [routes.NAME]',
                     )
                 return await fit(stage.router, rows)
+
+        import asyncio
 
         result = asyncio.run(run())
         table = Table(title=f"Thresholds fitted on {result.examples} utterances")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from typing import Any
@@ -58,6 +57,8 @@ def register(app: typer.Typer) -> None:
                 _collection_or_fail(store, collection)
                 retriever = Retriever(store, stack.embeddings if mode != "bm25" else None)
                 return await retriever.search(collection, query, options)
+
+        import asyncio
 
         found = asyncio.run(run())
         if as_json:
@@ -140,6 +141,8 @@ def register(app: typer.Typer) -> None:
                     out.print(f"{mark}{escape(f'[{c.index}]')} {escape(where)}  [dim](score {c.score:.4f})[/]")
                 if used:
                     out.print("[dim]* cited in the answer[/]")
+
+        import asyncio
 
         try:
             asyncio.run(run())

@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from aiestack.cli.keys import open_key_service, table_console
-from aiestack.gateway.keys import display_key
 from aiestack.stores.base import USAGE_GROUPS, KeyRecord, UsageGroup, UsageRow, check_usage_groups
 
 
@@ -94,6 +93,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _label(row: UsageRow, group: UsageGroup, keys: dict[str, KeyRecord]) -> str:
+    from aiestack.gateway.keys import display_key
+
     value = row.group_value(group)
     if group != "key":
         return value or "-"
