@@ -102,6 +102,13 @@ class GatewaySettings(_Section):
         default_factory=list,
         description="Addresses (or CIDR ranges) of reverse proxies whose X-Forwarded-For is believed; empty: none.",
     )
+    keep_alive_s: int = Field(
+        default=75,
+        ge=1,
+        le=3600,
+        description="How long an idle client connection is kept open. Longer than clients keep idle connections "
+        "(httpx and the OpenAI SDK: 5 s), so a client never reuses one the server is closing.",
+    )
 
 
 class CacheSettings(_Section):

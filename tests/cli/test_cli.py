@@ -147,3 +147,16 @@ def test_models_reports_unreachable_openai_server(workdir: Path) -> None:
     )
     code, out, _ = run("models")
     assert code == 1 and "down" in out and "no" in out
+
+
+def test_serve_keeps_idle_connections_longer_than_clients_do(fake_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn's keep-alive outlives httpx's and the OpenAI SDK's 5 s idle pool (soak: ReadErrors at 5 s)."""
+    import uvicorn
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: calls.append(kw))
+    assert run("serve")[0] == 0
+    assert calls[-1]["timeout_keep_alive"] == 75
+    fake_config.write_text(fake_config.read_text() + "[gateway]\nkeep_alive_s = 20\n", encoding="utf-8")
+    assert run("serve")[0] == 0
+    assert calls[-1]["timeout_keep_alive"] == 20

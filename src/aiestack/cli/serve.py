@@ -52,6 +52,8 @@ def register(app: typer.Typer) -> None:
             workers=workers,
             log_level=log_level,
             timeout_graceful_shutdown=30,
+            # Outlive clients' idle connections: a request sent on a connection the server is closing is reset.
+            timeout_keep_alive=settings.gateway.keep_alive_s,
             **uvicorn_proxy_options(settings),
         )
 
