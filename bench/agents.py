@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import socket
@@ -51,6 +52,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 TASK = "[agent steps={steps}] Add the numbers the tool gives you (run {run})."
+#: (name, module, what to install) of each anchor.
+ANCHORS = (
+    ("smolagents", "smolagents", "smolagents[openai]"),
+    ("pydantic-ai", "pydantic_ai", "pydantic-ai-slim[openai]"),
+)
 
 
 def add_numbers(a: int, b: int) -> int:
@@ -210,6 +216,10 @@ async def measure(args: argparse.Namespace) -> None:
         bare, close_bare = await aiestack_runner(base, Path(tmp, "bare"), guards=False)
         runners["aiestack (default stack)"], runners["aiestack (tracing only)"] = full, bare
         closers += [close_full, close_bare]
+        for anchor, module, package in ANCHORS:
+            if anchor not in skip and importlib.util.find_spec(module) is None:
+                print(f"{anchor} is not installed: skipped (pip install '{package}')")
+                skip.add(anchor)
         if "pydantic-ai" not in skip:
             runners["pydantic-ai Agent"] = pydantic_ai_runner(base)
         if "smolagents" not in skip:

@@ -287,3 +287,26 @@ async def test_auto_protocol_asks_the_stack_about_every_model_a_route_reaches(tm
         assert Agent(model="mixed", stack=stack, tools=[add], protocol="native").protocol == "native"
     finally:
         await stack.aclose()
+
+
+async def test_a_tool_that_needs_approval_pauses_the_run_before_any_call_of_its_step(agent_stack: Fixture) -> None:
+    from aiestack.agents import ApprovalRequested, RunResult
+
+    ran: list[str] = []
+
+    @tool(approval=True)
+    def delete_file(path: str) -> str:
+        """Delete a file."""
+        ran.append(path)
+        return "deleted"
+
+    stack, model, _ = agent_stack
+    model.enqueue([Script(tool_calls=[("c1", "add", '{"a": 1, "b": 2}'), ("c2", "delete_file", '{"path": "/x"}')])])
+    result = await Agent(model="m", stack=stack, tools=[add, delete_file]).run("clean up")
+    assert result.status == "waiting" and result.stop_reason == "waiting" and "delete_file" in result.detail
+    (asked,) = [e for e in result.events if isinstance(e, ApprovalRequested)]
+    assert [c.id for c in asked.calls] == ["c1", "c2"] and asked.needs_approval == ("c2",)
+    assert not ran and not result.tool_results  # nothing of the step ran
+    assert result.messages[-1].role == "assistant" and len(result.messages[-1].tool_calls) == 2
+    again = RunResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again == result  # what a store keeps of a waiting run is the run

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 from aiestack.agents.builtins import calculator, fetch_url_tool, python_tool
 from aiestack.agents.events import (
     AgentEvent,
+    ApprovalRequested,
     FinalAnswer,
     ModelCall,
     RunResult,
@@ -35,6 +36,7 @@ __all__ = [
     "Agent",
     "AgentBackend",
     "AgentEvent",
+    "ApprovalRequested",
     "FinalAnswer",
     "FunctionTool",
     "ModelCall",

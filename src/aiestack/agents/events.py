@@ -136,6 +136,24 @@ class ToolResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalRequested:
+    """The model asked for calls of tools marked ``approval=True``: the run stops as ``waiting``.
+
+    ``calls`` are every call of that step (none of them has run: a step's calls run together, after
+    approval); ``needs_approval`` names the ones whose tools require it. The run's ``messages`` end
+    with the assistant message that made the calls, so a resumed run can run the approved calls,
+    answer the denied ones with the reason, and go on.
+    """
+
+    type: ClassVar[str] = "approval_requested"
+    run_id: str
+    step: int
+    calls: tuple[ToolCall, ...]
+    needs_approval: tuple[str, ...]  # call ids
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
 class FinalAnswer:
     """The model's answer; ``citations`` are the sources the run's tools cited (``[n]`` in the text).
 
@@ -168,9 +186,10 @@ class RunStopped:
     at: float = field(default_factory=time.time)
 
 
-AgentEvent = RunStarted | ModelCall | ToolCalled | ToolResult | FinalAnswer | RunStopped
+AgentEvent = RunStarted | ModelCall | ToolCalled | ToolResult | ApprovalRequested | FinalAnswer | RunStopped
 _TYPES: dict[str, type[Any]] = {
-    cls.type: cls for cls in (RunStarted, ModelCall, ToolCalled, ToolResult, FinalAnswer, RunStopped)
+    cls.type: cls
+    for cls in (RunStarted, ModelCall, ToolCalled, ToolResult, ApprovalRequested, FinalAnswer, RunStopped)
 }
 
 
@@ -179,7 +198,7 @@ def event_to_dict(event: AgentEvent) -> dict[str, Any]:
     out: dict[str, Any] = {"type": event.type}
     for f in dataclasses.fields(event):
         value = getattr(event, f.name)
-        if f.name == "tool_calls":
+        if f.name in ("tool_calls", "calls"):
             value = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in value]
         elif f.name == "citations":
             value = [dict(c) for c in value]
@@ -201,7 +220,7 @@ def event_from_dict(data: Mapping[str, Any]) -> AgentEvent:
     if extra:
         raise ValueError(f"{kind} event has unknown fields {sorted(extra)}")
     for name, value in list(values.items()):
-        if name == "tool_calls":
+        if name in ("tool_calls", "calls"):
             values[name] = tuple(ToolCall(str(c["id"]), str(c["name"]), str(c["arguments"])) for c in value)
         elif isinstance(value, list):
             values[name] = tuple(value)
@@ -247,6 +266,20 @@ class RunResult:
     @property
     def model_calls(self) -> tuple[ModelCall, ...]:
         return tuple(e for e in self.events if isinstance(e, ModelCall))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunResult:
+        """The run :meth:`to_dict` wrote (what a store keeps of a run)."""
+        return cls(
+            run_id=str(data["run_id"]),
+            status=data["status"],
+            stop_reason=data["stop_reason"],
+            answer=data.get("answer"),
+            events=tuple(event_from_dict(e) for e in data.get("events") or ()),
+            messages=tuple(message_from_dict(m) for m in data.get("messages") or ()),
+            citations=tuple(dict(c) for c in data.get("citations") or ()),
+            detail=str(data.get("detail") or ""),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The run as JSON-ready values (events in order; messages as role/content/tool calls)."""

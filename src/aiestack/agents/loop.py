@@ -35,6 +35,7 @@ from aiestack.agents import protocol as text_protocol
 from aiestack.agents.events import (
     STATUS_OF,
     AgentEvent,
+    ApprovalRequested,
     FinalAnswer,
     ModelCall,
     RunResult,
@@ -402,6 +403,12 @@ class Agent:
                 yield self._stop(run, *problem)
                 return
             run.messages.append(Message("assistant", text, tool_calls=calls))
+            pending = tuple(c.id for c in calls if self._needs_approval(c))
+            if pending:
+                yield ApprovalRequested(run.id, run.step, calls, pending)
+                names = ", ".join(sorted({c.name for c in calls if c.id in pending}))
+                yield self._stop(run, "waiting", f"{len(pending)} call(s) of {names} wait for approval")
+                return
             for call in calls:
                 yield ToolCalled(run.id, run.step, call.id, call.name, call.arguments)
             if len(calls) == 1:
@@ -431,6 +438,10 @@ class Agent:
                     f"(at most {self.max_identical_calls})"
                 )
         return None
+
+    def _needs_approval(self, call: ToolCall) -> bool:
+        tool = self.toolset.get(call.name)
+        return tool is not None and tool.approval
 
     def _final(self, run: _Run, answer: str) -> FinalAnswer:
         run.answer = answer
