@@ -64,3 +64,24 @@ def test_feedback_export_writes_jsonl_and_warns_about_missing_content(workdir: P
     assert result.exit_code == 0, result.output
     pair = json.loads(result.stdout)
     assert (pair["chosen"][0]["content"], pair["rejected"][0]["content"]) == ("Paris", "Lyon")
+
+
+def test_imported_conversations_are_stored_masked(workdir: Path, store: SqlExchangeStore) -> None:
+    """An export's PII and secrets are masked like the content the gateway traces (issue #13, defect 2)."""
+    email, key = "jane.doe@example.com", "ghp_" + "A1b2C3d4E5f6G7h8J9k0L1m2N3p4Q5r6S7t8"
+    export = [{
+        "uuid": "c1", "name": f"Mail {email}", "created_at": "2025-03-10T09:00:00Z",
+        "chat_messages": [
+            {"uuid": "m1", "text": f"My email is {email} and my token is {key}.", "sender": "human",
+             "created_at": "2025-03-10T09:00:05Z"},
+            {"uuid": "m2", "text": f"Noted: {email}.", "sender": "assistant", "created_at": "2025-03-10T09:00:09Z"},
+        ],
+    }]
+    path = workdir / "conversations.json"
+    path.write_text(json.dumps(export), encoding="utf-8")
+    result = run("import-conversations", str(path), "--source", "claude")
+    assert result.exit_code == 0, result.output
+    (record,) = store.list_exchanges(limit=5)
+    stored = repr(store.get_exchange(record.id))
+    assert email not in stored and key not in stored
+    assert "Noted:" in stored and "My email is" in stored  # the rest of the text is kept

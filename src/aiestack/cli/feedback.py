@@ -102,13 +102,25 @@ def register(app: typer.Typer) -> None:
         tenant: str = typer.Option("default", "--tenant", help="The tenant the exchanges belong to."),
         source: ImportSource = typer.Option(ImportSource.auto, "--source", help="The export's kind (auto: detect)."),
     ) -> None:
-        """Store a ChatGPT or Claude export's conversations as exchanges (re-importing is idempotent)."""
-        from aiestack.feedback.imports import import_conversations
+        """Store a ChatGPT or Claude export's conversations as exchanges (re-importing is idempotent).
 
-        with configured_store() as store:
-            stats = import_conversations(
-                store, file, tenant=tenant, source=_SOURCES[source]
-            )
+        PII and secrets in the turns are masked before they are stored, as the gateway masks the
+        content it traces.
+        """
+        import asyncio
+
+        from aiestack.build import build_stack
+        from aiestack.feedback.imports import import_conversations
+        from aiestack.settings import load_settings
+
+        stack = build_stack(load_settings())  # for its trace redactor: the same masking as served exchanges
+        try:
+            with configured_store() as store:
+                stats = import_conversations(
+                    store, file, tenant=tenant, source=_SOURCES[source], redact=stack.tracing.redact
+                )
+        finally:
+            asyncio.run(stack.aclose())
         typer.echo(
             f"Imported {stats.exchanges} exchanges from {stats.conversations} {stats.source} conversations "
             f"({_day(stats.first)} to {_day(stats.last)}) as model import:{stats.source}, tenant {tenant}."

@@ -27,7 +27,7 @@ import datetime as dt
 import hashlib
 import json
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -176,17 +176,24 @@ def _claude_turns(conversation: Mapping[str, Any]) -> list[_Turn]:
     return turns
 
 
-def exchanges_from_export(data: Any, *, source: Source, tenant: str = "default") -> Iterator[ExchangeRecord]:
-    """One exchange per assistant turn of every conversation in ``data``."""
+def exchanges_from_export(
+    data: Any, *, source: Source, tenant: str = "default", redact: Callable[[str], str] | None = None
+) -> Iterator[ExchangeRecord]:
+    """One exchange per assistant turn of every conversation in ``data``.
+
+    ``redact`` (the stack's trace redactor) masks PII and secrets in every turn and title before it
+    is stored, as content tracing masks the exchanges the gateway answers."""
+    mask = redact or (lambda text: text)
     for conversation in data:
         if not isinstance(conversation, Mapping):
             continue
         conversation_id = str(conversation.get("conversation_id") or conversation.get("id") or conversation.get("uuid") or "")
-        title = str(conversation.get("title") or conversation.get("name") or "")
+        title = mask(str(conversation.get("title") or conversation.get("name") or ""))
         started = _epoch(conversation.get("create_time") or conversation.get("created_at"))
         turns = _chatgpt_turns(conversation) if source == "chatgpt" else _claude_turns(conversation)
         history: list[dict[str, Any]] = []
         for turn in turns:
+            text = mask(turn.text)
             if turn.role == "assistant" and history:
                 created = turn.created_at or started or 0.0
                 attributes: dict[str, Any] = {
@@ -205,22 +212,28 @@ def exchanges_from_export(data: Any, *, source: Source, tenant: str = "default")
                     provider="import",
                     finish_reason="stop",
                     request={"model": f"import:{source}", "params": {}, "stream": False, "messages": list(history)},
-                    response=turn.text,
+                    response=text,
                     attributes=attributes,
                 )
-            history.append({"role": turn.role, "parts": [{"type": "text", "content": turn.text}]})
+            history.append({"role": turn.role, "parts": [{"type": "text", "content": text}]})
 
 
 def import_conversations(
-    store: _Writer, path: Path, *, tenant: str = "default", source: Source | None = None, batch: int = 500
+    store: _Writer,
+    path: Path,
+    *,
+    tenant: str = "default",
+    source: Source | None = None,
+    batch: int = 500,
+    redact: Callable[[str], str] | None = None,
 ) -> ImportStats:
-    """Read the export at ``path`` and write its exchanges to ``store`` (idempotently)."""
+    """Read the export at ``path`` and write its exchanges to ``store`` (idempotently), masked by ``redact``."""
     data = load_export(path)
     kind = source or detect(data)
     stats = ImportStats(source=kind)
     pending: list[ExchangeRecord] = []
     conversations: set[str] = set()
-    for record in exchanges_from_export(data, source=kind, tenant=tenant):
+    for record in exchanges_from_export(data, source=kind, tenant=tenant, redact=redact):
         conversations.add(str(record.attributes.get(IMPORT_CONVERSATION_ATTR)))
         stats.exchanges += 1
         stats.first = record.created_at if stats.first is None else min(stats.first, record.created_at)
