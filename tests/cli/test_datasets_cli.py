@@ -80,3 +80,34 @@ def test_build_from_a_file_and_clear_errors(workdir: Path, store: SqlExchangeSto
     wrong = run("datasets", "export", "help", "--format", "preference", "-o", "-")
     assert wrong.exit_code != 0
     assert [v["name"] for v in [{"name": n.split()[0]} for n in ok(run("datasets", "list")).splitlines()[1:]]] == ["prefs"]
+
+
+def test_curate_and_contamination_commands(workdir: Path, store: SqlExchangeStore) -> None:
+    suite_question = "How many clips did Natalia sell altogether in April and May if she sold 48 in April and half as many in May?"
+    data_dir = workdir / "evals"
+    data_dir.mkdir()
+    (data_dir / "items.jsonl").write_text(json.dumps({"question": suite_question, "answer": "72"}) + "\n", encoding="utf-8")
+    suite = data_dir / "suite.yaml"
+    suite.write_text(
+        "name: clips\ndataset: {path: items.jsonl, input: question, reference: answer}\n"
+        "systems: [{name: m, model: echo}]\nmetrics: [{name: exact_match}]\n", encoding="utf-8",
+    )
+    rows = [{"question": "What is 2+2?", "answer": "4"}, {"question": "what is 2 + 2", "answer": "4"},
+            {"question": suite_question, "answer": "72"}, {"question": "Email?", "answer": "Write to bob@example.com please."},
+            {"question": "Joke?", "answer": "As an AI language model, I cannot tell jokes."}]
+    source = workdir / "raw.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    ok(run("datasets", "build", "raw", "--from", "file", "--path", str(source)))
+    report = ok(run("datasets", "contamination", "raw", "--against", str(suite)))
+    assert "raw@1: 1 of 5 rows contain eval items" in report and "clips:0" in report
+    out = ok(run("datasets", "curate", "raw", "--steps", "exact,quality,pii,contamination", "--against", str(suite), "--into", "clean"))
+    assert "curated clean@1 (2 rows) from raw@1 (5 rows)" in out
+    assert "exact duplicate" in out and "boilerplate" in out and "contains clips item" in out
+    exported = ok(run("datasets", "export", "clean", "--format", "hf", "--lineage", "-o", "-"))
+    lines = [json.loads(line) for line in exported.splitlines()]
+    assert "bob@example.com" not in exported and "scrubbed_from" in lines[1]["lineage"]
+    shown = ok(run("datasets", "show", "clean"))
+    assert "derived from raw@1" in shown
+    bad = run("datasets", "curate", "raw", "--steps", "exact,shiny")
+    assert bad.exit_code == 2 and "unknown step(s) shiny" in bad.output
+    assert "needs --against" in run("datasets", "curate", "raw", "--steps", "contamination").output

@@ -39,6 +39,9 @@ class Guard(StrEnum):
     redact = "redact"
 
 
+STEPS = ("exact", "near", "semantic", "quality", "pii", "contamination")
+
+
 class Format(StrEnum):
     openai = "openai"
     hf = "hf"
@@ -77,6 +80,8 @@ def _resolve(store: DatasetStore, ref: str) -> DatasetVersion:
 def _where(version: DatasetVersion) -> str:
     source = dict(version.source)
     origin = str(source.pop("from", "?"))
+    if origin == "curation":
+        return f"curation of {source.get('of')} ({', '.join(str(s.get('step')) for s in source.get('steps', []))})"
     source.pop("skipped", None)
     details = source.pop("filters", None) or source
     return origin + (f" ({', '.join(f'{k}={v}' for k, v in details.items())})" if details else "")
@@ -227,3 +232,132 @@ def register(app: typer.Typer) -> None:
                     written = export_dataset(store, version, handle, format.value, lineage=lineage)
         if str(out) != "-":
             typer.echo(f"wrote {written} lines of {version.ref} to {out} ({format.value})")
+
+    @datasets.command("curate")
+    def curate_(
+        ref: str = typer.Argument(..., help="NAME (the newest version) or NAME@VERSION to curate."),
+        steps: str = typer.Option("exact,near,quality", "--steps", help=f"Comma-separated, run in order: {', '.join(STEPS)}."),
+        into: str = typer.Option(None, "--into", help="Push the result as this dataset (default: a new version of REF's)."),
+        near_threshold: float = typer.Option(0.7, "--near-threshold", min=0.05, max=1, help="near: least Jaccard similarity of word 3-grams."),
+        semantic_threshold: float = typer.Option(0.9, "--semantic-threshold", min=0.05, max=1, help="semantic: least cosine similarity of the prompts."),
+        language: str = typer.Option(None, "--language", help="quality: keep only answers in this language (ISO 639-1, e.g. en)."),
+        min_answer_words: int = typer.Option(1, "--min-answer-words", min=0, help="quality: fewest words in an answer."),
+        max_chars: int = typer.Option(32_000, "--max-chars", min=1, help="quality: most characters in a row."),
+        against: list[Path] = typer.Option([], "--against", help="contamination: an eval suite YAML (repeat for several)."),
+        keep_contaminated: bool = typer.Option(False, "--keep-contaminated", help="contamination: report, do not remove."),
+        show: int = typer.Option(5, "--show", min=0, help="List this many removed rows per step (ids and reasons)."),
+        message: str = typer.Option(None, "--message", "-m", help="What this version is for."),
+    ) -> None:
+        """Deduplicate, filter and scrub a version into a new one (its parent), reporting what each step removed and why."""
+        import asyncio
+
+        wanted = [s.strip() for s in steps.split(",") if s.strip()]
+        unknown = [s for s in wanted if s not in STEPS]
+        if unknown or not wanted:
+            raise typer.BadParameter(f"unknown step(s) {', '.join(unknown) or '(none given)'}; use {', '.join(STEPS)}", param_hint="--steps")
+        if "contamination" in wanted and not against:
+            raise typer.BadParameter("the contamination step needs --against SUITE.yaml", param_hint="--against")
+        if into is not None:
+            from aiestack.stores.datasets import check_dataset_name
+
+            try:
+                check_dataset_name(into)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--into") from None
+        options = {"near": near_threshold, "semantic": semantic_threshold, "language": language,
+                   "min_answer_words": min_answer_words, "max_chars": max_chars, "against": against, "keep": keep_contaminated}
+        with open_datasets() as store:
+            version = _resolve(store, ref)
+            if "semantic" in wanted:
+                pushed, created, result = asyncio.run(_curate_with_embeddings(store, version, wanted, options, into, message))
+            else:
+                pushed, created, result = _curate(store, version, wanted, options, into, message, embed=None)
+        _print_curation(version, pushed, created, result, show)
+
+    @datasets.command("contamination")
+    def contamination(
+        ref: str = typer.Argument(..., help="NAME (the newest version) or NAME@VERSION to check."),
+        against: list[Path] = typer.Option(..., "--against", help="An eval suite YAML (repeat for several)."),
+        ngram: int = typer.Option(5, "--ngram", min=1, help="Word n-gram length."),
+        min_overlap: float = typer.Option(0.5, "--min-overlap", min=0.01, max=1, help="Least share of an item's n-grams found in a row."),
+        show: int = typer.Option(10, "--show", min=0, help="List this many flagged rows."),
+    ) -> None:
+        """Report the rows of a version that contain eval suite items (nothing is changed)."""
+        from aiestack.datasets import iter_rows
+        from aiestack.datasets.contamination import check_rows, suite_items
+
+        items = [item for path in against for item in suite_items(path)]
+        with open_datasets() as store:
+            version = _resolve(store, ref)
+            report = check_rows(list(iter_rows(store, version)), items, ngram=ngram, min_overlap=min_overlap)
+        suites = report.detail["suites"]
+        typer.echo(f"{version.ref}: {len(report.detail['flagged'])} of {report.rows_in} rows contain eval items "
+                   f"({ngram}-grams, overlap ≥ {min_overlap})")
+        table = Table("suite", "items in suite", "rows flagged", "items found", box=None)
+        for name in sorted({i.suite for i in items}):
+            found = suites.get(name, {"rows": 0, "items": 0})
+            table.add_row(name, str(sum(1 for i in items if i.suite == name)), str(found["rows"]), str(found["items"]))
+        table_console().print(table)
+        for flag in report.detail["flagged"][:show]:
+            typer.echo(f"  {flag['row_id'][:12]} contains {flag['item']} (overlap {flag['overlap']})")
+
+
+def _steps(wanted: list[str], options: dict[str, Any], embed: Any) -> list[Any]:
+    from aiestack.datasets.contamination import ContaminationCheck, suite_items
+    from aiestack.datasets.curate import ExactDedup, NearDedup, PIIScrub, QualityFilter, SemanticDedup
+
+    built: list[Any] = []
+    for name in wanted:
+        if name == "exact":
+            built.append(ExactDedup())
+        elif name == "near":
+            built.append(NearDedup(options["near"]))
+        elif name == "semantic":
+            built.append(SemanticDedup(embed, options["semantic"]))
+        elif name == "quality":
+            built.append(QualityFilter(min_answer_words=options["min_answer_words"], max_chars=options["max_chars"], language=options["language"]))
+        elif name == "pii":
+            built.append(PIIScrub())
+        else:
+            items = [item for path in options["against"] for item in suite_items(path)]
+            built.append(ContaminationCheck(items, remove=not options["keep"]))
+    return built
+
+
+def _curate(store: Any, version: DatasetVersion, wanted: list[str], options: dict[str, Any], into: str | None,
+            message: str | None, *, embed: Any) -> Any:
+    from aiestack.datasets.curate import curate
+
+    return curate(store, version, _steps(wanted, options, embed), into=into, message=message)
+
+
+async def _curate_with_embeddings(store: Any, version: DatasetVersion, wanted: list[str], options: dict[str, Any],
+                                  into: str | None, message: str | None) -> Any:
+    """Curation runs in a worker thread; the semantic step's embeddings come from the stack's model on this loop."""
+    import asyncio
+
+    from aiestack.build import open_stack
+
+    loop = asyncio.get_running_loop()
+    async with open_stack() as stack:
+        model = stack.batch_embeddings
+
+        def embed(texts: Any) -> Any:
+            return asyncio.run_coroutine_threadsafe(model.embed(list(texts)), loop).result()
+
+        return await asyncio.to_thread(_curate, store, version, wanted, options, into, message, embed=embed)
+
+
+def _print_curation(version: DatasetVersion, pushed: DatasetVersion, created: bool, result: Any, show: int) -> None:
+    table = Table("step", "in", "removed", "changed", "why", box=None)
+    for report in result.reports:
+        why = ", ".join(f"{n} {r}" for r, n in report.reasons.most_common()) or "-"
+        table.add_row(report.step, str(report.rows_in), str(len(report.removed)), str(report.changed or "-"), why)
+    table_console().print(table)
+    for report in result.reports:
+        for removal in report.removed[:show]:
+            other = f" of {removal.duplicate_of[:24]}" if removal.duplicate_of else ""
+            score = f" ({removal.score})" if removal.score is not None else ""
+            typer.echo(f"  {report.step}: {removal.row_id[:12]} {removal.reason}{other}{score}")
+    verb = "curated" if created else "unchanged:"
+    typer.echo(f"{verb} {pushed.ref} ({pushed.rows} rows) from {version.ref} ({version.rows} rows)")
