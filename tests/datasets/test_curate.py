@@ -60,10 +60,15 @@ def test_semantic_dedup_compares_prompts_by_cosine() -> None:
     def embed(texts: Any) -> list[list[float]]:
         return [bag_of_words_vector(t, 256) for t in texts]
 
-    rows = [row("reset my password please", "Go to settings."), row("please reset password my", "Settings."), row("opening hours", "9-5")]
+    rows = [row("reset my password please", "Go to settings."), row("please reset password my", "Go to settings."), row("opening hours", "9-5")]
     kept, report = SemanticDedup(embed, 0.95).apply(rows)
     assert ids(kept) == ["reset my password please", "opening hours"]
     assert report.removed[0].reason == "semantic duplicate" and report.removed[0].duplicate_of == rows[0].id
+    negated = [row("Is aspirin safe during pregnancy?", "Ask a doctor."), row("Is aspirin not safe during pregnancy?", "Ask.")]
+    kept, report = SemanticDedup(embed, 0.5).apply(negated)  # close in cosine, opposite in meaning
+    assert len(kept) == 2 and report.detail["kept_by_verifier"] == 1
+    kept, report = SemanticDedup(embed, 0.5, verify=False).apply(negated)
+    assert len(kept) == 1
     empty, nothing = SemanticDedup(embed).apply([])
     assert empty == [] and nothing.rows_in == 0 and not nothing.removed
 
@@ -100,7 +105,7 @@ QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold
 
 
 def test_contamination_flags_verbatim_and_edited_items_not_clean_rows() -> None:
-    items = [EvalItem("gsm8k", "q1", QUESTION), EvalItem("tiny", "t1", "capital of Peru")]
+    items = [EvalItem("gsm8k", "q1", (QUESTION, "72")), EvalItem("tiny", "t1", ("capital of Peru",))]
     edited = QUESTION.replace("48", "50").replace("April", "March", 1)
     rows = [row(QUESTION, "72"), row(f"Solve: {edited}", "75"), row("How many legs do three spiders have?", "24"),
             row("Name the capital of Peru.", "Lima")]
@@ -116,7 +121,7 @@ def test_contamination_flags_verbatim_and_edited_items_not_clean_rows() -> None:
 
 def test_suite_items_read_inputs_and_references() -> None:
     items = suite_items(REPO / "examples" / "evals" / "gsm8k.yaml")
-    assert len(items) == 20 and items[0].suite == "gsm8k-mini" and "####" in items[0].text
+    assert len(items) == 20 and items[0].suite == "gsm8k-mini" and "####" in items[0].parts[1]
 
 
 def test_curate_pushes_a_child_version_with_each_steps_summary() -> None:

@@ -239,7 +239,7 @@ def register(app: typer.Typer) -> None:
         steps: str = typer.Option("exact,near,quality", "--steps", help=f"Comma-separated, run in order: {', '.join(STEPS)}."),
         into: str = typer.Option(None, "--into", help="Push the result as this dataset (default: a new version of REF's)."),
         near_threshold: float = typer.Option(0.7, "--near-threshold", min=0.05, max=1, help="near: least Jaccard similarity of word 3-grams."),
-        semantic_threshold: float = typer.Option(0.9, "--semantic-threshold", min=0.05, max=1, help="semantic: least cosine similarity of the prompts."),
+        semantic_threshold: float = typer.Option(0.8, "--semantic-threshold", min=0.05, max=1, help="semantic: least cosine similarity of the prompts (then the cache's lexical checks)."),
         language: str = typer.Option(None, "--language", help="quality: keep only answers in this language (ISO 639-1, e.g. en)."),
         min_answer_words: int = typer.Option(1, "--min-answer-words", min=0, help="quality: fewest words in an answer."),
         max_chars: int = typer.Option(32_000, "--max-chars", min=1, help="quality: most characters in a row."),

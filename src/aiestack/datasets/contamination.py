@@ -1,15 +1,18 @@
 """Contamination (AI Engineering, ch. 4 and 8): training rows that contain an eval suite's items.
 
-An eval item (its input and reference answer) is contaminating a training row when at least
-``min_overlap`` of the item's word ``ngram``-shingles appear in the row (an item shorter than
-``ngram`` words counts when the row contains all of it). Verbatim copies score 1.0; lightly edited
-ones (a few words or numbers changed) stay well above the default 0.5, while unrelated rows of the
-same template share few 5-grams (bench/dedup.py measures both). An inverted index from shingle to
-items keeps the check linear in the rows.
+An eval item contaminates a training row when at least ``min_overlap`` of the word
+``ngram``-shingles of one of its parts (its input, its reference answer) appear in the row; a part
+shorter than ``ngram`` words counts when the row contains all of it, and one shorter than three words
+(an answer such as "72" or "Paris") is not checked: finding it says nothing. Numbers count as one token, so
+an item with its numbers changed is still found. Verbatim copies score 1.0; lightly edited ones (a
+few words replaced) stay well above the default 0.5, while other rows of the same template share few
+5-grams (bench/dedup.py measures both). An inverted index from shingle to part keeps the check
+linear in the rows.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,12 +22,23 @@ from aiestack.datasets.curate import Removal, StepReport
 from aiestack.datasets.text import row_text, shingles, words
 from aiestack.stores.datasets import DatasetRow
 
+_MIN_TOKENS = 3
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
 
 @dataclass(frozen=True, slots=True)
 class EvalItem:
+    """One eval example; ``parts`` are checked one by one (its input, its reference answer): a row
+    holding either part is contaminated."""
+
     suite: str
     example_id: str
-    text: str
+    parts: tuple[str, ...]
+
+
+def _tokens(text: str) -> list[str]:
+    """Words, with every number as one token: changing an item's numbers is the lightest edit there is."""
+    return ["0" if _NUMBER.fullmatch(w) else w for w in words(text)]
 
 
 def suite_items(path: Path) -> list[EvalItem]:
@@ -37,7 +51,7 @@ def suite_items(path: Path) -> list[EvalItem]:
     for example in load_examples(suite.dataset, suite.dataset_path):
         reference = example.reference
         parts = [str(example.input.get("input", "")), *(map(str, reference) if isinstance(reference, list) else [str(reference or "")])]
-        items.append(EvalItem(suite.name, example.id, "\n".join(p for p in parts if p)))
+        items.append(EvalItem(suite.name, example.id, tuple(p for p in parts if p.strip())))
     return items
 
 
@@ -51,27 +65,41 @@ class ContaminationCheck:
             raise ValueError("min_overlap is the share of an eval item's n-grams found in the row, in (0, 1]")
         self.items = list(items)
         self.ngram, self.min_overlap, self.remove = ngram, min_overlap, remove
-        self._grams = [shingles(words(item.text), ngram) for item in self.items]
-        self._short = [i for i, item in enumerate(self.items) if 0 < len(words(item.text)) < ngram]
+        # One entry per part: (item index, its shingles); parts shorter than ngram are matched whole.
+        self._parts: list[tuple[int, set[str]]] = []
+        self._short: list[tuple[int, str]] = []
         self._index: dict[str, list[int]] = defaultdict(list)
-        for i, grams in enumerate(self._grams):
-            if i not in self._short:
-                for gram in grams:
-                    self._index[gram].append(i)
+        for i, item in enumerate(self.items):
+            for part in item.parts:
+                tokens = _tokens(part)
+                if len(tokens) < _MIN_TOKENS or all(t == "0" for t in tokens):
+                    continue  # "72" or "Paris" in a row says nothing about contamination
+                if len(tokens) < ngram:
+                    self._short.append((i, " ".join(tokens)))
+                    continue
+                self._parts.append((i, shingles(tokens, ngram)))
+                for gram in self._parts[-1][1]:
+                    self._index[gram].append(len(self._parts) - 1)
 
     def matches(self, text: str) -> list[tuple[EvalItem, float]]:
-        """The eval items ``text`` contains, with the share of each item's n-grams found."""
-        tokens = words(text)
-        grams = shingles(tokens, self.ngram)
+        """The eval items ``text`` contains, with the largest share of a part's n-grams found."""
+        tokens = _tokens(text)
         hits: dict[int, int] = defaultdict(int)
-        for gram in grams:
-            for i in self._index.get(gram, ()):
-                hits[i] += 1
-        found = [(self.items[i], n / len(self._grams[i])) for i, n in hits.items() if n / len(self._grams[i]) >= self.min_overlap]
+        for gram in shingles(tokens, self.ngram):
+            for p in self._index.get(gram, ()):
+                hits[p] += 1
+        best: dict[int, float] = {}
+        for p, n in hits.items():
+            item, grams = self._parts[p]
+            share = n / len(grams)
+            if share >= self.min_overlap and share > best.get(item, 0.0):
+                best[item] = share
         if self._short:
             joined = f" {' '.join(tokens)} "
-            found += [(self.items[i], 1.0) for i in self._short if f" {next(iter(self._grams[i]))} " in joined]
-        return sorted(found, key=lambda f: -f[1])
+            for item, part in self._short:
+                if f" {part} " in joined:
+                    best[item] = 1.0
+        return sorted(((self.items[i], s) for i, s in best.items()), key=lambda f: -f[1])
 
     def apply(self, rows: list[DatasetRow]) -> tuple[list[DatasetRow], StepReport]:
         report = StepReport(self.name, len(rows), detail={"ngram": self.ngram, "min_overlap": self.min_overlap, "removing": self.remove})

@@ -136,39 +136,65 @@ class NearDedup:
 
 
 class SemanticDedup:
-    """Rows whose prompt embeds within cosine ``threshold`` of an earlier kept row's (paraphrases).
+    """Rows that mean the same as an earlier kept row — the semantic cache's hit rule: the rows (prompt
+    and answer) embed within cosine ``threshold`` *and* their prompts pass its lexical verifier (no
+    negation, number, entity, unit or antonym differs: "Is aspirin safe?" and "Is aspirin not safe?"
+    embed at ~0.95 but are not duplicates). ``verify=False`` uses the cosine alone.
 
-    Compares every row with the rows kept so far, a block of embeddings at a time (O(n²) dot
-    products: about a second per 20k rows of 384 dimensions on two cores)."""
+    Compares every row with the rows kept so far (O(n²) dot products, numpy: about a second per 20k
+    rows of 384 dimensions on two cores), checking candidates from the most similar down."""
 
     name = "semantic"
 
-    def __init__(self, embed: Embed, threshold: float = 0.9, *, batch: int = 256) -> None:
+    def __init__(self, embed: Embed, threshold: float = 0.8, *, verify: bool = True, batch: int = 256, candidates: int = 5) -> None:
         if not 0 < threshold <= 1:
             raise ValueError("the semantic-duplicate threshold is a cosine similarity in (0, 1]")
-        self.embed, self.threshold, self.batch = embed, threshold, batch
+        from aiestack.cache.verify import LexicalVerifier
+
+        self.embed, self.threshold, self.batch, self.candidates = embed, threshold, batch, candidates
+        self._verifier = LexicalVerifier() if verify else None
 
     def apply(self, rows: list[DatasetRow]) -> tuple[list[DatasetRow], StepReport]:
-        report = StepReport(self.name, len(rows), detail={"threshold": self.threshold})
+        report = StepReport(self.name, len(rows), detail={"threshold": self.threshold, "verified": self._verifier is not None})
         if not rows:
             return [], report
-        texts = [prompt_text(r.data) or row_text(r.data) for r in rows]
-        vectors = np.vstack([np.asarray(self.embed(texts[i : i + self.batch]), dtype=np.float32)
-                             for i in range(0, len(texts), self.batch)])
+        whole = [row_text(r.data) for r in rows]
+        texts = [prompt_text(r.data) or w for r, w in zip(rows, whole, strict=True)]
+        vectors = np.vstack([np.asarray(self.embed(whole[i : i + self.batch]), dtype=np.float32)
+                             for i in range(0, len(whole), self.batch)])
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         kept_index: list[int] = []
-        kept_matrix = np.empty((0, vectors.shape[1]), dtype=np.float32)
+        kept_matrix = np.empty((max(len(rows), 1), vectors.shape[1]), dtype=np.float32)
+        refused = 0
         for i, row in enumerate(rows):
-            if kept_index:
-                sims = kept_matrix @ vectors[i]
-                j = int(np.argmax(sims))
-                if sims[j] >= self.threshold:
-                    other = rows[kept_index[j]].id
-                    report.removed.append(Removal(row.id, self.name, "semantic duplicate", other, round(float(sims[j]), 4)))
-                    continue
-            kept_index.append(i)
-            kept_matrix = np.vstack([kept_matrix, vectors[i : i + 1]])
+            match = self._match(texts, kept_index, kept_matrix[: len(kept_index)] @ vectors[i], i) if kept_index else None
+            if match is None:
+                kept_matrix[len(kept_index)] = vectors[i]
+                kept_index.append(i)
+                continue
+            j, sim = match
+            if j < 0:
+                refused += 1
+                kept_matrix[len(kept_index)] = vectors[i]
+                kept_index.append(i)
+                continue
+            report.removed.append(Removal(row.id, self.name, "semantic duplicate", rows[j].id, round(sim, 4)))
+        if self._verifier is not None:
+            report.detail["kept_by_verifier"] = refused
         return [rows[i] for i in kept_index], report
+
+    def _match(self, texts: list[str], kept: list[int], sims: np.ndarray, i: int) -> tuple[int, float] | None:
+        """The kept row ``i`` duplicates (its index, similarity); ``(-1, sim)`` when only the verifier
+        kept it apart; ``None`` when nothing is similar enough."""
+        order = np.argsort(-sims)[: self.candidates]
+        above = [int(k) for k in order if sims[k] >= self.threshold]
+        if not above:
+            return None
+        for k in above:
+            j = kept[k]
+            if self._verifier is None or self._verifier(texts[i], texts[j], similarity=float(sims[k]), threshold=self.threshold) is None:
+                return j, float(sims[k])
+        return -1, float(sims[above[0]])
 
 
 _BOILERPLATE = re.compile(
