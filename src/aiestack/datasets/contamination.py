@@ -41,6 +41,12 @@ def _tokens(text: str) -> list[str]:
     return ["0" if _NUMBER.fullmatch(w) else w for w in words(text)]
 
 
+def _grams(tokens: list[str], n: int) -> set[str]:
+    """The n-grams that say something: at least two words that are not numbers (a worked solution's
+    "0 0 0 0 0" runs would otherwise match every other solution)."""
+    return {g for g in shingles(tokens, n) if sum(t != "0" for t in g.split()) >= 2}
+
+
 def suite_items(path: Path) -> list[EvalItem]:
     """Every example of the eval suite at ``path``: its input and reference answer."""
     from aiestack.evals.datasets import load_examples
@@ -77,7 +83,10 @@ class ContaminationCheck:
                 if len(tokens) < ngram:
                     self._short.append((i, " ".join(tokens)))
                     continue
-                self._parts.append((i, shingles(tokens, ngram)))
+                grams = _grams(tokens, ngram)
+                if not grams:
+                    continue
+                self._parts.append((i, grams))
                 for gram in self._parts[-1][1]:
                     self._index[gram].append(len(self._parts) - 1)
 
@@ -85,7 +94,7 @@ class ContaminationCheck:
         """The eval items ``text`` contains, with the largest share of a part's n-grams found."""
         tokens = _tokens(text)
         hits: dict[int, int] = defaultdict(int)
-        for gram in shingles(tokens, self.ngram):
+        for gram in _grams(tokens, self.ngram):
             for p in self._index.get(gram, ()):
                 hits[p] += 1
         best: dict[int, float] = {}

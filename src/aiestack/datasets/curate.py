@@ -160,14 +160,15 @@ class SemanticDedup:
             return [], report
         whole = [row_text(r.data) for r in rows]
         texts = [prompt_text(r.data) or w for r, w in zip(rows, whole, strict=True)]
-        vectors = np.vstack([np.asarray(self.embed(whole[i : i + self.batch]), dtype=np.float32)
-                             for i in range(0, len(whole), self.batch)])
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = self._vectors(whole)
+        # The verifier weighs a swapped word against the prompts' own similarity (shared answers
+        # would inflate the rows').
+        prompts = self._vectors(texts) if self._verifier is not None else vectors
         kept_index: list[int] = []
         kept_matrix = np.empty((max(len(rows), 1), vectors.shape[1]), dtype=np.float32)
         refused = 0
         for i, row in enumerate(rows):
-            match = self._match(texts, kept_index, kept_matrix[: len(kept_index)] @ vectors[i], i) if kept_index else None
+            match = self._match(texts, prompts, kept_index, kept_matrix[: len(kept_index)] @ vectors[i], i) if kept_index else None
             if match is None:
                 kept_matrix[len(kept_index)] = vectors[i]
                 kept_index.append(i)
@@ -183,7 +184,15 @@ class SemanticDedup:
             report.detail["kept_by_verifier"] = refused
         return [rows[i] for i in kept_index], report
 
-    def _match(self, texts: list[str], kept: list[int], sims: np.ndarray, i: int) -> tuple[int, float] | None:
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        vectors = np.vstack([np.asarray(self.embed(texts[i : i + self.batch]), dtype=np.float32)
+                             for i in range(0, len(texts), self.batch)])
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
+
+    def _match(
+        self, texts: list[str], prompts: np.ndarray, kept: list[int], sims: np.ndarray, i: int
+    ) -> tuple[int, float] | None:
         """The kept row ``i`` duplicates (its index, similarity); ``(-1, sim)`` when only the verifier
         kept it apart; ``None`` when nothing is similar enough."""
         order = np.argsort(-sims)[: self.candidates]
@@ -192,7 +201,10 @@ class SemanticDedup:
             return None
         for k in above:
             j = kept[k]
-            if self._verifier is None or self._verifier(texts[i], texts[j], similarity=float(sims[k]), threshold=self.threshold) is None:
+            if self._verifier is None:
+                return j, float(sims[k])
+            prompt_similarity = float(prompts[i] @ prompts[j])
+            if self._verifier(texts[i], texts[j], similarity=prompt_similarity, threshold=self.threshold) is None:
                 return j, float(sims[k])
         return -1, float(sims[above[0]])
 
