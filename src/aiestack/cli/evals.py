@@ -20,9 +20,10 @@ def register(app: typer.Typer) -> None:
         no_args_is_help=True,
     )
     app.add_typer(evals, name="eval")
-    from aiestack.cli import eval_retrieval
+    from aiestack.cli import eval_bfcl, eval_retrieval
 
     eval_retrieval.register(evals)
+    eval_bfcl.register(evals)
 
     @evals.command("run")
     def run(
