@@ -68,7 +68,7 @@ from aiestack.prompts.registry import PromptRegistry
 from aiestack.sidecalls import ModelCaller
 from aiestack.stores.base import EvalResultRecord, EvalStore
 from aiestack.stores.prompts import PromptVersion
-from aiestack.types import ChatRequest, Completion, EvalRun, Example, Exchange, Message, new_id
+from aiestack.types import ChatRequest, Completion, EvalRun, Example, Exchange, Message, Params, Tool, new_id
 
 if TYPE_CHECKING:
     from aiestack.batch import BatchRunner
@@ -430,7 +430,7 @@ class EvalRunner:
                 request = ChatRequest(
                     model=system.model,
                     messages=tuple(messages),
-                    params=params,
+                    params=_with_tools(params, example, suite.dataset.tools),
                     metadata={
                         "eval_suite": suite.name,
                         "eval_system": system.name,
@@ -671,3 +671,22 @@ def render_messages(user: Template, system: Template | None, example: Example) -
             "prompt", f"example {example.id}: {exc.message}", f"use fields of the dataset: {', '.join(example.input)}"
         ) from None
     return messages
+
+
+def _with_tools(params: Params, example: Example, field: str | None) -> Params:
+    """``params`` offering the example's tools (``dataset.tools``), converted to :class:`Tool` s."""
+    if field is None:
+        return params
+    from aiestack.evals.bfcl.checker import wire_name
+    from aiestack.evals.bfcl.runner import parameters
+    from aiestack.evals.datasets import field_value
+    from aiestack.evals.metrics.tools import function_docs
+
+    docs = function_docs(field_value(dict(example.input), field))
+    if not docs:
+        return params
+    tools = tuple(
+        Tool(name=wire_name(d["name"]), description=d["description"], parameters=d["parameters"] if d["parameters"].get("type") == "object" else parameters(d))
+        for d in docs
+    )
+    return dataclasses.replace(params, tools=tools)

@@ -65,6 +65,9 @@ class DatasetSpec(_Strict):
     metadata: list[str] = Field(
         default_factory=list, description="Fields copied into the example's metadata."
     )
+    tools: str | None = Field(
+        default=None, description="Field holding the tools offered to the model (OpenAI tools or BFCL function documents)."
+    )
     unpivot: Unpivot | None = None
 
 

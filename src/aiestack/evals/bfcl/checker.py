@@ -35,6 +35,8 @@ PYTHON_TYPES: Mapping[str, type] = {
     "tuple": list,
     "dict": dict,
     "any": str,
+    "number": float,  # JSON Schema names (tools offered in eval suites); BFCL's own data uses the names above
+    "object": dict,
 }
 _NESTED = ("array", "tuple")
 _STANDARDIZE = re.compile(r"[ ,./\-_*^]")
@@ -147,7 +149,7 @@ def _check_value(param: str, value: Any, declared: Mapping[str, Any], allowed: l
     nested = PYTHON_TYPES.get(str(declared.get("items", {}).get("type")), str) if kind in _NESTED else None
     if kind == "tuple" and isinstance(value, tuple):
         value = list(value)
-    if kind == "float" and type(value) is int:
+    if kind in ("float", "number") and type(value) is int:
         value = float(value)
     typed, variable = _type_check(param, value, allowed, kind, expected, nested)
     if not typed.valid:

@@ -13,7 +13,8 @@ Where each family is defined, and its conventions: :mod:`._text` (SQuAD normalis
 :mod:`._overlap` (sacrebleu / rouge-score scales), :mod:`._structured` (final-number extraction),
 :mod:`._model` (logprobs, latency, cost, embeddings), :mod:`._retrieval` (ranked and relevant ids),
 :mod:`._rag` (lexical context metrics, judge faithfulness), :mod:`._code` (the sandbox),
-:mod:`.sql` (text-to-SQL by execution on a read-only SQLite database).
+:mod:`.sql` (text-to-SQL by execution on a read-only SQLite database), :mod:`.tools` (tool calls,
+BFCL's AST rules).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pydantic import Field
 from aiestack.errors import ConfigError
 from aiestack.evals.base import CorpusMetric, Metric
 from aiestack.evals.judges import DEFAULT_RUBRIC, JudgeCall, RubricJudge
-from aiestack.evals.metrics import code, model, overlap, rag, retrieval, sql, structured, text
+from aiestack.evals.metrics import code, model, overlap, rag, retrieval, sql, structured, text, tools
 from aiestack.evals.metrics.options import MetricOptions, ReferenceOptions, parse_options, require
 from aiestack.models.base import EmbeddingModel
 
@@ -177,6 +178,10 @@ _FACTORIES: Mapping[str, Factory] = MappingProxyType(
         "context_recall": _simple(rag.ContextOptions, rag.ContextRecall),
         "lexical_groundedness": _simple(rag.GroundednessOptions, rag.LexicalGroundedness),
         "faithfulness": _faithfulness,
+        "tool_call_accuracy": _simple(tools.ToolOptions, tools.ToolCallAccuracy),
+        "tool_selection": _simple(tools.ToolOptions, tools.ToolSelection),
+        "invalid_tool_calls": _simple(tools.ToolOptions, tools.InvalidToolCalls),
+        "tool_calls": _simple(tools.ToolOptions, tools.ToolCallCount),
         "judge": _judge(reference_based=False),
         "judge_reference": _judge(reference_based=True),
     }
