@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aiestack.build import open_stack
-from aiestack.evals.cache import CallCache
+from aiestack.evals.call_cache import CallCache
 from aiestack.evals.datasets import load_examples
 from aiestack.evals.runner import EvalRunner
 from aiestack.evals.suite import parse_suite

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from aiestack.build import Stack, open_stack
 from aiestack.errors import ConfigError
-from aiestack.evals.cache import CallCache
+from aiestack.evals.call_cache import CallCache
 from aiestack.evals.compare import ranking_dict, stored_ranking
 from aiestack.evals.datasets import load_examples
 from aiestack.evals.ranking import Battle, Outcome, rank

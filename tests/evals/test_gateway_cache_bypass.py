@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from aiestack.build import Stack, open_stack
-from aiestack.evals.cache import CallCache
+from aiestack.evals.call_cache import CallCache
 from aiestack.evals.datasets import load_examples
 from aiestack.evals.runner import EvalRunner, RunResult
 from aiestack.evals.suite import Suite, parse_suite

@@ -11,7 +11,7 @@ import pytest
 
 from aiestack.build import Stack, open_stack
 from aiestack.errors import ProviderUnavailable
-from aiestack.evals.cache import CallCache
+from aiestack.evals.call_cache import CallCache
 from aiestack.evals.datasets import load_examples
 from aiestack.evals.runner import EvalRunner
 from aiestack.evals.suite import Suite, parse_suite

@@ -178,7 +178,7 @@ async def _run(
     from aiestack.batch import open_runner
     from aiestack.build import open_stack
     from aiestack.errors import ConfigError
-    from aiestack.evals.cache import CallCache
+    from aiestack.evals.call_cache import CallCache
     from aiestack.evals.runner import EvalRunner, LazyEmbeddings
     from aiestack.settings import load_settings
     from aiestack.stores.base import EvalStore

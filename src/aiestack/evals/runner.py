@@ -57,7 +57,7 @@ from rich.progress import (
 from aiestack.cache.stage import REQUEST_FLAG as CACHE_FLAG
 from aiestack.errors import AiestackError, ConfigError, NotFound
 from aiestack.evals.base import CorpusMetric, Metric, Sample, Score
-from aiestack.evals.cache import CachedCall, CallCache, call_key
+from aiestack.evals.call_cache import CachedCall, CallCache, call_key
 from aiestack.evals.compare import run_comparison
 from aiestack.evals.metrics import build_metric
 from aiestack.evals.scoring import BatchScorer, ScoreSamples, portable, safe_score
