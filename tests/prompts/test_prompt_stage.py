@@ -13,6 +13,7 @@ import pytest
 
 from aiestack.build import Stack, build_stack
 from aiestack.errors import ConfigError
+from aiestack.guardrails.canary import is_canary_line
 from aiestack.models.fake import FakeModel
 from aiestack.prompts import PromptUnavailable, TemplateError
 from aiestack.settings import PromptSettings, Settings
@@ -77,10 +78,10 @@ async def test_a_client_system_prompt_follows_the_registered_one(stack: Stack) -
     assert stack.prompts is not None
     stack.prompts.push("support", "Registered.", label="production")
     await stack.chat(ask("hi", system="Answer in French."))
-    sent = fake(stack).requests[-1].messages
+    # (the canary guard adds its marker as a system message of its own, after the first)
+    sent = [m for m in fake(stack).requests[-1].messages if not is_canary_line(m.text)]
     assert [m.role for m in sent] == ["system", "user"]
-    # (the canary guard may append its marker line to the system prompt)
-    assert sent[0].text.startswith("Registered.\n\nAnswer in French.")
+    assert sent[0].text == "Registered.\n\nAnswer in French."
 
 
 async def test_moving_the_label_changes_the_prompt_without_a_restart(stack: Stack) -> None:
