@@ -11,6 +11,7 @@ import pytest
 
 from aiestack import hookspecs
 from aiestack.build import open_stack
+from aiestack.cache.stage import CacheStage
 from aiestack.errors import GuardrailBlocked
 from aiestack.evals.base import Sample, Score
 from aiestack.evals.datasets import load_examples
@@ -31,8 +32,10 @@ from aiestack.pipeline import Next
 from aiestack.plugins import collect_plugins, plugin_manager
 from aiestack.settings import Settings
 from aiestack.stores.base import EvalStore
+from aiestack.stores.cache_memory import MemoryCacheBackend
 from aiestack.stores.documents import Filter
 from aiestack.stores.exchanges_memory import MemoryExchangeStore
+from aiestack.stores.queries import ScanQueries
 from aiestack.types import ChatRequest, Chunk, Exchange, Hit, Message, Tool
 
 from .context._rag_kit import memory_store
@@ -153,20 +156,27 @@ async def test_a_registered_retriever_adds_its_list_to_every_rag_search(tmp_path
 async def test_a_registered_store_is_opened_for_its_url(tmp_path: Path) -> None:
     opened: list[str] = []
 
+    class MyDb(MemoryExchangeStore):
+        url = "mydb://somewhere"
+
     def open_mydb(url: str) -> MemoryExchangeStore:
         opened.append(url)
-        return MemoryExchangeStore()
+        return MyDb()
 
     class StorePlugin:
         @hookimpl
         def register_stores(self, register: Callable[[StoreSpec], None]) -> None:
             register(StoreSpec("mydb", "exchanges", open_mydb))
 
-    settings = _settings(tmp_path, store={"url": "mydb://somewhere"})
+    settings = _settings(tmp_path, store={"url": "mydb://somewhere"}, cache={"enabled": True})
     async with open_stack(settings, plugins=[StorePlugin()]) as stack:
         await stack.chat(ChatRequest(model="", messages=(Message("user", "hello"),)))
         assert opened == ["mydb://somewhere"]
-        assert isinstance(stack.store, MemoryExchangeStore)
+        assert isinstance(stack.store, MyDb)
+        # It registers no other capability: the console scans it, the cache is in memory.
+        assert isinstance(stack.queries, ScanQueries)
+        cache = next(s for s in stack.pipeline.stages if isinstance(s, CacheStage))
+        assert cache.exact is not None and isinstance(cache.exact.backend, MemoryCacheBackend)
 
 
 async def test_a_registered_tool_is_listed_by_the_stack(tmp_path: Path) -> None:

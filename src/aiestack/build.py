@@ -50,9 +50,9 @@ from aiestack.stores.context_cache import ContextCache
 from aiestack.stores.documents import DocumentStore
 from aiestack.stores.feedback import FeedbackStore
 from aiestack.stores.kv import KV
-from aiestack.stores.open import StoreFactories, open_store
+from aiestack.stores.open import StoreFactories, offers, open_store
 from aiestack.stores.prompts import PROMPT_LABEL_ATTR, PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR, PromptStore
-from aiestack.stores.queries import ExchangeQueries
+from aiestack.stores.queries import ExchangeQueries, exchange_queries
 from aiestack.stores.writer import BatchWriter
 from aiestack.tracing import Tracing, current_exchange
 from aiestack.tracing.stage import Trace
@@ -305,6 +305,14 @@ def cost_estimator(registry: ModelRegistry, prices: PriceTable) -> CostEstimate:
     return estimate
 
 
+def build_queries(store: ExchangeStore, extra: StoreFactories | None = None) -> ExchangeQueries:
+    """The console's queries, opened beside the exchange store; a plugin backend that registers no
+    ``queries`` of its own gets the store's own queries, or a scan through its protocol."""
+    if offers(store.url, "queries", extra=extra):
+        return open_store(store.url, "queries", beside=store, extra=extra)
+    return exchange_queries(store)
+
+
 def build_kv(settings: Settings, extra: StoreFactories | None = None) -> KV:
     """Redis when ``gateway.redis_url`` is set (limits exact across processes; a plugin's backend for
     its scheme), else in-process."""
@@ -535,7 +543,7 @@ def build_stack(
     pipeline = Pipeline(stages, observer=tracing, plans=plans)
     stack = Stack(
         settings, store, writer, tracing, metrics, registry, prices, pipeline, routes, breakers, kv, keys, auth, resources,
-        open_store(store.url, "queries", beside=store, extra=found.stores), side_calls,
+        build_queries(store, found.stores), side_calls,
     )
     stack.prompts, stack.signals, stack.limits = prompts, signals, limits
     stack.tools, stack.eval_metrics = found.tools, found.metrics
