@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -88,7 +89,7 @@ def register(app: typer.Typer) -> None:
             synthetic,
         )
 
-        out = Console(highlight=False)
+        out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)  # a log keeps every column
         levels_c = tuple(int(c) for c in _floats(concurrency, "--concurrency"))
         levels_r = _floats(rate, "--rate")
         if not levels_c and not levels_r and replay is None:
