@@ -111,3 +111,21 @@ def test_curate_and_contamination_commands(workdir: Path, store: SqlExchangeStor
     bad = run("datasets", "curate", "raw", "--steps", "exact,shiny")
     assert bad.exit_code == 2 and "unknown step(s) shiny" in bad.output
     assert "needs --against" in run("datasets", "curate", "raw", "--steps", "contamination").output
+
+
+def test_synthesize_variants_through_the_stack(fake_config: Path, store: SqlExchangeStore) -> None:
+    seed = fake_config.parent / "seed.jsonl"
+    seed.write_text(json.dumps({"question": "Sort [3, 1, 2] in Python.", "answer": "sorted([3, 1, 2])"}) + "\n", encoding="utf-8")
+    ok(run("datasets", "build", "seed", "--from", "file", "--path", str(seed)))
+    # The echo model writes back the variant prompt, then answers with it: two rows, one per method.
+    out = ok(run("datasets", "synthesize", "evolved", "--seed", "seed", "--model", "echo", "--concurrency", "1"))
+    assert "built evolved@1: 2 synthetic rows (variants, by echo)" in out
+    shown = ok(run("datasets", "show", "evolved", "--rows", "2"))
+    assert "derived from seed@1" in shown and '"method": "evol:deepen"' in shown and '"generator": "echo"' in shown
+    # The echo judge's reply (the prompt's first words, max_tokens 4) holds no score: every row goes.
+    judged = run("datasets", "synthesize", "judged", "--seed", "seed", "--model", "echo", "--judge", "echo")
+    assert judged.exit_code != 0 and "2 judge: no score" in str(judged.exception)
+    both = run("datasets", "synthesize", "x", "--model", "echo")
+    assert both.exit_code == 2 and "one of them" in both.output
+    exchanges = store.list_exchanges(limit=20)
+    assert exchanges and all(e.attributes.get("aiestack.side_call.purpose", "").startswith("datasets.") for e in exchanges)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import sys
@@ -46,6 +47,7 @@ class Format(StrEnum):
     openai = "openai"
     hf = "hf"
     preference = "preference"
+    qrels = "qrels"
 
 
 @contextmanager
@@ -90,6 +92,7 @@ def _where(version: DatasetVersion) -> str:
 def register(app: typer.Typer) -> None:
     datasets = typer.Typer(help="Versioned datasets for finetuning and evals (see docs/datasets.md).", no_args_is_help=True)
     app.add_typer(datasets, name="datasets")
+    _register_synthesis(datasets)
 
     @datasets.command("build")
     def build(
@@ -214,7 +217,7 @@ def register(app: typer.Typer) -> None:
     @datasets.command("export")
     def export(
         ref: str = typer.Argument(..., help="NAME (the newest version) or NAME@VERSION."),
-        format: Format = typer.Option(Format.openai, "--format", "-f", help="openai (fine-tuning API), hf (TRL / datasets), preference."),
+        format: Format = typer.Option(Format.openai, "--format", "-f", help="openai (fine-tuning API), hf (TRL / datasets), preference, qrels (question → source document)."),
         out: Path = typer.Option(..., "--out", "-o", help="The JSONL file to write ('-' for stdout)."),
         lineage: bool = typer.Option(False, "--lineage", help="hf: add each row's id and lineage."),
     ) -> None:
@@ -249,8 +252,6 @@ def register(app: typer.Typer) -> None:
         message: str = typer.Option(None, "--message", "-m", help="What this version is for."),
     ) -> None:
         """Deduplicate, filter and scrub a version into a new one (its parent), reporting what each step removed and why."""
-        import asyncio
-
         wanted = [s.strip() for s in steps.split(",") if s.strip()]
         unknown = [s for s in wanted if s not in STEPS]
         if unknown or not wanted:
@@ -334,8 +335,6 @@ def _curate(store: Any, version: DatasetVersion, wanted: list[str], options: dic
 async def _curate_with_embeddings(store: Any, version: DatasetVersion, wanted: list[str], options: dict[str, Any],
                                   into: str | None, message: str | None) -> Any:
     """Curation runs in a worker thread; the semantic step's embeddings come from the stack's model on this loop."""
-    import asyncio
-
     from aiestack.build import open_stack
 
     loop = asyncio.get_running_loop()
@@ -361,3 +360,87 @@ def _print_curation(version: DatasetVersion, pushed: DatasetVersion, created: bo
             typer.echo(f"  {report.step}: {removal.row_id[:12]} {removal.reason}{other}{score}")
     verb = "curated" if created else "unchanged:"
     typer.echo(f"{verb} {pushed.ref} ({pushed.rows} rows) from {version.ref} ({version.rows} rows)")
+
+
+def _register_synthesis(datasets: typer.Typer) -> None:
+    @datasets.command("synthesize")
+    def synthesize(
+        name: str = typer.Argument(..., help="The dataset to build a version of."),
+        model: str = typer.Option(..., "--model", help="The model or route that writes (through the gateway's routes and budgets)."),
+        collection: str = typer.Option(None, "--collection", help="Questions from this collection's chunks (one per chunk)."),
+        limit: int = typer.Option(100, "--limit", min=1, help="Collection: at most this many chunks."),
+        check: bool = typer.Option(True, "--check/--no-check", help="Collection: keep a question only if the model finds it answerable from its chunk."),
+        seed: str = typer.Option(None, "--seed", help="Instruction variants from this dataset version's rows (NAME or NAME@VERSION)."),
+        methods: str = typer.Option("deepen,constrain", "--methods", help="Seed: Evol-Instruct moves: deepen, constrain, concretise, breadth."),
+        judge: str = typer.Option(None, "--judge", help="Score every row with this model and drop those under --min-score."),
+        min_score: int = typer.Option(4, "--min-score", min=1, max=5, help="Judge: least score (1-5) to keep a row."),
+        concurrency: int = typer.Option(4, "--concurrency", min=1, max=64, help="Model calls at a time."),
+        message: str = typer.Option(None, "--message", "-m", help="What this version is for."),
+    ) -> None:
+        """Build a version of synthetic rows: questions from a collection, or variants of seed rows; optionally judged."""
+        from aiestack.stores.datasets import check_dataset_name
+
+        try:
+            check_dataset_name(name)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="NAME") from None
+        if (collection is None) == (seed is None):
+            raise typer.BadParameter("give --collection (questions from chunks) or --seed (variants of rows), one of them", param_hint="--collection")
+        with open_datasets() as store:
+            seeds, parent = None, None
+            if seed is not None:
+                from aiestack.datasets import iter_rows
+
+                seed_version = _resolve(store, seed)
+                seeds, parent = list(iter_rows(store, seed_version)), seed_version.ref
+            built, report = asyncio.run(_synthesize(store, collection, limit, check, seeds, [m.strip() for m in methods.split(",") if m.strip()],
+                                                    model, judge, min_score, concurrency))
+            if not built.rows:
+                left = ", ".join(f"{n} {why}" for why, n in built.skipped.items()) or "nothing was generated"
+                raise NotFound(f"no synthetic rows for {name!r}: {left}", hint="check the model's replies with `aiestack logs`")
+            from aiestack.datasets import build_dataset
+
+            version, created = build_dataset(store, name, built, message=message, parent=parent)
+        typer.echo(f"{'built' if created else 'unchanged:'} {version.ref}: {version.rows} synthetic rows ({built.source['method']}, by {model})")
+        for why, count in sorted(built.skipped.items()):
+            typer.echo(f"  left out {count}: {why}")
+        if report is not None:
+            typer.echo(f"  judge {judge} removed {len(report.removed)} of {report.rows_in} (score under {min_score})")
+
+
+async def _synthesize(store: Any, collection: str | None, limit: int, check: bool, seeds: list[Any] | None, methods: list[str],
+                      model: str, judge: str | None, min_score: int, concurrency: int) -> Any:
+    from aiestack.build import open_stack
+    from aiestack.datasets.synthesis import judge_rows, synthesize_questions, synthesize_variants
+
+    async with open_stack() as stack:
+        call = stack.side_calls.caller("datasets.synthesis")
+        if seeds is not None:
+            try:
+                built = await synthesize_variants(seeds, call, model=model, methods=methods, concurrency=concurrency)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--methods") from None
+        else:
+            chunks = await asyncio.to_thread(_chunks, stack.documents, str(collection), limit)
+            built = await synthesize_questions(chunks, call, model=model, check=check, collection=collection, concurrency=concurrency)
+        report = None
+        if judge is not None and built.rows:
+            built.rows, report = await judge_rows(built.rows, stack.side_calls.caller("datasets.judge"), model=judge,
+                                                  min_score=min_score, concurrency=concurrency)
+            built.source["judge"] = {"model": judge, "min_score": min_score, "removed": len(report.removed)}
+            for removal in report.removed:
+                built.skip(f"judge: {removal.reason}")
+        return built, report
+
+
+def _chunks(documents: Any, collection: str, limit: int) -> list[Any]:
+    """The first ``limit`` chunks of a collection, document by document in source order."""
+    if documents.get_collection(collection) is None:
+        raise NotFound(f"there is no collection {collection!r}", hint="`aiestack collections list` shows them; `aiestack ingest` makes one")
+    chunks: list[Any] = []
+    for doc in sorted(documents.documents(collection), key=lambda d: d.source):
+        for _, doc_chunks, _ in documents.read_documents(collection, [doc.source]):
+            chunks.extend(doc_chunks)
+        if len(chunks) >= limit:
+            break
+    return chunks[:limit]

@@ -12,6 +12,9 @@ Formats (``aiestack datasets export --format``):
   ``"lineage"``, and a RAG row keeps its ``"sources"``.
 - ``preference``: the preference pairs alone, ``{"prompt", "chosen", "rejected"}`` (only for a
   preference dataset).
+- ``qrels``: relevance judgements for retrieval evals and embedding training, one line per source of
+  a chat row that has ``sources`` (synthetic questions, RAG exchanges): ``{"query_id", "query",
+  "corpus_id", "chunk_id", "score": 1}`` (BEIR's names; ``corpus_id`` is the document id).
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from typing import Any, Literal, TextIO
 
 from aiestack.stores.datasets import DatasetRow, DatasetStore, DatasetVersion
 
-ExportFormat = Literal["openai", "hf", "preference"]
-EXPORT_FORMATS: tuple[ExportFormat, ...] = ("openai", "hf", "preference")
+ExportFormat = Literal["openai", "hf", "preference", "qrels"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("openai", "hf", "preference", "qrels")
 _PAGE = 1000
 
 
@@ -59,6 +62,8 @@ def iter_rows(store: DatasetStore, version: DatasetVersion) -> Iterator[DatasetR
 def format_row(row: DatasetRow, kind: str, fmt: ExportFormat, *, lineage: bool = False) -> dict[str, Any]:
     """One line of the export (``ValueError`` for a format the kind cannot take)."""
     data = row.data
+    if fmt == "qrels":
+        raise ValueError("qrels has a line per source: use qrels_lines")
     if fmt == "openai":
         if kind == "chat":
             out: dict[str, Any] = {"messages": data["messages"]}
@@ -81,9 +86,21 @@ def export_dataset(store: DatasetStore, version: DatasetVersion, out: TextIO, fm
     """Write ``version`` to ``out`` as JSONL in ``fmt``; return the number of lines."""
     written = 0
     for row in iter_rows(store, version):
-        out.write(json.dumps(format_row(row, version.kind, fmt, lineage=lineage), ensure_ascii=False) + "\n")
-        written += 1
+        lines = qrels_lines(row) if fmt == "qrels" else [format_row(row, version.kind, fmt, lineage=lineage)]
+        for line in lines:
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            written += 1
     return written
+
+
+def qrels_lines(row: DatasetRow) -> list[dict[str, Any]]:
+    """The relevance judgements of a chat row with ``sources``: its question against each source."""
+    data = row.data
+    if "messages" not in data or not data.get("sources"):
+        return []
+    query = "\n".join(str(m.get("content") or "") for m in data["messages"][:-1] if m.get("role") == "user")
+    return [{"query_id": row.id[:16], "query": query, "corpus_id": s.get("document_id"), "chunk_id": s.get("chunk_id"), "score": 1}
+            for s in data["sources"]]
 
 
 @dataclass(frozen=True, slots=True)
