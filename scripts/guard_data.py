@@ -76,3 +76,32 @@ def stdlib_docstrings(half: str, n: int) -> list[str]:
 def ordinary_documents(data: Path, *, half: str, n: int = 1500) -> list[tuple[str, str]]:
     """(source, text): ``n`` SciFact abstracts and ``n`` standard-library docstrings of one half."""
     return [("scifact", d) for d in scifact_abstracts(data, half, n)] + [("stdlib", d) for d in stdlib_docstrings(half, n)]
+
+
+#: Salt of the Davidson split: change it and every figure measured on the split changes with it.
+DAVIDSON_SEED = 17
+
+
+def davidson_split(data: Path, split: str) -> tuple[list[str], list[int]]:
+    """(tweets, classes) of one part of Davidson et al.'s hate/offensive set, which ships no split.
+
+    The split is seeded and grouped: a tweet is in ``test`` when CRC-32 of ``"17:" + its normalised,
+    lower-cased text`` is divisible by 5 (about 20%), else in ``train``; identical tweets (retweets)
+    always land in the same part. Classes as in the data set: 0 hate speech, 1 offensive, 2 neither.
+    The texts are offensive: callers print counts and scores only.
+    """
+    import csv
+
+    from aiestack.guardrails.toxicity import normalise
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    texts, classes = [], []
+    with (data / "davidson-hate-offensive" / "labeled_data.csv").open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            key = " ".join(normalise(row["tweet"]).lower().split())
+            in_test = zlib.crc32(f"{DAVIDSON_SEED}:{key}".encode()) % 5 == 0
+            if in_test == (split == "test"):
+                texts.append(row["tweet"])
+                classes.append(int(row["class"]))
+    return texts, classes

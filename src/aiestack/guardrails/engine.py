@@ -20,6 +20,7 @@ from aiestack.guardrails.pii import ENTITIES, PIIDetector, mask
 from aiestack.guardrails.policy import GuardPolicy, build_policies
 from aiestack.guardrails.secrets import SecretsDetector
 from aiestack.guardrails.topics import BannedTopics
+from aiestack.guardrails.toxicity import ToxicityClassifier, ToxicityDetector
 from aiestack.types import Exchange
 
 
@@ -33,6 +34,8 @@ class Guards:
     topics: BannedTopics
     injection: InjectionDetector
     context: InjectionDetector
+    #: ``None`` when the policy leaves the toxicity guard off (its classifier is then never loaded).
+    toxicity: ToxicityDetector | None = None
     #: The guards that are on, decided once (``active`` is asked for every guard of every exchange).
     on: frozenset[str] = field(default=frozenset())
 
@@ -50,10 +53,13 @@ def build_guards(
     classifier: InjectionClassifier | None = None,
     embed: Embed | None = None,
     judge: Callable[[str], Judge] | None = None,
+    toxicity: Callable[[], ToxicityClassifier] = ToxicityClassifier,
 ) -> Guards:
-    """Detectors for ``policy``; ``judge(name)`` turns a configured judge model name into a judge."""
+    """Detectors for ``policy``; ``judge(name)`` turns a configured judge model name into a judge,
+    ``toxicity()`` gives the toxicity classifier (asked only when the policy turns that guard on)."""
     inj = policy.injection
     use_classifier = classifier if inj.classifier else None
+    tox = policy.toxicity
     return Guards(
         policy=policy,
         pii=PIIDetector(policy.pii.entities, default_region=policy.pii.region),
@@ -68,6 +74,7 @@ def build_guards(
             heads=inj.heads,
         ),
         context=_context_detector(policy, classifier, embed),
+        toxicity=ToxicityDetector(toxicity(), threshold=tox.threshold, labels=tox.labels) if policy.active("toxicity") else None,
     )
 
 
@@ -136,8 +143,14 @@ def build_guard_table(
 ) -> GuardTable:
     """Validate ``[guards]`` and every ``[routes.NAME.guards]`` and build their detectors."""
     default, per_route = build_policies(defaults, routes)
+    loaded: list[ToxicityClassifier] = []
+
+    def toxicity() -> ToxicityClassifier:  # loaded once, and only if a policy uses it
+        if not loaded:
+            loaded.append(ToxicityClassifier())
+        return loaded[0]
 
     def build(policy: GuardPolicy) -> Guards:
-        return build_guards(policy, classifier=classifier, embed=embed, judge=judge)
+        return build_guards(policy, classifier=classifier, embed=embed, judge=judge, toxicity=toxicity)
 
     return GuardTable(build(default), {name: build(p) for name, p in per_route.items()})

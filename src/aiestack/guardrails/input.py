@@ -166,7 +166,7 @@ def _texts(message: Message) -> list[str]:
 
 
 class InputGuard:
-    """Input checks (secrets, PII, injection, topics) per the exchange's policy; see the module doc."""
+    """Input checks (secrets, PII, injection, topics, toxicity) per the exchange's policy; see the module doc."""
 
     name = INPUT_GUARD_STAGE
 
@@ -196,7 +196,7 @@ class InputGuard:
         if tool_verdict is not None:
             verdicts.append(tool_verdict)
         messages = list(request.messages)
-        for check in (self._injection, self._topics):
+        for check in (self._injection, self._topics, self._toxicity):
             v2 = await check(guards, messages)
             if v2 is None:
                 continue
@@ -285,6 +285,19 @@ class InputGuard:
         action: Action = "block" if cfg.action in ("block", "retry", "redact") else "flag"
         return verdict("topics", action, found, started=started)
 
+    async def _toxicity(self, guards: Guards, messages: list[Message]) -> Verdict | None:
+        detector = guards.toxicity
+        if detector is None or guards.policy.toxicity.scope == "output":
+            return None
+        started = time.perf_counter()
+        texts = [t for m in messages if m.role == "user" for t in _texts(m)]
+        found = await run_cpu(sum(map(len, texts)), lambda: [f for t in texts for f in detector.detect(t)])
+        if not found:
+            return verdict("toxicity", "allow", started=started)
+        # Input is not rewritten: redact and retry (output actions) block the request.
+        action: Action = "flag" if guards.policy.toxicity.action == "flag" else "block"
+        return verdict("toxicity", action, found, started=started)
+
 
 async def _tool_results(guards: Guards, request: ChatRequest) -> tuple[Verdict | None, ChatRequest]:
     """Judge the tool results ``request`` adds for indirect injection (see the module doc)."""
@@ -316,6 +329,9 @@ async def _tool_results(guards: Guards, request: ChatRequest) -> tuple[Verdict |
 def _reason(v: Verdict) -> str:
     if v.guard == "injection":
         return f"the prompt looks like a prompt injection or jailbreak (score {v.score:.2f})"
+    if v.guard == "toxicity":
+        labels = ", ".join(sorted({f.label or f.kind for f in v.findings}))
+        return f"the request contains hate speech or offensive language ({labels})"
     labels = ", ".join(sorted({f.label or f.kind for f in v.findings}))
     return f"the request touches a banned topic or term ({labels})"
 

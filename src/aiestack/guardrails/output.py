@@ -34,7 +34,7 @@ from aiestack.guardrails.grounding import groundedness
 from aiestack.guardrails.input import blocked, kinds
 from aiestack.guardrails.pii import mask
 from aiestack.guardrails.schema import reask_message, validate
-from aiestack.guardrails.stream import rewrite, unsettled
+from aiestack.guardrails.stream import rewrite, sentence_start, unsettled
 from aiestack.monitoring import Metrics
 from aiestack.offload import run_cpu
 from aiestack.pipeline import Next
@@ -131,6 +131,9 @@ class OutputGuard:
         if guards.active("topics") and policy.topics.scope != "input" and not guards.topics.empty:
             t = time.perf_counter()
             checks.append(("topics", policy.topics.action, t, guards.topics.detect(text), None))
+        if guards.toxicity is not None and policy.toxicity.scope != "input":
+            t = time.perf_counter()
+            checks.append(("toxicity", policy.toxicity.action, t, guards.toxicity.detect(text), None))
         fmt = result.request.params.response_format
         if guards.active("json_schema") and fmt is not None and fmt.type != "text":
             t = time.perf_counter()
@@ -145,7 +148,7 @@ class OutputGuard:
             if not findings:
                 verdicts.append(verdict(name, "allow", started=started, score=score))
                 continue
-            if action == "redact" and name in ("pii_leak", "topics"):
+            if action == "redact" and name in ("pii_leak", "topics", "toxicity"):
                 text = mask(text, without_overlaps(findings)) if name == "pii_leak" else _mask_terms(text, findings)
                 verdicts.append(verdict(name, "redact", findings, started=started, score=score))
             elif action == "flag":
@@ -176,6 +179,7 @@ class OutputGuard:
         limit = max([HOLDBACK, *(len(t) + 1 for t in watch)])
         seen: list[Verdict] = []
         plain = _window_exchange(result)
+        toxicity = guards.toxicity is not None and policy.toxicity.scope != "input"
 
         def scan(pending: str, final: bool) -> tuple[str, int]:
             text, verdicts, failure = self._check_text(guards, pending, plain, canary)
@@ -183,6 +187,8 @@ class OutputGuard:
                 self._count(verdicts)
                 raise GuardrailBlocked(failure.guard, f"the answer failed the {failure.guard} check ({kinds(failure.findings)})")
             cut = len(pending) if final else len(pending) - unsettled(pending, limit=limit, watch=watch)
+            if toxicity and not final:  # a sentence is judged whole: hold back the one being written
+                cut = min(cut, sentence_start(pending, cut))
             for v in verdicts:
                 for f in v.findings:
                     if f.start is not None and f.end is not None and f.start < cut < f.end:

@@ -78,6 +78,17 @@ class TopicsGuard(_Guard):
     scope: Literal["input", "output", "both"] = "both"
 
 
+class ToxicityGuard(_Guard):
+    action: Literal["block", "redact", "flag", "retry", "off"] = "block"
+    threshold: float = Field(default=0.5, gt=0, le=1, description="Score at which a sentence counts as toxic.")
+    labels: tuple[Literal["toxic", "hate"], ...] = Field(
+        default=("toxic",),
+        min_length=1,
+        description="Classifier heads that count: toxic (hate speech or offensive language), hate (hate speech only).",
+    )
+    scope: Literal["input", "output", "both"] = "both"
+
+
 class PIILeakGuard(_Guard):
     action: Literal["block", "redact", "flag", "retry", "off"] = "redact"
 
@@ -117,6 +128,8 @@ class GuardPolicy(BaseModel):
     injection: InjectionGuard = InjectionGuard()
     context_injection: ContextInjectionGuard = ContextInjectionGuard()
     topics: TopicsGuard = TopicsGuard(action="off")
+    # Off by default: trained on 2017 tweets, English only, with a documented label bias (docs/guardrails.md).
+    toxicity: ToxicityGuard = ToxicityGuard(action="off")
     pii_leak: PIILeakGuard = PIILeakGuard()
     canary: CanaryGuard = CanaryGuard()
     json_schema: SchemaGuard = SchemaGuard()

@@ -38,11 +38,15 @@ def _sentences(line: str, offset: int) -> list[tuple[int, int]]:
     return spans
 
 
-def segments(text: str) -> list[Segment]:
-    """The lines and sentences of ``text`` worth scoring, in order, with their spans in ``text``."""
+def segments(text: str, *, min_chars: int = MIN_SEGMENT) -> list[Segment]:
+    """The lines and sentences of ``text`` worth scoring, in order, with their spans in ``text``.
+
+    ``min_chars``: shorter pieces are skipped (for injection, list bullets and table cells; a
+    toxicity check lowers it, since an insult can be two words).
+    """
     out: list[Segment] = []
     for line in _LINE.finditer(text):
-        if len(line.group().strip()) < MIN_SEGMENT:
+        if len(line.group().strip()) < min_chars:
             continue
         for start, end in _sentences(line.group(), line.start()):
             while end - start > MAX_SEGMENT:
@@ -51,7 +55,7 @@ def segments(text: str) -> list[Segment]:
                 out.append(Segment(start, cut, _SPACE.sub(" ", text[start:cut]).strip()))
                 start = cut
             piece = _SPACE.sub(" ", text[start:end]).strip()
-            if len(piece) >= MIN_SEGMENT:
+            if len(piece) >= min_chars:
                 out.append(Segment(start, end, piece))
             if len(out) >= MAX_SEGMENTS:
                 return out[:MAX_SEGMENTS]

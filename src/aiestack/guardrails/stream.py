@@ -94,6 +94,20 @@ def unsettled(pending: str, *, limit: int, watch: Iterable[str] = ()) -> int:
     return min(held, limit)
 
 
+#: The end of a sentence or line: what follows starts a new one.
+_BOUNDARY = re.compile(r"[.!?]+[\"')\]]*\s+|\n")
+
+
+def sentence_start(pending: str, cut: int, *, limit: int = 300) -> int:
+    """Where the sentence that is still being written at ``cut`` starts (``cut`` itself when ``cut``
+    ends a sentence), at most ``limit`` characters back: a check that judges whole sentences (toxicity)
+    holds that sentence back until it is finished."""
+    start = max(0, cut - limit)
+    for m in _BOUNDARY.finditer(pending, start, cut):
+        start = m.end()
+    return start
+
+
 def _flush(scan: Scan, pending: str) -> str:
     try:
         return scan(pending, True)[0]
