@@ -57,7 +57,8 @@ class NoisyOracle:
         question = last_user_text(request.messages)
         gold = self._gold[question]
         value = gold if self.right(question, request.params.seed or 0) else gold + 1
-        text = f"Working it out step by step. #### {value:g}"
+        shown = str(int(value)) if float(value).is_integer() else repr(float(value))  # never 1e+06 notation
+        text = f"Working it out step by step. #### {shown}"
         yield Delta(text=text)
         yield Delta(finish_reason="stop", usage=Usage(input_tokens=len(question) // 4, output_tokens=8))
 
