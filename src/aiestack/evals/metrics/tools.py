@@ -60,7 +60,7 @@ def expected_calls(reference: Any) -> list[dict[str, dict[str, list[Any]]]] | No
     return answers
 
 
-def _declared(answers: Sequence[Mapping[str, Mapping[str, list[Any]]]]) -> list[dict[str, Any]]:
+def declared_functions(answers: Sequence[Mapping[str, Mapping[str, list[Any]]]]) -> list[dict[str, Any]]:
     """Function documents made from the expected calls when the example offers none."""
     docs = []
     for answer in answers:
@@ -116,7 +116,7 @@ class ToolCallAccuracy:
         calls, unreadable = _calls(sample.completion)
         if unreadable:
             return Score(0.0, {"reason": f"{unreadable} call(s) with arguments that are not a JSON object"})
-        functions = function_docs(lookup(sample, self._opts.tools_key)) or _declared(answers)
+        functions = function_docs(lookup(sample, self._opts.tools_key)) or declared_functions(answers)
         by_wire = {wire_name(f["name"]): f for f in functions}
         functions = [{**by_wire.get(wire_name(n), {"name": n, "parameters": {}}), "name": n} for a in answers for n in a] or functions
         result = check("parallel", functions, calls, answers)
