@@ -208,6 +208,24 @@ class SemanticCache:
         answer: CachedAnswer,
         ttl_s: float | None,
     ) -> Entry:
+        entry = self.index_now(
+            partition, tenant=tenant, route=route, query=query, vector=vector, answer=answer, ttl_s=ttl_s
+        )
+        await self.persist(entry)
+        return entry
+
+    def index_now(
+        self,
+        partition: str,
+        *,
+        tenant: str,
+        route: str,
+        query: str,
+        vector: np.ndarray,
+        answer: CachedAnswer,
+        ttl_s: float | None,
+    ) -> Entry:
+        """Index an entry now (the next lookup finds it); :meth:`persist` writes it to the backend."""
         now = self._clock()
         entry = Entry(
             key=semantic_key(partition, query),
@@ -223,12 +241,15 @@ class SemanticCache:
         )
         self._index(entry)  # found by the next lookup already, while the write is in progress
         self._pending[entry.key] = entry
+        return entry
+
+    async def persist(self, entry: Entry) -> None:
+        """Write an entry indexed by :meth:`index_now` to the backend."""
         try:
             await self.backend.put(entry)
         finally:
             if self._pending.get(entry.key) is entry:
                 del self._pending[entry.key]
-        return entry
 
     async def _get(self, key: str) -> Entry | None:
         pending = self._pending.get(key)

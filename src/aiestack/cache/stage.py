@@ -295,7 +295,13 @@ class CacheStage:
             return False
         if target.flight is not None and not target.flight.done():
             target.flight.set_result(answer)
-        task = asyncio.get_running_loop().create_task(self._store(answer, policy, target))
+        entry = None
+        if target.partition is not None and target.vector is not None and self.semantic is not None:
+            entry = self.semantic.index_now(  # the next lookup finds it, even before the write
+                target.partition, tenant=target.tenant, route=target.route, query=target.query,
+                vector=target.vector, answer=answer, ttl_s=policy.ttl_s,
+            )
+        task = asyncio.get_running_loop().create_task(self._store(answer, entry, policy, target))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         return True
@@ -316,23 +322,15 @@ class CacheStage:
             return None
         return CachedAnswer.of(completion, result.id, self._origin(result), result.hits)
 
-    async def _store(self, answer: CachedAnswer, policy: CachePolicy, target: _Target) -> None:
+    async def _store(self, answer: CachedAnswer, entry: Entry | None, policy: CachePolicy, target: _Target) -> None:
         """Write the answer under the keys computed on the way in (inner stages may rewrite the request),
         then close the flight. A failed write is logged: the answer was served, only not cached.
 
-        The semantic entry goes first: it is indexed (and found by lookups) as soon as this starts,
-        while the exact key is covered by the still-open flight until its write is done."""
+        The semantic ``entry`` was indexed already (lookups find it); the exact key is covered by the
+        still-open flight until its write is done."""
         try:
-            if target.partition is not None and target.vector is not None and self.semantic is not None:
-                await self.semantic.store(
-                    target.partition,
-                    tenant=target.tenant,
-                    route=target.route,
-                    query=target.query,
-                    vector=target.vector,
-                    answer=answer,
-                    ttl_s=policy.ttl_s,
-                )
+            if entry is not None and self.semantic is not None:
+                await self.semantic.persist(entry)
             if target.key is not None and self.exact is not None:
                 await self.exact.put(
                     target.key, tenant=target.tenant, route=target.route, answer=answer, ttl_s=policy.ttl_s
