@@ -14,7 +14,7 @@ latency in the first measured window. Targets, checked at the end (exit 1 when o
 - RSS growth < 5% from the end of warm-up to the end;
 - p99 stable: the last window's p99 ≤ 1.5 × the first measured window's (windows of 60 s).
 
-    .venv/bin/python bench/soak.py                       # 10 minutes after a 60 s warm-up
+    .venv/bin/python bench/soak.py                       # 10 minutes at 10 req/s after a 60 s warm-up
     .venv/bin/python bench/soak.py --minutes 2 --rps 30  # a shorter look
 """
 
@@ -132,7 +132,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="Measured time after the warm-up.")
     parser.add_argument("--warmup", type=float, default=60.0, help="Warm-up seconds (not measured).")
-    parser.add_argument("--rps", type=float, default=40.0, help="Requests per second (open loop).")
+    parser.add_argument("--rps", type=float, default=10.0,
+                        help="Requests per second (open loop); keep it below what the machine serves (bench/README.md).")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="aiestack-soak-"))
