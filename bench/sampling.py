@@ -8,7 +8,7 @@
 (b) **The embedded model** (gemma-3-270m, llama.cpp): single sampling at temperature 0 (greedy), then
     N samples at temperature 0.7 chosen by majority vote (self-consistency) and by highest mean
     logprob (best-of-N), on the first ``--questions`` questions. Reported as measured, whatever it is.
-    It is slow on a shared 2-core machine: keep ``--questions`` and ``--n`` small. ``--skip-embedded``.
+    It is slow on a shared 2-core machine: keep ``--questions`` and ``--n`` small. ``--skip-embedded``, ``--skip-oracle``.
 
 The data is ../shared/data/gsm8k/test.jsonl when present, else the 20-question sample shipped in
 examples/evals/data. Run: ``.venv/bin/python bench/sampling.py [--repeats 5] [--questions 10] [--n 3]``.
@@ -108,10 +108,11 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=3, help="Samples per question for the embedded model.")
     parser.add_argument("--max-tokens", type=int, default=192)
     parser.add_argument("--skip-embedded", action="store_true")
+    parser.add_argument("--skip-oracle", action="store_true")
     args = parser.parse_args()
     rows, source = _rows()
     print(f"GSM8K from {source} ({len(rows)} questions)")
-    ok = asyncio.run(oracle(rows, args.p, [int(x) for x in args.ns.split(",")], args.repeats))
+    ok = args.skip_oracle or asyncio.run(oracle(rows, args.p, [int(x) for x in args.ns.split(",")], args.repeats))
     if not args.skip_embedded:
         asyncio.run(embedded(rows, args.questions, args.n, args.max_tokens))
     return 0 if ok else 1
