@@ -18,7 +18,16 @@ from aiestack.agents.events import (
     event_to_dict,
 )
 from aiestack.agents.loop import Agent, AgentBackend
-from aiestack.agents.tools import FunctionTool, ToolContext, ToolOutcome, Toolset, ToolThreads, tool
+from aiestack.agents.mcp import McpServer, McpServerGone, McpTool, mcp_tools
+from aiestack.agents.tools import (
+    AgentTool,
+    FunctionTool,
+    ToolContext,
+    ToolOutcome,
+    Toolset,
+    ToolThreads,
+    tool,
+)
 
 if TYPE_CHECKING:
     from aiestack.agents.search import search_tool
@@ -36,9 +45,13 @@ __all__ = [
     "Agent",
     "AgentBackend",
     "AgentEvent",
+    "AgentTool",
     "ApprovalRequested",
     "FinalAnswer",
     "FunctionTool",
+    "McpServer",
+    "McpServerGone",
+    "McpTool",
     "ModelCall",
     "RunResult",
     "RunStarted",
@@ -54,6 +67,7 @@ __all__ = [
     "event_from_dict",
     "event_to_dict",
     "fetch_url_tool",
+    "mcp_tools",
     "python_tool",
     "search_tool",
     "tool",

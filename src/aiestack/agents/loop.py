@@ -45,7 +45,7 @@ from aiestack.agents.events import (
     ToolCalled,
     ToolResult,
 )
-from aiestack.agents.tools import DEFAULT_MAX_THREADS, FunctionTool, ToolContext, Toolset, ToolThreads
+from aiestack.agents.tools import DEFAULT_MAX_THREADS, AgentTool, ToolContext, Toolset, ToolThreads
 from aiestack.errors import AiestackError, BudgetExceeded
 from aiestack.tracing import (
     AGENT_RUN_ID,
@@ -123,7 +123,7 @@ class Agent:
         *,
         model: str,
         stack: AgentBackend,
-        tools: Iterable[FunctionTool | Toolset] = (),
+        tools: Iterable[AgentTool | Toolset] = (),
         instructions: str = "",
         name: str = "agent",
         max_steps: int = 10,

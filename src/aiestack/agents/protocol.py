@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiestack.agents.tools import FunctionTool
+from aiestack.agents.tools import AgentTool
 from aiestack.types import ResponseFormat, ToolCall
 
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
@@ -47,7 +47,7 @@ def _rename_refs(value: Any, prefix: str) -> Any:
     return value
 
 
-def reply_schema(tools: Sequence[FunctionTool]) -> dict[str, Any]:
+def reply_schema(tools: Sequence[AgentTool]) -> dict[str, Any]:
     """The JSON Schema every reply must match: one tool call (per tool) or the answer.
 
     Each tool's ``$defs`` (nested models) are hoisted to the root, prefixed with the tool's name.
@@ -80,11 +80,11 @@ def reply_schema(tools: Sequence[FunctionTool]) -> dict[str, Any]:
     return schema
 
 
-def response_format(tools: Sequence[FunctionTool]) -> ResponseFormat:
+def response_format(tools: Sequence[AgentTool]) -> ResponseFormat:
     return ResponseFormat(type="json_schema", schema=reply_schema(tools), name="agent_reply", strict=True)
 
 
-def instructions(tools: Sequence[FunctionTool]) -> str:
+def instructions(tools: Sequence[AgentTool]) -> str:
     """The system-message part that teaches the protocol and lists the tools."""
     lines = [
         "You can use tools. Reply with exactly one JSON object and nothing else:",

@@ -27,7 +27,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints, overload
+from typing import Any, Protocol, get_type_hints, overload, runtime_checkable
 
 import pydantic
 
@@ -82,6 +82,55 @@ class ToolContext:
                 known = len(self.sources)
             numbers.append(known)
         return numbers
+
+
+@runtime_checkable
+class AgentTool(Protocol):
+    """What the agent loop needs of a tool: :class:`FunctionTool` is one, an MCP server's tool another.
+
+    ``call`` never raises for what the tool did: every failure is a :class:`ToolOutcome` with an error.
+    """
+
+    name: str
+    description: str
+    approval: bool
+    parameters: dict[str, Any]
+
+    @property
+    def spec(self) -> Tool: ...
+
+    async def call(
+        self,
+        arguments: str | Mapping[str, Any],
+        *,
+        context: ToolContext | None = None,
+        threads: ToolThreads | None = None,
+        timeout_s: float | None = None,
+    ) -> ToolOutcome: ...
+
+
+def truncate_outcome(text: str, max_chars: int, error: str | None = None) -> ToolOutcome:
+    """``text`` as an outcome, cut to ``max_chars`` with a marker saying how much was cut."""
+    if len(text) <= max_chars:
+        return ToolOutcome(text, error=error)
+    cut = len(text) - max_chars
+    return ToolOutcome(text[:max_chars] + f"\n[truncated: {cut} more characters]", error=error, truncated=True)
+
+
+def parse_arguments(arguments: str | Mapping[str, Any]) -> dict[str, Any] | ToolOutcome:
+    """The model's arguments (JSON text or a dict) as a dict, or the error outcome the model sees."""
+    if isinstance(arguments, str):
+        try:
+            parsed = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as exc:
+            msg = f"arguments are not valid JSON ({exc.msg} at char {exc.pos}); send a JSON object"
+            return ToolOutcome(f"Error: {msg}", error=msg)
+    else:
+        parsed = dict(arguments)
+    if not isinstance(parsed, dict):
+        msg = "arguments must be a JSON object"
+        return ToolOutcome(f"Error: {msg}", error=msg)
+    return parsed
 
 
 class ToolThreads:
@@ -248,14 +297,7 @@ class FunctionTool:
         return Tool(name=self.name, description=self.description, parameters=self.parameters)
 
     def _truncate(self, text: str, error: str | None = None) -> ToolOutcome:
-        if len(text) <= self.max_result_chars:
-            return ToolOutcome(text, error=error)
-        cut = len(text) - self.max_result_chars
-        return ToolOutcome(
-            text[: self.max_result_chars] + f"\n[truncated: {cut} more characters]",
-            error=error,
-            truncated=True,
-        )
+        return truncate_outcome(text, self.max_result_chars, error)
 
     async def call(
         self,
@@ -270,17 +312,9 @@ class FunctionTool:
         ``context`` is passed to a ``ToolContext`` parameter; ``threads`` runs a sync tool (a fresh
         one-call runner if not given); ``timeout_s`` lowers the tool's own limit (a run's deadline).
         """
-        if isinstance(arguments, str):
-            try:
-                parsed = json.loads(arguments) if arguments.strip() else {}
-            except json.JSONDecodeError as exc:
-                msg = f"arguments are not valid JSON ({exc.msg} at char {exc.pos}); send a JSON object"
-                return ToolOutcome(f"Error: {msg}", error=msg)
-        else:
-            parsed = dict(arguments)
-        if not isinstance(parsed, dict):
-            msg = "arguments must be a JSON object"
-            return ToolOutcome(f"Error: {msg}", error=msg)
+        parsed = parse_arguments(arguments)
+        if isinstance(parsed, ToolOutcome):
+            return parsed
         try:
             validated = self._args_model.model_validate(parsed)
         except pydantic.ValidationError as exc:
@@ -351,22 +385,22 @@ def tool(
 class Toolset:
     """A named group of tools; names are unique across the set."""
 
-    def __init__(self, tools: Iterable[FunctionTool | Toolset] = (), *, name: str = "tools") -> None:
+    def __init__(self, tools: Iterable[AgentTool | Toolset] = (), *, name: str = "tools") -> None:
         self.name = name
-        self._tools: dict[str, FunctionTool] = {}
+        self._tools: dict[str, AgentTool] = {}
         for t in tools:
             for one in t if isinstance(t, Toolset) else (t,):
                 if one.name in self._tools:
                     raise ValueError(f"two tools are named {one.name!r}; give one another name")
                 self._tools[one.name] = one
 
-    def __iter__(self) -> Iterator[FunctionTool]:
+    def __iter__(self) -> Iterator[AgentTool]:
         return iter(self._tools.values())
 
     def __len__(self) -> int:
         return len(self._tools)
 
-    def get(self, name: str) -> FunctionTool | None:
+    def get(self, name: str) -> AgentTool | None:
         return self._tools.get(name)
 
     @property
