@@ -11,8 +11,9 @@ Part 1, dedup quality, on a labelled set built from real text:
   inserted (seeded);
 - planted **paraphrases**: the other side of each paraphrase pair of cache_pairs.jsonl (its first side
   is a base row), both answered with the same text (an unused SciFact abstract): the same question
-  asked in other words. The near-miss pairs' answers differ in one word only, so their rows embed
-  close together and only the verifier's checks on the questions keep them apart.
+  asked in other words. The near-miss questions are answered with a text that restates them, so the
+  two rows of a pair differ only where their questions do and embed close together: the verifier's
+  checks on the questions must keep them apart.
 Planted rows come after their originals (a dataset built oldest first keeps the first). The steps run
 as ``aiestack datasets curate --steps exact,near,semantic`` runs them (MiniLM, cosine 0.8 + the
 cache's lexical verifier). Reported per kind: recall (planted rows removed); per step: precision
@@ -45,7 +46,7 @@ from pathlib import Path
 
 from aiestack.datasets import DatasetRow, normalise
 from aiestack.datasets.contamination import ContaminationCheck, EvalItem
-from aiestack.datasets.curate import ExactDedup, NearDedup, SemanticDedup, run_steps
+from aiestack.datasets.curate import CurationStep, Embed, ExactDedup, NearDedup, SemanticDedup, run_steps
 from aiestack.datasets.text import row_text, shingles, words
 
 HERE = Path(__file__).parent
@@ -97,10 +98,9 @@ def dedup_set(base: int, planted: int, seed: int) -> tuple[list[DatasetRow], dic
     rows = [_row(q, a, "base") for q, a in docs]
     pairs = [json.loads(line) for line in (HERE / "data" / "cache_pairs.jsonl").open(encoding="utf-8")]
     for pair in pairs:
-        if pair["label"] == "miss":  # distinct questions; their answers differ in one word, as such answers do
-            answer = f"The answer to this question ({pair['id']}) is in section {{}} of the guide."
-            rows.append(_row(pair["a"], answer.format("one"), "hard-negative"))
-            rows.append(_row(pair["b"], answer.format("two"), "hard-negative"))
+        if pair["label"] == "miss":  # distinct questions whose answers restate them, as answers do
+            for side in ("a", "b"):
+                rows.append(_row(pair[side], f"Here is what we know about this: {pair[side]} The guide covers it in detail.", "hard-negative"))
     kinds: dict[str, str] = {}
     inserts: list[tuple[int, DatasetRow]] = []
     for kind in ("exact", "near"):
@@ -123,7 +123,7 @@ def dedup_set(base: int, planted: int, seed: int) -> tuple[list[DatasetRow], dic
     return out, kinds
 
 
-def _embedder() -> object:
+def _embedder() -> Embed:
     from aiestack.models.local_embeddings import SentenceTransformerEmbeddings
 
     model = SentenceTransformerEmbeddings("all-MiniLM-L6-v2")
@@ -133,7 +133,7 @@ def _embedder() -> object:
 
 def part1(args: argparse.Namespace) -> bool:
     rows, kinds = dedup_set(args.base, args.planted, args.seed)
-    steps = [ExactDedup(), NearDedup(0.7), SemanticDedup(_embedder(), 0.8)]  # type: ignore[arg-type]
+    steps: list[CurationStep] = [ExactDedup(), NearDedup(0.7), SemanticDedup(_embedder(), 0.8)]
     started = time.perf_counter()
     result = run_steps(rows, steps)
     took = time.perf_counter() - started
@@ -232,13 +232,17 @@ def main() -> None:
     parser.add_argument("--planted", type=int, default=150)
     parser.add_argument("--throughput", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--parts", default="1,2,3", help="Which parts to run (1 quality, 2 throughput, 3 contamination).")
     args = parser.parse_args()
     if not (SHARED / "scifact").is_dir():
         sys.exit(f"needs the shared data sets at {SHARED}")
-    quality = part1(args)
-    part2(args)
-    clean = part3(args)
-    print(f"\ntargets met: dedup {'yes' if quality else 'NO'}, contamination {'yes' if clean else 'NO'}")
+    parts = set(args.parts.split(","))
+    quality = part1(args) if "1" in parts else None
+    if "2" in parts:
+        part2(args)
+    clean = part3(args) if "3" in parts else None
+    verdict = {None: "not run", True: "yes", False: "NO"}
+    print(f"\ntargets met: dedup {verdict[quality]}, contamination {verdict[clean]}")
 
 
 if __name__ == "__main__":
