@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from aiestack.cache.config import CachePolicy, default_policy
 from aiestack.cache.confirm import SwapConfirmer
 from aiestack.cache.setup import build_cache_stage, cache_policies
+from aiestack.datasets.dicl import Dicl, DiclPlan, build_dicl_routes
 from aiestack.errors import AiestackError, ConfigError
 from aiestack.feedback.signals import Signals
 from aiestack.gateway.breaker import BreakerBoard
@@ -47,6 +48,7 @@ from aiestack.settings import EMBEDDED_MODEL, Settings, config_error, load_setti
 from aiestack.sidecalls import SideCalls
 from aiestack.stores.base import EmbeddingCacheStore, ExchangeStore, KeyStore, SpendSource, UsageStore
 from aiestack.stores.context_cache import ContextCache
+from aiestack.stores.datasets import DatasetStore
 from aiestack.stores.documents import DocumentStore
 from aiestack.stores.feedback import FeedbackStore
 from aiestack.stores.kv import KV
@@ -447,6 +449,15 @@ def build_side_calls(
     return SideCalls(pipeline, parent=current_exchange)
 
 
+def _dicl(store: ExchangeStore, plans: RoutePlans, resources: Resources) -> list[Stage]:
+    """The DICL stage, when a route has a ``dicl`` table (its dataset lives in the exchange store)."""
+    if not any(plans.for_name(n).part(DiclPlan) for n in plans):
+        return []
+    if not isinstance(store, DatasetStore):
+        raise ConfigError("routes.*.dicl", f"the store {type(store).__name__} cannot hold datasets", "use SQLite, PostgreSQL or memory")
+    return [Dicl(store, resources.get_embeddings)]
+
+
 def compile_plans(
     settings: Settings,
     routes: RouteTable,
@@ -472,6 +483,7 @@ def compile_plans(
         .with_part(PromptSpec, None, prompt_specs)
         .with_part(RagRoute, None, build_rag_routes(configs, registry, side_calls=side_calls))
         .with_part(SamplingPlan, None, sampling)
+        .with_part(DiclPlan, None, build_dicl_routes(configs))
     )
 
 
@@ -536,6 +548,7 @@ def build_stack(
             extra_stores=found.stores,
         ),
         *([Prompt(prompts)] if prompts is not None and prompt_specs else []),
+        *_dicl(store, plans, resources),
         build_context(resources, check_context=guards.context, plugins=found),
         *([Sampling(side_calls)] if any(plans.for_name(n).part(SamplingPlan) for n in plans) else []),
         generate,

@@ -114,6 +114,9 @@ class RouteConfig(_Table):
     sampling: dict[str, Any] = Field(
         default_factory=dict, description="[routes.NAME.sampling]: best-of-N or self-consistency (test-time compute)."
     )
+    dicl: dict[str, Any] = Field(
+        default_factory=dict, description="[routes.NAME.dicl]: show the model the most similar examples of a dataset."
+    )
     examples: list[str] = Field(
         default_factory=list, description="Example utterances: the semantic router may pick this route for similar requests."
     )
