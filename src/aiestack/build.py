@@ -279,7 +279,11 @@ def build_resources(settings: Settings, store: ExchangeStore, extra: StoreFactor
 
 
 def build_context(
-    resources: Resources, *, check_context: CheckContext | None = None, plugins: Plugins | None = None
+    resources: Resources,
+    *,
+    check_context: CheckContext | None = None,
+    plugins: Plugins | None = None,
+    registry: ModelRegistry | None = None,
 ) -> Context:
     """The Context (RAG) stage; its stores are opened on first use. The routes' RAG plans are in their route plans.
 
@@ -288,7 +292,25 @@ def build_context(
     from aiestack.context.stage import Context
 
     retrievers = [spec.factory() for spec in plugins.retrievers.values()] if plugins is not None else []
-    return Context(resources, check_context=check_context, admin_tenant=ADMIN_TENANT, retrievers=retrievers)
+    window = context_window(registry) if registry is not None else None
+    return Context(resources, check_context=check_context, admin_tenant=ADMIN_TENANT, retrievers=retrievers, window=window)
+
+
+def context_window(registry: ModelRegistry) -> Callable[[Exchange], int | None]:
+    """The smallest context window of the models that may answer an exchange: its route's deployments
+    and fallbacks, or the model it names (a provider states its window as ``context_window``; None: unknown)."""
+
+    def window(ex: Exchange) -> int | None:
+        plan = ex.plan
+        names = (*plan.deployments, *plan.fallbacks) if plan is not None and plan.route else (ex.request.model,)
+        sizes = [
+            size
+            for name in names
+            if name in registry and (size := getattr(registry.resolve(name).provider, "context_window", None))
+        ]
+        return min(sizes) if sizes else None
+
+    return window
 
 
 def cost_estimator(registry: ModelRegistry, prices: PriceTable) -> CostEstimate:
@@ -549,7 +571,7 @@ def build_stack(
         ),
         *([Prompt(prompts)] if prompts is not None and prompt_specs else []),
         *_dicl(store, plans, resources),
-        build_context(resources, check_context=guards.context, plugins=found),
+        build_context(resources, check_context=guards.context, plugins=found, registry=registry),
         *([Sampling(side_calls)] if any(plans.for_name(n).part(SamplingPlan) for n in plans) else []),
         generate,
     ]

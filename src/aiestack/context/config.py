@@ -7,7 +7,7 @@ Example::
     collection = "docs"
     [routes.docs.rag]
     mode = "hybrid"          # bm25 | vector | hybrid
-    k = 5                    # sources given to the model
+    k = 5                    # sources given to the model (default: 5, or 3 for a small model)
     candidates = 50          # depth of each retriever's list before fusion
     fusion = "weighted"      # weighted | rrf
     norm = "z"               # weighted fusion: z | minmax
@@ -19,7 +19,14 @@ Example::
     rewrite_model = ""       # a configured model that rewrites follow-up questions
     min_score = 0.0          # drop hits scoring below this (in the final score's scale)
     template = "..."         # a Jinja2 template (see aiestack.context.prompt), or template_file
+    max_source_chars = 1500  # each source cut to this (default: 1500, or 600 for a small model)
     fallback = "extractive"  # extractive | off: quote the sources when the answer is not usable
+
+A *small model* is one whose context window is at most ``SMALL_WINDOW`` (4,096) tokens, as the
+embedded Gemma 3 270M's is: a route that sets neither ``k`` nor ``max_source_chars`` gives it
+fewer and shorter sources (3 of at most 600 characters, the most relevant sentences of each:
+:func:`aiestack.context.prompt.sources_of`) — measured in bench/README.md (rag_small_model).
+A route whose deployments or fallbacks include a small model is sized for it.
 
 Every error names the key (``routes.NAME.rag.KEY``) and the fix. The same table's defaults apply
 to a request that names a collection itself (``metadata = {"aiestack.collection": "NAME"}``).
@@ -27,6 +34,7 @@ to a request that names a collection itself (``metadata = {"aiestack.collection"
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +61,7 @@ class RagConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Mode = Field(default="hybrid", description="bm25, vector or hybrid retrieval.")
-    k: int = Field(default=5, ge=1, le=50, description="Sources given to the model.")
+    k: int | None = Field(default=None, ge=1, le=50, description="Sources given to the model (empty: 5, or 3 for a small model).")
     candidates: int = Field(default=50, ge=1, le=1000, description="Depth of each retriever's list.")
     fusion: Fusion = Field(default="weighted", description="Hybrid fusion: weighted or rrf.")
     rrf_k: float = Field(default=20.0, ge=0, description="The RRF constant.")
@@ -68,7 +76,9 @@ class RagConfig(BaseModel):
     filter: dict[str, Any] | None = Field(default=None, description="A metadata filter (portable grammar).")
     template: str | None = Field(default=None, description="A Jinja2 prompt template.")
     template_file: Path | None = Field(default=None, description="A file holding the Jinja2 prompt template.")
-    max_source_chars: int = Field(default=1500, ge=50, description="Each source is cut to this many characters.")
+    max_source_chars: int | None = Field(
+        default=None, ge=50, description="Each source is cut to this many characters (empty: 1500, or 600 for a small model)."
+    )
     stop: list[str] | None = Field(
         default=None, max_length=4, description="Stop sequences for requests with none (default: the template's)."
     )
@@ -80,7 +90,7 @@ class RagConfig(BaseModel):
     def options(self) -> SearchOptions:
         return SearchOptions(
             mode=self.mode,
-            k=self.k,
+            k=self.k or DEFAULT_K,
             candidates=self.candidates,
             fusion=self.fusion,
             rrf_k=self.rrf_k,
@@ -93,9 +103,20 @@ class RagConfig(BaseModel):
         )
 
 
+#: Sources and characters per source when the route sets none, for most models and for small ones.
+DEFAULT_K, DEFAULT_SOURCE_CHARS = 5, 1500
+SMALL_K, SMALL_SOURCE_CHARS = 3, 600
+#: A model with a context window of at most this many tokens is small (the embedded Gemma 3 270M: 4,096).
+SMALL_WINDOW = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class RagRoute:
-    """Everything the Context stage needs for one route (or one request naming a collection)."""
+    """Everything the Context stage needs for one route (or one request naming a collection).
+
+    ``sized_k`` / ``sized_chars``: the route left ``k`` / ``max_source_chars`` to the model's size
+    (:meth:`for_window`).
+    """
 
     collection: str
     options: SearchOptions
@@ -105,6 +126,16 @@ class RagRoute:
     reranker: Reranker | None = None
     rewriter: QueryRewriter | None = None
     extractive_fallback: bool = True
+    sized_k: bool = False
+    sized_chars: bool = False
+
+    def for_window(self, window: int | None) -> RagRoute:
+        """This plan for a model whose context window is ``window`` tokens (None: unknown, not small)."""
+        if window is None or window > SMALL_WINDOW or not (self.sized_k or self.sized_chars):
+            return self
+        options = dataclasses.replace(self.options, k=SMALL_K) if self.sized_k else self.options
+        chars = SMALL_SOURCE_CHARS if self.sized_chars else self.max_source_chars
+        return dataclasses.replace(self, options=options, max_source_chars=chars)
 
 
 def rag_route(
@@ -133,11 +164,13 @@ def rag_route(
         collection=collection,
         options=cfg.options(),
         template=_template(cfg, key),
-        max_source_chars=cfg.max_source_chars,
+        max_source_chars=cfg.max_source_chars or DEFAULT_SOURCE_CHARS,
         stop=tuple(cfg.stop) if cfg.stop is not None else STOP,
         reranker=_reranker(cfg, models, key, side_calls),
         rewriter=_rewriter(cfg, models, key, side_calls),
         extractive_fallback=cfg.fallback == "extractive",
+        sized_k=cfg.k is None,
+        sized_chars=cfg.max_source_chars is None,
     )
 
 

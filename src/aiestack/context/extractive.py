@@ -19,6 +19,7 @@ more delta before the final one, so streaming clients see the same text as the o
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -77,6 +78,33 @@ def _sentences(text: str) -> list[str]:
             continue
         out.extend(s.strip() for s in _SENTENCE_END.split(line) if s.strip())
     return out
+
+
+def focus(text: str, question: str, max_chars: int) -> str:
+    """``text`` cut to ``max_chars``: its sentences that share words with ``question`` (the most first,
+    earlier first on ties), kept in their order, gaps marked ``…``; the head of the text when none does."""
+    if len(text) <= max_chars:
+        return text
+    wanted = content_words(question)
+    sentences = _sentences(text)
+    overlap = [len(wanted & content_words(s)) for s in sentences]
+    ranked = sorted((i for i in range(len(sentences)) if overlap[i]), key=lambda i: (-overlap[i], i))
+    if not ranked:
+        return text[:max_chars].rstrip() + " …"
+    kept: list[int] = []
+    used = 0
+    for i in ranked:
+        if used + len(sentences[i]) + 3 > max_chars:
+            continue
+        kept.append(i)
+        used += len(sentences[i]) + 3
+    if not kept:
+        return sentences[ranked[0]][:max_chars].rstrip() + " …"
+    kept.sort()
+    out = [sentences[kept[0]]]
+    for before, i in itertools.pairwise(kept):
+        out.append(("… " if i > before + 1 else "") + sentences[i])
+    return " ".join(out) + (" …" if kept[-1] < len(sentences) - 1 else "")
 
 
 def extractive_answer(question: str, hits: Sequence[Hit], *, sentences: int = 2, max_chars: int = 300) -> str:

@@ -28,6 +28,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from aiestack.context.contextual import display_text
+from aiestack.context.extractive import focus
 from aiestack.types import Hit
 
 DEFAULT_TEMPLATE = """\
@@ -65,13 +66,15 @@ class Source:
     page: int | None
 
 
-def sources_of(hits: Sequence[Hit], *, max_chars: int) -> list[Source]:
+def sources_of(hits: Sequence[Hit], *, max_chars: int, question: str = "") -> list[Source]:
+    """The hits as numbered sources, each cut to ``max_chars``: to the sentences most about ``question``
+    when one is given (:func:`~aiestack.context.extractive.focus`), else to its head."""
     out = []
     for i, hit in enumerate(hits, start=1):
         meta = hit.chunk.metadata
         text = display_text(hit.chunk).strip()
         if len(text) > max_chars:
-            text = text[:max_chars].rstrip() + " …"
+            text = focus(text, question, max_chars) if question else text[:max_chars].rstrip() + " …"
         page = meta.get("page")
         out.append(
             Source(

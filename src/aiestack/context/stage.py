@@ -64,12 +64,15 @@ class Context:
         check_context: CheckContext | None = None,
         admin_tenant: str = "admin",
         retrievers: Sequence[PluginRetriever] = (),
+        window: Callable[[Exchange], int | None] | None = None,
     ) -> None:
         self._resources = resources
         self._retrievers = tuple(retrievers)
         self._check_context = check_context
         self._admin_tenant = admin_tenant
         self._default = rag_route("", {}, ModelRegistry())
+        # The smallest context window (tokens) of the models that may answer an exchange, if known.
+        self._window = window or (lambda ex: None)
 
     def rag(self, ex: Exchange) -> RagRoute | None:
         """The RAG plan for ``ex``: its route plan's, else the collection its metadata names, else none."""
@@ -98,6 +101,8 @@ class Context:
 
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
         plan = self.rag(ex)
+        if plan is not None:
+            plan = plan.for_window(self._window(ex))  # fewer, shorter sources for a small model
         at = last_user_index(ex.request.messages)
         question = ex.request.messages[at].text if at is not None else ""
         if plan is None or at is None or not question.strip():
@@ -118,7 +123,7 @@ class Context:
             hits, verdicts = await self._check_context(ex, hits)
         kept = tuple(hits)
         prompt = plan.template.render(
-            question, sources_of(kept, max_chars=plan.max_source_chars), collection=plan.collection
+            question, sources_of(kept, max_chars=plan.max_source_chars, question=question), collection=plan.collection
         )
         messages = list(ex.request.messages)
         messages[at] = Message(role="user", content=prompt, name=messages[at].name)

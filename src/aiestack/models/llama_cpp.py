@@ -179,6 +179,11 @@ class LlamaCppModel:
     provider = PROVIDER
     native_tools = False  # agents use the grammar-constrained text protocol (aiestack.agents.protocol)
 
+    @property
+    def context_window(self) -> int:
+        """Tokens of prompt and answer together (``n_ctx``): RAG sizes its context by it (aiestack.context.config)."""
+        return self.config.n_ctx
+
     def __init__(self, config: LlamaCppModelConfig | None = None) -> None:
         self.config = config or LlamaCppModelConfig()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aiestack-llama")
