@@ -7,7 +7,6 @@ disk, never downloaded here (``--import-wheel`` copies it out of a ``bfcl-eval``
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,8 @@ def register(evals: typer.Typer) -> None:
         folder = bfcl_data.find_data(data)
         categories = category or list(bfcl_data.CATEGORIES)
         entries = [e for c in categories for e in bfcl_data.load(c, folder, limit=limit)]
+        import asyncio
+
         rows = asyncio.run(_run(model, entries, protocol, concurrency, max_tokens))
         if as_json:
             print(json.dumps(rows))
