@@ -3,7 +3,10 @@
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_injection.py [--data /work/shared/data] [--check]
 
 Uses ONLY the *train* splits of deepset/prompt-injections (head ``injection``) and
-jackhhao/jailbreak-classification (head ``jailbreak``). Features: the all-MiniLM-L6-v2 embedding of
+jackhhao/jailbreak-classification (head ``jailbreak``); the head ``combined`` (the default policy's)
+is trained on both train splits at once plus the ``train`` half of bench/data/benign_mentions.jsonl
+(benign questions that mention "ignore", "instructions", "system prompt", ... as hard negatives; the
+``test`` half is only measured), see :func:`fit_combined`. Features: the all-MiniLM-L6-v2 embedding of
 the text (as aiestack computes it at run time) concatenated with hashed word/character n-grams
 (:func:`aiestack.guardrails.features.hashed_ngrams`). Each head is an L2-regularised logistic
 regression whose strength ``C`` and decision threshold are chosen by stratified 5-fold cross-validation
@@ -104,6 +107,47 @@ def fit(x: sp.csr_matrix, y: np.ndarray) -> tuple[LogisticRegression, float, flo
     return model, best_c, best_t, best_f1
 
 
+#: What the combined head must reach at once (issue #17): F1 on deepset, F1 on the jailbreak set, and
+#: the false-alarm rate on benign questions that mention the words attacks use.
+TARGETS = (0.85, 0.95, 0.02)
+BENIGN = Path(__file__).resolve().parents[1] / "bench" / "data" / "benign_mentions.jsonl"
+
+
+def benign_mentions(split: str) -> list[str]:
+    """The benign questions of bench/data/benign_mentions.jsonl of ``split`` (``train``: hard negatives
+    the combined head learns from; ``test``: what bench/guardrails.py measures false alarms on)."""
+    rows = [json.loads(line) for line in BENIGN.open(encoding="utf-8")]
+    return [r["text"] for r in rows if r["split"] == split]
+
+
+def fit_combined(x: sp.csr_matrix, y: np.ndarray, source: np.ndarray) -> tuple[LogisticRegression, float, float, tuple[float, float, float]]:
+    """The combined head: one model for deepset's injections, the jailbreak set's jailbreaks and the
+    benign mentions (``source`` 0, 1, 2), each source weighted alike (the jailbreak set is twice
+    deepset's size). ``C`` and the threshold maximise the smallest margin over :data:`TARGETS` of the
+    out-of-fold figures (folds stratified by source and label). Returns (model, C, threshold,
+    cross-validated (deepset F1, jailbreak F1, benign false-alarm rate))."""
+    weight = np.array([len(y) / (3 * np.sum(source == s)) for s in source])
+    folds = list(StratifiedKFold(n_splits=5, shuffle=True, random_state=SEED).split(x, source * 2 + y))
+    best: tuple[float, float, float, tuple[float, float, float]] | None = None
+    for c in CS:
+        probs = np.zeros(len(y))
+        for tr, va in folds:
+            probs[va] = _model(c).fit(x[tr], y[tr], sample_weight=weight[tr]).predict_proba(x[va])[:, 1]
+        for t in THRESHOLDS:
+            pred = probs >= t
+            figures = (
+                float(f1_score(y[source == 0], pred[source == 0])),
+                float(f1_score(y[source == 1], pred[source == 1])),
+                float(np.mean(pred[source == 2])),
+            )
+            margin = min(figures[0] - TARGETS[0], figures[1] - TARGETS[1], TARGETS[2] - figures[2])
+            if best is None or margin > best[0] + 1e-9:
+                best = (margin, c, t, figures)
+    assert best is not None
+    _, c, t, figures = best
+    return _model(c).fit(x, y, sample_weight=weight), c, t, figures
+
+
 def _logit(p: float) -> float:
     return float(np.log(p / (1 - p)))
 
@@ -179,6 +223,7 @@ def main() -> None:
         return
     heads = {"injection": "deepset-prompt-injections", "jailbreak": "jailbreak-classification"}
     w_emb, w_hash, bias, lex_w, lex_b = [], [], [], [], []
+    sets: list[tuple[list[str], np.ndarray, np.ndarray]] = []
     dim = 0
     for head, name in heads.items():
         texts, y = load(args.data, name, "train")
@@ -193,12 +238,32 @@ def main() -> None:
         bias.append(full.intercept_[0] - _logit(t))
         lex_w.append(lex.coef_[0])
         lex_b.append(lex.intercept_[0] - _logit(lt))
+        sets.append((texts, y, emb))
+    benign = benign_mentions("train")
+    b_emb = embed(benign, args.cache / "benign_mentions_train.npy" if args.cache else None)
+    texts = sets[0][0] + sets[1][0] + benign
+    y = np.r_[sets[0][1], sets[1][1], np.zeros(len(benign), dtype=int)]
+    source = np.r_[np.zeros(len(sets[0][1])), np.ones(len(sets[1][1])), np.full(len(benign), 2)].astype(int)
+    emb = np.vstack([sets[0][2], sets[1][2], b_emb])
+    for kind, (model, c, t, (fd, fj, fpr)) in (
+        ("full", fit_combined(features(texts, emb), y, source)),
+        ("lexical", fit_combined(features(texts, None), y, source)),
+    ):
+        print(f"combined   {kind:8s} train={len(y)} C={c:g} t={t:.2f} cv: deepset F1={fd:.3f} jailbreak F1={fj:.3f} benign false alarms={fpr:.3f}")
+        coef = model.coef_[0]
+        if kind == "full":
+            w_emb.append(coef[:dim])
+            w_hash.append(coef[dim:])
+            bias.append(model.intercept_[0] - _logit(t))
+        else:
+            lex_w.append(coef)
+            lex_b.append(model.intercept_[0] - _logit(t))
     if args.check:
         return
     OUT.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
         OUT,
-        heads=np.array(list(heads)),
+        heads=np.array([*heads, "combined"]),
         embedding_model=np.array("all-MiniLM-L6-v2"),
         hash_dim=np.array(HASH_DIM),
         w_emb=np.asarray(w_emb, dtype=np.float16),

@@ -194,6 +194,9 @@ class GuardSettings(_Section):
     injection: _GuardEntry = Field(default="block", description="Prompt injection / jailbreak in the last user turn (threshold 0.5).")
     context_injection: _GuardEntry = Field(default="block", description="Indirect injection in retrieved chunks: block drops the chunk.")
     topics: _GuardEntry = Field(default="off", description="Banned terms and topics (give terms = [...] or topics = {...}).")
+    toxicity: _GuardEntry = Field(
+        default="off", description="Hate speech and offensive language, judged per sentence in requests and answers (opt-in)."
+    )
     pii_leak: _GuardEntry = Field(default="redact", description="PII in the answer.")
     canary: _GuardEntry = Field(default="block", description="System-prompt leak, detected with a canary token.")
     json_schema: _GuardEntry = Field(default="retry", description="Answers to JSON requests must parse and validate; retry re-asks.")

@@ -155,3 +155,11 @@ def test_figures_on_the_davidson_test_part(classifier: ToxicityClassifier) -> No
     tp = sum(1 for p, c in zip(pred, classes, strict=True) if p and c <= 1)
     precision, recall = tp / sum(pred), tp / sum(1 for c in classes if c <= 1)
     assert precision >= 0.95 and recall >= 0.9, (round(precision, 3), round(recall, 3))
+
+
+def test_the_guards_settings_section_carries_it(rig_with: Callable[..., Rig]) -> None:
+    from aiestack.settings import GuardSettings
+
+    assert rig_with(GuardSettings().model_dump()).guards.table.default.toxicity is None
+    on = rig_with(GuardSettings(toxicity="redact").model_dump()).guards.table.default
+    assert on.toxicity is not None and on.policy.toxicity.action == "redact"

@@ -37,11 +37,17 @@ _RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = (
     ("override", 0.85, re.compile(r"\b(?:ignora|olvida|olvide)\s+(?:todas?\s+)?(?:las\s+|los\s+)?(?:instrucciones|reglas|anteriores)", _I)),
     ("prompt_leak", 0.85, re.compile(
         r"\b(?:reveal|show|print|output|repeat|display|tell\s+me|leak|give\s+me|what\s+(?:is|are|was|were))\s+(?:me\s+)?(?:all\s+)?(?:your|the)\s+"
-        r"(?:system\s+|initial\s+|original\s+|hidden\s+|secret\s+|full\s+|first\s+)*(?:prompt|instructions)(?:\s+texts?)?\b", _I)),
+        r"(?:system\s+|initial\s+|original\s+|hidden\s+|secret\s+|full\s+|first\s+)*(?:prompt|instructions)(?:\s+texts?)?\b"
+        # "what are the instructions for taking ...", "what is the system prompt in the API": a question about them
+        r"(?!\s+(?:for|on|to|of|in|about|when|if)\b)", _I)),
     ("prompt_leak", 0.8, re.compile(r"\b(?:zeig\w*|gib|nenn\w*|verrat\w*)\s+(?:mir\s+)?(?:sie\s+)?(?:deine\w*|ihre\w*|den|die|alle)\s+(?:system)?(?:prompt\w*|anweisungen)", _I)),
     ("prompt_leak", 0.6, re.compile(r"\b(?:repeat|print)\s+(?:the\s+)?(?:text|words)\s+above\b|\bwhat\s+was\s+written\s+above\b", _I)),
     ("jailbreak", 0.8, re.compile(r"\b(?:DAN|STAN|DUDE|AIM|UCAR)\b.{0,80}\b(?:do\s+anything\s+now|stands\s+for|mode|jailbr)", _I | re.S)),
-    ("jailbreak", 0.75, re.compile(r"\b(?:do\s+anything\s+now|developer\s+mode|jailbr(?:eak|oken)|god\s*mode|evil\s+(?:mode|confidant|assistant))\b", _I)),
+    ("jailbreak", 0.75, re.compile(r"\b(?:do\s+anything\s+now|jailbroken|evil\s+(?:mode|confidant|assistant))\b", _I)),
+    # "developer mode" and "jailbreak" are ordinary words for phones and browsers: strong only in a jailbreak's phrasing
+    ("jailbreak", 0.75, re.compile(
+        r"\b(?:developer|god)\s*mode\s+(?:enabled|activated|output|response)|\b(?:chatgpt|gpt|ai|assistant|model|you)\s+(?:with|in)\s+(?:developer|god)\s*mode\b", _I)),
+    ("jailbreak", 0.3, re.compile(r"\b(?:developer\s+mode|jailbreak|god\s*mode)\b", _I)),
     ("jailbreak", 0.65, re.compile(
         r"\b(?:no|without|free\s+(?:of|from))\s+(?:any\s+)?(?:moral|ethical|content)?\s*(?:restrictions|limitations|filters|filtering|censorship"
         r"|guidelines|boundaries|rules|policies|morals|ethics)\b", _I)),
@@ -76,7 +82,9 @@ _TRIGGERS: tuple[tuple[str, ...], ...] = (
     ("prompt", "anweisung"),
     ("above",),
     ("dan", "stan", "dude", "aim", "ucar"),
-    ("anything", "developer", "jailbr", "god", "evil"),
+    ("anything", "jailbr", "evil"),
+    ("developer", "god"),
+    ("developer", "jailbr", "god"),
     ("restriction", "limitation", "filter", "censorship", "guideline", "boundar", "rules", "polic", "moral", "ethic"),
     ("polic", "guideline"),
     ("refuse", "decline", "say", "apologi", "warn"),

@@ -5,8 +5,10 @@
 2. A classifier shipped with the package (``data/injection.npz``): logistic regression heads over the
    all-MiniLM-L6-v2 sentence embedding concatenated with hashed word and character n-grams. It was
    trained only on the *train* splits of deepset/prompt-injections (head ``injection``) and
-   jackhhao/jailbreak-classification (head ``jailbreak``) by ``scripts/train_injection.py``. Without the
-   embedding model it falls back to lexical-only heads from the same file.
+   jackhhao/jailbreak-classification (head ``jailbreak``) by ``scripts/train_injection.py``; the head
+   ``combined`` (the default policy's) on both at once, plus benign questions that mention the words
+   attacks use (hard negatives). Without the embedding model it falls back to lexical-only heads from
+   the same file.
 3. Optionally, a judge model asked to decide the uncertain cases (a score between ``judge_min`` and
    the threshold).
 
@@ -17,7 +19,8 @@ documents' sentences as negatives, so ordinary prose, code and tables score low.
 
 The score of a text is the largest of the layers' scores, counting only the classifier ``heads`` the
 policy names: the two data sets disagree about persona prompts ("You are X, ..." is an injection in
-deepset's and benign in the jailbreak set), so one threshold cannot serve both; see docs/guardrails.md. :meth:`InjectionDetector.score_many` checks
+deepset's and benign in the jailbreak set), so each single-set head fails the other set; the
+``combined`` head learned both at once; see docs/guardrails.md. :meth:`InjectionDetector.score_many` checks
 many texts at once (retrieved chunks, for indirect injection), with one embedding call.
 """
 

@@ -50,9 +50,10 @@ class InjectionGuard(_Guard):
     action: Literal["block", "flag", "off"] = "block"
     threshold: float = Field(default=0.5, gt=0, le=1, description="Score at which a prompt counts as an injection.")
     classifier: bool = Field(default=True, description="Use the packaged embedding + n-gram classifier (else heuristics only).")
-    heads: tuple[Literal["injection", "jailbreak"], ...] = Field(
-        default=("jailbreak",),
-        description="Classifier heads that count: jailbreak (DAN-style prompts); injection (deepset-style: also persona and task hijacks).",
+    heads: tuple[Literal["combined", "injection", "jailbreak"], ...] = Field(
+        default=("combined",),
+        description="Classifier heads that count: combined (trained on both data sets and benign mentions: the default); "
+        "jailbreak (DAN-style prompts only); injection (deepset-style: also persona and task hijacks).",
     )
     judge: str | None = Field(default=None, description="A model or route asked to decide scores between judge_min and threshold.")
     judge_min: float = Field(default=0.2, ge=0, le=1, description="Lowest score that is sent to the judge.")
@@ -64,7 +65,7 @@ class ContextInjectionGuard(_Guard):
     indirect: bool = Field(
         default=True, description="Judge each sentence of a chunk with the indirect-injection head (trained on BIPIA train attacks and documents)."
     )
-    heads: tuple[Literal["injection", "jailbreak"], ...] = Field(
+    heads: tuple[Literal["combined", "injection", "jailbreak"], ...] = Field(
         default=(),
         description="Prompt classifier heads that also count for whole chunks (default none: both flag most ordinary documents; see bench/guardrails.md).",
     )
