@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import sys
@@ -270,6 +269,8 @@ def register(app: typer.Typer) -> None:
         with open_datasets() as store:
             version = _resolve(store, ref)
             if "semantic" in wanted:
+                import asyncio
+
                 pushed, created, result = asyncio.run(_curate_with_embeddings(store, version, wanted, options, into, message))
             else:
                 pushed, created, result = _curate(store, version, wanted, options, into, message, embed=None)
@@ -335,6 +336,8 @@ def _curate(store: Any, version: DatasetVersion, wanted: list[str], options: dic
 async def _curate_with_embeddings(store: Any, version: DatasetVersion, wanted: list[str], options: dict[str, Any],
                                   into: str | None, message: str | None) -> Any:
     """Curation runs in a worker thread; the semantic step's embeddings come from the stack's model on this loop."""
+    import asyncio
+
     from aiestack.build import open_stack
 
     loop = asyncio.get_running_loop()
@@ -393,6 +396,8 @@ def _register_synthesis(datasets: typer.Typer) -> None:
 
                 seed_version = _resolve(store, seed)
                 seeds, parent = list(iter_rows(store, seed_version)), seed_version.ref
+            import asyncio
+
             built, report = asyncio.run(_synthesize(store, collection, limit, check, seeds, [m.strip() for m in methods.split(",") if m.strip()],
                                                     model, judge, min_score, concurrency))
             if not built.rows:
@@ -410,6 +415,8 @@ def _register_synthesis(datasets: typer.Typer) -> None:
 
 async def _synthesize(store: Any, collection: str | None, limit: int, check: bool, seeds: list[Any] | None, methods: list[str],
                       model: str, judge: str | None, min_score: int, concurrency: int) -> Any:
+    import asyncio
+
     from aiestack.build import open_stack
     from aiestack.datasets.synthesis import judge_rows, synthesize_questions, synthesize_variants
 
