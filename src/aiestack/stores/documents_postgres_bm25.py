@@ -126,17 +126,21 @@ _DDL = (
                          GROUP BY p.chunk_key) AS e;
                 IF cardinality(keys) >= p_k AND rest < scores[p_k] THEN
                     SELECT count(*) INTO kept FROM unnest(scores) AS x WHERE x + rest >= scores[p_k];
-                    RETURN QUERY
-                        WITH more AS (
-                            SELECT p.chunk_key, sum(q.w * p.tf / (p.tf + p_a + p_c * p.norm)) AS score
-                              FROM unnest(p_ids[s + 1 : n], p_weights[s + 1 : n]) AS q (id, w)
-                              JOIN bm25_postings p ON p.term_id = q.id AND p.chunk_key = ANY (keys[1 : kept])
+                    -- EXECUTE: planned for these very arrays, so the candidates are index probes
+                    -- (a cached generic plan may filter every posting of the frequent terms by
+                    -- "= ANY (candidates)" instead: quadratic, minutes at 100k chunks).
+                    RETURN QUERY EXECUTE
+                        'WITH more AS (
+                            SELECT p.chunk_key, sum(q.w * p.tf / (p.tf + $3 + $4 * p.norm)) AS score
+                              FROM unnest($1, $2) AS q (id, w)
+                              JOIN bm25_postings p ON p.term_id = q.id AND p.chunk_key = ANY ($5)
                              GROUP BY p.chunk_key)
-                        SELECT c.key, c.score + coalesce(more.score, 0) AS total, s
-                          FROM unnest(keys[1 : kept], scores[1 : kept]) AS c (key, score)
+                        SELECT c.key, c.score + coalesce(more.score, 0) AS total, $7
+                          FROM unnest($5, $6) AS c (key, score)
                           LEFT JOIN more ON more.chunk_key = c.key
                          ORDER BY total DESC, c.key
-                         LIMIT p_k;
+                         LIMIT $8'
+                        USING p_ids[s + 1 : n], p_weights[s + 1 : n], p_a, p_c, keys[1 : kept], scores[1 : kept], s, p_k;
                     RETURN;
                 END IF;
             END LOOP;
