@@ -163,6 +163,56 @@ class _store:
         self._store.close()
 
 
+async def run_suite(
+    stack: Any,
+    settings: Any,
+    suite: Any,
+    examples: Any,
+    source: str,
+    *,
+    concurrency: int | None = None,
+    use_cache: bool = True,
+    resume: str | None = None,
+    progress: bool = False,
+) -> Any:
+    """Run ``suite`` on ``examples`` with ``stack`` as ``aiestack eval run`` does (also ``aiestack mcp``'s ``eval_run``)."""
+    from aiestack.batch import open_runner
+    from aiestack.errors import ConfigError
+    from aiestack.evals.call_cache import CallCache
+    from aiestack.evals.runner import EvalRunner, LazyEmbeddings
+    from aiestack.stores.base import EvalStore
+
+    if not isinstance(stack.store, EvalStore):
+        raise ConfigError(
+            "store.url",
+            "this store cannot hold evaluation runs",
+            "use the SQLite, PostgreSQL or memory store",
+        )
+    cache = CallCache(settings.data_dir / "eval_cache.db") if use_cache else None
+    # [compute] ray_address set: the metrics that need no model are scored on Ray.
+    batch = open_runner(settings.compute) if settings.compute.ray_address else None
+    try:
+        runner = EvalRunner(
+            stack.chat,
+            stack.store,
+            cache=cache,
+            fingerprint=_fingerprint(stack),
+            embeddings=LazyEmbeddings(lambda: stack.embeddings),
+            prompts=stack.prompts,
+            metrics=stack.eval_metrics,
+            batch=batch,
+            judge=stack.side_calls.caller("eval.judge"),
+        )
+        return await runner.run(
+            suite, examples, run_id=resume, concurrency=concurrency, progress=progress, source=source
+        )
+    finally:
+        if cache is not None:
+            cache.close()
+        if batch is not None:
+            await batch.aclose()
+
+
 async def _run(
     suite: Any,
     examples: Any,
@@ -175,45 +225,15 @@ async def _run(
     html: Path | None,
     progress: bool,
 ) -> bool:
-    from aiestack.batch import open_runner
     from aiestack.build import open_stack
-    from aiestack.errors import ConfigError
-    from aiestack.evals.call_cache import CallCache
-    from aiestack.evals.runner import EvalRunner, LazyEmbeddings
     from aiestack.settings import load_settings
-    from aiestack.stores.base import EvalStore
 
     settings = load_settings()
     async with open_stack(settings) as stack:
-        if not isinstance(stack.store, EvalStore):
-            raise ConfigError(
-                "store.url",
-                "this store cannot hold evaluation runs",
-                "use the SQLite, PostgreSQL or memory store",
-            )
-        cache = CallCache(settings.data_dir / "eval_cache.db") if use_cache else None
-        # [compute] ray_address set: the metrics that need no model are scored on Ray.
-        batch = open_runner(settings.compute) if settings.compute.ray_address else None
-        try:
-            runner = EvalRunner(
-                stack.chat,
-                stack.store,
-                cache=cache,
-                fingerprint=_fingerprint(stack),
-                embeddings=LazyEmbeddings(lambda: stack.embeddings),
-                prompts=stack.prompts,
-                metrics=stack.eval_metrics,
-                batch=batch,
-                judge=stack.side_calls.caller("eval.judge"),
-            )
-            result = await runner.run(
-                suite, examples, run_id=resume, concurrency=concurrency, progress=progress, source=source
-            )
-        finally:
-            if cache is not None:
-                cache.close()
-            if batch is not None:
-                await batch.aclose()
+        result = await run_suite(
+            stack, settings, suite, examples, source,
+            concurrency=concurrency, use_cache=use_cache, resume=resume, progress=progress,
+        )  # fmt: skip
         err = Console(stderr=True)
         gateway = f" ({result.gateway_hits} answered by the gateway cache)" if suite.gateway_cache else ""
         err.print(
