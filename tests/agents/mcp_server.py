@@ -2,7 +2,7 @@
 
 ``python mcp_server.py`` speaks stdio; ``python mcp_server.py --http PORT`` serves streamable HTTP
 on 127.0.0.1:PORT/mcp. Tools: ``add``, ``shout``, ``fail`` (an error result), ``big`` (a long
-result), ``hang`` (never answers) and ``die`` (the process exits mid-call).
+result), ``env_var``, ``hang`` (never answers) and ``die`` (the process exits mid-call).
 """
 
 from __future__ import annotations
@@ -39,6 +39,12 @@ def fail(why: str) -> str:
 def big(n: int) -> str:
     """Return n characters."""
     return "x" * n
+
+
+@server.tool()
+def env_var(name: str) -> str:
+    """The value of an environment variable of the server process."""
+    return os.environ.get(name, "<unset>")
 
 
 @server.tool()

@@ -180,6 +180,24 @@ async def test_bad_configurations_are_refused_clearly() -> None:
             pass
 
 
-async def test_approval_is_carried_per_tool() -> None:
-    async with mcp_tools(stdio_server(tools=["add", "shout"], approval=["shout"])) as tools:
-        assert [(t.name, t.approval) for t in tools] == [("add", False), ("shout", True)]
+async def test_approval_and_env_are_carried_per_server() -> None:
+    server = stdio_server(
+        tools=["add", "shout", "env_var"], approval=["shout"], env={"MCP_TEST_VALUE": "v42"}
+    )
+    async with mcp_tools(server) as tools:
+        assert [(t.name, t.approval) for t in tools] == [("add", False), ("shout", True), ("env_var", False)]
+        assert (await tools.get("env_var").call({"name": "MCP_TEST_VALUE"})).content == "v42"  # type: ignore[union-attr]
+
+
+def test_only_text_reaches_the_model() -> None:
+    from mcp_types import CallToolResult, ImageContent, TextContent
+
+    from aiestack.agents.mcp import _result_text
+
+    result = CallToolResult(
+        content=[TextContent(text="a chart:"), ImageContent(data="AAAA", mime_type="image/png")],
+        is_error=False,
+    )
+    assert _result_text(result) == ("a chart:\n[image omitted: only text reaches the model]", False)
+    structured = CallToolResult(content=[], structured_content={"n": 1}, is_error=True)
+    assert _result_text(structured) == ('{"n": 1}', True)
