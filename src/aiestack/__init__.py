@@ -32,7 +32,7 @@ from aiestack.errors import (
 )
 
 if TYPE_CHECKING:
-    from aiestack.agents import Agent, RunResult, ToolContext, Toolset, tool
+    from aiestack.agents import Agent, McpServer, RunResult, ToolContext, Toolset, mcp_tools, tool
     from aiestack.batch import BatchRunner, InProcessRunner, RayRunner, open_runner
     from aiestack.build import Stack, build_stack, open_stack
     from aiestack.context.ingest import IngestOptions, IngestReport, ingest
@@ -126,6 +126,8 @@ _LAZY = {
     "ModelCaller": "aiestack.sidecalls",
     "SideCalls": "aiestack.sidecalls",
     "Toolset": "aiestack.agents",
+    "McpServer": "aiestack.agents",
+    "mcp_tools": "aiestack.agents",
     "DatasetRow": "aiestack.datasets",
     "DatasetStore": "aiestack.datasets",
     "DatasetVersion": "aiestack.datasets",
@@ -193,6 +195,7 @@ __all__ = [
     "IngestOptions",
     "IngestReport",
     "InvalidRequest",
+    "McpServer",
     "Message",
     "ModelCaller",
     "ModelEntry",
@@ -243,6 +246,7 @@ __all__ = [
     "collect",
     "ingest",
     "load_settings",
+    "mcp_tools",
     "open_runner",
     "open_stack",
     "open_store",
