@@ -2,7 +2,7 @@
 
 ``python mcp_server.py`` speaks stdio; ``python mcp_server.py --http PORT`` serves streamable HTTP
 on 127.0.0.1:PORT/mcp. Tools: ``add``, ``shout``, ``fail`` (an error result), ``big`` (a long
-result), ``env_var``, ``hang`` (never answers) and ``die`` (the process exits mid-call).
+result), ``env_var``, ``header``, ``hang`` (never answers) and ``die`` (the process exits mid-call).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import asyncio
 import os
 import sys
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 server = MCPServer("aiestack-test-tools")
@@ -45,6 +45,12 @@ def big(n: int) -> str:
 def env_var(name: str) -> str:
     """The value of an environment variable of the server process."""
     return os.environ.get(name, "<unset>")
+
+
+@server.tool()
+def header(name: str, ctx: Context) -> str:
+    """The value of a header of the HTTP request that carried this call."""
+    return (ctx.headers or {}).get(name.lower(), "<unset>")
 
 
 @server.tool()

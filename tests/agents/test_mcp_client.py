@@ -189,6 +189,12 @@ async def test_approval_and_env_are_carried_per_server() -> None:
         assert (await tools.get("env_var").call({"name": "MCP_TEST_VALUE"})).content == "v42"  # type: ignore[union-attr]
 
 
+async def test_headers_reach_an_http_server(http_url: str) -> None:
+    server = McpServer(name="h", url=http_url, tools=["header"], headers={"X-Team": "search"})
+    async with mcp_tools(server) as tools:
+        assert (await tools.get("header").call({"name": "X-Team"})).content == "search"  # type: ignore[union-attr]
+
+
 def test_only_text_reaches_the_model() -> None:
     from mcp_types import CallToolResult, ImageContent, TextContent
 
