@@ -21,8 +21,8 @@ EXPECTED = {
     "PromptRegistry", "Retriever", "SearchOptions", "ingest", "open_store",
     # the seams between the pipeline and the wings: route plans, shared resources, side-calls
     "ModelCaller", "Resources", "RoutePlan", "RoutePlans", "SideCalls",
-    # the agents wing (tools from typed functions, the agent loop, MCP servers' tools)
-    "Agent", "McpServer", "RunResult", "ToolContext", "Toolset", "mcp_tools", "tool",
+    # the agents wing (tools from typed functions, the agent loop, MCP servers' tools, stored runs)
+    "Agent", "McpServer", "RunRecord", "RunResult", "RunStore", "ToolContext", "Toolset", "mcp_tools", "tool",
     # test-time compute on routes (a route plan's sampling part)
     "SamplingPlan",
     # the data flywheel: versioned datasets

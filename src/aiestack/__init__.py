@@ -32,7 +32,7 @@ from aiestack.errors import (
 )
 
 if TYPE_CHECKING:
-    from aiestack.agents import Agent, McpServer, RunResult, ToolContext, Toolset, mcp_tools, tool
+    from aiestack.agents import Agent, McpServer, RunRecord, RunResult, RunStore, ToolContext, Toolset, mcp_tools, tool
     from aiestack.batch import BatchRunner, InProcessRunner, RayRunner, open_runner
     from aiestack.build import Stack, build_stack, open_stack
     from aiestack.context.ingest import IngestOptions, IngestReport, ingest
@@ -136,6 +136,8 @@ _LAZY = {
     "tool": "aiestack.agents",
     "Agent": "aiestack.agents",
     "RunResult": "aiestack.agents",
+    "RunRecord": "aiestack.agents",
+    "RunStore": "aiestack.agents",
     "ToolContext": "aiestack.agents",
     "BatchRunner": "aiestack.batch",
     "InProcessRunner": "aiestack.batch",
@@ -220,7 +222,9 @@ __all__ = [
     "Retriever",
     "RoutePlan",
     "RoutePlans",
+    "RunRecord",
     "RunResult",
+    "RunStore",
     "SamplingPlan",
     "Script",
     "SearchOptions",

@@ -19,6 +19,7 @@ from aiestack.agents.events import (
 )
 from aiestack.agents.loop import Agent, AgentBackend
 from aiestack.agents.mcp import McpServer, McpServerGone, McpTool, mcp_tools
+from aiestack.stores.runs import RunRecord, RunStore
 from aiestack.agents.tools import (
     AgentTool,
     FunctionTool,
@@ -53,9 +54,11 @@ __all__ = [
     "McpServerGone",
     "McpTool",
     "ModelCall",
+    "RunRecord",
     "RunResult",
     "RunStarted",
     "RunStopped",
+    "RunStore",
     "StopReason",
     "ToolCalled",
     "ToolContext",

@@ -28,6 +28,7 @@ from aiestack.stores.base import (
 )
 from aiestack.stores.datasets_memory import MemoryDatasetsMixin
 from aiestack.stores.feedback_memory import MemoryFeedbackMixin
+from aiestack.stores.runs_memory import MemoryRunsMixin
 from aiestack.types import EvalRun, SpanRecord
 
 _FLOAT32_LE = np.dtype("<f4")
@@ -39,7 +40,7 @@ def _json_copy(value: Mapping[str, Any]) -> dict[str, Any]:
     return copied
 
 
-class MemoryExchangeStore(MemoryFeedbackMixin, MemoryDatasetsMixin):
+class MemoryExchangeStore(MemoryFeedbackMixin, MemoryDatasetsMixin, MemoryRunsMixin):
     """Exchanges, spans, cached embeddings and virtual keys in dictionaries, guarded by one lock."""
 
     url = "memory://"
@@ -55,6 +56,7 @@ class MemoryExchangeStore(MemoryFeedbackMixin, MemoryDatasetsMixin):
         self._eval_results: dict[tuple[str, str, str], EvalResultRecord] = {}
         self._init_feedback()
         self._init_datasets()
+        self._init_runs()
 
     def __repr__(self) -> str:
         return "MemoryExchangeStore()"

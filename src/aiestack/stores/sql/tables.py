@@ -281,6 +281,42 @@ dataset_rows = sa.Table(
     sa.Column("lineage", JSONDocument, nullable=False),
 )
 
+# --------------------------------------------------------------------------- 0009: agent runs
+# One row per run (``stores/runs.py``), its steps (event JSON) in order. ``pending`` holds the state
+# a waiting run resumes from and is cleared when the run goes on.
+
+agent_runs = sa.Table(
+    "agent_runs",
+    metadata,
+    sa.Column("run_id", sa.String(), primary_key=True),
+    sa.Column("tenant", sa.String(), nullable=False),
+    sa.Column("agent", sa.String(), nullable=False),
+    sa.Column("model", sa.String(), nullable=False),
+    sa.Column("status", sa.String(), nullable=False),
+    sa.Column("stop_reason", sa.String(), nullable=True),
+    sa.Column("key_id", sa.String(), nullable=True),
+    sa.Column("task", sa.Text(), nullable=False),
+    sa.Column("answer", sa.Text(), nullable=True),
+    sa.Column("detail", sa.Text(), nullable=False),
+    sa.Column("steps", sa.Integer(), nullable=False),
+    sa.Column("input_tokens", sa.Integer(), nullable=False),
+    sa.Column("output_tokens", sa.Integer(), nullable=False),
+    sa.Column("cost_usd", sa.Double(), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("updated_at", sa.Double(), nullable=False),
+    sa.Column("pending", JSONDocument, nullable=True),
+    sa.Index(None, "tenant", "created_at"),
+)
+
+agent_run_steps = sa.Table(
+    "agent_run_steps",
+    metadata,
+    sa.Column("run_id", sa.String(), primary_key=True),
+    sa.Column("position", sa.Integer(), primary_key=True),
+    sa.Column("type", sa.String(), nullable=False),
+    sa.Column("data", JSONDocument, nullable=False),
+)
+
 # --------------------------------------------------------------------------- document stores
 # The embedded (SQLite + tantivy + usearch) and PostgreSQL document stores share this layout.
 # ``chunks.key`` is the integer key of a chunk in the vector and term indexes: AUTOINCREMENT on

@@ -1,0 +1,38 @@
+"""Every built-in backend passes the agent run store conformance mixin."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from aiestack.stores.exchanges_memory import MemoryExchangeStore
+from aiestack.stores.exchanges_sql import SqlExchangeStore
+from aiestack.testing.runs_conformance import RunStoreConformance
+
+
+@pytest.mark.unit
+class TestMemoryRunStore(RunStoreConformance):
+    @pytest.fixture
+    def store(self) -> MemoryExchangeStore:
+        return MemoryExchangeStore()
+
+
+@pytest.mark.unit
+class TestSqliteRunStore(RunStoreConformance):
+    @pytest.fixture
+    def store(self, sqlite_url: str) -> Iterator[SqlExchangeStore]:
+        store = SqlExchangeStore(sqlite_url)
+        store.migrate()
+        yield store
+        store.close()
+
+
+@pytest.mark.integration
+class TestPostgresRunStore(RunStoreConformance):
+    @pytest.fixture
+    def store(self, pg_url: str) -> Iterator[SqlExchangeStore]:
+        store = SqlExchangeStore(pg_url)
+        store.migrate()
+        yield store
+        store.close()
