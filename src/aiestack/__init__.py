@@ -32,7 +32,17 @@ from aiestack.errors import (
 )
 
 if TYPE_CHECKING:
-    from aiestack.agents import Agent, McpServer, RunRecord, RunResult, RunStore, ToolContext, Toolset, mcp_tools, tool
+    from aiestack.agents import (
+        Agent,
+        McpServer,
+        RunRecord,
+        RunResult,
+        RunStore,
+        ToolContext,
+        Toolset,
+        mcp_tools,
+        tool,
+    )
     from aiestack.batch import BatchRunner, InProcessRunner, RayRunner, open_runner
     from aiestack.build import Stack, build_stack, open_stack
     from aiestack.context.ingest import IngestOptions, IngestReport, ingest

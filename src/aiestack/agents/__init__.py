@@ -19,7 +19,6 @@ from aiestack.agents.events import (
 )
 from aiestack.agents.loop import Agent, AgentBackend
 from aiestack.agents.mcp import McpServer, McpServerGone, McpTool, mcp_tools
-from aiestack.stores.runs import RunRecord, RunStore
 from aiestack.agents.tools import (
     AgentTool,
     FunctionTool,
@@ -29,6 +28,7 @@ from aiestack.agents.tools import (
     ToolThreads,
     tool,
 )
+from aiestack.stores.runs import RunRecord, RunStore
 
 if TYPE_CHECKING:
     from aiestack.agents.search import search_tool
