@@ -145,6 +145,7 @@ def test_render_gives_the_exposition_text() -> None:
         "aiestack_fallbacks_total counter",
         "aiestack_breaker_state gauge",
         "aiestack_gateway_overhead_seconds histogram",
+        "aiestack_pending_feedback_total counter",
     ):
         assert f"# TYPE {declared}\n" in text
     assert m.content_type.startswith("text/plain")
@@ -174,6 +175,7 @@ def test_every_instrument_is_declared_once_with_its_pinned_name_kind_and_labels(
         "fallbacks": ("aiestack_fallbacks", "counter", ("from_model", "to_model", "reason")),
         "breaker": ("aiestack_breaker_state", "gauge", ("target",)),
         "gateway_overhead": ("aiestack_gateway_overhead_seconds", "histogram", ("route",)),
+        "pending_feedback": ("aiestack_pending_feedback", "counter", ("outcome",)),
     }
     m = Metrics()
     assert [i.attr for i in INSTRUMENTS] == list(pinned) == list(Metrics.__annotations__)

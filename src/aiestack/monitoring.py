@@ -149,6 +149,12 @@ INSTRUMENTS: tuple[_Instrument, ...] = (
         "Time the gateway adds on top of the provider's own time (stages, routing, bookkeeping).",
         ("route",), OVERHEAD_BUCKETS,
     ),
+    _Instrument(
+        "pending_feedback", Counter, "aiestack_pending_feedback",
+        "Feedback sent before its exchange was stored, by outcome: accepted (kept pending), stored, "
+        "dropped_tenant (another tenant's exchange), dropped_expired (no exchange in time).",
+        ("outcome",),
+    ),
 )
 
 
@@ -175,6 +181,7 @@ class Metrics:
     fallbacks: Counter
     breaker: Gauge
     gateway_overhead: Histogram
+    pending_feedback: Counter
 
     def __init__(self, *, max_label_values: int = 200) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -252,6 +259,10 @@ class Metrics:
     def fallback(self, from_model: str, to_model: str, reason: str) -> None:
         cap = self._cap
         self.fallbacks.labels(cap("model", from_model), cap("model", to_model), cap("reason", reason)).inc()
+
+    def pending_feedback_outcome(self, outcome: str, n: int = 1) -> None:
+        """Count ``n`` pending feedback items with this outcome (see :mod:`aiestack.feedback.pending`)."""
+        self._child(self.pending_feedback, outcome).inc(n)
 
     def breaker_state(self, target: str, state: BreakerState) -> None:
         self.breaker.labels(self._cap("target", target)).set(_BREAKER_VALUES[state])

@@ -100,7 +100,9 @@ async def test_a_key_sees_only_its_own_tenants_exchanges(asgi: Client) -> None:
     as_acme = {"authorization": f"Bearer {acme}"}
     as_globex = {"authorization": f"Bearer {globex}"}
     exchange_id = (await chat(client, headers=as_acme)).headers["x-aiestack-exchange-id"]
-    assert (await feedback(client, as_globex, exchange_id=exchange_id, thumbs="down")).status_code == 404
+    # Another tenant's exchange is answered like one not stored yet (ids cannot be probed); never stored.
+    other = await feedback(client, as_globex, exchange_id=exchange_id, thumbs="down")
+    assert other.status_code == 202 and other.json()["status"] == "pending"
     assert (await feedback(client, exchange_id=exchange_id, thumbs="down")).status_code == 401  # no key at all
     mine = await feedback(client, as_acme, exchange_id=exchange_id, thumbs="down")
     assert mine.status_code == 201 and mine.json()["tenant"] == "acme" and mine.json()["value"] == 0.0

@@ -8,18 +8,22 @@ import pytest
 
 from aiestack.stores.exchanges_memory import MemoryExchangeStore
 from aiestack.stores.exchanges_sql import SqlExchangeStore
-from aiestack.testing.feedback_conformance import FeedbackStoreConformance, PromptStoreConformance
+from aiestack.testing.feedback_conformance import (
+    FeedbackStoreConformance,
+    PendingFeedbackStoreConformance,
+    PromptStoreConformance,
+)
 
 
 @pytest.mark.unit
-class TestMemoryFeedbackStore(FeedbackStoreConformance, PromptStoreConformance):
+class TestMemoryFeedbackStore(FeedbackStoreConformance, PendingFeedbackStoreConformance, PromptStoreConformance):
     @pytest.fixture
     def store(self) -> MemoryExchangeStore:
         return MemoryExchangeStore()
 
 
 @pytest.mark.unit
-class TestSqliteFeedbackStore(FeedbackStoreConformance, PromptStoreConformance):
+class TestSqliteFeedbackStore(FeedbackStoreConformance, PendingFeedbackStoreConformance, PromptStoreConformance):
     @pytest.fixture
     def store(self, sqlite_url: str) -> Iterator[SqlExchangeStore]:
         store = SqlExchangeStore(sqlite_url)
@@ -29,7 +33,7 @@ class TestSqliteFeedbackStore(FeedbackStoreConformance, PromptStoreConformance):
 
 
 @pytest.mark.integration
-class TestPostgresFeedbackStore(FeedbackStoreConformance, PromptStoreConformance):
+class TestPostgresFeedbackStore(FeedbackStoreConformance, PendingFeedbackStoreConformance, PromptStoreConformance):
     @pytest.fixture
     def store(self, pg_url: str) -> Iterator[SqlExchangeStore]:
         store = SqlExchangeStore(pg_url)

@@ -8,8 +8,8 @@ judgement to ``value`` in [0, 1] and copying the exchange's route and prompt ver
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 from aiestack.errors import InvalidRequest
 from aiestack.stores.base import ExchangeRecord
@@ -42,8 +42,7 @@ def normalised_value(thumbs: int | None, rating: int | None, score: float | None
     return None
 
 
-def explicit_feedback(
-    exchange: ExchangeRecord,
+def judgement(
     *,
     thumbs: Thumbs | None = None,
     rating: int | None = None,
@@ -52,14 +51,13 @@ def explicit_feedback(
     correction: str | None = None,
     tags: Sequence[str] = (),
     user: str | None = None,
-    key_id: str | None = None,
-    now: float | None = None,
     redact: Callable[[str], str] | None = None,
-) -> FeedbackRecord:
-    """A feedback record on ``exchange``; :class:`InvalidRequest` if it says nothing or is out of range.
+) -> dict[str, Any]:
+    """What a client sent, validated, normalised and masked: the exchange-independent part of a record.
 
-    ``redact`` (the stack's trace redactor) masks PII and secrets in the text a person wrote: the
-    comment, the correction, the tags and the user id are stored redacted, like exchange content.
+    :class:`InvalidRequest` if it says nothing or is out of range. ``redact`` (the stack's trace
+    redactor) masks PII and secrets in the text a person wrote: the comment, the correction, the
+    tags and the user id. The result is JSON (it is what pending feedback keeps).
     """
     up_down = thumbs_value(thumbs)
     if rating is not None and not 1 <= rating <= 5:
@@ -80,24 +78,67 @@ def explicit_feedback(
         correction = redact(correction) if correction else correction
         user = redact(user) if user else user
         tags = [redact(t) for t in tags]
+    return {
+        "kind": kind,
+        "value": normalised_value(up_down, rating, score),
+        "thumbs": up_down,
+        "rating": rating,
+        "score": score,
+        "comment": comment,
+        "correction": correction,
+        "user": user,
+        "tags": list(dict.fromkeys(t.strip() for t in tags if t.strip())),
+    }
+
+
+def feedback_on(
+    exchange: ExchangeRecord, judged: Mapping[str, Any], *, id: str, created_at: float, key_id: str | None
+) -> FeedbackRecord:
+    """The feedback record of a :func:`judgement` on ``exchange`` (its tenant, route and prompt version)."""
     version = exchange.attributes.get(PROMPT_VERSION_ATTR)
     return FeedbackRecord(
-        id=new_id("fb"),
+        id=id,
         exchange_id=exchange.id,
-        created_at=time.time() if now is None else now,
-        kind=kind,
+        created_at=created_at,
+        kind=judged["kind"],
         source="explicit",
         tenant=exchange.tenant,
         key_id=key_id,
-        user=user,
+        user=judged.get("user"),
         route=exchange.route,
         prompt=exchange.attributes.get(PROMPT_NAME_ATTR),
         prompt_version=version if isinstance(version, int) else None,
-        value=normalised_value(up_down, rating, score),
-        thumbs=up_down,
-        rating=rating,
-        score=score,
-        comment=comment,
-        correction=correction,
-        tags=tuple(dict.fromkeys(t.strip() for t in tags if t.strip())),
+        value=judged.get("value"),
+        thumbs=judged.get("thumbs"),
+        rating=judged.get("rating"),
+        score=judged.get("score"),
+        comment=judged.get("comment"),
+        correction=judged.get("correction"),
+        tags=tuple(judged.get("tags") or ()),
     )
+
+
+def explicit_feedback(
+    exchange: ExchangeRecord,
+    *,
+    thumbs: Thumbs | None = None,
+    rating: int | None = None,
+    score: float | None = None,
+    comment: str | None = None,
+    correction: str | None = None,
+    tags: Sequence[str] = (),
+    user: str | None = None,
+    key_id: str | None = None,
+    now: float | None = None,
+    redact: Callable[[str], str] | None = None,
+) -> FeedbackRecord:
+    """A feedback record on ``exchange``; :class:`InvalidRequest` if it says nothing or is out of range.
+
+    ``redact`` masks the text a person wrote, as in :func:`judgement`.
+    """
+    judged = judgement(
+        thumbs=thumbs, rating=rating, score=score, comment=comment, correction=correction, tags=tags, user=user,
+        redact=redact,
+    )
+    created_at = time.time() if now is None else now
+    return feedback_on(exchange, judged, id=new_id("fb"), created_at=created_at, key_id=key_id)

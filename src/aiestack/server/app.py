@@ -12,6 +12,7 @@ a provider failing is 429/502/503/504; only a bug in aiestack is a 500.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +28,7 @@ from starlette.responses import Response
 
 from aiestack.build import Stack
 from aiestack.errors import AiestackError
+from aiestack.feedback.pending import settle_forever
 from aiestack.server import (
     routes_admin,
     routes_embeddings,
@@ -45,12 +47,24 @@ from aiestack.server.schemas import (
     EmbeddingRequest,
     KeyCreateRequest,
 )
+from aiestack.stores.feedback import PendingFeedbackStore
 
 _log = logging.getLogger(__name__)
 
 #: Bodies the routes parse themselves; their schemas are added to the OpenAPI components.
 _BODIES = (ChatCompletionRequest, CompletionRequest, EmbeddingRequest, KeyCreateRequest, routes_feedback.FeedbackRequest)
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+
+def _settle_pending_feedback(stack: Stack) -> asyncio.Task[None] | None:
+    """Settle feedback sent before its exchange was stored, every store flush interval (none: no such store)."""
+    if not isinstance(stack.store, PendingFeedbackStore):
+        return None
+    interval = max(stack.settings.store.flush_interval_s, 0.05)
+    return asyncio.create_task(
+        settle_forever(stack.store, interval_s=interval, count=stack.metrics.pending_feedback_outcome),
+        name="aiestack-pending-feedback",
+    )
 
 
 def create_app(
@@ -66,10 +80,14 @@ def create_app(
         stack = stack_factory()
         app.state.stack = stack
         app.state.started = time.time()
+        settler = _settle_pending_feedback(stack)
         try:
             await stack.warm()
             yield
         finally:
+            if settler is not None:
+                settler.cancel()
+                await asyncio.gather(settler, return_exceptions=True)
             await stack.aclose()
 
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)

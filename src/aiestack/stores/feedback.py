@@ -26,6 +26,12 @@ For the console (a read-only user of this module):
 - the exchange detail page shows ``list_feedback(exchange_id=...)``;
 - the exchange list's feedback column can use ``feedback_counts(exchange_ids)``.
 
+**Pending feedback** (:class:`PendingFeedback`, :class:`PendingFeedbackStore`) is explicit feedback
+on an exchange that was not stored yet when it was sent (another process answered and still holds
+the record in its write batch). It is kept, already validated and masked, until the exchange lands
+and :func:`aiestack.feedback.pending.settle_pending` turns it into a :class:`FeedbackRecord` (or
+drops it: another tenant's exchange, or too old).
+
 Methods are synchronous, like the other stores; async callers use ``asyncio.to_thread``.
 """
 
@@ -128,6 +134,42 @@ class TurnRecord:
     prompt: str | None = None
     prompt_version: int | None = None
     answer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingFeedback:
+    """Explicit feedback waiting for its exchange to be stored.
+
+    ``tenant`` is the submitting key's tenant (``None`` for the admin key, which may judge any
+    exchange); the feedback is kept only if the exchange turns out to be that tenant's. ``body``
+    holds the validated, masked judgement (:func:`aiestack.feedback.explicit.judgement`); the stored
+    feedback record gets this item's ``id`` and ``created_at``.
+    """
+
+    id: str
+    exchange_id: str
+    created_at: float  # epoch seconds
+    tenant: str | None
+    key_id: str | None = None
+    body: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class PendingFeedbackStore(Protocol):
+    """Pending feedback (implemented by the exchange stores that hold feedback)."""
+
+    def write_pending_feedback(self, items: Sequence[PendingFeedback]) -> None:
+        """Insert items; an item whose id exists replaces the old one."""
+        ...
+
+    def list_pending_feedback(self, *, limit: int = 1000) -> list[PendingFeedback]:
+        """The oldest ``limit`` items (``(created_at, id)`` ascending)."""
+        ...
+
+    def settle_pending_feedback(self, records: Sequence[FeedbackRecord], drop: Sequence[str]) -> None:
+        """In one transaction: write ``records`` (as :meth:`FeedbackStore.write_feedback`) and delete the
+        pending items whose ids are the records' ids or in ``drop``. Settling twice is harmless."""
+        ...
 
 
 @runtime_checkable

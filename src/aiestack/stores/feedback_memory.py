@@ -20,6 +20,7 @@ from aiestack.stores.feedback import (
     FeedbackRate,
     FeedbackRecord,
     FeedbackSource,
+    PendingFeedback,
     TurnRecord,
     check_feedback_groups,
     rate_from_values,
@@ -47,6 +48,7 @@ class MemoryFeedbackMixin:
     def _init_feedback(self) -> None:
         self._feedback: dict[str, FeedbackRecord] = {}
         self._turns: dict[str, TurnRecord] = {}
+        self._pending: dict[str, PendingFeedback] = {}
         self._prompts: dict[str, list[PromptVersion]] = {}
         self._labels: dict[tuple[str, str], PromptLabel] = {}
 
@@ -59,6 +61,29 @@ class MemoryFeedbackMixin:
         with self._lock:
             for r in copies:
                 self._feedback[r.id] = r
+
+    def write_pending_feedback(self, items: Sequence[PendingFeedback]) -> None:
+        copies = [dataclasses.replace(i, body=_json(dict(i.body))) for i in items]
+        with self._lock:
+            for i in copies:
+                self._pending[i.id] = i
+
+    def list_pending_feedback(self, *, limit: int = 1000) -> list[PendingFeedback]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        with self._lock:
+            items = sorted(self._pending.values(), key=lambda i: (i.created_at, i.id))[:limit]
+        return [dataclasses.replace(i, body=_json(dict(i.body))) for i in items]
+
+    def settle_pending_feedback(self, records: Sequence[FeedbackRecord], drop: Sequence[str]) -> None:
+        copies = [
+            dataclasses.replace(r, tags=tuple(_json(list(r.tags))), detail=_json(dict(r.detail))) for r in records
+        ]
+        with self._lock:
+            for r in copies:
+                self._feedback[r.id] = r
+            for done in (*(r.id for r in copies), *drop):
+                self._pending.pop(done, None)
 
     def get_feedback(self, feedback_id: str) -> FeedbackRecord | None:
         with self._lock:

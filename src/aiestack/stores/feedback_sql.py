@@ -20,6 +20,7 @@ from aiestack.stores.feedback import (
     FeedbackRate,
     FeedbackRecord,
     FeedbackSource,
+    PendingFeedback,
     TurnRecord,
     check_feedback_groups,
     sort_rates,
@@ -32,7 +33,14 @@ from aiestack.stores.prompts import (
     PromptVersion,
 )
 from aiestack.stores.sql.engine import store_errors
-from aiestack.stores.sql.tables import conversation_turns, exchanges, feedback, prompt_labels, prompt_versions
+from aiestack.stores.sql.tables import (
+    conversation_turns,
+    exchanges,
+    feedback,
+    pending_feedback,
+    prompt_labels,
+    prompt_versions,
+)
 
 _FEEDBACK_FIELDS = tuple(f.name for f in dataclasses.fields(FeedbackRecord))
 _TURN_FIELDS = tuple(f.name for f in dataclasses.fields(TurnRecord))
@@ -69,6 +77,47 @@ class SqlFeedbackMixin:
         )
         with store_errors(self._url, "write feedback to"), self._engine.begin() as connection:
             connection.execute(statement, rows)
+
+    def write_pending_feedback(self, items: Sequence[PendingFeedback]) -> None:
+        latest = {i.id: i for i in items}
+        if not latest:
+            return
+        rows = [{**dataclasses.asdict(i), "body": dict(i.body)} for i in latest.values()]
+        insert = _insert(self._engine, pending_feedback)
+        statement = insert.on_conflict_do_update(
+            index_elements=[pending_feedback.c.id],
+            set_={name: insert.excluded[name] for name in rows[0] if name != "id"},
+        )
+        with store_errors(self._url, "write pending feedback to"), self._engine.begin() as connection:
+            connection.execute(statement, rows)
+
+    def list_pending_feedback(self, *, limit: int = 1000) -> list[PendingFeedback]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        c = pending_feedback.c
+        query = sa.select(pending_feedback).order_by(c.created_at, c.id).limit(limit)
+        with store_errors(self._url, "read from"), self._engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        return [PendingFeedback(**{**dict(row), "body": row["body"] or {}}) for row in rows]
+
+    def settle_pending_feedback(self, records: Sequence[FeedbackRecord], drop: Sequence[str]) -> None:
+        latest = {r.id: r for r in records}
+        done = sorted({*latest, *drop})
+        if not done:
+            return
+        with store_errors(self._url, "settle pending feedback in"), self._engine.begin() as connection:
+            if latest:
+                insert = _insert(self._engine, feedback)
+                connection.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=[feedback.c.id],
+                        set_={name: insert.excluded[name] for name in _FEEDBACK_FIELDS if name != "id"},
+                    ),
+                    [_feedback_row(r) for r in latest.values()],
+                )
+            for start in range(0, len(done), _IN_CHUNK):
+                chunk = done[start : start + _IN_CHUNK]
+                connection.execute(sa.delete(pending_feedback).where(pending_feedback.c.id.in_(chunk)))
 
     def get_feedback(self, feedback_id: str) -> FeedbackRecord | None:
         with store_errors(self._url, "read from"), self._engine.connect() as connection:

@@ -17,7 +17,13 @@ from typing import Any
 import pytest
 
 from aiestack.stores.base import ExchangeRecord
-from aiestack.stores.feedback import FeedbackRecord, FeedbackStore, TurnRecord
+from aiestack.stores.feedback import (
+    FeedbackRecord,
+    FeedbackStore,
+    PendingFeedback,
+    PendingFeedbackStore,
+    TurnRecord,
+)
 from aiestack.stores.prompts import PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR, PromptStore
 
 UNICODE = "Grüße, 世界! — emoji 🚀 and a quote ' and \" and a backslash \\"
@@ -180,6 +186,42 @@ class FeedbackStoreConformance:
         assert sorted(t.exchange_id for t in store.find_turns(conversation="c1")) == ["ex_2", "ex_4"]
         assert store.find_turns(turn="t1", conversation="c2") == []
         assert store.prune_turns(BASE) == 0
+
+
+def pending(item_id: str, at: float, **changes: Any) -> PendingFeedback:
+    """A pending feedback item with every field set."""
+    body = {"kind": "thumbs", "value": 0.0, "thumbs": -1, "comment": UNICODE, "tags": ["a", "b"], "user": None}
+    item = PendingFeedback(id=item_id, exchange_id="ex_9", created_at=at, tenant="acme", key_id="key_1", body=body)
+    return dataclasses.replace(item, **changes)
+
+
+class PendingFeedbackStoreConformance:
+    """What every :class:`~aiestack.stores.feedback.PendingFeedbackStore` guarantees."""
+
+    def test_is_a_pending_feedback_store(self, store: Any) -> None:
+        assert isinstance(store, PendingFeedbackStore)
+
+    def test_items_round_trip_oldest_first(self, store: PendingFeedbackStore) -> None:
+        admin = pending("fb_3", BASE + 0.5, tenant=None, key_id=None, body={"kind": "score", "score": 0.25})
+        store.write_pending_feedback([pending("fb_2", BASE + 1), admin, pending("fb_1", BASE + 1)])
+        assert store.list_pending_feedback() == [admin, pending("fb_1", BASE + 1), pending("fb_2", BASE + 1)]
+        assert [i.id for i in store.list_pending_feedback(limit=1)] == ["fb_3"]
+        store.write_pending_feedback([pending("fb_1", BASE + 1, exchange_id="ex_8")])  # same id: replaced
+        assert [i.exchange_id for i in store.list_pending_feedback()] == ["ex_9", "ex_8", "ex_9"]
+        with pytest.raises(ValueError):
+            store.list_pending_feedback(limit=0)
+
+    def test_settling_stores_records_and_removes_items_once(self, store: Any) -> None:
+        store.write_pending_feedback([pending("fb_1", BASE), pending("fb_2", BASE + 1), pending("fb_3", BASE + 2)])
+        record = feedback("fb_1", exchange_id="ex_9")
+        store.settle_pending_feedback([record], ["fb_3"])
+        assert [i.id for i in store.list_pending_feedback()] == ["fb_2"]
+        assert store.get_feedback("fb_1") == record and store.get_feedback("fb_3") is None
+        store.settle_pending_feedback([record], ["fb_3"])  # another process settled the same items
+        assert store.list_feedback(exchange_id="ex_9") == [record]
+        assert [i.id for i in store.list_pending_feedback()] == ["fb_2"]
+        store.settle_pending_feedback([], [])
+        assert [i.id for i in store.list_pending_feedback()] == ["fb_2"]
 
 
 class PromptStoreConformance:

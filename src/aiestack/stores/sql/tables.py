@@ -317,6 +317,21 @@ agent_run_steps = sa.Table(
     sa.Column("data", JSONDocument, nullable=False),
 )
 
+# --------------------------------------------------------------------------- 0010: pending feedback
+
+pending_feedback = sa.Table(
+    "pending_feedback",
+    metadata,
+    sa.Column("id", sa.String(), primary_key=True),
+    sa.Column("exchange_id", sa.String(), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("tenant", sa.String(), nullable=True),
+    sa.Column("key_id", sa.String(), nullable=True),
+    sa.Column("body", JSONDocument, nullable=False),
+    # Settling reads the oldest items first.
+    sa.Index(None, "created_at"),
+)
+
 # --------------------------------------------------------------------------- document stores
 # The embedded (SQLite + tantivy + usearch) and PostgreSQL document stores share this layout.
 # ``chunks.key`` is the integer key of a chunk in the vector and term indexes: AUTOINCREMENT on
