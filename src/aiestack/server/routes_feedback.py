@@ -74,8 +74,9 @@ class _Feedbacks(FeedbackStore, PendingFeedbackStore, Protocol):
 def _feedback_store(stack: Stack) -> _Feedbacks:
     if not isinstance(stack.store, FeedbackStore) or not isinstance(stack.store, PendingFeedbackStore):
         raise AiestackError(
-            f"The store {type(stack.store).__name__} cannot hold feedback.",
-            hint="Use the SQLite, PostgreSQL or memory store.",
+            f"The store {type(stack.store).__name__} cannot hold feedback (it needs the FeedbackStore and "
+            "PendingFeedbackStore methods of aiestack.stores.feedback).",
+            hint="Use the SQLite, PostgreSQL or memory store, or implement both protocols in your store plugin.",
         )
     return cast(_Feedbacks, stack.store)
 
