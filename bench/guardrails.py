@@ -11,10 +11,16 @@
   gold type and overlaps a gold span by at least half of the longer of the two); Presidio's own
   recognizers side by side when presidio-analyzer is installed (its spaCy NER model cannot be
   downloaded offline, so only its pattern recognizers run, on a blank spaCy pipeline).
+- Benign mentions: false alarms of the injection policies on benign questions that mention "ignore",
+  "instructions", "developer mode", "system prompt" or "pretend" (bench/data/benign_mentions.jsonl, test half).
+- Toxicity: the Davidson et al. hate/offensive tweets, the test part of a seeded split (it ships none;
+  scripts/guard_data.py:davidson_split), P/R/F1 per head and false alarms on the *neither* tweets.
 - Secrets: a synthetic, seeded set of keys in the published formats and hard negatives (hashes, UUIDs).
 - Latency: the non-model guard chain on a 2 KB input, and each layer on its own.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/guardrails.py [--cache bench/.cache]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/guardrails.py [--cache bench/.cache] [--sections injection,benign,toxicity]
+
+``--sections`` reruns some sections and keeps the others in bench/guardrails.md.
 
 Offensive texts of the data sets are never printed: only counts and scores.
 """
@@ -43,7 +49,7 @@ from aiestack.guardrails.secrets import SecretsDetector
 from aiestack.guardrails.segments import segments
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from guard_data import bipia_attacks, bipia_contexts, ordinary_documents
+from guard_data import bipia_attacks, bipia_contexts, davidson_split, ordinary_documents
 
 DATA = Path(os.environ.get("AIESTACK_DATA", "/work/shared/data"))
 OUT = Path(__file__).parent / "guardrails.md"
@@ -157,10 +163,13 @@ def injection_section(emb: Embedder, lines: list[str]) -> None:
         own = "injection" if short == "deepset" else "jailbreak"
         rows += [
             (f"classifier head `{own}` alone", prf(te_y, [int(s >= 0.5) for s in head_scores[own]]), head_ms),
-            (f"**layered: heuristics + `{own}` head**", prf(te_y, layered([own], head_scores)), head_ms),
-            ("layered, default policy (heads = jailbreak)", prf(te_y, layered(["jailbreak"], head_scores)), head_ms),
-            ("layered, both heads", prf(te_y, layered(["injection", "jailbreak"], head_scores)), head_ms),
+            (f"layered: heuristics + `{own}` head", prf(te_y, layered([own], head_scores)), head_ms),
+            ("**layered, default policy (heads = combined)**", prf(te_y, layered(["combined"], head_scores)), head_ms),
+            ("layered, previous default (heads = jailbreak)", prf(te_y, layered(["jailbreak"], head_scores)), head_ms),
+            ("layered, heads = combined + injection", prf(te_y, layered(["combined", "injection"], head_scores)), head_ms),
+            ("layered, heads = injection + jailbreak", prf(te_y, layered(["injection", "jailbreak"], head_scores)), head_ms),
             (f"layered lexical-only (no embedding model), `{own}`", prf(te_y, layered([own], lex_scores)), lex_ms),
+            ("layered lexical-only (no embedding model), `combined`", prf(te_y, layered(["combined"], lex_scores)), lex_ms),
         ]
         for label, (p, r, f), ms in rows:
             lines.append(
@@ -168,6 +177,82 @@ def injection_section(emb: Embedder, lines: list[str]) -> None:
             )
         lines.append(f"| {short} | embed (all-MiniLM-L6-v2, one text) | | | | | {pct(embed_ms, 50):.2f} | {pct(embed_ms, 95):.2f} |")
     lines.append("")
+
+
+def benign_section(emb: Embedder, lines: list[str]) -> None:
+    """False alarms on benign questions that mention the words attacks use (bench/data/benign_mentions.jsonl, test half)."""
+    rows = [json.loads(line) for line in (Path(__file__).parent / "data" / "benign_mentions.jsonl").open(encoding="utf-8")]
+    rows = [r for r in rows if r["split"] == "test"]
+    texts = [r["text"] for r in rows]
+    vectors = emb.many("benign_mentions_test", texts)
+    clf = InjectionClassifier()
+    policies = {
+        "**default policy (heads = combined)**": ["combined"],
+        "previous default (heads = jailbreak)": ["jailbreak"],
+        "heads = combined + injection": ["combined", "injection"],
+        "heads = injection + jailbreak": ["injection", "jailbreak"],
+        "lexical-only (no embedding model), combined": None,
+    }
+    words = sorted({r["mentions"] for r in rows})
+    lines += [
+        "## False alarms on benign questions that mention attack words",
+        "",
+        f"{len(rows)} benign questions (the `test` half of bench/data/benign_mentions.jsonl, written for issue #17; the",
+        "`train` half, other questions, is the `combined` head's hard negatives), 50 per word. Heuristics included.",
+        "Target for the default policy: at most 2% flagged.",
+        "",
+        "| policy | " + " | ".join(f"'{w}'" for w in words) + " | all | rate |",
+        "|---|" + "---:|" * (len(words) + 2),
+    ]
+    for label, heads in policies.items():
+        flagged: Counter[str] = Counter()
+        for r, v in zip(rows, vectors, strict=True):
+            text = r["text"]
+            scores = clf.scores(text, None if heads is None else v)
+            counted = [scores[h] for h in (heads or ["combined"]) if len(text) >= MIN_CHARS.get(h, 0)]
+            if max([heuristic_score(heuristic_findings(text)), *counted]) >= 0.5:
+                flagged[r["mentions"]] += 1
+        total = sum(flagged.values())
+        cells = " | ".join(str(flagged[w]) for w in words)
+        lines.append(f"| {label} | {cells} | {total}/{len(rows)} | {total / len(rows):.3f} |")
+    lines.append("")
+
+
+def toxicity_section(lines: list[str]) -> None:
+    """The toxicity guard on the test part of the seeded Davidson split (scripts/guard_data.py)."""
+    from aiestack.guardrails.toxicity import ToxicityClassifier, ToxicityDetector
+
+    texts, classes = davidson_split(DATA, "test")
+    clf = ToxicityClassifier()
+    targets = {"toxic": [int(c <= 1) for c in classes], "hate": [int(c == 0) for c in classes]}
+    neither = [i for i, c in enumerate(classes) if c == 2]
+    lines += [
+        "## Toxicity (Davidson et al. 2017, test part of the seeded split)",
+        "",
+        f"{len(texts)} tweets (hate speech {classes.count(0)}, offensive {classes.count(1)}, neither {classes.count(2)}):",
+        "the test part of `scripts/guard_data.py:davidson_split` (CRC-32 of the seeded, normalised text; the",
+        "classifier saw only the train part). `toxic` = hate speech or offensive language. \"whole tweet\" scores",
+        "the tweet at once; \"detector\" is the guard as it runs, one sentence at a time (flagged if any is).",
+        "False alarms: the share of the *neither* tweets flagged. Latency per tweet, one at a time.",
+        "",
+        "| head | how | precision | recall | F1 | false alarms on neither | p50 ms | p95 ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for head, y in targets.items():
+        whole, whole_ms = timed(lambda t, h=head: clf.scores(t)[h], texts)
+        detector = ToxicityDetector(clf, labels=[head])
+        found, det_ms = timed(lambda t, d=detector: float(bool(d.detect(t))), texts)
+        for how, scores, ms in (("whole tweet", whole, whole_ms), ("**detector (per sentence)**", found, det_ms)):
+            pred = [int(x >= 0.5) for x in scores]
+            p, r, f = prf(y, pred)
+            fa = sum(pred[i] for i in neither) / len(neither)
+            lines.append(f"| {head} | {how} | {p:.3f} | {r:.3f} | {f:.3f} | {fa:.3f} | {pct(ms, 50):.3f} | {pct(ms, 95):.3f} |")
+    lines += [
+        "",
+        "The labels carry a documented racial bias (Davidson et al. 2019, arXiv:1905.12516): African-American English",
+        "is labelled offensive more often, and a model trained on them learns it. The guard is off by default.",
+        "",
+    ]
 
 
 def _insert(context: str, attack: str, where: str) -> str:
@@ -480,7 +565,7 @@ def chain_section(lines: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=None, help="keep split embeddings here between runs")
-    parser.add_argument("--sections", default="injection,bipia,pii,secrets,chain")
+    parser.add_argument("--sections", default="injection,benign,bipia,toxicity,pii,secrets,chain")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     lines = [
@@ -502,10 +587,29 @@ def main() -> None:
     emb = Embedder(args.cache) if sections & {"injection", "bipia"} else None
     if "injection" in sections and emb is not None:
         injection_section(emb, lines)
+    if "benign" in sections and emb is not None:
+        benign_section(emb, lines)
     if "bipia" in sections and emb is not None:
         bipia_section(emb, lines)
-    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if "toxicity" in sections:
+        toxicity_section(lines)
+    OUT.write_text(merge_sections(OUT.read_text(encoding="utf-8") if OUT.is_file() else "", lines), encoding="utf-8")
     print("\n".join(lines))
+
+
+def merge_sections(old: str, lines: list[str]) -> str:
+    """The report with the ``## `` sections just measured replaced (or appended) and the others kept,
+    so ``--sections`` reruns one part without losing the rest; the header is always the new one."""
+
+    def split(text: str) -> tuple[str, dict[str, str]]:
+        head, *parts = text.split("\n## ")
+        return head, {p.split("\n", 1)[0]: "## " + p.rstrip("\n") + "\n" for p in parts}
+
+    _, before = split(old)
+    head, now = split("\n".join(lines))
+    merged = {**before, **now}
+    order = list(before) + [t for t in now if t not in before]
+    return head.rstrip("\n") + "\n\n" + "\n".join(merged[t] for t in order)
 
 
 if __name__ == "__main__":
