@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 from aiestack.agents.builtins import calculator, fetch_url_tool, python_tool
 from aiestack.agents.events import (
     AgentEvent,
+    ApprovalDecided,
     ApprovalRequested,
     FinalAnswer,
     ModelCall,
@@ -47,6 +48,7 @@ __all__ = [
     "AgentBackend",
     "AgentEvent",
     "AgentTool",
+    "ApprovalDecided",
     "ApprovalRequested",
     "FinalAnswer",
     "FunctionTool",

@@ -154,6 +154,23 @@ class ApprovalRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalDecided:
+    """A person approved or denied the calls a waiting run asked for; the run resumes from here.
+
+    ``call_ids`` are the calls that needed approval; ``reason`` (a denial's) is what the model sees
+    as those calls' results.
+    """
+
+    type: ClassVar[str] = "approval_decided"
+    run_id: str
+    step: int
+    approved: bool
+    call_ids: tuple[str, ...]
+    reason: str = ""
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
 class FinalAnswer:
     """The model's answer; ``citations`` are the sources the run's tools cited (``[n]`` in the text).
 
@@ -186,10 +203,14 @@ class RunStopped:
     at: float = field(default_factory=time.time)
 
 
-AgentEvent = RunStarted | ModelCall | ToolCalled | ToolResult | ApprovalRequested | FinalAnswer | RunStopped
+AgentEvent = (
+    RunStarted | ModelCall | ToolCalled | ToolResult | ApprovalRequested | ApprovalDecided | FinalAnswer | RunStopped
+)
 _TYPES: dict[str, type[Any]] = {
     cls.type: cls
-    for cls in (RunStarted, ModelCall, ToolCalled, ToolResult, ApprovalRequested, FinalAnswer, RunStopped)
+    for cls in (
+        RunStarted, ModelCall, ToolCalled, ToolResult, ApprovalRequested, ApprovalDecided, FinalAnswer, RunStopped
+    )
 }
 
 

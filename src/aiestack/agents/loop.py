@@ -23,7 +23,7 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -35,6 +35,7 @@ from aiestack.agents import protocol as text_protocol
 from aiestack.agents.events import (
     STATUS_OF,
     AgentEvent,
+    ApprovalDecided,
     ApprovalRequested,
     FinalAnswer,
     ModelCall,
@@ -44,6 +45,8 @@ from aiestack.agents.events import (
     StopReason,
     ToolCalled,
     ToolResult,
+    event_from_dict,
+    message_from_dict,
 )
 from aiestack.agents.tools import DEFAULT_MAX_THREADS, AgentTool, ToolContext, Toolset, ToolThreads
 from aiestack.errors import AiestackError, BudgetExceeded
@@ -182,11 +185,59 @@ class Agent:
     # ------------------------------------------------------------------ public
 
     async def run(
-        self, task: str, *, run_id: str | None = None, tenant: str = "default", key_id: str | None = None
+        self,
+        task: str,
+        *,
+        run_id: str | None = None,
+        tenant: str = "default",
+        key_id: str | None = None,
+        on_event: Callable[[AgentEvent], None] | None = None,
     ) -> RunResult:
-        """Run the agent on ``task`` to its end and return every event, the answer and the stop reason."""
+        """Run the agent on ``task`` to its end and return every event, the answer and the stop reason
+        (``on_event`` is called with each event as it happens)."""
         run = self._new_run(task, run_id, tenant, key_id)
-        events = [event async for event in self._events(run)]
+        return await self._collect(run, self._events(run), on_event)
+
+    async def resume(
+        self,
+        pending: Mapping[str, Any],
+        *,
+        run_id: str,
+        approve: bool,
+        reason: str = "",
+        tenant: str = "default",
+        key_id: str | None = None,
+        on_event: Callable[[AgentEvent], None] | None = None,
+    ) -> RunResult:
+        """Go on with a run that waits for approval, from the ``pending`` state its store kept
+        (:func:`aiestack.agents.runs.run_record`): approved, the step's calls run; denied, the calls
+        that needed approval are not run and the model sees ``reason`` as their result (the other
+        calls of the step run). ``timeout_s`` counts again from here."""
+        run, decided, calls = self._resumed_run(pending, run_id, tenant, key_id, approve, reason)
+        return await self._collect(run, self._events(run, resumed=(decided, calls)), on_event)
+
+    def resume_stream(
+        self,
+        pending: Mapping[str, Any],
+        *,
+        run_id: str,
+        approve: bool,
+        reason: str = "",
+        tenant: str = "default",
+        key_id: str | None = None,
+    ) -> AsyncIterator[AgentEvent]:
+        """:meth:`resume`, yielding the events as they happen (the first is the :class:`ApprovalDecided`)."""
+        run, decided, calls = self._resumed_run(pending, run_id, tenant, key_id, approve, reason)
+        return self._events(run, resumed=(decided, calls))
+
+    async def _collect(
+        self, run: _Run, stream: AsyncIterator[AgentEvent], on_event: Callable[[AgentEvent], None] | None
+    ) -> RunResult:
+        events: list[AgentEvent] = []
+        async for event in stream:
+            events.append(event)
+            if on_event is not None:
+                on_event(event)
         stopped = run.stopped
         assert stopped is not None
         return RunResult(
@@ -233,6 +284,40 @@ class Agent:
         run.context = ToolContext(run_id=run.id, tenant=tenant)
         return run
 
+    def _resumed_run(
+        self, pending: Mapping[str, Any], run_id: str, tenant: str, key_id: str | None, approve: bool, reason: str
+    ) -> tuple[_Run, ApprovalDecided, tuple[ToolCall, ...]]:
+        try:
+            messages = [message_from_dict(m) for m in pending["messages"]]
+            asked = event_from_dict(pending["approval"])
+            steps = int(pending["steps"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"this is not the state of a waiting run ({exc}); resume from what run_record stored") from exc
+        if not isinstance(asked, ApprovalRequested) or not messages or messages[-1].tool_calls != asked.calls:
+            raise ValueError("this is not the state of a waiting run: its last message is not the calls that wait")
+        now = time.monotonic()
+        task = next((m.text for m in messages if m.role == "user"), "")
+        run = _Run(
+            id=run_id,
+            task=task,
+            tenant=tenant,
+            key_id=key_id,
+            messages=messages,
+            started=now,
+            deadline=None if self.timeout_s is None else now + self.timeout_s,
+            step=steps,
+            input_tokens=int(pending.get("input_tokens", 0)),
+            output_tokens=int(pending.get("output_tokens", 0)),
+            cost_usd=float(pending.get("cost_usd", 0.0)),
+        )
+        run.context = ToolContext(run_id=run.id, tenant=tenant)
+        for message in messages:  # the identical-call count goes on where it was
+            if message.role == "assistant" and message.tool_calls:
+                for key in dict.fromkeys((c.name, _canonical(c.arguments)) for c in message.tool_calls):
+                    run.calls_seen[key] += 1
+        decided = ApprovalDecided(run.id, steps, approve, asked.needs_approval, reason)
+        return run, decided, asked.calls
+
     def _params(self) -> Params:
         if not self.toolset:
             return self._base_params
@@ -240,7 +325,9 @@ class Agent:
             return replace(self._base_params, tools=self.toolset.specs, tool_choice="auto")
         return replace(self._base_params, response_format=text_protocol.response_format(list(self.toolset)))
 
-    async def _events(self, run: _Run) -> AsyncGenerator[AgentEvent, None]:
+    async def _events(
+        self, run: _Run, resumed: tuple[ApprovalDecided, tuple[ToolCall, ...]] | None = None
+    ) -> AsyncGenerator[AgentEvent, None]:
         tracing = self._stack.tracing
         span = tracing.start_span(
             f"{OPERATION_INVOKE_AGENT} {self.name}",
@@ -254,11 +341,14 @@ class Agent:
         )
         ctx = trace.set_span_in_context(span)
         params = self._params()
-        yield RunStarted(
-            run.id, self.name, self.model, run.task, tuple(t.name for t in self.toolset), self.protocol
-        )
+        if resumed is None:
+            yield RunStarted(
+                run.id, self.name, self.model, run.task, tuple(t.name for t in self.toolset), self.protocol
+            )
+        else:
+            yield resumed[0]
         try:
-            async with contextlib.aclosing(self._steps(run, ctx, params)) as steps:
+            async with contextlib.aclosing(self._steps(run, ctx, params, resumed)) as steps:
                 async for event in steps:
                     yield event
         finally:
@@ -327,8 +417,17 @@ class Agent:
             otel_context.detach(token)
 
     async def _steps(
-        self, run: _Run, ctx: otel_context.Context, params: Params
+        self,
+        run: _Run,
+        ctx: otel_context.Context,
+        params: Params,
+        resumed: tuple[ApprovalDecided, tuple[ToolCall, ...]] | None = None,
     ) -> AsyncGenerator[AgentEvent, None]:
+        if resumed is not None:
+            decided, waiting = resumed
+            denied = frozenset(() if decided.approved else decided.call_ids)
+            async for event in self._execute(run, waiting, ctx, denied, decided.reason):
+                yield event
         while True:
             limit = self._limit(run)
             if limit is not None:
@@ -409,18 +508,32 @@ class Agent:
                 names = ", ".join(sorted({c.name for c in calls if c.id in pending}))
                 yield self._stop(run, "waiting", f"{len(pending)} call(s) of {names} wait for approval")
                 return
-            for call in calls:
-                yield ToolCalled(run.id, run.step, call.id, call.name, call.arguments)
-            if len(calls) == 1:
-                results: list[ToolResult] = [await self._call_tool(run, calls[0], ctx)]
-            else:
-                gate = asyncio.Semaphore(self._parallel)
-                results = list(await asyncio.gather(*(self._call_tool(run, c, ctx, gate) for c in calls)))
-            for result in results:
-                run.messages.append(
-                    Message("tool", result.content, name=result.name, tool_call_id=result.call_id)
-                )
-                yield result
+            async for event in self._execute(run, calls, ctx):
+                yield event
+
+    async def _execute(
+        self,
+        run: _Run,
+        calls: tuple[ToolCall, ...],
+        ctx: otel_context.Context,
+        denied: frozenset[str] = frozenset(),
+        reason: str = "",
+    ) -> AsyncGenerator[AgentEvent, None]:
+        """Run a step's calls (concurrently), except the ``denied`` ones, whose result is the denial."""
+        allowed = tuple(c for c in calls if c.id not in denied)
+        for call in allowed:
+            yield ToolCalled(run.id, run.step, call.id, call.name, call.arguments)
+        if len(allowed) == 1:
+            done: list[ToolResult] = [await self._call_tool(run, allowed[0], ctx)]
+        else:
+            gate = asyncio.Semaphore(self._parallel)
+            done = list(await asyncio.gather(*(self._call_tool(run, c, ctx, gate) for c in allowed)))
+        by_id = {r.call_id: r for r in done}
+        refusal = f"A person denied this call: {reason}" if reason.strip() else "A person denied this call."
+        for call in calls:  # in the order the model asked
+            result = by_id.get(call.id) or ToolResult(run.id, run.step, call.id, call.name, refusal, error="denied")
+            run.messages.append(Message("tool", result.content, name=result.name, tool_call_id=result.call_id))
+            yield result
 
     def _check_calls(self, run: _Run, calls: tuple[ToolCall, ...]) -> tuple[StopReason, str] | None:
         for call in calls:

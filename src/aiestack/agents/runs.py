@@ -14,11 +14,23 @@ What is stored follows the content-tracing rules of ``docs/security.md``:
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from aiestack.agents.events import ApprovalRequested, RunResult, RunStarted, event_to_dict, message_to_dict
-from aiestack.stores.runs import RunRecord
+from aiestack.agents.events import (
+    AgentEvent,
+    ApprovalRequested,
+    RunResult,
+    RunStarted,
+    RunStopped,
+    event_to_dict,
+    message_to_dict,
+)
+from aiestack.agents.loop import Agent
+from aiestack.stores.runs import RunRecord, RunStore
+from aiestack.types import new_id
 
 #: What a stored text says when content tracing is off.
 NOT_STORED = "[not stored: content tracing is off]"
@@ -34,6 +46,7 @@ _CONTENT: Mapping[str, tuple[str, ...]] = {
     "final_answer": ("text",),
     "run_stopped": (),
     "approval_requested": (),
+    "approval_decided": ("reason",),
 }
 
 
@@ -110,3 +123,108 @@ def run_record(
         pending=pending,
     )
     return record, [stored_step(event_to_dict(e), text) for e in result.events]
+
+
+class RunNotWaiting(LookupError):
+    """The run does not exist for this tenant, or is not waiting for approval (any more)."""
+
+
+class RunKeeper:
+    """Runs agents and keeps their runs in a :class:`~aiestack.stores.runs.RunStore`.
+
+    ``content``/``redact``: the stack's content tracing and trace redactor (what is stored of the
+    runs' texts). A run is stored as ``running`` when it starts and again when it stops; approving
+    or denying a waiting run claims it in the store first, so a call is never run twice, also when
+    two people approve at once or the process restarted in between (the run is read back from the
+    store).
+    """
+
+    def __init__(
+        self,
+        store: RunStore,
+        *,
+        content: bool = False,
+        redact: Redact | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._content = content
+        self._redact = redact
+        self._clock = clock
+
+    async def run(
+        self,
+        agent: Agent,
+        task: str,
+        *,
+        tenant: str = "default",
+        key_id: str | None = None,
+        on_event: Callable[[AgentEvent], None] | None = None,
+    ) -> RunResult:
+        """Run ``agent`` on ``task`` and store the run (the run id is stored before the first step)."""
+        run_id = new_id("run")
+        started = self._clock()
+        text = content_policy(self._content, self._redact)
+        self._store.put_run(
+            RunRecord(
+                run_id=run_id, tenant=tenant, agent=agent.name, model=agent.model, status="running",
+                created_at=started, updated_at=started, key_id=key_id, task=text(task),
+            )
+        )  # fmt: skip
+        result = await agent.run(task, run_id=run_id, tenant=tenant, key_id=key_id, on_event=on_event)
+        self._save(agent, result, tenant, key_id, started, self._store.get_run(run_id))
+        return result
+
+    async def decide(
+        self,
+        agent: Agent,
+        run_id: str,
+        *,
+        approve: bool,
+        reason: str = "",
+        tenant: str | None = None,
+        on_event: Callable[[AgentEvent], None] | None = None,
+    ) -> RunResult:
+        """Approve or deny the calls a waiting run asked for, and go on with it to its next stop.
+
+        Raises :class:`RunNotWaiting` when the run is unknown (for ``tenant``) or not waiting."""
+        claimed = self._store.claim_run(run_id, tenant=tenant, at=self._clock())
+        if claimed is None or claimed.pending is None:
+            raise RunNotWaiting(_not_waiting(self._store.get_run(run_id, tenant=tenant), run_id))
+        result = await agent.resume(
+            claimed.pending, run_id=run_id, approve=approve, reason=reason,
+            tenant=claimed.tenant, key_id=claimed.key_id, on_event=on_event,
+        )  # fmt: skip
+        self._save(agent, result, claimed.tenant, claimed.key_id, claimed.created_at, claimed)
+        return result
+
+    def cancel(self, run_id: str, *, tenant: str | None = None, reason: str = "cancelled by a person") -> RunRecord:
+        """Stop a waiting run for good (status ``stopped``, reason ``cancelled``); its pending state is dropped."""
+        now = self._clock()
+        claimed = self._store.claim_run(run_id, tenant=tenant, at=now)
+        if claimed is None:
+            raise RunNotWaiting(_not_waiting(self._store.get_run(run_id, tenant=tenant), run_id))
+        stopped = RunStopped(
+            run_id, "cancelled", "stopped", reason, steps=claimed.steps, input_tokens=claimed.input_tokens,
+            output_tokens=claimed.output_tokens, cost_usd=claimed.cost_usd,
+        )  # fmt: skip
+        record = dataclasses.replace(
+            claimed, status="stopped", stop_reason="cancelled", detail=reason, updated_at=now, pending=None
+        )
+        self._store.put_run(record, [event_to_dict(stopped)])
+        return record
+
+    def _save(
+        self, agent: Agent, result: RunResult, tenant: str, key_id: str | None, created_at: float, previous: RunRecord | None
+    ) -> None:
+        record, steps = run_record(
+            result, agent=agent.name, model=agent.model, tenant=tenant, created_at=created_at,
+            updated_at=self._clock(), key_id=key_id, content=self._content, redact=self._redact, previous=previous,
+        )  # fmt: skip
+        self._store.put_run(record, steps)
+
+
+def _not_waiting(record: RunRecord | None, run_id: str) -> str:
+    if record is None:
+        return f"no run {run_id!r}: list runs with `aiestack agent runs` or GET /v1/agents/NAME/runs"
+    return f"run {run_id!r} is {record.status} ({record.stop_reason or 'in progress'}), not waiting for approval"
