@@ -91,6 +91,8 @@ class Stack:
     tools: Mapping[str, ToolSpec] = field(default_factory=dict)
     #: The eval metrics plugins registered (``register_metrics``), by name: suites may name them.
     eval_metrics: Mapping[str, MetricSpec] = field(default_factory=dict)
+    #: ``[agents.NAME]``, validated (:mod:`aiestack.agents.config`; ``make_agent`` builds one).
+    agent_specs: Mapping[str, Any] = field(default_factory=dict)
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -523,6 +525,9 @@ def build_stack(
     found = collect_plugins(plugin_manager(plugins))
     registry = build_models(settings, found.providers, extra=models)
     routes = build_routes(settings, registry)
+    from aiestack.agents.config import agent_specs
+
+    agents = agent_specs(settings.agents, known_models=frozenset([*(e.name for e in registry), *routes.names]))
     breakers = BreakerBoard(routes.breaker_settings)
     store = store or open_store(settings.store_url, "exchanges", extra=found.stores)
     store.migrate()
@@ -581,7 +586,7 @@ def build_stack(
         build_queries(store, found.stores), side_calls,
     )
     stack.prompts, stack.signals, stack.limits = prompts, signals, limits
-    stack.tools, stack.eval_metrics = found.tools, found.metrics
+    stack.tools, stack.eval_metrics, stack.agent_specs = found.tools, found.metrics, agents
     return stack
 
 

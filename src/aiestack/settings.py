@@ -252,6 +252,10 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Named routes: [routes.NAME] with deployments, fallbacks, timeout_s, retries, backoff, breaker.",
     )
+    agents: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Named agents: [agents.NAME] with model, instructions, tools, collection, approval and limits.",
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -45,9 +45,10 @@ def build_app(plugins: Iterable[object] = (), *, entry_points: bool = True) -> t
 
     for module in (feedback, prompts, datasets, finetune):
         module.register(app)
-    from aiestack.cli import bench, collections, mcp, redteam, routes
+    from aiestack.cli import agents, bench, collections, mcp, redteam, routes
 
     routes.register(app)
+    agents.register(app)
     mcp.register(app)
     redteam.register(app)
     collections.register(app)

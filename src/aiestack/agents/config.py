@@ -1,0 +1,134 @@
+"""``[agents.NAME]`` in aiestack.toml: agents a deployment offers by name (CLI, HTTP, ``agent:NAME``).
+
+```toml
+[agents.helper]
+model = "gpt-4o-mini"             # a configured model or route (default: default_model)
+instructions = "Answer briefly."
+tools = ["search", "calculator"]  # built-ins: calculator, fetch_url, python, search
+collection = "docs"               # what the search tool searches (required with "search")
+approval = ["python"]             # tools whose calls wait for a person's approval
+max_steps = 8
+max_tokens = 20000
+budget_usd = 0.05
+timeout_s = 60
+```
+
+:func:`agent_specs` validates every table when the stack is built (a :class:`ConfigError` names
+the key, e.g. ``agents.helper.tools``); :func:`make_agent` builds the :class:`Agent` for a stack.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from aiestack.agents.loop import Agent
+from aiestack.agents.tools import AgentTool
+from aiestack.errors import ConfigError
+from aiestack.settings import config_error
+
+if TYPE_CHECKING:
+    from aiestack.build import Stack
+
+#: The tools an ``[agents.NAME]`` table may name.
+BUILTIN_TOOLS = ("calculator", "fetch_url", "python", "search")
+
+
+class AgentSpec(BaseModel):
+    """One ``[agents.NAME]`` table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = None
+    instructions: str = ""
+    tools: tuple[str, ...] = ()
+    collection: str | None = None
+    approval: tuple[str, ...] = ()
+    max_steps: int = Field(default=10, ge=1)
+    max_tokens: int | None = Field(default=None, gt=0)
+    budget_usd: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)
+    protocol: Literal["auto", "native", "text"] = "auto"
+
+    @field_validator("tools")
+    @classmethod
+    def _known_tools(cls, tools: tuple[str, ...]) -> tuple[str, ...]:
+        for name in tools:
+            if name not in BUILTIN_TOOLS:
+                raise ValueError(f"unknown tool {name!r}; use the built-ins {', '.join(BUILTIN_TOOLS)}")
+        if len(set(tools)) != len(tools):
+            raise ValueError("a tool is named twice")
+        return tools
+
+
+def agent_specs(tables: Mapping[str, Any], *, known_models: frozenset[str] | None = None) -> dict[str, AgentSpec]:
+    """Every ``[agents.NAME]`` table validated; a :class:`ConfigError` names the first bad key."""
+    specs: dict[str, AgentSpec] = {}
+    for name, table in tables.items():
+        prefix = f"agents.{name}"
+        if not isinstance(table, Mapping):
+            raise ConfigError(prefix, "is not a table", f"write [agents.{name}] with model, instructions and tools")
+        try:
+            spec = AgentSpec(**table)
+        except ValidationError as exc:
+            raise config_error(exc, AgentSpec, source="aiestack.toml", prefix=prefix) from None
+        if "search" in spec.tools and not spec.collection:
+            raise ConfigError(f"{prefix}.collection", "the search tool needs a collection", f"set {prefix}.collection")
+        extra = [t for t in spec.approval if t not in spec.tools]
+        if extra:
+            raise ConfigError(
+                f"{prefix}.approval", f"{', '.join(extra)} is not one of the agent's tools",
+                f"name tools from {prefix}.tools ({', '.join(spec.tools) or 'none'})",
+            )  # fmt: skip
+        if known_models is not None and spec.model is not None and spec.model not in known_models:
+            raise ConfigError(
+                f"{prefix}.model", f"{spec.model!r} is not a configured model or route",
+                f"use one of {', '.join(sorted(known_models))}",
+            )  # fmt: skip
+        specs[name] = spec
+    return specs
+
+
+def make_agent(stack: Stack, name: str) -> Agent:
+    """The agent ``[agents.NAME]`` describes, on ``stack``; ``KeyError`` naming the agents there are."""
+    specs: Mapping[str, AgentSpec] = stack.agent_specs
+    spec = specs.get(name)
+    if spec is None:
+        known = ", ".join(sorted(specs)) or "none: add an [agents.NAME] table to aiestack.toml"
+        raise KeyError(f"no agent {name!r} (agents: {known})")
+    tools = [_builtin(stack, spec, tool) for tool in spec.tools]
+    return Agent(
+        model=spec.model or stack.settings.default_model,
+        stack=stack,
+        tools=tools,
+        instructions=spec.instructions,
+        name=name,
+        max_steps=spec.max_steps,
+        max_tokens=spec.max_tokens,
+        budget_usd=spec.budget_usd,
+        timeout_s=spec.timeout_s,
+        protocol=spec.protocol,
+    )
+
+
+def _builtin(stack: Stack, spec: AgentSpec, name: str) -> AgentTool:
+    from aiestack.agents import builtins
+
+    made: Any
+    if name == "calculator":
+        made = copy.copy(builtins.calculator)  # the module's tool is shared: never change it in place
+    elif name == "fetch_url":
+        made = builtins.fetch_url_tool()
+    elif name == "python":
+        made = builtins.python_tool()
+    else:
+        from aiestack.agents.search import search_tool
+
+        assert spec.collection is not None
+        made = search_tool(stack.resources, spec.collection)
+    made.approval = name in spec.approval
+    tool: AgentTool = made
+    return tool

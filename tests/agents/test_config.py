@@ -1,0 +1,54 @@
+"""[agents.NAME]: validated at build (ConfigError naming the key), built into agents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiestack.agents.config import agent_specs, make_agent
+from aiestack.errors import ConfigError
+
+from .conftest import make_stack
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "words"),
+    [
+        ({"tools": ["shell"]}, "agents.a.tools", "unknown tool 'shell'"),
+        ({"tools": ["search"]}, "agents.a.collection", "needs a collection"),
+        ({"tools": ["calculator"], "approval": ["python"]}, "agents.a.approval", "python is not one of"),
+        ({"max_steps": 0}, "agents.a.max_steps", "greater than or equal to 1"),
+        ({"model": "nope"}, "agents.a.model", "'nope' is not a configured model"),
+        ({"instructoins": "x"}, "agents.a.instructoins", "did you mean 'instructions'"),
+    ],
+)
+def test_bad_tables_name_the_key(table: dict[str, Any], key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        agent_specs({"a": table}, known_models=frozenset({"m"}))
+    assert caught.value.key == key and words in str(caught.value) + (caught.value.hint or "")
+
+
+def test_the_stack_refuses_a_bad_agent_at_build(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"agents\.helper\.model"):
+        make_stack(tmp_path, agents={"helper": {"model": "gpt-nope"}})
+
+
+async def test_an_agent_is_built_from_its_table(tmp_path: Path) -> None:
+    stack, _, _ = make_stack(tmp_path, agents={
+        "helper": {"instructions": "Be brief.", "tools": ["calculator", "python"], "approval": ["python"], "max_steps": 3},
+    })  # fmt: skip
+    try:
+        agent = make_agent(stack, "helper")
+        assert agent.model == "m" and agent.name == "helper" and agent.max_steps == 3
+        assert [(t.name, t.approval) for t in agent.toolset] == [("calculator", False), ("python", True)]
+        from aiestack.agents import calculator
+
+        assert not calculator.approval  # the shared built-in is not changed
+        with pytest.raises(KeyError, match="agents: helper"):
+            make_agent(stack, "other")
+    finally:
+        await stack.aclose()
