@@ -11,9 +11,10 @@ Part 1, dedup quality, on a labelled set built from real text:
   inserted (seeded);
 - planted **paraphrases**: the other side of each paraphrase pair of cache_pairs.jsonl (its first side
   is a base row), both answered with the same text (an unused SciFact abstract): the same question
-  asked in other words. The near-miss questions are answered with a text that restates them, so the
-  two rows of a pair differ only where their questions do and embed close together: the verifier's
-  checks on the questions must keep them apart.
+  asked in other words. The near-miss questions get distinct answers (other unused abstracts).
+- the verifier's stress test, reported apart: each near-miss pair with one *shared* answer, so that the
+  two rows differ only where their questions do and embed close together; only the verifier's checks
+  on the questions keep them apart (the semantic step alone, as the semantic cache would decide).
 Planted rows come after their originals (a dataset built oldest first keeps the first). The steps run
 as ``aiestack datasets curate --steps exact,near,semantic`` runs them (MiniLM, cosine 0.8 + the
 cache's lexical verifier). Reported per kind: recall (planted rows removed); per step: precision
@@ -97,10 +98,11 @@ def dedup_set(base: int, planted: int, seed: int) -> tuple[list[DatasetRow], dic
     docs = _scifact(base)
     rows = [_row(q, a, "base") for q, a in docs]
     pairs = [json.loads(line) for line in (HERE / "data" / "cache_pairs.jsonl").open(encoding="utf-8")]
+    spare = iter(_scifact(base + 2 * len(pairs))[base:])  # unused abstracts: distinct answers
     for pair in pairs:
-        if pair["label"] == "miss":  # distinct questions whose answers restate them, as answers do
+        if pair["label"] == "miss":  # distinct questions, distinct answers
             for side in ("a", "b"):
-                rows.append(_row(pair[side], f"Here is what we know about this: {pair[side]} The guide covers it in detail.", "hard-negative"))
+                rows.append(_row(pair[side], next(spare)[1][:300], "hard-negative"))
     kinds: dict[str, str] = {}
     inserts: list[tuple[int, DatasetRow]] = []
     for kind in ("exact", "near"):
@@ -109,10 +111,9 @@ def dedup_set(base: int, planted: int, seed: int) -> tuple[list[DatasetRow], dic
             copy = _row(_exact_variant(q, rng), _exact_variant(a, rng), kind) if kind == "exact" else _row(q, _near_variant(a, rng), kind)
             kinds[copy.id] = kind
             inserts.append((i, copy))
-    answers = iter(_scifact(base + len(pairs))[base:])  # unused abstracts: a distinct answer per pair
     for pair in pairs:
         if pair["label"] == "hit":
-            answer = next(answers)[1][:300]
+            answer = next(spare)[1][:300]
             rows.append(_row(pair["a"], answer, "base"))
             copy = _row(pair["b"], answer, "paraphrase")  # the same question in other words, answered alike
             kinds[copy.id] = "paraphrase"
@@ -157,6 +158,14 @@ def part1(args: argparse.Namespace) -> bool:
     wrongly = [r for r in result.removed if r.row_id not in kinds]
     tags = Counter(next(x.lineage["tag"] for x in rows if x.id == r.row_id) for r in wrongly)
     print(f"distinct rows removed: {len(wrongly)} {dict(tags)}  (target: precision ≥ 0.95, recall ≥ 0.9 per kind)")
+    pairs = [json.loads(line) for line in (HERE / "data" / "cache_pairs.jsonl").open(encoding="utf-8")]
+    misses = [p for p in pairs if p["label"] == "miss"]
+    merged = 0
+    for pair in misses:  # each pair alone, so that only its own two rows can meet
+        shared = f"The answer, as our guide explains it, with the details that matter ({pair['id']})."
+        _, report = steps[2].apply([_row(pair["a"], shared, "a"), _row(pair["b"], shared, "b")])
+        merged += len(report.removed)
+    print(f"verifier stress: {merged} of {len(misses)} near-miss pairs with a shared answer merged by the semantic step")
     return ok
 
 
