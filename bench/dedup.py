@@ -48,7 +48,7 @@ from pathlib import Path
 from aiestack.datasets import DatasetRow, normalise
 from aiestack.datasets.contamination import ContaminationCheck, EvalItem
 from aiestack.datasets.curate import CurationStep, Embed, ExactDedup, NearDedup, SemanticDedup, run_steps
-from aiestack.datasets.text import row_text, shingles, words
+from aiestack.datasets.shingles import row_text, shingles, words
 
 HERE = Path(__file__).parent
 SHARED = HERE.parent.parent / "shared" / "data"

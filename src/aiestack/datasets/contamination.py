@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiestack.datasets.curate import Removal, StepReport
-from aiestack.datasets.text import row_text, shingles, words
+from aiestack.datasets.shingles import row_text, shingles, words
 from aiestack.stores.datasets import DatasetRow
 
 _MIN_TOKENS = 3

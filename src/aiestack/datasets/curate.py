@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from aiestack.datasets.rows import answers
-from aiestack.datasets.text import normalise_text, prompt_text, row_text, shingles, words
+from aiestack.datasets.shingles import normalise_text, prompt_text, row_text, shingles, words
 from aiestack.stores.datasets import DatasetRow, DatasetStore, DatasetVersion
 
 Embed = Callable[[Sequence[str]], Sequence[Sequence[float]]]
@@ -280,7 +280,7 @@ class PIIScrub:
     name = "pii"
 
     def __init__(self) -> None:
-        from aiestack.guardrails.engine import TraceRedactor
+        from aiestack.guardrails.table import TraceRedactor
 
         self._redact = TraceRedactor()
 

@@ -7,7 +7,6 @@ Retrieved chunks are checked for indirect injection before they reach the model.
 """
 
 from aiestack.guardrails.base import GuardAction, header_value
-from aiestack.guardrails.engine import Guards, GuardTable, TraceRedactor, build_guard_table
 from aiestack.guardrails.factory import Guardrails, build_guardrails
 from aiestack.guardrails.injection import InjectionClassifier, InjectionDetector, ModelJudge
 from aiestack.guardrails.input import ContextGuard, InputGuard
@@ -15,6 +14,7 @@ from aiestack.guardrails.output import OutputGuard
 from aiestack.guardrails.pii import PIIDetector, Vault
 from aiestack.guardrails.policy import GuardPolicy, build_policy
 from aiestack.guardrails.secrets import SecretsDetector
+from aiestack.guardrails.table import Guards, GuardTable, TraceRedactor, build_guard_table
 
 __all__ = [
     "ContextGuard",

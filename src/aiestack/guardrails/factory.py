@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiestack.errors import ConfigError, ModelNotFound
-from aiestack.guardrails.engine import GuardTable, build_guard_table
 from aiestack.guardrails.injection import EMBEDDING_MODEL, Embed, InjectionClassifier, Judge, ModelJudge
 from aiestack.guardrails.input import ContextGuard, InputGuard
 from aiestack.guardrails.output import OutputGuard
+from aiestack.guardrails.table import GuardTable, build_guard_table
 from aiestack.models.base import EmbeddingModel
 from aiestack.models.registry import ModelRegistry
 from aiestack.monitoring import Metrics

@@ -31,9 +31,9 @@ from typing import Any
 
 from aiestack.errors import GuardrailBlocked
 from aiestack.guardrails.base import Recent, verdict
-from aiestack.guardrails.engine import Guards, GuardTable
 from aiestack.guardrails.pii import Vault
 from aiestack.guardrails.stream import rewrite
+from aiestack.guardrails.table import Guards, GuardTable
 from aiestack.monitoring import Metrics
 from aiestack.offload import run_cpu
 from aiestack.pipeline import Next

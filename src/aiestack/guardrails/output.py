@@ -29,12 +29,12 @@ from collections.abc import AsyncIterator, Sequence
 from aiestack.errors import GuardrailBlocked
 from aiestack.guardrails.base import verdict, without_overlaps
 from aiestack.guardrails.canary import find_canary, new_canary, with_canary
-from aiestack.guardrails.engine import Guards, GuardTable
 from aiestack.guardrails.grounding import groundedness
 from aiestack.guardrails.input import blocked, kinds
 from aiestack.guardrails.pii import mask
 from aiestack.guardrails.schema import reask_message, validate
 from aiestack.guardrails.stream import rewrite, sentence_start, unsettled
+from aiestack.guardrails.table import Guards, GuardTable
 from aiestack.monitoring import Metrics
 from aiestack.offload import run_cpu
 from aiestack.pipeline import Next

@@ -35,7 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aiestack.errors import ConfigError
-from aiestack.sampling.answers import Extractor, extractor
+from aiestack.sampling.vote import Extractor, extractor
 from aiestack.settings import config_error
 
 Strategy = Literal["best_of_n", "self_consistency"]

@@ -6,7 +6,7 @@ only generation is repeated. For a request whose route plan carries a
 **concurrently** (each with the route's retries, fallbacks and breakers), then chooses one answer:
 
 - ``self_consistency``: each sample's answer is extracted and the majority wins
-  (:mod:`aiestack.sampling.answers`);
+  (:mod:`aiestack.sampling.vote`);
 - ``best_of_n`` with ``selector = "logprob"``: the highest mean token logprob (the samples are asked
   for logprobs; a model that returns none is an error, not a silent pick);
 - ``selector = "verifier"``: the highest score of the configured function ``f(question, answer)``;
@@ -42,8 +42,8 @@ from typing import Any
 from aiestack.errors import AiestackError
 from aiestack.gateway.generate import ATTEMPTS
 from aiestack.pipeline import Next
-from aiestack.sampling.answers import majority
 from aiestack.sampling.config import SamplingPlan
+from aiestack.sampling.vote import majority
 from aiestack.sidecalls import SideCalls
 from aiestack.streams import single
 from aiestack.types import (

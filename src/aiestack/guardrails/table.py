@@ -1,4 +1,4 @@
-"""The guards of each route, built once from the policy: detectors with their options applied.
+"""The guards of each route, built once from the policy: detectors with their options applied (the guard table).
 
 :class:`GuardTable` holds the default guards and those of each route with a ``guards`` table; the
 composition root puts each route's into its :class:`~aiestack.types.RoutePlan`, and
