@@ -14,6 +14,7 @@ What is stored follows the content-tracing rules of ``docs/security.md``:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
@@ -165,14 +166,13 @@ class RunKeeper:
         run_id = new_id("run")
         started = self._clock()
         text = content_policy(self._content, self._redact)
-        self._store.put_run(
-            RunRecord(
-                run_id=run_id, tenant=tenant, agent=agent.name, model=agent.model, status="running",
-                created_at=started, updated_at=started, key_id=key_id, task=text(task),
-            )
+        first = RunRecord(
+            run_id=run_id, tenant=tenant, agent=agent.name, model=agent.model, status="running",
+            created_at=started, updated_at=started, key_id=key_id, task=text(task),
         )  # fmt: skip
+        await asyncio.to_thread(self._store.put_run, first)
         result = await agent.run(task, run_id=run_id, tenant=tenant, key_id=key_id, on_event=on_event)
-        self._save(agent, result, tenant, key_id, started, self._store.get_run(run_id))
+        await asyncio.to_thread(self._save, agent, result, tenant, key_id, started, first)
         return result
 
     async def decide(
@@ -188,18 +188,19 @@ class RunKeeper:
         """Approve or deny the calls a waiting run asked for, and go on with it to its next stop.
 
         Raises :class:`RunNotWaiting` when the run is unknown (for ``tenant``) or not waiting."""
-        claimed = self._store.claim_run(run_id, tenant=tenant, at=self._clock())
+        claimed = await asyncio.to_thread(self._store.claim_run, run_id, tenant=tenant, at=self._clock())
         if claimed is None or claimed.pending is None:
-            raise RunNotWaiting(_not_waiting(self._store.get_run(run_id, tenant=tenant), run_id))
+            found = await asyncio.to_thread(self._store.get_run, run_id, tenant=tenant)
+            raise RunNotWaiting(_not_waiting(found, run_id))
         result = await agent.resume(
             claimed.pending, run_id=run_id, approve=approve, reason=reason,
             tenant=claimed.tenant, key_id=claimed.key_id, on_event=on_event,
         )  # fmt: skip
-        self._save(agent, result, claimed.tenant, claimed.key_id, claimed.created_at, claimed)
+        await asyncio.to_thread(self._save, agent, result, claimed.tenant, claimed.key_id, claimed.created_at, claimed)
         return result
 
     def cancel(self, run_id: str, *, tenant: str | None = None, reason: str = "cancelled by a person") -> RunRecord:
-        """Stop a waiting run for good (status ``stopped``, reason ``cancelled``); its pending state is dropped."""
+        """(Blocking: the store's I/O.) Stop a waiting run for good (status ``stopped``, reason ``cancelled``); its pending state is dropped."""
         now = self._clock()
         claimed = self._store.claim_run(run_id, tenant=tenant, at=now)
         if claimed is None:

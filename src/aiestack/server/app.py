@@ -31,6 +31,7 @@ from aiestack.errors import AiestackError
 from aiestack.feedback.pending import settle_forever
 from aiestack.server import (
     routes_admin,
+    routes_agents,
     routes_embeddings,
     routes_feedback,
     routes_models,
@@ -99,6 +100,7 @@ def create_app(
         app.include_router(module.router)
     mount_console(app)  # the web console at / (after the API, so /v1, /health, /metrics keep their routes)
     app.include_router(routes_feedback.router)
+    app.include_router(routes_agents.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -1,0 +1,181 @@
+"""``/v1/agents/NAME/runs``: start, list, inspect, approve, deny and cancel runs of ``[agents.NAME]``.
+
+Every endpoint takes a virtual key like the others; a key sees and decides only its own tenant's
+runs (the admin key: all), and the model calls of a run are made on the caller's key (its budget
+and limits apply). A run of another tenant is a 404, like one that does not exist. Runs are stored
+under the content-tracing rules (docs/agents.md, "Stored runs").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from aiestack.agents.config import make_agent
+from aiestack.agents.loop import Agent
+from aiestack.agents.runs import RunKeeper, RunNotWaiting
+from aiestack.build import Stack
+from aiestack.errors import AiestackError, InvalidRequest, NotFound
+from aiestack.gateway.keys import Principal
+from aiestack.server.auth import principal
+from aiestack.server.bodies import body_openapi, parse_body
+from aiestack.server.responses import JSONBytesResponse
+from aiestack.stores.runs import RunRecord, RunStore
+
+router = APIRouter(prefix="/v1/agents", tags=["agents"])
+
+
+class RunRequest(BaseModel):
+    """The body of ``POST /v1/agents/NAME/runs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=1, max_length=200_000, description="What the agent should do.")
+
+
+class DenyRequest(BaseModel):
+    """The body of ``POST .../deny`` (optional): the reason the model sees."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=10_000)
+
+
+def _keeper(stack: Stack) -> tuple[RunKeeper, RunStore]:
+    store = stack.store
+    if not isinstance(store, RunStore):
+        raise AiestackError(
+            f"The store {type(store).__name__} cannot hold agent runs.",
+            hint="Use the SQLite, PostgreSQL or memory store, or implement aiestack.stores.runs.RunStore in your store plugin.",
+        )
+    return RunKeeper(store, content=stack.tracing.content, redact=stack.tracing.redact), store
+
+
+def _agent(stack: Stack, name: str) -> Agent:
+    try:
+        return make_agent(stack, name)
+    except KeyError as exc:
+        raise NotFound(str(exc.args[0]), hint="Add an [agents.NAME] table to aiestack.toml.") from None
+
+
+def _tenant(who: Principal) -> str | None:
+    return None if who.is_admin else who.tenant
+
+
+def run_json(record: RunRecord, steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A stored run as the API shows it: the record, the calls waiting for approval, the steps."""
+    body = dataclasses.asdict(record)
+    pending = body.pop("pending")
+    body["waiting_calls"] = []
+    if pending is not None:
+        approval = pending["approval"]
+        body["waiting_calls"] = [c for c in approval["calls"] if c["id"] in approval["needs_approval"]]
+    if steps is not None:
+        body["steps"] = steps
+    return body
+
+
+async def _run_of(store: RunStore, name: str, run_id: str, who: Principal) -> RunRecord:
+    record = await asyncio.to_thread(store.get_run, run_id, tenant=_tenant(who))
+    if record is None or record.agent != name:
+        raise NotFound(f"There is no run '{run_id}' of agent '{name}' that this key can see.", hint="GET /v1/agents/NAME/runs lists them.")
+    return record
+
+
+async def _show(store: RunStore, run_id: str) -> Response:
+    record = await asyncio.to_thread(store.get_run, run_id)
+    steps = await asyncio.to_thread(store.run_steps, run_id)
+    assert record is not None
+    return JSONBytesResponse(run_json(record, steps))
+
+
+@router.post("/{name}/runs", response_model=None, openapi_extra=body_openapi(RunRequest))
+async def start_run(name: str, request: Request) -> Response:
+    """Run the agent on a task to its next stop (finished, stopped, failed, or waiting for approval)."""
+    stack: Stack = request.app.state.stack
+    who = await principal(stack, request)
+    body = parse_body(RunRequest, await request.body())
+    keeper, store = _keeper(stack)
+    agent = _agent(stack, name)
+    result = await keeper.run(agent, body.task, tenant=who.tenant, key_id=who.key_id)
+    return await _show(store, result.run_id)
+
+
+@router.get("/{name}/runs", response_model=None)
+async def list_runs(name: str, request: Request, status: str | None = None, limit: int = 50, offset: int = 0) -> Response:
+    """The agent's runs of the caller's tenant, newest first (``status``, ``limit``, ``offset``)."""
+    stack: Stack = request.app.state.stack
+    who = await principal(stack, request)
+    _, store = _keeper(stack)
+    if not 1 <= limit <= 1000 or offset < 0:
+        raise InvalidRequest("limit must be 1 to 1000 and offset 0 or more.", hint="Page with ?limit=50&offset=50.")
+    records = await asyncio.to_thread(store.list_runs, tenant=_tenant(who), agent=name, status=status, limit=limit, offset=offset)
+    return JSONBytesResponse({"object": "list", "data": [run_json(r) for r in records]})
+
+
+@router.get("/{name}/runs/{run_id}", response_model=None)
+async def get_run(name: str, run_id: str, request: Request) -> Response:
+    """One run with its steps and, when it waits, the calls waiting for approval."""
+    stack: Stack = request.app.state.stack
+    who = await principal(stack, request)
+    _, store = _keeper(stack)
+    record = await _run_of(store, name, run_id, who)
+    return await _show(store, record.run_id)
+
+
+async def _decide(name: str, run_id: str, request: Request, *, approve: bool) -> Response:
+    stack: Stack = request.app.state.stack
+    who = await principal(stack, request)
+    reason = ""
+    if not approve:
+        raw = await request.body()
+        reason = parse_body(DenyRequest, raw).reason if raw.strip() else ""
+    keeper, store = _keeper(stack)
+    await _run_of(store, name, run_id, who)
+    try:
+        await keeper.decide(_agent(stack, name), run_id, approve=approve, reason=reason, tenant=_tenant(who))
+    except RunNotWaiting as exc:
+        raise _conflict(str(exc.args[0])) from None
+    return await _show(store, run_id)
+
+
+class RunConflict(InvalidRequest):
+    """The run is not waiting for approval (any more)."""
+
+    http_status = 409
+    code = "run_not_waiting"
+
+
+def _conflict(message: str) -> AiestackError:
+    return RunConflict(message, hint="Only a run with status 'waiting' can be approved, denied or cancelled.")
+
+
+@router.post("/{name}/runs/{run_id}/approve", response_model=None)
+async def approve_run(name: str, run_id: str, request: Request) -> Response:
+    """Approve the calls a waiting run asked for; the run goes on to its next stop."""
+    return await _decide(name, run_id, request, approve=True)
+
+
+@router.post("/{name}/runs/{run_id}/deny", response_model=None, openapi_extra=body_openapi(DenyRequest))
+async def deny_run(name: str, run_id: str, request: Request) -> Response:
+    """Deny them (``{"reason": ...}``, which the model sees); the run goes on to its next stop."""
+    return await _decide(name, run_id, request, approve=False)
+
+
+@router.post("/{name}/runs/{run_id}/cancel", response_model=None)
+async def cancel_run(name: str, run_id: str, request: Request) -> Response:
+    """Stop a waiting run for good (status ``stopped``, reason ``cancelled``)."""
+    stack: Stack = request.app.state.stack
+    who = await principal(stack, request)
+    keeper, store = _keeper(stack)
+    await _run_of(store, name, run_id, who)
+    try:
+        await asyncio.to_thread(keeper.cancel, run_id, tenant=_tenant(who))
+    except RunNotWaiting as exc:
+        raise _conflict(str(exc.args[0])) from None
+    return await _show(store, run_id)

@@ -1,0 +1,78 @@
+"""/v1/agents/NAME/runs: start, inspect, approve, deny, cancel; tenant-scoped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from aiestack.build import build_stack
+from aiestack.models.fake import FakeModel, Script
+from aiestack.server.app import create_app
+
+from .conftest import ADMIN, settings, stack_of
+
+pytestmark = pytest.mark.unit
+AGENTS = {"calc": {"tools": ["calculator"], "approval": ["calculator"], "max_steps": 4}}
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> object:
+    app = create_app(lambda: build_stack(settings(tmp_path, agents=AGENTS)))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield http, app
+
+
+def fake(app: FastAPI) -> FakeModel:
+    provider = stack_of(app).models.resolve("fake").provider
+    assert isinstance(provider, FakeModel)
+    return provider
+
+
+async def test_a_run_waits_and_is_approved_once_on_its_tenants_key(client: tuple[httpx.AsyncClient, FastAPI]) -> None:
+    http, app = client
+    _, acme = stack_of(app).keys.create(tenant="acme")
+    _, globex = stack_of(app).keys.create(tenant="globex")
+    as_acme, as_globex = {"authorization": f"Bearer {acme}"}, {"authorization": f"Bearer {globex}"}
+    fake(app).enqueue([Script(tool_calls=[("c1", "calculator", '{"expression": "6 * 7"}')]), "It is 42."])
+    started = await http.post("/v1/agents/calc/runs", json={"task": "what is 6 times 7"}, headers=as_acme)
+    assert started.status_code == 200, started.text
+    run = started.json()
+    assert run["status"] == "waiting" and run["tenant"] == "acme"
+    assert run["waiting_calls"] == [{"id": "c1", "name": "calculator", "arguments": '{"expression": "6 * 7"}'}]
+    assert "pending" not in run and [s["type"] for s in run["steps"]][-2:] == ["approval_requested", "run_stopped"]
+    path = f"/v1/agents/calc/runs/{run['run_id']}"
+    assert (await http.get(path, headers=as_globex)).status_code == 404  # another tenant's run
+    assert (await http.post(f"{path}/approve", headers=as_globex)).status_code == 404
+    assert (await http.post(f"{path}/approve")).status_code == 401  # no key
+    listed = (await http.get("/v1/agents/calc/runs", headers=as_globex)).json()["data"]
+    assert listed == []
+    approved = await http.post(f"{path}/approve", headers=as_acme)
+    assert approved.status_code == 200, approved.text
+    done = approved.json()
+    assert done["status"] == "finished" and done["answer"] == "[not stored: content tracing is off]"
+    assert done["waiting_calls"] == [] and sum(s["type"] == "tool_result" for s in done["steps"]) == 1
+    again = await http.post(f"{path}/approve", headers=as_acme)
+    assert again.status_code == 409 and "not waiting for approval" in again.text
+    assert [r["run_id"] for r in (await http.get("/v1/agents/calc/runs", headers=ADMIN)).json()["data"]] == [run["run_id"]]
+
+
+async def test_deny_tells_the_model_and_cancel_stops(client: tuple[httpx.AsyncClient, FastAPI]) -> None:
+    http, app = client
+    model = fake(app)
+    model.enqueue([Script(tool_calls=[("c1", "calculator", '{"expression": "1 + 1"}')]), "Fine, I will not."])
+    run = (await http.post("/v1/agents/calc/runs", json={"task": "add"}, headers=ADMIN)).json()
+    denied = await http.post(f"/v1/agents/calc/runs/{run['run_id']}/deny", json={"reason": "no maths today"}, headers=ADMIN)
+    assert denied.status_code == 200 and denied.json()["status"] == "finished"
+    tool_messages = [m.text for m in model.requests[-1].messages if m.role == "tool"]
+    assert tool_messages == ["A person denied this call: no maths today"]
+    model.enqueue([Script(tool_calls=[("c2", "calculator", '{"expression": "2 + 2"}')])])
+    other = (await http.post("/v1/agents/calc/runs", json={"task": "add"}, headers=ADMIN)).json()
+    cancelled = await http.post(f"/v1/agents/calc/runs/{other['run_id']}/cancel", headers=ADMIN)
+    assert cancelled.status_code == 200 and cancelled.json()["stop_reason"] == "cancelled"
+    assert (await http.post("/v1/agents/nope/runs", json={"task": "x"}, headers=ADMIN)).status_code == 404
+    assert (await http.post("/v1/agents/calc/runs", json={"task": ""}, headers=ADMIN)).status_code == 400
