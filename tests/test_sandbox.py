@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -66,10 +65,8 @@ async def test_environment_is_empty(sandbox: Sandbox, monkeypatch: pytest.Monkey
 
 
 async def test_timeout_kills_it(sandbox: Sandbox) -> None:
-    started = time.monotonic()
     r = await Sandbox(Limits(timeout_s=1)).run_python("while True: pass")
-    assert r.timed_out and not r.ok
-    assert time.monotonic() - started < 30
+    assert r.timed_out and not r.ok  # killed by the sandbox, not ended by itself
 
 
 async def test_memory_file_size_and_open_file_limits(sandbox: Sandbox) -> None:

@@ -139,11 +139,11 @@ async def test_budget_and_tokens_stop_the_run(agent_stack: Fixture) -> None:
     model.enqueue([calls((f"c{i}", "add", {"a": i, "b": 2})) for i in range(5)])
     # Priced at $0.001 a token: the first call's prompt (a dozen words) already costs more than $0.001.
     result = await Agent(model="m", stack=stack, tools=[add], budget_usd=0.001).run(
-        "add things up for me please"
+        "add these numbers for me"
     )
     assert result.stop_reason == "budget" and result.steps == 1
     model.enqueue([calls((f"d{i}", "add", {"a": i, "b": 3})) for i in range(5)])
-    result = await Agent(model="m", stack=stack, tools=[add], max_tokens=5).run("add things up for me please")
+    result = await Agent(model="m", stack=stack, tools=[add], max_tokens=5).run("add these numbers for me")
     assert result.stop_reason == "max_tokens" and result.steps == 1
 
 

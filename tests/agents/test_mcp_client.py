@@ -128,10 +128,8 @@ async def test_errors_hangs_and_size_become_tool_errors(
     async with mcp_tools(server) as tools:
         failed = await tools.get("fail").call({"why": "no way"})  # type: ignore[union-attr]
         assert not failed.ok and "refused: no way" in (failed.error or "")
-        started = time.monotonic()
         hung = await tools.get("hang").call({})  # type: ignore[union-attr]
-        assert not hung.ok and "timed out after 2 s" in (hung.error or "")
-        assert time.monotonic() - started < 30  # bounded (generous: the machine is shared)
+        assert not hung.ok and "timed out after 2 s" in (hung.error or "")  # ended by the client's timeout
         large = await tools.get("big").call({"n": 5000})  # type: ignore[union-attr]
         assert large.ok and large.truncated and large.content.startswith("x" * 100)
         assert "[truncated: 4900 more characters]" in large.content
