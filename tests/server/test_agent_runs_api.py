@@ -76,3 +76,32 @@ async def test_deny_tells_the_model_and_cancel_stops(client: tuple[httpx.AsyncCl
     assert cancelled.status_code == 200 and cancelled.json()["stop_reason"] == "cancelled"
     assert (await http.post("/v1/agents/nope/runs", json={"task": "x"}, headers=ADMIN)).status_code == 404
     assert (await http.post("/v1/agents/calc/runs", json={"task": ""}, headers=ADMIN)).status_code == 400
+
+
+async def test_an_agent_answers_like_a_model_on_chat_completions(client: tuple[httpx.AsyncClient, FastAPI]) -> None:
+    http, app = client
+    fake(app).enqueue(["Forty-two."])
+    body = {"model": "agent:calc", "messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "6 * 7?"}]}
+    answered = await http.post("/v1/chat/completions", json=body, headers=ADMIN)
+    assert answered.status_code == 200, answered.text
+    data = answered.json()
+    assert data["object"] == "chat.completion" and data["model"] == "agent:calc"
+    assert data["choices"][0]["message"] == {"role": "assistant", "content": "Forty-two."}
+    assert data["usage"]["total_tokens"] == data["usage"]["prompt_tokens"] + data["usage"]["completion_tokens"] > 0
+    run = data["aiestack_run"]
+    assert run["status"] == "finished" and run["steps"][0]["type"] == "run_started"
+    assert fake(app).requests[-1].messages[-1].text == "6 * 7?"
+    streamed = await http.post("/v1/chat/completions", json={**body, "stream": True}, headers=ADMIN)
+    assert streamed.status_code == 400 and "does not stream" in streamed.text
+    unknown = await http.post("/v1/chat/completions", json={**body, "model": "agent:nope"}, headers=ADMIN)
+    assert unknown.status_code == 404 and "no agent 'nope'" in unknown.text
+
+
+async def test_openai_clients_read_the_agents_answer(client: tuple[httpx.AsyncClient, FastAPI]) -> None:
+    import openai
+
+    http, app = client
+    fake(app).enqueue(["Done."])
+    sdk = openai.AsyncOpenAI(api_key="admin-secret", base_url="http://testserver/v1", http_client=http)
+    reply = await sdk.chat.completions.create(model="agent:calc", messages=[{"role": "user", "content": "go"}])
+    assert reply.choices[0].message.content == "Done." and reply.model == "agent:calc"

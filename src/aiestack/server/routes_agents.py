@@ -179,3 +179,48 @@ async def cancel_run(name: str, run_id: str, request: Request) -> Response:
     except RunNotWaiting as exc:
         raise _conflict(str(exc.args[0])) from None
     return await _show(store, run_id)
+
+
+#: ``model = "agent:NAME"`` on /v1/chat/completions runs ``[agents.NAME]``.
+AGENT_MODEL_PREFIX = "agent:"
+
+
+async def chat_as_agent(stack: Stack, request: Request, body: Any) -> Response:
+    """``/v1/chat/completions`` with ``model = "agent:NAME"``: the last user message is the task;
+    the final answer is the message, and the stored run (``aiestack_run``: status, steps) rides along
+    as an extra field that OpenAI clients ignore."""
+    import time
+
+    from aiestack.server import translate
+
+    who = await principal(stack, request)
+    name = body.model[len(AGENT_MODEL_PREFIX) :]
+    if body.stream:
+        raise InvalidRequest(
+            f"model '{body.model}' does not stream.", hint="Send stream: false, or POST /v1/agents/NAME/runs."
+        )
+    messages = translate.chat_request(body).messages
+    task = next((m.text for m in reversed(messages) if m.role == "user"), "")
+    if not task.strip():
+        raise InvalidRequest("an agent needs a task: the request has no user message with text.", hint="Send the task as the last user message.")
+    keeper, store = _keeper(stack)
+    agent = _agent(stack, name)
+    result = await keeper.run(agent, task, tenant=who.tenant, key_id=who.key_id)
+    record = await asyncio.to_thread(store.get_run, result.run_id)
+    steps = await asyncio.to_thread(store.run_steps, result.run_id)
+    assert record is not None
+    stopped = result.stopped
+    content = result.answer if result.answer is not None else f"[the agent run is {result.status}: {result.detail}]"
+    return JSONBytesResponse({
+        "id": "chatcmpl-" + result.run_id.removeprefix("run_"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop", "logprobs": None}],
+        "usage": {
+            "prompt_tokens": stopped.input_tokens,
+            "completion_tokens": stopped.output_tokens,
+            "total_tokens": stopped.input_tokens + stopped.output_tokens,
+        },
+        "aiestack_run": run_json(record, steps),
+    })  # fmt: skip

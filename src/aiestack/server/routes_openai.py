@@ -94,6 +94,10 @@ async def chat_completions(request: Request) -> Response:
     stack: Stack = request.app.state.stack
     body = parse_body(ChatCompletionRequest, await request.body())
     check_text_sizes(body, stack.settings.gateway.max_text_chars)
+    if body.model.startswith("agent:"):  # an [agents.NAME] answering like a model
+        from aiestack.server.routes_agents import chat_as_agent
+
+        return await chat_as_agent(stack, request, body)
     outcome = await _run(stack, request, lambda: translate.chat_request(body))
     if isinstance(outcome, Response):
         return outcome
