@@ -27,7 +27,7 @@ from aiestack.gateway.breaker import BreakerBoard
 from aiestack.gateway.generate import Generate
 from aiestack.gateway.keys import ADMIN_TENANT, Authenticator, KeyService
 from aiestack.gateway.limits import CostEstimate, Limits
-from aiestack.gateway.routes import RouteTable, build_route_table, route_plans
+from aiestack.gateway.routes import RouteAttempts, RouteTable, build_route_table, route_plans
 from aiestack.gateway.semantic_router import build_route_stage
 from aiestack.guardrails import Guardrails, Guards, TraceRedactor, build_guardrails
 from aiestack.hookspecs import MetricSpec, ProviderSpec, ToolSpec
@@ -141,10 +141,9 @@ class Stack:
         then use the grammar-constrained text protocol.
         """
         name = model or self.settings.default_model
-        if name in self.routes:
-            names = [a.model for a in self.routes.plan(name, random.Random(0)).attempts]
-        else:
-            names = [name]
+        plan = self.pipeline.plans.for_name(name) if self.pipeline.plans is not None else None
+        attempts = plan.part(RouteAttempts) if plan is not None else None
+        names = [a.model for a in attempts.order(random.Random(0))] if attempts is not None else [name]
         return all(getattr(self.models.resolve(n).provider, "native_tools", True) for n in names if n in self.models)
 
     async def check_models(self) -> dict[str, Health]:
