@@ -21,6 +21,7 @@ NAV = (
     ("/evals", "Evals"),
     ("/feedback", "Feedback"),
     ("/prompts", "Prompts"),
+    ("/agents", "Agents"),
 )
 
 #: Sent with every console page: no framing by other sites, no inline script from data, no sniffing.

@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 from aiestack.gateway.keys import TooManyFailedAuthentications
 from aiestack.server.auth import client_address, failed_authentications
 from aiestack.server.console import (
+    pages_agents,
     pages_evals,
     pages_exchanges,
     pages_feedback,
@@ -127,7 +128,7 @@ def mount_console(app: FastAPI) -> None:
     app.state.console_templates = create_environment()
     app.mount("/static/console", StaticFiles(directory=STATIC_DIR), name="console-static")
     app.include_router(router)
-    for module in (pages_exchanges, pages_metrics, pages_playground, pages_evals, pages_feedback):
+    for module in (pages_exchanges, pages_metrics, pages_playground, pages_evals, pages_feedback, pages_agents):
         app.include_router(module.router)
 
     @app.exception_handler(LoginRequired)

@@ -1,0 +1,60 @@
+"""The console's agent pages: the run list and one run's timeline (steps, calls, arguments, results, costs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from aiestack.agents import Agent, tool
+from aiestack.agents.runs import RunKeeper
+from aiestack.models.fake import FakeModel, Script
+from aiestack.stores.runs import RunStore
+
+from .conftest import Console
+
+pytestmark = pytest.mark.unit
+
+
+@tool(approval=True)
+def refund(order: str) -> str:
+    """Refund an order."""
+    return f"refunded {order}"
+
+
+@tool
+def find_order(customer: str) -> str:
+    """Find a customer's last order."""
+    return f"order A-17 of {customer}"
+
+
+async def test_the_timeline_shows_every_step(console: Console) -> None:
+    stack = console.stack
+    fake = stack.models.resolve("fake").provider
+    assert isinstance(fake, FakeModel) and isinstance(stack.store, RunStore)
+    fake.enqueue([
+        Script(tool_calls=[("c1", "find_order", '{"customer": "Ann"}')]),
+        Script(tool_calls=[("c2", "refund", '{"order": "A-17"}')]),
+        "Refunded A-17.",
+    ])  # fmt: skip
+    keeper = RunKeeper(stack.store, content=stack.tracing.content, redact=stack.tracing.redact)
+    agent = Agent(model="fake", stack=stack, tools=[find_order, refund], name="support")
+    waiting = await keeper.run(agent, "refund Ann's last order")
+    page = (await console.client.get(f"/agents/runs/{waiting.run_id}")).text
+    assert "waiting-calls" in page and "<code>refund</code>" in page and "A-17" in page
+    await keeper.decide(agent, waiting.run_id, approve=True)
+    listed = await console.client.get("/agents?status=finished")
+    assert listed.status_code == 200 and waiting.run_id in listed.text and "support" in listed.text
+    assert waiting.run_id not in (await console.client.get("/agents?status=waiting")).text
+    timeline = (await console.client.get(f"/agents/runs/{waiting.run_id}")).text
+    for kind in ("run_started", "model_call", "tool_call", "tool_result", "approval_requested", "approval_decided", "final_answer", "run_stopped"):
+        assert f'class="event-{kind}"' in timeline, kind
+    assert "order A-17 of Ann" in timeline and "refunded A-17" in timeline  # results (content tracing on)
+    assert "&#34;customer&#34;" in timeline or "&quot;customer&quot;" in timeline  # arguments, escaped
+    assert "finished (final_answer)" in timeline and "waiting-calls" not in timeline
+    missing = await console.client.get("/agents/runs/run_nope")
+    assert missing.status_code == 404 and "No agent run" in missing.text
+
+
+async def test_the_agent_pages_need_a_session(console: Console) -> None:
+    console.client.cookies.clear()
+    response = await console.client.get("/agents")
+    assert response.status_code in (302, 303, 401)
