@@ -40,6 +40,14 @@ async def test_the_timeline_shows_every_step(console: Console) -> None:
     waiting = await keeper.run(agent, "refund Ann's last order")
     page = (await console.client.get(f"/agents/runs/{waiting.run_id}")).text
     assert "waiting-calls" in page and "<code>refund</code>" in page and "A-17" in page
+    refused = await console.client.post(f"/agents/runs/{waiting.run_id}/decide", data={"decision": "approve"})
+    assert refused.status_code == 403  # no CSRF token
+    # the agent is not in aiestack.toml: the console cannot build it, and says so (nothing runs)
+    unknown = await console.client.post(
+        f"/agents/runs/{waiting.run_id}/decide", data={"decision": "approve", "csrf_token": console.csrf}
+    )
+    assert unknown.status_code == 409 and "no agent" in unknown.text
+    assert stack.store.get_run(waiting.run_id).status == "waiting"  # type: ignore[union-attr]
     await keeper.decide(agent, waiting.run_id, approve=True)
     listed = await console.client.get("/agents?status=finished")
     assert listed.status_code == 200 and waiting.run_id in listed.text and "support" in listed.text
@@ -52,6 +60,25 @@ async def test_the_timeline_shows_every_step(console: Console) -> None:
     assert "finished (final_answer)" in timeline and "waiting-calls" not in timeline
     missing = await console.client.get("/agents/runs/run_nope")
     assert missing.status_code == 404 and "No agent run" in missing.text
+
+
+async def test_a_waiting_run_is_denied_from_the_console(console: Console) -> None:
+    from aiestack.agents.config import agent_specs
+
+    stack = console.stack
+    stack.agent_specs = agent_specs({"calc": {"tools": ["calculator"], "approval": ["calculator"]}})
+    fake = stack.models.resolve("fake").provider
+    assert isinstance(fake, FakeModel) and isinstance(stack.store, RunStore)
+    fake.enqueue([Script(tool_calls=[("c1", "calculator", '{"expression": "1 + 1"}')]), "Not calculated."])
+    made = await console.client.post("/v1/agents/calc/runs", json={"task": "add"}, headers={"authorization": "Bearer admin-secret"})
+    run_id = made.json()["run_id"]
+    decided = await console.client.post(
+        f"/agents/runs/{run_id}/decide", data={"decision": "deny", "reason": "not now", "csrf_token": console.csrf}
+    )
+    assert decided.status_code == 303 and decided.headers["location"] == f"/agents/runs/{run_id}"
+    assert [m.text for m in fake.requests[-1].messages if m.role == "tool"] == ["A person denied this call: not now"]
+    page = (await console.client.get(f"/agents/runs/{run_id}")).text
+    assert "denied c1: not now" in page and "finished (final_answer)" in page
 
 
 async def test_the_agent_pages_need_a_session(console: Console) -> None:

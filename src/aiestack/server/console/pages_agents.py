@@ -2,7 +2,8 @@
 
 The timeline shows every step in order: model calls (tokens, cost, duration, the text or the tool
 calls asked for), tool calls with their arguments, results (errors marked), approvals asked and
-decided, the answer and why the run stopped. Texts are what the store kept: with content tracing
+decided, the answer and why the run stopped; a waiting run has a form to approve, deny (with a
+reason the model sees) or cancel it. Texts are what the store kept: with content tracing
 off, ``[not stored: content tracing is off]``; with it on, masked.
 """
 
@@ -12,10 +13,10 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from aiestack.build import Stack
-from aiestack.server.console.auth import require_session
+from aiestack.server.console.auth import CSRF_FIELD, check_csrf, form_fields, require_session
 from aiestack.server.console.render import page
 from aiestack.server.routes_agents import run_json
 from aiestack.stores.runs import RunStore
@@ -57,3 +58,37 @@ async def run_page(request: Request, run_id: str) -> Response:
 def _timeline(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The steps, each with the step number it belongs to (run-level events have none)."""
     return [{**s, "kind": s.get("type", "?")} for s in steps]
+
+
+@router.post("/agents/runs/{run_id}/decide")
+async def decide(request: Request, run_id: str) -> Response:
+    """Approve, deny (with a reason the model sees) or cancel a waiting run of a configured agent."""
+    from aiestack.agents.config import make_agent
+    from aiestack.agents.runs import RunKeeper, RunNotWaiting
+
+    session = await require_session(request)
+    fields = await form_fields(request)
+    check_csrf(request, session, fields.get(CSRF_FIELD))
+    stack: Stack = request.app.state.stack
+    store = stack.store
+    decision = fields.get("decision")
+    record = await asyncio.to_thread(store.get_run, run_id) if isinstance(store, RunStore) else None
+    if record is None or not isinstance(store, RunStore) or decision not in ("approve", "deny", "cancel"):
+        return page(
+            request, "error.html", session, status_code=404 if record is None else 400, title="Nothing decided",
+            message=f"No agent run has the id {run_id!r}." if record is None else "Choose approve, deny or cancel.",
+            hint="Go back to the run.",
+        )  # fmt: skip
+    keeper = RunKeeper(store, content=stack.tracing.content, redact=stack.tracing.redact)
+    try:
+        if decision == "cancel":
+            await asyncio.to_thread(keeper.cancel, run_id)
+        else:
+            agent = make_agent(stack, record.agent)
+            await keeper.decide(agent, run_id, approve=decision == "approve", reason=fields.get("reason", "").strip())
+    except (KeyError, RunNotWaiting) as exc:
+        return page(
+            request, "error.html", session, status_code=409, title="Nothing decided", message=str(exc.args[0]),
+            hint="Only a waiting run of an agent configured in aiestack.toml can be decided here.",
+        )  # fmt: skip
+    return RedirectResponse(f"/agents/runs/{run_id}", status_code=303)
