@@ -49,3 +49,45 @@ def test_unknown_agents_and_runs_are_explained(agent_config: Path) -> None:
     assert unknown.exit_code != 0 and "no agent 'nope' (agents: helper)" in str(unknown.exception)
     missing = runner.invoke(app, ["agent", "show", "run_missing"])
     assert missing.exit_code != 0 and "no run 'run_missing'" in str(missing.exception)
+
+
+async def _waiting_run(config: Path) -> str:
+    """A run of [agents.helper] left waiting for approval of a calculator call, made by another process's stack."""
+    from aiestack.agents.config import make_agent
+    from aiestack.agents.runs import RunKeeper
+    from aiestack.build import build_stack
+    from aiestack.models.fake import FakeModel, Script
+    from aiestack.settings import load_settings
+
+    config.write_text(config.read_text(encoding="utf-8") + 'approval = ["calculator"]\n', encoding="utf-8")
+    stack = build_stack(load_settings())
+    try:
+        fake = stack.models.resolve("echo").provider
+        assert isinstance(fake, FakeModel)
+        fake.enqueue([Script(tool_calls=[("c1", "calculator", '{"expression": "6 * 7"}')])])
+        result = await RunKeeper(stack.store).run(make_agent(stack, "helper"), "six times seven")  # type: ignore[arg-type]
+        assert result.status == "waiting"
+        return result.run_id
+    finally:
+        await stack.aclose()
+
+
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+def test_approve_and_deny_resume_a_stored_run(agent_config: Path, decision: str) -> None:
+    import asyncio
+
+    run_id = asyncio.run(_waiting_run(agent_config))
+    runner = CliRunner()
+    app = build_app()
+    waiting = runner.invoke(app, ["agent", "show", run_id])
+    assert "waits for approval: calculator(" in waiting.output and "[c1]" in waiting.output
+    args = ["agent", decision, run_id] + (["too costly"] if decision == "deny" else [])
+    decided = runner.invoke(app, args)
+    assert decided.exit_code == 0, decided.output
+    if decision == "approve":
+        assert "approved: c1" in decided.output and "← calculator: 42" in decided.output
+    else:
+        assert "denied (too costly): c1" in decided.output and "✗ calculator: A person denied this call: too costly" in decided.output
+    assert "finished (final_answer)" in decided.output
+    again = runner.invoke(app, ["agent", decision, run_id])
+    assert again.exit_code != 0 and "not waiting" in str(again.exception)
