@@ -141,3 +141,27 @@ def test_resuming_from_something_else_is_refused(agent_stack: Fixture) -> None:
     agent = make_agent(agent_stack[0], [])
     with pytest.raises(ValueError, match="not the state of a waiting run"):
         agent.resume_stream({"messages": []}, run_id="run_x", approve=True)
+
+
+async def test_an_interrupted_run_is_stored_as_cancelled(agent_stack: Fixture) -> None:
+    @tool
+    async def slow() -> str:
+        """Take a while."""
+        await asyncio.sleep(30)
+        return "done"
+
+    stack, model, _ = agent_stack
+    store = MemoryExchangeStore()
+    model.enqueue([Script(tool_calls=[("c1", "slow", "{}")])])
+    seen: list[str] = []
+    task = asyncio.create_task(
+        RunKeeper(store).run(Agent(model="m", stack=stack, tools=[slow]), "wait", on_event=lambda e: seen.append(e.type))
+    )
+    while "tool_call" not in seen:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (record,) = store.list_runs()
+    assert record.status == "stopped" and record.stop_reason == "cancelled"
+    assert store.run_steps(record.run_id)[-1]["reason"] == "cancelled"

@@ -171,7 +171,15 @@ class RunKeeper:
             created_at=started, updated_at=started, key_id=key_id, task=text(task),
         )  # fmt: skip
         await asyncio.to_thread(self._store.put_run, first)
-        result = await agent.run(task, run_id=run_id, tenant=tenant, key_id=key_id, on_event=on_event)
+        try:
+            result = await agent.run(task, run_id=run_id, tenant=tenant, key_id=key_id, on_event=on_event)
+        except BaseException:  # cancelled (a client went away) or a bug: never left "running" for ever
+            stopped = RunStopped(run_id, "cancelled", "stopped", "the run was interrupted")
+            ended = dataclasses.replace(
+                first, status="stopped", stop_reason="cancelled", detail=stopped.detail, updated_at=self._clock()
+            )
+            self._store.put_run(ended, [event_to_dict(stopped)])  # blocking, but a cancelled task cannot await
+            raise
         await asyncio.to_thread(self._save, agent, result, tenant, key_id, started, first)
         return result
 
