@@ -18,13 +18,14 @@ once wait for each other; loads compete for the CPU anyway).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 
 #: The environment variable that lets native output through (set by ``aiestack --verbose``).
 VERBOSE_ENV = "AIESTACK_VERBOSE"
@@ -47,10 +48,12 @@ def quiet_native_output() -> Iterator[None]:
     with _FD2_LOCK, tempfile.TemporaryFile() as sink:
         sys.stderr.flush()
         saved = os.dup(2)
+        python_side = io.StringIO()  # tqdm writes to sys.stderr, which need not be fd 2 (a test runner's buffer)
         failed = False
         try:
             os.dup2(sink.fileno(), 2)
-            yield
+            with redirect_stderr(python_side):
+                yield
         except BaseException:
             failed = True
             raise
@@ -59,7 +62,7 @@ def quiet_native_output() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             sink.seek(0)
-            text = sink.read().decode("utf-8", errors="replace")
+            text = sink.read().decode("utf-8", errors="replace") + python_side.getvalue()
             kept = text if failed else "".join(_foreign_lines(text))
             if kept:
                 sys.stderr.write(kept)

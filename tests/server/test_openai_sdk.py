@@ -219,11 +219,12 @@ def test_legacy_completions(live: Live) -> None:
     reply = sdk.completions.create(model="fake", prompt="Once upon a time")
     assert reply.choices[0].text == "Once upon a time"
     assert reply.object == "text_completion"
-    echoed = sdk.completions.create(model="lp", prompt="Say: ", echo=True, logprobs=1)
-    assert echoed.choices[0].text == "Say: Hi!"
+    # Not "Say: ": without the embedding model the injection guard's lexical head scores that 0.8.
+    echoed = sdk.completions.create(model="lp", prompt="Hello: ", echo=True, logprobs=1)
+    assert echoed.choices[0].text == "Hello: Hi!"
     logprobs = echoed.choices[0].logprobs
     assert logprobs is not None and logprobs.tokens == ["Hi", "!"]
-    assert logprobs.text_offset == [5, 7]
+    assert logprobs.text_offset == [7, 9]
     streamed = list(sdk.completions.create(model="fake", prompt="a b c", stream=True))
     assert "".join(c.choices[0].text for c in streamed if c.choices) == "a b c"
 
