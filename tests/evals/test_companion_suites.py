@@ -68,7 +68,11 @@ def clone(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    settings = Settings(data_dir=tmp_path / "data", embedded_model=False, default_model="oracle")
+    # The injection guard flags instead of blocking: its combined head scores whatnot's w08 ("lol this
+    # stream is great, love the energy") 0.53-0.64, a known false alarm (docs/guardrails.md); the
+    # suites measure the prompts and metrics, and every other guard runs at its default.
+    settings = Settings(data_dir=tmp_path / "data", embedded_model=False, default_model="oracle",
+                        guards={"injection": "flag"})
     oracle = Oracle({})
     async with open_stack(settings, models=[ModelEntry(name="oracle", provider=oracle, upstream="oracle")]) as s:
         yield s
@@ -81,7 +85,7 @@ def test_every_use_case_has_a_prompt_and_a_suite() -> None:
     assert refs == {f"{p}@production" for p in prompts}
 
 
-@pytest.mark.slow  # each suite's examples through the default guards
+@pytest.mark.slow  # each suite's examples through the guards (injection flagging, see the stack fixture)
 @pytest.mark.parametrize("name", SUITES)
 async def test_each_suite_runs_on_its_registry_prompt_and_a_perfect_system_scores_1(
     clone: Path, stack: Stack, name: str
