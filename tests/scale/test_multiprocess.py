@@ -175,7 +175,8 @@ def test_feedback_given_on_one_process_shows_in_the_console_of_another(gateways:
     exchange_id = _chat(gateways[0], key, "please rate me").headers["x-aiestack-exchange-id"]
     given = httpx.post(f"{gateways[1].url}/v1/feedback", headers={"authorization": f"Bearer {key}"}, timeout=30,
                        json={"exchange_id": exchange_id, "thumbs": "down", "comment": "marked on host one"})
-    assert given.status_code == 201, given.text
+    # 201, or 202 when the exchange is still in the first process's write batch (kept pending, then stored).
+    assert given.status_code in (201, 202), given.text
     with httpx.Client(base_url=gateways[2].url, timeout=10) as browser:
         assert browser.post("/login", data={"key": ADMIN_KEY}).status_code in (200, 303)
         _until(lambda: "marked on host one" in browser.get(f"/exchanges/{exchange_id}").text,
