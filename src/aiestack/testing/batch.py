@@ -112,8 +112,10 @@ class BatchRunnerConformance:
             base_dir=tmp_path,
         )
         examples = load_examples(suite.dataset, suite.dataset_path)
+        # Injection flags, not blocks: these made-up inputs ("w8 and {}") are not what the guard's
+        # heads learned, and two of them score over 0.5; this suite compares scoring, not guarding.
         settings = Settings(data_dir=tmp_path / "data", embedded_model=False, default_model="fake",
-                            models={"fake": {"provider": "fake"}})
+                            models={"fake": {"provider": "fake"}}, guards={"injection": "flag"})
         cache = CallCache(tmp_path / "calls.db")  # both runs score the very same answers
         try:
             judge = FakeModel().enqueue(['{"reasoning": "fine", "score": 4}'] * len(examples))
