@@ -21,7 +21,7 @@ from aiestack.evals.runner import EvalRunner
 from aiestack.evals.suite import load_suite
 from aiestack.models.fake import FakeModel, Script
 from aiestack.models.registry import ModelEntry
-from aiestack.settings import Settings
+from aiestack.settings import GuardSettings, Settings
 from aiestack.stores.base import EvalStore
 from aiestack.types import ChatRequest
 
@@ -72,7 +72,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     # stream is great, love the energy") 0.53-0.64, a known false alarm (docs/guardrails.md); the
     # suites measure the prompts and metrics, and every other guard runs at its default.
     settings = Settings(data_dir=tmp_path / "data", embedded_model=False, default_model="oracle",
-                        guards={"injection": "flag"})
+                        guards=GuardSettings(injection="flag"))
     oracle = Oracle({})
     async with open_stack(settings, models=[ModelEntry(name="oracle", provider=oracle, upstream="oracle")]) as s:
         yield s

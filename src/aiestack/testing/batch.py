@@ -93,7 +93,7 @@ class BatchRunnerConformance:
         from aiestack.evals.suite import parse_suite
         from aiestack.models.fake import FakeModel
         from aiestack.models.registry import ModelEntry
-        from aiestack.settings import Settings
+        from aiestack.settings import GuardSettings, Settings
 
         rows = [{"id": f"q{i}", "q": f"w{i} and {'{}' if i % 3 else 'x'}", "a": f"w{i}" if i % 2 else "y"}
                 for i in range(10)]
@@ -115,7 +115,7 @@ class BatchRunnerConformance:
         # Injection flags, not blocks: these made-up inputs ("w8 and {}") are not what the guard's
         # heads learned, and two of them score over 0.5; this suite compares scoring, not guarding.
         settings = Settings(data_dir=tmp_path / "data", embedded_model=False, default_model="fake",
-                            models={"fake": {"provider": "fake"}}, guards={"injection": "flag"})
+                            models={"fake": {"provider": "fake"}}, guards=GuardSettings(injection="flag"))
         cache = CallCache(tmp_path / "calls.db")  # both runs score the very same answers
         try:
             judge = FakeModel().enqueue(['{"reasoning": "fine", "score": 4}'] * len(examples))
