@@ -40,6 +40,13 @@ def check_dataset_name(name: str) -> str:
     return name
 
 
+def check_push(name: str, kind: str) -> None:
+    """What every backend checks before a push: a valid name and a known kind (``ValueError`` otherwise)."""
+    check_dataset_name(name)
+    if kind not in DATASET_KINDS:
+        raise ValueError(f"unknown dataset kind {kind!r}; use one of {', '.join(DATASET_KINDS)}")
+
+
 def canonical_json(value: Any) -> str:
     """The one serialisation that ids and hashes are computed over (sorted keys, no spaces)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -12,11 +12,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiestack.stores.datasets import (
-    DATASET_KINDS,
     DatasetKind,
     DatasetRow,
     DatasetVersion,
-    check_dataset_name,
+    check_push,
     content_hash,
 )
 
@@ -46,9 +45,7 @@ class MemoryDatasetsMixin:
         parent: str | None = None,
         message: str | None = None,
     ) -> tuple[DatasetVersion, bool]:
-        check_dataset_name(name)
-        if kind not in DATASET_KINDS:
-            raise ValueError(f"unknown dataset kind {kind!r}; use one of {', '.join(DATASET_KINDS)}")
+        check_push(name, kind)
         copies = [DatasetRow(data=_copy(r.data), lineage=_copy(r.lineage)) for r in rows]
         digest = content_hash(kind, [r.id for r in copies])
         with self._lock:

@@ -14,11 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from aiestack.stores.datasets import (
-    DATASET_KINDS,
     DatasetKind,
     DatasetRow,
     DatasetVersion,
-    check_dataset_name,
+    check_push,
     content_hash,
 )
 from aiestack.stores.sql.engine import store_errors
@@ -44,9 +43,7 @@ class SqlDatasetsMixin:
         parent: str | None = None,
         message: str | None = None,
     ) -> tuple[DatasetVersion, bool]:
-        check_dataset_name(name)
-        if kind not in DATASET_KINDS:
-            raise ValueError(f"unknown dataset kind {kind!r}; use one of {', '.join(DATASET_KINDS)}")
+        check_push(name, kind)
         ids = [row.id for row in rows]
         digest = content_hash(kind, ids)
         for _ in range(5):  # a concurrent push took the number: read the newest again and retry
