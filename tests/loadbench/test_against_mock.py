@@ -9,10 +9,14 @@ No client can time better than the machine's scheduler lets it: on a busy machin
 late, for the mock and the client alike. So both run at a raised scheduling priority where that is
 permitted (root), and the tolerance is the issue's plus the lateness this machine shows at that
 moment, measured first (the p99 lateness of a 25 ms ``asyncio.sleep``: about 0.1 ms on an idle
-machine, several ms on a shared 2-core VM under load); the test prints it. On a quiet machine
-(lateness under 1 ms) every figure is checked; on a busy one, the tails (p90, p99) are made of the
-scheduler's stalls rather than the benchmark's error, so only the medians and means are checked
-(still against 2% + the lateness), the throughputs within 10%, and the tails are printed.
+machine, several ms on a shared 2-core VM under load); the test prints it. The tails (p90, p99)
+on 2 cores are made of the scheduler's stalls rather than the benchmark's error, so the medians and
+means are checked (against 2% + the lateness) and the tails are printed.
+
+The rates (requests/s, output tokens/s, goodput) are checked against what the mock's ledger shows it
+actually served in the level (requests over the span from the first arrival to the last byte
+written): a closed loop's ideal ``c / e2e`` leaves out the client's turn-around between one request
+and the next, which on 2 cores at c = 64 is a real ~2% of the achieved rate, not a measuring error.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -87,12 +92,15 @@ def test_medians_means_and_rates_are_within_two_percent_of_the_truth_at_c_1_16_6
     slo = parse_slo(f"ttft={TTFT_MS * 1.5}ms,tpot={ITL_MS * 1.5}ms")
     sizes = {1: 6, 16: 32, 64: 128}
     slack = asyncio.run(_timer_lateness_ms())
-    levels = []
+    levels, served = [], {}
+    ledger = mock_url.removesuffix("/v1") + "/mock/ledger"
     for c in (1, 16, 64):
+        httpx.get(ledger + "?reset=1").raise_for_status()
         one = Plan(concurrency=(c,), requests=sizes[c], slo=slo)
         levels += asyncio.run(run_plan(Endpoint(mock_url, "mock"), workload, one))
+        spans = sorted(httpx.get(ledger).json()["spans"])[-sizes[c]:]  # the warm-up request came first
+        served[c] = sizes[c] / (max(end for _, end in spans) - min(start for start, _ in spans))
     print(f"timer lateness p99 on this machine now: {slack:.2f} ms (added to the tolerance)")
-    quiet = slack < 1.0
     # The tails (p90, p99) carry the scheduler's jitter of this machine as well as the tool's error:
     # on 2 cores driving 64 streams and the mock they run 1-9 ms over even when the probe above found
     # the timers punctual (a CI run on 2026-12-06: ITL p99 33.7 ms vs 25). They are printed, and
@@ -110,16 +118,15 @@ def test_medians_means_and_rates_are_within_two_percent_of_the_truth_at_c_1_16_6
                 measured = getattr(s, name)[q]
                 if not _close(measured, value, slack):
                     wrong.append(f"c={c} {name} {q}: {measured} vs {value}")
-        # closed loop: c requests in flight all the time, each taking e2e
-        rps_truth = c / (E2E_MS / 1000)
+        rps_truth = served[c]
+        print(f"c={c} req/s: measured {s.request_rate:.3f}, served {rps_truth:.3f}, ideal {c / (E2E_MS / 1000):.3f}")
         for name, measured, value in (
             ("req/s", s.request_rate, rps_truth),
             ("output tok/s", s.output_tokens_per_s, rps_truth * TOKENS),
             ("goodput", s.goodput, rps_truth),
         ):
             assert measured is not None
-            within = _close(measured, value, slack, per_s=True) if quiet else abs(measured - value) <= 0.1 * value
-            if not within:
+            if not _close(measured, value, slack, per_s=True):
                 wrong.append(f"c={c} {name}: {measured:.3f} vs {value:.3f}")
         assert s.errors == 0 and s.requests == sizes[c] and s.output_tokens == sizes[c] * TOKENS
     assert not wrong, f"timer lateness {slack:.2f} ms; " + "\n".join(wrong)
@@ -134,7 +141,7 @@ def test_open_loop_poisson_and_the_cli_reports(mock_url: str, tmp_path: Path) ->
     slack = asyncio.run(_timer_lateness_ms())
     result = CliRunner().invoke(build_app(), [
         "bench", "load", "--url", mock_url, "--model", "mock", "--rate", "10,40", "--requests", "40",
-        "--input-len", "uniform:20,60", "--output-len", str(TOKENS), "--slo", "ttft=1s,tpot=30ms",
+        "--input-len", "uniform:20,60", "--output-len", str(TOKENS), "--slo", "ttft=1s,tpot=60ms",
         "--json", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html"),
     ])
     assert result.exit_code == 0, result.output
@@ -144,6 +151,7 @@ def test_open_loop_poisson_and_the_cli_reports(mock_url: str, tmp_path: Path) ->
         assert level["requests"] == 40 and level["errors"] == 0
         assert _close(level["ttft_ms"]["p50"], TTFT_MS, slack), (level["ttft_ms"], slack)
         assert _close(level["tpot_ms"]["p50"], ITL_MS, slack), (level["tpot_ms"], slack)
+        # the SLO sits well above the truth (25 ms/token) so one scheduler stall cannot break it
         assert level["slo_met_fraction"] == 1.0
         # Poisson arrivals at `rate` over 40 requests: the achieved rate is near it (and it is open loop,
         # so it does not depend on the 0.675 s each request takes)

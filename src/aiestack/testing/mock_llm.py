@@ -8,6 +8,11 @@ timer does not delay the chunks after it), the server is a bare asyncio protocol
 installed), so its own cost is far below the delays it simulates. A request that does not stream
 gets its whole answer at ``ttft + (N−1)·itl``.
 
+``GET /mock/ledger`` returns what the server actually did for each completion request so far (when it
+arrived and when its last byte was written, on the server's monotonic clock) and ``?reset=1`` clears
+it: on a loaded machine the achieved rates differ from the configured ideal, and the ledger is the
+truth that a client's request rate and throughput are checked against.
+
     python -m aiestack.testing.mock_llm --port 9200 --ttft-ms 200 --itl-ms 20
 """
 
@@ -17,11 +22,18 @@ import argparse
 import asyncio
 import contextlib
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
 HOST = "127.0.0.1"
+
+
+@dataclass(slots=True)
+class Ledger:
+    """Per completion request: (arrived, last byte written) on the server's loop clock."""
+
+    spans: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +59,9 @@ def _token_chunk(i: int) -> bytes:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self, timing: Timing) -> None:
+    def __init__(self, timing: Timing, ledger: Ledger) -> None:
         self._timing = timing
+        self._ledger = ledger
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
@@ -75,12 +88,23 @@ class _Protocol(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
 
+    def _write_last(self, data: bytes, arrived: float) -> None:
+        self._write(data)
+        self._ledger.spans.append((arrived, self._loop.time()))
+
+    def _json(self, payload: bytes) -> None:
+        self._write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                    % (len(payload), payload))
+
     def _answer(self, head: bytes, body: bytes) -> None:
         arrived = self._loop.time()
+        if head.startswith(b"get /mock/ledger"):
+            self._json(orjson.dumps({"spans": self._ledger.spans}))
+            if head.startswith(b"get /mock/ledger?reset=1"):
+                self._ledger.spans.clear()
+            return
         if not head.startswith(b"post"):
-            payload = orjson.dumps({"object": "list", "data": [{"id": "mock", "object": "model"}]})
-            self._write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                        % (len(payload), payload))
+            self._json(orjson.dumps({"object": "list", "data": [{"id": "mock", "object": "model"}]}))
             return
         request = orjson.loads(body or b"{}")
         n = self._timing.tokens or int(request.get("max_tokens") or 16)
@@ -97,7 +121,7 @@ class _Protocol(asyncio.Protocol):
             })
             whole = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
                      % (len(answer), answer))
-            self._loop.call_at(first + (n - 1) * self._timing.itl_s, self._write, whole)
+            self._loop.call_at(first + (n - 1) * self._timing.itl_s, self._write_last, whole, arrived)
             return
         head_out = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
         for i in range(n):
@@ -111,7 +135,10 @@ class _Protocol(asyncio.Protocol):
                     piece += _chunk({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": "mock",
                                      "choices": [], "usage": usage})
                 piece += _chunk_raw(b"data: [DONE]\n\n") + b"0\r\n\r\n"
-            self._loop.call_at(first + i * self._timing.itl_s, self._write, piece)
+            if i == n - 1:
+                self._loop.call_at(first + i * self._timing.itl_s, self._write_last, piece, arrived)
+            else:
+                self._loop.call_at(first + i * self._timing.itl_s, self._write, piece)
 
 
 def _chunk_raw(data: bytes) -> bytes:
@@ -127,8 +154,10 @@ def serve(port: int, timing: Timing) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
 
+    ledger = Ledger()
+
     async def start() -> asyncio.Server:
-        return await loop.create_server(lambda: _Protocol(timing), HOST, port, backlog=2048)
+        return await loop.create_server(lambda: _Protocol(timing, ledger), HOST, port, backlog=2048)
 
     server = loop.run_until_complete(start())
     for sig in (signal.SIGTERM, signal.SIGINT):
