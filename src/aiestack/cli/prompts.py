@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -80,6 +80,7 @@ def colored_diff(diff: str) -> Text:
 def register(app: typer.Typer) -> None:
     prompts = typer.Typer(help="Versioned prompt templates with labels (see docs/prompts.md).", no_args_is_help=True)
     app.add_typer(prompts, name="prompts")
+    _register_optimise(prompts)
 
     @prompts.command("push")
     def push(
@@ -206,3 +207,95 @@ def register(app: typer.Typer) -> None:
             registry.set_label(name, label_name, version)
         moved = f" (was {previous.version})" if previous is not None and previous.version != version else ""
         typer.echo(f"{name}@{label_name} → {version}{moved}")
+
+
+def _register_optimise(prompts: typer.Typer) -> None:
+    @prompts.command("optimise")
+    def optimise(
+        name: str = typer.Argument(..., help="The prompt to improve: NAME (its production label), NAME@LABEL or NAME@VERSION."),
+        suite_file: Path = typer.Option(..., "--suite", help="The dev suite YAML: its examples, metrics and gates score the candidates."),
+        system: str = typer.Option(None, "--system", help="The suite's system to optimise (default: the one whose prompt_ref names the prompt)."),
+        rewrites: int = typer.Option(3, "--rewrites", min=0, max=20, help="Rewrites to ask the model for."),
+        model: str = typer.Option(None, "--model", help="The model or route that writes rewrites (default: the system's)."),
+        examples: str = typer.Option(None, "--examples", help="Few-shot candidates from this chat dataset (NAME or NAME@VERSION)."),
+        shots: str = typer.Option("2,4", "--shots", help="Examples per few-shot candidate, comma-separated."),
+        sets: int = typer.Option(2, "--sets", min=1, max=20, help="Random example sets per number of shots."),
+        metric: str = typer.Option(None, "--metric", help="The metric to optimise (default: the suite's first quality metric)."),
+        min_gain: float = typer.Option(0.0, "--min-gain", help="Push only if the 95% interval's low end of the gain is above this."),
+        limit: int = typer.Option(None, "--limit", "-n", min=1, help="Only the first N dev examples."),
+        label: str = typer.Option(None, "--label", "-l", help="Point this label at the pushed version (e.g. staging)."),
+        seed: int = typer.Option(0, "--seed", help="Seeds the rewrites and the example sets."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Score and judge, push nothing."),
+    ) -> None:
+        """Try rewrites and few-shot example sets of a prompt on a dev suite; push the best as a new version if it beats the current one."""
+        import asyncio
+
+        from aiestack.flywheel.prompt_opt import OptimiseOptions
+
+        try:
+            shot_counts = tuple(int(s) for s in shots.split(",") if s.strip())
+        except ValueError:
+            raise typer.BadParameter(f"{shots!r} is not a list of numbers such as 2,4", param_hint="--shots") from None
+        if any(k < 1 for k in shot_counts):
+            raise typer.BadParameter("every number of shots must be at least 1", param_hint="--shots")
+        options = OptimiseOptions(rewrites=rewrites, model=model, examples=examples, shots=shot_counts, sets=sets,
+                                  metric=metric, min_gain=min_gain, seed=seed)
+        if rewrites == 0 and examples is None:
+            raise typer.BadParameter("nothing to try: ask for --rewrites or give --examples", param_hint="--rewrites")
+        result = asyncio.run(_optimise(name, suite_file, system, options, limit, label, not dry_run))
+        _print_optimisation(result)
+        if result.pushed is None and not dry_run:
+            raise typer.Exit(1)
+
+
+async def _optimise(ref: str, suite_file: Path, system: str | None, options: Any, limit: int | None,
+                    label: str | None, push: bool) -> Any:
+    from aiestack.build import open_stack
+    from aiestack.cli.evals import run_suite
+    from aiestack.errors import ConfigError
+    from aiestack.evals.datasets import load_examples
+    from aiestack.evals.suite import load_suite
+    from aiestack.flywheel.prompt_opt import PromptOptimiser
+    from aiestack.settings import load_settings
+    from aiestack.stores.datasets import DatasetStore
+
+    suite = load_suite(suite_file)
+    if limit is not None:
+        suite = suite.model_copy(update={"dataset": suite.dataset.model_copy(update={"limit": limit})})
+    examples = load_examples(suite.dataset, suite.dataset_path)
+    settings = load_settings()
+    err = Console(stderr=True, highlight=False)
+    async with open_stack(settings) as stack:
+        if stack.prompts is None:
+            raise ConfigError("store.url", "this store cannot hold prompts", "use the SQLite, PostgreSQL or memory store")
+
+        async def evaluate(candidate_suite: Any, items: Any) -> Any:
+            return await run_suite(stack, settings, candidate_suite, items, str(suite_file.resolve()))
+
+        optimiser = PromptOptimiser(
+            stack.prompts, evaluate, rewriter=stack.side_calls.caller("prompts.optimise"),
+            datasets=stack.store if isinstance(stack.store, DatasetStore) else None,
+        )
+        return await optimiser.optimise(ref, suite, examples, options, system=system, push=push, label=label,
+                                        on_progress=err.print)
+
+
+def _print_optimisation(result: Any) -> None:
+    from aiestack.flywheel.prompt_opt import OptimiseResult
+
+    assert isinstance(result, OptimiseResult)
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("candidate", "kind", result.metric, "scored", "errors", "eval run"):
+        table.add_column(column, no_wrap=True)
+    for s in sorted(result.scored, key=lambda s: (s.score is None, -(s.score or 0.0))):
+        mark = " *" if s is result.best else ""
+        table.add_row(s.candidate.id + mark, s.candidate.kind, "n/a" if s.score is None else f"{s.score:.4f}",
+                      str(s.scored), str(s.errors), s.eval_run)
+    table_console().print(table)
+    for cid, why in result.rejected:
+        typer.echo(f"  not tried: {cid}: {why}")
+    typer.echo(f"decision: {'pass' if result.decision.passed else 'fail'}: {result.decision.reason}")
+    if result.pushed is not None:
+        typer.echo(f"pushed {result.pushed.name}@{result.pushed.version} (from {result.base.name}@{result.base.version}, {result.best.candidate.id})")
+    else:
+        typer.echo(f"nothing pushed: {result.base.name}@{result.base.version} stays as it is")

@@ -28,6 +28,7 @@ from aiestack.stores.base import (
 )
 from aiestack.stores.datasets_memory import MemoryDatasetsMixin
 from aiestack.stores.feedback_memory import MemoryFeedbackMixin
+from aiestack.stores.flywheel_memory import MemoryFlywheelMixin
 from aiestack.stores.runs_memory import MemoryRunsMixin
 from aiestack.types import EvalRun, SpanRecord
 
@@ -40,7 +41,7 @@ def _json_copy(value: Mapping[str, Any]) -> dict[str, Any]:
     return copied
 
 
-class MemoryExchangeStore(MemoryFeedbackMixin, MemoryDatasetsMixin, MemoryRunsMixin):
+class MemoryExchangeStore(MemoryFeedbackMixin, MemoryDatasetsMixin, MemoryRunsMixin, MemoryFlywheelMixin):
     """Exchanges, spans, cached embeddings and virtual keys in dictionaries, guarded by one lock."""
 
     url = "memory://"
@@ -57,6 +58,7 @@ class MemoryExchangeStore(MemoryFeedbackMixin, MemoryDatasetsMixin, MemoryRunsMi
         self._init_feedback()
         self._init_datasets()
         self._init_runs()
+        self._init_flywheel()
 
     def __repr__(self) -> str:
         return "MemoryExchangeStore()"

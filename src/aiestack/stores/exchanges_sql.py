@@ -36,6 +36,7 @@ from aiestack.stores.base import (
 )
 from aiestack.stores.datasets_sql import SqlDatasetsMixin
 from aiestack.stores.feedback_sql import SqlFeedbackMixin
+from aiestack.stores.flywheel_sql import SqlFlywheelMixin
 from aiestack.stores.queries_sql import SqlQueriesMixin, exchange_record
 from aiestack.stores.runs_sql import SqlRunsMixin
 from aiestack.stores.sql import migrate as migrations
@@ -65,7 +66,7 @@ _EVAL_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(EvalResultRecord)
 _IN_CHUNK = 500
 
 
-class SqlExchangeStore(SqlFeedbackMixin, SqlDatasetsMixin, SqlRunsMixin, SqlQueriesMixin):
+class SqlExchangeStore(SqlFeedbackMixin, SqlDatasetsMixin, SqlRunsMixin, SqlFlywheelMixin, SqlQueriesMixin):
     """Exchanges, spans and the embedding cache in SQLite or PostgreSQL.
 
     ``url`` is a SQLAlchemy URL: ``sqlite:///path/to/aiestack.db`` (the directory is created) or

@@ -404,3 +404,37 @@ context_cache = sa.Table(
     sa.Column("context", sa.Text(), nullable=False),
     sa.Column("created_at", sa.Double(), nullable=False),
 )
+
+# --------------------------------------------------------------------------- 0011: flywheel runs
+# One row per run of a flywheel.yaml (``stores/flywheel.py``) and one per step, keyed by its name,
+# with the step's inputs and outputs (the ids that link the lineage).
+
+flywheel_runs = sa.Table(
+    "flywheel_runs",
+    metadata,
+    sa.Column("run_id", sa.String(), primary_key=True),
+    sa.Column("name", sa.String(), nullable=False),
+    sa.Column("status", sa.String(), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("updated_at", sa.Double(), nullable=False),
+    sa.Column("spec", JSONDocument, nullable=False),
+    sa.Column("source", sa.Text(), nullable=True),
+    sa.Column("outcome", sa.String(), nullable=True),
+    sa.Column("detail", sa.Text(), nullable=False),
+    sa.Index(None, "name", "created_at"),
+)
+
+flywheel_steps = sa.Table(
+    "flywheel_steps",
+    metadata,
+    sa.Column("run_id", sa.String(), primary_key=True),
+    sa.Column("name", sa.String(), primary_key=True),
+    sa.Column("kind", sa.String(), nullable=False),
+    sa.Column("position", sa.Integer(), nullable=False),
+    sa.Column("status", sa.String(), nullable=False),
+    sa.Column("started_at", sa.Double(), nullable=False),
+    sa.Column("finished_at", sa.Double(), nullable=True),
+    sa.Column("inputs", JSONDocument, nullable=False),
+    sa.Column("outputs", JSONDocument, nullable=False),
+    sa.Column("error", sa.Text(), nullable=True),
+)

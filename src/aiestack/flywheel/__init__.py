@@ -1,0 +1,14 @@
+"""The data flywheel (AI Engineering, ch. 8 and 10): build → curate → optimise or train → evaluate → promote.
+
+- :mod:`aiestack.flywheel.prompt_opt`: prompt optimisation (rewrites and few-shot selection scored
+  on a dev set with the eval harness), ``aiestack prompts optimise``;
+- :mod:`aiestack.flywheel.gate`: the promotion gate (the suite's regression gates and a paired
+  bootstrap of the improvement), shared by both.
+
+docs/flywheel.md is the guide.
+"""
+
+from aiestack.flywheel.gate import Decision, decide
+from aiestack.flywheel.prompt_opt import Candidate, OptimiseOptions, OptimiseResult, PromptOptimiser, Scored
+
+__all__ = ["Candidate", "Decision", "OptimiseOptions", "OptimiseResult", "PromptOptimiser", "Scored", "decide"]
