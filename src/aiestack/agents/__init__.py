@@ -8,18 +8,26 @@ from aiestack.agents.events import (
     ApprovalDecided,
     ApprovalRequested,
     FinalAnswer,
+    MemoryRecalled,
     ModelCall,
+    PlanMade,
+    Reflected,
     RunResult,
     RunStarted,
     RunStopped,
     StopReason,
+    Summarised,
     ToolCalled,
     ToolResult,
     event_from_dict,
     event_to_dict,
 )
+from aiestack.agents.longterm import LongTermMemory
 from aiestack.agents.loop import Agent, AgentBackend
 from aiestack.agents.mcp import McpServer, McpServerGone, McpTool, mcp_tools
+from aiestack.agents.memory import ShortTermMemory
+from aiestack.agents.planning import Planning
+from aiestack.agents.reflection import Reflection
 from aiestack.agents.tools import (
     AgentTool,
     FunctionTool,
@@ -52,16 +60,24 @@ __all__ = [
     "ApprovalRequested",
     "FinalAnswer",
     "FunctionTool",
+    "LongTermMemory",
     "McpServer",
     "McpServerGone",
     "McpTool",
+    "MemoryRecalled",
     "ModelCall",
+    "PlanMade",
+    "Planning",
+    "Reflected",
+    "Reflection",
     "RunRecord",
     "RunResult",
     "RunStarted",
     "RunStopped",
     "RunStore",
+    "ShortTermMemory",
     "StopReason",
+    "Summarised",
     "ToolCalled",
     "ToolContext",
     "ToolOutcome",

@@ -21,7 +21,12 @@ Every run ends with exactly one :class:`RunStopped`, whose ``reason`` says why:
 ``model_error``     a model call failed (after the route's retries and fallbacks)
 ``waiting``         the run waits for a person to approve a tool call (status ``waiting``)
 ``cancelled``       the caller stopped the run
+``invalid_plan``    planning is on and the model's plans failed validation, repeatedly
 ==================  ==========================================================================
+
+The optional patterns of :mod:`aiestack.agents.patterns` add their own events: :class:`PlanMade`
+(a plan or a re-plan), :class:`Reflected` (a critique of a candidate answer), :class:`Summarised`
+(older turns folded into a summary) and :class:`MemoryRecalled` (facts recalled from long-term memory).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ StopReason = Literal[
     "model_error",
     "waiting",
     "cancelled",
+    "invalid_plan",
 ]
 RunStatus = Literal["running", "waiting", "finished", "stopped", "failed"]
 
@@ -203,13 +209,102 @@ class RunStopped:
     at: float = field(default_factory=time.time)
 
 
+# ---------------------------------------------------------------- the optional patterns' events
+# Each of their model calls is an exchange through the pipeline like a loop step (``exchange_id``,
+# tokens, cost and duration are those of that call; ``error`` says why its reply could not be used).
+
+
+@dataclass(frozen=True, slots=True)
+class PlanMade:
+    """Planning (:class:`~aiestack.agents.planning.Planning`): the model's plan, or a re-plan.
+
+    ``steps`` are ``{"description": ..., "tool": NAME or None}``; ``revision`` is 0 for the first
+    plan and counts the re-plans; ``reason`` is the failure that asked for a re-plan. ``error`` set:
+    the reply failed validation (``steps`` is empty) and the model is asked again.
+    """
+
+    type: ClassVar[str] = "plan"
+    run_id: str
+    step: int
+    exchange_id: str | None
+    steps: tuple[Mapping[str, Any], ...] = ()
+    revision: int = 0
+    reason: str = ""
+    error: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    duration_ms: float = 0.0
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class Reflected:
+    """Reflection (:class:`~aiestack.agents.reflection.Reflection`): a critique of a candidate answer.
+
+    ``accepted`` False sends the agent back with ``feedback``; ``round`` counts the critiques of the run.
+    """
+
+    type: ClassVar[str] = "reflection"
+    run_id: str
+    step: int
+    exchange_id: str | None
+    round: int
+    accepted: bool
+    feedback: str = ""
+    error: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    duration_ms: float = 0.0
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class Summarised:
+    """Short-term memory (:class:`~aiestack.agents.memory.ShortTermMemory`): the conversation grew past
+    its token budget and ``messages`` older messages were replaced by ``summary``."""
+
+    type: ClassVar[str] = "memory_summary"
+    run_id: str
+    step: int
+    exchange_id: str | None
+    messages: int
+    tokens_before: int
+    tokens_after: int
+    summary: str = ""
+    error: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    duration_ms: float = 0.0
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRecalled:
+    """Long-term memory (:class:`~aiestack.agents.longterm.LongTermMemory`): the facts recalled for
+    ``query`` before the run and shown to the model (no model call)."""
+
+    type: ClassVar[str] = "memory_recall"
+    run_id: str
+    step: int
+    query: str
+    facts: tuple[str, ...] = ()
+    duration_ms: float = 0.0
+    error: str | None = None
+    at: float = field(default_factory=time.time)
+
+
 AgentEvent = (
     RunStarted | ModelCall | ToolCalled | ToolResult | ApprovalRequested | ApprovalDecided | FinalAnswer | RunStopped
+    | PlanMade | Reflected | Summarised | MemoryRecalled
 )
 _TYPES: dict[str, type[Any]] = {
     cls.type: cls
     for cls in (
-        RunStarted, ModelCall, ToolCalled, ToolResult, ApprovalRequested, ApprovalDecided, FinalAnswer, RunStopped
+        RunStarted, ModelCall, ToolCalled, ToolResult, ApprovalRequested, ApprovalDecided, FinalAnswer, RunStopped,
+        PlanMade, Reflected, Summarised, MemoryRecalled,
     )
 }
 

@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -48,6 +48,7 @@ from aiestack.agents.events import (
     event_from_dict,
     message_from_dict,
 )
+from aiestack.agents.patterns import AGENT_PURPOSE, Patterns, PatternState
 from aiestack.agents.tools import DEFAULT_MAX_THREADS, AgentTool, ToolContext, Toolset, ToolThreads
 from aiestack.errors import AiestackError, BudgetExceeded
 from aiestack.tracing import (
@@ -65,6 +66,12 @@ from aiestack.tracing import (
     Tracing,
 )
 from aiestack.types import ChatRequest, Exchange, Message, Params, ToolCall, new_id
+
+if TYPE_CHECKING:
+    from aiestack.agents.longterm import LongTermMemory
+    from aiestack.agents.memory import ShortTermMemory
+    from aiestack.agents.planning import Planning
+    from aiestack.agents.reflection import Reflection
 
 Protocol_ = Literal["auto", "native", "text"]
 #: Span attributes of the run span and tool spans (aiestack's own).
@@ -105,6 +112,7 @@ class _Run:
     answer: str | None = None
     citations: tuple[Mapping[str, Any], ...] = ()
     stopped: RunStopped | None = None
+    patterns: PatternState = field(default_factory=PatternState)  # planning, reflection, memory
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -119,6 +127,11 @@ class Agent:
     ``max_parallel_tools``: how many tool calls run at once, and how many threads sync tools may
     hold (a hung sync tool keeps its thread until it returns). ``params`` are the sampling
     parameters of every model call; ``metadata`` goes on every request (``{"cache": "off"}``).
+
+    The patterns of :mod:`aiestack.agents.patterns`, each off unless given: ``planning``
+    (plan-then-execute), ``reflection`` (a critique of candidate answers), ``memory`` (short-term:
+    a window plus a summary of older turns) and ``long_term_memory`` (facts in a collection, with
+    ``remember``/``recall`` tools and recall before a run). Their model calls count as steps.
     """
 
     def __init__(
@@ -139,6 +152,10 @@ class Agent:
         max_identical_calls: int = 2,
         max_invalid_replies: int = 3,
         max_parallel_tools: int = DEFAULT_MAX_THREADS,
+        planning: Planning | None = None,
+        reflection: Reflection | None = None,
+        memory: ShortTermMemory | None = None,
+        long_term_memory: LongTermMemory | None = None,
     ) -> None:
         for label, value in (
             ("max_steps", max_steps),
@@ -160,7 +177,9 @@ class Agent:
         self.model = model
         self.name = name
         self.instructions = instructions
-        self.toolset = Toolset(tools)
+        self.patterns = Patterns(planning, reflection, memory, long_term_memory)
+        memory_tools = long_term_memory.tools() if long_term_memory is not None else ()
+        self.toolset = Toolset([*tools, *memory_tools])
         self.max_steps = max_steps
         self.max_tokens = max_tokens
         self.budget_usd = budget_usd
@@ -391,18 +410,25 @@ class Agent:
         return stopped
 
     async def _call_model(
-        self, run: _Run, ctx: otel_context.Context, params: Params
+        self,
+        run: _Run,
+        ctx: otel_context.Context,
+        params: Params,
+        *,
+        messages: Iterable[Message] | None = None,
+        purpose: str | None = None,
+        model: str | None = None,
     ) -> Exchange | RunStopped:
-        request = ChatRequest(self.model, tuple(run.messages), params, metadata=self.metadata)
+        """One model call as an exchange of the run (``messages``/``purpose``/``model``: a pattern's call)."""
+        sent = tuple(run.messages if messages is None else messages)
+        request = ChatRequest(model or self.model, sent, params, metadata=self.metadata)
+        attributes: dict[str, Any] = {AGENT_RUN_ID: run.id, AGENT_STEP: run.step}
+        if purpose is not None:
+            attributes[AGENT_PURPOSE] = purpose
         token = otel_context.attach(ctx)
         try:
             async with asyncio.timeout(run.remaining()) as limit:
-                return await self._stack.chat(
-                    request,
-                    tenant=run.tenant,
-                    key_id=run.key_id,
-                    attributes={AGENT_RUN_ID: run.id, AGENT_STEP: run.step},
-                )
+                return await self._stack.chat(request, tenant=run.tenant, key_id=run.key_id, attributes=attributes)
         except TimeoutError:
             if limit.expired():
                 return self._stop(run, "timeout", f"the run took longer than {self.timeout_s:g} s")
@@ -428,11 +454,21 @@ class Agent:
             denied = frozenset(() if decided.approved else decided.call_ids)
             async for event in self._execute(run, waiting, ctx, denied, decided.reason):
                 yield event
+        elif self.patterns.active:  # planning and long-term recall, before the first step
+            async for event in self.patterns.start(self, run, ctx):
+                yield event
+            if run.stopped is not None:
+                return
         while True:
             limit = self._limit(run)
             if limit is not None:
                 yield self._stop(run, *limit)
                 return
+            if self.patterns.memory is not None:  # short-term memory: summarise when over budget
+                async for event in self.patterns.before_call(self, run, ctx):
+                    yield event
+                if run.stopped is not None:
+                    return
             run.step += 1
             started = time.perf_counter()
             ex = await self._call_model(run, ctx, params)
@@ -494,6 +530,14 @@ class Agent:
             run.invalid_replies = 0
             if answer is not None:
                 run.messages.append(Message("assistant", text))
+                if self.patterns.reflection is not None:  # a critique may send the agent back
+                    async for event in self.patterns.review(self, run, ctx, answer):
+                        yield event
+                    if run.stopped is not None:
+                        return
+                    if run.patterns.sent_back:
+                        run.patterns.sent_back = False
+                        continue
                 yield self._final(run, answer)
                 yield self._stop(run, "final_answer", "")
                 return
@@ -508,8 +552,16 @@ class Agent:
                 names = ", ".join(sorted({c.name for c in calls if c.id in pending}))
                 yield self._stop(run, "waiting", f"{len(pending)} call(s) of {names} wait for approval")
                 return
+            results: list[ToolResult] = []
             async for event in self._execute(run, calls, ctx):
+                if isinstance(event, ToolResult):
+                    results.append(event)
                 yield event
+            if self.patterns.planning is not None:  # a failed step asks for a re-plan
+                async for event in self.patterns.after_tools(self, run, ctx, results):
+                    yield event
+                if run.stopped is not None:
+                    return
 
     async def _execute(
         self,

@@ -48,7 +48,13 @@ _CONTENT: Mapping[str, tuple[str, ...]] = {
     "run_stopped": (),
     "approval_requested": (),
     "approval_decided": ("reason",),
+    "plan": ("reason", "error"),
+    "reflection": ("feedback", "error"),
+    "memory_summary": ("summary", "error"),
+    "memory_recall": ("query", "error"),
 }
+#: Lists of texts or of objects with texts, by event type: each text passes through the policy too.
+_CONTENT_LISTS: Mapping[str, tuple[str, ...]] = {"plan": ("steps",), "memory_recall": ("facts",)}
 
 
 def content_policy(content: bool, redact: Redact | None) -> Redact:
@@ -64,12 +70,22 @@ def stored_step(event: Mapping[str, Any], text: Redact) -> dict[str, Any]:
     for name in _CONTENT.get(str(out.get("type")), ()):
         if isinstance(out.get(name), str):
             out[name] = text(out[name])
+    for name in _CONTENT_LISTS.get(str(out.get("type")), ()):
+        out[name] = [_texts(item, text) for item in out.get(name) or ()]
     for name in ("tool_calls", "calls"):
         if name in out:
             out[name] = [{**c, "arguments": text(str(c.get("arguments", "")))} for c in out[name]]
     if "citations" in out:
         out["citations"] = [_citation(c, text) for c in out["citations"]]
     return out
+
+
+def _texts(item: Any, text: Redact) -> Any:
+    if isinstance(item, str):
+        return text(item)
+    if isinstance(item, Mapping):
+        return {k: (text(v) if k == "description" and isinstance(v, str) else v) for k, v in item.items()}
+    return item
 
 
 def _citation(citation: Mapping[str, Any], text: Redact) -> dict[str, Any]:
