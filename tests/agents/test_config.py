@@ -52,3 +52,41 @@ async def test_an_agent_is_built_from_its_table(tmp_path: Path) -> None:
             make_agent(stack, "other")
     finally:
         await stack.aclose()
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "words"),
+    [
+        ({"planning": {"max_replans": -1}}, "agents.a.planning.max_replans", "greater than or equal to 0"),
+        ({"reflection": {"rounds": 2}}, "agents.a.reflection.rounds", "unknown"),
+        ({"memory": True}, "agents.a.memory", "max_context_tokens"),
+        ({"memory": {"keep_last": 3}}, "agents.a.memory.max_context_tokens", "required"),
+        ({"reflection": {"model": "critic-nope"}}, "agents.a.reflection.model", "'critic-nope' is not a configured"),
+        ({"long_term_memory": {"collection": "a b"}}, "agents.a.long_term_memory.collection", "pattern"),
+    ],
+)
+def test_bad_pattern_tables_name_the_key(table: dict[str, Any], key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        agent_specs({"a": table}, known_models=frozenset({"m"}))
+    assert caught.value.key == key and words in str(caught.value) + (caught.value.hint or "")
+
+
+async def test_an_agent_gets_the_patterns_its_table_turns_on(tmp_path: Path) -> None:
+    stack, _, _ = make_stack(tmp_path, agents={
+        "planner": {"planning": True, "reflection": {"max_rounds": 1, "model": "t"},
+                    "memory": {"max_context_tokens": 3000, "keep_last": 4},
+                    "long_term_memory": {"collection": "notes", "recall_k": 2, "tools": False}},
+        "plain": {"planning": False},
+    })  # fmt: skip
+    try:
+        agent = make_agent(stack, "planner")
+        patterns = agent.patterns
+        assert patterns.planning is not None and patterns.planning.max_replans == 2
+        assert patterns.reflection is not None and patterns.reflection.max_rounds == 1 and patterns.reflection.model == "t"
+        assert patterns.memory is not None and patterns.memory.max_context_tokens == 3000 and patterns.memory.keep_last == 4
+        long_term = patterns.long_term
+        assert long_term is not None and long_term.collection_for("acme") == "notes--acme" and long_term.recall_k == 2
+        assert [t.name for t in agent.toolset] == []  # tools = false: recall before runs only
+        assert not make_agent(stack, "plain").patterns.active
+    finally:
+        await stack.aclose()

@@ -213,6 +213,10 @@ async def test_pattern_events_round_trip_and_are_stored_under_the_content_policy
     result = await Agent(model="m", stack=stack, planning=Planning(), reflection=Reflection()).run("What is the capital of France?")
     for event in result.events:
         assert event_from_dict(event_to_dict(event)) == event
+    from aiestack.cli.agents import describe
+
+    lines = [describe(e) for e in result.events if e.type in ("plan", "reflection")]
+    assert lines == ["  step 1 plan: 1. Answer", "  step 3 critique 1: accepted"]
     _, steps = run_record(result, agent="a", model="m", tenant="t", created_at=0, updated_at=0, content=False)
     stored = next(s for s in steps if s["type"] == "plan")
     assert stored["steps"][0]["description"].startswith("[not stored")

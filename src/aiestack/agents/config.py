@@ -11,6 +11,9 @@ max_steps = 8
 max_tokens = 20000
 budget_usd = 0.05
 timeout_s = 60
+planning = true                   # the patterns, each optional (see aiestack.agents.pattern_specs)
+[agents.helper.memory]
+max_context_tokens = 6000
 ```
 
 :func:`agent_specs` validates every table when the stack is built (a :class:`ConfigError` names
@@ -23,9 +26,10 @@ import copy
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from aiestack.agents.loop import Agent
+from aiestack.agents.pattern_specs import PatternSpecs, build_patterns
 from aiestack.agents.tools import AgentTool
 from aiestack.errors import ConfigError
 from aiestack.settings import config_error
@@ -37,8 +41,8 @@ if TYPE_CHECKING:
 BUILTIN_TOOLS = ("calculator", "fetch_url", "python", "search")
 
 
-class AgentSpec(BaseModel):
-    """One ``[agents.NAME]`` table."""
+class AgentSpec(PatternSpecs):
+    """One ``[agents.NAME]`` table (with the optional pattern tables of :class:`PatternSpecs`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -83,11 +87,13 @@ def agent_specs(tables: Mapping[str, Any], *, known_models: frozenset[str] | Non
                 f"{prefix}.approval", f"{', '.join(extra)} is not one of the agent's tools",
                 f"name tools from {prefix}.tools ({', '.join(spec.tools) or 'none'})",
             )  # fmt: skip
-        if known_models is not None and spec.model is not None and spec.model not in known_models:
-            raise ConfigError(
-                f"{prefix}.model", f"{spec.model!r} is not a configured model or route",
-                f"use one of {', '.join(sorted(known_models))}",
-            )  # fmt: skip
+        named = [("model", spec.model)] if spec.model is not None else []
+        for key, model in [*named, *spec.models()]:  # the agent's, and the patterns' own models
+            if known_models is not None and model not in known_models:
+                raise ConfigError(
+                    f"{prefix}.{key}", f"{model!r} is not a configured model or route",
+                    f"use one of {', '.join(sorted(known_models))}",
+                )  # fmt: skip
         specs[name] = spec
     return specs
 
@@ -100,6 +106,7 @@ def make_agent(stack: Stack, name: str) -> Agent:
         known = ", ".join(sorted(specs)) or "none: add an [agents.NAME] table to aiestack.toml"
         raise KeyError(f"no agent {name!r} (agents: {known})")
     tools = [_builtin(stack, spec, tool) for tool in spec.tools]
+    planning, reflection, memory, long_term = build_patterns(spec, stack.resources)
     return Agent(
         model=spec.model or stack.settings.default_model,
         stack=stack,
@@ -111,6 +118,10 @@ def make_agent(stack: Stack, name: str) -> Agent:
         budget_usd=spec.budget_usd,
         timeout_s=spec.timeout_s,
         protocol=spec.protocol,
+        planning=planning,
+        reflection=reflection,
+        memory=memory,
+        long_term_memory=long_term,
     )
 
 

@@ -52,6 +52,8 @@ def describe(event: AgentEvent | dict[str, Any]) -> str:
     if kind == "approval_decided":
         verdict = "approved" if e["approved"] else f"denied ({e.get('reason') or 'no reason'})"
         return f"  {verdict}: {', '.join(e['call_ids'])}"
+    if kind in ("plan", "reflection", "memory_summary", "memory_recall"):
+        return _pattern_line(e)
     if kind == "final_answer":
         return f"answer: {e['text']}"
     if kind == "run_stopped":
@@ -188,3 +190,19 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Deny the calls a waiting run asked for (the model sees the reason), and go on with it."""
         decide(run_id, False, reason)
+
+
+def _pattern_line(e: dict[str, Any]) -> str:
+    """One line for a planning, reflection or memory event."""
+    kind, err = e["type"], f" · error: {_short(e['error'], 80)}" if e.get("error") else ""
+    if kind == "plan":
+        what = "re-plan" if e["revision"] else "plan"
+        steps = "; ".join(f"{i}. {_short(s['description'], 50)}" for i, s in enumerate(e.get("steps") or [], 1))
+        return f"  step {e['step']} {what}: {steps or '(invalid)'}{err}"
+    if kind == "reflection":
+        verdict = "accepted" if e["accepted"] else f"sent back: {_short(e.get('feedback') or '', 100)}"
+        return f"  step {e['step']} critique {e['round']}: {verdict}{err}"
+    if kind == "memory_summary":
+        return f"  step {e['step']} summarised {e['messages']} messages ({e['tokens_before']} → {e['tokens_after']} tok){err}"
+    facts = e.get("facts") or []
+    return f"  recalled {len(facts)} fact(s)" + (": " + "; ".join(_short(f, 60) for f in facts) if facts else "") + err
