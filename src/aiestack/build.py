@@ -276,7 +276,25 @@ def build_resources(settings: Settings, store: ExchangeStore, extra: StoreFactor
         documents=lambda: build_documents(settings, extra),
         context_cache=lambda: build_context_cache(settings, extra),
         batch_embeddings=(lambda: build_batch_embeddings(settings, store)) if settings.compute.ray_address else None,
+        versions=lambda name: open_embedding_version(settings, store, name),
     )
+
+
+def open_embedding_version(settings: Settings, store: object, name: str) -> EmbeddingModel | None:
+    """The registered embedding model version ``name`` (a finetuned model in the data directory), run like
+    the ``[embeddings]`` model (batch size, threads, cache); None if ``name`` is not a registered version."""
+    from aiestack.models.embedding_versions import EmbeddingVersions
+
+    registry = EmbeddingVersions.in_data_dir(settings.data_dir)
+    if registry.get(name) is None:
+        return None
+    cfg = settings.embeddings
+    model = registry.open(name, batch_size=cfg.batch_size, threads=cfg.threads)
+    if cfg.cache and isinstance(store, EmbeddingCacheStore):
+        from aiestack.models.embedding_cache import CachedEmbeddings
+
+        return CachedEmbeddings(model, store)
+    return model
 
 
 def build_context(
@@ -401,8 +419,9 @@ def route_fingerprint(prompts: PromptRegistry | None, resources: Resources) -> C
             except AiestackError:
                 parts.append(f"{ref}=?")
         if plan.collection:
-            info = resources.documents.get_collection(plan.collection)
-            parts.append(f"{plan.collection}={info.version if info is not None else 0}")
+            target = resources.documents.resolve(plan.collection)  # a switch of version is a new fingerprint
+            info = resources.documents.get_collection(target)
+            parts.append(f"{plan.collection}={target}:{info.version if info is not None else 0}")
         return ",".join(parts)
 
     return fingerprint

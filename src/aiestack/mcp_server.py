@@ -48,7 +48,7 @@ def build_mcp_server(stack: Stack, settings: Settings) -> MCPServer:
     )
 
     def collection_or_error(name: str) -> Any:
-        info = stack.documents.get_collection(name)
+        info = stack.documents.get_collection(stack.documents.resolve(name))
         if info is None:
             known = ", ".join(c.name for c in stack.documents.list_collections()) or "none yet"
             raise ToolError(f"the collection {name!r} does not exist (collections: {known})")
@@ -79,7 +79,9 @@ def build_mcp_server(stack: Stack, settings: Settings) -> MCPServer:
         if not 1 <= k <= 50:
             raise ToolError(f"k must be between 1 and 50 (got {k})")
         collection_or_error(collection)
-        retriever = Retriever(stack.documents, stack.embeddings if mode != "bm25" else None)
+        retriever = Retriever(
+            stack.documents, stack.embeddings if mode != "bm25" else None, models=stack.resources.embeddings_for
+        )
         try:
             found = await retriever.search(collection, query, SearchOptions(mode=mode, k=k))
         except AiestackError as exc:

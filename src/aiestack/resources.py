@@ -39,7 +39,9 @@ class Resources:
     """The embedding models, the document store and the context cache, each opened on first use.
 
     ``batch_embeddings`` is the embedding model for batch work (ingestion on a ``[compute]``
-    runner); without a factory for it, it is :attr:`embeddings` itself.
+    runner); without a factory for it, it is :attr:`embeddings` itself. ``versions`` opens a
+    registered embedding model version by its name (None for a name that is not one): the model a
+    collection re-indexed with a finetuned version records (:meth:`embeddings_for`).
     """
 
     def __init__(
@@ -49,11 +51,14 @@ class Resources:
         documents: Callable[[], DocumentStore],
         context_cache: Callable[[], ContextCache] | None = None,
         batch_embeddings: Callable[[], EmbeddingModel] | None = None,
+        versions: Callable[[str], EmbeddingModel | None] | None = None,
     ) -> None:
         self._embeddings = _Lazy(embeddings)
         self._documents = _Lazy(documents)
         self._context_cache = _Lazy(context_cache) if context_cache is not None else None
         self._batch_embeddings = _Lazy(batch_embeddings) if batch_embeddings is not None else None
+        self._versions = versions
+        self._opened: dict[str, EmbeddingModel] = {}
 
     def use(self, *, embeddings: EmbeddingModel | None = None, documents: DocumentStore | None = None) -> None:
         """Use these ready-made parts instead of building them (tests; a model loaded another way)."""
@@ -70,6 +75,28 @@ class Resources:
     def get_embeddings(self) -> EmbeddingModel:
         """:attr:`embeddings` as a callable, for the wings that take a lazy ``Callable[[], EmbeddingModel]``."""
         return self._embeddings.get()
+
+    def embeddings_for(self, model: str) -> EmbeddingModel:
+        """The embedding model for a collection that records ``model`` as its ``embedding_model``.
+
+        A registered embedding model version (a finetuned model, :mod:`aiestack.models.embedding_versions`)
+        is opened on first use and kept; any other name gets the configured model (:attr:`embeddings`),
+        as before versions existed. Queries and new documents of a collection must be embedded by
+        the model that embedded its chunks, so the context wing asks here per collection.
+        """
+        version = self.embedding_version(model)
+        return self.embeddings if version is None else version
+
+    def embedding_version(self, model: str) -> EmbeddingModel | None:
+        """The registered embedding model version named ``model``, opened on first use and kept; None
+        when ``model`` is not one."""
+        opened = self._opened.get(model)
+        if opened is not None:
+            return opened
+        version = self._versions(model) if self._versions is not None and model else None
+        if version is not None:
+            self._opened[model] = version
+        return version
 
     @property
     def embeddings_built(self) -> bool:
@@ -106,6 +133,9 @@ class Resources:
             if model is not None and model.value is not None:
                 value, model.value = model.value, None
                 await value.aclose()
+        opened, self._opened = self._opened, {}
+        for version in opened.values():
+            await version.aclose()
         documents, self._documents.value = self._documents.value, None
         if documents is not None:
             documents.close()

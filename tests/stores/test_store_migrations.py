@@ -80,6 +80,7 @@ def _check_migrated_schema(store: SqlExchangeStore) -> None:
             # 0011: flywheel runs
             "flywheel_runs",
             "flywheel_steps",
+            "collection_pointers",  # 0012: a collection's current version
         }
         columns = {t: [c["name"] for c in inspector.get_columns(t)] for t in EXPECTED_INDEXES}
         indexes = {
@@ -232,8 +233,8 @@ def test_the_migrations_ship_with_the_package_and_form_one_line() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
     scripts = ScriptDirectory.from_config(alembic_config())
-    assert scripts.get_heads() == ["0011"]
-    assert [s.revision for s in scripts.walk_revisions()] == ["0011", "0010", "0009", "0008", "0007", "0006", "0005", "0004", "0003", "0002", "0001"]
+    assert scripts.get_heads() == ["0012"]
+    assert [s.revision for s in scripts.walk_revisions()] == ["0012", "0011", "0010", "0009", "0008", "0007", "0006", "0005", "0004", "0003", "0002", "0001"]
 
 
 @pytest.mark.unit

@@ -40,7 +40,7 @@ def search_tool(
     )
 
     async def search(query: str, context: ToolContext) -> ToolOutcome:
-        info = resources.documents.get_collection(collection)
+        info = resources.documents.get_collection(resources.documents.resolve(collection))
         if info is None:
             return ToolOutcome(
                 f"Error: the collection {collection!r} does not exist", error=f"no collection {collection!r}"
@@ -49,7 +49,8 @@ def search_tool(
             msg = f"the collection {collection!r} belongs to another tenant"
             return ToolOutcome(f"Error: {msg}", error=msg)
         embeddings = resources.embeddings if opts.mode != "bm25" or opts.mmr_lambda is not None else None
-        found = await Retriever(resources.documents, embeddings).search(collection, query, opts)
+        retriever = Retriever(resources.documents, embeddings, models=resources.embeddings_for)
+        found = await retriever.search(collection, query, opts)
         if not found.hits:
             return ToolOutcome(f"No results for {query!r} in {collection}.")
         numbers = context.cite(found.hits)

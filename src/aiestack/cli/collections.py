@@ -1,4 +1,9 @@
-"""``aiestack collections copy``: move a collection between document stores without re-embedding.
+"""``aiestack collections copy|versions|switch``: copy a collection between stores; its versions.
+
+``versions`` lists a collection's versions (the same chunks embedded by other models, written by
+``aiestack finetune embeddings``) and ``switch`` makes one current (:mod:`aiestack.context.versions`).
+
+``copy`` moves a collection between document stores without re-embedding.
 
 Typical use: outgrowing one machine, copy the embedded store's collections to PostgreSQL::
 
@@ -9,6 +14,10 @@ a verification of the counts and a checksum of both sides; it exits 1 when they 
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -69,3 +78,63 @@ def register(app: typer.Typer) -> None:
                 "held other documents in the same collection."
             )
             raise typer.Exit(1)
+
+    _register_versions(collections)
+
+
+def _register_versions(collections: typer.Typer) -> None:
+    @collections.command("versions")
+    def versions(
+        name: str = typer.Argument(..., help="The collection (or any version of it)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the versions as JSON."),
+    ) -> None:
+        """The versions of a collection (re-indexed with other embedding models) and which one is current."""
+        import json
+
+        from rich.table import Table
+
+        from aiestack.context.versions import collection_versions
+
+        with _documents() as store:
+            found = collection_versions(store, name)
+        if as_json:
+            typer.echo(json.dumps([_version_json(v) for v in found], indent=2))
+            return
+        table = Table(title=f"versions of {found[0].name}")
+        for column in ("", "version", "collection", "embedding model", "documents", "chunks", "dataset"):
+            table.add_column(column)
+        for v in found:
+            table.add_row("*" if v.current else "", str(v.version), v.collection, v.embedding_model, str(v.documents),
+                          str(v.chunks), str(v.lineage.get("dataset", "")))
+        Console(highlight=False).print(table)
+
+    @collections.command("switch")
+    def switch(
+        name: str = typer.Argument(..., help="The collection."),
+        version: int = typer.Argument(..., min=1, help="The version to make current (1: the original)."),
+    ) -> None:
+        """Make a version current: searches, RAG routes and ingestion naming the collection use it from their next call."""
+        from aiestack.context.versions import switch_collection
+
+        with _documents() as store:
+            chosen = switch_collection(store, name, version)
+        typer.echo(f"{chosen.name} → version {chosen.version} ({chosen.collection}, embedded by {chosen.embedding_model})")
+
+
+def _version_json(v: Any) -> dict[str, Any]:
+    return {"name": v.name, "version": v.version, "collection": v.collection, "embedding_model": v.embedding_model,
+            "dim": v.dim, "documents": v.documents, "chunks": v.chunks, "created_at": v.created_at,
+            "current": v.current, "lineage": dict(v.lineage)}
+
+
+@contextmanager
+def _documents() -> Iterator[Any]:
+    """The configured document store, migrated; closed afterwards."""
+    from aiestack.build import build_documents
+    from aiestack.settings import load_settings
+
+    store = build_documents(load_settings())
+    try:
+        yield store
+    finally:
+        store.close()

@@ -280,8 +280,9 @@ def _fingerprint(stack: Any) -> Any:
                 except AiestackError:
                     parts.append(f"{ref}=?")
         if config.collection:
-            info = stack.documents.get_collection(config.collection)
-            parts.append(f"{config.collection}={info.version if info is not None else 0}")
+            target = stack.documents.resolve(config.collection)  # its current version
+            info = stack.documents.get_collection(target)
+            parts.append(f"{config.collection}={target}:{info.version if info is not None else 0}")
         return "\n".join(parts)
 
     def fingerprint(name: str) -> str:

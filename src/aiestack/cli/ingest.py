@@ -143,8 +143,10 @@ async def _run(
             )
 
         with bar:
+            batch = stack.batch_embeddings
             return await ingest(
-                paths, collection, stack.documents, stack.batch_embeddings, options=options, progress=show
+                paths, collection, stack.documents, batch, options=options, progress=show,
+                models=lambda model: stack.resources.embedding_version(model) or batch,  # a re-indexed version's own model
             )
 
 

@@ -55,7 +55,9 @@ def register(app: typer.Typer) -> None:
             async with open_stack(load_settings()) as stack:
                 store = stack.documents
                 _collection_or_fail(store, collection)
-                retriever = Retriever(store, stack.embeddings if mode != "bm25" else None)
+                retriever = Retriever(
+                    store, stack.embeddings if mode != "bm25" else None, models=stack.resources.embeddings_for
+                )
                 return await retriever.search(collection, query, options)
 
         import asyncio
@@ -154,7 +156,7 @@ def register(app: typer.Typer) -> None:
 def _collection_or_fail(store: Any, name: str) -> Any:
     from aiestack.errors import NotFound
 
-    info = store.get_collection(name)
+    info = store.get_collection(store.resolve(name))
     if info is None:
         known = ", ".join(c.name for c in store.list_collections()) or "none yet"
         raise NotFound(

@@ -198,9 +198,13 @@ async def ingest(
     *,
     options: IngestOptions | None = None,
     progress: ProgressCallback | None = None,
+    models: Callable[[str], EmbeddingModel] | None = None,
 ) -> IngestReport:
     """Load, chunk, embed and store what ``paths`` name (files, directories, globs, URLs) into ``collection``.
 
+    ``collection`` is resolved through the store's pointers (documents go into its current
+    version); with ``models`` (:meth:`aiestack.resources.Resources.embeddings_for`), an existing
+    collection is embedded by the model it records, not ``embeddings``.
     The collection is created (for ``options.tenant`` and the embedding model) if missing. Raises
     :class:`InvalidRequest` when nothing matches, :class:`PermissionDenied` when the collection
     belongs to another tenant; a file that fails to load is reported in the result instead.
@@ -213,6 +217,11 @@ async def ingest(
             f"Nothing matched {', '.join(repr(p) for p in paths) or 'the (empty) list of paths'}.",
             hint="Give existing files, directories or globs (quote globs so the shell leaves them to aiestack).",
         )
+    collection = await asyncio.to_thread(store.resolve, collection)
+    if models is not None:
+        info = await asyncio.to_thread(store.get_collection, collection)
+        if info is not None:
+            embeddings = models(info.embedding_model)
     dim = embeddings.dim or len((await embeddings.embed(["dimension probe"]))[0])
     await asyncio.to_thread(_ensure_collection, store, collection, embeddings.name, dim, opts.tenant)
     existing = await asyncio.to_thread(store.documents, collection)

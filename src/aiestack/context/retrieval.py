@@ -2,6 +2,9 @@
 
 One :class:`Retriever` per store and embedding model; each :meth:`Retriever.search` call runs:
 
+0. the collection name resolved through the store's pointers (a collection's current version,
+   :mod:`aiestack.context.versions`), and — when the retriever has ``models`` — the embedding model
+   that collection was indexed with (a re-indexed version records its finetuned model);
 1. an optional query rewrite (:mod:`aiestack.context.rewrite`);
 2. BM25 (``store.term_search``) and/or nearest neighbours of the query embedding
    (``store.vector_search``), each ``candidates`` deep; in hybrid mode the query is embedded on the
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -84,7 +87,9 @@ class Retriever:
     """Term, vector and hybrid search with optional rewrite, rerank and MMR.
 
     ``embeddings`` may be ``None`` for BM25-only use; vector and hybrid modes then fail with a
-    clear error.
+    clear error. ``models`` maps a collection's ``embedding_model`` to the model that embeds its
+    queries (:meth:`aiestack.resources.Resources.embeddings_for`); without it every collection is
+    searched with ``embeddings``.
     """
 
     def __init__(
@@ -95,20 +100,30 @@ class Retriever:
         reranker: Reranker | None = None,
         rewriter: QueryRewriter | None = None,
         extra: Sequence[PluginRetriever] = (),
+        models: Callable[[str], EmbeddingModel] | None = None,
     ) -> None:
         self.store = store
         self.embeddings = embeddings
+        self.models = models
         self.reranker = reranker
         self.rewriter = rewriter
         self.extra = tuple(extra)  # plugin retrievers: each list is fused with the term and vector lists
 
-    async def embed_query(self, query: str) -> list[float]:
-        if self.embeddings is None:
+    def model_for(self, collection: str) -> EmbeddingModel | None:
+        """The model that embeds queries for ``collection`` (a resolved name): its own with ``models``."""
+        if self.embeddings is None or self.models is None:
+            return self.embeddings
+        info = self.store.get_collection(collection)
+        return self.embeddings if info is None else self.models(info.embedding_model)
+
+    async def embed_query(self, query: str, model: EmbeddingModel | None = None) -> list[float]:
+        model = model or self.embeddings
+        if model is None:
             raise InvalidRequest(
                 "Vector and hybrid search need an embedding model, and none is configured.",
                 hint="Use mode 'bm25', or configure [embeddings] in aiestack.toml.",
             )
-        (vector,) = await self.embeddings.embed([query])
+        (vector,) = await model.embed([query])
         return vector
 
     async def search(
@@ -123,6 +138,9 @@ class Retriever:
         opts = options or SearchOptions()
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        collection = self.store.resolve(collection)
+        needs_model = opts.mode in ("vector", "hybrid") or opts.mmr_lambda is not None
+        model = self.model_for(collection) if needs_model else None
         if self.rewriter is not None:
             query = await self.rewriter.rewrite(query, history)
             timings["rewrite_ms"] = _ms(t0)
@@ -133,7 +151,7 @@ class Retriever:
         query_vector: list[float] | None = None
         lists: list[list[Hit]] = []
         embedding = (
-            asyncio.ensure_future(self.embed_query(query)) if opts.mode in ("vector", "hybrid") else None
+            asyncio.ensure_future(self.embed_query(query, model)) if opts.mode in ("vector", "hybrid") else None
         )
         try:
             if opts.mode in ("bm25", "hybrid"):
@@ -156,7 +174,7 @@ class Retriever:
             timings["rerank_ms"] = _ms(t2)
         if opts.mmr_lambda is not None and len(hits) > 1:
             t3 = time.perf_counter()
-            hits = await self._diversify(query, query_vector, hits[: max(opts.rerank_depth, opts.k)], opts)
+            hits = await self._diversify(query, query_vector, hits[: max(opts.rerank_depth, opts.k)], opts, model)
             timings["mmr_ms"] = _ms(t3)
         if opts.min_score is not None:
             hits = [h for h in hits if h.score >= opts.min_score]
@@ -173,14 +191,14 @@ class Retriever:
         return rrf(lists, k=opts.rrf_k, weights=weights)
 
     async def _diversify(
-        self, query: str, query_vector: list[float] | None, hits: list[Hit], opts: SearchOptions
+        self, query: str, query_vector: list[float] | None, hits: list[Hit], opts: SearchOptions, model: EmbeddingModel | None
     ) -> list[Hit]:
         assert opts.mmr_lambda is not None
-        if self.embeddings is None:
+        if model is None:
             return mmr(hits, k=opts.k, lambda_=opts.mmr_lambda)
         if query_vector is None:
-            query_vector = await self.embed_query(query)
-        vectors = await self.embeddings.embed([h.chunk.text for h in hits])
+            query_vector = await self.embed_query(query, model)
+        vectors = await model.embed([h.chunk.text for h in hits])
         return mmr(hits, k=opts.k, lambda_=opts.mmr_lambda, query_vector=query_vector, vectors=vectors)
 
 

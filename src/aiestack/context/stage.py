@@ -85,8 +85,10 @@ class Context:
         return None
 
     def collection(self, ex: Exchange, name: str) -> CollectionInfo:
-        """The collection ``name`` if ``ex``'s tenant may read it; else a clear error."""
-        info = self._resources.documents.get_collection(name)
+        """The collection ``name`` (through its pointer: its current version) if ``ex``'s tenant may read it;
+        else a clear error."""
+        documents = self._resources.documents
+        info = documents.get_collection(documents.resolve(name))
         if info is None:
             raise NotFound(
                 f"The collection '{name}' does not exist.",
@@ -114,6 +116,7 @@ class Context:
             reranker=plan.reranker,
             rewriter=plan.rewriter,
             extra=self._retrievers,
+            models=self._resources.embeddings_for,
         )
         history = ex.request.messages[:at]
         found = await retriever.search(plan.collection, question, plan.options, history=history)

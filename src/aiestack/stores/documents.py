@@ -13,6 +13,12 @@ retrieval, RAG) talks only to this protocol.
   writes batches: one commit and one index update per batch instead of per document).
 - ``CollectionInfo.version`` grows on every change to a collection, so caches of RAG answers can
   key on it and a re-ingest invalidates them.
+- A *pointer* makes one collection name stand for another (:meth:`DocumentStore.set_pointer`,
+  :meth:`DocumentStore.resolve`): a collection's "current version". Re-indexing ``docs`` with a
+  finetuned embedding model writes a new collection ``docs.v2`` and pointing ``docs`` at it switches
+  every reader (retrieval, RAG, ingestion) to it in one write; pointing ``docs`` back at itself
+  switches back. The stores keep the pointers; the context wing resolves names through them
+  (:mod:`aiestack.context.versions`), so the other methods take the collection's own name.
 - Filters use the portable grammar: ``{"field": "lang", "op": "eq", "value": "en"}`` and
   ``{"and" | "or": [f, ...]}``, ``{"not": f}``; ops: eq, ne, gt, gte, lt, lte, in, nin, contains.
   ``field`` names chunk metadata; ``source`` and ``document_id`` are always there.
@@ -144,5 +150,20 @@ class DocumentStore(Protocol):
         self, collection: str, vector: Sequence[float], *, k: int = 10, filter: Filter | None = None
     ) -> list[Hit]:
         """Nearest chunks by cosine similarity (the score), best first; ``Hit.retriever == "vector"``."""
+
+    def set_pointer(self, name: str, collection: str) -> None:
+        """Make ``name`` resolve to ``collection`` (:meth:`resolve`); ``collection == name`` removes the pointer.
+
+        ``collection`` must exist and must not itself point elsewhere (one hop, no chains); when
+        ``name`` is a collection too, both must belong to the same tenant. Raises
+        :class:`~aiestack.errors.NotFound` or :class:`~aiestack.errors.InvalidRequest` saying which.
+        Dropping a collection removes the pointers to it and from it.
+        """
+
+    def resolve(self, name: str) -> str:
+        """The collection ``name`` points at, else ``name`` itself (cheap: called on every search)."""
+
+    def pointers(self) -> dict[str, str]:
+        """Every pointer, name → collection."""
 
     def close(self) -> None: ...

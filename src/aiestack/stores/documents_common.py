@@ -65,6 +65,39 @@ def check_existing(info: CollectionInfo, tenant: str, embedding_model: str, dim:
     return info
 
 
+def check_pointer(
+    name: str, target: CollectionInfo | None, named: CollectionInfo | None, pointers: Mapping[str, str]
+) -> None:
+    """What :meth:`DocumentStore.set_pointer` checks on every backend (``pointers``: the current
+    ones): a valid name, an existing target, one hop only (the target points nowhere, no other name
+    points at ``name``), and one tenant for both when ``name`` is a collection too."""
+    check_collection_name(name)
+    if target is None:
+        raise NotFound(
+            "The collection to point at does not exist.",
+            hint="Create it first (a new version: `aiestack finetune embeddings` or `aiestack collections reindex`).",
+        )
+    if target.name == name:
+        return  # removing the pointer
+    onward = pointers.get(target.name)
+    if onward is not None:
+        raise InvalidRequest(
+            f"Collection {target.name!r} itself points at {onward!r}; pointers are one hop.",
+            hint=f"Point {name!r} at {onward!r} directly.",
+        )
+    pointing = sorted(k for k, v in pointers.items() if v == name)
+    if pointing:
+        raise InvalidRequest(
+            f"{', '.join(map(repr, pointing))} points at {name!r}; pointers are one hop.",
+            hint=f"Point {pointing[0]!r} at {target.name!r} instead.",
+        )
+    if named is not None and named.tenant != target.tenant:
+        raise InvalidRequest(
+            f"Collection {name!r} belongs to tenant {named.tenant!r} and {target.name!r} to {target.tenant!r}.",
+            hint="A name may only point at a collection of the same tenant.",
+        )
+
+
 def missing_collection(name: str) -> NotFound:
     return NotFound(
         f"Collection {name!r} does not exist.",

@@ -40,22 +40,25 @@ class CopyReport:
     problem: str = ""
 
 
-def collection_checksum(store: DocumentStore, collection: str, *, batch: int = BATCH) -> str:
+def collection_checksum(store: DocumentStore, collection: str, *, batch: int = BATCH, vectors: bool = True) -> str:
+    """The checksum of the module docstring; ``vectors=False`` leaves the vectors out (the same chunks
+    embedded by another model: a re-indexed version, :mod:`aiestack.context.versions`)."""
     digest = hashlib.sha256()
     sources = [d.source for d in store.documents(collection)]
     for start in range(0, len(sources), batch):
         for item in store.read_documents(collection, sources[start : start + batch]):
-            _update(digest, item)
+            _update(digest, item, with_vectors=vectors)
     return digest.hexdigest()
 
 
-def _update(digest: hashlib._Hash, item: DocumentItem) -> None:
+def _update(digest: hashlib._Hash, item: DocumentItem, *, with_vectors: bool = True) -> None:
     document, chunks, vectors = item
     head = [document.source, document.id, document.title, dict(document.metadata)]
     digest.update(orjson.dumps(head, option=orjson.OPT_SORT_KEYS))
     for chunk, vector in zip(chunks, vectors, strict=True):
         digest.update(orjson.dumps([chunk.id, chunk.position, chunk.text, dict(chunk.metadata)], option=orjson.OPT_SORT_KEYS))
-        digest.update(np.asarray(vector, dtype="<f4").tobytes())
+        if with_vectors:
+            digest.update(np.asarray(vector, dtype="<f4").tobytes())
 
 
 def copy_collection(

@@ -156,6 +156,15 @@ class EmbeddedDocumentStore:
         if indexes is not None:
             indexes.terms.close()
 
+    def set_pointer(self, name: str, collection: str) -> None:
+        self._records.set_pointer(name, collection)
+
+    def resolve(self, name: str) -> str:
+        return self._records.resolve(name)
+
+    def pointers(self) -> dict[str, str]:
+        return self._records.pointers()
+
     # ----------------------------------------------------------------------- documents
 
     def documents(self, collection: str, *, source: str | None = None) -> list[StoredDocument]:

@@ -26,6 +26,7 @@ from aiestack.stores.documents_common import (
     check_existing,
     check_k,
     check_new_collection,
+    check_pointer,
     check_put,
     check_query_vector,
     chunk_fields,
@@ -85,6 +86,7 @@ class MemoryDocumentStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._collections: dict[str, _Collection] = {}
+        self._pointers: dict[str, str] = {}
         self._next_key = 1
         self._analyzer = analysis.Analyzer()
 
@@ -139,7 +141,30 @@ class MemoryDocumentStore:
 
     def drop_collection(self, name: str) -> bool:
         with self._lock:
+            self._pointers = {k: v for k, v in self._pointers.items() if name not in (k, v)}
             return self._collections.pop(name, None) is not None
+
+    def set_pointer(self, name: str, collection: str) -> None:
+        with self._lock:
+            target, named = self._collections.get(collection), self._collections.get(name)
+            check_pointer(
+                name,
+                None if target is None else target.info,
+                None if named is None else named.info,
+                self._pointers,
+            )
+            if collection == name:
+                self._pointers.pop(name, None)
+            else:
+                self._pointers[name] = collection
+
+    def resolve(self, name: str) -> str:
+        with self._lock:
+            return self._pointers.get(name, name)
+
+    def pointers(self) -> dict[str, str]:
+        with self._lock:
+            return dict(sorted(self._pointers.items()))
 
     @staticmethod
     def _info(collection: _Collection) -> CollectionInfo:

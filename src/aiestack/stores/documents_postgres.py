@@ -187,6 +187,15 @@ class PostgresDocumentStore:
             connection.execute(sa.text(f"DROP INDEX IF EXISTS {_index_name(name)}"))
         return dropped
 
+    def set_pointer(self, name: str, collection: str) -> None:
+        self._records.set_pointer(name, collection)
+
+    def resolve(self, name: str) -> str:
+        return self._records.resolve(name)
+
+    def pointers(self) -> dict[str, str]:
+        return self._records.pointers()
+
     # ----------------------------------------------------------------------- documents
 
     def documents(self, collection: str, *, source: str | None = None) -> list[StoredDocument]:

@@ -24,6 +24,7 @@ from aiestack.stores.documents_common import (
     check_collection_name,
     check_existing,
     check_new_collection,
+    check_pointer,
     json_copy,
     missing_collection,
 )
@@ -34,6 +35,7 @@ from aiestack.stores.sql.copy import row as pg_row
 from aiestack.stores.sql.engine import store_errors
 from aiestack.stores.sql.migrate import upgrade
 from aiestack.stores.sql.tables import chunks as chunks_table
+from aiestack.stores.sql.tables import collection_pointers as pointers_table
 from aiestack.stores.sql.tables import collections as collections_table
 from aiestack.stores.sql.tables import documents as documents_table
 from aiestack.stores.sql.vectors import FLOAT32_LE
@@ -186,8 +188,37 @@ class SqlRecords:
         with store_errors(self.url, "write to"), self.engine.begin() as connection:
             if self.index is not None:
                 self.index.on_drop(connection, name)
+            connection.execute(
+                pointers_table.delete().where(sa.or_(pointers_table.c.name == name, pointers_table.c.collection == name))
+            )
             result = connection.execute(collections_table.delete().where(collections_table.c.name == name))
             return bool(result.rowcount)
+
+    # ----------------------------------------------------------------------- pointers
+
+    def set_pointer(self, name: str, collection: str) -> None:
+        with store_errors(self.url, "write to"), self.engine.begin() as connection:
+            if self.dialect == "postgresql":  # one pointer change at a time, so the one-hop checks hold
+                connection.execute(sa.text("LOCK TABLE collection_pointers IN SHARE ROW EXCLUSIVE MODE"))
+            pointers = self._pointers(connection)
+            check_pointer(name, self._info(connection, collection, counts=False), self._info(connection, name, counts=False), pointers)
+            connection.execute(pointers_table.delete().where(pointers_table.c.name == name))
+            if collection != name:
+                connection.execute(pointers_table.insert().values(name=name, collection=collection, updated_at=time.time()))
+
+    def resolve(self, name: str) -> str:
+        with store_errors(self.url, "read from"), self.engine.connect() as connection:
+            target = connection.scalar(sa.select(pointers_table.c.collection).where(pointers_table.c.name == name))
+        return name if target is None else str(target)
+
+    def pointers(self) -> dict[str, str]:
+        with store_errors(self.url, "read from"), self.engine.connect() as connection:
+            return self._pointers(connection)
+
+    @staticmethod
+    def _pointers(connection: sa.Connection) -> dict[str, str]:
+        rows = connection.execute(sa.select(pointers_table.c.name, pointers_table.c.collection).order_by(pointers_table.c.name))
+        return {str(name): str(target) for name, target in rows}
 
     def version(self, name: str) -> int | None:
         with store_errors(self.url, "read from"), self.engine.connect() as connection:

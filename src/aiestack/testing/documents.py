@@ -216,6 +216,52 @@ class DocumentStoreConformance:
             store.create_collection("docs", embedding_model=MODEL, dim=0)
         assert store.list_collections() == []
 
+    def test_a_pointer_makes_a_name_resolve_to_another_collection(self, store: DocumentStore) -> None:
+        fill(store)
+        store.create_collection("docs.v2", embedding_model="tuned", dim=DIM)
+        assert store.resolve("docs") == "docs" and store.pointers() == {}
+        store.set_pointer("docs", "docs.v2")
+        assert store.resolve("docs") == "docs.v2" and store.resolve("docs.v2") == "docs.v2"
+        assert store.pointers() == {"docs": "docs.v2"}
+        store.set_pointer("docs", "docs.v2")  # again: the same
+        assert store.pointers() == {"docs": "docs.v2"}
+        store.set_pointer("docs", "docs")  # back to itself: the pointer goes
+        assert store.resolve("docs") == "docs" and store.pointers() == {}
+        store.set_pointer("latest", "docs")  # a name that is no collection may point too
+        assert store.resolve("latest") == "docs"
+
+    def test_pointers_are_checked_one_hop_and_per_tenant(self, store: DocumentStore) -> None:
+        fill(store)
+        store.create_collection("docs.v2", embedding_model="tuned", dim=DIM)
+        store.create_collection("docs.v3", embedding_model="tuned", dim=DIM)
+        store.create_collection("theirs", tenant="globex", embedding_model=MODEL, dim=DIM)
+        with pytest.raises(NotFound, match="does not exist"):
+            store.set_pointer("docs", "missing")
+        with pytest.raises(InvalidRequest, match="tenant"):
+            store.set_pointer("docs", "theirs")
+        with pytest.raises(InvalidRequest, match="Invalid collection name"):
+            store.set_pointer("no such/name", "docs")
+        store.set_pointer("docs", "docs.v2")
+        with pytest.raises(InvalidRequest, match="one hop"):
+            store.set_pointer("alias", "docs")  # docs points on: no chains
+        with pytest.raises(InvalidRequest, match="one hop"):
+            store.set_pointer("docs.v2", "docs.v3")  # docs points at docs.v2
+        assert store.pointers() == {"docs": "docs.v2"}
+        store.set_pointer("docs", "docs.v3")  # a switch is one write
+        assert store.pointers() == {"docs": "docs.v3"}
+
+    def test_dropping_a_collection_drops_the_pointers_to_and_from_it(self, store: DocumentStore) -> None:
+        fill(store)
+        store.create_collection("docs.v2", embedding_model="tuned", dim=DIM)
+        store.set_pointer("docs", "docs.v2")
+        store.set_pointer("latest", "docs.v2")
+        assert store.drop_collection("docs.v2") is True
+        assert store.pointers() == {} and store.resolve("docs") == "docs"
+        store.create_collection("docs.v2", embedding_model="tuned", dim=DIM)
+        store.set_pointer("docs", "docs.v2")
+        assert store.drop_collection("docs") is True
+        assert store.pointers() == {}
+
     def test_drop_removes_everything(self, store: DocumentStore) -> None:
         fill(store)
         fill(store, "other")

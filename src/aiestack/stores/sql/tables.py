@@ -394,6 +394,16 @@ chunks = sa.Table(
     sqlite_autoincrement=True,
 )
 
+# Collection pointers (0012): a name standing for another collection, its "current version"
+# (DocumentStore.set_pointer). Dropping the collection pointed at drops the pointer.
+collection_pointers = sa.Table(
+    "collection_pointers",
+    metadata,
+    sa.Column("name", sa.String(), primary_key=True),
+    sa.Column("collection", sa.String(), sa.ForeignKey("collections.name", ondelete="CASCADE"), nullable=False),
+    sa.Column("updated_at", sa.Double(), nullable=False),
+)
+
 # Contextual retrieval (0004): the situating context a model wrote for a chunk, keyed by the model
 # and "document content hash:chunk text hash", so re-ingesting a document does not ask again.
 context_cache = sa.Table(
