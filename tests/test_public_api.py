@@ -27,6 +27,8 @@ EXPECTED = {
     "SamplingPlan",
     # the data flywheel: versioned datasets
     "DatasetRow", "DatasetStore", "DatasetVersion", "ExchangeSelection", "build_dataset",
+    # collection versions (re-indexed with another embedding model) and the switch between them
+    "CollectionVersion", "collection_versions", "reindex_collection", "switch_collection",
     # batch work in-process or on Ray (ingest embedding, eval scoring)
     "BatchRunner", "InProcessRunner", "RayRunner", "open_runner",
     # the red-team runner (aiestack redteam ROUTE)

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from aiestack.batch import BatchRunner, InProcessRunner, RayRunner, open_runner
     from aiestack.build import Stack, build_stack, open_stack
     from aiestack.context.ingest import IngestOptions, IngestReport, ingest
+    from aiestack.context.versions import CollectionVersion, collection_versions, reindex_collection, switch_collection
     from aiestack.context.retrieval import Retriever, SearchOptions
     from aiestack.datasets import DatasetRow, DatasetStore, DatasetVersion, ExchangeSelection, build_dataset
     from aiestack.models.base import ChatModel, EmbeddingModel, Health
@@ -125,6 +126,10 @@ _LAZY = {
     "DocumentStore": "aiestack.stores.documents",
     "open_store": "aiestack.stores.open",
     "ingest": "aiestack.context.ingest",
+    "CollectionVersion": "aiestack.context.versions",
+    "collection_versions": "aiestack.context.versions",
+    "reindex_collection": "aiestack.context.versions",
+    "switch_collection": "aiestack.context.versions",
     "IngestOptions": "aiestack.context.ingest",
     "IngestReport": "aiestack.context.ingest",
     "Retriever": "aiestack.context.retrieval",
@@ -255,6 +260,11 @@ __all__ = [
     "Verdict",
     "__version__",
     "build_dataset",
+    # collection versions: re-indexed with another embedding model, one switch
+    "CollectionVersion",
+    "collection_versions",
+    "reindex_collection",
+    "switch_collection",
     "build_probes",
     "build_stack",
     "collect",
