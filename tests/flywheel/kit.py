@@ -1,7 +1,8 @@
 """A model that follows its system prompt in a known way, and a stack on it, for the flywheel's tests.
 
 ``Obedient`` answers the user's words in upper case when its system prompt says ``UPPERCASE`` or
-shows at least two ``Input: x / Output: X`` demonstrations in upper case; otherwise it repeats them
+shows at least two ``Input: x / Output: X`` demonstrations in upper case (or earlier user/assistant
+turns that do: dynamic in-context learning); otherwise it repeats them
 as they are. So the right prompt is known: a rewrite asking for upper case, or an example set, wins.
 """
 
@@ -35,6 +36,8 @@ class Obedient(FakeModel):
         system = "\n".join(m.text for m in request.messages if m.role == "system")
         text = last_user_text(request.messages)
         demos = [(q, a) for q, a in _DEMO.findall(system) if a.strip() == q.strip().upper()]
+        turns = [m for m in request.messages if m.role in ("user", "assistant")][:-1]  # shown examples (DICL)
+        demos += [(u.text, a.text) for u, a in zip(turns[::2], turns[1::2], strict=False) if a.text == u.text.upper()]
         if "UPPERCASE" in system or len(demos) >= 2:
             text = text.upper()
         return Script(pieces=[text])

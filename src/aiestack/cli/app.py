@@ -41,9 +41,9 @@ def build_app(plugins: Iterable[object] = (), *, entry_points: bool = True) -> t
 
     for module in (init, serve, models, chat, logs, keys, usage, evals, ingest, search):
         module.register(app)
-    from aiestack.cli import datasets, feedback, finetune, prompts
+    from aiestack.cli import datasets, feedback, finetune, flywheel, prompts
 
-    for module in (feedback, prompts, datasets, finetune):
+    for module in (feedback, prompts, datasets, finetune, flywheel):
         module.register(app)
     from aiestack.cli import agents, bench, collections, mcp, redteam, routes
 

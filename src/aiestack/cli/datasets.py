@@ -305,25 +305,13 @@ def register(app: typer.Typer) -> None:
 
 
 def _steps(wanted: list[str], options: dict[str, Any], embed: Any) -> list[Any]:
-    from aiestack.datasets.contamination import ContaminationCheck, suite_items
-    from aiestack.datasets.curate import ExactDedup, NearDedup, PIIScrub, QualityFilter, SemanticDedup
+    from aiestack.datasets.curate import build_steps
 
-    built: list[Any] = []
-    for name in wanted:
-        if name == "exact":
-            built.append(ExactDedup())
-        elif name == "near":
-            built.append(NearDedup(options["near"]))
-        elif name == "semantic":
-            built.append(SemanticDedup(embed, options["semantic"]))
-        elif name == "quality":
-            built.append(QualityFilter(min_answer_words=options["min_answer_words"], max_chars=options["max_chars"], language=options["language"]))
-        elif name == "pii":
-            built.append(PIIScrub())
-        else:
-            items = [item for path in options["against"] for item in suite_items(path)]
-            built.append(ContaminationCheck(items, remove=not options["keep"]))
-    return built
+    return build_steps(
+        wanted, near=options["near"], semantic=options["semantic"], language=options["language"],
+        min_answer_words=options["min_answer_words"], max_chars=options["max_chars"], against=options["against"],
+        keep_contaminated=options["keep"], embed=embed,
+    )
 
 
 def _curate(store: Any, version: DatasetVersion, wanted: list[str], options: dict[str, Any], into: str | None,

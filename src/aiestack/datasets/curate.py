@@ -340,3 +340,39 @@ def curate(
         into or version.name, version.kind, result.rows, created_at=time.time(), source=source, parent=version.ref, message=message
     )
     return pushed, created, result
+
+
+def build_steps(
+    wanted: Sequence[str],
+    *,
+    near: float = 0.7,
+    semantic: float = 0.8,
+    language: str | None = None,
+    min_answer_words: int = 1,
+    max_chars: int = 32_000,
+    against: Sequence[Any] = (),
+    keep_contaminated: bool = False,
+    embed: Any = None,
+) -> list[CurationStep]:
+    """The curation steps named in ``wanted`` (exact, near, semantic, quality, pii, contamination), in order.
+    ``against`` are eval suite files for the contamination step; ``embed`` embeds texts for the semantic one."""
+    from aiestack.datasets.contamination import ContaminationCheck, suite_items
+
+    built: list[CurationStep] = []
+    for name in wanted:
+        if name == "exact":
+            built.append(ExactDedup())
+        elif name == "near":
+            built.append(NearDedup(near))
+        elif name == "semantic":
+            built.append(SemanticDedup(embed, semantic))
+        elif name == "quality":
+            built.append(QualityFilter(min_answer_words=min_answer_words, max_chars=max_chars, language=language))
+        elif name == "pii":
+            built.append(PIIScrub())
+        elif name == "contamination":
+            items = [item for path in against for item in suite_items(path)]
+            built.append(ContaminationCheck(items, remove=not keep_contaminated))
+        else:
+            raise ValueError(f"unknown curation step {name!r}")
+    return built

@@ -57,17 +57,16 @@ class SqlFlywheelMixin:
         row: dict[str, Any] = {name: getattr(step, name) for name in _STEP_FIELDS}
         row["inputs"], row["outputs"] = dict(step.inputs), dict(step.outputs)
         s = flywheel_steps.c
+        where = (s.run_id == step.run_id, s.name == step.name)
         with store_errors(self._url, "write a flywheel step to"), self._engine.begin() as connection:
+            # Write first (SQLite takes the write lock at the first write, so nothing read can go stale).
+            values = {k: v for k, v in row.items() if k != "position"}
+            if connection.execute(sa.update(flywheel_steps).where(*where).values(values)).rowcount:
+                return
             known = connection.execute(sa.select(flywheel_runs.c.run_id).where(flywheel_runs.c.run_id == step.run_id)).first()
             if known is None:
                 raise KeyError(f"there is no flywheel run {step.run_id!r}")
-            where = (s.run_id == step.run_id, s.name == step.name)
-            position = connection.execute(sa.select(s.position).where(*where)).scalar()
-            if position is None:
-                connection.execute(sa.insert(flywheel_steps), row)
-            else:
-                row["position"] = position
-                connection.execute(sa.update(flywheel_steps).where(*where).values(row))
+            connection.execute(sa.insert(flywheel_steps), row)
 
     def flywheel_steps(self, run_id: str) -> list[FlywheelStep]:
         s = flywheel_steps.c
