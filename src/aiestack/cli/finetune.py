@@ -34,8 +34,12 @@ def _gib(value: float) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    finetune = typer.Typer(help="Finetuning: plan a run's memory and compute (see docs/finetuning.md).", no_args_is_help=True)
+    from aiestack.cli import finetune_run
+
+    finetune = typer.Typer(help="Finetuning: plan a run, train LoRA adapters (SFT, DPO), export them to GGUF, merge them "
+                           "(see docs/finetuning.md).", no_args_is_help=True)
     app.add_typer(finetune, name="finetune")
+    finetune_run.register(finetune)
 
     @finetune.command("plan")
     def plan_(

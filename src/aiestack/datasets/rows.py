@@ -8,7 +8,9 @@
 
 :func:`normalise` accepts, besides those two, the common flat shapes: ``prompt``/``completion``,
 ``instruction``/``input``/``output`` (Alpaca), ``question``/``answer``, ``input``/``output``, and
-preference pairs whose ``prompt``, ``chosen`` and ``rejected`` are plain strings. Anything else is a
+preference pairs whose ``prompt``, ``chosen`` and ``rejected`` are plain strings, and OpenAI's DPO lines
+(``{"input": {"messages"}, "preferred_output", "non_preferred_output"}``, what ``datasets export
+--format openai`` writes for a preference dataset). Anything else is a
 :class:`RowError` that says which shapes are understood.
 """
 
@@ -25,6 +27,7 @@ _SHAPES = (
     '{"messages": [...]} (OpenAI chat), {"prompt", "completion"}, {"instruction", "input", "output"}, '
     '{"question", "answer"}, {"input", "output"}, or {"prompt", "chosen", "rejected"} (preference)'
 )
+_OPENAI_DPO = ("input", "preferred_output", "non_preferred_output")
 
 
 class RowError(ValueError):
@@ -32,8 +35,10 @@ class RowError(ValueError):
 
 
 def kind_of(record: Mapping[str, Any]) -> DatasetKind:
-    """``preference`` for a record with ``chosen`` and ``rejected``, else ``chat``."""
-    return "preference" if "chosen" in record and "rejected" in record else "chat"
+    """``preference`` for a record with ``chosen`` and ``rejected`` (or OpenAI's DPO fields), else ``chat``."""
+    if "chosen" in record and "rejected" in record:
+        return "preference"
+    return "preference" if all(k in record for k in _OPENAI_DPO) else "chat"
 
 
 def normalise(record: Mapping[str, Any], kind: DatasetKind) -> dict[str, Any]:
@@ -79,6 +84,11 @@ def _chat(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _preference(record: Mapping[str, Any]) -> dict[str, Any]:
+    if all(k in record for k in _OPENAI_DPO) and "prompt" not in record:
+        given = _json_value(record["input"], "input")
+        if not isinstance(given, Mapping) or "messages" not in given:
+            raise RowError('input must be {"messages": [...]} in an OpenAI DPO line')
+        record = {"prompt": given["messages"], "chosen": record["preferred_output"], "rejected": record["non_preferred_output"]}
     missing = [k for k in ("prompt", "chosen", "rejected") if k not in record]
     if missing:
         raise RowError(f"a preference pair needs prompt, chosen and rejected; missing {', '.join(missing)}")

