@@ -22,6 +22,7 @@ NAV = (
     ("/feedback", "Feedback"),
     ("/prompts", "Prompts"),
     ("/agents", "Agents"),
+    ("/flywheel", "Flywheel"),
 )
 
 #: Sent with every console page: no framing by other sites, no inline script from data, no sniffing.

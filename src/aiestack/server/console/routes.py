@@ -2,7 +2,7 @@
 
 The console lives at ``/`` beside ``/v1``, ``/health``, ``/ready`` and ``/metrics``; its pages are
 ``/exchanges``, ``/dashboard`` (the metrics charts: ``/metrics`` stays Prometheus'), ``/playground``,
-``/evals``, ``/feedback`` and ``/prompts``, its assets under ``/static/console``.
+``/evals``, ``/feedback``, ``/prompts``, ``/agents`` and ``/flywheel``, its assets under ``/static/console``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from aiestack.server.console import (
     pages_evals,
     pages_exchanges,
     pages_feedback,
+    pages_flywheel,
     pages_metrics,
     pages_playground,
 )
@@ -128,7 +129,7 @@ def mount_console(app: FastAPI) -> None:
     app.state.console_templates = create_environment()
     app.mount("/static/console", StaticFiles(directory=STATIC_DIR), name="console-static")
     app.include_router(router)
-    for module in (pages_exchanges, pages_metrics, pages_playground, pages_evals, pages_feedback, pages_agents):
+    for module in (pages_exchanges, pages_metrics, pages_playground, pages_evals, pages_feedback, pages_agents, pages_flywheel):
         app.include_router(module.router)
 
     @app.exception_handler(LoginRequired)
