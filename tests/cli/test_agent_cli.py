@@ -31,6 +31,9 @@ def test_run_shows_steps_and_stores_the_run(agent_config: Path) -> None:
     lines = ran.output.splitlines()
     assert lines[0].startswith("run run_") and "helper on echo" in lines[0] and "calculator" in lines[0]
     assert "answer: what is 6 times 7" in ran.output and "finished (final_answer)" in ran.output
+    assert "  step 1 ▸ what is 6 times 7\n  step 1 model · " in ran.output  # the tokens, then the step
+    quiet = runner.invoke(app, ["agent", "run", "helper", "what is 6 times 7", "--no-tokens"])
+    assert quiet.exit_code == 0 and "▸" not in quiet.output and "answer: what is 6 times 7" in quiet.output
     run_id = lines[0].split()[1]
     listed = runner.invoke(app, ["agent", "runs"])
     assert listed.exit_code == 0 and run_id in listed.output and "finished" in listed.output

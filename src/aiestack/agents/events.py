@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from aiestack.types import Message, ToolCall
+from aiestack.types import Message, ToolCall, ToolCallDelta
 
 StopReason = Literal[
     "final_answer",
@@ -294,27 +294,61 @@ class MemoryRecalled:
     duration_ms: float = 0.0
     error: str | None = None
     at: float = field(default_factory=time.time)
+@dataclass(frozen=True, slots=True)
+class ModelDelta:
+    """A piece of a model call's reply as it streams in (``text``, or fragments of tool calls).
+
+    Only a run asked for with deltas (``Agent.stream``, or ``deltas=True``) has them; they are
+    never part of :attr:`RunResult.events` and never stored: the step's :class:`ModelCall` that
+    follows holds the whole reply. On the text protocol ``text`` is the JSON reply being written.
+    """
+
+    type: ClassVar[str] = "model_delta"
+    run_id: str
+    step: int
+    text: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerDelta:
+    """A piece of the final answer's text: all of a run's answer deltas, joined, are its answer.
+
+    Sent as soon as the text is known to be the answer: on the text protocol while the model
+    writes ``{"answer": "...`` (decoded), with native tool calls when the reply ended without
+    calling a tool (or at once when the agent has no tools). Not stored, like :class:`ModelDelta`.
+    """
+
+    type: ClassVar[str] = "answer_delta"
+    run_id: str
+    step: int
+    text: str
 
 
 AgentEvent = (
     RunStarted | ModelCall | ToolCalled | ToolResult | ApprovalRequested | ApprovalDecided | FinalAnswer | RunStopped
     | PlanMade | Reflected | Summarised | MemoryRecalled
 )
+#: What ``Agent.stream`` yields: the steps, and the deltas of the model calls as they stream in.
+StreamEvent = AgentEvent | ModelDelta | AnswerDelta
 _TYPES: dict[str, type[Any]] = {
     cls.type: cls
     for cls in (
         RunStarted, ModelCall, ToolCalled, ToolResult, ApprovalRequested, ApprovalDecided, FinalAnswer, RunStopped,
         PlanMade, Reflected, Summarised, MemoryRecalled,
+        ModelDelta, AnswerDelta,
     )
 }
 
 
-def event_to_dict(event: AgentEvent) -> dict[str, Any]:
+def event_to_dict(event: StreamEvent) -> dict[str, Any]:
     """The event as JSON-ready values, with its ``type`` first."""
     out: dict[str, Any] = {"type": event.type}
     for f in dataclasses.fields(event):
         value = getattr(event, f.name)
-        if f.name in ("tool_calls", "calls"):
+        if isinstance(event, ModelDelta) and f.name == "tool_calls":
+            value = [{"index": c.index, "id": c.id, "name": c.name, "arguments": c.arguments} for c in value]
+        elif f.name in ("tool_calls", "calls"):
             value = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in value]
         elif f.name == "citations":
             value = [dict(c) for c in value]
@@ -324,8 +358,8 @@ def event_to_dict(event: AgentEvent) -> dict[str, Any]:
     return out
 
 
-def event_from_dict(data: Mapping[str, Any]) -> AgentEvent:
-    """The event :func:`event_to_dict` gave ``data`` for (unknown keys are an error)."""
+def event_from_dict(data: Mapping[str, Any]) -> Any:
+    """The event (a :data:`StreamEvent`) :func:`event_to_dict` gave ``data`` for (unknown keys are an error)."""
     kind = data.get("type")
     cls = _TYPES.get(str(kind))
     if cls is None:
@@ -336,12 +370,13 @@ def event_from_dict(data: Mapping[str, Any]) -> AgentEvent:
     if extra:
         raise ValueError(f"{kind} event has unknown fields {sorted(extra)}")
     for name, value in list(values.items()):
-        if name in ("tool_calls", "calls"):
+        if cls is ModelDelta and name == "tool_calls":
+            values[name] = tuple(ToolCallDelta(**c) for c in value)
+        elif name in ("tool_calls", "calls"):
             values[name] = tuple(ToolCall(str(c["id"]), str(c["name"]), str(c["arguments"])) for c in value)
         elif isinstance(value, list):
             values[name] = tuple(value)
-    event: AgentEvent = cls(**values)
-    return event
+    return cls(**values)
 
 
 @dataclass(frozen=True, slots=True)

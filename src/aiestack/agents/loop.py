@@ -23,7 +23,7 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -32,17 +32,21 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from aiestack.agents import protocol as text_protocol
+from aiestack.agents import streaming
 from aiestack.agents.events import (
     STATUS_OF,
     AgentEvent,
+    AnswerDelta,
     ApprovalDecided,
     ApprovalRequested,
     FinalAnswer,
     ModelCall,
+    ModelDelta,
     RunResult,
     RunStarted,
     RunStopped,
     StopReason,
+    StreamEvent,
     ToolCalled,
     ToolResult,
     event_from_dict,
@@ -50,7 +54,7 @@ from aiestack.agents.events import (
 )
 from aiestack.agents.patterns import AGENT_PURPOSE, Patterns, PatternState
 from aiestack.agents.tools import DEFAULT_MAX_THREADS, AgentTool, ToolContext, Toolset, ToolThreads
-from aiestack.errors import AiestackError, BudgetExceeded
+from aiestack.errors import AiestackError, BudgetExceeded, GuardrailBlocked
 from aiestack.tracing import (
     AGENT_RUN_ID,
     AGENT_STEP,
@@ -113,6 +117,8 @@ class _Run:
     citations: tuple[Mapping[str, Any], ...] = ()
     stopped: RunStopped | None = None
     patterns: PatternState = field(default_factory=PatternState)  # planning, reflection, memory
+    deltas: bool = False  # stream each model call, yielding its deltas
+    answer_text: streaming.AnswerText | None = None  # with deltas: the answer sent so far
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -210,11 +216,15 @@ class Agent:
         run_id: str | None = None,
         tenant: str = "default",
         key_id: str | None = None,
-        on_event: Callable[[AgentEvent], None] | None = None,
+        on_event: Callable[[StreamEvent], None] | None = None,
+        history: Sequence[Message] = (),
+        deltas: bool = False,
     ) -> RunResult:
         """Run the agent on ``task`` to its end and return every event, the answer and the stop reason
-        (``on_event`` is called with each event as it happens)."""
-        run = self._new_run(task, run_id, tenant, key_id)
+        (``on_event`` is called with each event as it happens, and with the model calls' deltas
+        when ``deltas`` is true). ``history``: earlier turns of a conversation, before the task."""
+        run = self._new_run(task, run_id, tenant, key_id, history)
+        run.deltas = deltas
         return await self._collect(run, self._events(run), on_event)
 
     async def resume(
@@ -226,13 +236,15 @@ class Agent:
         reason: str = "",
         tenant: str = "default",
         key_id: str | None = None,
-        on_event: Callable[[AgentEvent], None] | None = None,
+        on_event: Callable[[StreamEvent], None] | None = None,
+        deltas: bool = False,
     ) -> RunResult:
         """Go on with a run that waits for approval, from the ``pending`` state its store kept
         (:func:`aiestack.agents.runs.run_record`): approved, the step's calls run; denied, the calls
         that needed approval are not run and the model sees ``reason`` as their result (the other
         calls of the step run). ``timeout_s`` counts again from here."""
         run, decided, calls = self._resumed_run(pending, run_id, tenant, key_id, approve, reason)
+        run.deltas = deltas
         return await self._collect(run, self._events(run, resumed=(decided, calls)), on_event)
 
     def resume_stream(
@@ -244,17 +256,20 @@ class Agent:
         reason: str = "",
         tenant: str = "default",
         key_id: str | None = None,
-    ) -> AsyncIterator[AgentEvent]:
+        deltas: bool = True,
+    ) -> AsyncIterator[StreamEvent]:
         """:meth:`resume`, yielding the events as they happen (the first is the :class:`ApprovalDecided`)."""
         run, decided, calls = self._resumed_run(pending, run_id, tenant, key_id, approve, reason)
+        run.deltas = deltas
         return self._events(run, resumed=(decided, calls))
 
     async def _collect(
-        self, run: _Run, stream: AsyncIterator[AgentEvent], on_event: Callable[[AgentEvent], None] | None
+        self, run: _Run, stream: AsyncIterator[StreamEvent], on_event: Callable[[StreamEvent], None] | None
     ) -> RunResult:
         events: list[AgentEvent] = []
         async for event in stream:
-            events.append(event)
+            if not isinstance(event, ModelDelta | AnswerDelta):
+                events.append(event)
             if on_event is not None:
                 on_event(event)
         stopped = run.stopped
@@ -271,17 +286,30 @@ class Agent:
         )
 
     def stream(
-        self, task: str, *, run_id: str | None = None, tenant: str = "default", key_id: str | None = None
-    ) -> AsyncIterator[AgentEvent]:
+        self,
+        task: str,
+        *,
+        run_id: str | None = None,
+        tenant: str = "default",
+        key_id: str | None = None,
+        history: Sequence[Message] = (),
+        deltas: bool = True,
+    ) -> AsyncIterator[StreamEvent]:
         """Yield the run's events as they happen; the last is always a :class:`RunStopped`.
 
-        Closing the iterator early (``aclose``) ends the run as ``cancelled``.
+        With ``deltas`` (the default) each model call streams, and its :class:`ModelDelta` s (and
+        :class:`AnswerDelta` s, the final answer's text) come as they arrive, before the step's
+        :class:`ModelCall`. Closing the iterator early (``aclose``) ends the run as ``cancelled``.
         """
-        return self._events(self._new_run(task, run_id, tenant, key_id))
+        run = self._new_run(task, run_id, tenant, key_id, history)
+        run.deltas = deltas
+        return self._events(run)
 
     # ------------------------------------------------------------------ the loop
 
-    def _new_run(self, task: str, run_id: str | None, tenant: str, key_id: str | None) -> _Run:
+    def _new_run(
+        self, task: str, run_id: str | None, tenant: str, key_id: str | None, history: Sequence[Message] = ()
+    ) -> _Run:
         if not task.strip():
             raise ValueError("the task is empty: say what the agent should do")
         system = self.instructions
@@ -289,6 +317,7 @@ class Agent:
             guide = text_protocol.instructions(list(self.toolset))
             system = f"{system}\n\n{guide}" if system else guide
         messages = [Message("system", system)] if system else []
+        messages += _earlier_turns(history)
         messages.append(Message("user", task))
         now = time.monotonic()
         run = _Run(
@@ -346,7 +375,7 @@ class Agent:
 
     async def _events(
         self, run: _Run, resumed: tuple[ApprovalDecided, tuple[ToolCall, ...]] | None = None
-    ) -> AsyncGenerator[AgentEvent, None]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         tracing = self._stack.tracing
         span = tracing.start_span(
             f"{OPERATION_INVOKE_AGENT} {self.name}",
@@ -419,9 +448,12 @@ class Agent:
         purpose: str | None = None,
         model: str | None = None,
     ) -> Exchange | RunStopped:
-        """One model call as an exchange of the run (``messages``/``purpose``/``model``: a pattern's call)."""
+        """One model call as an exchange of the run (``messages``/``purpose``/``model``: a pattern's call).
+
+        The loop's own step calls stream when the run does (a pattern's calls never do)."""
         sent = tuple(run.messages if messages is None else messages)
-        request = ChatRequest(model or self.model, sent, params, metadata=self.metadata)
+        stream = run.deltas and purpose is None and messages is None
+        request = ChatRequest(model or self.model, sent, params, stream=stream, metadata=self.metadata)
         attributes: dict[str, Any] = {AGENT_RUN_ID: run.id, AGENT_STEP: run.step}
         if purpose is not None:
             attributes[AGENT_PURPOSE] = purpose
@@ -429,18 +461,45 @@ class Agent:
         try:
             async with asyncio.timeout(run.remaining()) as limit:
                 return await self._stack.chat(request, tenant=run.tenant, key_id=run.key_id, attributes=attributes)
-        except TimeoutError:
-            if limit.expired():
-                return self._stop(run, "timeout", f"the run took longer than {self.timeout_s:g} s")
-            return self._stop(run, "model_error", "the model call timed out")
-        except BudgetExceeded as exc:
-            return self._stop(run, "budget", str(exc))
-        except AiestackError as exc:
-            return self._stop(run, "model_error", str(exc))
-        except Exception as exc:  # not the stack's own error: still a stop with a reason, never a lost run
-            return self._stop(run, "model_error", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            return self._failed(run, exc, limit.expired())
         finally:
             otel_context.detach(token)
+
+    def _failed(self, run: _Run, exc: Exception, expired: bool) -> RunStopped:
+        """The stop for a model call that raised (``expired``: the run's deadline passed)."""
+        if isinstance(exc, TimeoutError):
+            if expired:
+                return self._stop(run, "timeout", f"the run took longer than {self.timeout_s:g} s")
+            return self._stop(run, "model_error", "the model call timed out")
+        if isinstance(exc, BudgetExceeded):
+            return self._stop(run, "budget", str(exc))
+        if isinstance(exc, GuardrailBlocked):  # an output guard stopped a streamed answer
+            return self._stop(run, "blocked", str(exc))
+        if isinstance(exc, AiestackError):
+            return self._stop(run, "model_error", str(exc))
+        return self._stop(run, "model_error", f"{type(exc).__name__}: {exc}")  # never a lost run
+
+    async def _model_step(
+        self, run: _Run, ctx: otel_context.Context, params: Params
+    ) -> AsyncGenerator[ModelDelta | AnswerDelta | Exchange | RunStopped, None]:
+        """The step's model call: its exchange (or stop), after its deltas when the run streams."""
+        got = await self._call_model(run, ctx, params)
+        if not run.deltas or isinstance(got, RunStopped) or got.completion is None or got.completion.stream is None:
+            yield got
+            return
+        mode: streaming.Mode = "text" if not self.toolset else "json" if self.protocol == "text" else "end"
+        if self.patterns.reflection is not None:  # a critique may send an answer back: send it once accepted
+            mode = "end"
+        if run.answer_text is None or run.answer_text.mode != mode:
+            run.answer_text = streaming.AnswerText(mode)
+        run.answer_text.begin()
+        try:
+            async for item in streaming.drain(got, run.answer_text, run_id=run.id, step=run.step, remaining=run.remaining):
+                yield item
+        except Exception as exc:
+            remaining = run.remaining()
+            yield self._failed(run, exc, remaining is not None and remaining <= 0)
 
     async def _steps(
         self,
@@ -448,7 +507,7 @@ class Agent:
         ctx: otel_context.Context,
         params: Params,
         resumed: tuple[ApprovalDecided, tuple[ToolCall, ...]] | None = None,
-    ) -> AsyncGenerator[AgentEvent, None]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         if resumed is not None:
             decided, waiting = resumed
             denied = frozenset(() if decided.approved else decided.call_ids)
@@ -471,7 +530,13 @@ class Agent:
                     return
             run.step += 1
             started = time.perf_counter()
-            ex = await self._call_model(run, ctx, params)
+            ex: Exchange | RunStopped | None = None
+            async for item in self._model_step(run, ctx, params):
+                if isinstance(item, ModelDelta | AnswerDelta):
+                    yield item
+                else:
+                    ex = item
+            assert ex is not None
             if isinstance(ex, RunStopped):
                 yield ex
                 return
@@ -538,6 +603,9 @@ class Agent:
                     if run.patterns.sent_back:
                         run.patterns.sent_back = False
                         continue
+                rest = run.answer_text.rest(answer) if run.answer_text is not None else ""
+                if rest:
+                    yield AnswerDelta(run.id, run.step, rest)
                 yield self._final(run, answer)
                 yield self._stop(run, "final_answer", "")
                 return
@@ -681,3 +749,15 @@ def _canonical(arguments: str) -> str:
         return json.dumps(json.loads(arguments), sort_keys=True, separators=(",", ":"))
     except (json.JSONDecodeError, TypeError):
         return arguments.strip()
+
+
+def _earlier_turns(history: Sequence[Message]) -> list[Message]:
+    """A conversation's earlier turns as an agent sees them: system, user and assistant texts (the
+    caller's own tool calls and tool results are left out: the agent has other tools)."""
+    turns: list[Message] = []
+    for message in history:
+        if message.role in ("system", "user"):
+            turns.append(message)
+        elif message.role == "assistant" and message.text:
+            turns.append(Message("assistant", message.text))
+    return turns

@@ -17,21 +17,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiestack.agents.events import (
-    AgentEvent,
     ApprovalRequested,
     RunResult,
     RunStarted,
     RunStopped,
+    StreamEvent,
     event_to_dict,
     message_to_dict,
 )
 from aiestack.agents.loop import Agent
 from aiestack.stores.runs import RunRecord, RunStore
-from aiestack.types import new_id
+from aiestack.types import Message, new_id
 
 #: What a stored text says when content tracing is off.
 NOT_STORED = "[not stored: content tracing is off]"
@@ -52,6 +52,8 @@ _CONTENT: Mapping[str, tuple[str, ...]] = {
     "reflection": ("feedback", "error"),
     "memory_summary": ("summary", "error"),
     "memory_recall": ("query", "error"),
+    "model_delta": ("text",),
+    "answer_delta": ("text",),
 }
 #: Lists of texts or of objects with texts, by event type: each text passes through the policy too.
 _CONTENT_LISTS: Mapping[str, tuple[str, ...]] = {"plan": ("steps",), "memory_recall": ("facts",)}
@@ -176,9 +178,14 @@ class RunKeeper:
         *,
         tenant: str = "default",
         key_id: str | None = None,
-        on_event: Callable[[AgentEvent], None] | None = None,
+        on_event: Callable[[StreamEvent], None] | None = None,
+        history: Sequence[Message] = (),
+        deltas: bool = False,
     ) -> RunResult:
-        """Run ``agent`` on ``task`` and store the run (the run id is stored before the first step)."""
+        """Run ``agent`` on ``task`` and store the run (the run id is stored before the first step).
+
+        ``history``, ``deltas`` and ``on_event`` are :meth:`Agent.run`'s (deltas go to ``on_event``
+        only: they are never stored)."""
         run_id = new_id("run")
         started = self._clock()
         text = content_policy(self._content, self._redact)
@@ -188,7 +195,9 @@ class RunKeeper:
         )  # fmt: skip
         await asyncio.to_thread(self._store.put_run, first)
         try:
-            result = await agent.run(task, run_id=run_id, tenant=tenant, key_id=key_id, on_event=on_event)
+            result = await agent.run(
+                task, run_id=run_id, tenant=tenant, key_id=key_id, on_event=on_event, history=history, deltas=deltas
+            )
         except BaseException:  # cancelled (a client went away) or a bug: never left "running" for ever
             stopped = RunStopped(run_id, "cancelled", "stopped", "the run was interrupted")
             ended = dataclasses.replace(
@@ -207,7 +216,8 @@ class RunKeeper:
         approve: bool,
         reason: str = "",
         tenant: str | None = None,
-        on_event: Callable[[AgentEvent], None] | None = None,
+        on_event: Callable[[StreamEvent], None] | None = None,
+        deltas: bool = False,
     ) -> RunResult:
         """Approve or deny the calls a waiting run asked for, and go on with it to its next stop.
 
@@ -218,7 +228,7 @@ class RunKeeper:
             raise RunNotWaiting(_not_waiting(found, run_id))
         result = await agent.resume(
             claimed.pending, run_id=run_id, approve=approve, reason=reason,
-            tenant=claimed.tenant, key_id=claimed.key_id, on_event=on_event,
+            tenant=claimed.tenant, key_id=claimed.key_id, on_event=on_event, deltas=deltas,
         )  # fmt: skip
         await asyncio.to_thread(self._save, agent, result, claimed.tenant, claimed.key_id, claimed.created_at, claimed)
         return result

@@ -13,7 +13,7 @@ from aiestack.cli.keys import table_console
 from aiestack.errors import ConfigError, NotFound
 
 if TYPE_CHECKING:
-    from aiestack.agents.events import AgentEvent, RunResult
+    from aiestack.agents.events import AgentEvent, RunResult, StreamEvent
     from aiestack.agents.runs import RunKeeper
     from aiestack.build import Stack
 
@@ -62,6 +62,38 @@ def describe(event: AgentEvent | dict[str, Any]) -> str:
     return json.dumps(e)
 
 
+class LiveSteps:
+    """What ``agent run`` prints as a run goes on: each step's line, and the model's tokens as they stream.
+
+    A model call's tokens (its text, or the tool calls it writes) are printed on one line as they
+    arrive, and the step's summary (tokens, cost, what it asked for) follows on the next.
+    """
+
+    def __init__(self, echo: Any = typer.echo, *, tokens: bool = True) -> None:
+        self._echo = echo
+        self._tokens = tokens
+        self._open: int | None = None  # the step whose tokens are being printed
+
+    def __call__(self, event: StreamEvent) -> None:
+        from aiestack.agents.events import AnswerDelta, ModelDelta
+
+        if isinstance(event, AnswerDelta):
+            return  # its text came as the model's tokens already
+        if isinstance(event, ModelDelta):
+            if not self._tokens:
+                return
+            if self._open != event.step:
+                self._echo(f"  step {event.step} ▸ ", nl=False)
+                self._open = event.step
+            calls = "".join((f"{c.name}(" if c.name else "") + c.arguments for c in event.tool_calls)
+            self._echo(event.text.replace("\n", " ") + calls, nl=False)
+            return
+        if self._open is not None:
+            self._echo("")
+            self._open = None
+        self._echo(describe(event))
+
+
 def _keeper(stack: Stack) -> RunKeeper:
     from aiestack.agents.runs import RunKeeper
     from aiestack.stores.runs import RunStore
@@ -96,15 +128,17 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Argument(..., help="The agent ([agents.NAME] in aiestack.toml)."),
         task: str = typer.Argument(..., help="What the agent should do."),
         tenant: str = typer.Option("default", "--tenant", help="The tenant the run belongs to."),
+        tokens: bool = typer.Option(True, "--tokens/--no-tokens", help="Show the model's tokens as they stream."),
     ) -> None:
-        """Run an agent on a task, showing each step as it happens; the run is stored."""
+        """Run an agent on a task, showing each step (and the model's tokens) as it happens; the run is stored."""
         import asyncio
 
         from aiestack.build import open_stack
 
         async def go() -> RunResult:
             async with open_stack() as stack:
-                return await _keeper(stack).run(_agent(stack, name), task, tenant=tenant, on_event=lambda e: typer.echo(describe(e)))
+                live = LiveSteps(tokens=tokens)
+                return await _keeper(stack).run(_agent(stack, name), task, tenant=tenant, on_event=live, deltas=tokens)
 
         _finish(asyncio.run(go()))
 
@@ -172,7 +206,7 @@ def register(app: typer.Typer) -> None:
                     raise NotFound(f"no run {run_id!r}", hint="`aiestack agent runs --status waiting` lists the waiting runs")
                 agent = _agent(stack, record.agent)
                 try:
-                    return await keeper.decide(agent, run_id, approve=approve, reason=reason, on_event=lambda e: typer.echo(describe(e)))
+                    return await keeper.decide(agent, run_id, approve=approve, reason=reason, on_event=LiveSteps(), deltas=True)
                 except RunNotWaiting as exc:
                     raise NotFound(str(exc.args[0]), hint="only a waiting run can be approved or denied") from None
 

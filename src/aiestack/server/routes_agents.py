@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from aiestack.agents.config import make_agent
+from aiestack.agents.events import RunResult, RunStopped
 from aiestack.agents.loop import Agent
 from aiestack.agents.runs import RunKeeper, RunNotWaiting
 from aiestack.build import Stack
@@ -26,6 +29,7 @@ from aiestack.server.auth import principal
 from aiestack.server.bodies import body_openapi, parse_body
 from aiestack.server.responses import JSONBytesResponse
 from aiestack.stores.runs import RunRecord, RunStore
+from aiestack.types import last_user_index
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 
@@ -186,41 +190,48 @@ AGENT_MODEL_PREFIX = "agent:"
 
 
 async def chat_as_agent(stack: Stack, request: Request, body: Any) -> Response:
-    """``/v1/chat/completions`` with ``model = "agent:NAME"``: the last user message is the task;
-    the final answer is the message, and the stored run (``aiestack_run``: status, steps) rides along
-    as an extra field that OpenAI clients ignore."""
-    import time
-
+    """``/v1/chat/completions`` with ``model = "agent:NAME"``: the last user message is the task and
+    the turns before it the conversation the agent sees; the final answer is the message, and the
+    stored run (``aiestack_run``: status, steps) rides along as an extra field that OpenAI clients
+    ignore. ``stream: true`` streams it (:func:`_agent_stream`)."""
     from aiestack.server import translate
 
     who = await principal(stack, request)
     name = body.model[len(AGENT_MODEL_PREFIX) :]
-    if body.stream:
-        raise InvalidRequest(
-            f"model '{body.model}' does not stream.", hint="Send stream: false, or POST /v1/agents/NAME/runs."
-        )
     messages = translate.chat_request(body).messages
-    task = next((m.text for m in reversed(messages) if m.role == "user"), "")
-    if not task.strip():
+    index = last_user_index(messages)
+    if index is None or not messages[index].text.strip():
         raise InvalidRequest("an agent needs a task: the request has no user message with text.", hint="Send the task as the last user message.")
+    task, history = messages[index].text, messages[:index]
     keeper, store = _keeper(stack)
     agent = _agent(stack, name)
-    result = await keeper.run(agent, task, tenant=who.tenant, key_id=who.key_id)
+    if body.stream:
+        from aiestack.server.agent_stream import agent_sse
+
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        start = functools.partial(keeper.run, agent, task, tenant=who.tenant, key_id=who.key_id, history=history, deltas=True)
+        return agent_sse(stack, store, start, model=body.model, include_usage=include_usage)
+    result = await keeper.run(agent, task, tenant=who.tenant, key_id=who.key_id, history=history)
     record = await asyncio.to_thread(store.get_run, result.run_id)
     steps = await asyncio.to_thread(store.run_steps, result.run_id)
     assert record is not None
     stopped = result.stopped
-    content = result.answer if result.answer is not None else f"[the agent run is {result.status}: {result.detail}]"
     return JSONBytesResponse({
         "id": "chatcmpl-" + result.run_id.removeprefix("run_"),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop", "logprobs": None}],
-        "usage": {
-            "prompt_tokens": stopped.input_tokens,
-            "completion_tokens": stopped.output_tokens,
-            "total_tokens": stopped.input_tokens + stopped.output_tokens,
-        },
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": _content(result)}, "finish_reason": "stop", "logprobs": None}],
+        "usage": _usage(stopped),
         "aiestack_run": run_json(record, steps),
     })  # fmt: skip
+
+
+def _content(result: RunResult) -> str:
+    """The message an agent's run answers with: its answer, or why there is none."""
+    return result.answer if result.answer is not None else f"[the agent run is {result.status}: {result.detail}]"
+
+
+def _usage(stopped: RunStopped) -> dict[str, int]:
+    total = stopped.input_tokens + stopped.output_tokens
+    return {"prompt_tokens": stopped.input_tokens, "completion_tokens": stopped.output_tokens, "total_tokens": total}
