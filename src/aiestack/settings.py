@@ -274,6 +274,14 @@ class Settings(BaseSettings):
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{self.data_dir / 'aiestack.db'}"
 
+    @property
+    def store_fingerprint(self) -> str:
+        """A short one-way fingerprint of :attr:`store_url` (which may hold a password): a server sends it
+        so a CLI can tell whether the server reads the same store as its own configuration."""
+        import hashlib
+
+        return hashlib.sha256(self.store_url.encode()).hexdigest()[:16]
+
     @classmethod
     def settings_customise_sources(
         cls,

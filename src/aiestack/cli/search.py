@@ -43,49 +43,45 @@ def register(app: typer.Typer) -> None:
         k: int = typer.Option(5, "--k", "-k", min=1, max=1000, help="How many hits."),
         filter_json: str = typer.Option(None, "--filter", help="A metadata filter as JSON (portable grammar)."),
         as_json: bool = typer.Option(False, "--json", help="One JSON object per hit instead of a table."),
+        server: str = typer.Option(
+            None, "--server", help="Search through this aiestack server (default: AIESTACK_URL, else one on "
+            "127.0.0.1:8000 that reads this configuration's store, else in-process)."
+        ),
+        local: bool = typer.Option(False, "--local", help="Search in-process, even when a server is running."),
     ) -> None:
         """Search a collection: ranked hits with scores and sources."""
-        from aiestack.build import open_stack
-        from aiestack.context.retrieval import Retriever, SearchOptions
+        from aiestack.cli.remote import find_server
         from aiestack.settings import load_settings
 
-        options = SearchOptions(mode=mode, k=k, filter=_filter(filter_json))  # type: ignore[arg-type]
-
-        async def run() -> Any:
-            async with open_stack(load_settings()) as stack:
-                store = stack.documents
-                _collection_or_fail(store, collection)
-                retriever = Retriever(
-                    store, stack.embeddings if mode != "bm25" else None, models=stack.resources.embeddings_for
-                )
-                return await retriever.search(collection, query, options)
-
-        import asyncio
-
-        found = asyncio.run(run())
+        settings = load_settings()
+        search_filter = _filter(filter_json)
+        if mode not in ("bm25", "vector", "hybrid"):
+            raise InvalidRequest(f"Unknown retrieval mode {mode!r}.", hint="Use one of bm25, vector, hybrid.")
+        remote = find_server(settings, server, local=local)
+        if remote is not None:
+            answer = remote.search(collection, query, mode=mode, k=k, filter=search_filter)
+            hits, total_ms, where = answer["hits"], answer.get("timings", {}).get("total_ms", 0.0), remote.url
+        else:
+            found = _search_in_process(settings, collection, query, mode, k, search_filter)
+            hits, total_ms, where = found.hits_json(), found.timings.get("total_ms", 0.0), "in-process"
         if as_json:
-            for rank, hit in enumerate(found.hits, start=1):
-                meta = hit.chunk.metadata
-                print(json.dumps({
-                    "rank": rank, "score": hit.score, "retriever": hit.retriever, "chunk_id": hit.chunk.id,
-                    "source": meta.get("source"), "title": meta.get("title"), "text": hit.chunk.text,
-                }, ensure_ascii=False))
+            for hit in hits:
+                print(json.dumps(hit, ensure_ascii=False))
             return
         out = Console(highlight=False, soft_wrap=False)
-        if not found.hits:
-            out.print(f"[yellow]No hits in '{collection}' for that query.[/]")
+        if not hits:
+            out.print(f"[yellow]No hits in '{escape(collection)}' for that query.[/]")
             return
-        table = Table(title=f"{collection} · {mode} · {found.timings.get('total_ms', 0):.1f} ms")
+        table = Table(title=f"{escape(collection)} · {mode} · {total_ms:.1f} ms · {escape(where)}")
         table.add_column("#", justify="right")
         table.add_column("score", justify="right")
         table.add_column("source")
         table.add_column("text")
-        for rank, hit in enumerate(found.hits, start=1):
-            meta = hit.chunk.metadata
-            where = escape(str(meta.get("source") or hit.chunk.document_id))
-            if meta.get("heading_path"):
-                where += f"\n[dim]{escape(str(meta['heading_path']))}[/]"
-            table.add_row(str(rank), f"{hit.score:.4f}", where, escape(_snippet(hit.chunk.text)))
+        for hit in hits:
+            where_from = escape(str(hit.get("source") or hit.get("document_id") or ""))
+            if hit.get("heading_path"):
+                where_from += f"\n[dim]{escape(str(hit['heading_path']))}[/]"
+            table.add_row(str(hit["rank"]), f"{hit['score']:.4f}", where_from, escape(_snippet(hit["text"])))
         out.print(table)
 
     @app.command()
@@ -151,6 +147,29 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt:
             err.print("\n[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+
+
+def _search_in_process(
+    settings: Any, collection: str, query: str, mode: str, k: int, search_filter: dict[str, Any] | None
+) -> Any:
+    """Open the stack here (loads the embedding model for vector and hybrid) and search."""
+    import asyncio
+
+    from aiestack.build import open_stack
+    from aiestack.context.retrieval import Retriever, SearchOptions
+
+    options = SearchOptions(mode=mode, k=k, filter=search_filter)  # type: ignore[arg-type]
+
+    async def run() -> Any:
+        async with open_stack(settings) as stack:
+            store = stack.documents
+            _collection_or_fail(store, collection)
+            retriever = Retriever(
+                store, stack.embeddings if mode != "bm25" else None, models=stack.resources.embeddings_for
+            )
+            return await retriever.search(collection, query, options)
+
+    return asyncio.run(run())
 
 
 def _collection_or_fail(store: Any, name: str) -> Any:

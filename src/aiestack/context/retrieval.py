@@ -25,7 +25,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiestack.context.fusion import Norm, rrf, weighted
 from aiestack.context.mmr import mmr
@@ -81,6 +81,23 @@ class Retrieval:
     query: str  # the query searched (after any rewrite)
     hits: tuple[Hit, ...]
     timings: dict[str, float] = field(default_factory=dict)
+
+    def hits_json(self) -> list[dict[str, Any]]:
+        """The hits as JSON objects, best first (``aiestack search --json`` and the search endpoint)."""
+        return [
+            {
+                "rank": rank,
+                "score": hit.score,
+                "retriever": hit.retriever,
+                "chunk_id": hit.chunk.id,
+                "document_id": hit.chunk.document_id,
+                "source": hit.chunk.metadata.get("source"),
+                "title": hit.chunk.metadata.get("title"),
+                "heading_path": hit.chunk.metadata.get("heading_path"),
+                "text": hit.chunk.text,
+            }
+            for rank, hit in enumerate(self.hits, start=1)
+        ]
 
 
 class Retriever:
@@ -154,12 +171,13 @@ class Retriever:
             asyncio.ensure_future(self.embed_query(query, model)) if opts.mode in ("vector", "hybrid") else None
         )
         try:
+            # The store's searches are I/O (PostgreSQL) or CPU (the embedded index): off the event loop.
             if opts.mode in ("bm25", "hybrid"):
-                lists.append(self.store.term_search(collection, query, k=depth, filter=opts.filter))
+                lists.append(await asyncio.to_thread(self.store.term_search, collection, query, k=depth, filter=opts.filter))
             if embedding is not None:
                 query_vector = await embedding
                 timings["embed_ms"] = _ms(t1)
-                lists.append(self.store.vector_search(collection, query_vector, k=depth, filter=opts.filter))
+                lists.append(await asyncio.to_thread(self.store.vector_search, collection, query_vector, k=depth, filter=opts.filter))
             for plugin in self.extra:
                 lists.append(await plugin.search(collection, query, k=depth, filter=opts.filter))
         finally:

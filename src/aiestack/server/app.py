@@ -32,6 +32,7 @@ from aiestack.feedback.pending import settle_forever
 from aiestack.server import (
     routes_admin,
     routes_agents,
+    routes_collections,
     routes_embeddings,
     routes_feedback,
     routes_models,
@@ -101,6 +102,7 @@ def create_app(
     mount_console(app)  # the web console at / (after the API, so /v1, /health, /metrics keep their routes)
     app.include_router(routes_feedback.router)
     app.include_router(routes_agents.router)
+    app.include_router(routes_collections.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
