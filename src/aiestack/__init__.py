@@ -46,8 +46,13 @@ if TYPE_CHECKING:
     from aiestack.batch import BatchRunner, InProcessRunner, RayRunner, open_runner
     from aiestack.build import Stack, build_stack, open_stack
     from aiestack.context.ingest import IngestOptions, IngestReport, ingest
-    from aiestack.context.versions import CollectionVersion, collection_versions, reindex_collection, switch_collection
     from aiestack.context.retrieval import Retriever, SearchOptions
+    from aiestack.context.versions import (
+        CollectionVersion,
+        collection_versions,
+        reindex_collection,
+        switch_collection,
+    )
     from aiestack.datasets import DatasetRow, DatasetStore, DatasetVersion, ExchangeSelection, build_dataset
     from aiestack.models.base import ChatModel, EmbeddingModel, Health
     from aiestack.models.fake import FakeModel, Script
@@ -190,6 +195,8 @@ __all__ = [
     "ChatRequest",
     "Chunk",
     "CollectionInfo",
+    # collection versions: re-indexed with another embedding model, one switch
+    "CollectionVersion",
     "Completion",
     "ConfigError",
     "ContextLengthExceeded",
@@ -260,21 +267,19 @@ __all__ = [
     "Verdict",
     "__version__",
     "build_dataset",
-    # collection versions: re-indexed with another embedding model, one switch
-    "CollectionVersion",
-    "collection_versions",
-    "reindex_collection",
-    "switch_collection",
     "build_probes",
     "build_stack",
     "collect",
+    "collection_versions",
     "ingest",
     "load_settings",
     "mcp_tools",
     "open_runner",
     "open_stack",
     "open_store",
+    "reindex_collection",
     "run_redteam",
+    "switch_collection",
     "tap",
     "tool",
 ]
