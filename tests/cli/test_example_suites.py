@@ -100,3 +100,27 @@ def test_companion_prompts_are_imported_and_a_suite_runs_on_them_from_the_cli(cl
     code, out, err = run("eval", "run", str(suite), "-q")
     assert code == 0, err
     assert "12 model calls" in err and "prompts: gemma = cursor-task-classifier@1" in out
+
+
+@pytest.mark.slow  # 8 agent runs through the default guards
+def test_the_agent_suite_runs_from_the_copy_and_stores_its_runs(clone: Path, fake_config: Path) -> None:
+    suite = clone / "evals" / "agent_calculator.yaml"
+    suite.write_text(suite.read_text(encoding="utf-8").replace("model: gemma-3-270m", "model: echo"), encoding="utf-8")
+    code, out, err = run("eval", "run", str(suite), "-q")
+    assert code == 0, err
+    assert "agent-calculator" in out and "no baseline" in out
+    from aiestack.settings import load_settings
+    from aiestack.stores.open import open_store
+
+    store = open_store(load_settings().store_url, "exchanges")
+    try:
+        runs = store.list_runs(agent="calculator-agent")  # type: ignore[attr-defined]
+        assert len(runs) == 8 and all(r.status == "finished" for r in runs)  # the echo model answers at once
+        (evaluated,) = store.list_eval_runs(suite="agent-calculator")  # type: ignore[attr-defined]
+        results = store.eval_results(evaluated.id)  # type: ignore[attr-defined]
+        assert len(results) == 8 and {r.details["agent"]["run_id"] for r in results} == {r.run_id for r in runs}
+        for r in results:  # the echo answers with the question: no tool call, one step, no right number
+            assert r.scores["agent_steps"] == 1.0 and r.scores["tool_call_accuracy"] == 0.0
+            assert r.scores["task_success"] == 0.0 and r.scores["invalid_tool_calls"] == 0.0
+    finally:
+        store.close()

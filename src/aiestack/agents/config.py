@@ -33,6 +33,7 @@ from aiestack.agents.pattern_specs import PatternSpecs, build_patterns
 from aiestack.agents.tools import AgentTool
 from aiestack.errors import ConfigError
 from aiestack.settings import config_error
+from aiestack.types import Params
 
 if TYPE_CHECKING:
     from aiestack.build import Stack
@@ -105,10 +106,20 @@ def make_agent(stack: Stack, name: str) -> Agent:
     if spec is None:
         known = ", ".join(sorted(specs)) or "none: add an [agents.NAME] table to aiestack.toml"
         raise KeyError(f"no agent {name!r} (agents: {known})")
+    return agent_from_spec(stack, name, spec)
+
+
+def agent_from_spec(
+    stack: Stack, name: str, spec: AgentSpec, *, model: str | None = None, params: Params | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Agent:
+    """The agent ``spec`` describes, on ``stack`` (``model``/``params``/``metadata``: an eval system's overrides)."""
     tools = [_builtin(stack, spec, tool) for tool in spec.tools]
     planning, reflection, memory, long_term = build_patterns(spec, stack.resources)
     return Agent(
-        model=spec.model or stack.settings.default_model,
+        model=model or spec.model or stack.settings.default_model,
+        params=params,
+        metadata=metadata,
         stack=stack,
         tools=tools,
         instructions=spec.instructions,

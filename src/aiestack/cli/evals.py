@@ -176,11 +176,14 @@ async def run_suite(
     progress: bool = False,
 ) -> Any:
     """Run ``suite`` on ``examples`` with ``stack`` as ``aiestack eval run`` does (also ``aiestack mcp``'s ``eval_run``)."""
+    from aiestack.agents.runs import RunKeeper
     from aiestack.batch import open_runner
     from aiestack.errors import ConfigError
+    from aiestack.evals.agent_systems import stack_agents
     from aiestack.evals.call_cache import CallCache
     from aiestack.evals.runner import EvalRunner, LazyEmbeddings
     from aiestack.stores.base import EvalStore
+    from aiestack.stores.runs import RunStore
 
     if not isinstance(stack.store, EvalStore):
         raise ConfigError(
@@ -202,6 +205,12 @@ async def run_suite(
             metrics=stack.eval_metrics,
             batch=batch,
             judge=stack.side_calls.caller("eval.judge"),
+            agents=stack_agents(stack),  # agent systems' runs are stored like any agent run
+            run_agent=(
+                RunKeeper(stack.store, content=stack.tracing.content, redact=stack.tracing.redact).run
+                if isinstance(stack.store, RunStore)
+                else None
+            ),
         )
         return await runner.run(
             suite, examples, run_id=resume, concurrency=concurrency, progress=progress, source=source

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from aiestack.types import Completion, Example
+
+if TYPE_CHECKING:
+    from aiestack.agents.events import RunResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,7 @@ class Sample:
     contexts: tuple[str, ...] = ()  # retrieved passages, for RAG metrics
     exchange_id: str | None = None
     error: str | None = None
+    agent_run: RunResult | None = None  # an agent system's run (aiestack.evals.agent_systems)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,7 @@ from rich.progress import (
 
 from aiestack.cache.stage import REQUEST_FLAG as CACHE_FLAG
 from aiestack.errors import AiestackError, ConfigError, NotFound
+from aiestack.evals.agent_systems import AgentFactory, AgentSystems, RunAgent
 from aiestack.evals.base import CorpusMetric, Metric, Sample, Score
 from aiestack.evals.call_cache import CachedCall, CallCache, call_key
 from aiestack.evals.compare import run_comparison
@@ -108,6 +109,8 @@ class _Answer:
     contexts: tuple[str, ...] = ()
     cached: bool = False
     error: str | None = None
+    agent_run: Any = None  # an agent system's RunResult
+    details: Mapping[str, Any] | None = None  # an agent system's run: id, status, stop reason, steps
 
 
 class CachingCaller:
@@ -206,7 +209,11 @@ class EvalRunner:
         metrics: Mapping[str, MetricSpec] | None = None,
         batch: BatchRunner | None = None,
         judge: ModelCaller | None = None,
+        agents: AgentFactory | None = None,
+        run_agent: RunAgent | None = None,
     ) -> None:
+        self._agents = agents  # builds the agents of agent systems (``agent:``); run_agent runs and stores them
+        self._run_agent = run_agent
         self._judge = judge  # the judges' model calls: the stack's side-call seam
         self._batch = batch  # scores the metrics that need no model (None: inline, as answers arrive)
         self._plugin_metrics = metrics or {}  # registered by plugins (register_metrics)
@@ -256,7 +263,8 @@ class EvalRunner:
             else None
         )
         jobs = [job for job in self._jobs(suite, examples, caller, registered) if (job.example.id, job.system.name) not in done]
-        hits = self._cache.get_many(job.key for job in jobs) if self._cache is not None else {}
+        agents = self._agent_systems(suite)
+        hits = self._cache.get_many(j.key for j in jobs if j.system.agent is None) if self._cache is not None else {}
         sink = _Sink(self._store, self._cache, caller, run.id, self._flush_every, self._flush_interval_s)
         finished = False
         try:
@@ -264,12 +272,13 @@ class EvalRunner:
                 task = bar.add_task(suite.name, total=len(jobs))
 
                 async def one(job: _Job) -> None:
-                    hit = hits.get(job.key)
-                    answer = (
-                        _Answer(hit.completion, hit.exchange_id, hit.contexts, cached=True)
-                        if hit is not None
-                        else await caller.fresh(job.request, job.key)
-                    )
+                    hit = hits.get(job.key) if job.system.agent is None else None
+                    if agents is not None and job.system.agent is not None:
+                        answer = await _agent_answer(agents, job, semaphore)
+                    elif hit is not None:
+                        answer = _Answer(hit.completion, hit.exchange_id, hit.contexts, cached=True)
+                    else:
+                        answer = await caller.fresh(job.request, job.key)
                     record, sample = await _score(job, answer, local)
                     if later is not None and sample is not None:
                         await later.add(record, sample)
@@ -294,6 +303,16 @@ class EvalRunner:
         return RunResult(run, results, caller.calls, len(hits), len(done), caller.gateway_hits)
 
     # ------------------------------------------------------------------ steps
+
+    def _agent_systems(self, suite: Suite) -> AgentSystems | None:
+        if not any(s.agent is not None for s in suite.systems):
+            return None
+        if self._agents is None:
+            raise ConfigError(
+                "systems.agent", "this eval runner was given no way to build agents, and the suite has agent systems",
+                "pass agents=stack_agents(stack) to EvalRunner (aiestack eval run does)",
+            )  # fmt: skip
+        return AgentSystems(self._agents, self._run_agent, suite.name, gateway_cache=suite.gateway_cache)
 
     def _start(self, suite: Suite, run_id: str | None) -> tuple[EvalRun, set[tuple[str, str]]]:
         """A new run, or the run to resume with the (example, system) pairs it already answered."""
@@ -521,10 +540,25 @@ async def _score(
         cost_usd=completion.cost_usd,
         contexts=answer.contexts,
         exchange_id=answer.exchange_id,
+        agent_run=answer.agent_run,
     )
     scored = [(metric.name, await safe_score(metric, sample)) for metric in metrics]
     record = dataclasses.replace(base, latency_ms=sample.latency_ms, cost_usd=sample.cost_usd)
+    if answer.details is not None:
+        record = dataclasses.replace(record, details={"agent": dict(answer.details)})
     return _with_scores(record, scored), sample
+
+
+async def _agent_answer(agents: AgentSystems, job: _Job, semaphore: asyncio.Semaphore) -> _Answer:
+    """An agent system's run on the example's task (the rendered user message), as an answer."""
+    task = job.request.messages[-1].text
+    try:
+        found = await agents.answer(job.system, task, semaphore)
+    except ConfigError:
+        raise
+    except (AiestackError, ValueError) as exc:  # the run could not start (an empty task): no scores
+        return _Answer(None, None, error=f"{type(exc).__name__}: {exc}")
+    return _Answer(found.completion, found.exchange_id, agent_run=found.run, details=found.details)
 
 
 def _with_scores(record: EvalResultRecord, scored: Sequence[tuple[str, Score]]) -> EvalResultRecord:

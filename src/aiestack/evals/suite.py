@@ -83,6 +83,11 @@ class SystemSpec(_Strict):
         default=None,
         description="A prompt of the registry, NAME@LABEL or NAME@VERSION: its template is the system message.",
     )
+    agent: str | dict[str, Any] | None = Field(
+        default=None,
+        description="Run an agent on each example: an [agents.NAME] of aiestack.toml, or such a table inline "
+        "(aiestack.evals.agent_systems); model and params then override the agent's.",
+    )
 
     @model_validator(mode="after")
     def _one_system_prompt(self) -> SystemSpec:
@@ -290,6 +295,10 @@ def parse_suite(data: Any, *, source: str = "suite", base_dir: Path = Path("."))
             f"{source}: {key}", msg[0].lower() + msg[1:], "fix it (see docs/evals.md)"
         ) from None
     for i, system in enumerate(suite.systems):
+        if system.agent is not None:
+            from aiestack.evals.agent_systems import check_agent_system
+
+            check_agent_system(system, i, source)
         try:
             system.to_params()
         except TypeError as exc:

@@ -14,7 +14,7 @@ Where each family is defined, and its conventions: :mod:`._text` (SQuAD normalis
 :mod:`._model` (logprobs, latency, cost, embeddings), :mod:`._retrieval` (ranked and relevant ids),
 :mod:`._rag` (lexical context metrics, judge faithfulness), :mod:`._code` (the sandbox),
 :mod:`.sql` (text-to-SQL by execution on a read-only SQLite database), :mod:`.tools` (tool calls,
-BFCL's AST rules).
+BFCL's AST rules), :mod:`.agent` (agent runs: task success, steps).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pydantic import Field
 from aiestack.errors import ConfigError
 from aiestack.evals.base import CorpusMetric, Metric
 from aiestack.evals.judges import DEFAULT_RUBRIC, JudgeCall, RubricJudge
-from aiestack.evals.metrics import code, model, overlap, rag, retrieval, sql, structured, text, tools
+from aiestack.evals.metrics import agent, code, model, overlap, rag, retrieval, sql, structured, text, tools
 from aiestack.evals.metrics.options import MetricOptions, ReferenceOptions, parse_options, require
 from aiestack.models.base import EmbeddingModel
 
@@ -182,6 +182,8 @@ _FACTORIES: Mapping[str, Factory] = MappingProxyType(
         "tool_selection": _simple(tools.ToolOptions, tools.ToolSelection),
         "invalid_tool_calls": _simple(tools.ToolOptions, tools.InvalidToolCalls),
         "tool_calls": _simple(tools.ToolOptions, tools.ToolCallCount),
+        "task_success": _simple(ReferenceOptions, agent.TaskSuccess),
+        "agent_steps": _simple(MetricOptions, agent.AgentSteps),
         "judge": _judge(reference_based=False),
         "judge_reference": _judge(reference_based=True),
     }

@@ -6,6 +6,9 @@ expects no call. The tools offered are read from the example (``tools_key``, def
 OpenAI tools (``{"type": "function", "function": {...}}``) or plain ``{name, description,
 parameters}`` documents (BFCL's included). Matching follows BFCL's AST rules
 (:mod:`aiestack.evals.bfcl.checker`), with the calls in any order.
+
+For an agent system's sample (``sample.agent_run``) the calls are those the run made across all its
+steps, scored by :func:`aiestack.evals.agent_scores.score_run`.
 """
 
 from __future__ import annotations
@@ -113,6 +116,13 @@ class ToolCallAccuracy:
         answers = expected_calls(lookup(sample, self._opts.reference_key))
         if answers is None:
             return Score(None, error="the reference is not a list of expected calls ({name, arguments} or BFCL's form)")
+        if sample.agent_run is not None:
+            from aiestack.evals.metrics.agent import run_scores
+
+            reference = lookup(sample, self._opts.reference_key)
+            calls_made = _names_called(sample)
+            value = run_scores(sample, calls=reference, tools=lookup(sample, self._opts.tools_key))["tool_call_accuracy"]
+            return Score(value, {} if value else {"called": calls_made})
         calls, unreadable = _calls(sample.completion)
         if unreadable:
             return Score(0.0, {"reason": f"{unreadable} call(s) with arguments that are not a JSON object"})
@@ -137,7 +147,7 @@ class ToolSelection:
         if answers is None:
             return Score(None, error="the reference is not a list of expected calls")
         expected = sorted(wire_name(n) for a in answers for n in a)
-        made = sorted(wire_name(tc.name) for tc in (sample.completion.message.tool_calls if sample.completion else ()))
+        made = sorted(wire_name(name) for name in _names_called(sample))
         return Score(float(made == expected), {} if made == expected else {"expected": expected, "called": made})
 
 
@@ -151,6 +161,10 @@ class InvalidToolCalls:
         self._opts = opts
 
     async def score(self, sample: Sample) -> Score:
+        if sample.agent_run is not None:  # the loop validated each call against its tool
+            from aiestack.evals.metrics.agent import run_scores
+
+            return Score(run_scores(sample)["invalid_tool_calls"])
         offered = {wire_name(f["name"]): f for f in function_docs(lookup(sample, self._opts.tools_key))}
         problems = []
         for tc in sample.completion.message.tool_calls if sample.completion is not None else ():
@@ -185,4 +199,15 @@ class ToolCallCount:
         self.name = name
 
     async def score(self, sample: Sample) -> Score:
-        return Score(float(len(sample.completion.message.tool_calls)) if sample.completion is not None else None)
+        if sample.agent_run is None and sample.completion is None:
+            return Score(None)
+        return Score(float(len(_names_called(sample))))
+
+
+def _names_called(sample: Sample) -> list[str]:
+    """The tools called: by the answer, or by an agent run across its steps."""
+    if sample.agent_run is not None:
+        from aiestack.agents.events import ToolCalled
+
+        return [e.name for e in sample.agent_run.events if isinstance(e, ToolCalled)]
+    return [tc.name for tc in (sample.completion.message.tool_calls if sample.completion is not None else ())]
