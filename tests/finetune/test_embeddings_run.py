@@ -1,0 +1,134 @@
+"""finetune_embeddings end to end on memory stores with a tiny model: data, mining, training,
+registration with lineage, re-index into a new version, before/after figures, and the switch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aiestack.context.versions import collection_versions
+from aiestack.errors import InvalidRequest
+from aiestack.finetune.embedding_data import MiningOptions, Qrel, build_examples, qrels_from_dataset, split_queries
+from aiestack.finetune.embedding_run import FinetuneOptions, finetune_embeddings
+from aiestack.finetune.embeddings import TrainSettings
+from aiestack.models.base import EmbeddingModel
+from aiestack.models.embedding_versions import EmbeddingVersions
+from aiestack.stores.datasets import DatasetRow
+from aiestack.stores.documents_memory import MemoryDocumentStore
+from aiestack.stores.exchanges_memory import MemoryExchangeStore
+from aiestack.testing.embeddings import BagOfWordsEmbeddings
+from aiestack.types import Chunk, Document
+
+FACTS = [
+    ("Mercury is a silvery metal that stays liquid at room temperature.", "which metal is liquid at room temperature"),
+    ("Honey bees collect nectar and turn it into honey in the hive.", "what do bees make"),
+    ("The Moon orbits the Earth at an average distance of 384,400 kilometres.", "how far away is the moon"),
+    ("Hamlet is a tragedy written by William Shakespeare around 1600.", "who wrote hamlet"),
+    ("Ocean tides are caused by the gravitational pull of the Moon and the Sun.", "what causes tides"),
+    ("Sunlight scattered by air molecules makes the daytime sky look blue.", "why is the sky blue"),
+    ("Penguins are flightless birds that live mostly in the southern hemisphere.", "where do penguins live"),
+    ("The Nile is often said to be the longest river in the world.", "which river is the longest"),
+]
+
+
+async def _collection(store: MemoryDocumentStore, model: EmbeddingModel, name: str = "facts") -> dict[str, Chunk]:
+    store.create_collection(name, embedding_model=model.name, dim=model.dim)
+    chunks: dict[str, Chunk] = {}
+    for i, (text, _) in enumerate(FACTS):
+        doc = Document(id=f"d{i}", text=text, source=f"fact-{i}.txt", title=f"fact {i}")
+        chunk = Chunk(id=f"c{i}", document_id=doc.id, text=text, position=0, metadata={"source": doc.source})
+        (vector,) = await model.embed([text])
+        store.put_document(name, doc, [chunk], [vector])
+        chunks[doc.id] = chunk
+    return chunks
+
+
+def _dataset(datasets: MemoryExchangeStore, chunks: dict[str, Chunk], name: str = "facts-qa", suffix: str = "") -> str:
+    rows = [
+        DatasetRow({"messages": [{"role": "user", "content": q + suffix}, {"role": "assistant", "content": text}],
+                    "sources": [{"document_id": f"d{i}", "chunk_id": chunks[f"d{i}"].id, "text": text}]})
+        for i, (text, q) in enumerate(FACTS)
+    ]
+    version, _ = datasets.push_dataset(name, "chat", rows, created_at=1.0)
+    return version.ref
+
+
+async def test_examples_take_positives_from_the_collection_and_negatives_from_its_index() -> None:
+    store, datasets, model = MemoryDocumentStore(), MemoryExchangeStore(), BagOfWordsEmbeddings()
+    chunks = await _collection(store, model)
+    qrels = qrels_from_dataset(datasets, datasets.get_dataset(_dataset(datasets, chunks).split("@")[0]))  # type: ignore[arg-type]
+    assert len(qrels) == len(FACTS) and qrels[0].chunk_id == "c0" and qrels[0].document_id == "d0"
+    # A judgement naming only a document takes the document's chunk.
+    qrels.append(Qrel("extra", "silvery liquid metal", "d0"))
+    examples = await build_examples(store, "facts", model, qrels, MiningOptions(mode="hybrid", depth=5, skip=0, count=2))
+    assert len(examples) == len(qrels)
+    for ex in examples:
+        assert ex.positive == chunks[ex.positive_id].text
+        assert len(ex.negatives) == 2 and ex.positive not in ex.negatives
+    skipped = await build_examples(store, "facts", model, qrels[:1], MiningOptions(mode="vector", depth=5, skip=1, count=1))
+    top = await build_examples(store, "facts", model, qrels[:1], MiningOptions(mode="vector", depth=5, skip=0, count=2))
+    assert skipped[0].negatives == top[0].negatives[1:]  # skip passes over the top candidates
+
+
+def test_the_split_is_seeded_and_complete() -> None:
+    qrels = [Qrel(f"q{i}", f"question {i}", f"d{i}") for i in range(200)]
+    train, held = split_queries(qrels, 0.25, seed=3)
+    assert len(train) + len(held) == 200 and 30 < len(held) < 70
+    assert split_queries(qrels, 0.25, seed=3) == (train, held)
+    assert split_queries(qrels, 0.25, seed=4) != (train, held)
+    with pytest.raises(InvalidRequest, match="holdout"):
+        split_queries(qrels, 1.0)
+
+
+@pytest.mark.slow
+async def test_finetune_registers_reindexes_measures_and_switches(tiny_st: Path, tmp_path: Path, one_thread: object) -> None:
+    from aiestack.models.local_embeddings import SentenceTransformerEmbeddings
+
+    base = SentenceTransformerEmbeddings(str(tiny_st), name="tiny")
+    store, datasets = MemoryDocumentStore(), MemoryExchangeStore()
+    chunks = await _collection(store, base)
+    ref = _dataset(datasets, chunks)
+    asked = _dataset(datasets, chunks, "facts-asked", "?")  # the same questions, asked with a question mark
+    registry = EmbeddingVersions(tmp_path / "embedding-models")
+    options = FinetuneOptions(
+        train=TrainSettings(epochs=12, batch_size=4, learning_rate=3e-3, warmup=0.0),
+        mining=MiningOptions(mode="vector", depth=4, skip=0, count=1),
+        eval_dataset=asked,  # (almost) the same questions: this test checks the plumbing, not generalisation
+        modes=("vector",),
+        switch=True,
+    )
+    phases: set[str] = set()
+    report = await finetune_embeddings(
+        documents=store, datasets=datasets, registry=registry, embeddings_for=lambda name: base,
+        collection="facts", dataset=ref, options=options, progress=lambda phase, done, total: phases.add(phase),
+    )
+    await base.aclose()
+    assert phases == {"before", "mining", "training", "reindex", "after"}
+    # The model version and its lineage.
+    version = registry.require(report.model.id)
+    assert version.base_model == "tiny" and version.dataset == ref and version.collection == "facts"
+    assert version.params["learning_rate"] == 3e-3 and version.params["mining"]["mode"] == "vector"
+    assert version.metrics["before"]["vector"]["ndcg@10"] == report.before["vector"]["ndcg@10"]
+    assert (version.path / "modules.json").is_file() and report.model.id.startswith("tiny-ft-")
+    # The new collection version, made current.
+    assert (report.collection.collection, report.collection.embedding_model, report.collection.current) == (
+        "facts.v2", report.model.id, True)
+    assert store.resolve("facts") == "facts.v2"
+    assert [v.version for v in collection_versions(store, "facts")] == [1, 2]
+    # Measured before and after; trained on these very questions, the tiny model must find them.
+    assert report.after["vector"]["ndcg@10"] > report.before["vector"]["ndcg@10"]
+    assert report.after["vector"]["mrr@10"] >= 0.9
+    assert report.train.steps > 0 and report.eval_queries == report.train_queries == len(FACTS)
+    assert report.eval_source == asked
+
+
+async def test_a_remote_embedding_model_cannot_be_finetuned(tmp_path: Path) -> None:
+    store, datasets, model = MemoryDocumentStore(), MemoryExchangeStore(), BagOfWordsEmbeddings()
+    chunks = await _collection(store, model)
+    ref = _dataset(datasets, chunks)
+    with pytest.raises(InvalidRequest, match="not a local sentence-transformers model"):
+        await finetune_embeddings(
+            documents=store, datasets=datasets, registry=EmbeddingVersions(tmp_path), embeddings_for=lambda name: model,
+            collection="facts", dataset=ref,
+        )
