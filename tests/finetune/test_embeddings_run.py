@@ -9,7 +9,13 @@ import pytest
 
 from aiestack.context.versions import collection_versions
 from aiestack.errors import InvalidRequest
-from aiestack.finetune.embedding_data import MiningOptions, Qrel, build_examples, qrels_from_dataset, split_queries
+from aiestack.finetune.embedding_data import (
+    MiningOptions,
+    Qrel,
+    build_examples,
+    qrels_from_dataset,
+    split_queries,
+)
 from aiestack.finetune.embedding_run import FinetuneOptions, finetune_embeddings
 from aiestack.finetune.embeddings import TrainSettings
 from aiestack.models.base import EmbeddingModel

@@ -34,7 +34,14 @@ from aiestack.context.retrieval import Retriever, SearchOptions
 from aiestack.context.versions import CollectionVersion, reindex_collection, switch_collection
 from aiestack.datasets.export import resolve
 from aiestack.errors import InvalidRequest, NotFound
-from aiestack.finetune.embedding_data import MiningOptions, Qrel, build_examples, judged, qrels_from_dataset, split_queries
+from aiestack.finetune.embedding_data import (
+    MiningOptions,
+    Qrel,
+    build_examples,
+    judged,
+    qrels_from_dataset,
+    split_queries,
+)
 from aiestack.finetune.embeddings import TrainReport, TrainSettings, train_embeddings
 from aiestack.models.base import EmbeddingModel
 from aiestack.models.embedding_versions import EmbeddingVersion, EmbeddingVersions

@@ -149,7 +149,7 @@ class EmbeddingVersions:
             known = ", ".join(v.id for v in self.list()) or "none yet"
             raise NotFound(
                 f"There is no embedding model version {id!r} in {self.root} (versions: {known}).",
-                hint="Train one with `aiestack finetune embeddings`; list them with `aiestack finetune versions`.",
+                hint="Train one with `aiestack finetune embeddings`; list them with `aiestack finetune embedding-models`.",
             )
         return found
 
