@@ -107,10 +107,12 @@ async def evaluate_modes(
     retriever = Retriever(store, model)
     out: Figures = {}
     for i, mode in enumerate(modes):
-        runs, _ = await run_queries(
-            retriever, collection, queries, SearchOptions(mode=mode),  # type: ignore[arg-type]
-            progress=None if progress is None else (lambda done, total, i=i: progress(i * total + done, total * len(modes))),
-        )
+
+        def step(done: int, total: int, i: int = i) -> None:
+            if progress is not None:
+                progress(i * total + done, total * len(modes))
+
+        runs, _ = await run_queries(retriever, collection, queries, SearchOptions(mode=mode), progress=step)  # type: ignore[arg-type]
         out[mode] = evaluate(runs, grades)
     return out
 
