@@ -221,3 +221,29 @@ def test_rows_stream_in_pages(store: MemoryExchangeStore) -> None:
             for i in range(2500)]
     version, _ = store.push_dataset("big", "chat", rows, created_at=T0)
     assert [r.data["messages"][0]["content"] for r in iter_rows(store, version)] == [f"q{i}" for i in range(2500)]
+
+
+def test_rated_rag_exchanges_keep_the_passages_their_answers_cite_as_sources() -> None:
+    from aiestack.context.stage import RAG_COLLECTION, RAG_HITS
+    from aiestack.datasets.export import qrels_lines
+
+    hits = [{"chunk_id": f"ch_{n}", "document_id": f"doc_{n}", "source": f"{n}.md", "score": 1.0, "retriever": "bm25"}
+            for n in (1, 2, 3)]
+    store = MemoryExchangeStore()
+    store.write_exchanges([
+        exchange(1, "How do I reset it?", "Hold the button [2], then wait [3].", attributes={RAG_HITS: hits, RAG_COLLECTION: "manual"}),
+        exchange(2, "Warranty?", "Two years.", attributes={RAG_HITS: hits, RAG_COLLECTION: "manual"}),  # cites nothing
+        exchange(3, "Plain chat", "Hello [1]"),  # no retrieval
+    ])
+    one = store.get_exchange("ex_1")
+    assert one is not None
+    store.write_feedback([explicit_feedback(one, thumbs="up", now=T0 + 20)])
+    rated = from_exchanges(store, ExchangeSelection(min_feedback=0.75))
+    assert [r.data.get("sources") for r in rated.rows] == [[
+        {"chunk_id": "ch_2", "document_id": "doc_2", "source": "2.md", "collection": "manual"},
+        {"chunk_id": "ch_3", "document_id": "doc_3", "source": "3.md", "collection": "manual"},
+    ]]
+    assert [(q["query"], q["corpus_id"], q["chunk_id"]) for q in qrels_lines(rated.rows[0])] == [
+        ("How do I reset it?", "doc_2", "ch_2"), ("How do I reset it?", "doc_3", "ch_3")]
+    every = from_exchanges(store, ExchangeSelection())
+    assert [bool(r.data.get("sources")) for r in every.rows] == [True, False, False]

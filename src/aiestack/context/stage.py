@@ -47,7 +47,7 @@ CheckContext = Callable[[Exchange, Sequence[Hit]], Awaitable[tuple[Sequence[Hit]
 COLLECTION_METADATA = "aiestack.collection"
 # Exchange attributes the stage sets.
 RAG_COLLECTION = "aiestack.rag.collection"
-RAG_HITS = "aiestack.rag.hits"  # [{chunk_id, source, score, retriever}], numbered as the prompt
+RAG_HITS = "aiestack.rag.hits"  # [{chunk_id, document_id, source, score, retriever}], numbered as the prompt
 RAG_TIMINGS = "aiestack.rag.timings"  # {embed_ms, search_ms, rerank_ms, ..., total_ms}
 RAG_DROPPED = "aiestack.rag.dropped"  # hits removed by check_context
 
@@ -159,6 +159,7 @@ class Context:
 def _summary(hit: Hit) -> dict[str, Any]:
     return {
         "chunk_id": hit.chunk.id,
+        "document_id": hit.chunk.document_id,
         "source": str(hit.chunk.metadata.get("source") or hit.chunk.document_id),
         "score": round(float(hit.score), 6),
         "retriever": hit.retriever,

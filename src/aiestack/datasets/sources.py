@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from aiestack.context.citations import cited_indices
+from aiestack.context.stage import RAG_COLLECTION, RAG_HITS
 from aiestack.datasets.rows import RowError, kind_of, normalise
 from aiestack.errors import ConfigError
 from aiestack.feedback.export import chat_messages, feedback_rows
@@ -110,6 +112,8 @@ def from_exchanges(store: ExchangeStore, selection: ExchangeSelection, kind: Dat
         for row in rows:
             meta = row.pop("metadata")
             lineage = {k: v for k, v in meta.items() if v is not None and v != []}
+            if kind == "chat" and (sources := rag_sources(store.get_exchange(str(meta.get("exchange_id"))), row)):
+                row["sources"] = sources
             built.rows.append(DatasetRow(normalise(row, kind), lineage))
             if selection.limit is not None and len(built.rows) >= selection.limit:
                 break
@@ -131,6 +135,8 @@ def from_exchanges(store: ExchangeStore, selection: ExchangeSelection, kind: Dat
             break
     for record in reversed(picked):  # oldest first
         data = {"messages": [*(chat_messages(record.request) or []), {"role": "assistant", "content": record.response}]}
+        if sources := rag_sources(record, data):
+            data["sources"] = sources
         try:
             row = normalise(data, "chat")
         except RowError:
@@ -140,6 +146,26 @@ def from_exchanges(store: ExchangeStore, selection: ExchangeSelection, kind: Dat
                    "prompt": record.attributes.get(PROMPT_NAME_ATTR), "prompt_version": record.attributes.get(PROMPT_VERSION_ATTR)}
         built.rows.append(DatasetRow(row, {k: v for k, v in lineage.items() if v is not None}))
     return built
+
+
+def rag_sources(record: ExchangeRecord | None, row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The retrieved passages the row's answer cites — ``[n]`` markers, numbered as the RAG prompt listed
+    them — as sources: a rated RAG exchange's "clicks", so the row is also a relevance judgement
+    (``datasets export --format qrels``, ``aiestack finetune embeddings``). Empty when the exchange
+    retrieved nothing or the answer cites nothing."""
+    hits = record.attributes.get(RAG_HITS) if record is not None else None
+    messages = row.get("messages") or []
+    if not hits or not isinstance(hits, list) or not messages:
+        return []
+    answer = str(messages[-1].get("content") or "")
+    collection = record.attributes.get(RAG_COLLECTION) if record is not None else None
+    out = []
+    for n in cited_indices(answer, len(hits)):
+        hit = hits[n - 1]
+        if isinstance(hit, Mapping) and hit.get("chunk_id"):
+            source = {k: hit[k] for k in ("chunk_id", "document_id", "source") if hit.get(k)}
+            out.append({**source, **({"collection": collection} if collection else {})})
+    return out
 
 
 def _exchanges(store: ExchangeStore, selection: ExchangeSelection) -> Iterator[ExchangeRecord]:

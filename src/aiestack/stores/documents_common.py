@@ -75,7 +75,7 @@ def check_pointer(
     if target is None:
         raise NotFound(
             "The collection to point at does not exist.",
-            hint="Create it first (a new version: `aiestack finetune embeddings` or `aiestack collections reindex`).",
+            hint="Create it first (a new version of a collection: `aiestack finetune embeddings`).",
         )
     if target.name == name:
         return  # removing the pointer
