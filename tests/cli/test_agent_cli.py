@@ -94,3 +94,55 @@ def test_approve_and_deny_resume_a_stored_run(agent_config: Path, decision: str)
     assert "finished (final_answer)" in decided.output
     again = runner.invoke(app, ["agent", decision, run_id])
     assert again.exit_code != 0 and "not waiting" in str(again.exception)
+
+
+def test_cancel_stops_a_run_running_elsewhere_and_a_waiting_one(agent_config: Path) -> None:
+    import asyncio
+    import threading
+
+    from aiestack.agents.config import make_agent
+    from aiestack.agents.runs import RunKeeper
+    from aiestack.build import build_stack
+    from aiestack.models.fake import FakeModel, Script
+    from aiestack.settings import load_settings
+
+    text = agent_config.read_text(encoding="utf-8")  # the injection classifier off: it takes seconds to load
+    agent_config.write_text(text.replace("[agents.helper]", '[guards]\ninjection = "off"\n[agents.helper]'), encoding="utf-8")
+    ready, out = threading.Event(), {}
+
+    def elsewhere() -> None:  # another stack on the same store, in a thread of its own: as a server would
+        async def go() -> None:
+            stack = build_stack(load_settings())
+            try:
+                fake = stack.models.resolve("echo").provider
+                assert isinstance(fake, FakeModel)
+                fake.enqueue([Script(pieces=["slow"] * 100, delay_s=0.1)])  # 10 s
+                seen: list[object] = []
+                keeper = RunKeeper(stack.store, poll_s=0.05)  # type: ignore[arg-type]
+                task = asyncio.ensure_future(keeper.run(make_agent(stack, "helper"), "talk", on_event=seen.append))
+                while not fake.requests:
+                    await asyncio.sleep(0.01)
+                out["run_id"] = seen[0].run_id  # type: ignore[attr-defined]
+                ready.set()
+                out["result"] = await asyncio.wait_for(task, 15)
+            finally:
+                ready.set()
+                await stack.aclose()
+
+        asyncio.run(go())
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    assert ready.wait(60) and "run_id" in out
+    runner = CliRunner()
+    app = build_app()
+    cancelled = runner.invoke(app, ["agent", "cancel", str(out["run_id"]), "from the terminal"])
+    thread.join(20)
+    assert cancelled.exit_code == 0, cancelled.output
+    assert "stopped (cancelled) — from the terminal" in cancelled.output
+    assert out["result"].stop_reason == "cancelled"  # type: ignore[attr-defined]
+    run_id = asyncio.run(_waiting_run(agent_config))
+    stopped = runner.invoke(app, ["agent", "cancel", run_id])
+    assert stopped.exit_code == 0 and "stopped (cancelled) — cancelled by a person" in stopped.output
+    again = runner.invoke(app, ["agent", "cancel", run_id])
+    assert again.exit_code != 0 and "has ended" in str(again.exception)

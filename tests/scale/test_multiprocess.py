@@ -4,7 +4,8 @@ Each process is ``aiestack serve`` on its own port of 127.0.0.1 with the same co
 made on one work on the others and a revoke reaches them all; an RPM limit admits exactly its
 count across the three; an answer cached by one is a hit on the others (exact and semantic); a
 prompt label moved in the store changes what every process renders; the semantic router sends a
-question to the same route everywhere; the console of one process shows the exchanges of all.
+question to the same route everywhere; the console of one process shows the exchanges of all; an
+agent run started on one process is cancelled from another.
 The processes are started once for the module and stopped at its end.
 """
 
@@ -36,6 +37,10 @@ prompt = "support@production"
 [pricing.up-general]
 input_per_mtok = 10000.0
 output_per_mtok = 10000.0
+
+[agents.slowpoke]
+model = "mock"
+instructions = "Talk."
 """
 #: The price above: one US cent per token, in and out.
 USD_PER_TOKEN = 0.01
@@ -250,3 +255,35 @@ def test_the_console_of_one_process_shows_exchanges_made_on_the_others(gateways:
 def test_the_processes_are_distinct(gateways: list[ServerProcess]) -> None:
     assert len({gateway.pid for gateway in gateways}) == PROCESSES
     assert all(gateway.alive() for gateway in gateways)
+
+
+def test_an_agent_run_started_on_one_process_is_cancelled_from_another(gateways: list[ServerProcess]) -> None:
+    import threading
+
+    started: dict[str, Any] = {}
+
+    def start() -> None:  # the run's model call streams for 10 s ([slow]) on process 0
+        began = time.monotonic()
+        started["response"] = httpx.post(f"{gateways[0].url}/v1/agents/slowpoke/runs", headers=ADMIN,
+                                         json={"task": "[slow] count to forty"}, timeout=60)  # fmt: skip
+        started["took_s"] = time.monotonic() - began
+
+    thread = threading.Thread(target=start)
+    thread.start()
+
+    def running() -> list[dict[str, Any]]:
+        listed = httpx.get(f"{gateways[1].url}/v1/agents/slowpoke/runs?status=running", headers=ADMIN, timeout=10)
+        data: list[dict[str, Any]] = listed.json()["data"]
+        return data
+
+    run_id = _until(running, "the run, seen from process 1")[0]["run_id"]
+    cancelled = httpx.post(f"{gateways[1].url}/v1/agents/slowpoke/runs/{run_id}/cancel", headers=ADMIN,
+                           json={"reason": "stopped from host one"}, timeout=30)  # fmt: skip
+    thread.join(30)
+    assert cancelled.status_code == 200, cancelled.text
+    run = cancelled.json()
+    assert run["status"] == "stopped" and run["stop_reason"] == "cancelled" and run["detail"] == "stopped from host one"
+    assert [s["type"] for s in run["steps"]] == ["run_started", "run_stopped"]
+    first = started["response"]
+    assert first.status_code == 200 and first.json()["run_id"] == run_id and first.json()["stop_reason"] == "cancelled"
+    assert started["took_s"] < 9  # the model call in flight was abandoned, not waited for

@@ -717,6 +717,10 @@ class Agent:
                 call.arguments, context=context, threads=self._threads,
                 timeout_s=None if remaining is None else max(remaining, 0.001),
             )  # fmt: skip
+        except asyncio.CancelledError:  # the run was cancelled: the span still ends, marked
+            span.set_attribute(TOOL_ERROR, "cancelled")
+            span.end()
+            raise
         finally:
             otel_context.detach(inner)
             duration_ms = (time.perf_counter() - started) * 1000

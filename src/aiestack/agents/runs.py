@@ -30,6 +30,7 @@ from aiestack.agents.events import (
     message_to_dict,
 )
 from aiestack.agents.loop import Agent
+from aiestack.agents.supervise import supervise
 from aiestack.stores.runs import RunRecord, RunStore
 from aiestack.types import Message, new_id
 
@@ -148,11 +149,16 @@ class RunNotWaiting(LookupError):
     """The run does not exist for this tenant, or is not waiting for approval (any more)."""
 
 
+class RunNotActive(RunNotWaiting):
+    """The run does not exist for this tenant, or has ended: there is nothing to cancel."""
+
+
 class RunKeeper:
     """Runs agents and keeps their runs in a :class:`~aiestack.stores.runs.RunStore`.
 
     ``content``/``redact``: the stack's content tracing and trace redactor (what is stored of the
-    runs' texts). A run is stored as ``running`` when it starts and again when it stops; approving
+    runs' texts). ``poll_s``: how often a running run's stored status is read, to see whether someone
+    asked it to stop (:meth:`cancel`, from any process). A run is stored as ``running`` when it starts and again when it stops; approving
     or denying a waiting run claims it in the store first, so a call is never run twice, also when
     two people approve at once or the process restarted in between (the run is read back from the
     store).
@@ -165,11 +171,15 @@ class RunKeeper:
         content: bool = False,
         redact: Redact | None = None,
         clock: Callable[[], float] = time.time,
+        poll_s: float = 0.5,
     ) -> None:
+        if poll_s <= 0:
+            raise ValueError(f"poll_s must be positive, got {poll_s}")
         self._store = store
         self._content = content
         self._redact = redact
         self._clock = clock
+        self._poll_s = poll_s
 
     async def run(
         self,
@@ -194,17 +204,12 @@ class RunKeeper:
             created_at=started, updated_at=started, key_id=key_id, task=text(task),
         )  # fmt: skip
         await asyncio.to_thread(self._store.put_run, first)
-        try:
-            result = await agent.run(
-                task, run_id=run_id, tenant=tenant, key_id=key_id, on_event=on_event, history=history, deltas=deltas
-            )
-        except BaseException:  # cancelled (a client went away) or a bug: never left "running" for ever
-            stopped = RunStopped(run_id, "cancelled", "stopped", "the run was interrupted")
-            ended = dataclasses.replace(
-                first, status="stopped", stop_reason="cancelled", detail=stopped.detail, updated_at=self._clock()
-            )
-            self._store.put_run(ended, [event_to_dict(stopped)])  # blocking, but a cancelled task cannot await
-            raise
+        result = await supervise(
+            self._store, run_id,
+            lambda seen: agent.run(task, run_id=run_id, tenant=tenant, key_id=key_id, on_event=seen, history=history, deltas=deltas),
+            on_event, poll_s=self._poll_s, base=None,
+            save_now=lambda cut: self._save(agent, cut, tenant, key_id, started, first),
+        )  # fmt: skip
         await asyncio.to_thread(self._save, agent, result, tenant, key_id, started, first)
         return result
 
@@ -226,21 +231,50 @@ class RunKeeper:
         if claimed is None or claimed.pending is None:
             found = await asyncio.to_thread(self._store.get_run, run_id, tenant=tenant)
             raise RunNotWaiting(_not_waiting(found, run_id))
-        result = await agent.resume(
-            claimed.pending, run_id=run_id, approve=approve, reason=reason,
-            tenant=claimed.tenant, key_id=claimed.key_id, on_event=on_event, deltas=deltas,
+        pending = claimed.pending
+        result = await supervise(
+            self._store, run_id,
+            lambda seen: agent.resume(
+                pending, run_id=run_id, approve=approve, reason=reason,
+                tenant=claimed.tenant, key_id=claimed.key_id, on_event=seen, deltas=deltas,
+            ),
+            on_event, poll_s=self._poll_s, base=claimed,
+            save_now=lambda cut: self._save(agent, cut, claimed.tenant, claimed.key_id, claimed.created_at, claimed),
         )  # fmt: skip
         await asyncio.to_thread(self._save, agent, result, claimed.tenant, claimed.key_id, claimed.created_at, claimed)
         return result
 
-    def cancel(self, run_id: str, *, tenant: str | None = None, reason: str = "cancelled by a person") -> RunRecord:
-        """(Blocking: the store's I/O.) Stop a waiting run for good (status ``stopped``, reason ``cancelled``); its pending state is dropped."""
+    async def cancel(
+        self, run_id: str, *, tenant: str | None = None, reason: str = "cancelled by a person", wait_s: float = 10.0
+    ) -> RunRecord:
+        """Stop a waiting or running run for good (status ``stopped``, reason ``cancelled``) and return its record.
+
+        A waiting run stops here (its pending state is dropped). A running one, in this process or
+        any other that shares the store, is asked to stop (``cancelling``); the keeper running it
+        stops it within its poll interval and stores it complete. This waits up to ``wait_s`` for
+        that and returns the record as it then is (still ``cancelling`` if the process running it
+        has not stopped it yet; a run that ended by itself meanwhile keeps its own ending).
+        Raises :class:`RunNotActive` for an unknown run or one that has already ended.
+        """
         now = self._clock()
-        claimed = self._store.claim_run(run_id, tenant=tenant, at=now)
-        if claimed is None:
-            raise RunNotWaiting(_not_waiting(self._store.get_run(run_id, tenant=tenant), run_id))
+        claimed = await asyncio.to_thread(self._store.claim_run, run_id, tenant=tenant, at=now)
+        if claimed is not None:
+            return await asyncio.to_thread(self._cancel_claimed, claimed, reason, now)
+        asked = await asyncio.to_thread(self._store.request_cancel, run_id, tenant=tenant, at=now, reason=reason)
+        if asked is None:
+            asked = await asyncio.to_thread(self._store.get_run, run_id, tenant=tenant)
+            if asked is None or asked.status != "cancelling":  # (asked already: wait for it like the first asker)
+                raise RunNotActive(_not_active(asked, run_id))
+        deadline = time.monotonic() + wait_s
+        record: RunRecord | None = asked
+        while record is not None and record.status == "cancelling" and time.monotonic() < deadline:
+            await asyncio.sleep(min(self._poll_s, max(deadline - time.monotonic(), 0.0)))
+            record = await asyncio.to_thread(self._store.get_run, run_id, tenant=tenant)
+        return record if record is not None else asked
+
+    def _cancel_claimed(self, claimed: RunRecord, reason: str, now: float) -> RunRecord:
         stopped = RunStopped(
-            run_id, "cancelled", "stopped", reason, steps=claimed.steps, input_tokens=claimed.input_tokens,
+            claimed.run_id, "cancelled", "stopped", reason, steps=claimed.steps, input_tokens=claimed.input_tokens,
             output_tokens=claimed.output_tokens, cost_usd=claimed.cost_usd,
         )  # fmt: skip
         record = dataclasses.replace(
@@ -257,6 +291,12 @@ class RunKeeper:
             updated_at=self._clock(), key_id=key_id, content=self._content, redact=self._redact, previous=previous,
         )  # fmt: skip
         self._store.put_run(record, steps)
+
+
+def _not_active(record: RunRecord | None, run_id: str) -> str:
+    if record is None:
+        return f"no run {run_id!r}: list runs with `aiestack agent runs` or GET /v1/agents/NAME/runs"
+    return f"run {run_id!r} has ended ({record.status}, {record.stop_reason}): only a running or waiting run can be cancelled"
 
 
 def _not_waiting(record: RunRecord | None, run_id: str) -> str:

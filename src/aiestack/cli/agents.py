@@ -225,6 +225,32 @@ def register(app: typer.Typer) -> None:
         """Deny the calls a waiting run asked for (the model sees the reason), and go on with it."""
         decide(run_id, False, reason)
 
+    @agent_app.command("cancel")
+    def cancel(
+        run_id: str = typer.Argument(..., help="The run's id (waiting, or running in any process that shares the store)."),
+        reason: str = typer.Argument("cancelled by a person", help="Why: the run's stop detail."),
+        wait_s: float = typer.Option(10.0, "--wait", min=0, help="Seconds to wait for a running run to stop."),
+    ) -> None:
+        """Stop a waiting or running run for good (a running one stops at once, wherever it runs)."""
+        import asyncio
+
+        from aiestack.agents.runs import RunNotActive
+        from aiestack.build import open_stack
+
+        async def go() -> Any:
+            async with open_stack() as stack:
+                try:
+                    return await _keeper(stack).cancel(run_id, reason=reason, wait_s=wait_s)
+                except RunNotActive as exc:
+                    raise NotFound(str(exc.args[0]), hint="`aiestack agent runs` lists the runs and their status") from None
+
+        record = asyncio.run(go())
+        if record.status == "cancelling":
+            typer.echo(f"run {record.run_id} was asked to stop; the process running it has not stopped it yet "
+                       f"(see `aiestack agent show {record.run_id}`)")  # fmt: skip
+            return
+        typer.echo(f"run {record.run_id} · {record.status} ({record.stop_reason}) — {record.detail}")
+
 
 def _pattern_line(e: dict[str, Any]) -> str:
     """One line for a planning, reflection or memory event."""
@@ -240,3 +266,4 @@ def _pattern_line(e: dict[str, Any]) -> str:
         return f"  step {e['step']} summarised {e['messages']} messages ({e['tokens_before']} → {e['tokens_after']} tok){err}"
     facts = e.get("facts") or []
     return f"  recalled {len(facts)} fact(s)" + (": " + "; ".join(_short(f, 60) for f in facts) if facts else "") + err
+

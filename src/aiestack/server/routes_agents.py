@@ -50,6 +50,15 @@ class DenyRequest(BaseModel):
     reason: str = Field(default="", max_length=10_000)
 
 
+class CancelRequest(BaseModel):
+    """The body of ``POST .../cancel`` (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=10_000, description="Why: the run's stop detail.")
+    wait_s: float = Field(default=10.0, ge=0, le=60, description="How long to wait for a running run to stop.")
+
+
 def _keeper(stack: Stack) -> tuple[RunKeeper, RunStore]:
     store = stack.store
     if not isinstance(store, RunStore):
@@ -95,7 +104,8 @@ async def _show(store: RunStore, run_id: str) -> Response:
     record = await asyncio.to_thread(store.get_run, run_id)
     steps = await asyncio.to_thread(store.run_steps, run_id)
     assert record is not None
-    return JSONBytesResponse(run_json(record, steps))
+    # 202: asked to stop, and the process running it has not stopped it yet
+    return JSONBytesResponse(run_json(record, steps), status_code=202 if record.status == "cancelling" else 200)
 
 
 @router.post("/{name}/runs", response_model=None, openapi_extra=body_openapi(RunRequest))
@@ -155,8 +165,8 @@ class RunConflict(InvalidRequest):
     code = "run_not_waiting"
 
 
-def _conflict(message: str) -> AiestackError:
-    return RunConflict(message, hint="Only a run with status 'waiting' can be approved, denied or cancelled.")
+def _conflict(message: str, hint: str = "Only a run with status 'waiting' can be approved or denied.") -> AiestackError:
+    return RunConflict(message, hint=hint)
 
 
 @router.post("/{name}/runs/{run_id}/approve", response_model=None)
@@ -171,17 +181,23 @@ async def deny_run(name: str, run_id: str, request: Request) -> Response:
     return await _decide(name, run_id, request, approve=False)
 
 
-@router.post("/{name}/runs/{run_id}/cancel", response_model=None)
+@router.post("/{name}/runs/{run_id}/cancel", response_model=None, openapi_extra=body_openapi(CancelRequest))
 async def cancel_run(name: str, run_id: str, request: Request) -> Response:
-    """Stop a waiting run for good (status ``stopped``, reason ``cancelled``)."""
+    """Stop a waiting or running run for good (status ``stopped``, reason ``cancelled``).
+
+    A running run (in this server process or another one sharing the store) stops at once: its
+    model call or tool in flight is cancelled, and it is stored with every step it made. The answer
+    waits up to ``wait_s`` for that; 202 with status ``cancelling`` when it has not happened yet."""
     stack: Stack = request.app.state.stack
     who = await principal(stack, request)
+    raw = await request.body()
+    body = parse_body(CancelRequest, raw) if raw.strip() else CancelRequest()
     keeper, store = _keeper(stack)
     await _run_of(store, name, run_id, who)
     try:
-        await asyncio.to_thread(keeper.cancel, run_id, tenant=_tenant(who))
+        await keeper.cancel(run_id, tenant=_tenant(who), reason=body.reason or "cancelled by a person", wait_s=body.wait_s)
     except RunNotWaiting as exc:
-        raise _conflict(str(exc.args[0])) from None
+        raise _conflict(str(exc.args[0]), "Only a running or waiting run can be cancelled.") from None
     return await _show(store, run_id)
 
 

@@ -12,6 +12,9 @@ its steps under the content-tracing rules, and resumes waiting runs from here.
   for approval). :meth:`RunStore.claim_run` takes it atomically: of two approvals of one run only
   one gets it, so a tool is never run twice.
 - ``tenant=None`` on a read means every tenant (the admin's view); a tenant sees only its runs.
+- :meth:`RunStore.request_cancel` asks a ``running`` run to stop, from any process: it becomes
+  ``cancelling``, and the process running it (which watches its status) stops it and stores it
+  ``stopped`` / ``cancelled``.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-#: The statuses a stored run may have (the loop's, and ``running`` while a run is in flight).
-RUN_STATUSES = ("running", "waiting", "finished", "stopped", "failed")
+#: The statuses a stored run may have (the loop's, ``running`` while a run is in flight, and
+#: ``cancelling`` once someone asked a running run to stop: the process running it stops it).
+RUN_STATUSES = ("running", "cancelling", "waiting", "finished", "stopped", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,4 +88,10 @@ class RunStore(Protocol):
     def claim_run(self, run_id: str, *, tenant: str | None = None, at: float) -> RunRecord | None:
         """If the run is ``waiting``, set it ``running`` (``updated_at=at``) and return it as it was,
         ``pending`` included; else ``None``. Atomic: of concurrent claims, exactly one succeeds."""
+        ...
+
+    def request_cancel(self, run_id: str, *, tenant: str | None = None, at: float, reason: str) -> RunRecord | None:
+        """If the run is ``running``, set it ``cancelling`` (``detail=reason``, ``updated_at=at``) and
+        return it so; else ``None``. The process running it sees the status and stops the run.
+        Atomic, like :meth:`claim_run`."""
         ...

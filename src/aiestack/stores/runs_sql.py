@@ -2,7 +2,8 @@
 
 Implements :class:`~aiestack.stores.runs.RunStore`; see the protocol for the contract. A run's row
 and the steps appended with it are written in one transaction; :meth:`claim_run` is one
-conditional ``UPDATE ... WHERE status = 'waiting'``, so only one of concurrent claims changes a row.
+conditional ``UPDATE ... WHERE status = 'waiting'``, so only one of concurrent claims changes a row;
+:meth:`request_cancel` is one ``UPDATE ... WHERE status = 'running'``.
 """
 
 from __future__ import annotations
@@ -102,6 +103,21 @@ class SqlRunsMixin:
             if claimed.rowcount != 1:
                 return None
         return _record(row)
+
+
+    def request_cancel(self, run_id: str, *, tenant: str | None = None, at: float, reason: str) -> RunRecord | None:
+        c = agent_runs.c
+        where = [c.run_id == run_id, c.status == "running"]
+        if tenant is not None:
+            where.append(c.tenant == tenant)
+        with store_errors(self._url, "write an agent run to"), self._engine.begin() as connection:
+            asked = connection.execute(
+                sa.update(agent_runs).where(*where).values(status="cancelling", detail=reason, updated_at=at)
+            )
+            if asked.rowcount != 1:
+                return None
+            row = connection.execute(sa.select(agent_runs).where(c.run_id == run_id)).mappings().first()
+        return _record(row) if row is not None else None
 
 
 def _record(row: sa.RowMapping) -> RunRecord:

@@ -110,6 +110,22 @@ class RunStoreConformance:
         store.put_run(run_record(status="finished", pending=None))
         assert store.claim_run("run_1", at=BASE + 11) is None
 
+    def test_a_cancel_request_marks_only_a_running_run_of_the_tenant(self, store: RunStore) -> None:
+        store.put_run(run_record(status="running", stop_reason=None, pending=None))
+        assert store.request_cancel("run_1", tenant="other", at=BASE + 2, reason="stop") is None
+        assert store.request_cancel("nope", at=BASE + 2, reason="stop") is None
+        asked = store.request_cancel("run_1", tenant="acme", at=BASE + 3, reason="stop it " + UNICODE)
+        assert asked is not None and asked.status == "cancelling" and asked.detail == "stop it " + UNICODE
+        assert asked.updated_at == BASE + 3 and asked.task == UNICODE and asked.steps == 1
+        assert store.get_run("run_1") == asked
+        assert store.request_cancel("run_1", at=BASE + 4, reason="again") is None  # asked already
+        assert [r.status for r in store.list_runs(status="cancelling")] == ["cancelling"]
+        store.put_run(run_record(status="stopped", stop_reason="cancelled", pending=None))  # its process stopped it
+        assert store.request_cancel("run_1", at=BASE + 5, reason="late") is None
+        store.put_run(run_record("run_2"))
+        assert store.request_cancel("run_2", at=BASE + 5, reason="waiting") is None  # claim_run stops those
+        assert store.get_run("run_2") == run_record("run_2")
+
     def test_concurrent_claims_succeed_once(self, store: RunStore) -> None:
         store.put_run(run_record())
         won: list[RunRecord] = []

@@ -85,3 +85,27 @@ async def test_the_agent_pages_need_a_session(console: Console) -> None:
     console.client.cookies.clear()
     response = await console.client.get("/agents")
     assert response.status_code in (302, 303, 401)
+
+
+async def test_a_running_run_is_stopped_from_the_console(console: Console) -> None:
+    import asyncio
+
+    stack = console.stack
+    fake = stack.models.resolve("fake").provider
+    assert isinstance(fake, FakeModel) and isinstance(stack.store, RunStore)
+    fake.enqueue([Script(pieces=["slow"] * 100, delay_s=0.1)])  # a model call of 10 s
+    keeper = RunKeeper(stack.store, content=stack.tracing.content, redact=stack.tracing.redact, poll_s=0.05)
+    seen: list[object] = []
+    task = asyncio.ensure_future(keeper.run(Agent(model="fake", stack=stack, name="talker"), "talk", on_event=seen.append))
+    while not fake.requests or not seen:
+        await asyncio.sleep(0.01)
+    run_id = seen[0].run_id  # type: ignore[attr-defined]
+    page = (await console.client.get(f"/agents/runs/{run_id}")).text
+    assert 'id="stop"' in page and "Stop the run" in page and 'id="decide"' not in page
+    stopped = await console.client.post(
+        f"/agents/runs/{run_id}/decide", data={"decision": "cancel", "reason": "enough", "csrf_token": console.csrf}
+    )
+    assert stopped.status_code == 303
+    assert (await asyncio.wait_for(task, 5)).stop_reason == "cancelled"
+    page = (await console.client.get(f"/agents/runs/{run_id}")).text
+    assert "stopped (cancelled) — enough" in page and 'id="stop"' not in page

@@ -3,7 +3,7 @@
 The timeline shows every step in order: model calls (tokens, cost, duration, the text or the tool
 calls asked for), tool calls with their arguments, results (errors marked), approvals asked and
 decided, the answer and why the run stopped; a waiting run has a form to approve, deny (with a
-reason the model sees) or cancel it. Texts are what the store kept: with content tracing
+reason the model sees) or cancel it, a running run one to stop it (wherever it runs). Texts are what the store kept: with content tracing
 off, ``[not stored: content tracing is off]``; with it on, masked.
 """
 
@@ -62,7 +62,7 @@ def _timeline(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @router.post("/agents/runs/{run_id}/decide")
 async def decide(request: Request, run_id: str) -> Response:
-    """Approve, deny (with a reason the model sees) or cancel a waiting run of a configured agent."""
+    """Approve, deny (with a reason the model sees) or cancel a waiting run of a configured agent, or stop a running run."""
     from aiestack.agents.config import make_agent
     from aiestack.agents.runs import RunKeeper, RunNotWaiting
 
@@ -82,13 +82,13 @@ async def decide(request: Request, run_id: str) -> Response:
     keeper = RunKeeper(store, content=stack.tracing.content, redact=stack.tracing.redact)
     try:
         if decision == "cancel":
-            await asyncio.to_thread(keeper.cancel, run_id)
+            await keeper.cancel(run_id, reason=fields.get("reason", "").strip() or "cancelled by a person")
         else:
             agent = make_agent(stack, record.agent)
             await keeper.decide(agent, run_id, approve=decision == "approve", reason=fields.get("reason", "").strip())
     except (KeyError, RunNotWaiting) as exc:
         return page(
             request, "error.html", session, status_code=409, title="Nothing decided", message=str(exc.args[0]),
-            hint="Only a waiting run of an agent configured in aiestack.toml can be decided here.",
+            hint="Only a waiting run of an agent configured in aiestack.toml can be decided here, and only a waiting or running run stopped.",
         )  # fmt: skip
     return RedirectResponse(f"/agents/runs/{run_id}", status_code=303)
