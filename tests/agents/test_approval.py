@@ -130,11 +130,11 @@ async def test_cancelling_a_waiting_run(agent_stack: Fixture) -> None:
     agent = make_agent(stack, [])
     ask_to_send(model)
     waiting = await keeper.run(agent, "mail ann")
-    record = keeper.cancel(waiting.run_id)
+    record = await keeper.cancel(waiting.run_id)
     assert record.status == "stopped" and record.stop_reason == "cancelled" and record.pending is None
     assert store.run_steps(waiting.run_id)[-1]["reason"] == "cancelled"
-    with pytest.raises(RunNotWaiting, match="not waiting"):
-        keeper.cancel(waiting.run_id)
+    with pytest.raises(RunNotWaiting, match="has ended"):
+        await keeper.cancel(waiting.run_id)
 
 
 def test_resuming_from_something_else_is_refused(agent_stack: Fixture) -> None:
