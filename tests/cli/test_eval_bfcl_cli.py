@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from aiestack.cli import evals
-from aiestack.errors import ConfigError
+from aiestack.errors import ConfigError, ModelNotFound
 from aiestack.evals.bfcl.data import CATEGORIES, NO_ANSWER, find_data
 
 FUNCTION = {"name": "math.factorial", "description": "n!", "parameters": {"type": "dict", "properties": {"number": {"type": "integer"}}, "required": ["number"]}}
@@ -57,6 +57,10 @@ def test_import_wheel_then_score_the_echo_model(fake_config: Path, monkeypatch: 
     assert rows["simple_python"]["entries"] == 3 and rows["simple_python"]["protocol"] == "native"
     table = CliRunner().invoke(_app(), ["eval", "bfcl", "--model", "echo", "--data", str(data), "--limit", "1"], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "live_parallel_multiple" in table.stdout and "all (micro)" in table.stdout
+    # a name that is neither a model nor a route: the gateway's error at once, not a table of failed calls
+    unknown = CliRunner().invoke(_app(), ["eval", "bfcl", "--model", "ehco", "--data", str(data), "--limit", "1"])
+    assert unknown.exit_code != 0
+    assert isinstance(unknown.exception, ModelNotFound) and "Did you mean 'echo'" in (unknown.exception.hint or "")
 
 
 def test_a_wheel_without_the_files_and_missing_data_are_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

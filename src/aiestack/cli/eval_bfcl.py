@@ -86,6 +86,9 @@ def _embedded(stack: Any, name: str) -> bool:
     if name in stack.routes:
         name = stack.routes.config(name).deployments[0].model
     if name not in stack.models:
+        import random
+
+        stack.routes.plan(name, random.Random(0))  # names nothing: the gateway's "does not exist" error, before any call
         return False
     return bool(stack.models.resolve(name).provider.provider == "llama_cpp")
 
