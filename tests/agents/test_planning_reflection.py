@@ -221,3 +221,20 @@ async def test_pattern_events_round_trip_and_are_stored_under_the_content_policy
     stored = next(s for s in steps if s["type"] == "plan")
     assert stored["steps"][0]["description"].startswith("[not stored")
     assert stored["steps"][0]["tool"] is None
+
+
+async def test_pattern_calls_count_against_the_run_limits_and_their_failures_stop_it(agent_stack: Fixture) -> None:
+    from aiestack.errors import ProviderUnavailable
+
+    stack, model, _ = agent_stack
+    model.enqueue([plan(("Answer", None))])
+    result = await Agent(model="m", stack=stack, planning=Planning(), max_steps=1).run("What is the capital of France?")
+    assert result.stop_reason == "max_steps" and result.steps == 1  # the plan was the one model call allowed
+    model.enqueue([Script(error=ProviderUnavailable("the upstream is down", provider="fake"))] * 5)
+    result = await Agent(model="m", stack=stack, planning=Planning()).run("What is the capital of France?")
+    assert result.stop_reason == "model_error" and result.status == "failed"
+    assert "upstream is down" in result.detail and not [e for e in result.events if isinstance(e, PlanMade)]
+    model._queue.clear()  # the errors the route's retries did not use
+    model.enqueue(["Paris.", json.dumps({"accept": True, "feedback": ""})])
+    result = await Agent(model="m", stack=stack, reflection=Reflection(), budget_usd=1e-9).run("What is the capital of France?")
+    assert result.answer == "Paris." and not [e for e in result.events if isinstance(e, Reflected)]  # no budget left: it stands

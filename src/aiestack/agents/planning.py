@@ -43,6 +43,8 @@ REPLAN = (
     "in the same JSON form."
 )
 FOLLOW = "Plan:\n{plan}\nCarry out the plan step by step with the tools, then give the final answer."
+#: The longest step description a plan may hold (it bounds what a grammar-constrained model can sample).
+MAX_DESCRIPTION_CHARS = 300
 REVISED = "A step failed ({reason}). Revised plan for the rest of the task:\n{plan}\nGo on from this plan."
 
 
@@ -139,7 +141,7 @@ def plan_schema(tools: Sequence[str], max_steps: int) -> dict[str, Any]:
                 "items": {
                     "type": "object",
                     "properties": {
-                        "description": {"type": "string", "minLength": 1},
+                        "description": {"type": "string", "minLength": 1, "maxLength": MAX_DESCRIPTION_CHARS},
                         "tool": {"enum": [*tools, None]},
                     },
                     "required": ["description", "tool"],

@@ -37,7 +37,7 @@ SENT_BACK = "A reviewer sent your answer back: {feedback}\nImprove the answer; u
 #: The critic's verdict.
 VERDICT_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"accept": {"type": "boolean"}, "feedback": {"type": "string"}},
+    "properties": {"accept": {"type": "boolean"}, "feedback": {"type": "string", "maxLength": 1000}},
     "required": ["accept", "feedback"],
     "additionalProperties": False,
 }

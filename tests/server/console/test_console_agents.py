@@ -109,3 +109,30 @@ async def test_a_running_run_is_stopped_from_the_console(console: Console) -> No
     assert (await asyncio.wait_for(task, 5)).stop_reason == "cancelled"
     page = (await console.client.get(f"/agents/runs/{run_id}")).text
     assert "stopped (cancelled) — enough" in page and 'id="stop"' not in page
+
+
+async def test_the_timeline_shows_plans_critiques_and_summaries(console: Console) -> None:
+    import json
+
+    from aiestack.agents import Planning, Reflection
+
+    stack = console.stack
+    fake = stack.models.resolve("fake").provider
+    assert isinstance(fake, FakeModel) and isinstance(stack.store, RunStore)
+    plan = {"steps": [{"description": "Find the order", "tool": "find_order"}, {"description": "Answer", "tool": None}]}
+    fake.enqueue([
+        json.dumps(plan),
+        Script(tool_calls=[("c1", "find_order", '{"customer": "Ann"}')]),
+        "Ann's last order is A-17.",
+        json.dumps({"accept": False, "feedback": "Say which customer you looked up."}),
+        "Ann's last order is A-17 (customer Ann).",
+        json.dumps({"accept": True, "feedback": ""}),
+    ])  # fmt: skip
+    keeper = RunKeeper(stack.store, content=stack.tracing.content, redact=stack.tracing.redact)
+    agent = Agent(model="fake", stack=stack, tools=[find_order], name="support", planning=Planning(), reflection=Reflection())
+    done = await keeper.run(agent, "Which is the last order of our customer Ann?")
+    assert done.stop_reason == "final_answer", done.detail
+    timeline = (await console.client.get(f"/agents/runs/{done.run_id}")).text
+    assert 'class="event-plan"' in timeline and "<li>Find the order (<code>find_order</code>)</li>" in timeline
+    assert 'class="event-reflection"' in timeline and "sent back — Say which customer you looked up." in timeline
+    assert "critique 2: accepted" in timeline
