@@ -136,3 +136,20 @@ async def test_auto_recall_and_tools_can_each_be_switched_off(agent_stack: Fixtu
     model.enqueue(["ok"])
     result = await Agent(model="m", stack=stack, long_term_memory=quiet).run("What is the capital of France?")
     assert not [e for e in result.events if isinstance(e, MemoryRecalled)] and not model.requests[-1].params.tools
+
+
+def test_the_head_before_the_first_reply_is_never_folded() -> None:
+    from aiestack.types import Message, ToolCall
+
+    memory = ShortTermMemory(max_context_tokens=10, keep_last=2)
+    call = ToolCall("c1", "page", "{}")
+    messages = [
+        Message("system", "rules"), Message("user", "task"), Message("user", "Facts remembered: x"),
+        Message("user", "Plan: 1. read"), Message("assistant", "", tool_calls=(call,)),
+        Message("tool", "page 1", tool_call_id="c1", name="page"), Message("assistant", "", tool_calls=(call,)),
+        Message("tool", "page 1 again", tool_call_id="c1", name="page"),
+        Message("assistant", "", tool_calls=(ToolCall("c2", "page", "{}"), ToolCall("c3", "page", "{}"))),
+        Message("tool", "a", tool_call_id="c2", name="page"), Message("tool", "b", tool_call_id="c3", name="page"),
+    ]  # fmt: skip
+    assert memory.split(messages) == (4, 8)  # the window moved back to the message that made the two calls
+    assert memory.split(messages[:6]) == (4, 4)  # nothing between the head and the window

@@ -4,8 +4,8 @@ conversation outgrows its token budget.
 ``Agent(..., memory=ShortTermMemory(max_context_tokens=4000))``: before each model call of the loop
 the conversation is counted with the gateway's own token estimate (the one the rate limits use,
 :func:`aiestack.gateway.limits.estimate_tokens`: characters / 4 plus a few tokens per message, the
-tools' schemas included). Over ``max_context_tokens``, the messages between the head (the system
-message and the task) and the last ``keep_last`` messages are replaced by one message holding their
+tools' schemas included). Over ``max_context_tokens``, the messages between the head (what comes
+before the model's first reply: instructions, task, recalled facts, the plan) and the last ``keep_last`` messages are replaced by one message holding their
 summary, written by the model (or ``model``) in a call of its own — an exchange through the pipeline
 like every step, reported as a :class:`~aiestack.agents.events.Summarised` event. An earlier summary
 is among the messages summarised again, so nothing is dropped without being folded in.
@@ -61,11 +61,12 @@ class ShortTermMemory:
         return estimate_tokens(ChatRequest(agent.model, tuple(messages), params), default_output_tokens=0)
 
     def split(self, messages: Sequence[Message]) -> tuple[int, int]:
-        """``(start, end)`` of the messages to fold: after the head (system, task), before the window."""
-        start = 0
-        while start < len(messages) and messages[start].role == "system":
-            start += 1
-        start += 1  # the task
+        """``(start, end)`` of the messages to fold: after the head (everything before the model's first
+        message: instructions, task, recalled facts, the plan), before the window."""
+        prefix = SUMMARY.split("{", 1)[0]
+        start = next(
+            (i for i, m in enumerate(messages) if m.role == "assistant" or m.text.startswith(prefix)), len(messages)
+        )  # an earlier summary is folded again
         end = max(start, len(messages) - self.keep_last)
         while end > start and messages[end].role == "tool":  # keep a call with its results
             end -= 1
