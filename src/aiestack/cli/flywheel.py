@@ -195,4 +195,4 @@ async def _run(spec: Any, source: str, resume: str | None, use_cache: bool) -> A
     err = Console(stderr=True, highlight=False)
     async with open_stack(settings) as stack:
         tools = flywheel_tools(stack, settings, source=source, use_cache=use_cache)
-        return await Flywheel(tools, on_progress=err.print).run(spec, run_id=resume, source=source)
+        return await Flywheel(tools, on_progress=lambda line: err.print(line, markup=False)).run(spec, run_id=resume, source=source)

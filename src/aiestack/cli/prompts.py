@@ -277,7 +277,7 @@ async def _optimise(ref: str, suite_file: Path, system: str | None, options: Any
             datasets=stack.store if isinstance(stack.store, DatasetStore) else None,
         )
         return await optimiser.optimise(ref, suite, examples, options, system=system, push=push, label=label,
-                                        on_progress=err.print)
+                                        on_progress=lambda line: err.print(line, markup=False))
 
 
 def _print_optimisation(result: Any) -> None:

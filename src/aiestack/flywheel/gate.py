@@ -5,6 +5,8 @@ same system name in both, on the same examples — with the eval harness's own r
 (:func:`aiestack.evals.gates.compare`: the paired bootstrap of the per-example differences). A
 candidate passes when
 
+0. the candidate was scored on every example the baseline was (a candidate whose calls fail cannot
+   look better by failing on the hard examples);
 1. every gate of the suite passes (``min``/``max`` on the candidate's run, ``max_drop`` against
    the baseline: the existing regression rule, so a candidate may not regress another metric), and
 2. it *improves* the objective metric: the lower end of the 95 % paired-bootstrap interval of the
@@ -43,6 +45,7 @@ class Decision:
     high: float | None = None
     n: int = 0
     gates: tuple[Mapping[str, str], ...] = field(default_factory=tuple)
+    unpaired: int = 0  # examples the baseline has no score on (its call failed): left out of the comparison
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +60,7 @@ class Decision:
             "high": self.high,
             "n": self.n,
             "gates": [dict(g) for g in self.gates],
+            "unpaired": self.unpaired,
         }
 
 
@@ -73,6 +77,10 @@ def objective(metrics: Mapping[str, Mapping[str, Any]], wanted: str | None, *, s
         known = ", ".join(per_example) or "none"
         raise ConfigError(source, f"the suite has no per-example metric {wanted!r}", f"name one of its metrics: {known}")
     return wanted, per_example[wanted]
+
+
+def _scored(results: Sequence[EvalResultRecord], metric: str) -> set[str]:
+    return {r.example_id for r in results if r.error is None and r.scores.get(metric) is not None}
 
 
 def decide(
@@ -96,7 +104,15 @@ def decide(
     comparison = compare(candidate, base, {**orientation, metric: higher_is_better}, list(gates), iterations=iterations, seed=seed)
     gate_rows = tuple({"gate": describe(g.gate), "status": g.status, "detail": g.detail} for g in comparison.gates)
     delta = next((d for d in comparison.deltas if d.metric == metric), None)
-    figures: dict[str, Any] = {"metric": metric, "higher_is_better": higher_is_better, "gates": gate_rows}
+    scored_base, scored_cand = _scored(base, metric), _scored(candidate, metric)
+    figures: dict[str, Any] = {"metric": metric, "higher_is_better": higher_is_better, "gates": gate_rows,
+                               "unpaired": len(scored_cand - scored_base)}
+    lost = sorted(scored_base - scored_cand)
+    if lost:  # a candidate may not look better by failing on the examples it would get wrong
+        errors = {r.example_id: r.error for r in candidate if r.example_id in lost and r.error}
+        first = next(iter(errors.values()), "no score")
+        return Decision(False, f"the candidate has no {metric} score on {len(lost)} examples the baseline was scored on "
+                        f"(e.g. {lost[0]}: {first})", **figures)
     if delta is None:
         return Decision(False, f"no example was scored on {metric} by both the candidate and the baseline", **figures)
     figures |= {"baseline": delta.baseline, "candidate": delta.current, "delta": delta.delta, "low": delta.low,
@@ -107,7 +123,9 @@ def decide(
         return Decision(False, why, **figures)
     sign = 1.0 if higher_is_better else -1.0
     worst = min(sign * delta.low, sign * delta.high)  # the pessimistic end of the oriented interval
-    shown = f"{metric} {delta.baseline:.4g} → {delta.current:.4g} (Δ {delta.delta:+.4g}, 95% CI [{delta.low:+.4g}, {delta.high:+.4g}], n={delta.n})"
+    left_out = f", {figures['unpaired']} left out: the baseline's call failed" if figures["unpaired"] else ""
+    shown = (f"{metric} {delta.baseline:.4g} → {delta.current:.4g} (Δ {delta.delta:+.4g}, "
+             f"95% CI [{delta.low:+.4g}, {delta.high:+.4g}], n={delta.n}{left_out})")
     if min_gain is not None and not worst > min_gain:
         return Decision(
             False,
