@@ -108,7 +108,8 @@ def register(app: typer.Typer) -> None:
 
         spec = load_flywheel(file)
         record = asyncio.run(_run(spec, str(file.resolve()), resume, not no_cache))
-        typer.echo(f"run {record.run_id}: {record.outcome}: {record.detail}")
+        said = record.detail if record.detail.startswith(str(record.outcome)) else f"{record.outcome}: {record.detail}"
+        typer.echo(f"run {record.run_id}: {said}")
         typer.echo(f"lineage: aiestack flywheel show {record.run_id}")
         if record.outcome != "promoted":
             raise typer.Exit(1)
