@@ -103,3 +103,34 @@ async def test_openai_clients_read_the_agents_answer(client: tuple[httpx.AsyncCl
     sdk = openai.AsyncOpenAI(api_key="admin-secret", base_url="http://testserver/v1", http_client=http)
     reply = await sdk.chat.completions.create(model="agent:calc", messages=[{"role": "user", "content": "go"}])
     assert reply.choices[0].message.content == "Done." and reply.model == "agent:calc"
+
+
+async def test_an_agents_patterns_from_its_table_run_over_http_and_its_memory_stays_with_the_tenant(tmp_path: Path) -> None:
+    import json
+
+    from aiestack.testing.embeddings import BagOfWordsEmbeddings
+
+    agents = {"keeper": {"planning": True, "long_term_memory": {"collection": "notes"}, "max_steps": 5}}
+    app = create_app(lambda: build_stack(settings(tmp_path, agents=agents)))
+    async with app.router.lifespan_context(app):
+        stack = stack_of(app)
+        stack.resources.use(embeddings=BagOfWordsEmbeddings())
+        _, acme = stack.keys.create(tenant="acme")
+        _, globex = stack.keys.create(tenant="globex")
+        plan = json.dumps({"steps": [{"description": "Remember the fact", "tool": "remember"}]})
+        fake(app).enqueue([plan, Script(tool_calls=[("c1", "remember", '{"fact": "the office wifi is Kestrel"}')]), "Noted.",
+                           json.dumps({"steps": [{"description": "Answer", "tool": None}]}), "I do not know."])  # fmt: skip
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http:
+            first = await http.post("/v1/agents/keeper/runs", json={"task": "Remember: the office wifi is Kestrel."},
+                                    headers={"authorization": f"Bearer {acme}"})  # fmt: skip
+            assert first.status_code == 200, first.text
+            kinds = [s["type"] for s in first.json()["steps"]]
+            assert kinds[:3] == ["run_started", "memory_recall", "plan"] and "tool_result" in kinds
+            other = await http.post("/v1/agents/keeper/runs", json={"task": "What is the office wifi?"},
+                                    headers={"authorization": f"Bearer {globex}"})  # fmt: skip
+            assert other.status_code == 200, other.text
+            recalled = next(s for s in other.json()["steps"] if s["type"] == "memory_recall")
+            assert recalled["facts"] == []  # acme's fact is not globex's
+        memory = stack.documents.get_collection("notes--acme")
+        assert memory is not None and memory.tenant == "acme" and memory.chunks == 1
+        assert stack.documents.get_collection("notes--globex") is None
