@@ -135,3 +135,19 @@ def test_the_cli_copies_and_verifies(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "copied 0, already there 43" in result.output
     result = runner.invoke(build_app(), ["collections", "copy", "--from", source_url, "--to", source_url])
     assert result.exit_code != 0
+
+
+def test_current_versions_are_copied_when_both_ends_are() -> None:
+    from aiestack.stores.documents_copy import copy_pointers
+    from aiestack.testing.documents import DIM
+
+    source, destination = MemoryDocumentStore(), MemoryDocumentStore()
+    fill(source)
+    source.create_collection("docs.v2", embedding_model="tuned", dim=DIM)
+    source.set_pointer("docs", "docs.v2")
+    source.set_pointer("latest", "docs.v2")  # a name that is no collection
+    for name in ("docs", "docs.v2"):
+        copy_collection(source, destination, name)
+    assert copy_pointers(source, destination, ["docs"]) == {}  # docs.v2 was not among those copied
+    assert copy_pointers(source, destination, ["docs", "docs.v2"]) == {"docs": "docs.v2", "latest": "docs.v2"}
+    assert destination.pointers() == {"docs": "docs.v2", "latest": "docs.v2"}

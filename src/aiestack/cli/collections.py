@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Copy collections (documents, chunks and vectors) from one store to another, then verify them."""
         from aiestack.errors import InvalidRequest
-        from aiestack.stores.documents_copy import copy_collection
+        from aiestack.stores.documents_copy import copy_collection, copy_pointers
         from aiestack.stores.open import open_store
 
         if from_url.strip() == to_url.strip():
@@ -69,6 +69,9 @@ def register(app: typer.Typer) -> None:
                     f"already there {report.skipped}, removed {report.removed}; sha256:{report.checksum[:16]}… {status}"
                 )
                 failed += not report.verified
+            if not failed:
+                for alias, target in copy_pointers(source, destination, chosen).items():
+                    out.print(f"{alias} → {target} (current version)")
         finally:
             source.close()
             destination.close()

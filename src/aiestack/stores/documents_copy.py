@@ -14,7 +14,7 @@ stores holding the same collection give the same checksum whatever their backend
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,6 +101,16 @@ def copy_collection(
             if progress is not None:
                 progress(min(start + batch, len(todo)), len(todo))
     return _verify(source, destination, collection, target, copied, len(wanted) - len(todo), removed, batch)
+
+
+def copy_pointers(source: DocumentStore, destination: DocumentStore, collections: Sequence[str]) -> dict[str, str]:
+    """Set in ``destination`` the source's pointers (collections' current versions) among ``collections``
+    (both ends copied); return them."""
+    chosen = set(collections)
+    copied = {name: target for name, target in source.pointers().items() if target in chosen and (name in chosen or source.get_collection(name) is None)}
+    for name, target in copied.items():
+        destination.set_pointer(name, target)
+    return copied
 
 
 def _verify(
