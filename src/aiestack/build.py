@@ -93,6 +93,9 @@ class Stack:
     eval_metrics: Mapping[str, MetricSpec] = field(default_factory=dict)
     #: ``[agents.NAME]``, validated (:mod:`aiestack.agents.config`; ``make_agent`` builds one).
     agent_specs: Mapping[str, Any] = field(default_factory=dict)
+    #: The live connections to the agents' MCP servers (:class:`aiestack.agents.mcp_agents.McpPool`),
+    #: made on an agent's first run by ``open_agent``; closed by :meth:`aclose`.
+    mcp: Any = None
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -169,6 +172,8 @@ class Stack:
         try:
             if self.signals is not None:  # store the implicit feedback still queued, stop its thread
                 await self.signals.aclose()
+            if self.mcp is not None:  # the agents' MCP servers: stdio processes end, HTTP sessions close
+                await self.mcp.aclose()
             await self.models.aclose()
             await self.resources.aclose()  # embedding models (a local Ray instance), then the document store
             await self.kv.aclose()

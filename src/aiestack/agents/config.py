@@ -14,16 +14,20 @@ timeout_s = 60
 planning = true                   # the patterns, each optional (see aiestack.agents.pattern_specs)
 [agents.helper.memory]
 max_context_tokens = 6000
+[agents.helper.mcp.files]         # MCP servers' tools (see aiestack.agents.mcp_agents)
+command = ["files-mcp", "--root", "/srv/docs"]
+tools = ["read_file"]
 ```
 
 :func:`agent_specs` validates every table when the stack is built (a :class:`ConfigError` names
-the key, e.g. ``agents.helper.tools``); :func:`make_agent` builds the :class:`Agent` for a stack.
+the key, e.g. ``agents.helper.tools``); :func:`open_agent` builds the :class:`Agent` for a stack,
+connecting its MCP servers on first use (:func:`make_agent`, sync, builds one without MCP servers).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator
@@ -57,6 +61,8 @@ class AgentSpec(PatternSpecs):
     budget_usd: float | None = Field(default=None, gt=0)
     timeout_s: float | None = Field(default=None, gt=0)
     protocol: Literal["auto", "native", "text"] = "auto"
+    #: ``[agents.NAME.mcp.SERVER]`` tables, checked by :func:`aiestack.agents.mcp_agents.mcp_servers`.
+    mcp: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("tools")
     @classmethod
@@ -95,26 +101,59 @@ def agent_specs(tables: Mapping[str, Any], *, known_models: frozenset[str] | Non
                     f"{prefix}.{key}", f"{model!r} is not a configured model or route",
                     f"use one of {', '.join(sorted(known_models))}",
                 )  # fmt: skip
+        if spec.mcp:
+            from aiestack.agents.mcp_agents import mcp_servers
+
+            mcp_servers(prefix, spec.mcp, other_tools=spec.tools)
         specs[name] = spec
     return specs
 
 
 def make_agent(stack: Stack, name: str) -> Agent:
-    """The agent ``[agents.NAME]`` describes, on ``stack``; ``KeyError`` naming the agents there are."""
+    """The agent ``[agents.NAME]`` describes, on ``stack``; ``KeyError`` naming the agents there are.
+
+    An agent with MCP servers needs :func:`open_agent` (connecting is async)."""
+    return agent_from_spec(stack, name, _spec(stack, name))
+
+
+async def open_agent(stack: Stack, name: str) -> Agent:
+    """The agent ``[agents.NAME]`` describes, on ``stack``, with its MCP servers' tools: connected on
+    the agent's first run and kept by the stack (closed by ``stack.aclose()``); ``KeyError`` naming
+    the agents there are, :class:`~aiestack.agents.mcp_agents.McpUnavailable` for a server that
+    cannot be reached."""
+    spec = _spec(stack, name)
+    if not spec.mcp:
+        return agent_from_spec(stack, name, spec)
+    from aiestack.agents.mcp_agents import McpPool, mcp_servers
+
+    if stack.mcp is None:
+        stack.mcp = McpPool()
+    servers = mcp_servers(f"agents.{name}", spec.mcp, other_tools=spec.tools)
+    return agent_from_spec(stack, name, spec, mcp_tools=await stack.mcp.tools(name, servers))
+
+
+def _spec(stack: Stack, name: str) -> AgentSpec:
     specs: Mapping[str, AgentSpec] = stack.agent_specs
     spec = specs.get(name)
     if spec is None:
         known = ", ".join(sorted(specs)) or "none: add an [agents.NAME] table to aiestack.toml"
         raise KeyError(f"no agent {name!r} (agents: {known})")
-    return agent_from_spec(stack, name, spec)
+    return spec
 
 
 def agent_from_spec(
     stack: Stack, name: str, spec: AgentSpec, *, model: str | None = None, params: Params | None = None,
-    metadata: Mapping[str, str] | None = None,
+    metadata: Mapping[str, str] | None = None, mcp_tools: Sequence[AgentTool] | None = None,
 ) -> Agent:
-    """The agent ``spec`` describes, on ``stack`` (``model``/``params``/``metadata``: an eval system's overrides)."""
-    tools = [_builtin(stack, spec, tool) for tool in spec.tools]
+    """The agent ``spec`` describes, on ``stack`` (``model``/``params``/``metadata``: an eval system's overrides;
+    ``mcp_tools``: its MCP servers' tools, which :func:`open_agent` connects)."""
+    if spec.mcp and mcp_tools is None:
+        raise ConfigError(
+            f"agents.{name}.mcp", "this agent's MCP servers are connected asynchronously",
+            "build it with `await aiestack.agents.config.open_agent(stack, name)`",
+        )  # fmt: skip
+    tools: list[AgentTool] = [_builtin(stack, spec, tool) for tool in spec.tools]
+    tools += mcp_tools or ()
     planning, reflection, memory, long_term = build_patterns(spec, stack.resources)
     return Agent(
         model=model or spec.model or stack.settings.default_model,

@@ -104,7 +104,7 @@ class McpServerGone(RuntimeError):
 
 
 class _Connection:
-    """One live session with a server, owned by a task of its own (see the module doc)."""
+    """One live session with a server, owned by a task of its own (see the module doc); ``gone``: it ended."""
 
     def __init__(self, server: McpServer) -> None:
         self.server = server
@@ -149,6 +149,10 @@ class _Connection:
                 with contextlib.suppress(Exception):
                     await http.aclose()
 
+    @property
+    def gone(self) -> bool:
+        return self._gone.is_set()
+
     async def open(self) -> None:
         self._task = asyncio.create_task(self._own(), name=f"mcp:{self.server.name}")
         try:
@@ -173,7 +177,15 @@ class _Connection:
         finally:
             gone.cancel()
         if call in done:
-            return call.result()
+            try:
+                return call.result()
+            except Exception as exc:
+                if not _connection_closed(exc):
+                    raise
+                # the server went away (a stdio server exited): the SDK says so before the session ends
+                self.failure = self.failure or "the connection closed"
+                self._gone.set()
+                raise McpServerGone(self.failure) from exc
         call.cancel()
         with contextlib.suppress(BaseException):
             await call
@@ -192,6 +204,14 @@ class _Connection:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+
+
+def _connection_closed(exc: BaseException) -> bool:
+    """Whether ``exc`` is the SDK's "connection closed" error (JSON-RPC code -32000 on a closed transport)."""
+    from mcp.shared.exceptions import MCPError
+    from mcp.types import CONNECTION_CLOSED
+
+    return isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED
 
 
 def _describe(exc: BaseException) -> str:
@@ -286,6 +306,48 @@ class McpTool:
         return truncate_outcome(text, self.max_result_chars)
 
 
+async def connect(server: McpServer) -> tuple[_Connection, list[McpTool]]:
+    """Start (or reach) ``server`` and list its tools: its live connection (``close()`` it) and its tools.
+
+    Raises :class:`McpServerGone` when the server cannot be started or listed, and ``ConfigError``
+    when ``tools`` names a tool the server does not have (the connection is closed then).
+    """
+    conn = _Connection(server)
+    await conn.open()
+    try:
+        try:
+            listing = await conn.run(lambda s: s.list_tools(), server.connect_timeout_s)
+        except TimeoutError:
+            raise McpServerGone(f"mcp server {server.name!r} did not list its tools in time") from None
+        remote = {t.name: t for t in listing.tools}
+        wanted = list(remote) if server.tools is None else list(server.tools)
+        missing = [n for n in wanted if n not in remote]
+        if missing:
+            raise ConfigError(
+                f"mcp.{server.name}.tools",
+                f"the server has no tool named {missing} (it has: {sorted(remote)})",
+                "list only tools the server has",
+            )
+    except BaseException:
+        await conn.close()
+        raise
+    found = []
+    for remote_name in wanted:
+        t = remote[remote_name]
+        approval = server.approval if isinstance(server.approval, bool) else remote_name in server.approval
+        found.append(
+            McpTool(
+                conn,
+                remote_name,
+                name=server.prefix + remote_name,
+                description=t.description or "",
+                parameters=t.input_schema or {"type": "object", "properties": {}},
+                approval=approval,
+            )
+        )
+    return conn, found
+
+
 @contextlib.asynccontextmanager
 async def mcp_tools(*servers: McpServer) -> AsyncIterator[Toolset]:
     """Connect to ``servers`` and yield their tools as one toolset; the connections close on exit.
@@ -297,37 +359,9 @@ async def mcp_tools(*servers: McpServer) -> AsyncIterator[Toolset]:
     try:
         found: list[McpTool] = []
         for server in servers:
-            conn = _Connection(server)
+            conn, tools = await connect(server)
             connections.append(conn)
-            await conn.open()
-            try:
-                listing = await conn.run(lambda s: s.list_tools(), server.connect_timeout_s)
-            except TimeoutError:
-                raise McpServerGone(f"mcp server {server.name!r} did not list its tools in time") from None
-            remote = {t.name: t for t in listing.tools}
-            wanted = list(remote) if server.tools is None else list(server.tools)
-            missing = [n for n in wanted if n not in remote]
-            if missing:
-                raise ConfigError(
-                    f"mcp.{server.name}.tools",
-                    f"the server has no tool named {missing} (it has: {sorted(remote)})",
-                    "list only tools the server has",
-                )
-            for remote_name in wanted:
-                t = remote[remote_name]
-                approval = (
-                    server.approval if isinstance(server.approval, bool) else remote_name in server.approval
-                )
-                found.append(
-                    McpTool(
-                        conn,
-                        remote_name,
-                        name=server.prefix + remote_name,
-                        description=t.description or "",
-                        parameters=t.input_schema or {"type": "object", "properties": {}},
-                        approval=approval,
-                    )
-                )
+            found += tools
         yield Toolset(found, name="mcp")
     finally:
         for conn in reversed(connections):

@@ -103,11 +103,11 @@ def _keeper(stack: Stack) -> RunKeeper:
     return RunKeeper(stack.store, content=stack.tracing.content, redact=stack.tracing.redact)
 
 
-def _agent(stack: Stack, name: str) -> Any:
-    from aiestack.agents.config import make_agent
+async def _agent(stack: Stack, name: str) -> Any:
+    from aiestack.agents.config import open_agent
 
     try:
-        return make_agent(stack, name)
+        return await open_agent(stack, name)
     except KeyError as exc:
         raise NotFound(str(exc.args[0]), hint="add an [agents.NAME] table to aiestack.toml") from None
 
@@ -138,7 +138,7 @@ def register(app: typer.Typer) -> None:
         async def go() -> RunResult:
             async with open_stack() as stack:
                 live = LiveSteps(tokens=tokens)
-                return await _keeper(stack).run(_agent(stack, name), task, tenant=tenant, on_event=live, deltas=tokens)
+                return await _keeper(stack).run(await _agent(stack, name), task, tenant=tenant, on_event=live, deltas=tokens)
 
         _finish(asyncio.run(go()))
 
@@ -204,7 +204,7 @@ def register(app: typer.Typer) -> None:
                 record = stack.store.get_run(run_id)  # type: ignore[attr-defined]
                 if record is None:
                     raise NotFound(f"no run {run_id!r}", hint="`aiestack agent runs --status waiting` lists the waiting runs")
-                agent = _agent(stack, record.agent)
+                agent = await _agent(stack, record.agent)
                 try:
                     return await keeper.decide(agent, run_id, approve=approve, reason=reason, on_event=LiveSteps(), deltas=True)
                 except RunNotWaiting as exc:

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from aiestack.agents.config import make_agent
+from aiestack.agents.config import open_agent
 from aiestack.agents.events import RunResult, RunStopped
 from aiestack.agents.loop import Agent
 from aiestack.agents.runs import RunKeeper, RunNotWaiting
@@ -69,9 +69,9 @@ def _keeper(stack: Stack) -> tuple[RunKeeper, RunStore]:
     return RunKeeper(store, content=stack.tracing.content, redact=stack.tracing.redact), store
 
 
-def _agent(stack: Stack, name: str) -> Agent:
+async def _agent(stack: Stack, name: str) -> Agent:
     try:
-        return make_agent(stack, name)
+        return await open_agent(stack, name)
     except KeyError as exc:
         raise NotFound(str(exc.args[0]), hint="Add an [agents.NAME] table to aiestack.toml.") from None
 
@@ -115,7 +115,7 @@ async def start_run(name: str, request: Request) -> Response:
     who = await principal(stack, request)
     body = parse_body(RunRequest, await request.body())
     keeper, store = _keeper(stack)
-    agent = _agent(stack, name)
+    agent = await _agent(stack, name)
     result = await keeper.run(agent, body.task, tenant=who.tenant, key_id=who.key_id)
     return await _show(store, result.run_id)
 
@@ -152,7 +152,7 @@ async def _decide(name: str, run_id: str, request: Request, *, approve: bool) ->
     keeper, store = _keeper(stack)
     await _run_of(store, name, run_id, who)
     try:
-        await keeper.decide(_agent(stack, name), run_id, approve=approve, reason=reason, tenant=_tenant(who))
+        await keeper.decide(await _agent(stack, name), run_id, approve=approve, reason=reason, tenant=_tenant(who))
     except RunNotWaiting as exc:
         raise _conflict(str(exc.args[0])) from None
     return await _show(store, run_id)
@@ -220,7 +220,7 @@ async def chat_as_agent(stack: Stack, request: Request, body: Any) -> Response:
         raise InvalidRequest("an agent needs a task: the request has no user message with text.", hint="Send the task as the last user message.")
     task, history = messages[index].text, messages[:index]
     keeper, store = _keeper(stack)
-    agent = _agent(stack, name)
+    agent = await _agent(stack, name)
     if body.stream:
         from aiestack.server.agent_stream import agent_sse
 

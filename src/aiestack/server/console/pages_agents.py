@@ -63,7 +63,8 @@ def _timeline(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @router.post("/agents/runs/{run_id}/decide")
 async def decide(request: Request, run_id: str) -> Response:
     """Approve, deny (with a reason the model sees) or cancel a waiting run of a configured agent, or stop a running run."""
-    from aiestack.agents.config import make_agent
+    from aiestack.agents.config import open_agent
+    from aiestack.agents.mcp_agents import McpUnavailable
     from aiestack.agents.runs import RunKeeper, RunNotWaiting
 
     session = await require_session(request)
@@ -84,11 +85,13 @@ async def decide(request: Request, run_id: str) -> Response:
         if decision == "cancel":
             await keeper.cancel(run_id, reason=fields.get("reason", "").strip() or "cancelled by a person")
         else:
-            agent = make_agent(stack, record.agent)
+            agent = await open_agent(stack, record.agent)
             await keeper.decide(agent, run_id, approve=decision == "approve", reason=fields.get("reason", "").strip())
     except (KeyError, RunNotWaiting) as exc:
         return page(
             request, "error.html", session, status_code=409, title="Nothing decided", message=str(exc.args[0]),
             hint="Only a waiting run of an agent configured in aiestack.toml can be decided here, and only a waiting or running run stopped.",
         )  # fmt: skip
+    except McpUnavailable as exc:  # nothing was claimed: the run still waits
+        return page(request, "error.html", session, status_code=502, title="Nothing decided", message=exc.message, hint=exc.hint)
     return RedirectResponse(f"/agents/runs/{run_id}", status_code=303)
