@@ -108,7 +108,7 @@ def test_the_agent_suite_runs_from_the_copy_and_stores_its_runs(clone: Path, fak
     suite.write_text(suite.read_text(encoding="utf-8").replace("model: gemma-3-270m", "model: echo"), encoding="utf-8")
     code, out, err = run("eval", "run", str(suite), "-q")
     assert code == 0, err
-    assert "agent-calculator" in out and "no baseline" in out
+    assert "agent-calculator" in out and "no baseline" in out and "8 model calls" in err  # one step a run
     from aiestack.settings import load_settings
     from aiestack.stores.open import open_store
 

@@ -103,7 +103,7 @@ async def test_the_example_agent_suite_scores_a_perfect_oracle_perfectly(stack: 
     # Every step of every run bypassed the gateway caches; none was answered from the eval's cache.
     assert len(oracle.requests) == 16 and all(r.metadata.get(CACHE_FLAG) == "off" for r in oracle.requests)
     assert {r.metadata["eval_system"] for r in oracle.requests} == {"calculator-agent"}
-    assert result.cache_hits == 0
+    assert result.cache_hits == 0 and result.calls == 16  # the runs' model calls
     # The runs are stored like any agent run, linked from the results.
     stored = s.store.get_run(result.results[0].details["agent"]["run_id"])  # type: ignore[attr-defined]
     assert stored is not None and stored.agent == "calculator-agent" and stored.status == "finished"

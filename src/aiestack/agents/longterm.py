@@ -80,7 +80,7 @@ class LongTermMemory:
         if len(text) > MAX_FACT_CHARS:
             raise ValueError(f"the fact is {len(text)} characters long (at most {MAX_FACT_CHARS}): remember it in parts")
         name = self.collection_for(tenant)
-        embeddings = self.resources.embeddings
+        embeddings = await asyncio.to_thread(self.resources.get_embeddings)  # loading one takes seconds
         vector = (await embeddings.embed([text]))[0]
         doc_id = hashlib.sha256(text.encode()).hexdigest()
         meta = {"tenant": tenant, "remembered_at": time.time(), **dict(metadata or {})}
@@ -108,7 +108,7 @@ class LongTermMemory:
             return []
         self._owned(info, tenant)
         options = SearchOptions(mode=self.mode, k=k or self.recall_k, min_score=self.min_score)
-        embeddings = self.resources.embeddings if self.mode != "bm25" else None
+        embeddings = await asyncio.to_thread(self.resources.get_embeddings) if self.mode != "bm25" else None
         found = await Retriever(store, embeddings).search(name, query, options)
         return [hit.chunk.text for hit in found.hits]
 

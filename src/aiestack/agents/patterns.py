@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -170,7 +170,6 @@ class Patterns:
     reflection: Reflection | None = None
     memory: ShortTermMemory | None = None
     long_term: LongTermMemory | None = None
-    extra_tools: tuple[Any, ...] = field(default=())
 
     @property
     def active(self) -> bool:

@@ -86,7 +86,7 @@ class RunResult:
 
     run: EvalRun
     results: list[EvalResultRecord]
-    calls: int  # calls sent through the pipeline (including those a gateway cache answered)
+    calls: int  # calls sent through the pipeline (including those a gateway cache answered; an agent run's steps)
     cache_hits: int  # answered by the eval's own call cache, without a call
     resumed: int
     gateway_hits: int = 0  # calls answered by the gateway's caches (only with ``gateway_cache: true``)
@@ -275,6 +275,7 @@ class EvalRunner:
                     hit = hits.get(job.key) if job.system.agent is None else None
                     if agents is not None and job.system.agent is not None:
                         answer = await _agent_answer(agents, job, semaphore)
+                        caller.calls += answer.agent_run.steps if answer.agent_run is not None else 0
                     elif hit is not None:
                         answer = _Answer(hit.completion, hit.exchange_id, hit.contexts, cached=True)
                     else:
