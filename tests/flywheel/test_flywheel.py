@@ -183,8 +183,10 @@ async def test_dicl_is_promoted_into_the_route_config(tmp_path: Path, stack: tup
 
 @pytest.mark.parametrize(("change", "field", "says"), [
     ({"candidate": {"kind": "prompt", "prompt": "shout", "suite": "d.yaml", "rewrites": -1}}, "candidate.rewrites", "greater than or equal to 0"),
-    ({"candidate": {"kind": "lora", "prompt": "x"}}, "candidate.kind", "prompt, dicl"),
-    ({"candidate": {"prompt": "x"}}, "candidate.kind", "prompt, dicl"),
+    ({"candidate": {"kind": "lora", "prompt": "x"}}, "candidate.kind", "prompt, dicl, sft, dpo"),
+    ({"candidate": {"prompt": "x"}}, "candidate.kind", "prompt, dicl, sft, dpo"),
+    ({"candidate": {"kind": "dpo", "route": "r"}, "dataset": {"name": "d"}}, "(root)", "needs dataset.kind: preference"),
+    ({"candidate": {"kind": "sft", "route": "r", "share": 0}}, "candidate.share", "greater than 0"),
     ({"evaluate": {"sutie": "t.yaml"}}, "evaluate.sutie", "unknown field"),
     ({"evaluate": {}}, "evaluate.suite", "required"),
     ({"dataset": {"name": "d", "from": "file"}}, "dataset", "from: file needs a path"),
@@ -207,3 +209,66 @@ def test_a_missing_or_broken_file_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("name: [", encoding="utf-8")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_flywheel(tmp_path / "bad.yaml")
+
+
+class _Upper(Obedient):
+    """What the finetuned model learnt: upper case, whatever the prompt says."""
+
+    def _next(self, request: Any) -> Any:
+        from aiestack.models.fake import Script
+        from aiestack.types import last_user_text
+
+        return Script(pieces=[last_user_text(request.messages).upper()])
+
+
+async def test_a_lora_candidate_is_trained_evaluated_and_deployed_for_a_share_of_the_route(tmp_path: Path, stack: tuple[Stack, Obedient]) -> None:
+    from contextlib import asynccontextmanager
+
+    from aiestack.build import open_stack
+    from aiestack.cli.flywheel import _Borrowed
+    from aiestack.evals.runner import EvalRunner
+    from aiestack.finetune import FinetuneResult
+
+    s, model = stack
+    config = tmp_path / "aiestack.toml"
+    config.write_text('[routes.shout]\ndeployments = [{ model = "obedient", weight = 3 }]\n', encoding="utf-8")
+    path = _files(tmp_path, candidate={"kind": "sft", "route": "shout", "max_steps": 5, "share": 0.25})
+    test = tmp_path / "test.yaml"
+    test.write_text(test.read_text().replace("model: obedient, prompt_ref: shout@production", "model: shout"), encoding="utf-8")
+    data = yaml.safe_load(path.read_text())
+    data["promote"] = {"config": "aiestack.toml"}
+    spec = parse_flywheel(data, base_dir=tmp_path)
+    trained: list[dict[str, Any]] = []
+
+    def fake_sft(ref: str, **kw: Any) -> FinetuneResult:
+        trained.append({"ref": ref, **kw})
+        out = Path(kw["output_dir"])
+        out.mkdir(parents=True)
+        (out / "adapter.gguf").write_bytes(b"GGUF")
+        return FinetuneResult("sft", out, out / "adapter", out / "adapter.gguf", {"steps": 5, "losses": [2.0, 0.5]})
+
+    seen: list[Any] = []
+
+    @asynccontextmanager
+    async def variant(changes: Any) -> Any:  # the real one builds [models.shout-sft] with llama.cpp; here a fake serves it
+        seen.append(changes)
+        routes = {**s.settings.routes, "shout": {**s.settings.routes["shout"], **changes["routes"]["shout"]}}
+        entries = [ModelEntry("obedient", model, "obedient"), ModelEntry("shout-sft", _Upper(), "shout-sft")]
+        async with open_stack(s.settings.model_copy(update={"routes": routes}), store=_Borrowed(lambda: s.store), models=entries) as other:  # type: ignore[arg-type]
+            async def evaluate(suite: Any, examples: Any) -> Any:
+                return await EvalRunner(other.chat, s.store, prompts=s.prompts).run(suite, examples)  # type: ignore[arg-type]
+
+            yield evaluate
+
+    tools = _tools(s, model, [])
+    tools.train, tools.variant, tools.workdir = {"sft": fake_sft}, variant, tmp_path / "runs"
+    record = await Flywheel(tools).run(spec)
+    assert record.outcome == "promoted", record.detail
+    assert trained[0]["ref"] == "shouts@2" and trained[0]["model"] == "embedded" and trained[0]["options"].max_steps == 5
+    gguf = str(tmp_path / "runs" / record.run_id / "shout-sft" / "adapter.gguf")
+    assert seen == [{"routes": {"shout": {"deployments": [{"model": "shout-sft"}]}},
+                     "models": {"shout-sft": {"provider": "llama_cpp", "lora": gguf}}}]
+    config_now = tomllib.loads(config.read_text())
+    assert config_now["models"] == {"shout-sft": {"provider": "llama_cpp", "lora": gguf}}
+    assert config_now["routes"]["shout"]["deployments"] == [{"model": "obedient", "weight": 3}, {"model": "shout-sft", "weight": 1.0}]
+    assert "for 25% of its traffic beside obedient" in record.detail

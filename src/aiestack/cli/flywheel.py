@@ -56,11 +56,12 @@ def flywheel_tools(stack: Any, settings: Any, *, source: str = "", models: Itera
         return evaluate
 
     @asynccontextmanager
-    async def variant(changes: Mapping[str, Mapping[str, Any]]) -> AsyncIterator[Any]:
+    async def variant(changes: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> AsyncIterator[Any]:
         routes = {name: dict(table) for name, table in settings.routes.items()}
-        for route, patch in changes.items():
+        for route, patch in changes.get("routes", {}).items():
             routes[route] = {**routes[route], **patch}
-        patched = settings.model_copy(update={"routes": routes})
+        models = {**settings.models, **{name: dict(table) for name, table in changes.get("models", {}).items()}}
+        patched = settings.model_copy(update={"routes": routes, "models": models})
         async with open_stack(patched, store=_Borrowed(lambda: stack.store), models=extra) as other:
             other.resources.use(embeddings=_Borrowed(stack.resources.get_embeddings))
             yield evaluator(other)
@@ -69,6 +70,7 @@ def flywheel_tools(stack: Any, settings: Any, *, source: str = "", models: Itera
         store=stack.store, prompts=stack.prompts, evaluate=evaluator(stack),
         rewriter=stack.side_calls.caller("prompts.optimise"), variant=variant,
         routes={name: dict(table) for name, table in settings.routes.items()}, config_path=config_path(),
+        workdir=settings.data_dir / "flywheel",
     )  # fmt: skip
 
 

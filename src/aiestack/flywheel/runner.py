@@ -36,8 +36,11 @@ from aiestack.sidecalls import ModelCaller
 from aiestack.stores.flywheel import FlywheelRun, FlywheelStep, FlywheelStore
 from aiestack.types import new_id
 
-#: Evaluate on a variant of the stack: the routes named changed as given (``{route: {key: value}}``).
-Variant = Callable[[Mapping[str, Mapping[str, Any]]], AbstractAsyncContextManager[Evaluate]]
+#: Evaluate on a variant of the stack: ``{"routes": {route: {key: value}}, "models": {name: table}}``
+#: (a route's keys replaced, models added).
+Variant = Callable[[Mapping[str, Mapping[str, Mapping[str, Any]]]], AbstractAsyncContextManager[Evaluate]]
+#: Trains a LoRA adapter: ``aiestack.finetune.sft`` / ``dpo``'s signature (tests pass a fake).
+Train = Callable[..., Any]
 
 
 @dataclass
@@ -48,9 +51,11 @@ class FlywheelTools:
     prompts: PromptRegistry | None
     evaluate: Evaluate  # the eval harness over the current deployment
     rewriter: ModelCaller | None = None  # prompt rewrites (the side-call seam)
-    variant: Variant | None = None  # the eval harness over a stack with changed routes (dicl)
+    variant: Variant | None = None  # the eval harness over a stack with changed routes and models (dicl, sft, dpo)
     routes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # the [routes] in use
     config_path: Path | None = None  # the aiestack.toml in use (route promotions edit it)
+    workdir: Path | None = None  # where trained adapters go (a folder per run)
+    train: Mapping[str, Train] = field(default_factory=dict)  # "sft"/"dpo" → trainer (default: aiestack.finetune's)
 
 
 class StepFailed(AiestackError):

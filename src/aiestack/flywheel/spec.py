@@ -10,7 +10,7 @@ anything runs. Paths are relative to the file. docs/flywheel.md documents the sh
       from: exchanges             # exchanges | file | suite
       filters: {route: shout, min_feedback: 0.75}
       curate: [exact, near, quality]
-    candidate:                    # what to try: prompt | dicl
+    candidate:                    # what to try: prompt | dicl | sft | dpo
       kind: prompt
       prompt: shout               # optimise shout@production (see `aiestack prompts optimise`)
       suite: dev.yaml
@@ -89,6 +89,7 @@ class DatasetStep(_Strict):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,127}$")
     source: Literal["exchanges", "file", "suite"] = Field(default="exchanges", alias="from")
+    kind: Literal["chat", "preference"] = Field(default="chat", description="preference: pairs, for a dpo candidate.")
     path: Path | None = None
     filters: ExchangeFilters = Field(default_factory=ExchangeFilters)
     curate: list[Literal["exact", "near", "quality", "pii", "contamination"]] = Field(default_factory=list)
@@ -140,7 +141,24 @@ class DiclCandidate(_Strict):
     min_similarity: float = Field(default=0.3, ge=-1, le=1)
 
 
-Candidate = Annotated[PromptCandidate | DiclCandidate, Field(discriminator="kind")]
+class LoraCandidate(_Strict):
+    """A LoRA adapter trained on the dataset step's version (``aiestack.finetune.sft`` or ``dpo``), served
+    by the llama_cpp provider as the new model ``name``, tried as ``route``'s deployment."""
+
+    kind: Literal["sft", "dpo"]
+    route: str = Field(min_length=1)
+    name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$", description="The new [models.NAME] (default: ROUTE-KIND).")
+    base: str = Field(default="embedded", description="The model trained: embedded (the packaged Gemma 3 270M) or a path.")
+    r: int = Field(default=16, ge=1, le=256)
+    alpha: int = Field(default=32, ge=1)
+    max_steps: int = Field(default=60, ge=1)
+    lr: float = Field(default=2e-4, gt=0)
+    budget_minutes: float | None = Field(default=None, gt=0)
+    share: float = Field(default=0.1, gt=0, le=1, description="The new deployment's share of the route's traffic on promotion "
+                         "(an A/B beside the current deployments; 1: it replaces them).")
+
+
+Candidate = Annotated[PromptCandidate | DiclCandidate | LoraCandidate, Field(discriminator="kind")]
 
 
 class EvaluateStep(_Strict):
@@ -157,7 +175,7 @@ class PromoteStep(_Strict):
     """What a passing gate changes: a prompt label, or the route's DICL examples (in the config file)."""
 
     label: str = Field(default="production", description="prompt: move this label to the candidate version.")
-    config: Path | None = Field(default=None, description="dicl: the aiestack.toml to change (default: the one in use).")
+    config: Path | None = Field(default=None, description="dicl, sft, dpo: the aiestack.toml to change (default: the one in use).")
 
 
 class FlywheelSpec(_Strict):
@@ -171,8 +189,11 @@ class FlywheelSpec(_Strict):
 
     @model_validator(mode="after")
     def _fits(self) -> FlywheelSpec:
-        if isinstance(self.candidate, DiclCandidate) and self.dataset is None:
-            raise ValueError("a dicl candidate needs a dataset step: its examples are the dataset's version")
+        if isinstance(self.candidate, DiclCandidate | LoraCandidate) and self.dataset is None:
+            raise ValueError(f"a {self.candidate.kind} candidate needs a dataset step: it uses the dataset's version")
+        wanted = "preference" if isinstance(self.candidate, LoraCandidate) and self.candidate.kind == "dpo" else "chat"
+        if self.dataset is not None and self.dataset.kind != wanted:
+            raise ValueError(f"a {self.candidate.kind} candidate needs dataset.kind: {wanted}")
         if isinstance(self.candidate, PromptCandidate) and self.candidate.rewrites == 0 and self.dataset is None:
             raise ValueError("a prompt candidate without rewrites needs a dataset step for its few-shot sets")
         return self
@@ -199,7 +220,7 @@ def parse_flywheel(data: Any, *, source: str = "flywheel.yaml", base_dir: Path =
         err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"][:-1] == err["loc"][:-1]]
         loc = [str(p) for p in err["loc"]]
-        if len(loc) >= 2 and loc[0] == "candidate" and loc[1] in ("prompt", "dicl"):
+        if len(loc) >= 2 and loc[0] == "candidate" and loc[1] in ("prompt", "dicl", "sft", "dpo"):
             loc.pop(1)  # the union's tag is not a field the user wrote
         key = ".".join(loc) or "(root)"
         if err["type"] == "extra_forbidden":
@@ -210,7 +231,7 @@ def parse_flywheel(data: Any, *, source: str = "flywheel.yaml", base_dir: Path =
             raise ConfigError(f"{source}: {key}", "this field is required", "add it (see docs/flywheel.md)") from None
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             raise ConfigError(f"{source}: {key}.kind" if key == "candidate" else f"{source}: {key}",
-                              "candidate.kind must be one of: prompt, dicl", "set kind: prompt or kind: dicl") from None
+                              "candidate.kind must be one of: prompt, dicl, sft, dpo", "set kind: prompt, dicl, sft or dpo") from None
         msg = err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{source}: {key}", msg[0].lower() + msg[1:], "fix it (see docs/flywheel.md)") from None
 

@@ -19,7 +19,7 @@ from aiestack.evals.suite import Suite, SystemSpec, load_suite
 from aiestack.flywheel.gate import decide, objective
 from aiestack.flywheel.prompt_opt import OptimiseOptions, PromptOptimiser, pick_system
 from aiestack.flywheel.runner import Context, StepFn
-from aiestack.flywheel.spec import DiclCandidate, FlywheelSpec, PromptCandidate
+from aiestack.flywheel.spec import DiclCandidate, FlywheelSpec, LoraCandidate, PromptCandidate
 from aiestack.prompts.registry import PromptRegistry, parse_ref
 from aiestack.types import Example
 
@@ -36,8 +36,10 @@ def plan(spec: FlywheelSpec) -> list[tuple[str, str, StepFn]]:
             steps.append(("curate", "curate", curate))
     if isinstance(spec.candidate, PromptCandidate):
         steps.append(("candidate", "optimise_prompt", optimise_prompt))
-    else:
+    elif isinstance(spec.candidate, DiclCandidate):
         steps.append(("candidate", "dicl", dicl))
+    else:
+        steps.append(("candidate", spec.candidate.kind, finetune))
     steps += [("evaluate", "evaluate", evaluate), ("promote", "promote", promote)]
     return steps
 
@@ -57,12 +59,12 @@ async def build(ctx: Context) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
                                       min_feedback=f.min_feedback, guard=f.guard, prompt=f.prompt,
                                       prompt_version=f.prompt_version, limit=f.limit)
         inputs: dict[str, Any] = {"from": "exchanges", "filters": selection.describe()}
-        built = await asyncio.to_thread(from_exchanges, store, selection, "chat")
+        built = await asyncio.to_thread(from_exchanges, store, selection, d.kind)
     else:
         assert d.path is not None
         path = ctx.spec.path(d.path)
         inputs = {"from": d.source, "path": str(path)}
-        built = await asyncio.to_thread(from_file, path, "chat") if d.source == "file" else await asyncio.to_thread(from_suite, path)
+        built = await asyncio.to_thread(from_file, path, d.kind) if d.source == "file" else await asyncio.to_thread(from_suite, path)
     if not built.rows:
         left = ", ".join(f"{n} {why}" for why, n in built.skipped.items()) or "nothing matched"
         raise NotFound(f"no rows to build {d.name!r} from: {left}", hint="widen dataset.filters, or turn on tracing.content to store messages")
@@ -171,9 +173,61 @@ async def dicl(ctx: Context) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     return {"route": c.route, "dataset": ref}, {
         "route": c.route,
         "dicl": table,
+        "route_changes": {"dicl": table},
         "current": current,
         "candidate": f"route {c.route} with dicl {ref} (k={c.k})",
         "summary": f"candidate: route {c.route} showing {c.k} examples from {ref}",
+    }
+
+
+async def finetune(ctx: Context) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """Train a LoRA adapter on the dataset version (in a thread: it is CPU- or GPU-bound for minutes)."""
+    c = ctx.spec.candidate
+    assert isinstance(c, LoraCandidate)
+    if c.route not in ctx.tools.routes:
+        known = ", ".join(sorted(ctx.tools.routes)) or "none"
+        raise ConfigError("candidate.route", f"there is no route {c.route!r} in the configuration", f"name a [routes.NAME] (routes: {known})")
+    ref = examples_ref(ctx)
+    assert ref is not None  # the spec requires a dataset step
+    name = c.name or f"{c.route}-{c.kind}"
+    if ctx.tools.workdir is None:
+        raise ConfigError("data_dir", "these flywheel tools have no folder for adapters", "run it with `aiestack flywheel run`")
+    out = ctx.tools.workdir / ctx.run_id / name
+    train = ctx.tools.train.get(c.kind)
+    if train is None:
+        from aiestack.finetune import dpo, sft
+
+        train = sft if c.kind == "sft" else dpo
+    from aiestack.finetune import LoraOptions, TrainOptions
+
+    ctx.say(f"training a LoRA adapter ({c.kind}) of {c.base} on {ref}, at most {c.max_steps} steps")
+    result = await asyncio.to_thread(
+        train, ref, model=c.base, output_dir=out, store=ctx.tools.store, lora=LoraOptions(r=c.r, alpha=c.alpha),
+        options=TrainOptions(max_steps=c.max_steps, lr=c.lr, budget_minutes=c.budget_minutes),
+    )  # fmt: skip
+    if result.gguf is None:
+        raise ConfigError("candidate.base", f"the adapter of {c.base} has no GGUF export, so llama.cpp cannot serve it",
+                          "train the embedded model (base: embedded) or a GGUF base")
+    table = {"provider": "llama_cpp", "lora": str(result.gguf)}
+    if c.base != "embedded":
+        table["path"] = c.base
+    deployments = list(ctx.tools.routes[c.route].get("deployments", []))
+    record = dict(result.record)
+    return {"dataset": ref, "base": c.base, "max_steps": c.max_steps, "lr": c.lr, "r": c.r}, {
+        "route": c.route,
+        "model": name,
+        "model_table": table,
+        "models": {name: table},
+        "route_changes": {"deployments": [{"model": name}]},  # evaluated alone: every test call goes to it
+        "deployments": deployments,
+        "share": c.share,
+        "adapter": str(result.adapter_dir),
+        "run_record": str(result.record_path),
+        "steps": record.get("steps"),
+        "final_loss": result.losses[-1] if result.losses else None,
+        "candidate": f"model {name} (LoRA {c.kind} of {c.base} on {ref})",
+        "summary": f"trained {name}: {c.kind} LoRA of {c.base} on {ref}"
+        + (f", {record.get('steps')} steps, last loss {result.losses[-1]:.4g}" if result.losses else ""),
     }
 
 
@@ -204,7 +258,8 @@ async def evaluate(ctx: Context) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
         if ctx.tools.variant is None:
             raise ConfigError("candidate.kind", "these flywheel tools cannot build a variant of the stack", "run it with `aiestack flywheel run`")
         base_run = await ctx.tools.evaluate(_only(suite, system), examples)
-        async with ctx.tools.variant({str(cand["route"]): {"dicl": dict(cand["dicl"])}}) as variant:
+        changes: dict[str, Any] = {"routes": {str(cand["route"]): dict(cand["route_changes"])}, "models": dict(cand.get("models", {}))}
+        async with ctx.tools.variant(changes) as variant:
             cand_run = await variant(_only(suite, system), examples)
         baseline_desc, candidate_desc = f"route {cand['route']} as configured", str(cand["candidate"])
     return {"suite": suite.name, "system": system.name, "examples": len(examples)}, _judged(
@@ -253,13 +308,28 @@ async def promote(ctx: Context) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
         before = previous.version if previous is not None else None
         change: dict[str, Any] = {"kind": "prompt_label", "prompt": name, "label": label, "from": before, "to": version}
         return inputs, {"promoted": True, "change": change, "summary": f"promoted: {name}@{label} {before} → {version}"}
-    from aiestack.flywheel.config_edit import set_route_table
+    from aiestack.flywheel.config_edit import read_value, set_route_table, set_values
 
     path = ctx.spec.path(ctx.spec.promote.config) if ctx.spec.promote.config is not None else ctx.tools.config_path
     if path is None:
         raise ConfigError("promote.config", "no aiestack.toml is in use, so the route cannot be changed",
                           "name the file with promote.config, or set AIESTACK_CONFIG")
     route = str(cand["route"])
+    if isinstance(ctx.spec.candidate, LoraCandidate):
+        name, share = str(cand["model"]), float(cand["share"])
+        in_file = await asyncio.to_thread(read_value, path, ("routes", route, "deployments"))
+        current = [d if isinstance(d, dict) else {"model": d} for d in (in_file or cand["deployments"])]
+        total = sum(float(d.get("weight", 1.0)) for d in current)
+        weight = round(share / (1 - share) * total, 6) if share < 1 else 1.0
+        deployments = [*current, {"model": name, "weight": weight}] if share < 1 else [{"model": name}]
+        await asyncio.to_thread(set_values, path, [(("models", name), dict(cand["model_table"])),
+                                                   (("routes", route, "deployments"), deployments)])
+        lora: dict[str, Any] = {"kind": "route_deployment", "route": route, "file": str(path), "model": name,
+                                "model_table": dict(cand["model_table"]), "share": share, "from": current, "to": deployments}
+        beside = f" beside {', '.join(str(d['model']) for d in current)}" if share < 1 else ", replacing its deployments"
+        return inputs, {"promoted": True, "change": lora,
+                        "summary": f"promoted: [models.{name}] added and deployed on route {route} for {share:.0%} of its "
+                                   f"traffic{beside} in {path} (restart the server to serve it)"}
     table = dict(cand["dicl"])
     before = await asyncio.to_thread(set_route_table, path, route, "dicl", table)
     change = {"kind": "route_dicl", "route": route, "file": str(path), "from": before, "to": table}
