@@ -155,3 +155,35 @@ async def test_a_caller_that_goes_away_leaves_a_complete_record(stack: tuple[Sta
     assert record.status == "stopped" and record.stop_reason == "cancelled" and record.detail == "the run was interrupted"
     types = [st["type"] for st in s.store.run_steps(called.run_id)]  # type: ignore[attr-defined]
     assert types == ["run_started", "model_call", "tool_call", "tool_result", "run_stopped"]
+
+
+async def test_a_run_in_flight_beats_and_one_whose_process_died_is_stopped_by_the_canceller(
+    stack: tuple[Stack, FakeModel],
+) -> None:
+    from aiestack.stores.runs import RunRecord
+
+    s, model = stack
+    model.enqueue([sleeping_call(30), "never"])
+    keeper = RunKeeper(s.store, content=True, poll_s=0.02, heartbeat_s=0.05, stale_s=5)  # type: ignore[arg-type]
+    seen: list[Any] = []
+    task = asyncio.ensure_future(keeper.run(Agent(model="m", stack=s, tools=[sleepy]), "sleep", on_event=seen.append))
+    called = await until(lambda: next((e for e in seen if isinstance(e, ToolCalled)), None), "the tool call")
+    first = s.store.get_run(called.run_id)  # type: ignore[attr-defined]
+    await until(lambda: s.store.get_run(called.run_id).updated_at > first.updated_at, "a heartbeat")  # type: ignore[attr-defined]
+    assert (await keeper.cancel(called.run_id)).status == "stopped"  # alive: its own keeper stops it
+    await asyncio.wait_for(task, 2)
+    # a run whose process was killed: "running", its last heartbeat two minutes old, nobody watching it
+    orphan = RunRecord(run_id="run_orphan", tenant="default", agent="agent", model="m", status="running",
+                       created_at=time.time() - 300, updated_at=time.time() - 120, steps=2, input_tokens=40)  # fmt: skip
+    s.store.put_run(orphan)  # type: ignore[attr-defined]
+    started = time.monotonic()
+    stopped = await keeper.cancel("run_orphan", reason="cleaning up")
+    assert time.monotonic() - started < 1  # not the 10 s wait: it is known to be gone
+    assert stopped.status == "stopped" and stopped.stop_reason == "cancelled" and stopped.input_tokens == 40
+    assert stopped.detail.startswith("cleaning up (the process running it has given no heartbeat for 12")
+    assert s.store.run_steps("run_orphan")[-1]["type"] == "run_stopped"  # type: ignore[attr-defined]
+    fresh = RunRecord(run_id="run_quiet", tenant="default", agent="agent", model="m", status="running",
+                      created_at=time.time(), updated_at=time.time())  # fmt: skip
+    s.store.put_run(fresh)  # type: ignore[attr-defined]
+    asked = await keeper.cancel("run_quiet", wait_s=0.1)  # its process may still be alive: asked, not stopped
+    assert asked.status == "cancelling"

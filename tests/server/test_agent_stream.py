@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -116,3 +117,27 @@ async def test_a_stream_without_a_user_message_or_of_an_unknown_agent_is_refused
     unknown = await http.post("/v1/chat/completions", headers=ADMIN, json={
         "model": "agent:nope", "stream": True, "messages": [{"role": "user", "content": "x"}]})  # fmt: skip
     assert unknown.status_code == 404
+
+
+async def test_a_client_that_goes_away_cancels_the_streamed_run(client: Any) -> None:
+    import functools
+
+    from aiestack.agents.config import open_agent
+    from aiestack.agents.runs import RunKeeper
+    from aiestack.server.agent_stream import agent_sse
+
+    _, app = client
+    stack = stack_of(app)
+    fake(app).enqueue([Script(pieces=["slow"] * 100, delay_s=0.1)])  # 10 s of answer
+    keeper = RunKeeper(stack.store)  # type: ignore[arg-type]
+    start = functools.partial(keeper.run, await open_agent(stack, "calc"), "talk", deltas=True)
+    response = agent_sse(stack, stack.store, start, model="agent:calc", include_usage=False)  # type: ignore[arg-type]
+    body = response.body_iterator
+    first = await anext(body)  # the role chunk, sent when the run started
+    assert b'"role":"assistant"' in first
+    while not fake(app).requests:
+        await asyncio.sleep(0.01)
+    await body.aclose()  # type: ignore[attr-defined]  # what the server does when the client disconnects
+    runs = stack.store.list_runs(agent="calc")  # type: ignore[attr-defined]
+    assert len(runs) == 1 and runs[0].status == "stopped" and runs[0].stop_reason == "cancelled"
+    assert [s["type"] for s in stack.store.run_steps(runs[0].run_id)] == ["run_started", "run_stopped"]  # type: ignore[attr-defined]

@@ -158,7 +158,9 @@ class RunKeeper:
 
     ``content``/``redact``: the stack's content tracing and trace redactor (what is stored of the
     runs' texts). ``poll_s``: how often a running run's stored status is read, to see whether someone
-    asked it to stop (:meth:`cancel`, from any process). A run is stored as ``running`` when it starts and again when it stops; approving
+    asked it to stop (:meth:`cancel`, from any process); ``heartbeat_s``: how often its ``updated_at``
+    is touched meanwhile; ``stale_s``: how old that heartbeat must be for :meth:`cancel` to stop a
+    run itself (the process running it is gone). A run is stored as ``running`` when it starts and again when it stops; approving
     or denying a waiting run claims it in the store first, so a call is never run twice, also when
     two people approve at once or the process restarted in between (the run is read back from the
     store).
@@ -172,14 +174,18 @@ class RunKeeper:
         redact: Redact | None = None,
         clock: Callable[[], float] = time.time,
         poll_s: float = 0.5,
+        heartbeat_s: float = 5.0,
+        stale_s: float = 60.0,
     ) -> None:
-        if poll_s <= 0:
-            raise ValueError(f"poll_s must be positive, got {poll_s}")
+        if min(poll_s, heartbeat_s) <= 0 or stale_s <= heartbeat_s:
+            raise ValueError(f"poll_s and heartbeat_s must be positive and stale_s above heartbeat_s, got {poll_s}, {heartbeat_s}, {stale_s}")
         self._store = store
         self._content = content
         self._redact = redact
         self._clock = clock
         self._poll_s = poll_s
+        self._heartbeat_s = heartbeat_s
+        self._stale_s = stale_s
 
     async def run(
         self,
@@ -207,7 +213,7 @@ class RunKeeper:
         result = await supervise(
             self._store, run_id,
             lambda seen: agent.run(task, run_id=run_id, tenant=tenant, key_id=key_id, on_event=seen, history=history, deltas=deltas),
-            on_event, poll_s=self._poll_s, base=None,
+            on_event, poll_s=self._poll_s, heartbeat_s=self._heartbeat_s, clock=self._clock, base=None,
             save_now=lambda cut: self._save(agent, cut, tenant, key_id, started, first),
         )  # fmt: skip
         await asyncio.to_thread(self._save, agent, result, tenant, key_id, started, first)
@@ -238,7 +244,7 @@ class RunKeeper:
                 pending, run_id=run_id, approve=approve, reason=reason,
                 tenant=claimed.tenant, key_id=claimed.key_id, on_event=seen, deltas=deltas,
             ),
-            on_event, poll_s=self._poll_s, base=claimed,
+            on_event, poll_s=self._poll_s, heartbeat_s=self._heartbeat_s, clock=self._clock, base=claimed,
             save_now=lambda cut: self._save(agent, cut, claimed.tenant, claimed.key_id, claimed.created_at, claimed),
         )  # fmt: skip
         await asyncio.to_thread(self._save, agent, result, claimed.tenant, claimed.key_id, claimed.created_at, claimed)
@@ -260,17 +266,36 @@ class RunKeeper:
         claimed = await asyncio.to_thread(self._store.claim_run, run_id, tenant=tenant, at=now)
         if claimed is not None:
             return await asyncio.to_thread(self._cancel_claimed, claimed, reason, now)
-        asked = await asyncio.to_thread(self._store.request_cancel, run_id, tenant=tenant, at=now, reason=reason)
+        asked = await asyncio.to_thread(self._store.request_cancel, run_id, tenant=tenant, reason=reason)
         if asked is None:
             asked = await asyncio.to_thread(self._store.get_run, run_id, tenant=tenant)
             if asked is None or asked.status != "cancelling":  # (asked already: wait for it like the first asker)
                 raise RunNotActive(_not_active(asked, run_id))
         deadline = time.monotonic() + wait_s
         record: RunRecord | None = asked
-        while record is not None and record.status == "cancelling" and time.monotonic() < deadline:
+        while record is not None and record.status == "cancelling":
+            if self._clock() - record.updated_at > self._stale_s:  # no heartbeat: the process running it is gone
+                return await asyncio.to_thread(self._stop_orphan, record)
+            if time.monotonic() >= deadline:
+                break
             await asyncio.sleep(min(self._poll_s, max(deadline - time.monotonic(), 0.0)))
             record = await asyncio.to_thread(self._store.get_run, run_id, tenant=tenant)
         return record if record is not None else asked
+
+    def _stop_orphan(self, record: RunRecord) -> RunRecord:
+        """Stop a ``cancelling`` run whose process stopped beating (killed, or its host gone)."""
+        now = self._clock()
+        detail = (
+            f"{record.detail} (the process running it has given no heartbeat for {now - record.updated_at:.0f} s: "
+            "it is gone, and the steps it made were not stored)"
+        )
+        stopped = RunStopped(
+            record.run_id, "cancelled", "stopped", detail, steps=record.steps, input_tokens=record.input_tokens,
+            output_tokens=record.output_tokens, cost_usd=record.cost_usd,
+        )  # fmt: skip
+        ended = dataclasses.replace(record, status="stopped", stop_reason="cancelled", detail=detail, updated_at=now)
+        self._store.put_run(ended, [event_to_dict(stopped)])
+        return ended
 
     def _cancel_claimed(self, claimed: RunRecord, reason: str, now: float) -> RunRecord:
         stopped = RunStopped(

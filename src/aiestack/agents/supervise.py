@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiestack.agents.events import (
@@ -44,6 +45,8 @@ async def supervise(
     on_event: OnEvent | None,
     *,
     poll_s: float,
+    heartbeat_s: float,
+    clock: Callable[[], float],
     base: RunRecord | None,
     save_now: Callable[[RunResult], None],
 ) -> RunResult:
@@ -62,7 +65,7 @@ async def supervise(
             on_event(event)
 
     runner = asyncio.ensure_future(start(seen))
-    watcher = asyncio.ensure_future(_watch(store, run_id, poll_s))
+    watcher = asyncio.ensure_future(_watch(store, run_id, poll_s, heartbeat_s, clock))
     try:
         await asyncio.wait((runner, watcher), return_when=asyncio.FIRST_COMPLETED)
         if runner.done():
@@ -82,11 +85,16 @@ async def supervise(
         watcher.cancel()
 
 
-async def _watch(store: RunStore, run_id: str, poll_s: float) -> str:
-    """Return the reason once the run is asked to stop (a store that fails is asked again later)."""
+async def _watch(store: RunStore, run_id: str, poll_s: float, heartbeat_s: float, clock: Callable[[], float]) -> str:
+    """Return the reason once the run is asked to stop (a store that fails is asked again later);
+    beat the run's heartbeat every ``heartbeat_s`` meanwhile."""
+    beat = time.monotonic()
     while True:
         await asyncio.sleep(poll_s)
         try:
+            if time.monotonic() - beat >= heartbeat_s:
+                beat = time.monotonic()
+                await asyncio.to_thread(store.touch_run, run_id, at=clock())
             record = await asyncio.to_thread(store.get_run, run_id)
         except Exception:  # the store is down for a moment: the run goes on, and so does the watch
             _log.warning("could not read the status of run %s", run_id, exc_info=True)

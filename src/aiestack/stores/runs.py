@@ -14,7 +14,8 @@ its steps under the content-tracing rules, and resumes waiting runs from here.
 - ``tenant=None`` on a read means every tenant (the admin's view); a tenant sees only its runs.
 - :meth:`RunStore.request_cancel` asks a ``running`` run to stop, from any process: it becomes
   ``cancelling``, and the process running it (which watches its status) stops it and stores it
-  ``stopped`` / ``cancelled``.
+  ``stopped`` / ``cancelled``. While a run is in flight its process beats :meth:`RunStore.touch_run`
+  (``updated_at``), so a run whose process died can be told from a slow one.
 """
 
 from __future__ import annotations
@@ -90,8 +91,13 @@ class RunStore(Protocol):
         ``pending`` included; else ``None``. Atomic: of concurrent claims, exactly one succeeds."""
         ...
 
-    def request_cancel(self, run_id: str, *, tenant: str | None = None, at: float, reason: str) -> RunRecord | None:
-        """If the run is ``running``, set it ``cancelling`` (``detail=reason``, ``updated_at=at``) and
-        return it so; else ``None``. The process running it sees the status and stops the run.
-        Atomic, like :meth:`claim_run`."""
+    def request_cancel(self, run_id: str, *, tenant: str | None = None, reason: str) -> RunRecord | None:
+        """If the run is ``running``, set it ``cancelling`` (``detail=reason``; ``updated_at``, its last
+        heartbeat, is kept) and return it so; else ``None``. The process running it sees the status
+        and stops the run. Atomic, like :meth:`claim_run`."""
+        ...
+
+    def touch_run(self, run_id: str, *, at: float) -> bool:
+        """The heartbeat of a run in flight: if the run is ``running`` or ``cancelling``, set its
+        ``updated_at`` to ``at`` and return True; else False (nothing changes)."""
         ...

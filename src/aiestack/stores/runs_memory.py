@@ -75,14 +75,22 @@ class MemoryRunsMixin:
             steps: list[dict[str, Any]] = _copy(self._run_steps.get(run_id, []))
         return steps
 
-    def request_cancel(self, run_id: str, *, tenant: str | None = None, at: float, reason: str) -> RunRecord | None:
+    def request_cancel(self, run_id: str, *, tenant: str | None = None, reason: str) -> RunRecord | None:
         with self._lock:
             record = self._runs.get(run_id)
             if record is None or (tenant is not None and record.tenant != tenant) or record.status != "running":
                 return None
-            asked = dataclasses.replace(record, status="cancelling", detail=reason, updated_at=at)
+            asked = dataclasses.replace(record, status="cancelling", detail=reason)
             self._runs[run_id] = asked
         return dataclasses.replace(asked, pending=None if asked.pending is None else _copy(dict(asked.pending)))
+
+    def touch_run(self, run_id: str, *, at: float) -> bool:
+        with self._lock:
+            record = self._runs.get(run_id)
+            if record is None or record.status not in ("running", "cancelling"):
+                return False
+            self._runs[run_id] = dataclasses.replace(record, updated_at=at)
+        return True
 
     def claim_run(self, run_id: str, *, tenant: str | None = None, at: float) -> RunRecord | None:
         with self._lock:

@@ -105,19 +105,30 @@ class SqlRunsMixin:
         return _record(row)
 
 
-    def request_cancel(self, run_id: str, *, tenant: str | None = None, at: float, reason: str) -> RunRecord | None:
+    def request_cancel(self, run_id: str, *, tenant: str | None = None, reason: str) -> RunRecord | None:
         c = agent_runs.c
         where = [c.run_id == run_id, c.status == "running"]
         if tenant is not None:
             where.append(c.tenant == tenant)
         with store_errors(self._url, "write an agent run to"), self._engine.begin() as connection:
             asked = connection.execute(
-                sa.update(agent_runs).where(*where).values(status="cancelling", detail=reason, updated_at=at)
+                sa.update(agent_runs).where(*where).values(status="cancelling", detail=reason)
             )
             if asked.rowcount != 1:
                 return None
             row = connection.execute(sa.select(agent_runs).where(c.run_id == run_id)).mappings().first()
         return _record(row) if row is not None else None
+
+
+    def touch_run(self, run_id: str, *, at: float) -> bool:
+        c = agent_runs.c
+        with store_errors(self._url, "write an agent run to"), self._engine.begin() as connection:
+            done = connection.execute(
+                sa.update(agent_runs)
+                .where(c.run_id == run_id, c.status.in_(("running", "cancelling")))
+                .values(updated_at=at)
+            )
+        return bool(done.rowcount == 1)
 
 
 def _record(row: sa.RowMapping) -> RunRecord:

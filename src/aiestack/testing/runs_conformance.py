@@ -112,19 +112,32 @@ class RunStoreConformance:
 
     def test_a_cancel_request_marks_only_a_running_run_of_the_tenant(self, store: RunStore) -> None:
         store.put_run(run_record(status="running", stop_reason=None, pending=None))
-        assert store.request_cancel("run_1", tenant="other", at=BASE + 2, reason="stop") is None
-        assert store.request_cancel("nope", at=BASE + 2, reason="stop") is None
-        asked = store.request_cancel("run_1", tenant="acme", at=BASE + 3, reason="stop it " + UNICODE)
+        assert store.request_cancel("run_1", tenant="other", reason="stop") is None
+        assert store.request_cancel("nope", reason="stop") is None
+        asked = store.request_cancel("run_1", tenant="acme", reason="stop it " + UNICODE)
         assert asked is not None and asked.status == "cancelling" and asked.detail == "stop it " + UNICODE
-        assert asked.updated_at == BASE + 3 and asked.task == UNICODE and asked.steps == 1
+        assert asked.updated_at == BASE + 1.5 and asked.task == UNICODE and asked.steps == 1  # the last heartbeat, kept
         assert store.get_run("run_1") == asked
-        assert store.request_cancel("run_1", at=BASE + 4, reason="again") is None  # asked already
+        assert store.request_cancel("run_1", reason="again") is None  # asked already
         assert [r.status for r in store.list_runs(status="cancelling")] == ["cancelling"]
         store.put_run(run_record(status="stopped", stop_reason="cancelled", pending=None))  # its process stopped it
-        assert store.request_cancel("run_1", at=BASE + 5, reason="late") is None
+        assert store.request_cancel("run_1", reason="late") is None
         store.put_run(run_record("run_2"))
-        assert store.request_cancel("run_2", at=BASE + 5, reason="waiting") is None  # claim_run stops those
+        assert store.request_cancel("run_2", reason="waiting") is None  # claim_run stops those
         assert store.get_run("run_2") == run_record("run_2")
+
+    def test_a_heartbeat_touches_only_a_run_in_flight(self, store: RunStore) -> None:
+        store.put_run(run_record(status="running", stop_reason=None, pending=None))
+        assert store.touch_run("run_1", at=BASE + 7) is True
+        assert store.get_run("run_1").updated_at == BASE + 7  # type: ignore[union-attr]
+        store.request_cancel("run_1", reason="stop")
+        assert store.touch_run("run_1", at=BASE + 8) is True
+        assert store.get_run("run_1").updated_at == BASE + 8  # type: ignore[union-attr]
+        store.put_run(run_record(status="stopped", stop_reason="cancelled", pending=None, updated_at=BASE + 9))
+        assert store.touch_run("run_1", at=BASE + 10) is False and store.touch_run("nope", at=BASE) is False
+        assert store.get_run("run_1").updated_at == BASE + 9  # type: ignore[union-attr]
+        store.put_run(run_record("run_2"))  # waiting
+        assert store.touch_run("run_2", at=BASE + 10) is False
 
     def test_concurrent_claims_succeed_once(self, store: RunStore) -> None:
         store.put_run(run_record())
