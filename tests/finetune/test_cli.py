@@ -45,3 +45,27 @@ def test_dpo_on_chat_rows_is_a_clear_error(tmp_path: Path) -> None:
     data.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n")
     result = CliRunner().invoke(build_app(entry_points=False), ["finetune", "dpo", str(data), "--device", "cpu"])
     assert isinstance(result.exception, ConfigError) and "preference pairs" in str(result.exception)  # main() prints it
+
+
+def test_data_is_read_from_the_configured_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from aiestack.datasets import build_dataset, from_file
+    from aiestack.stores.exchanges_sql import SqlExchangeStore
+
+    for key in list(os.environ):
+        if key.startswith("AIESTACK_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AIESTACK_DATA_DIR", str(tmp_path / "data"))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n")
+    store = SqlExchangeStore(f"sqlite:///{tmp_path / 'data' / 'aiestack.db'}")
+    store.migrate()
+    build_dataset(store, "facts", from_file(rows))
+    store.close()
+    app = build_app(entry_points=False)
+    chat = CliRunner().invoke(app, ["finetune", "dpo", "facts@1", "--device", "cpu"])
+    assert isinstance(chat.exception, ConfigError) and "facts@1" in str(chat.exception) and "preference pairs" in str(chat.exception)
+    missing = CliRunner().invoke(app, ["finetune", "sft", "facts@7", "--device", "cpu"])
+    assert isinstance(missing.exception, ConfigError) and "it has versions 1" in str(missing.exception)

@@ -73,3 +73,16 @@ def test_unknown_data_says_what_to_pass(tmp_path: Path) -> None:
         load_training_data(tmp_path / "missing.jsonl")
     with pytest.raises(ConfigError, match="datasets list"):
         load_training_data("nothing@3", store=MemoryExchangeStore())
+
+
+def test_a_slow_gguf_tokenizer_conversion_is_cached(tiny_gemma3: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("gguf")
+    from aiestack.finetune.base import _gguf_tokenizer
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    converted = _gguf_tokenizer(tiny_gemma3, cache_after_s=0.0)
+    cached = list((tmp_path / "aiestack" / "gguf-tokenizers").iterdir())
+    assert len(cached) == 1 and (cached[0] / "tokenizer_config.json").is_file()
+    again = _gguf_tokenizer(tiny_gemma3)  # read from the cache
+    text = "Hello world,\nUser: 2+2?"
+    assert again(text)["input_ids"] == converted(text)["input_ids"] and again.eos_token == "<eos>"

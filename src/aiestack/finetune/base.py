@@ -14,8 +14,11 @@ The device is ``cuda`` when torch sees a GPU (and ``device="auto"``), else the C
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import platform
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +80,7 @@ def load_base(name: str, *, device: str = "cpu", dtype: str = "float32") -> Base
             from transformers import GgufConfig
 
             kwargs: dict[str, Any] = {"gguf_file": gguf.name, "local_files_only": True}
-            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **kwargs)
+            tokenizer = _gguf_tokenizer(gguf)
             model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype=torch_dtype,
                                                          quantization_config=GgufConfig(dequantize=True), **kwargs)
             _forget_quantizer(model)
@@ -91,6 +94,28 @@ def load_base(name: str, *, device: str = "cpu", dtype: str = "float32") -> Base
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device)
     return BaseModel(model, tokenizer, name, gguf, str(getattr(model.config, "model_type", "")))
+
+
+def _gguf_tokenizer(gguf: Path, *, cache_after_s: float = 2.0) -> Any:
+    """The GGUF's tokenizer. Converting Gemma's 262k-entry vocabulary from GGUF takes about a minute on two
+    cores, so a conversion that took longer than ``cache_after_s`` is kept under
+    ``$XDG_CACHE_HOME/aiestack/gguf-tokenizers`` (keyed by the file's path, size and modification time)
+    and read from there next time (seconds)."""
+    from transformers import AutoTokenizer
+
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aiestack" / "gguf-tokenizers" / key
+    if (cache / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(cache), local_files_only=True)
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+    if time.perf_counter() - started >= cache_after_s:
+        with contextlib.suppress(OSError):  # a read-only home: convert again next time
+            partial = cache.with_name(f"{key}.{os.getpid()}.tmp")
+            tokenizer.save_pretrained(str(partial))
+            partial.rename(cache)  # whole or not at all: a concurrent run may have won, which is fine
+    return tokenizer
 
 
 def _forget_quantizer(model: Any) -> None:
