@@ -78,6 +78,20 @@ async def test_no_summary_under_the_budget_or_with_nothing_to_fold(agent_stack: 
     assert result.answer == "11" and not [e for e in result.events if isinstance(e, Summarised)]
 
 
+async def test_the_earlier_turns_of_a_conversation_are_summarised_and_the_task_kept(agent_stack: Fixture) -> None:
+    from aiestack.types import Message
+
+    stack, model, _ = agent_stack
+    history = [Message("user", "Tell me about the report. " + "blah " * 300), Message("assistant", "It is long. " + "blah " * 300)]
+    model.enqueue(["We talked about a long report.", "11"])
+    agent = Agent(model="m", stack=stack, memory=ShortTermMemory(max_context_tokens=200, keep_last=2))
+    result = await agent.run("What is the key number of page 1?", history=history)
+    assert result.answer == "11" and [e.type for e in result.events].count("memory_summary") == 1
+    users = [m.text for m in model.requests[1].messages if m.role == "user"]
+    assert users[0] == "What is the key number of page 1?" and users[1].startswith("Summary of the earlier conversation:")
+    assert not any("blah blah" in m.text for m in model.requests[1].messages)
+
+
 @pytest.fixture
 def memory(agent_stack: Fixture) -> LongTermMemory:
     stack, _, _ = agent_stack
@@ -151,5 +165,9 @@ def test_the_head_before_the_first_reply_is_never_folded() -> None:
         Message("assistant", "", tool_calls=(ToolCall("c2", "page", "{}"), ToolCall("c3", "page", "{}"))),
         Message("tool", "a", tool_call_id="c2", name="page"), Message("tool", "b", tool_call_id="c3", name="page"),
     ]  # fmt: skip
-    assert memory.split(messages) == (4, 8)  # the window moved back to the message that made the two calls
-    assert memory.split(messages[:6]) == (4, 4)  # nothing between the head and the window
+    # The window moved back to the message that made the two calls; no earlier turns before the task.
+    assert memory.split(messages, "task") == (range(1, 1), range(4, 8))
+    assert memory.split(messages[:6], "task") == (range(1, 1), range(4, 4))  # nothing between head and window
+    history = [Message("user", "hi"), Message("assistant", "hello"), Message("user", "more"), Message("assistant", "ok")]
+    chat = [messages[0], *history, *messages[1:]]
+    assert memory.split(chat, "task") == (range(1, 5), range(8, 12))  # the earlier turns are folded too

@@ -156,7 +156,6 @@ class LongTermMemory:
             facts, error = await self.recall(run.task, tenant=run.tenant), None
         except (PermissionError, AiestackError) as exc:  # the run goes on without memories, and says why
             facts, error = [], str(exc)
-        if facts:
-            at = next((i for i, m in enumerate(run.messages) if m.role == "user"), len(run.messages) - 1) + 1
-            run.messages.insert(at, Message("user", RECALLED.format(facts="\n".join(f"- {f}" for f in facts))))
+        if facts:  # before the first step the conversation ends with the task: the facts follow it
+            run.messages.append(Message("user", RECALLED.format(facts="\n".join(f"- {f}" for f in facts))))
         yield MemoryRecalled(run.id, run.step, run.task, tuple(facts), (time.perf_counter() - started) * 1000, error)

@@ -10,7 +10,8 @@ summary, written by the model (or ``model``) in a call of its own — an exchang
 like every step, reported as a :class:`~aiestack.agents.events.Summarised` event. An earlier summary
 is among the messages summarised again, so nothing is dropped without being folded in.
 
-The window never splits a tool call from its results (the cut moves back to the assistant message
+Earlier turns of a conversation (``history``, an ``agent:NAME`` chat) are folded too, into the
+same summary, which then follows the task. The window never splits a tool call from its results (the cut moves back to the assistant message
 that made the calls), so the conversation stays valid for every provider. When there is nothing
 between the head and the window to fold, nothing is done and the call goes as it is.
 """
@@ -60,27 +61,31 @@ class ShortTermMemory:
         params = replace(agent._params(), max_tokens=None)
         return estimate_tokens(ChatRequest(agent.model, tuple(messages), params), default_output_tokens=0)
 
-    def split(self, messages: Sequence[Message]) -> tuple[int, int]:
-        """``(start, end)`` of the messages to fold: after the head (everything before the model's first
-        message: instructions, task, recalled facts, the plan), before the window."""
+    def split(self, messages: Sequence[Message], task: str) -> tuple[range, range]:
+        """The messages to fold: the earlier turns of a conversation before the task, and those after
+        the head (the task and what follows it before the model's first reply: recalled facts, the
+        plan) and before the window. The instructions, the task and its head are never folded."""
         prefix = SUMMARY.split("{", 1)[0]
+        first = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
+        task_at = max((i for i, m in enumerate(messages) if m.role == "user" and m.text == task), default=first)
         start = next(
-            (i for i, m in enumerate(messages) if m.role == "assistant" or m.text.startswith(prefix)), len(messages)
+            (i for i in range(task_at + 1, len(messages)) if messages[i].role == "assistant" or messages[i].text.startswith(prefix)),
+            len(messages),
         )  # an earlier summary is folded again
         end = max(start, len(messages) - self.keep_last)
         while end > start and messages[end].role == "tool":  # keep a call with its results
             end -= 1
-        return start, end
+        return range(first, task_at), range(start, end)
 
     async def fit(self, agent: Agent, run: _Run, ctx: otel_context.Context) -> AsyncGenerator[AgentEvent, None]:
         """Summarise the older turns of ``run`` when its conversation is over the budget."""
         before = self.count(agent, run.messages)
         if before <= self.max_context_tokens:
             return
-        start, end = self.split(run.messages)
-        if end - start < 1:
+        earlier, later = self.split(run.messages, run.task)
+        folded = [run.messages[i] for i in (*earlier, *later)]
+        if not folded:
             return  # only the head and the window: nothing to fold
-        folded = run.messages[start:end]
         asked = [
             Message("system", self.instructions),
             Message("user", f"Task: {run.task}\n\nConversation to summarise:\n{transcript(folded)}"),
@@ -94,7 +99,11 @@ class ShortTermMemory:
             yield Summarised(run.id, run.step, messages=0, tokens_before=before, tokens_after=before,
                              error="the summary was empty", **reply.figures)  # fmt: skip
             return
-        run.messages[start:end] = [Message("user", SUMMARY.format(summary=summary))]
+        kept = run.messages
+        run.messages = [
+            *kept[: earlier.start], *kept[earlier.stop : later.start],
+            Message("user", SUMMARY.format(summary=summary)), *kept[later.stop :],
+        ]  # fmt: skip
         after = self.count(agent, run.messages)
         yield Summarised(run.id, run.step, messages=len(folded), tokens_before=before, tokens_after=after,
                          summary=summary, **reply.figures)  # fmt: skip

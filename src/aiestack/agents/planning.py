@@ -84,7 +84,7 @@ class Planning:
             return
         run.patterns.replans += 1
         reason = "; ".join(f"{r.name}: {r.error}" for r in failed)
-        task = next((m for m in run.messages if m.role == "user"), Message("user", run.task))
+        task = Message("user", run.task)
         done = transcript([m for m in run.messages if m.role in ("assistant", "tool")], max_chars=500)
         asked = [
             task,
