@@ -86,3 +86,21 @@ def test_a_slow_gguf_tokenizer_conversion_is_cached(tiny_gemma3: Path, tmp_path:
     again = _gguf_tokenizer(tiny_gemma3)  # read from the cache
     text = "Hello world,\nUser: 2+2?"
     assert again(text)["input_ids"] == converted(text)["input_ids"] and again.eos_token == "<eos>"
+
+
+def test_an_instruct_models_chat_template_renders_the_prompt_without_a_second_bos(tmp_path: Path) -> None:
+    from aiestack.finetune.data import chat_template
+
+    class Tokenizer:
+        bos_token, bos_token_id = "<bos>", 2
+
+        def __call__(self, text: str) -> dict[str, list[int]]:
+            return {"input_ids": [2, 99]}
+
+        def apply_chat_template(self, messages: list[dict[str, str]], *, tokenize: bool, add_generation_prompt: bool) -> str:
+            turns = "".join(f"<start_of_turn>{m['role']}\n{m['content']}<end_of_turn>\n" for m in messages)
+            return f"<bos>{turns}<start_of_turn>model\n" if add_generation_prompt else f"<bos>{turns}"
+
+    data = load_training_data(_jsonl(tmp_path / "chat.jsonl", CHAT[1:]))
+    texts = sft_texts(data, Renderer(chat_format="template", eos="<eos>", template=chat_template(Tokenizer())))
+    assert texts == [{"prompt": "<start_of_turn>user\nCapital of France?<end_of_turn>\n<start_of_turn>model\n", "completion": "Paris<eos>"}]

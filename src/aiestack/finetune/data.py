@@ -108,6 +108,20 @@ class Renderer:
         return resolve_format(msgs, self.chat_format, instruct=self.instruct, has_template=self.template is not None)
 
 
+def chat_template(tokenizer: Any) -> TemplateFn:
+    """The tokenizer's chat template as a prompt renderer (generation prompt added). A template that writes
+    the BOS token itself loses it here when the tokenizer adds one anyway: a doubled BOS is not what the
+    llama_cpp provider sends (:func:`aiestack.models.llama_prompt.render_template` avoids it too)."""
+    bos = str(tokenizer.bos_token or "")
+    adds_bos = bool(bos) and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+
+    def render(messages: list[dict[str, Any]]) -> str:
+        text = str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        return text[len(bos):] if adds_bos and text.startswith(bos) else text
+
+    return render
+
+
 def sft_texts(data: TrainingData, renderer: Renderer) -> list[dict[str, str]]:
     """``{"prompt", "completion"}`` texts for SFT (a preference row trains on its chosen answer)."""
     out = []

@@ -23,7 +23,14 @@ from typing import Any, Literal
 
 from aiestack.errors import ConfigError
 from aiestack.finetune.base import BaseModel, hardware, load_base, pick_device
-from aiestack.finetune.data import Renderer, TrainingData, dpo_texts, load_training_data, sft_texts
+from aiestack.finetune.data import (
+    Renderer,
+    TrainingData,
+    chat_template,
+    dpo_texts,
+    load_training_data,
+    sft_texts,
+)
 from aiestack.models.llama_prompt import ChatFormat
 from aiestack.stores.datasets import DatasetStore
 
@@ -156,10 +163,8 @@ def _check(lora: LoraOptions, opts: TrainOptions) -> None:
 
 def _renderer(base: BaseModel, opts: TrainOptions) -> Renderer:
     tok = base.tokenizer
-    template = None
-    if getattr(tok, "chat_template", None) and (opts.instruct or opts.chat_format == "template"):
-        def template(messages: list[dict[str, Any]]) -> str:
-            return str(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    use = getattr(tok, "chat_template", None) and (opts.instruct or opts.chat_format == "template")
+    template = chat_template(tok) if use else None
     return Renderer(chat_format=opts.chat_format, instruct=opts.instruct, eos=str(tok.eos_token or ""), template=template)
 
 
