@@ -148,3 +148,34 @@ async def test_the_http_api_runs_an_agent_with_mcp_tools(tmp_path: Path) -> None
         assert [s.get("content") for s in ran.json()["steps"] if s["type"] == "tool_result"] == ["[not stored: content tracing is off]"]
         assert ran.json()["status"] == "finished" and stack_of(app).mcp._open  # connected, kept for the next run
     assert not stack_of(app).mcp._open  # the app's shutdown closed it
+
+
+async def test_an_eval_suites_agent_system_gets_its_mcp_tools(tmp_path: Path) -> None:
+    from aiestack.evals.agent_systems import stack_agents
+    from aiestack.evals.datasets import load_examples
+    from aiestack.evals.runner import EvalRunner
+    from aiestack.evals.suite import parse_suite
+
+    (tmp_path / "sums.jsonl").write_text(
+        "\n".join(json.dumps({"id": str(i), "question": f"{i} plus {i}?", "answer": 2 * i}) for i in (1, 2)), encoding="utf-8"
+    )
+    agent = {"tools": [], "mcp": {"t": {"command": [sys.executable, str(SERVER)], "tools": ["add"]}}, "max_steps": 3}
+    suite = parse_suite({
+        "name": "mcp-sums", "dataset": {"path": "sums.jsonl", "id": "id", "input": "question", "reference": "answer"},
+        "prompt": "{{ input }}", "systems": [{"name": "adder", "model": "m", "agent": agent}],
+        "metrics": [{"name": "task_success"}], "concurrency": 2,
+    }, base_dir=tmp_path)  # fmt: skip
+    stack, model, _ = make_stack(tmp_path / "s", guards={"injection": "off"})
+    try:
+        for i in (1, 2):  # the two examples run at once: each gets a tool call, then answers with its result
+            model.enqueue([call("add", {"a": i, "b": i}, f"c{i}")])
+        model.enqueue(["The answer is 2.", "The answer is 4."])
+
+        runner = EvalRunner(stack.chat, stack.store, agents=stack_agents(stack), run_agent=RunKeeper(stack.store).run)  # type: ignore[arg-type]
+        result = await runner.run(suite, load_examples(suite.dataset, suite.dataset_path))
+        assert all(r.error is None for r in result.results), [r.error for r in result.results]
+        tool_results = [m.text for r in model.requests for m in r.messages if m.role == "tool"]
+        assert sorted(set(tool_results)) == ["2", "4"]  # the MCP server added
+        assert len(stack.mcp._open) == 1  # one connection for the system, however many examples
+    finally:
+        await stack.aclose()

@@ -121,15 +121,23 @@ async def open_agent(stack: Stack, name: str) -> Agent:
     the agent's first run and kept by the stack (closed by ``stack.aclose()``); ``KeyError`` naming
     the agents there are, :class:`~aiestack.agents.mcp_agents.McpUnavailable` for a server that
     cannot be reached."""
-    spec = _spec(stack, name)
+    return await open_agent_from_spec(stack, name, _spec(stack, name))
+
+
+async def open_agent_from_spec(
+    stack: Stack, name: str, spec: AgentSpec, *, model: str | None = None, params: Params | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Agent:
+    """:func:`agent_from_spec` with the spec's MCP servers connected (through the stack's pool)."""
     if not spec.mcp:
-        return agent_from_spec(stack, name, spec)
+        return agent_from_spec(stack, name, spec, model=model, params=params, metadata=metadata)
     from aiestack.agents.mcp_agents import McpPool, mcp_servers
 
     if stack.mcp is None:
         stack.mcp = McpPool()
     servers = mcp_servers(f"agents.{name}", spec.mcp, other_tools=spec.tools)
-    return agent_from_spec(stack, name, spec, mcp_tools=await stack.mcp.tools(name, servers))
+    tools = await stack.mcp.tools(name, servers)
+    return agent_from_spec(stack, name, spec, model=model, params=params, metadata=metadata, mcp_tools=tools)
 
 
 def _spec(stack: Stack, name: str) -> AgentSpec:

@@ -128,8 +128,8 @@ class McpPool:
     """
 
     def __init__(self) -> None:
-        self._open: dict[tuple[str, str], tuple[_Connection, list[McpTool], asyncio.AbstractEventLoop]] = {}
-        self._locks: dict[tuple[int, str, str], asyncio.Lock] = {}  # by event loop, agent and server
+        self._open: dict[tuple[str, str, str], tuple[_Connection, list[McpTool], asyncio.AbstractEventLoop]] = {}
+        self._locks: dict[tuple[int, str, str, str], asyncio.Lock] = {}  # by event loop, agent and server
         self._closed = False
 
     async def tools(self, agent: str, servers: Sequence[McpServer]) -> list[McpTool]:
@@ -142,7 +142,7 @@ class McpPool:
     async def _server_tools(self, agent: str, server: McpServer) -> list[McpTool]:
         if self._closed:
             raise McpUnavailable("The stack is closed: its MCP connections are gone.", hint="Open a new stack.")
-        key = (agent, server.name)
+        key = (agent, server.name, repr(server))  # one agent name may come with other tables (an eval's inline agent)
         loop = asyncio.get_running_loop()
         lock = self._locks.setdefault((id(loop), *key), asyncio.Lock())
         async with lock:

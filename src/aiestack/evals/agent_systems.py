@@ -20,6 +20,7 @@ cost and wall time.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,8 +36,9 @@ if TYPE_CHECKING:
     from aiestack.build import Stack
     from aiestack.evals.suite import SystemSpec
 
-#: Builds the agent of a suite system, with the request metadata every one of its calls must carry.
-AgentFactory = Callable[["SystemSpec", Mapping[str, str]], "Agent"]
+#: Builds the agent of a suite system, with the request metadata every one of its calls must carry
+#: (or an awaitable of it: an agent with MCP servers connects them first).
+AgentFactory = Callable[["SystemSpec", Mapping[str, str]], "Agent | Awaitable[Agent]"]
 #: Runs an agent on a task (and stores the run): ``RunKeeper.run`` or the agent's own ``run``.
 RunAgent = Callable[["Agent", str], Awaitable["RunResult"]]
 
@@ -71,11 +73,11 @@ def inline_spec(system: SystemSpec) -> AgentSpec | None:
 
 def stack_agents(stack: Stack) -> AgentFactory:
     """The factory ``aiestack eval run`` uses: agents from the stack's ``[agents.NAME]`` tables or inline ones."""
-    from aiestack.agents.config import agent_from_spec, agent_specs
+    from aiestack.agents.config import agent_from_spec, agent_specs, open_agent_from_spec
 
     known = frozenset([*(e.name for e in stack.models), *stack.routes.names])
 
-    def make(system: SystemSpec, metadata: Mapping[str, str]) -> Agent:
+    def make(system: SystemSpec, metadata: Mapping[str, str]) -> Agent | Awaitable[Agent]:
         spec = inline_spec(system)
         if spec is not None:
             agent_specs({system.name: spec.model_dump(exclude_defaults=True)}, known_models=known)  # the stack's checks
@@ -89,6 +91,8 @@ def stack_agents(stack: Stack) -> AgentFactory:
                     f"systems.{system.name}.agent", f"no agent {name!r} in aiestack.toml (agents: {configured})",
                     "add an [agents.NAME] table, or give the system an inline agent table",
                 )  # fmt: skip
+        if spec.mcp:  # its MCP servers connect first (through the stack's pool, closed with the stack)
+            return open_agent_from_spec(stack, name, spec, model=system.model or None, params=system.to_params(), metadata=metadata)
         return agent_from_spec(stack, name, spec, model=system.model or None, params=system.to_params(), metadata=metadata)
 
     return make
@@ -112,23 +116,28 @@ class AgentSystems:
         self._run_agent = run_agent
         self._suite = suite_name
         self._gateway_cache = gateway_cache
-        self._agents: dict[str, Agent] = {}
+        self._agents: dict[str, asyncio.Future[Agent]] = {}
 
-    def agent(self, system: SystemSpec) -> Agent:
+    async def agent(self, system: SystemSpec) -> Agent:
+        """The system's agent, built once (the examples running at once wait for the one build)."""
         made = self._agents.get(system.name)
         if made is None:
             metadata = {"eval_suite": self._suite, "eval_system": system.name}
             if not self._gateway_cache:
                 metadata[CACHE_FLAG] = "off"
-            made = self._agents[system.name] = self._factory(system, metadata)
-        return made
+            made = self._agents[system.name] = asyncio.ensure_future(_built(self._factory(system, metadata)))
+        return await made
 
     async def answer(self, system: SystemSpec, task: str, semaphore: asyncio.Semaphore) -> AgentAnswer:
         """Run the system's agent on ``task`` (one run per concurrency slot)."""
-        agent = self.agent(system)
+        agent = await self.agent(system)
         async with semaphore:
             run = await (self._run_agent(agent, task) if self._run_agent is not None else agent.run(task))
         return as_answer(run, agent.model)
+
+
+async def _built(made: Agent | Awaitable[Agent]) -> Agent:
+    return await made if inspect.isawaitable(made) else made
 
 
 def as_answer(run: RunResult, model: str) -> AgentAnswer:
