@@ -29,7 +29,7 @@ from .test_mcp_client import wait_for_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 SERVER = Path(__file__).with_name("mcp_server.py")
-STDIO = {"command": [sys.executable, str(SERVER)], "tools": ["add", "env_var", "die"], "prefix": "t_",
+STDIO = {"command": sys.executable, "args": [str(SERVER)], "tools": ["add", "env_var", "die"], "prefix": "t_",
          "env": {"AIESTACK_MCP_TEST": "from the table"}}  # fmt: skip
 
 
@@ -55,7 +55,9 @@ def call(name: str, args: dict[str, Any], cid: str = "c1") -> Script:
         ({"url": "http://x/mcp", "command": ["python"]}, "agents.a.mcp.s", "exactly one of command"),
         ({"tools": ["add"]}, "agents.a.mcp.s", "exactly one of command"),
         ({"url": "ftp://x"}, "agents.a.mcp.s.url", "not an http(s) URL"),
-        ({"command": "python server.py"}, "agents.a.mcp.s.command", ""),
+        ({"command": "python server.py"}, "agents.a.mcp.s.command", "is not on PATH"),
+        ({"command": []}, "agents.a.mcp.s.command", ""),
+        ({"url": "http://x/mcp", "args": ["-v"]}, "agents.a.mcp.s.args", "go with a stdio server"),
         ({"command": ["no-such-mcp-server-x"]}, "agents.a.mcp.s.command", "is not on PATH"),
         ({"command": ["./missing/server"]}, "agents.a.mcp.s.command", "not an executable file"),
         ({"url": "http://x/mcp", "timeout_s": 0}, "agents.a.mcp.s.timeout_s", ""),

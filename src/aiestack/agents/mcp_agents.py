@@ -6,7 +6,8 @@ agent's first run, shared by its later runs, closed with the stack.
 tools = ["calculator"]
 
 [agents.triage.mcp.files]                 # a server spoken to over stdio
-command = ["npx", "-y", "@modelcontextprotocol/server-filesystem", "/srv/docs"]
+command = "npx"                           # or its whole argv: ["npx", "-y", ...]
+args = ["-y", "@modelcontextprotocol/server-filesystem", "/srv/docs"]
 env = { LOG_LEVEL = "warn" }
 tools = ["read_file", "list_directory"]  # the allow-list (default: every tool the server has)
 
@@ -45,7 +46,8 @@ class McpTable(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    command: tuple[str, ...] | None = Field(default=None, min_length=1, description="argv of a stdio server")
+    command: str | tuple[str, ...] | None = Field(default=None, min_length=1, description="a stdio server's program, or its argv")
+    args: tuple[str, ...] = Field(default=(), description="arguments after the program")
     url: str | None = Field(default=None, description="a streamable HTTP endpoint")
     env: dict[str, str] | None = None
     cwd: str | None = None
@@ -89,8 +91,12 @@ def mcp_servers(prefix: str, tables: Mapping[str, Any], *, other_tools: Iterable
             )  # fmt: skip
         if spec.url is not None and not spec.url.startswith(("http://", "https://")):
             raise ConfigError(f"{where}.url", f"{spec.url!r} is not an http(s) URL", "start it with http:// or https://")
-        if spec.command is not None:
-            _check_command(f"{where}.command", spec.command, spec.cwd)
+        if spec.args and spec.command is None:
+            raise ConfigError(f"{where}.args", "args go with a stdio server's command", f"set {where}.command, or drop args")
+        argv = (spec.command,) if isinstance(spec.command, str) else spec.command
+        if argv is not None:
+            argv = (*argv, *spec.args)
+            _check_command(f"{where}.command", argv, spec.cwd)
         if spec.cwd is not None and not os.path.isdir(spec.cwd):
             raise ConfigError(f"{where}.cwd", f"{spec.cwd!r} is not a directory", "give an existing directory or leave cwd out")
         if isinstance(spec.approval, tuple) and spec.tools is not None:
@@ -104,8 +110,8 @@ def mcp_servers(prefix: str, tables: Mapping[str, Any], *, other_tools: Iterable
                 raise ConfigError(f"{where}.tools", f"the tool name {full!r} is taken by {taken[full]}",
                                   f"set {where}.prefix, or leave the tool out")  # fmt: skip
             taken[full] = f"mcp server {name!r}"
-        values = spec.model_dump(exclude_none=True)
-        servers.append(McpServer(name=name, **values))
+        values = spec.model_dump(exclude_none=True, exclude={"command", "args"})
+        servers.append(McpServer(name=name, command=argv or (), **values))
     return tuple(servers)
 
 
