@@ -163,8 +163,10 @@ async def main(args: argparse.Namespace) -> int:
         store.close()
     total_wall, total_cpu = time.perf_counter() - started, time.process_time() - cpu0
 
-    print(f"\n## embedding finetuning on SciFact — {len(rows)} train questions + {len(synthetic)} synthetic, "
-          f"{report.examples} examples, {report.train.steps} steps; test: {report.eval_queries} questions (untouched)\n")
+    scope = "the full corpus" if not args.corpus else f"a subset: the {len(corpus)} judged + sampled documents"
+    print(f"\n## embedding finetuning on SciFact ({len(corpus)} documents, {scope}) — {len(rows)} train questions + "
+          f"{len(synthetic)} synthetic, {report.examples} examples, {report.train.steps} steps; "
+          f"test: {report.eval_queries} questions (untouched)\n")
     print("| SciFact TEST | nDCG@10 before | nDCG@10 after | Δ | recall@100 before | recall@100 after |")
     print("|---|---|---|---|---|---|")
     for mode in ("hybrid", "vector"):

@@ -72,7 +72,7 @@ async def search(name: str, request: Request) -> Response:
     stack: Stack = request.app.state.stack
     who = await principal(stack, request)
     body = parse_body(SearchRequest, await request.body())
-    if not _visible(who, stack.documents.get_collection(name)):
+    if not _visible(who, stack.documents.get_collection(stack.documents.resolve(name))):  # its current version
         raise NotFound(
             f"The collection '{name}' does not exist for this key.",
             hint="GET /v1/collections lists the collections this key can search.",
