@@ -36,8 +36,8 @@ def _gib(value: float) -> str:
 def register(app: typer.Typer) -> None:
     from aiestack.cli import finetune_embeddings, finetune_run
 
-    finetune = typer.Typer(help="Finetuning: plan a run, train LoRA adapters (SFT, DPO), export them to GGUF, merge them "
-                           "(see docs/finetuning.md).", no_args_is_help=True)
+    finetune = typer.Typer(help="Finetuning: plan a run, train LoRA adapters (SFT, DPO), export them to GGUF, merge them; "
+                           "finetune a collection's embedding model (see docs/finetuning.md).", no_args_is_help=True)
     app.add_typer(finetune, name="finetune")
     finetune_run.register(finetune)
     finetune_embeddings.register(finetune)
