@@ -70,8 +70,15 @@ def flywheel_tools(stack: Any, settings: Any, *, source: str = "", models: Itera
         store=stack.store, prompts=stack.prompts, evaluate=evaluator(stack),
         rewriter=stack.side_calls.caller("prompts.optimise"), variant=variant,
         routes={name: dict(table) for name, table in settings.routes.items()}, config_path=config_path(),
-        workdir=settings.data_dir / "flywheel",
+        workdir=settings.data_dir / "flywheel", documents=_Borrowed(lambda: stack.documents),
+        embeddings_for=stack.resources.embeddings_for, embedding_versions=_versions(settings),
     )  # fmt: skip
+
+
+def _versions(settings: Any) -> Any:
+    from aiestack.models.embedding_versions import EmbeddingVersions
+
+    return EmbeddingVersions.in_data_dir(settings.data_dir)
 
 
 def _when(epoch_s: float) -> str:

@@ -56,6 +56,10 @@ class FlywheelTools:
     config_path: Path | None = None  # the aiestack.toml in use (route promotions edit it)
     workdir: Path | None = None  # where trained adapters go (a folder per run)
     train: Mapping[str, Train] = field(default_factory=dict)  # "sft"/"dpo" → trainer (default: aiestack.finetune's)
+    documents: Any = None  # the DocumentStore (embedding candidates)
+    embeddings_for: Callable[[str], Any] | None = None  # a collection's embedding model by name (Resources.embeddings_for)
+    embedding_versions: Any = None  # the EmbeddingVersions registry (finetuned embedding models)
+    finetune_embeddings: Callable[..., Awaitable[Any]] | None = None  # default: aiestack.finetune.embedding_run's
 
 
 class StepFailed(AiestackError):

@@ -28,6 +28,7 @@ import datetime as dt
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -158,13 +159,28 @@ class LoraCandidate(_Strict):
                          "(an A/B beside the current deployments; 1: it replaces them).")
 
 
-Candidate = Annotated[PromptCandidate | DiclCandidate | LoraCandidate, Field(discriminator="kind")]
+class EmbeddingCandidate(_Strict):
+    """A finetuned embedding model for ``collection`` (``aiestack.finetune.embedding_run``): trained on the
+    dataset step's judgements (rows citing their chunks), the collection re-indexed into a new version."""
+
+    kind: Literal["embedding"]
+    collection: str = Field(min_length=1)
+    holdout: float = Field(default=0.2, gt=0, lt=1, description="Share of the questions held out: the gate compares on them.")
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=32, ge=2)
+    mode: Literal["hybrid", "vector"] = Field(default="hybrid", description="The retrieval mode compared.")
+    metric: Literal["ndcg@10", "recall@10", "recall@100", "mrr@10"] = "ndcg@10"
+    seed: int = 0
+
+
+Candidate = Annotated[PromptCandidate | DiclCandidate | LoraCandidate | EmbeddingCandidate, Field(discriminator="kind")]
 
 
 class EvaluateStep(_Strict):
     """The candidate against the current deployment on ``suite`` (the same examples for both)."""
 
-    suite: Path
+    suite: Path | None = Field(default=None, description="Required, except for an embedding candidate (held-out questions).")
     system: str | None = None
     metric: str | None = None
     min_gain: float | None = Field(default=0.0, description="The least gain at the interval's low end; null: no regression is enough.")
@@ -189,7 +205,9 @@ class FlywheelSpec(_Strict):
 
     @model_validator(mode="after")
     def _fits(self) -> FlywheelSpec:
-        if isinstance(self.candidate, DiclCandidate | LoraCandidate) and self.dataset is None:
+        if not isinstance(self.candidate, EmbeddingCandidate) and self.evaluate.suite is None:
+            raise ValueError(f"evaluate.suite: a {self.candidate.kind} candidate is evaluated on a suite; this field is required")
+        if isinstance(self.candidate, DiclCandidate | LoraCandidate | EmbeddingCandidate) and self.dataset is None:
             raise ValueError(f"a {self.candidate.kind} candidate needs a dataset step: it uses the dataset's version")
         wanted = "preference" if isinstance(self.candidate, LoraCandidate) and self.candidate.kind == "dpo" else "chat"
         if self.dataset is not None and self.dataset.kind != wanted:
@@ -208,6 +226,9 @@ class FlywheelSpec(_Strict):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+_MODELS: tuple[type[BaseModel], ...] = ()
+
+
 def parse_flywheel(data: Any, *, source: str = "flywheel.yaml", base_dir: Path = Path(".")) -> FlywheelSpec:
     """Validate a parsed YAML document; a ConfigError names the field and the fix."""
     if not isinstance(data, dict):
@@ -219,8 +240,9 @@ def parse_flywheel(data: Any, *, source: str = "flywheel.yaml", base_dir: Path =
         # a misspelt field is both unknown and (its right name) missing: name the misspelling first
         err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"][:-1] == err["loc"][:-1]]
+        missing = missing or sorted({f.alias or n for m in _MODELS for n, f in m.model_fields.items()})
         loc = [str(p) for p in err["loc"]]
-        if len(loc) >= 2 and loc[0] == "candidate" and loc[1] in ("prompt", "dicl", "sft", "dpo"):
+        if len(loc) >= 2 and loc[0] == "candidate" and loc[1] in ("prompt", "dicl", "sft", "dpo", "embedding"):
             loc.pop(1)  # the union's tag is not a field the user wrote
         key = ".".join(loc) or "(root)"
         if err["type"] == "extra_forbidden":
@@ -231,9 +253,16 @@ def parse_flywheel(data: Any, *, source: str = "flywheel.yaml", base_dir: Path =
             raise ConfigError(f"{source}: {key}", "this field is required", "add it (see docs/flywheel.md)") from None
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             raise ConfigError(f"{source}: {key}.kind" if key == "candidate" else f"{source}: {key}",
-                              "candidate.kind must be one of: prompt, dicl, sft, dpo", "set kind: prompt, dicl, sft or dpo") from None
+                              "candidate.kind must be one of: prompt, dicl, sft, dpo, embedding", "set kind: prompt, dicl, sft, dpo or embedding") from None
         msg = err["msg"].removeprefix("Value error, ")
+        named, sep, rest = msg.partition(": ")
+        if key == "(root)" and sep and re.fullmatch(r"[a-z_]+(\.[a-z_]+)+", named):  # a rule across fields names its field
+            key, msg = named, rest
         raise ConfigError(f"{source}: {key}", msg[0].lower() + msg[1:], "fix it (see docs/flywheel.md)") from None
+
+
+_MODELS = (ExchangeFilters, DatasetStep, PromptCandidate, DiclCandidate, LoraCandidate, EmbeddingCandidate, EvaluateStep,
+           PromoteStep, FlywheelSpec)
 
 
 def load_flywheel(path: str | Path) -> FlywheelSpec:

@@ -16,10 +16,17 @@ from aiestack.errors import ConfigError, NotFound
 from aiestack.evals.datasets import load_examples
 from aiestack.evals.runner import RunResult
 from aiestack.evals.suite import Suite, SystemSpec, load_suite
+from aiestack.flywheel import embedding
 from aiestack.flywheel.gate import decide, objective
 from aiestack.flywheel.prompt_opt import OptimiseOptions, PromptOptimiser, pick_system
 from aiestack.flywheel.runner import Context, StepFn
-from aiestack.flywheel.spec import DiclCandidate, FlywheelSpec, LoraCandidate, PromptCandidate
+from aiestack.flywheel.spec import (
+    DiclCandidate,
+    EmbeddingCandidate,
+    FlywheelSpec,
+    LoraCandidate,
+    PromptCandidate,
+)
 from aiestack.prompts.registry import PromptRegistry, parse_ref
 from aiestack.types import Example
 
@@ -38,6 +45,8 @@ def plan(spec: FlywheelSpec) -> list[tuple[str, str, StepFn]]:
         steps.append(("candidate", "optimise_prompt", optimise_prompt))
     elif isinstance(spec.candidate, DiclCandidate):
         steps.append(("candidate", "dicl", dicl))
+    elif isinstance(spec.candidate, EmbeddingCandidate):
+        steps.append(("candidate", "embedding", embedding.finetune))
     else:
         steps.append(("candidate", spec.candidate.kind, finetune))
     steps += [("evaluate", "evaluate", evaluate), ("promote", "promote", promote)]
@@ -124,6 +133,8 @@ def _registry(ctx: Context) -> PromptRegistry:
 
 
 def _suite(ctx: Context, path: Any, limit: int | None = None) -> tuple[Suite, list[Example]]:
+    if path is None:
+        raise ConfigError("evaluate.suite", "this candidate is evaluated on a suite", "add evaluate.suite")
     suite = load_suite(ctx.spec.path(path))
     if limit is not None:
         suite = suite.model_copy(update={"dataset": suite.dataset.model_copy(update={"limit": limit})})
@@ -239,6 +250,8 @@ def _only(suite: Suite, system: SystemSpec) -> Suite:
 
 
 async def evaluate(ctx: Context) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    if isinstance(ctx.spec.candidate, EmbeddingCandidate):
+        return await embedding.evaluate(ctx)
     e = ctx.spec.evaluate
     suite, examples = await asyncio.to_thread(_suite, ctx, e.suite, e.limit)
     cand = ctx.outputs["candidate"]
@@ -296,10 +309,12 @@ def _judged(metric_name: str | None, min_gain: float | None, suite: Suite, base:
 async def promote(ctx: Context) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     judged = ctx.outputs["evaluate"]
     cand = ctx.outputs["candidate"]
-    inputs = {"candidate": cand.get("candidate"), "baseline_run": judged["baseline_run"], "candidate_run": judged["candidate_run"]}
+    inputs = {"candidate": cand.get("candidate"), "baseline_run": judged.get("baseline_run"), "candidate_run": judged.get("candidate_run")}
     if not judged["passed"]:
         why = str(judged["decision"]["reason"])
         return inputs, {"promoted": False, "why": why, "summary": f"not promoted: the gate failed: {why}"}
+    if isinstance(ctx.spec.candidate, EmbeddingCandidate):
+        return inputs, await embedding.promote(ctx)
     if isinstance(ctx.spec.candidate, PromptCandidate):
         registry = _registry(ctx)
         name, version, label = str(cand["prompt"]), int(cand["version"]), ctx.spec.promote.label
