@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from aiestack.errors import ConfigError, NotFound
@@ -219,7 +220,7 @@ async def finetune(ctx: Context) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     if result.gguf is None:
         raise ConfigError("candidate.base", f"the adapter of {c.base} has no GGUF export, so llama.cpp cannot serve it",
                           "train the embedded model (base: embedded) or a GGUF base")
-    table = {"provider": "llama_cpp", "lora": str(result.gguf)}
+    table = {"provider": "llama_cpp", "lora": str(Path(result.gguf).resolve())}  # absolute: the server may run elsewhere
     if c.base != "embedded":
         table["path"] = c.base
     deployments = list(ctx.tools.routes[c.route].get("deployments", []))
