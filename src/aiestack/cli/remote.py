@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -64,7 +65,7 @@ class Remote:
         """``POST /v1/collections/NAME/search``; the server's errors come back as :class:`AiestackError`."""
         body = {"query": query, "mode": mode, "k": k, "filter": filter}
         try:
-            answer = self.request("POST", f"/v1/collections/{urllib.request.quote(collection, safe='')}/search", body)
+            answer = self.request("POST", f"/v1/collections/{urllib.parse.quote(collection, safe='')}/search", body)
         except OSError as exc:
             raise AiestackError(f"The server at {self.url} did not answer: {exc}.",
                                 hint="Start it with `aiestack serve`, or search in-process with --local.") from None
