@@ -4,7 +4,8 @@ A run is a :class:`~aiestack.stores.flywheel.FlywheelRun` with one
 :class:`~aiestack.stores.flywheel.FlywheelStep` per step, each stored when it starts (``running``)
 and when it ends (``done`` with its outputs, or ``failed`` with the error). The outputs carry the ids
 that link the lineage: the exchanges a dataset was built from → the dataset versions → the candidate
-(a prompt version, a DICL dataset version) → the two eval runs → the promotion.
+(a prompt version, a route's DICL table, a LoRA model, an embedding model and collection version) →
+the eval runs → the promotion.
 
 **Resumable.** Running a run id again re-reads its steps and skips those ``done`` (their stored
 outputs feed the next steps): a run interrupted in the evaluation goes on from the evaluation. A
