@@ -150,6 +150,21 @@ async def test_json_that_never_validates_is_passed_on_flagged_when_asked(rig_wit
     assert len(rig.fake.requests) == 2
 
 
+async def test_json_cut_off_at_max_tokens_is_not_re_asked(rig_with: Callable[..., Rig]) -> None:
+    """A re-ask with the same budget would be cut off again (and cost as much again): one call, and the
+    reason says to raise max_tokens. A cut-off answer that is valid JSON is not a failure at all."""
+    rig = rig_with({"json_schema": {"action": "retry", "retries": 2}})
+    rig.fake.enqueue([Script(pieces=['{"n": 12345678'], finish_reason="length"), '{"n": 5}'])
+    ex = await rig.run("count", params=Params(max_tokens=4, response_format=ResponseFormat(type="json_schema", schema=SCHEMA)))
+    assert isinstance(ex.error, GuardrailBlocked) and "cut off at max_tokens" in str(ex.error)
+    assert len(rig.fake.requests) == 1
+    flagged = rig_with({"json_schema": {"action": "retry", "retries": 2, "exhausted": "flag"}})
+    flagged.fake.enqueue([Script(pieces=['{"n": 1'], finish_reason="length"), '{"n": 5}'])
+    ex = await flagged.run("count", params=Params(response_format=ResponseFormat(type="json_object")))
+    assert ex.completion is not None and ex.completion.text == '{"n": 1' and len(flagged.fake.requests) == 1
+    assert {v.guard: v.action for v in ex.verdicts}["json_schema"] == "flag"
+
+
 async def test_json_in_a_stream_is_buffered_and_checked(rig: Rig) -> None:
     rig.fake.enqueue([["```json\n{", '"n": 7}\n```']])
     params = Params(response_format=ResponseFormat(type="json_schema", schema=SCHEMA))

@@ -90,7 +90,8 @@ class OutputGuard:
             text, verdicts, failure = await run_cpu(len(completion.text), self._check_text, guards, completion.text, result, canary)
             if failure is None:
                 break
-            if failure.action == "retry" and retried.get(failure.guard, 0) < retries:
+            cut_off = _cut_off_json(failure, completion)
+            if failure.action == "retry" and retried.get(failure.guard, 0) < retries and not cut_off:
                 retried[failure.guard] = retried.get(failure.guard, 0) + 1
                 again = await call_next(_reask(inner, completion.text, failure))
                 if again.completion is None:
@@ -105,7 +106,9 @@ class OutputGuard:
                 break
             self._count(verdicts)
             reason = f"the answer failed the {failure.guard} check ({kinds(failure.findings)})"
-            if failure.action == "retry":
+            if cut_off:
+                reason += " because it was cut off at max_tokens (a re-ask would be cut off too: raise max_tokens)"
+            elif failure.action == "retry":
                 reason += f" after {retried.get(failure.guard, 0)} re-asks"
             return blocked(result, verdicts, failure.guard, reason)
         verdicts = [_mark_retried(v, retried.get(v.guard, 0)) for v in verdicts]
@@ -234,6 +237,16 @@ class OutputGuard:
             )
 
         return dataclasses.replace(completion, stream=run())
+
+
+def _cut_off_json(failure: _Failure, completion: Completion) -> bool:
+    """Whether the JSON is invalid because the answer stopped at ``max_tokens``: re-asking with the same
+    budget costs as much again and is cut off again (a small model inside a JSON string keeps writing)."""
+    return (
+        failure.guard == "json_schema"
+        and completion.finish_reason == "length"
+        and any(f.kind == "schema.invalid_json" for f in failure.findings)
+    )
 
 
 def _reask(inner: Exchange, answer: str, failure: _Failure) -> Exchange:
