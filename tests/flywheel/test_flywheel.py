@@ -272,3 +272,15 @@ async def test_a_lora_candidate_is_trained_evaluated_and_deployed_for_a_share_of
     assert config_now["models"] == {"shout-sft": {"provider": "llama_cpp", "lora": gguf}}
     assert config_now["routes"]["shout"]["deployments"] == [{"model": "obedient", "weight": 3}, {"model": "shout-sft", "weight": 1.0}]
     assert "for 25% of its traffic beside obedient" in record.detail
+
+
+@pytest.mark.parametrize(("base", "path"), [("embedded", None), ("gemma-3-270m", None), ("Gemma3-270M", None),
+                                            ("/models/base.gguf", "/models/base.gguf")])
+def test_the_served_table_names_a_base_path_only_for_a_base_that_is_not_the_embedded_model(
+    base: str, path: str | None, tmp_path: Path
+) -> None:
+    from aiestack.flywheel.steps import served_model_table
+
+    table = served_model_table(base, tmp_path / "adapter.gguf")
+    assert table["provider"] == "llama_cpp" and table["lora"] == str((tmp_path / "adapter.gguf").resolve())
+    assert table.get("path") == path

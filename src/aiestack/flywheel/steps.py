@@ -220,9 +220,7 @@ async def finetune(ctx: Context) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     if result.gguf is None:
         raise ConfigError("candidate.base", f"the adapter of {c.base} has no GGUF export, so llama.cpp cannot serve it",
                           "train the embedded model (base: embedded) or a GGUF base")
-    table = {"provider": "llama_cpp", "lora": str(Path(result.gguf).resolve())}  # absolute: the server may run elsewhere
-    if c.base != "embedded":
-        table["path"] = c.base
+    table = served_model_table(c.base, result.gguf)
     deployments = list(ctx.tools.routes[c.route].get("deployments", []))
     record = dict(result.record)
     return {"dataset": ref, "base": c.base, "max_steps": c.max_steps, "lr": c.lr, "r": c.r}, {
@@ -351,3 +349,15 @@ async def promote(ctx: Context) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     change = {"kind": "route_dicl", "route": route, "file": str(path), "from": before, "to": table}
     return inputs, {"promoted": True, "change": change,
                     "summary": f"promoted: [routes.{route}.dicl] dataset = {table['dataset']} in {path} (restart the server to serve it)"}
+
+
+def served_model_table(base: str, gguf: str | Path) -> dict[str, str]:
+    """The ``[models.NAME]`` table that serves a LoRA of ``base`` with llama.cpp: the adapter's absolute
+    path (the server may run elsewhere), and the base's GGUF path unless it is the embedded model (any
+    of its aliases), which the provider finds by itself."""
+    from aiestack.finetune.base import EMBEDDED
+
+    table = {"provider": "llama_cpp", "lora": str(Path(gguf).resolve())}
+    if base.lower() not in EMBEDDED:
+        table["path"] = base
+    return table
