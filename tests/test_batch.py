@@ -171,3 +171,21 @@ async def test_the_stack_embeds_batch_work_on_ray_only_when_compute_asks(tmp_pat
         assert batch.name == on_ray.embeddings.name  # vectors cached under the same model name
     finally:
         await on_ray.aclose()  # Ray was never started: nothing to stop
+
+
+@pytest.mark.unit
+def test_a_checkpoint_keeps_finished_items_per_inputs_and_survives_a_torn_line(tmp_path: Path) -> None:
+    from aiestack.batch import Checkpoint
+
+    first = Checkpoint.open(tmp_path, "step", {"model": "m", "items": ["a", "b"]})
+    first.record("a", {"score": 1})
+    with first.path.open("a", encoding="utf-8") as out:
+        out.write('{"item": "b", "resu')  # killed mid-write
+    again = Checkpoint.open(tmp_path, "step", {"items": ["a", "b"], "model": "m"})  # same inputs, any key order
+    assert again.path == first.path and again.resumed == 1 and "a" in again and "b" not in again
+    assert again.get("a") == {"score": 1}
+    again.record("b", [2])
+    assert Checkpoint(again.path).get("b") == [2] and Checkpoint(again.path).resumed == 2
+    assert Checkpoint.open(tmp_path, "step", {"model": "n", "items": ["a", "b"]}).resumed == 0  # other inputs
+    again.finish()
+    assert not again.path.exists() and "a" not in again

@@ -19,14 +19,21 @@ tests compare the stored vectors).
 
 ``[compute] ray_address``: empty runs in-process; ``local`` starts a Ray instance inside this
 process tree; anything else (``auto``, ``ray://head:10001``) connects to a running cluster.
+
+:class:`Checkpoint` makes a long step resumable: each finished item's result is appended to a JSONL
+file named by a hash of the step's inputs, so the same step started again (same inputs) skips the
+items it finished and does only the rest; the file is removed when the step completes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from aiestack.errors import ConfigError
@@ -159,3 +166,60 @@ def open_runner(settings: ComputeSettings) -> BatchRunner:
     if settings.ray_address:
         return RayRunner(settings.ray_address, workers=settings.ray_workers)
     return InProcessRunner(settings.workers)
+
+
+class Checkpoint:
+    """The finished items of one batch step, kept in ``directory`` until the step completes.
+
+    ``Checkpoint.open(directory, step, inputs)`` names the file by ``step`` and the sha256 of
+    ``inputs`` (JSON: everything the step's results depend on — model, prompt versions, options, the
+    items' ids), so a step started with other inputs never reuses another's results. ``record``
+    appends one item's JSON result and flushes it; a line torn by a kill mid-write is ignored on
+    reopening (that item is simply done again). ``finish`` removes the file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._done: dict[str, Any] = {}
+        if path.exists():
+            torn = False
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                    self._done[str(entry["item"])] = entry["result"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    torn = True  # a line cut short by a kill: that item is done again
+            if torn:  # rewrite without it, so the next line appended starts on a line of its own
+                path.write_text("".join(self._line(k, v) for k, v in self._done.items()), encoding="utf-8")
+        self.resumed = len(self._done)  # items already finished when the step (re)started
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, directory: Path, step: str, inputs: Mapping[str, Any]) -> Checkpoint:
+        digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        directory.mkdir(parents=True, exist_ok=True)
+        return cls(directory / f"{step}-{digest}.jsonl")
+
+    def __contains__(self, item: str) -> bool:
+        return item in self._done
+
+    def get(self, item: str) -> Any:
+        """The recorded result of ``item`` (KeyError when it is not finished)."""
+        return self._done[item]
+
+    def record(self, item: str, result: Any) -> None:
+        line = self._line(item, result)
+        with self._lock:
+            self._done[item] = result
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write(line)
+
+    @staticmethod
+    def _line(item: str, result: Any) -> str:
+        return json.dumps({"item": item, "result": result}, default=str) + "\n"
+
+    def finish(self) -> None:
+        """The step completed: forget its items."""
+        with self._lock:
+            self.path.unlink(missing_ok=True)
+            self._done.clear()

@@ -4,6 +4,7 @@ each synthetic row recording its generator, prompt version and what it came from
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,54 @@ async def test_synthetic_questions_export_as_qrels() -> None:
     assert export_dataset(store, version, out, "qrels") == 1
     assert json.loads(out.getvalue()) == {"query_id": built.rows[0].id[:16], "query": "Which enzyme does aspirin inhibit?",
                                           "corpus_id": "d1", "chunk_id": "c1", "score": 1}
+
+
+# --------------------------------------------------------------------------- resumable synthesis
+
+FOUR = [Chunk(id=f"k{i}", document_id="d", text=f"Passage number {i}.") for i in range(4)]
+
+
+def _qa(i: int) -> str:
+    return json.dumps({"question": f"What is passage {i}?", "answer": f"Number {i}."})
+
+
+async def test_an_interrupted_synthesis_resumes_doing_only_the_items_left(tmp_path: Path) -> None:
+    whole = await synthesize_questions(FOUR, ScriptedCaller([_qa(i) for i in range(4)]), model="m", check=False, concurrency=1)
+
+    first = ScriptedCaller([_qa(0), _qa(1)])  # the third call fails: the run stops after two items
+    seen: list[tuple[int, int]] = []
+    with pytest.raises(LookupError):
+        await synthesize_questions(FOUR, first, model="m", check=False, concurrency=1, checkpoints=tmp_path,
+                                   progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 4), (2, 4)] and len(list(tmp_path.iterdir())) == 1
+
+    other = ScriptedCaller([_qa(i) for i in range(4)])  # other inputs (another model): nothing is reused
+    await synthesize_questions(FOUR, other, model="other", check=False, concurrency=1, checkpoints=tmp_path)
+    assert len(other.requests) == 4
+
+    second = ScriptedCaller([_qa(2), _qa(3)])
+    seen.clear()
+    resumed = await synthesize_questions(FOUR, second, model="m", check=False, concurrency=2, checkpoints=tmp_path,
+                                         progress=lambda done, total: seen.append((done, total)))
+    assert [r.messages[0].text.rsplit("Passage:\n", 1)[1] for r in second.requests] == ["Passage number 2.", "Passage number 3."]
+    assert [(r.data, r.lineage) for r in resumed.rows] == [(r.data, r.lineage) for r in whole.rows]  # same rows, same order
+    assert seen[-1] == (4, 4) and [d for d, _ in seen] == [1, 2, 3, 4]
+    assert list(tmp_path.iterdir()) == []  # finished: the checkpoint is gone
+
+
+async def test_an_interrupted_judge_and_variants_resume(tmp_path: Path) -> None:
+    rows = [DatasetRow(normalise({"question": f"{i}+{i}?", "answer": str(2 * i)}, "chat")) for i in range(3)]
+    with pytest.raises(LookupError):
+        await judge_rows(rows, ScriptedCaller(["5"]), model="j", concurrency=1, checkpoints=tmp_path)
+    rest = ScriptedCaller(["2", "4"])
+    kept, report = await judge_rows(rows, rest, model="j", concurrency=1, checkpoints=tmp_path)
+    assert len(rest.requests) == 2 and [r.id for r in kept] == [rows[0].id, rows[2].id]
+    assert [r.row_id for r in report.removed] == [rows[1].id]
+
+    with pytest.raises(LookupError):  # seed x constrain finished (both calls), seed x deepen interrupted
+        await synthesize_variants([SEED], ScriptedCaller(["Sort it descending.", "sorted(x, reverse=True)", "Sort a tuple."]),
+                                  model="m", methods=("constrain", "deepen"), concurrency=1, checkpoints=tmp_path)
+    rest = ScriptedCaller(["Sort a tuple.", "sorted(t)"])
+    built = await synthesize_variants([SEED], rest, model="m", methods=("constrain", "deepen"), concurrency=1, checkpoints=tmp_path)
+    assert len(rest.requests) == 2 and [r.lineage["method"] for r in built.rows] == ["evol:constrain", "evol:deepen"]
+    assert built.rows[0].data["messages"][1]["content"] == "sorted(x, reverse=True)" and list(tmp_path.iterdir()) == []

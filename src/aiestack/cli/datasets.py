@@ -367,8 +367,12 @@ def _register_synthesis(datasets: typer.Typer) -> None:
         min_score: int = typer.Option(4, "--min-score", min=1, max=5, help="Judge: least score (1-5) to keep a row."),
         concurrency: int = typer.Option(4, "--concurrency", min=1, max=64, help="Model calls at a time."),
         message: str = typer.Option(None, "--message", "-m", help="What this version is for."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
-        """Build a version of synthetic rows: questions from a collection, or variants of seed rows; optionally judged."""
+        """Build a version of synthetic rows: questions from a collection, or variants of seed rows; optionally judged.
+
+        Resumable: each finished item is checkpointed in the data directory, so the same command run
+        again after an interruption makes only the items left."""
         from aiestack.stores.datasets import check_dataset_name
 
         try:
@@ -387,7 +391,7 @@ def _register_synthesis(datasets: typer.Typer) -> None:
             import asyncio
 
             built, report = asyncio.run(_synthesize(store, collection, limit, check, seeds, [m.strip() for m in methods.split(",") if m.strip()],
-                                                    model, judge, min_score, concurrency))
+                                                    model, judge, min_score, concurrency, quiet))
             if not built.rows:
                 left = ", ".join(f"{n} {why}" for why, n in built.skipped.items()) or "nothing was generated"
                 raise NotFound(f"no synthetic rows for {name!r}: {left}", hint="check the model's replies with `aiestack logs`")
@@ -402,29 +406,51 @@ def _register_synthesis(datasets: typer.Typer) -> None:
 
 
 async def _synthesize(store: Any, collection: str | None, limit: int, check: bool, seeds: list[Any] | None, methods: list[str],
-                      model: str, judge: str | None, min_score: int, concurrency: int) -> Any:
+                      model: str, judge: str | None, min_score: int, concurrency: int, quiet: bool = False) -> Any:
     import asyncio
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as Bar
 
     from aiestack.build import open_stack
     from aiestack.datasets.synthesis import judge_rows, synthesize_questions, synthesize_variants
 
+    bar = Bar(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+              TimeRemainingColumn(), console=Console(stderr=True), disable=quiet, transient=True)
+
+    def progress(description: str) -> Any:
+        task = bar.add_task(description, total=None)
+        return lambda done, total: bar.update(task, completed=done, total=total)
+
     async with open_stack() as stack:
         call = stack.side_calls.caller("datasets.synthesis")
-        if seeds is not None:
-            try:
-                built = await synthesize_variants(seeds, call, model=model, methods=methods, concurrency=concurrency)
-            except ValueError as exc:
-                raise typer.BadParameter(str(exc), param_hint="--methods") from None
-        else:
-            chunks = await asyncio.to_thread(_chunks, stack.documents, str(collection), limit)
-            built = await synthesize_questions(chunks, call, model=model, check=check, collection=collection, concurrency=concurrency)
-        report = None
-        if judge is not None and built.rows:
-            built.rows, report = await judge_rows(built.rows, stack.side_calls.caller("datasets.judge"), model=judge,
-                                                  min_score=min_score, concurrency=concurrency)
-            built.source["judge"] = {"model": judge, "min_score": min_score, "removed": len(report.removed)}
-            for removal in report.removed:
-                built.skip(f"judge: {removal.reason}")
+        checkpoints = stack.settings.data_dir / "checkpoints"
+        with bar:
+            if seeds is not None:
+                try:
+                    built = await synthesize_variants(seeds, call, model=model, methods=methods, concurrency=concurrency,
+                                                      checkpoints=checkpoints, progress=progress("variants"))
+                except ValueError as exc:
+                    raise typer.BadParameter(str(exc), param_hint="--methods") from None
+            else:
+                chunks = await asyncio.to_thread(_chunks, stack.documents, str(collection), limit)
+                built = await synthesize_questions(chunks, call, model=model, check=check, collection=collection, concurrency=concurrency,
+                                                   checkpoints=checkpoints, progress=progress("questions"))
+            report = None
+            if judge is not None and built.rows:
+                built.rows, report = await judge_rows(built.rows, stack.side_calls.caller("datasets.judge"), model=judge,
+                                                      min_score=min_score, concurrency=concurrency,
+                                                      checkpoints=checkpoints, progress=progress("judge"))
+                built.source["judge"] = {"model": judge, "min_score": min_score, "removed": len(report.removed)}
+                for removal in report.removed:
+                    built.skip(f"judge: {removal.reason}")
         return built, report
 
 

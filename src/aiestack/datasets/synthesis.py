@@ -16,7 +16,15 @@ Lineage of every synthetic row: ``generator`` (the model or route), ``prompt`` a
 and what it came from (``chunk_id``/``document_id``/``collection``, or ``seed`` row id). Model calls
 go through the side-call seam (``stack.side_calls.caller("datasets.synthesis")``): routes, budgets
 and traces apply, and they are never answered by the gateway's caches.
+
+The model calls stay in this process (they need the stack's keys, limits, budgets and traces), run
+``concurrency`` at a time; a batch runner would only add a hop. What makes a long run safe is
+``checkpoints=`` (a directory): every finished item (a chunk, a seed and method, a judged row) is
+recorded as it finishes (:class:`~aiestack.batch.Checkpoint`, keyed by the model, prompt version,
+options and items), so the same call after an interruption (an error, a spent budget, Ctrl-C) does
+only the items left and gives the same rows. ``progress(done, total)`` is called as items finish.
 """
+
 
 from __future__ import annotations
 
@@ -26,8 +34,10 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
+from aiestack.batch import Checkpoint
 from aiestack.datasets.curate import Removal, StepReport
 from aiestack.datasets.rows import RowError, answers, normalise, prompt_messages
 from aiestack.datasets.sources import Built
@@ -37,6 +47,8 @@ from aiestack.types import ChatRequest, Chunk, Message, Params, ResponseFormat
 
 _T = TypeVar("_T")
 _I = TypeVar("_I")
+#: ``progress(done, total)``: items finished so far (resumed ones included) of the step's total.
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,14 +108,72 @@ def _request(model: str, prompt: SynthesisPrompt, max_tokens: int, json_schema: 
 
 
 async def _bounded(items: Sequence[_I], work: Callable[[_I], Awaitable[_T]], concurrency: int) -> list[_T]:
-    """``work`` on every item, at most ``concurrency`` at a time; results in the items' order."""
+    """``work`` on every item, at most ``concurrency`` at a time; results in the items' order. The first
+    error cancels the items still waiting or running (their work is not recorded) and is raised."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(item: _I) -> _T:
         async with gate:
             return await work(item)
 
-    return list(await asyncio.gather(*(one(i) for i in items)))
+    tasks = [asyncio.ensure_future(one(i)) for i in items]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class _Resumable:
+    """How a step records its items: the checkpoint directory, the step's inputs, and progress."""
+
+    checkpoints: Path | None
+    progress: Progress | None
+
+
+async def _resumable(
+    step: str, inputs: dict[str, Any], items: Sequence[_I], keys: Sequence[str], work: Callable[[_I], Awaitable[_T]],
+    concurrency: int, how: _Resumable, encode: Callable[[_T], Any], decode: Callable[[Any], _T],
+) -> list[_T]:
+    """:func:`_bounded`, skipping the items a checkpoint of the same step and inputs has finished,
+    recording each new one as it finishes, and reporting progress; the checkpoint is removed at the end."""
+    checkpoint = Checkpoint.open(how.checkpoints, step, {**inputs, "items": list(keys)}) if how.checkpoints else None
+    total, done = len(items), 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if how.progress is not None:
+            how.progress(done, total)
+
+    async def one(job: tuple[str, _I]) -> _T:
+        key, item = job
+        if checkpoint is not None and key in checkpoint:
+            result = decode(checkpoint.get(key))
+        else:
+            result = await work(item)
+            if checkpoint is not None:
+                checkpoint.record(key, encode(result))
+        tick()
+        return result
+
+    results = await _bounded(list(zip(keys, items, strict=True)), one, concurrency)
+    if checkpoint is not None:
+        checkpoint.finish()
+    return results
+
+
+def _encode_row(result: tuple[DatasetRow | None, str | None]) -> Any:
+    row, why = result
+    return {"row": None if row is None else {"data": row.data, "lineage": row.lineage}, "why": why}
+
+
+def _decode_row(saved: Any) -> tuple[DatasetRow | None, str | None]:
+    row = saved["row"]
+    return (None if row is None else DatasetRow(row["data"], row["lineage"])), saved["why"]
 
 
 def _lineage(model: str, prompt: SynthesisPrompt, **more: Any) -> dict[str, Any]:
@@ -112,9 +182,10 @@ def _lineage(model: str, prompt: SynthesisPrompt, **more: Any) -> dict[str, Any]
 
 async def synthesize_questions(
     chunks: Sequence[Chunk], call: ModelCaller, *, model: str, check: bool = True, collection: str | None = None,
-    concurrency: int = 4, max_tokens: int = 256,
+    concurrency: int = 4, max_tokens: int = 256, checkpoints: Path | None = None, progress: Progress | None = None,
 ) -> Built:
-    """One question and answer per chunk (in chunk order), kept when answerable from the chunk."""
+    """One question and answer per chunk (in chunk order), kept when answerable from the chunk.
+    ``checkpoints``: resume an interrupted run (see the module's docstring)."""
     built = Built("chat", [], {"from": "synthesis", "method": "questions", "generator": model,
                                "prompt": f"{QUESTION.name}@{QUESTION.version}", "collection": collection, "checked": check})
 
@@ -138,7 +209,11 @@ async def synthesize_questions(
         return DatasetRow(normalise(data, "chat"), _lineage(model, QUESTION, method="questions", chunk_id=chunk.id,
                                                              document_id=chunk.document_id, **extra)), None
 
-    for row, why in await _bounded(chunks, one, concurrency):
+    inputs = {"model": model, "prompts": [QUESTION.version, ANSWERABLE.version], "check": check,
+              "collection": collection, "max_tokens": max_tokens, "texts": [_digest(c.text) for c in chunks]}
+    results = await _resumable("synth-questions", inputs, chunks, [c.id for c in chunks], one, concurrency,
+                               _Resumable(checkpoints, progress), _encode_row, _decode_row)
+    for row, why in results:
         if row is not None:
             built.rows.append(row)
         else:
@@ -148,9 +223,10 @@ async def synthesize_questions(
 
 async def synthesize_variants(
     seeds: Sequence[DatasetRow], call: ModelCaller, *, model: str, methods: Sequence[str] = ("deepen", "constrain"),
-    concurrency: int = 4, max_tokens: int = 512,
+    concurrency: int = 4, max_tokens: int = 512, checkpoints: Path | None = None, progress: Progress | None = None,
 ) -> Built:
-    """For each seed row and method, a new instruction and the model's answer to it."""
+    """For each seed row and method, a new instruction and the model's answer to it.
+    ``checkpoints``: resume an interrupted run (see the module's docstring)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown variant method(s) {', '.join(unknown)}; use {', '.join(METHODS)}")
@@ -174,12 +250,20 @@ async def synthesize_variants(
             return None, "empty answer"
         return DatasetRow(data, _lineage(model, VARIANT, method=f"evol:{method}", seed=seed.id)), None
 
-    for row, why in await _bounded([(s, m) for s in seeds for m in methods], one, concurrency):
+    jobs = [(s, m) for s in seeds for m in methods]
+    inputs = {"model": model, "prompt": VARIANT.version, "max_tokens": max_tokens}
+    results = await _resumable("synth-variants", inputs, jobs, [f"{s.id}:{m}" for s, m in jobs], one, concurrency,
+                               _Resumable(checkpoints, progress), _encode_row, _decode_row)
+    for row, why in results:
         if row is not None:
             built.rows.append(row)
         else:
             built.skip(str(why))
     return built
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _instruction(row: DatasetRow) -> str:
@@ -188,9 +272,10 @@ def _instruction(row: DatasetRow) -> str:
 
 async def judge_rows(
     rows: Sequence[DatasetRow], call: ModelCaller, *, model: str, min_score: int = 4, concurrency: int = 4,
+    checkpoints: Path | None = None, progress: Progress | None = None,
 ) -> tuple[list[DatasetRow], StepReport]:
     """Rows the judge scores at least ``min_score`` (1-5), their scores in the lineage; the rest removed
-    with the score (or "no score") as the reason."""
+    with the score (or "no score") as the reason. ``checkpoints``: resume an interrupted run."""
     report = StepReport("judge", len(rows), detail={"judge": model, "min_score": min_score, "prompt": f"{JUDGE.name}@{JUDGE.version}"})
 
     async def score(row: DatasetRow) -> int | None:
@@ -198,7 +283,8 @@ async def judge_rows(
         found = _SCORE.search(reply.text)
         return int(found.group(1)) if found else None
 
-    scores = await _bounded(rows, score, concurrency)
+    scores = await _resumable("synth-judge", {"model": model, "prompt": JUDGE.version}, rows, [r.id for r in rows], score,
+                              concurrency, _Resumable(checkpoints, progress), lambda v: v, lambda v: v)
     kept = []
     for row, value in zip(rows, scores, strict=True):
         if value is not None and value >= min_score:
