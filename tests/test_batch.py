@@ -15,7 +15,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -59,7 +59,7 @@ def test_the_ray_tests_pass_in_their_own_interpreter() -> None:
     assert result.returncode == 0, tail
     summary = result.stdout.strip().splitlines()[-1]
     assert " passed" in summary and "failed" not in summary and "error" not in summary, tail
-    assert int(summary.split(" passed")[0].split()[-1]) >= 9, tail  # the conformance suite (eval scoring too) and ingestion ran
+    assert int(summary.split(" passed")[0].split()[-1]) >= 10, tail  # the conformance suite (eval scoring too), ingestion and curation ran
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +148,43 @@ async def test_ingestion_embedded_on_ray_stores_exactly_what_in_process_ingestio
             (h.chunk.id, h.chunk.text, h.score) for h in hits_there
         ]
     await probe.aclose()
+
+
+@pytest.mark.slow
+async def test_semantic_dedup_embedded_on_ray_removes_exactly_what_in_process_dedup_removes(
+    ray_runner: RayRunner, embedding_upstream: str
+) -> None:
+    from aiestack.datasets import DatasetRow, normalise
+    from aiestack.datasets.curate import SemanticDedup
+    from aiestack.models.base import EmbeddingModel
+    from aiestack.models.embeddings_batch import RunnerEmbeddings
+    from aiestack.models.embeddings_open import open_embedding_model
+    from aiestack.settings import EmbeddingSettings
+
+    # The fake upstream embeds a bag of words: reordered words are duplicates, new words are not.
+    rows = [DatasetRow(normalise({"question": " ".join(f"w{(i * 3 + j) % 40}" for j in range(8)), "answer": f"a{i % 5}"}, "chat"))
+            for i in range(24)]
+    rows += [DatasetRow(normalise({"question": " ".join(reversed(r.data["messages"][0]["content"].split())),
+                                   "answer": r.data["messages"][1]["content"]}, "chat")) for r in rows[::3]]
+    config = EmbeddingSettings(provider="openai", model="fake-embed", base_url=embedding_upstream,
+                               batch_size=4, cache=False).model_dump()
+    loop = asyncio.get_running_loop()
+
+    def on_loop(model: EmbeddingModel) -> SemanticDedup:
+        def embed(texts: Sequence[str]) -> list[list[float]]:
+            return asyncio.run_coroutine_threadsafe(model.embed(list(texts)), loop).result()
+
+        return SemanticDedup(embed, 0.95, verify=False, batch=8)
+
+    local, distributed = open_embedding_model(**config), RunnerEmbeddings(ray_runner, config)
+    try:
+        kept_here, report_here = await asyncio.to_thread(on_loop(local).apply, rows)
+        kept_there, report_there = await asyncio.to_thread(on_loop(distributed).apply, rows)
+    finally:
+        await local.aclose()
+        await distributed.inner.aclose()
+    assert [r.id for r in kept_here] == [r.id for r in kept_there]
+    assert report_here.removed == report_there.removed and len(report_here.removed) >= 8
 
 
 @pytest.mark.unit
