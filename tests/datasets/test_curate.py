@@ -141,3 +141,47 @@ def test_curate_pushes_a_child_version_with_each_steps_summary() -> None:
     into, _, _ = curate(store, parent, [ExactDedup()], into="clean-sft")
     assert into.ref == "clean-sft@1" and into.parent == "raw@1"
     assert run_steps([], [ExactDedup(), NearDedup()]).rows == []
+
+
+async def test_an_interrupted_semantic_dedup_embeds_only_what_it_had_not_reached() -> None:
+    """Curation resumes through the embedding cache: the vectors of the batches embedded before the
+    interruption are in the store, so the rerun embeds only the rest and removes the same rows."""
+    import asyncio
+    from collections.abc import Sequence
+
+    from aiestack.models.embedding_cache import CachedEmbeddings, MemoryEmbeddingCache
+    from aiestack.testing.embeddings import BagOfWordsEmbeddings
+
+    class Interrupted(BagOfWordsEmbeddings):
+        def __init__(self, calls_before_failing: int | None) -> None:
+            super().__init__(256)
+            self.limit = calls_before_failing
+
+        async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+            if self.limit is not None and len(self.calls) >= self.limit:
+                raise RuntimeError("interrupted")
+            return await super().embed(texts)
+
+    rows = [row(f"question {i} about topic {i % 7}", f"answer {i % 3}") for i in range(20)]
+    rows += [row(f"topic {i % 7} about {i} question", f"answer {i % 3}") for i in range(0, 20, 4)]  # reordered: duplicates
+    cache, loop = MemoryEmbeddingCache(), asyncio.get_running_loop()
+
+    def dedup(model: BagOfWordsEmbeddings) -> SemanticDedup:
+        cached = CachedEmbeddings(model, cache)
+        return SemanticDedup(lambda texts: asyncio.run_coroutine_threadsafe(cached.embed(list(texts)), loop).result(), 0.95, batch=8)
+
+    first = Interrupted(calls_before_failing=2)
+    with pytest.raises(RuntimeError):
+        await asyncio.to_thread(dedup(first).apply, rows)
+    second = Interrupted(None)
+    kept, report = await asyncio.to_thread(dedup(second).apply, rows)
+    done_before = {t for call in first.calls for t in call}
+    done_after = [t for call in second.calls for t in call]
+    assert len(done_before) == 16 and not done_before & set(done_after)  # two batches of 8, never embedded again
+    assert len(done_after) == 2 * len(rows) - 16  # the rest of the rows' texts, then every prompt
+
+    def embed(texts: Any) -> list[list[float]]:
+        return [bag_of_words_vector(t, 256) for t in texts]
+
+    expected, expected_report = SemanticDedup(embed, 0.95).apply(rows)
+    assert ids(kept) == ids(expected) and report.removed == expected_report.removed and len(report.removed) == 5
