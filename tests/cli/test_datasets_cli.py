@@ -129,3 +129,41 @@ def test_synthesize_variants_through_the_stack(fake_config: Path, store: SqlExch
     assert both.exit_code == 2 and "one of them" in both.output
     exchanges = store.list_exchanges(limit=20)
     assert exchanges and all(e.attributes.get("aiestack.side_call.purpose", "").startswith("datasets.") for e in exchanges)
+
+
+def test_semantic_curation_embeds_with_the_stacks_model(workdir: Path, fake_config: Path) -> None:
+    """``curate --steps semantic`` through the CLI: the stack's (batch) embedding model, here an
+    OpenAI-compatible server embedding a bag of words, so reordered words are duplicates."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from aiestack.testing.embeddings import bag_of_words_vector
+
+    class Embeddings(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            data = [{"index": i, "embedding": bag_of_words_vector(t, 256)} for i, t in enumerate(body["input"])]
+            out = json.dumps({"object": "list", "data": data, "model": body["model"]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Embeddings)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        fake_config.write_text(fake_config.read_text(encoding="utf-8") + '[embeddings]\nprovider = "openai"\nmodel = "bow"\n'
+                               f'base_url = "http://127.0.0.1:{httpd.server_address[1]}/v1"\n', encoding="utf-8")
+        raw = workdir / "raw.jsonl"
+        raw.write_text("".join(json.dumps({"question": q, "answer": "Go to settings."}) + "\n"
+                               for q in ("reset my password please", "please reset password my", "opening hours")), encoding="utf-8")
+        ok(run("datasets", "build", "raw", "--from", "file", "--path", str(raw)))
+        out = ok(run("datasets", "curate", "raw", "--steps", "semantic", "--semantic-threshold", "0.95"))  # the progress bar on
+        assert "semantic duplicate" in out and "curated raw@2 (2 rows) from raw@1 (3 rows)" in out
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

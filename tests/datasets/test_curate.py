@@ -166,15 +166,17 @@ async def test_an_interrupted_semantic_dedup_embeds_only_what_it_had_not_reached
     rows += [row(f"topic {i % 7} about {i} question", f"answer {i % 3}") for i in range(0, 20, 4)]  # reordered: duplicates
     cache, loop = MemoryEmbeddingCache(), asyncio.get_running_loop()
 
-    def dedup(model: BagOfWordsEmbeddings) -> SemanticDedup:
+    def dedup(model: BagOfWordsEmbeddings, progress: Any = None) -> SemanticDedup:
         cached = CachedEmbeddings(model, cache)
-        return SemanticDedup(lambda texts: asyncio.run_coroutine_threadsafe(cached.embed(list(texts)), loop).result(), 0.95, batch=8)
+        return SemanticDedup(lambda texts: asyncio.run_coroutine_threadsafe(cached.embed(list(texts)), loop).result(), 0.95,
+                             batch=8, progress=progress)
 
     first = Interrupted(calls_before_failing=2)
     with pytest.raises(RuntimeError):
         await asyncio.to_thread(dedup(first).apply, rows)
-    second = Interrupted(None)
-    kept, report = await asyncio.to_thread(dedup(second).apply, rows)
+    second, seen = Interrupted(None), []
+    kept, report = await asyncio.to_thread(dedup(second, lambda done, total: seen.append((done, total))).apply, rows)
+    assert seen[-1] == (2 * len(rows), 2 * len(rows)) and [d for d, _ in seen] == sorted(d for d, _ in seen)  # rows, then prompts
     done_before = {t for call in first.calls for t in call}
     done_after = [t for call in second.calls for t in call]
     assert len(done_before) == 16 and not done_before & set(done_after)  # two batches of 8, never embedded again

@@ -249,6 +249,7 @@ def register(app: typer.Typer) -> None:
         keep_contaminated: bool = typer.Option(False, "--keep-contaminated", help="contamination: report, do not remove."),
         show: int = typer.Option(5, "--show", min=0, help="List this many removed rows per step (ids and reasons)."),
         message: str = typer.Option(None, "--message", "-m", help="What this version is for."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (semantic: the embedding)."),
     ) -> None:
         """Deduplicate, filter and scrub a version into a new one (its parent), reporting what each step removed and why."""
         wanted = [s.strip() for s in steps.split(",") if s.strip()]
@@ -271,7 +272,7 @@ def register(app: typer.Typer) -> None:
             if "semantic" in wanted:
                 import asyncio
 
-                pushed, created, result = asyncio.run(_curate_with_embeddings(store, version, wanted, options, into, message))
+                pushed, created, result = asyncio.run(_curate_with_embeddings(store, version, wanted, options, into, message, quiet))
             else:
                 pushed, created, result = _curate(store, version, wanted, options, into, message, embed=None)
         _print_curation(version, pushed, created, result, show)
@@ -304,29 +305,44 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"  {flag['row_id'][:12]} contains {flag['item']} (overlap {flag['overlap']})")
 
 
-def _steps(wanted: list[str], options: dict[str, Any], embed: Any) -> list[Any]:
+def _steps(wanted: list[str], options: dict[str, Any], embed: Any, progress: Any = None) -> list[Any]:
     from aiestack.datasets.curate import build_steps
 
     return build_steps(
         wanted, near=options["near"], semantic=options["semantic"], language=options["language"],
         min_answer_words=options["min_answer_words"], max_chars=options["max_chars"], against=options["against"],
-        keep_contaminated=options["keep"], embed=embed,
+        keep_contaminated=options["keep"], embed=embed, progress=progress,
     )
 
 
 def _curate(store: Any, version: DatasetVersion, wanted: list[str], options: dict[str, Any], into: str | None,
-            message: str | None, *, embed: Any) -> Any:
+            message: str | None, *, embed: Any, progress: Any = None) -> Any:
     from aiestack.datasets.curate import curate
 
-    return curate(store, version, _steps(wanted, options, embed), into=into, message=message)
+    return curate(store, version, _steps(wanted, options, embed, progress), into=into, message=message)
 
 
 async def _curate_with_embeddings(store: Any, version: DatasetVersion, wanted: list[str], options: dict[str, Any],
-                                  into: str | None, message: str | None) -> Any:
-    """Curation runs in a worker thread; the semantic step's embeddings come from the stack's model on this loop."""
+                                  into: str | None, message: str | None, quiet: bool = False) -> Any:
+    """Curation runs in a worker thread; the semantic step's embeddings come from the stack's model on this loop
+    (the batch runner's: Ray when ``[compute]`` asks), with a progress bar of the texts embedded."""
     import asyncio
 
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as Bar
+
     from aiestack.build import open_stack
+
+    bar = Bar(TextColumn("[bold]semantic: embedding[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+              TimeRemainingColumn(), console=Console(stderr=True), disable=quiet, transient=True)
+    task = bar.add_task("semantic", total=None)
 
     loop = asyncio.get_running_loop()
     async with open_stack() as stack:
@@ -335,7 +351,9 @@ async def _curate_with_embeddings(store: Any, version: DatasetVersion, wanted: l
         def embed(texts: Any) -> Any:
             return asyncio.run_coroutine_threadsafe(model.embed(list(texts)), loop).result()
 
-        return await asyncio.to_thread(_curate, store, version, wanted, options, into, message, embed=embed)
+        with bar:
+            return await asyncio.to_thread(_curate, store, version, wanted, options, into, message, embed=embed,
+                                           progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
 def _print_curation(version: DatasetVersion, pushed: DatasetVersion, created: bool, result: Any, show: int) -> None:

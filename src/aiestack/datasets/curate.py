@@ -146,12 +146,16 @@ class SemanticDedup:
 
     name = "semantic"
 
-    def __init__(self, embed: Embed, threshold: float = 0.8, *, verify: bool = True, batch: int = 256, candidates: int = 5) -> None:
+    def __init__(self, embed: Embed, threshold: float = 0.8, *, verify: bool = True, batch: int = 256, candidates: int = 5,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        """``progress(done, total)`` is called after each batch of texts is embedded."""
         if not 0 < threshold <= 1:
             raise ValueError("the semantic-duplicate threshold is a cosine similarity in (0, 1]")
         from aiestack.cache.verify import LexicalVerifier
 
         self.embed, self.threshold, self.batch, self.candidates = embed, threshold, batch, candidates
+        self._progress = progress
+        self._embedded = (0, 0)
         self._verifier = LexicalVerifier() if verify else None
 
     def apply(self, rows: list[DatasetRow]) -> tuple[list[DatasetRow], StepReport]:
@@ -160,6 +164,7 @@ class SemanticDedup:
             return [], report
         whole = [row_text(r.data) for r in rows]
         texts = [prompt_text(r.data) or w for r, w in zip(rows, whole, strict=True)]
+        self._embedded = (0, len(whole) + (len(texts) if self._verifier is not None else 0))
         vectors = self._vectors(whole)
         # The verifier weighs a swapped word against the prompts' own similarity (shared answers
         # would inflate the rows').
@@ -185,8 +190,14 @@ class SemanticDedup:
         return [rows[i] for i in kept_index], report
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
-        vectors = np.vstack([np.asarray(self.embed(texts[i : i + self.batch]), dtype=np.float32)
-                             for i in range(0, len(texts), self.batch)])
+        parts = []
+        for i in range(0, len(texts), self.batch):
+            parts.append(np.asarray(self.embed(texts[i : i + self.batch]), dtype=np.float32))
+            done, total = self._embedded[0] + len(texts[i : i + self.batch]), self._embedded[1]
+            self._embedded = (done, total)
+            if self._progress is not None:
+                self._progress(done, total)
+        vectors = np.vstack(parts)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
 
@@ -353,9 +364,11 @@ def build_steps(
     against: Sequence[Any] = (),
     keep_contaminated: bool = False,
     embed: Any = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[CurationStep]:
     """The curation steps named in ``wanted`` (exact, near, semantic, quality, pii, contamination), in order.
-    ``against`` are eval suite files for the contamination step; ``embed`` embeds texts for the semantic one."""
+    ``against`` are eval suite files for the contamination step; ``embed`` embeds texts for the semantic one
+    (``progress(done, total)`` after each batch)."""
     from aiestack.datasets.contamination import ContaminationCheck, suite_items
 
     built: list[CurationStep] = []
@@ -365,7 +378,7 @@ def build_steps(
         elif name == "near":
             built.append(NearDedup(near))
         elif name == "semantic":
-            built.append(SemanticDedup(embed, semantic))
+            built.append(SemanticDedup(embed, semantic, progress=progress))
         elif name == "quality":
             built.append(QualityFilter(min_answer_words=min_answer_words, max_chars=max_chars, language=language))
         elif name == "pii":
