@@ -174,7 +174,7 @@ async def test_semantic_dedup_embedded_on_ray_removes_exactly_what_in_process_de
         def embed(texts: Sequence[str]) -> list[list[float]]:
             return asyncio.run_coroutine_threadsafe(model.embed(list(texts)), loop).result()
 
-        return SemanticDedup(embed, 0.95, verify=False, batch=8)
+        return SemanticDedup(embed, 0.95, verify=False, batch=32)  # one map: actors start once
 
     local, distributed = open_embedding_model(**config), RunnerEmbeddings(ray_runner, config)
     try:
