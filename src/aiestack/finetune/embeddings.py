@@ -12,8 +12,8 @@ hold the same passage twice (:func:`batches`): a duplicate would be a false in-b
 Everything is seeded: the same examples and settings give the same model on the same machine.
 
 CPU cost is dominated by the passages (up to ``max_seq_length`` tokens each, forward and backward):
-on this project's 2-core machine, busy with other jobs (load 9-11), a step of 32 queries with one hard
-negative each at 128 tokens took about 35 s on one torch thread (docs/finetuning.md).
+on this project's 2-core machine, busy with other jobs (load 4-11), a step of 32 queries with one hard
+negative each at 128 tokens took 14-35 s on one torch thread (docs/finetuning.md).
 """
 
 from __future__ import annotations
