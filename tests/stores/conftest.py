@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from aiestack.stores.exchanges_sql import SqlExchangeStore
 from aiestack.testing.services import postgres_schema, postgres_url, redis_prefix
 from aiestack.testing.services import redis_url as redis_test_url
 
@@ -39,6 +40,25 @@ def pg_url(pg_admin_url: str) -> Iterator[str]:
 def sqlite_url(tmp_path: Path) -> str:
     """A SQLite file in a directory that does not exist yet (the store creates it)."""
     return f"sqlite:///{tmp_path / 'data' / 'aiestack.db'}"
+
+
+def _migrated(url: str) -> Iterator[SqlExchangeStore]:
+    store = SqlExchangeStore(url)
+    store.migrate()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def sqlite_exchange_store(sqlite_url: str) -> Iterator[SqlExchangeStore]:
+    """The SQL store on a fresh SQLite file, migrated (the conformance suites' SQLite backend)."""
+    yield from _migrated(sqlite_url)
+
+
+@pytest.fixture
+def pg_exchange_store(pg_url: str) -> Iterator[SqlExchangeStore]:
+    """The SQL store in a fresh PostgreSQL schema, migrated (the conformance suites' PostgreSQL backend)."""
+    yield from _migrated(pg_url)
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from aiestack.stores.exchanges_memory import MemoryExchangeStore
@@ -21,18 +19,12 @@ class TestMemoryDatasetStore(DatasetStoreConformance):
 @pytest.mark.unit
 class TestSqliteDatasetStore(DatasetStoreConformance):
     @pytest.fixture
-    def store(self, sqlite_url: str) -> Iterator[SqlExchangeStore]:
-        store = SqlExchangeStore(sqlite_url)
-        store.migrate()
-        yield store
-        store.close()
+    def store(self, sqlite_exchange_store: SqlExchangeStore) -> SqlExchangeStore:
+        return sqlite_exchange_store
 
 
 @pytest.mark.integration
 class TestPostgresDatasetStore(DatasetStoreConformance):
     @pytest.fixture
-    def store(self, pg_url: str) -> Iterator[SqlExchangeStore]:
-        store = SqlExchangeStore(pg_url)
-        store.migrate()
-        yield store
-        store.close()
+    def store(self, pg_exchange_store: SqlExchangeStore) -> SqlExchangeStore:
+        return pg_exchange_store
