@@ -129,3 +129,38 @@ def test_a_sql_cache_needs_a_sql_store(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, embedded_model=False, cache={"backend": "sql"})
     with pytest.raises(ConfigError, match="not a SQL database"):
         build_backend(settings, store=MemoryExchangeStore())
+
+
+@pytest.mark.unit
+async def test_the_sqlite_exact_read_sees_writes_of_another_backend_and_reports_a_broken_table(
+    tmp_path: Path,
+) -> None:
+    """Reads on a SQLite file use a connection of their own: they see what another connection
+    committed after them, and a failing read is a StoreError, after which reads recover."""
+    import sqlalchemy as sa
+
+    from aiestack.errors import StoreError
+    from aiestack.stores.cache import Entry
+    from aiestack.stores.cache_sql import SqlCacheBackend
+
+    store = SqlExchangeStore(f"sqlite:///{tmp_path / 'exact.db'}")
+    store.migrate()
+    reader, writer = SqlCacheBackend(store.engine), SqlCacheBackend(store.engine)
+    entry = Entry(
+        key="e:1", kind="exact", partition="", tenant="t", route="r", answer=cached_answer(), created_at=1.0
+    )
+    assert await reader.get("e:1") is None  # the reader's connection is open from here on
+    await writer.put(entry)
+    found = await reader.get("e:1")
+    assert found is not None and found.answer.text == "an answer" and found.tenant == "t"
+    with store.engine.begin() as connection:
+        connection.execute(sa.text("ALTER TABLE cache_entries RENAME TO cache_entries_away"))
+    with pytest.raises(StoreError, match="read from"):
+        await reader.get("e:1")
+    with store.engine.begin() as connection:
+        connection.execute(sa.text("ALTER TABLE cache_entries_away RENAME TO cache_entries"))
+    again = await reader.get("e:1")
+    assert again is not None and again.answer.text == "an answer"
+    await reader.aclose()
+    await writer.aclose()
+    store.close()
