@@ -456,9 +456,11 @@ def _cache_and_router(
     cache_embeddings: EmbeddingModel | Callable[[], EmbeddingModel] = embeddings
     semantic_ready = lambda: resources.embeddings_built  # noqa: E731 - loaded by `serve`, RAG or the router
     confirm = None
-    if settings.cache.embedder == "static":  # its own cheap embedder, loaded by `serve` (Stack.warm)
-        static = StaticEmbeddings()
-        cache_embeddings, semantic_ready = static, lambda: static.loaded
+    # One static embedder for the cache and the router when either uses it, loaded by `serve` (Stack.warm).
+    static = StaticEmbeddings() if "static" in (settings.cache.embedder, settings.router.embedder) else None
+    if settings.cache.embedder == "static" and static is not None:
+        own = static
+        cache_embeddings, semantic_ready = own, lambda: own.loaded
         if settings.cache.confirm_swaps:  # word swaps judged by the [embeddings] model (cache/confirm.py)
             confirm = SwapConfirmer(embeddings, ready=lambda: resources.embeddings_built)
     cache = build_cache_stage(
@@ -476,7 +478,7 @@ def _cache_and_router(
     router = build_route_stage(
         settings.router,
         routes,
-        embeddings,
+        static if settings.router.embedder == "static" and static is not None else embeddings,
         default_model=settings.default_model,
         models=[e.name for e in registry],
         plans=plans,

@@ -159,6 +159,12 @@ class RouterSettings(_Section):
         default="centroid", description="Score a route by its most similar example, or by the centroid of its examples."
     )
     threshold: float = Field(default=0.5, ge=-1, le=1, description="Threshold of routes that set none.")
+    embedder: Literal["static", "embeddings"] = Field(
+        default="embeddings",
+        description="What embeds requests and examples: embeddings (the [embeddings] model, e.g. MiniLM: "
+        "the better router on bench/routing.py once thresholds are fitted) or static (the packaged static "
+        "MiniLM, ~0.25 ms a request; fit its thresholds again, its similarities run higher).",
+    )
 
 
 class FeedbackSettings(_Section):

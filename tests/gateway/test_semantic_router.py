@@ -222,3 +222,35 @@ async def test_a_stack_routes_auto_requests_and_records_the_route(tmp_path: Path
     assert ex.route == "shipping" and ex.attributes[ROUTER_ROUTE] == "shipping"
     assert ex.completion is not None and ex.completion.text == "track my package please"
     assert other.route is None and other.attributes[ROUTER_MATCHED] is False
+
+
+async def test_a_static_router_shares_the_caches_static_embedder_and_is_warm_before_the_first_request(
+    tmp_path: Path,
+) -> None:
+    from aiestack.build import open_stack
+    from aiestack.models.static_embeddings import StaticEmbeddings
+    from aiestack.settings import Settings
+
+    settings = Settings(
+        data_dir=tmp_path,
+        embedded_model=False,
+        default_model="echo",
+        models={"echo": {"provider": "fake"}},
+        routes={
+            "billing": {"deployments": ["echo"], "examples": EXAMPLES["billing"]},
+            "shipping": {"deployments": ["echo"], "examples": EXAMPLES["shipping"]},
+        },
+        router=RouterSettings(default_route="echo", embedder="static", threshold=0.3),
+    )
+    async with open_stack(settings) as stack:
+        (route_stage,) = [s for s in stack.pipeline.stages if isinstance(s, RouteStage)]
+        cache = next(s for s in stack.pipeline.stages if s.name == "cache")
+        router_embedder = route_stage.router.embeddings
+        assert isinstance(router_embedder, StaticEmbeddings)
+        assert router_embedder is cache.semantic.embeddings  # type: ignore[attr-defined]  # one model, loaded once
+        assert not router_embedder.loaded
+        await stack.warm()
+        assert router_embedder.loaded and route_stage.router._matrices is not None  # examples embedded at start
+        ex = await stack.chat(ChatRequest(model="auto", messages=(Message("user", "where is my parcel"),)))
+    assert ex.route == "shipping" and ex.attributes[ROUTER_ROUTE] == "shipping"
+    assert not stack.resources.embeddings_built  # the [embeddings] model was never needed
