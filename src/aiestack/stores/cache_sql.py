@@ -6,19 +6,21 @@ run inline; writes run in a worker thread so that a SQLite lock held by the trac
 stalls the event loop. Expired rows are never served and are purged every :data:`PURGE_EVERY` writes.
 
 On a SQLite file, a read is one prepared ``SELECT`` on a connection this backend keeps (autocommit:
-it sees every committed write), about 15 µs. Through SQLAlchemy's connection, transaction and
-statement machinery the same lookup cost about half a millisecond of the event loop, on every
-cache-eligible request (bench/gateway_overhead.py, the miss path).
+it sees every committed write), about 15 µs, and a write one autocommitted upsert on another. Through
+SQLAlchemy's connection, transaction and statement machinery the same lookup cost about half a
+millisecond of the event loop on every cache-eligible request, and each write held the GIL as long
+in its worker thread, which the event loop then waited for (bench/gateway_overhead.py, miss path).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,6 +38,11 @@ PURGE_EVERY = 1000
 _T = cache_entries
 _COLUMNS = tuple(c.name for c in _T.columns)
 _SQLITE_GET = f"SELECT {', '.join(_COLUMNS)} FROM {_T.name} WHERE key = ?"
+_SQLITE_UPSERT = (
+    f"INSERT INTO {_T.name} ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)}) "
+    f"ON CONFLICT (key) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _COLUMNS if c != 'key')}"
+)
+_SQLITE_PURGE = f"DELETE FROM {_T.name} WHERE expires_at <= ?"
 
 
 class SqlCacheBackend:
@@ -59,8 +66,8 @@ class SqlCacheBackend:
         # in-memory database (one connection shared by every thread, for tests) and PostgreSQL
         # go through SQLAlchemy.
         self._direct = engine.dialect.name == "sqlite" and not isinstance(engine.pool, StaticPool)
-        self._reader: Any = None  # the pooled connection kept for reads, taken on first use
-        self._reader_lock = threading.Lock()
+        self._reader = _Kept(engine)  # the event loop's reads
+        self._writer = _Kept(engine)  # the worker threads' writes, one at a time
 
     @classmethod
     def open(cls, url: str) -> SqlCacheBackend:
@@ -82,16 +89,10 @@ class SqlCacheBackend:
 
     def _read_sqlite(self, key: str) -> dict[str, Any] | None:
         """The row of ``key`` by one prepared statement on the kept connection (autocommit at the driver)."""
-        with self._reader_lock:
-            try:
-                if self._reader is None:
-                    self._reader = self._engine.raw_connection()
-                cursor = self._reader.driver_connection.execute(_SQLITE_GET, (key,))
-                values = cursor.fetchone()
-                cursor.close()
-            except (sqlite3.Error, sa.exc.DBAPIError) as exc:
-                self._drop_reader(invalidate=True)  # the next read opens a fresh connection
-                raise unavailable(self._engine.url, "read from", exc) from exc
+        with self._reader.use("read from") as connection:
+            cursor = connection.execute(_SQLITE_GET, (key,))
+            values = cursor.fetchone()
+            cursor.close()
         if values is None:
             return None
         row = dict(zip(_COLUMNS, values, strict=True))
@@ -99,14 +100,6 @@ class SqlCacheBackend:
         if isinstance(answer, str | bytes):  # the JSON column as SQLite stores it
             row["answer"] = json.loads(answer)
         return row
-
-    def _drop_reader(self, *, invalidate: bool = False) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            if invalidate:
-                reader.invalidate()
-            else:
-                reader.close()  # back to the pool
 
     async def put(self, entry: Entry) -> None:
         row = _row(entry)
@@ -116,6 +109,12 @@ class SqlCacheBackend:
         now = self._clock()
 
         def write() -> None:
+            if self._direct:  # one autocommitted upsert (and, now and then, the purge)
+                with self._writer.use("write to") as connection:
+                    connection.execute(_SQLITE_UPSERT, [_sqlite_value(row[c]) for c in _COLUMNS])
+                    if purge:
+                        connection.execute(_SQLITE_PURGE, (now,))
+                return
             with self._errors("write to"), self._engine.begin() as connection:
                 connection.execute(statement, [row])
                 if purge:
@@ -160,8 +159,8 @@ class SqlCacheBackend:
     async def aclose(self) -> None:
         """Return the read connection; dispose of the engine if it is this backend's own (a shared one
         is the exchange store's)."""
-        with self._reader_lock:
-            self._drop_reader()
+        self._reader.close()
+        self._writer.close()
         if self._owns_engine:
             self._engine.dispose()
 
@@ -172,6 +171,42 @@ class SqlCacheBackend:
 
     def _errors(self, action: str) -> Any:
         return store_errors(self._engine.url, action)
+
+
+class _Kept:
+    """One pooled DBAPI connection kept by the backend (taken on first use), used under a lock.
+
+    A failure invalidates it (the next use opens a fresh one) and is raised as a StoreError."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+        self._connection: Any = None
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def use(self, action: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                if self._connection is None:
+                    self._connection = self._engine.raw_connection()
+                yield self._connection.driver_connection
+            except (sqlite3.Error, sa.exc.DBAPIError) as exc:
+                connection, self._connection = self._connection, None
+                if connection is not None:
+                    connection.invalidate()
+                raise unavailable(self._engine.url, action, exc) from exc
+
+    def close(self) -> None:
+        """Hand the connection back to the pool."""
+        with self._lock:
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                connection.close()
+
+
+def _sqlite_value(value: Any) -> Any:
+    """A row value as the SQLite driver takes it (the JSON column as its text, as SQLAlchemy writes it)."""
+    return json.dumps(value) if isinstance(value, dict) else value
 
 
 def _row(entry: Entry) -> dict[str, Any]:
