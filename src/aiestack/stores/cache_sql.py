@@ -30,7 +30,13 @@ from sqlalchemy.pool import StaticPool
 
 from aiestack.errors import StoreError
 from aiestack.stores.cache import CachedAnswer, Entry
-from aiestack.stores.sql.engine import create_store_engine, parse_url, store_errors, unavailable
+from aiestack.stores.sql.engine import (
+    create_store_engine,
+    parse_url,
+    store_errors,
+    unavailable,
+    write_transaction,
+)
 from aiestack.stores.sql.tables import cache_entries
 
 PURGE_EVERY = 1000
@@ -115,7 +121,7 @@ class SqlCacheBackend:
                     if purge:
                         connection.execute(_SQLITE_PURGE, (now,))
                 return
-            with self._errors("write to"), self._engine.begin() as connection:
+            with self._errors("write to"), write_transaction(self._engine) as connection:
                 connection.execute(statement, [row])
                 if purge:
                     connection.execute(sa.delete(_T).where(_T.c.expires_at <= now))
@@ -127,7 +133,7 @@ class SqlCacheBackend:
             return
 
         def remove() -> None:
-            with self._errors("write to"), self._engine.begin() as connection:
+            with self._errors("write to"), write_transaction(self._engine) as connection:
                 connection.execute(sa.delete(_T).where(_T.c.key.in_(list(keys))))
 
         await asyncio.to_thread(remove)
@@ -151,7 +157,7 @@ class SqlCacheBackend:
         statement = sa.delete(_T) if tenant is None else sa.delete(_T).where(_T.c.tenant == tenant)
 
         def run() -> int:
-            with self._errors("write to"), self._engine.begin() as connection:
+            with self._errors("write to"), write_transaction(self._engine) as connection:
                 return int(connection.execute(statement).rowcount or 0)
 
         return await asyncio.to_thread(run)

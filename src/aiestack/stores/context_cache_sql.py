@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from aiestack.stores.sql.engine import create_store_engine, parse_url, store_errors
+from aiestack.stores.sql.engine import create_store_engine, parse_url, store_errors, write_transaction
 from aiestack.stores.sql.tables import context_cache
 
 _IN_CHUNK = 500
@@ -55,7 +55,7 @@ class SqlContextCache:
             index_elements=[context_cache.c.model, context_cache.c.key],
             set_={"context": insert.excluded.context, "created_at": insert.excluded.created_at},
         )
-        with store_errors(self._url, "write contexts to"), self._engine.begin() as connection:
+        with store_errors(self._url, "write contexts to"), write_transaction(self._engine) as connection:
             connection.execute(statement, rows)
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ from aiestack.stores.datasets import (
     check_push,
     content_hash,
 )
-from aiestack.stores.sql.engine import store_errors
+from aiestack.stores.sql.engine import store_errors, write_transaction
 from aiestack.stores.sql.tables import dataset_rows, dataset_versions
 
 _INSERT_BATCH = 1000
@@ -86,7 +86,7 @@ class SqlDatasetsMixin:
                 for i, (rid, row) in enumerate(zip(ids, rows, strict=True))
             ]
             try:
-                with store_errors(self._url, "write a dataset to"), self._engine.begin() as connection:
+                with store_errors(self._url, "write a dataset to"), write_transaction(self._engine) as connection:
                     connection.execute(sa.insert(dataset_versions), head)
                     for start in range(0, len(body), _INSERT_BATCH):
                         connection.execute(sa.insert(dataset_rows), body[start : start + _INSERT_BATCH])

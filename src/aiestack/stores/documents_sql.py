@@ -32,7 +32,7 @@ from aiestack.stores.filters import Node, SqlTarget, node_to_sql
 from aiestack.stores.sql import copy as pg_copy
 from aiestack.stores.sql.copy import copy_binary
 from aiestack.stores.sql.copy import row as pg_row
-from aiestack.stores.sql.engine import store_errors
+from aiestack.stores.sql.engine import store_errors, write_transaction
 from aiestack.stores.sql.migrate import upgrade
 from aiestack.stores.sql.tables import chunks as chunks_table
 from aiestack.stores.sql.tables import collection_pointers as pointers_table
@@ -141,7 +141,7 @@ class SqlRecords:
     ) -> tuple[CollectionInfo, bool]:
         """The collection, and whether this call created it."""
         check_new_collection(name, tenant, embedding_model, dim)
-        with store_errors(self.url, "write to"), self.engine.begin() as connection:
+        with store_errors(self.url, "write to"), write_transaction(self.engine) as connection:
             existing = self._info(connection, name)
             if existing is not None:
                 return check_existing(existing, tenant, embedding_model, dim), False
@@ -185,7 +185,7 @@ class SqlRecords:
         return [info for info in infos if info is not None]
 
     def drop_collection(self, name: str) -> bool:
-        with store_errors(self.url, "write to"), self.engine.begin() as connection:
+        with store_errors(self.url, "write to"), write_transaction(self.engine) as connection:
             if self.index is not None:
                 self.index.on_drop(connection, name)
             connection.execute(
@@ -197,7 +197,7 @@ class SqlRecords:
     # ----------------------------------------------------------------------- pointers
 
     def set_pointer(self, name: str, collection: str) -> None:
-        with store_errors(self.url, "write to"), self.engine.begin() as connection:
+        with store_errors(self.url, "write to"), write_transaction(self.engine) as connection:
             if self.dialect == "postgresql":  # one pointer change at a time, so the one-hop checks hold
                 connection.execute(sa.text("LOCK TABLE collection_pointers IN SHARE ROW EXCLUSIVE MODE"))
             pointers = self._pointers(connection)
@@ -288,7 +288,7 @@ class SqlRecords:
         The batch costs a fixed number of statements, whatever its size (one round trip per
         statement matters on a network database).
         """
-        with store_errors(self.url, "write to"), self.engine.begin() as connection:
+        with store_errors(self.url, "write to"), write_transaction(self.engine) as connection:
             stored = self._stored(connection, collection, list(dict.fromkeys(d.source for d, _, _ in items)))
             # Replay the batch in order: what each item finds, and which item each source ends with.
             current = {source: doc_id for source, (_, doc_id) in stored.items()}
@@ -430,7 +430,7 @@ class SqlRecords:
         self.require(collection)
         if not ids:
             return 0, None
-        with store_errors(self.url, "write to"), self.engine.begin() as connection:
+        with store_errors(self.url, "write to"), write_transaction(self.engine) as connection:
             keys: list[int] = []
             for batch in _batches(list(dict.fromkeys(ids))):
                 keys.extend(

@@ -41,7 +41,13 @@ from aiestack.stores.queries_sql import SqlQueriesMixin, exchange_record
 from aiestack.stores.runs_sql import SqlRunsMixin
 from aiestack.stores.sql import migrate as migrations
 from aiestack.stores.sql import vectors
-from aiestack.stores.sql.engine import create_store_engine, parse_url, safe_url, store_errors
+from aiestack.stores.sql.engine import (
+    create_store_engine,
+    parse_url,
+    safe_url,
+    store_errors,
+    write_transaction,
+)
 from aiestack.stores.sql.tables import api_keys, embedding_cache, eval_results, eval_runs, exchanges, spans
 from aiestack.types import EvalRun, SpanRecord
 
@@ -122,7 +128,7 @@ class SqlExchangeStore(SqlFeedbackMixin, SqlDatasetsMixin, SqlRunsMixin, SqlFlyw
             self._write_rows(self._exchange_insert, latest.values(), "write exchanges to")
             return
         rows = [_exchange_row(record) for record in latest.values()]
-        with store_errors(self._url, "write exchanges to"), self._engine.begin() as connection:
+        with store_errors(self._url, "write exchanges to"), write_transaction(self._engine) as connection:
             connection.execute(self._exchange_upsert(), rows)
 
     def _exchange_upsert(self) -> Any:
@@ -138,7 +144,7 @@ class SqlExchangeStore(SqlFeedbackMixin, SqlDatasetsMixin, SqlRunsMixin, SqlFlyw
     def _write_rows(self, insert: _PlainInsert, records: Iterable[Any], action: str) -> None:
         """SQLite: ``insert`` executed by the driver with one plain tuple per record."""
         rows = [insert.row(record) for record in records]
-        with store_errors(self._url, action), self._engine.begin() as connection:
+        with store_errors(self._url, action), write_transaction(self._engine) as connection:
             connection.exec_driver_sql(insert.sql, rows)
 
     def get_exchange(self, exchange_id: str) -> ExchangeRecord | None:
@@ -178,7 +184,7 @@ class SqlExchangeStore(SqlFeedbackMixin, SqlDatasetsMixin, SqlRunsMixin, SqlFlyw
             self._write_rows(self._span_insert, records, "write spans to")
             return
         rows = [{name: _plain(getattr(span, name)) for name in _SPAN_FIELDS} for span in records]
-        with store_errors(self._url, "write spans to"), self._engine.begin() as connection:
+        with store_errors(self._url, "write spans to"), write_transaction(self._engine) as connection:
             connection.execute(self._span_insert_statement(), rows)
 
     def spans(self, *, trace_id: str | None = None, exchange_id: str | None = None) -> list[SpanRecord]:
@@ -223,7 +229,7 @@ class SqlExchangeStore(SqlFeedbackMixin, SqlDatasetsMixin, SqlRunsMixin, SqlFlyw
             index_elements=[embedding_cache.c.model, embedding_cache.c.text_hash],
             set_={"dim": insert.excluded.dim, "vector": insert.excluded.vector},
         )
-        with store_errors(self._url, "write embeddings to"), self._engine.begin() as connection:
+        with store_errors(self._url, "write embeddings to"), write_transaction(self._engine) as connection:
             connection.execute(statement, rows)
 
     # ------------------------------------------------------------------ usage
@@ -296,7 +302,7 @@ class SqlExchangeStore(SqlFeedbackMixin, SqlDatasetsMixin, SqlRunsMixin, SqlFlyw
         row = {name: getattr(record, name) for name in _KEY_FIELDS}
         row["models"] = list(record.models)
         try:
-            with store_errors(self._url, "write a key to"), self._engine.begin() as connection:
+            with store_errors(self._url, "write a key to"), write_transaction(self._engine) as connection:
                 connection.execute(sa.insert(api_keys), row)
         except sa.exc.IntegrityError:
             raise ValueError(f"a key with id {record.id!r} or the same secret already exists") from None
@@ -323,7 +329,7 @@ class SqlExchangeStore(SqlFeedbackMixin, SqlDatasetsMixin, SqlRunsMixin, SqlFlyw
             .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
             .values(revoked_at=at)
         )
-        with store_errors(self._url, "revoke a key in"), self._engine.begin() as connection:
+        with store_errors(self._url, "revoke a key in"), write_transaction(self._engine) as connection:
             connection.execute(update)
             row = connection.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
         return _key_record(row) if row is not None else None
@@ -352,7 +358,7 @@ class SqlExchangeStore(SqlFeedbackMixin, SqlDatasetsMixin, SqlRunsMixin, SqlFlyw
         statement = insert.on_conflict_do_update(
             index_elements=[eval_runs.c.id], set_={name: insert.excluded[name] for name in row if name != "id"}
         )
-        with store_errors(self._url, "write an eval run to"), self._engine.begin() as connection:
+        with store_errors(self._url, "write an eval run to"), write_transaction(self._engine) as connection:
             connection.execute(statement, row)
 
     def get_eval_run(self, run_id: str) -> EvalRun | None:
@@ -382,7 +388,7 @@ class SqlExchangeStore(SqlFeedbackMixin, SqlDatasetsMixin, SqlRunsMixin, SqlFlyw
             index_elements=[eval_results.c[k] for k in keys],
             set_={name: insert.excluded[name] for name in _EVAL_RESULT_FIELDS if name not in keys},
         )
-        with store_errors(self._url, "write eval results to"), self._engine.begin() as connection:
+        with store_errors(self._url, "write eval results to"), write_transaction(self._engine) as connection:
             connection.execute(statement, rows)
 
     def eval_results(self, run_id: str, *, system: str | None = None) -> list[EvalResultRecord]:

@@ -32,7 +32,7 @@ from aiestack.stores.prompts import (
     PromptSummary,
     PromptVersion,
 )
-from aiestack.stores.sql.engine import store_errors
+from aiestack.stores.sql.engine import store_errors, write_transaction
 from aiestack.stores.sql.tables import (
     conversation_turns,
     exchanges,
@@ -75,7 +75,7 @@ class SqlFeedbackMixin:
             index_elements=[feedback.c.id],
             set_={name: insert.excluded[name] for name in _FEEDBACK_FIELDS if name != "id"},
         )
-        with store_errors(self._url, "write feedback to"), self._engine.begin() as connection:
+        with store_errors(self._url, "write feedback to"), write_transaction(self._engine) as connection:
             connection.execute(statement, rows)
 
     def write_pending_feedback(self, items: Sequence[PendingFeedback]) -> None:
@@ -88,7 +88,7 @@ class SqlFeedbackMixin:
             index_elements=[pending_feedback.c.id],
             set_={name: insert.excluded[name] for name in rows[0] if name != "id"},
         )
-        with store_errors(self._url, "write pending feedback to"), self._engine.begin() as connection:
+        with store_errors(self._url, "write pending feedback to"), write_transaction(self._engine) as connection:
             connection.execute(statement, rows)
 
     def list_pending_feedback(self, *, limit: int = 1000) -> list[PendingFeedback]:
@@ -105,7 +105,7 @@ class SqlFeedbackMixin:
         done = sorted({*latest, *drop})
         if not done:
             return
-        with store_errors(self._url, "settle pending feedback in"), self._engine.begin() as connection:
+        with store_errors(self._url, "settle pending feedback in"), write_transaction(self._engine) as connection:
             if latest:
                 insert = _insert(self._engine, feedback)
                 connection.execute(
@@ -220,7 +220,7 @@ class SqlFeedbackMixin:
             index_elements=[conversation_turns.c.exchange_id],
             set_={name: insert.excluded[name] for name in _TURN_FIELDS if name != "exchange_id"},
         )
-        with store_errors(self._url, "write conversation turns to"), self._engine.begin() as connection:
+        with store_errors(self._url, "write conversation turns to"), write_transaction(self._engine) as connection:
             connection.execute(statement, rows)
 
     def find_turns(
@@ -248,7 +248,7 @@ class SqlFeedbackMixin:
 
     def prune_turns(self, before: float) -> int:
         statement = sa.delete(conversation_turns).where(conversation_turns.c.created_at < before)
-        with store_errors(self._url, "prune conversation turns in"), self._engine.begin() as connection:
+        with store_errors(self._url, "prune conversation turns in"), write_transaction(self._engine) as connection:
             return int(connection.execute(statement).rowcount or 0)
 
     # ------------------------------------------------------------------ prompts
@@ -289,7 +289,7 @@ class SqlFeedbackMixin:
                 "metadata": dict(version.metadata),
             }
             try:
-                with store_errors(self._url, "write a prompt to"), self._engine.begin() as connection:
+                with store_errors(self._url, "write a prompt to"), write_transaction(self._engine) as connection:
                     connection.execute(sa.insert(prompt_versions), row)
             except sa.exc.IntegrityError:
                 continue
@@ -347,7 +347,7 @@ class SqlFeedbackMixin:
             index_elements=[prompt_labels.c.name, prompt_labels.c.label],
             set_={"version": insert.excluded.version, "updated_at": insert.excluded.updated_at},
         )
-        with store_errors(self._url, "write a prompt label to"), self._engine.begin() as connection:
+        with store_errors(self._url, "write a prompt label to"), write_transaction(self._engine) as connection:
             connection.execute(statement, row)
         return PromptLabel(name=name, label=label, version=version, updated_at=at)
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from aiestack.stores.flywheel import FlywheelRun, FlywheelStep, check_run, check_step
-from aiestack.stores.sql.engine import store_errors
+from aiestack.stores.sql.engine import store_errors, write_transaction
 from aiestack.stores.sql.tables import flywheel_runs, flywheel_steps
 
 _RUN_FIELDS = tuple(f.name for f in dataclasses.fields(FlywheelRun))
@@ -31,7 +31,7 @@ class SqlFlywheelMixin:
         row = {name: getattr(run, name) for name in _RUN_FIELDS}
         row["spec"] = dict(run.spec)
         c = flywheel_runs.c
-        with store_errors(self._url, "write a flywheel run to"), self._engine.begin() as connection:
+        with store_errors(self._url, "write a flywheel run to"), write_transaction(self._engine) as connection:
             updated = connection.execute(sa.update(flywheel_runs).where(c.run_id == run.run_id).values(row))
             if updated.rowcount == 0:
                 connection.execute(sa.insert(flywheel_runs), row)
@@ -58,7 +58,7 @@ class SqlFlywheelMixin:
         row["inputs"], row["outputs"] = dict(step.inputs), dict(step.outputs)
         s = flywheel_steps.c
         where = (s.run_id == step.run_id, s.name == step.name)
-        with store_errors(self._url, "write a flywheel step to"), self._engine.begin() as connection:
+        with store_errors(self._url, "write a flywheel step to"), write_transaction(self._engine) as connection:
             # Write first (SQLite takes the write lock at the first write, so nothing read can go stale).
             values = {k: v for k, v in row.items() if k != "position"}
             if connection.execute(sa.update(flywheel_steps).where(*where).values(values)).rowcount:

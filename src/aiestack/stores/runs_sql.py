@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from aiestack.stores.runs import RunRecord, check_run_status
-from aiestack.stores.sql.engine import store_errors
+from aiestack.stores.sql.engine import store_errors, write_transaction
 from aiestack.stores.sql.tables import agent_run_steps, agent_runs
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord))
@@ -33,7 +33,7 @@ class SqlRunsMixin:
         row = {name: getattr(record, name) for name in _FIELDS}
         row["pending"] = None if record.pending is None else dict(record.pending)
         c = agent_runs.c
-        with store_errors(self._url, "write an agent run to"), self._engine.begin() as connection:
+        with store_errors(self._url, "write an agent run to"), write_transaction(self._engine) as connection:
             owner = connection.execute(sa.select(c.tenant).where(c.run_id == record.run_id)).scalar()
             if owner is None:
                 connection.execute(sa.insert(agent_runs), row)
@@ -95,7 +95,7 @@ class SqlRunsMixin:
         where = [c.run_id == run_id, c.status == "waiting"]
         if tenant is not None:
             where.append(c.tenant == tenant)
-        with store_errors(self._url, "write an agent run to"), self._engine.begin() as connection:
+        with store_errors(self._url, "write an agent run to"), write_transaction(self._engine) as connection:
             row = connection.execute(sa.select(agent_runs).where(*where)).mappings().first()
             if row is None:
                 return None
@@ -110,7 +110,7 @@ class SqlRunsMixin:
         where = [c.run_id == run_id, c.status == "running"]
         if tenant is not None:
             where.append(c.tenant == tenant)
-        with store_errors(self._url, "write an agent run to"), self._engine.begin() as connection:
+        with store_errors(self._url, "write an agent run to"), write_transaction(self._engine) as connection:
             asked = connection.execute(
                 sa.update(agent_runs).where(*where).values(status="cancelling", detail=reason)
             )
@@ -122,7 +122,7 @@ class SqlRunsMixin:
 
     def touch_run(self, run_id: str, *, at: float) -> bool:
         c = agent_runs.c
-        with store_errors(self._url, "write an agent run to"), self._engine.begin() as connection:
+        with store_errors(self._url, "write an agent run to"), write_transaction(self._engine) as connection:
             done = connection.execute(
                 sa.update(agent_runs)
                 .where(c.run_id == run_id, c.status.in_(("running", "cancelling")))

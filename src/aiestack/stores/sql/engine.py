@@ -12,6 +12,14 @@ The ``pysqlite`` driver does not begin a transaction before DDL, so a migration 
 way would leave half a schema. The engine therefore takes over transaction control (the recipe in
 SQLAlchemy's SQLite dialect documentation): the driver runs in autocommit mode and SQLAlchemy emits
 ``BEGIN`` itself, which makes DDL transactional like on PostgreSQL.
+
+A transaction that writes is opened with :func:`write_transaction`, which on SQLite emits ``BEGIN
+IMMEDIATE``: it takes the write lock at once (waiting up to ``busy_timeout`` for another writer).
+A deferred ``BEGIN`` would take it only at the first write, and if that transaction had read first
+and another connection wrote meanwhile (the background exchange writer, a second engine on the same
+file, another process), SQLite cannot upgrade its stale read snapshot and fails the write at once
+with "database is locked", the busy timeout notwithstanding. Reads keep the deferred ``BEGIN``, so
+they never wait for a writer.
 """
 
 from __future__ import annotations
@@ -121,8 +129,24 @@ def _tune_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+#: The execution option :func:`write_transaction` sets: begin the SQLite transaction IMMEDIATE.
+_IMMEDIATE = "aiestack_sqlite_immediate"
+
+
 def _begin_sqlite_transaction(connection: sa.Connection) -> None:
-    connection.exec_driver_sql("BEGIN")
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.get_execution_options().get(_IMMEDIATE) else "BEGIN")
+
+
+@contextlib.contextmanager
+def write_transaction(engine: Engine) -> Iterator[sa.Connection]:
+    """``engine.begin()`` for a transaction that writes (commits at the end, rolls back on error).
+
+    On SQLite the transaction holds the write lock from its start (``BEGIN IMMEDIATE``, see the
+    module's docstring), so reading before writing inside it is safe beside concurrent writers."""
+    with engine.connect() as connection:
+        connection.execution_options(**{_IMMEDIATE: True})
+        with connection.begin():
+            yield connection
 
 
 # --------------------------------------------------------------------------- error translation
