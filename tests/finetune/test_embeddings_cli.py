@@ -73,6 +73,8 @@ def test_finetune_embeddings_then_switch_and_search(workdir: Path, one_thread: o
     _push("facts-asked", "?")
     missing = run("finetune", "embeddings", "facts", "--dataset", "nope")
     assert missing.exit_code != 0 and "nope" in str(missing.exception)
+    bad = run("finetune", "embeddings", "facts", "--dataset", "facts-qa", "--dev", "0.3", "--weights", "0.3,much")
+    assert bad.exit_code != 0 and "comma-separated numbers" in str(bad.exception)
 
     result = run("finetune", "embeddings", "facts", "--dataset", "facts-qa", "--eval", "facts-asked", "--epochs", "12",
                  "--batch-size", "4", "--lr", "3e-3", "--mine", "vector", "--mine-depth", "4", "--mine-skip", "0",
@@ -83,6 +85,7 @@ def test_finetune_embeddings_then_switch_and_search(workdir: Path, one_thread: o
     assert report["after"]["vector"]["ndcg@10"] > report["before"]["vector"]["ndcg@10"]
     assert report["after"]["bm25"] == report["before"]["bm25"]  # same chunks, same term index
     assert report["eval"] == "facts-asked@1" and report["dataset"] == "facts-qa@1"
+    assert (report["vector_weight"], report["dev_queries"], report["dev_ndcg@10"]) == (None, 0, {})  # no --dev
 
     models = json.loads(run("finetune", "embedding-models", "--json").output)
     assert [m["id"] for m in models] == [report["model"]] and models[0]["dataset"] == "facts-qa@1"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from aiestack.context.retrieval import SearchOptions
 from aiestack.context.versions import collection_versions
 from aiestack.errors import InvalidRequest
 from aiestack.finetune.embedding_data import (
@@ -16,7 +17,12 @@ from aiestack.finetune.embedding_data import (
     qrels_from_dataset,
     split_queries,
 )
-from aiestack.finetune.embedding_run import FinetuneOptions, finetune_embeddings
+from aiestack.finetune.embedding_run import (
+    FinetuneOptions,
+    choose_weight,
+    evaluate_searches,
+    finetune_embeddings,
+)
 from aiestack.finetune.embeddings import TrainSettings
 from aiestack.models.base import EmbeddingModel
 from aiestack.models.embedding_versions import EmbeddingVersions
@@ -127,6 +133,74 @@ async def test_finetune_registers_reindexes_measures_and_switches(tiny_st: Path,
     assert report.after["vector"]["mrr@10"] >= 0.9
     assert report.train.steps > 0 and report.eval_queries == report.train_queries == len(FACTS)
     assert report.eval_source == asked
+
+
+def test_the_weight_with_the_best_dev_figure_is_chosen_and_ties_go_to_the_default() -> None:
+    assert choose_weight({0.3: 0.70, 0.5: 0.74, 0.7: 0.72}) == 0.5
+    assert choose_weight({0.3: 0.70, 0.35: 0.70, 0.6: 0.70}) == 0.35  # nearest the retrieval default (0.4)
+    assert choose_weight({0.3: 0.70, 0.6: 0.70}, default=0.6) == 0.6
+    with pytest.raises(InvalidRequest, match="No vector weight"):
+        choose_weight({})
+    with pytest.raises(InvalidRequest, match="dev is a share"):
+        FinetuneOptions(dev=1.0)
+    with pytest.raises(InvalidRequest, match=r"in \[0, 1\]"):
+        FinetuneOptions(dev=0.2, weights=(0.4, 1.5))
+
+
+class _Counting(BagOfWordsEmbeddings):
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:  # type: ignore[override]
+        self.texts.extend(texts)
+        return await super().embed(texts)
+
+
+async def test_each_search_setting_is_measured_and_each_question_embedded_once() -> None:
+    store, model = MemoryDocumentStore(), _Counting()
+    await _collection(store, model)
+    model.texts.clear()
+    qrels = [Qrel(f"q{i}", q, f"d{i}") for i, (_, q) in enumerate(FACTS)]
+    weights = {f"{w:g}": SearchOptions(mode="hybrid", vector_weight=w) for w in (0.0, 0.5, 1.0)}
+    figures = await evaluate_searches(store, "facts", model, qrels, {**weights, "bm25": SearchOptions(mode="bm25")})
+    assert set(figures) == {"0", "0.5", "1", "bm25"}
+    assert sorted(model.texts) == sorted(q for _, q in FACTS)  # one batch for the four settings
+    assert figures["0"]["ndcg@10"] == pytest.approx(figures["bm25"]["ndcg@10"])  # weight 0 is BM25's ranking
+    assert all(0 < f["ndcg@10"] <= 1 for f in figures.values())
+
+
+@pytest.mark.slow
+async def test_dev_questions_are_held_out_of_training_and_choose_the_hybrid_weight(
+    tiny_st: Path, tmp_path: Path, one_thread: object
+) -> None:
+    from aiestack.models.local_embeddings import SentenceTransformerEmbeddings
+
+    base = SentenceTransformerEmbeddings(str(tiny_st), name="tiny")
+    store, datasets = MemoryDocumentStore(), MemoryExchangeStore()
+    chunks = await _collection(store, base)
+    ref = _dataset(datasets, chunks)
+    asked = _dataset(datasets, chunks, "facts-asked", "?")
+    registry = EmbeddingVersions(tmp_path / "embedding-models")
+    options = FinetuneOptions(
+        train=TrainSettings(epochs=2, batch_size=4, learning_rate=1e-3, warmup=0.0),
+        mining=MiningOptions(mode="vector", depth=4, skip=0, count=1),
+        eval_dataset=asked, modes=("hybrid",), dev=0.4, weights=(0.2, 0.5, 0.8),
+    )
+    phases: set[str] = set()
+    report = await finetune_embeddings(
+        documents=store, datasets=datasets, registry=registry, embeddings_for=lambda name: base,
+        collection="facts", dataset=ref, options=options, progress=lambda phase, done, total: phases.add(phase),
+    )
+    await base.aclose()
+    assert 0 < report.dev_queries < len(FACTS) and report.train_queries + report.dev_queries == len(FACTS)
+    assert set(report.dev_ndcg) == {0.2, 0.5, 0.8} and report.vector_weight == choose_weight(report.dev_ndcg)
+    label = f"hybrid w={report.vector_weight:g}"
+    assert set(report.before) == set(report.after) == {"hybrid", label}
+    assert "weights" in phases and "weights" in report.phases
+    recorded = registry.require(report.model.id).metrics
+    assert recorded["vector_weight"]["chosen"] == report.vector_weight and recorded["after"][label] == report.after[label]
+    assert registry.require(report.model.id).params["dev"] == 0.4
 
 
 async def test_a_remote_embedding_model_cannot_be_finetuned(tmp_path: Path) -> None:

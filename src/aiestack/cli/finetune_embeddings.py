@@ -39,6 +39,9 @@ def register(finetune: typer.Typer) -> None:
         mode: list[str] = typer.Option(["hybrid", "vector"], "--mode", help="Retrieval modes to evaluate (repeatable)."),
         threads: int = typer.Option(0, "--threads", min=0, help="Torch CPU threads for training (0: torch's default)."),
         seed: int = typer.Option(0, "--seed"),
+        dev: float = typer.Option(0.0, "--dev", min=0.0, max=0.9,
+                                  help="Hold out this share of the training questions to choose the hybrid vector weight for the new model."),
+        weights: str = typer.Option("0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7", "--weights", help="The vector weights --dev chooses from."),
         switch: bool = typer.Option(False, "--switch", help="Make the new collection version current at the end."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
@@ -52,6 +55,7 @@ def register(finetune: typer.Typer) -> None:
                                 negatives=negatives, seed=seed, threads=threads),
             mining=MiningOptions(mode=mine, depth=mine_depth, skip=mine_skip, count=negatives),
             holdout=holdout, eval_dataset=eval_dataset, modes=tuple(mode), switch=switch, seed=seed,
+            dev=dev, weights=_weights(weights),
         )
         report = _run(collection, dataset, options, quiet=as_json)
         if as_json:
@@ -80,6 +84,15 @@ def register(finetune: typer.Typer) -> None:
             figure = f"{before['hybrid']['ndcg@10']:.4f} → {after['hybrid']['ndcg@10']:.4f}" if "hybrid" in before and "hybrid" in after else ""
             table.add_row(v.id, v.base_model, v.dataset, v.collection, figure)
         Console(highlight=False).print(table)
+
+
+def _weights(text: str) -> tuple[float, ...]:
+    from aiestack.errors import InvalidRequest
+
+    try:
+        return tuple(float(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        raise InvalidRequest(f"--weights takes comma-separated numbers, got {text!r}.", hint="E.g. --weights 0.3,0.4,0.5,0.6") from None
 
 
 def _run(collection: str, dataset: str, options: Any, *, quiet: bool) -> Any:
@@ -131,6 +144,8 @@ def report_json(report: Any) -> dict[str, Any]:
         "steps": report.train.steps, "first_loss": report.train.first_loss, "last_loss": report.train.last_loss,
         "device": report.train.device, "before": report.before, "after": report.after,
         "seconds": report.seconds, "cpu_seconds": report.cpu_seconds, "phases": dict(report.phases),
+        "vector_weight": report.vector_weight, "dev_queries": report.dev_queries,
+        "dev_ndcg@10": {f"{w:g}": v for w, v in report.dev_ndcg.items()},
     }
 
 
@@ -151,6 +166,10 @@ def _print(report: Any) -> None:
               f"{report.train.first_loss:.3f} → {report.train.last_loss:.3f})")
     out.print(f"collection version {report.collection.version} ({report.collection.collection}); "
               f"{report.seconds:.0f} s wall, {report.cpu_seconds:.0f} s CPU ({phases})")
+    if report.vector_weight is not None:
+        grid = ", ".join(f"{w:g}: {v:.4f}" for w, v in report.dev_ndcg.items())
+        out.print(f"hybrid vector weight chosen on {report.dev_queries} held-out training questions: {report.vector_weight:g} "
+                  f"(nDCG@10 {grid}); use it with: [routes.NAME.rag] vector_weight = {report.vector_weight:g}")
     if report.switched:
         out.print(f"{report.collection.name} now uses version {report.collection.version}.")
     else:

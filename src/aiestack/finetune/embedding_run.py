@@ -16,6 +16,13 @@
 7. retrieval on the same questions *after*, on the new version with the new model; the figures are
    recorded on the model version and returned. The new version becomes current only with
    ``switch=True`` (or later: ``aiestack collections switch``, or the flywheel's gate).
+
+The hybrid fusion's vector weight (0.4 by default) was chosen for the base model; a finetuned model's
+vector list is better, so it may deserve a larger share. With ``dev > 0`` a seeded share of the
+*training* questions is held out of training, and the weight of ``weights`` that gives the best hybrid
+nDCG@10 on them with the new model is chosen (ties: the one nearest the default) — never on the
+evaluation questions. The evaluation then also reports hybrid at that weight (mode ``hybrid w=W``,
+before and after), and the report carries the weight to set (``[routes.NAME.rag] vector_weight``).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from aiestack.finetune.embedding_data import (
 )
 from aiestack.finetune.embeddings import TrainReport, TrainSettings, train_embeddings
 from aiestack.models.base import EmbeddingModel
+from aiestack.models.embedding_cache import CachedEmbeddings, MemoryEmbeddingCache
 from aiestack.models.embedding_versions import EmbeddingVersion, EmbeddingVersions
 from aiestack.stores.datasets import DatasetStore
 from aiestack.stores.documents import DocumentStore
@@ -62,6 +70,14 @@ class FinetuneOptions:
     modes: tuple[str, ...] = ("hybrid", "vector")
     switch: bool = False  # make the new version current at the end
     seed: int = 0
+    dev: float = 0.0  # share of the training questions held out to choose the hybrid vector weight (0: none)
+    weights: tuple[float, ...] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)  # the candidates
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.dev < 1:
+            raise InvalidRequest(f"dev is a share of the training questions in [0, 1), got {self.dev}.", hint="Use 0.2, or 0 to keep the weight.")
+        if self.dev and (not self.weights or not all(0 <= w <= 1 for w in self.weights)):
+            raise InvalidRequest(f"The vector weights to choose from must be in [0, 1], got {self.weights}.", hint="E.g. 0.3,0.4,0.5,0.6.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +97,9 @@ class FinetuneReport:
     seconds: float
     cpu_seconds: float
     phases: Mapping[str, float] = field(default_factory=dict)  # wall seconds per phase
+    vector_weight: float | None = None  # the hybrid vector weight chosen on the dev questions (dev > 0)
+    dev_ndcg: Mapping[float, float] = field(default_factory=dict)  # weight → hybrid nDCG@10 on them, new model
+    dev_queries: int = 0
 
     def delta(self, mode: str, metric: str = "ndcg@10") -> float:
         return self.after[mode][metric] - self.before[mode][metric]
@@ -103,18 +122,38 @@ async def evaluate_modes(
     *, progress: Callable[[int, int], None] | None = None,
 ) -> Figures:
     """nDCG@10, recall@10, recall@100 and MRR@10 of each mode on ``qrels``, searching ``collection`` with ``model``."""
+    searches = {mode: SearchOptions(mode=mode) for mode in modes}  # type: ignore[arg-type]
+    return await evaluate_searches(store, collection, model, qrels, searches, progress=progress)
+
+
+async def evaluate_searches(
+    store: DocumentStore, collection: str, model: EmbeddingModel, qrels: list[Qrel], searches: Mapping[str, SearchOptions],
+    *, progress: Callable[[int, int], None] | None = None,
+) -> Figures:
+    """The metrics of :func:`evaluate_modes` for each named search setting; each question is embedded once."""
     queries, grades = judged(qrels)
-    retriever = Retriever(store, model)
+    cached = CachedEmbeddings(model, MemoryEmbeddingCache(None))
+    if any(o.mode != "bm25" for o in searches.values()):
+        await cached.embed(list(queries.values()))  # one batch, then every setting reads the vectors
+    retriever = Retriever(store, cached)
     out: Figures = {}
-    for i, mode in enumerate(modes):
+    for i, (label, options) in enumerate(searches.items()):
 
         def step(done: int, total: int, i: int = i) -> None:
             if progress is not None:
-                progress(i * total + done, total * len(modes))
+                progress(i * total + done, total * len(searches))
 
-        runs, _ = await run_queries(retriever, collection, queries, SearchOptions(mode=mode), progress=step)  # type: ignore[arg-type]
-        out[mode] = evaluate(runs, grades)
+        runs, _ = await run_queries(retriever, collection, queries, options, progress=step)
+        out[label] = evaluate(runs, grades)
     return out
+
+
+def choose_weight(ndcg: Mapping[float, float], default: float | None = None) -> float:
+    """The weight with the best nDCG@10; ties go to the one nearest ``default`` (the retrieval default)."""
+    if not ndcg:
+        raise InvalidRequest("No vector weight to choose from.", hint="Give one or more weights in [0, 1].")
+    anchor = SearchOptions().vector_weight if default is None else default
+    return max(ndcg, key=lambda w: (round(ndcg[w], 10), -abs(w - anchor)))
 
 
 async def finetune_embeddings(
@@ -160,7 +199,10 @@ async def finetune_embeddings(
             raise InvalidRequest("Nothing to evaluate on: holdout is 0 and no eval dataset is given.", hint="Use --holdout 0.2 or --eval NAME@V.")
         train_qrels, held = split_queries(qrels, opts.holdout, opts.seed)
         eval_source = f"holdout {opts.holdout:g} of {version.ref}"
-    if not held or not train_qrels:
+    dev: list[Qrel] = []
+    if opts.dev:
+        train_qrels, dev = split_queries(train_qrels, opts.dev, opts.seed + 1)  # another hash than the holdout's
+    if not held or not train_qrels or (opts.dev and not dev):
         raise InvalidRequest(
             f"{version.ref} has {len(judged(qrels)[0])} questions: too few to train on some and evaluate on others.",
             hint="Add questions (datasets synthesize), or give --eval NAME@V.",
@@ -192,7 +234,7 @@ async def finetune_embeddings(
         )
         phases["training"] = time.perf_counter() - t
         params = {**opts.train.describe(), "mining": {k: getattr(opts.mining, k) for k in opts.mining.__dataclass_fields__},
-                  "holdout": opts.holdout, "seed": opts.seed}
+                  "holdout": opts.holdout, "dev": opts.dev, "seed": opts.seed}
         registered = registry.register(
             out, base_model=info.embedding_model, dataset=version.ref, collection=current, params=params,
             lineage={"dataset_hash": version.content_hash, "examples": len(examples), "train_queries": len(judged(train_qrels)[0]),
@@ -202,6 +244,8 @@ async def finetune_embeddings(
         shutil.rmtree(scratch, ignore_errors=True)
 
     tuned = (open_version or registry.open)(registered.id)
+    chosen: float | None = None
+    dev_ndcg: dict[float, float] = {}
     try:
         t = time.perf_counter()
         reindexed = await reindex_collection(
@@ -212,9 +256,21 @@ async def finetune_embeddings(
         t = time.perf_counter()
         after = await evaluate_modes(documents, reindexed.version.collection, tuned, held, opts.modes, progress=tick("after"))
         phases["after"] = time.perf_counter() - t
+        if dev:
+            t = time.perf_counter()
+            grid = {f"{w:g}": SearchOptions(mode="hybrid", vector_weight=w) for w in opts.weights}
+            on_dev = await evaluate_searches(documents, reindexed.version.collection, tuned, dev, grid, progress=tick("weights"))
+            dev_ndcg = {w: on_dev[f"{w:g}"]["ndcg@10"] for w in opts.weights}
+            chosen = choose_weight(dev_ndcg)
+            label, search = f"hybrid w={chosen:g}", {f"hybrid w={chosen:g}": SearchOptions(mode="hybrid", vector_weight=chosen)}
+            after[label] = (await evaluate_searches(documents, reindexed.version.collection, tuned, held, search))[label]
+            before[label] = (await evaluate_searches(documents, current, model, held, search))[label]
+            phases["weights"] = time.perf_counter() - t
     finally:
         await tuned.aclose()
     metrics: dict[str, Any] = {"eval": eval_source, "queries": len(judged(held)[0]), "before": before, "after": after}
+    if chosen is not None:
+        metrics["vector_weight"] = {"chosen": chosen, "dev_queries": len(judged(dev)[0]), "dev_ndcg@10": {f"{w:g}": v for w, v in dev_ndcg.items()}}
     registered = registry.set_metrics(registered.id, metrics)
     target = reindexed.version
     if opts.switch:
@@ -235,4 +291,7 @@ async def finetune_embeddings(
         seconds=time.perf_counter() - started,
         cpu_seconds=time.process_time() - cpu_started,
         phases=phases,
+        vector_weight=chosen,
+        dev_ndcg=dev_ndcg,
+        dev_queries=len(judged(dev)[0]),
     )
