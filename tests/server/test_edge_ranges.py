@@ -76,3 +76,15 @@ async def test_a_text_field_past_the_limit_is_400_naming_it(asgi: Client) -> Non
         assert r.json()["error"]["param"] == param and "1,000 characters" in r.json()["error"]["message"]
     r = await client.post("/v1/chat/completions", json={**HELLO, "messages": [{"role": "user", "content": "x" * 1000}]})
     assert r.status_code == 200
+
+
+async def test_the_text_limit_counts_characters_not_bytes_nor_escapes(asgi: Client) -> None:
+    """Bodies no longer than the limit skip the walk (a decoded string is never longer than its JSON);
+    longer ones are walked, and what counts is a string's characters."""
+    client, app = asgi
+    app.state.stack.settings.gateway.max_text_chars = 1000
+    for text, status in (("é" * 1000, 200), ("é" * 1001, 400), ("\n" * 1000, 200), ("\u2028" * 1001, 400)):
+        r = await client.post("/v1/chat/completions", json={**HELLO, "messages": [{"role": "user", "content": text}]})
+        assert r.status_code == status, (len(text), r.text)
+    r = await client.post("/v1/chat/completions", json={**HELLO, "messages": [{"role": "user", "content": "x" * 900}]})
+    assert r.status_code == 200  # under the limit in bytes too: not walked, and rightly so

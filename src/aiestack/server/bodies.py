@@ -48,12 +48,16 @@ def parse_body(model: type[M], raw: bytes) -> M:
         raise invalid_body(exc.errors(include_url=False, include_context=False)) from None
 
 
-def check_text_sizes(body: BaseModel, max_chars: int) -> None:
+def check_text_sizes(body: BaseModel, max_chars: int, *, raw_bytes: int | None = None) -> None:
     """Raise :class:`InvalidBody` naming the first string field of ``body`` longer than ``max_chars``.
 
     Every string in the body counts (message text, tool arguments and schemas, stop sequences, user
     ids, metadata), wherever it is nested: the guards, the tokenizer and the stores all read them.
+    ``raw_bytes``, the size of the JSON the body was parsed from, skips the walk when no string can
+    be that long: a decoded JSON string never has more characters than its encoding has bytes.
     """
+    if raw_bytes is not None and raw_bytes <= max_chars:
+        return
     path = _too_long(body, max_chars, ())
     if path is not None:
         where = ".".join(str(p) for p in path)

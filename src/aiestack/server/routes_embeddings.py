@@ -39,9 +39,10 @@ async def embeddings(request: Request) -> Response:
     started = time.perf_counter()
     stack: Stack = request.app.state.stack
     who = await principal(stack, request)
-    body = parse_body(EmbeddingRequest, await request.body())
+    raw = await request.body()
+    body = parse_body(EmbeddingRequest, raw)
     gateway = stack.settings.gateway
-    check_text_sizes(body, gateway.max_text_chars)
+    check_text_sizes(body, gateway.max_text_chars, raw_bytes=len(raw))
     texts = _texts(body.input, gateway.max_embedding_inputs, gateway.max_embedding_chars)
     model = _model(stack, body.model)
     if body.dimensions is not None and body.dimensions != model.dim:

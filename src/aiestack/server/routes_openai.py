@@ -92,8 +92,9 @@ async def chat_completions(request: Request) -> Response:
     """Chat completion, streamed (``stream: true``) or whole, in the OpenAI wire format."""
     started = time.perf_counter()
     stack: Stack = request.app.state.stack
-    body = parse_body(ChatCompletionRequest, await request.body())
-    check_text_sizes(body, stack.settings.gateway.max_text_chars)
+    raw = await request.body()
+    body = parse_body(ChatCompletionRequest, raw)
+    check_text_sizes(body, stack.settings.gateway.max_text_chars, raw_bytes=len(raw))
     if body.model.startswith("agent:"):  # an [agents.NAME] answering like a model
         from aiestack.server.routes_agents import chat_as_agent
 
@@ -153,8 +154,9 @@ async def completions(request: Request) -> Response:
     """Legacy text completion: the prompt is sent as one user message (the embedded model continues it)."""
     started = time.perf_counter()
     stack: Stack = request.app.state.stack
-    body = parse_body(CompletionRequest, await request.body())
-    check_text_sizes(body, stack.settings.gateway.max_text_chars)
+    raw = await request.body()
+    body = parse_body(CompletionRequest, raw)
+    check_text_sizes(body, stack.settings.gateway.max_text_chars, raw_bytes=len(raw))
     outcome = await _run(stack, request, lambda: translate.completion_request(body))
     if isinstance(outcome, Response):
         return outcome
