@@ -76,13 +76,25 @@ def kinds(findings: Sequence[Finding]) -> str:
 
 
 def map_text(message: Message, fn: Callable[[str], str]) -> Message:
-    """``message`` with ``fn`` applied to its text (each text part of a multi-part message)."""
+    """``message`` with ``fn`` applied to its text (each text part of a multi-part message);
+    ``message`` itself when ``fn`` changes none of it (every request passes through here several
+    times, and mostly nothing changes: a copy per pass was most of the input guard's own cost)."""
     if isinstance(message.content, str):
-        return dataclasses.replace(message, content=fn(message.content)) if message.content else message
-    parts = tuple(
-        dataclasses.replace(p, text=fn(p.text)) if p.type == "text" and p.text else p for p in message.content
-    )
+        if not message.content:
+            return message
+        text = fn(message.content)
+        return message if text == message.content else dataclasses.replace(message, content=text)
+    parts = tuple(_map_part(p, fn) for p in message.content)
+    if all(new is old for new, old in zip(parts, message.content, strict=True)):
+        return message
     return dataclasses.replace(message, content=parts)
+
+
+def _map_part(part: ContentPart, fn: Callable[[str], str]) -> ContentPart:
+    if part.type != "text" or not part.text:
+        return part
+    text = fn(part.text)
+    return part if text == part.text else dataclasses.replace(part, text=text)
 
 
 def map_request_text(request: ChatRequest, fn: Callable[[str], str]) -> ChatRequest:
@@ -107,11 +119,16 @@ def map_request_text(request: ChatRequest, fn: Callable[[str], str]) -> ChatRequ
 
 
 def _map_request_text(request: ChatRequest, fn: Callable[[str], str]) -> ChatRequest:
-    messages = tuple(_map_message(m, fn) for m in request.messages)
+    """``request`` with ``fn`` applied to each text; the parts ``fn`` leaves alone stay the same objects
+    (``request`` itself when it changes nothing; tool definitions are always rebuilt)."""
+    mapped = tuple(_map_message(m, fn) for m in request.messages)
+    messages = request.messages if all(a is b for a, b in zip(mapped, request.messages, strict=True)) else mapped
     params = request.params
     changes: dict[str, Any] = {}
     if params.stop:
-        changes["stop"] = tuple(fn(s) if s else s for s in params.stop)
+        stop = tuple(fn(s) if s else s for s in params.stop)
+        if stop != params.stop:
+            changes["stop"] = stop
     if params.tools:
         changes["tools"] = tuple(
             dataclasses.replace(t, description=fn(t.description) if t.description else t.description, parameters=_map_json(t.parameters, fn))
@@ -120,6 +137,8 @@ def _map_request_text(request: ChatRequest, fn: Callable[[str], str]) -> ChatReq
     if changes:
         params = dataclasses.replace(params, **changes)
     user = fn(request.user) if request.user else request.user
+    if messages is request.messages and params is request.params and user == request.user:
+        return request
     return dataclasses.replace(request, messages=messages, params=params, user=user)
 
 
@@ -143,9 +162,17 @@ def request_chars(request: ChatRequest) -> int:
 def _map_message(message: Message, fn: Callable[[str], str]) -> Message:
     message = map_text(message, fn)
     if message.tool_calls:
-        calls = tuple(ToolCall(t.id, t.name, fn(t.arguments)) if t.arguments else t for t in message.tool_calls)
-        message = dataclasses.replace(message, tool_calls=calls)
+        calls = tuple(_map_call(t, fn) for t in message.tool_calls)
+        if any(new is not old for new, old in zip(calls, message.tool_calls, strict=True)):
+            message = dataclasses.replace(message, tool_calls=calls)
     return message
+
+
+def _map_call(call: ToolCall, fn: Callable[[str], str]) -> ToolCall:
+    if not call.arguments:
+        return call
+    arguments = fn(call.arguments)
+    return call if arguments == call.arguments else ToolCall(call.id, call.name, arguments)
 
 
 def _map_json(value: Any, fn: Callable[[str], str]) -> Any:
