@@ -9,7 +9,7 @@ import pytest
 
 from aiestack.context.citations import citations_for, citations_json, cited_indices
 from aiestack.context.config import build_rag_routes, rag_route
-from aiestack.context.prompt import DEFAULT_TEMPLATE, STOP, PromptTemplate, sources_of
+from aiestack.context.prompt import DEFAULT_TEMPLATE, STOP, PromptTemplate, default_stop, sources_of
 from aiestack.context.rerank import CrossEncoderReranker, LLMReranker
 from aiestack.context.rewrite import LLMRewriter
 from aiestack.errors import ConfigError
@@ -92,7 +92,7 @@ def registry() -> ModelRegistry:
 def test_rag_table_defaults() -> None:
     plan = rag_route("kb", {}, registry())
     assert plan.collection == "kb" and plan.options.mode == "hybrid" and plan.options.k == 5
-    assert plan.stop == STOP and plan.reranker is None and plan.rewriter is None
+    assert plan.stop is None and plan.reranker is None and plan.rewriter is None
     assert plan.template.text == DEFAULT_TEMPLATE
 
 
@@ -151,3 +151,10 @@ def test_a_contextualised_chunk_is_cited_and_shown_without_its_context() -> None
     assert cite.text == "Revenue grew 3%." and (cite.start, cite.end) == (5, 21)
     (source,) = sources_of([Hit(chunk, 1.0, "bm25")], max_chars=100)
     assert source.text == "Revenue grew 3%."
+
+
+def test_the_default_stop_ends_where_a_base_model_invents_the_next_source() -> None:
+    # The embedded 270M model answered the README's demo question, then wrote "\n\n[4] RAG: ..."
+    # after three sources: a made-up fourth source in the answer.
+    assert default_stop(3) == (*STOP, "\n[4]")
+    assert len(default_stop(12)) <= 4  # OpenAI accepts at most four stop sequences

@@ -56,7 +56,8 @@ async def test_a_rag_route_retrieves_prompts_with_numbered_sources_and_keeps_the
     assert "[1] " in prompt and "[2] " in prompt and "[3] " not in prompt
     assert ex.hits[0].chunk.text in prompt and prompt.index(ex.hits[0].chunk.text) < prompt.index(ex.hits[1].chunk.text)
     assert "Question: why do cats purr" in prompt
-    assert sent.params.stop == ("\nQuestion:", "\nSources:", "\nExample:")
+    # where a base model would go on to a next question, or invent source [3] after its answer
+    assert sent.params.stop == ("\nQuestion:", "\nSources:", "\nExample:", "\n[3]")
     # the exchange that comes back carries the request as the client sent it, and the hits
     assert ex.request.messages == (Message("user", "why do cats purr"),)
     assert ex.completion is not None and ex.completion.text == prompt  # the fake echoes its prompt

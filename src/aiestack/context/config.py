@@ -43,7 +43,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aiestack.context.fusion import Norm
-from aiestack.context.prompt import DEFAULT_TEMPLATE, STOP, PromptTemplate
+from aiestack.context.prompt import DEFAULT_TEMPLATE, PromptTemplate
 from aiestack.context.rerank import CrossEncoderReranker, LLMReranker, Reranker
 from aiestack.context.retrieval import Fusion, Mode, SearchOptions
 from aiestack.context.rewrite import LLMRewriter, QueryRewriter
@@ -122,7 +122,7 @@ class RagRoute:
     options: SearchOptions
     template: PromptTemplate
     max_source_chars: int
-    stop: tuple[str, ...]
+    stop: tuple[str, ...] | None  # None: default_stop(the number of sources)
     reranker: Reranker | None = None
     rewriter: QueryRewriter | None = None
     extractive_fallback: bool = True
@@ -165,7 +165,7 @@ def rag_route(
         options=cfg.options(),
         template=_template(cfg, key),
         max_source_chars=cfg.max_source_chars or DEFAULT_SOURCE_CHARS,
-        stop=tuple(cfg.stop) if cfg.stop is not None else STOP,
+        stop=tuple(cfg.stop) if cfg.stop is not None else None,
         reranker=_reranker(cfg, models, key, side_calls),
         rewriter=_rewriter(cfg, models, key, side_calls),
         extractive_fallback=cfg.fallback == "extractive",

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiestack.context.config import RagRoute, rag_route
 from aiestack.context.extractive import RAG_EXTRACTIVE, with_fallback
-from aiestack.context.prompt import sources_of
+from aiestack.context.prompt import default_stop, sources_of
 from aiestack.context.retrieval import Retriever
 from aiestack.errors import NotFound, PermissionDenied
 from aiestack.models.registry import ModelRegistry
@@ -125,14 +125,15 @@ class Context:
         if self._check_context is not None and hits:
             hits, verdicts = await self._check_context(ex, hits)
         kept = tuple(hits)
-        prompt = plan.template.render(
-            question, sources_of(kept, max_chars=plan.max_source_chars, question=question), collection=plan.collection
-        )
+        sources = sources_of(kept, max_chars=plan.max_source_chars, question=question)
+        prompt = plan.template.render(question, sources, collection=plan.collection)
         messages = list(ex.request.messages)
         messages[at] = Message(role="user", content=prompt, name=messages[at].name)
         params = ex.request.params
-        if not params.stop and plan.stop:
-            params = dataclasses.replace(params, stop=plan.stop)
+        if not params.stop:
+            stop = plan.stop if plan.stop is not None else default_stop(len(sources))
+            if stop:
+                params = dataclasses.replace(params, stop=stop)
         attributes: dict[str, Any] = {
             **ex.attributes,
             RAG_COLLECTION: plan.collection,
