@@ -501,12 +501,21 @@ def _wrong_paths(results: dict[Key, Result]) -> list[str]:
     return wrong
 
 
-def report(results: dict[Key, Result], names: set[str], rss: dict[str, float]) -> list[str]:
+def report(results: dict[Key, Result], names: set[str], rss: dict[str, float], extra_toml: str = "") -> list[str]:
     """Print the table; return the targets missed."""
     missed: list[str] = []
     litellm = "litellm" in names
     print(f"Added latency over a local mock upstream ({len(REPLY)}-chunk reply), ms; "
           "ratios from the same run\n")
+    print("Rows: direct = the client calling the mock (the baseline subtracted from every 'added'); "
+          "floor = bare uvicorn + aiohttp forwarder; alone = aiestack serve with implicit feedback, cache "
+          "and guardrails off; default = aiestack serve in its default configuration"
+          + (f" plus {extra_toml!r}" if extra_toml else "")
+          + " on the miss (temperature 0, new prompt), hit (temperature 0, same prompt) and bypass (no "
+          "temperature) paths; litellm = litellm --num_workers 1 (temperature 0, new prompts).")
+    print(f"Targets (issue #16): at c = 1 alone ≤ {TARGET_ALONE_FLOOR}× the floor's added p50, default ≤ "
+          f"{TARGET_DEFAULT_FLOOR}× on miss and bypass, hit below the direct call; every concurrency and "
+          f"path: added p50 ≤ {TARGET_P50_RATIO:.1f}× LiteLLM's, req/s ≥ {TARGET_RPS_RATIO:.0f}× LiteLLM's.\n")
     print("| mode | conc. | row | path | direct p50 | added p50 | added p95 | added p99 | req/s | "
           "added ÷ floor | added ÷ LiteLLM | req/s × LiteLLM |")
     print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -516,6 +525,10 @@ def report(results: dict[Key, Result], names: set[str], rss: dict[str, float]) -
             floor = results[("floor", mode, "bypass", c)]
             floor_added = floor.pct(50) - direct.pct(50)
             theirs = results.get(("litellm", mode, "miss", c))
+            if theirs is not None and not theirs.latencies_ms:  # no p50 to compare with: say so, never pass
+                missed.append(f"{mode} c={c}: LiteLLM answered no request within the {theirs.seconds:g} s window, "
+                              "so its ratios were not measured (rerun with more --seconds)")
+                theirs = None
             theirs_added = theirs.pct(50) - direct.pct(50) if theirs is not None else None
             rows = [("direct", "bypass"), ("floor", "bypass"), ("alone", "bypass"),
                     *(("aiestack", p) for p in PATHS), ("litellm", "miss")]
@@ -627,7 +640,7 @@ def main() -> int:
         print(f"load average after: {os.getloadavg()[0]:.1f}")
         rss = {name: rss_mb(pid) for name, pid in pids.items()}
         errors = {k: r.errors for k, r in results.items() if r.errors}
-        missed = report(results, {t.name for t in targets}, rss)
+        missed = report(results, {t.name for t in targets}, rss, args.aiestack_toml)
         if errors:
             print(f"Requests that failed: {errors}")
             for name in pids:
