@@ -10,6 +10,8 @@ directory). Sections:
   MiniLM vectors precomputed, so embedding time is excluded) into a fresh collection of each store,
   inside ``bulk_load`` as ingestion does, until the indexes are built and committed.
   Target: PostgreSQL ≥ 0.8× the embedded store.
+- ``tune-ef``: hybrid nDCG@10 on the TRAIN queries for each pgvector ``ef_search`` per hit in
+  :data:`EF_GRID` (how ``EF_SEARCH_PER_HIT`` was chosen; never on TEST).
 - ``latency``: term and vector search p50 (k = 10, one query per call, query vectors precomputed) at
   SciFact size. Targets on PostgreSQL: term ≤ 10 ms, vector ≤ 5 ms.
 - ``scale``: the same two latencies at ``--sizes`` chunks of a synthetic corpus generated from a fixed
@@ -140,6 +142,8 @@ def scifact(stores: dict[str, DocumentStore], sections: set[str], batch: int, fa
                 _target(failures, f"postgres term nDCG@10 {got['postgres']:.4f} ≥ 0.68", got["postgres"] >= 0.68)
             if opts.mode == "hybrid":
                 _target(failures, f"postgres hybrid nDCG@10 {got['postgres']:.4f} ≥ 0.73", got["postgres"] >= 0.73)
+    if "tune-ef" in sections:
+        tune_ef(stores)
     if "latency" in sections:
         texts = list(load_split(rag.SCIFACT, "test").queries.values())
         known = rag.query_vectors(rag._all_queries(rag.SCIFACT))
@@ -148,6 +152,31 @@ def scifact(stores: dict[str, DocumentStore], sections: set[str], batch: int, fa
         _print_latency(f"SciFact ({len(items)} chunks)", figures)
         _target(failures, f"postgres term p50 {figures['postgres'][0]:.2f} ms ≤ 10 (SciFact)", figures["postgres"][0] <= 10)
         _target(failures, f"postgres vector p50 {figures['postgres'][1]:.2f} ms ≤ 5 (SciFact)", figures["postgres"][1] <= 5)
+
+
+#: HNSW ef_search per hit asked for (``EF_SEARCH_PER_HIT``) tried by ``tune-ef`` on the TRAIN queries.
+EF_GRID = (1, 2, 4, 8)
+
+
+def tune_ef(stores: dict[str, DocumentStore]) -> None:
+    """Hybrid nDCG@10 on the TRAIN queries for each pgvector ef_search per hit (the candidate fetch
+    asks for 50 hits: ef_search = max(EF_SEARCH, per_hit * 50)); the embedded store beside it."""
+    from aiestack.stores import documents_postgres
+
+    train = load_split(rag.SCIFACT, "train")
+    emb = rag.CachedQueries(rag.query_vectors(rag._all_queries(rag.SCIFACT)))
+    default = documents_postgres.EF_SEARCH_PER_HIT
+    embedded = asyncio.run(rag._score(stores["embedded"], emb, train.queries, train.qrels, SearchOptions()))["ndcg@10"]
+    print(f"\nHybrid (defaults) on SciFact TRAIN ({len(train.queries)} queries), nDCG@10 by pgvector ef_search per hit")
+    print(f"{'per hit':>8} {'ef (n=50)':>10} {'postgres':>9} {'embedded':>9}")
+    try:
+        for per_hit in EF_GRID:
+            documents_postgres.EF_SEARCH_PER_HIT = per_hit
+            got = asyncio.run(rag._score(stores["postgres"], emb, train.queries, train.qrels, SearchOptions()))
+            ef = max(documents_postgres.EF_SEARCH, per_hit * 50)
+            print(f"{per_hit:8} {ef:10} {got['ndcg@10']:9.4f} {embedded:9.4f}  (p50 {got['p50_ms']:.1f} ms)")
+    finally:
+        documents_postgres.EF_SEARCH_PER_HIT = default
 
 
 def _latencies(stores: dict[str, DocumentStore], collection: str, texts: Sequence[str], qvecs: Sequence[list[float]]) -> dict[str, tuple[float, float]]:
@@ -235,7 +264,7 @@ def scale(stores: dict[str, DocumentStore], sizes: Sequence[int], queries: int, 
             if isinstance(store, PostgresDocumentStore):
                 with store._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
                     # What autovacuum does soon after a load: statistics, and the visibility map for index-only scans.
-                    connection.execute(sa.text("VACUUM ANALYZE chunks, bm25_postings, bm25_terms"))
+                    connection.execute(sa.text("VACUUM ANALYZE chunks, bm25_blocks, bm25_docs, bm25_stats"))
             print(f"loaded {size} into {store_name} in {loads[store_name]:.0f} s", file=sys.stderr)
         words, qvecs = _queries(texts, vectors, queries)
         figures = _latencies(stores, name, words, qvecs)

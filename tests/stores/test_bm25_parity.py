@@ -162,10 +162,19 @@ def test_statistics_stay_exact_through_replacements_and_deletes(pgvector_url: st
     with sa.create_engine(pgvector_url).connect() as connection:
         chunks, tokens = connection.execute(sa.text("SELECT chunks, tokens FROM bm25_stats WHERE collection = 'docs'")).one()
         stored = connection.scalars(sa.text("SELECT text FROM chunks WHERE collection = 'docs'")).all()
-        zero_df = connection.scalar(sa.text("SELECT count(*) FROM bm25_terms WHERE df <= 0"))
+        empty = connection.scalar(
+            sa.text("SELECT count(*) FROM bm25_blocks WHERE n <= 0 OR cardinality(keys) <> n OR cardinality(tfs) <> n")
+        )
+        postings = connection.scalar(sa.text("SELECT sum(n) FROM bm25_blocks WHERE collection = 'docs'"))
+        vectors = connection.execute(
+            sa.text("SELECT count(*), sum(cardinality(terms)) FROM bm25_docs WHERE chunk_key IN (SELECT key FROM chunks)")
+        ).one()
+        orphans = connection.scalar(sa.text("SELECT count(*) FROM bm25_docs WHERE chunk_key NOT IN (SELECT key FROM chunks)"))
     analyzer = analysis.Analyzer()
     assert (chunks, tokens) == (len(stored), sum(len(analyzer.analyze(t)) for t in stored))
-    assert zero_df == 0
+    assert empty == 0 and orphans == 0  # no emptied block, no term vector of a removed chunk
+    distinct = [len(set(analyzer.analyze(t))) for t in stored]
+    assert tuple(vectors) == (sum(1 for d in distinct if d), sum(distinct)) and postings == sum(distinct)
     store.close()
 
 
@@ -212,8 +221,85 @@ def test_migrate_builds_postings_missing_or_made_by_another_analyser(pgvector_ur
     before = {q: [(h.chunk.id, h.score) for h in store.term_search("docs", q)] for q in _QUERIES}
     with sa.create_engine(pgvector_url).begin() as connection:
         connection.execute(sa.text("UPDATE bm25_stats SET analyzer = 'an older one', chunks = 0, tokens = 0"))
-        connection.execute(sa.text("DELETE FROM bm25_postings"))
+        connection.execute(sa.text("DELETE FROM bm25_blocks"))
+        connection.execute(sa.text("DELETE FROM bm25_docs"))
     store.migrate()
     after = {q: [(h.chunk.id, h.score) for h in store.term_search("docs", q)] for q in _QUERIES}
     assert after == before
+    store.close()
+
+
+def test_one_document_writes_merge_their_small_blocks(pgvector_url: str) -> None:
+    """Writes of one document each add one block per term; a term's small blocks are merged once
+    there are more than MOST_SMALL_BLOCKS of them, and the ranking stays exact."""
+    items = _corpus(documents=60)
+    store = PostgresDocumentStore(pgvector_url)
+    store.migrate()
+    reference = MemoryDocumentStore()
+    for target in (store, reference):
+        target.create_collection("docs", embedding_model="test", dim=4)
+        for item in items:
+            assert target.put_documents("docs", [item]) == [True]
+    for query in _QUERIES:
+        _same_ranking(reference.term_search("docs", query, k=10), store.term_search("docs", query, k=10))
+    with sa.create_engine(pgvector_url).connect() as connection:
+        crowded = connection.scalar(
+            sa.text(
+                "SELECT max(c) FROM (SELECT count(*) AS c FROM bm25_blocks WHERE n < :small GROUP BY term) AS x"
+            ),
+            {"small": documents_postgres_bm25.SMALL_BLOCK},
+        )
+        merged = connection.scalar(sa.text("SELECT max(n) FROM bm25_blocks"))
+    assert crowded <= documents_postgres_bm25.MOST_SMALL_BLOCKS + 1
+    assert merged > 1  # frequent terms' one-posting blocks were merged
+    store.close()
+
+
+# The layout before migration 0013: one row per posting (a frozen copy of its DDL).
+_OLD_LAYOUT = (
+    """CREATE TABLE bm25_terms (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        collection text NOT NULL REFERENCES collections (name) ON DELETE CASCADE,
+        term text NOT NULL, df integer NOT NULL, max_tf integer NOT NULL, min_norm integer NOT NULL,
+        CONSTRAINT uq_bm25_terms_collection_term UNIQUE (collection, term))""",
+    """CREATE TABLE bm25_postings (
+        term_id bigint NOT NULL, chunk_key bigint NOT NULL, tf integer NOT NULL, norm integer NOT NULL,
+        CONSTRAINT pk_bm25_postings PRIMARY KEY (term_id, chunk_key) INCLUDE (tf, norm))""",
+    "CREATE INDEX ix_bm25_postings_chunk_key ON bm25_postings (chunk_key)",
+    """INSERT INTO bm25_terms (collection, term, df, max_tf, min_norm)
+        SELECT collection, term, sum(n), max(max_tf), min(min_norm) FROM bm25_blocks GROUP BY collection, term""",
+    """INSERT INTO bm25_postings (term_id, chunk_key, tf, norm)
+        SELECT t.id, u.key, u.tf, u.norm FROM bm25_blocks b JOIN bm25_terms t USING (collection, term)
+        CROSS JOIN LATERAL unnest(b.keys, b.tfs, b.norms) AS u (key, tf, norm)""",
+    "DROP TABLE bm25_blocks",
+    "DROP TABLE bm25_docs",
+    "UPDATE alembic_version SET version_num = '0012'",
+)
+
+
+def test_migration_0013_converts_the_one_row_per_posting_layout(pgvector_url: str) -> None:
+    """A database written with the old postings layout migrates in SQL: same scores, then writes
+    and deletes work on the converted blocks."""
+    items = _corpus()
+    store = PostgresDocumentStore(pgvector_url)
+    store.migrate()
+    _fill(store, items)
+    before = {q: [(h.chunk.id, round(h.score, 6)) for h in store.term_search("docs", q)] for q in _QUERIES}
+    with sa.create_engine(pgvector_url).begin() as connection:
+        for statement in _OLD_LAYOUT:
+            connection.execute(sa.text(statement))
+    store.migrate()
+    after = {q: [(h.chunk.id, round(h.score, 6)) for h in store.term_search("docs", q)] for q in _QUERIES}
+    assert after == before
+    with sa.create_engine(pgvector_url).connect() as connection:
+        left = connection.scalars(
+            sa.text("SELECT to_regclass('bm25_postings') IS NULL AND to_regclass('bm25_terms') IS NULL")
+        )
+        assert left.one()
+    reference = MemoryDocumentStore()
+    _fill(reference, items)
+    for target in (store, reference):
+        assert target.delete_documents("docs", [d.id for d, _, _ in items[:40]]) == 40
+    for query in _QUERIES:
+        _same_ranking(reference.term_search("docs", query, k=10), store.term_search("docs", query, k=10))
     store.close()

@@ -36,14 +36,14 @@ def test_it_implements_the_protocol_and_uses_its_indexes(pgvector_url: str) -> N
     fill(store)
     with sa.create_engine(pgvector_url).connect() as connection:
         indexes = dict(connection.execute(sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'chunks'")).all())
-        postings = dict(
-            connection.execute(sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'bm25_postings'")).all()
+        blocks = dict(
+            connection.execute(sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'bm25_blocks'")).all()
         )
         connection.execute(sa.text("SET enable_seqscan = off"))
         term_plan = "\n".join(
             row[0]
             for row in connection.execute(
-                sa.text("EXPLAIN SELECT chunk_key, tf, norm FROM bm25_postings WHERE term_id = ANY(ARRAY[1, 2]::bigint[])")
+                sa.text("EXPLAIN SELECT keys, tfs, norms FROM bm25_blocks WHERE collection = 'docs' AND term = ANY(ARRAY['a', 'b'])")
             )
         )
         plan = "\n".join(
@@ -56,8 +56,8 @@ def test_it_implements_the_protocol_and_uses_its_indexes(pgvector_url: str) -> N
             )
         )
     assert "ix_chunks_tsv" not in indexes  # the tsvector search is gone
-    assert "INCLUDE (tf, norm)" in postings["pk_bm25_postings"] and "ix_bm25_postings_chunk_key" in postings
-    assert "pk_bm25_postings" in term_plan  # a query reads only its terms' postings
+    assert "INCLUDE (last_key, n, max_tf, min_norm)" in blocks["pk_bm25_blocks"]
+    assert "pk_bm25_blocks" in term_plan  # a query reads only its terms' blocks
     assert any("hnsw" in definition and "vector(4)" in definition for definition in indexes.values())
     assert "ix_chunks_hnsw_" in plan
     store.drop_collection("docs")

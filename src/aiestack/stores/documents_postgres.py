@@ -35,8 +35,12 @@ from aiestack.stores.sql.tables import chunks as chunks_table
 from aiestack.types import Chunk, Document, Hit
 
 _BIGINTS = postgresql.ARRAY(sa.BigInteger)
-#: Candidates the HNSW scan visits per query (pgvector's default is 40).
+#: Candidates the HNSW scan visits per query (pgvector's default is 40), at least
+#: :data:`EF_SEARCH_PER_HIT` per hit asked for (at most pgvector's 1,000): a hybrid search's 50-deep
+#: candidate list gets ef_search 200, nearer the exact neighbours (chosen on SciFact's TRAIN queries,
+#: ``bench/retrieval_pg.py --sections tune-ef``).
 EF_SEARCH = 64
+EF_SEARCH_PER_HIT = 4
 #: pgvector's HNSW limit for ``vector``: larger collections have no index and are searched exactly.
 HNSW_MAX_DIM = 2000
 #: ``maintenance_work_mem`` for building an HNSW index (an upper bound: a build takes what it needs,
@@ -272,7 +276,7 @@ class PostgresDocumentStore:
         if node is not None:
             statement = statement.where(self._records.filter_clause(node))
         with store_errors(self._url, "read from"), self._engine.begin() as connection:
-            connection.execute(sa.text(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, k)}"))
+            connection.execute(sa.text(f"SET LOCAL hnsw.ef_search = {min(max(EF_SEARCH, EF_SEARCH_PER_HIT * k), 1000)}"))
             if node is not None:
                 connection.execute(sa.text("SET LOCAL hnsw.iterative_scan = strict_order"))
             rows = connection.execute(statement).all()

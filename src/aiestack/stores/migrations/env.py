@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import context
 
 from aiestack.stores.sql.engine import create_store_engine, parse_url
-from aiestack.stores.sql.tables import metadata
+from aiestack.stores.sql.tables import include_object, metadata
 
 config = context.config
 
@@ -26,6 +26,7 @@ def _configure(connection: sa.Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,
+        include_object=include_object,
         transaction_per_migration=True,
         # aiestack's SQLite engine emits BEGIN itself, so DDL is transactional there too
         # (Alembic assumes it is not, and would otherwise leave half a migration after a crash).
@@ -57,6 +58,7 @@ def run_offline() -> None:
     context.configure(
         url=url,
         target_metadata=metadata,
+        include_object=include_object,
         transaction_per_migration=True,
         render_as_batch=url.get_backend_name() == "sqlite",
         literal_binds=True,

@@ -30,6 +30,17 @@ NAMING_CONVENTION = {
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
+#: Tables that migration 0013 creates on PostgreSQL only, in raw SQL: the PostgreSQL document
+#: store's BM25 statistics, postings blocks and term vectors (array columns and an INCLUDE primary
+#: key that this metadata does not describe; SQLite's term index is tantivy). Schema comparisons
+#: (autogenerate) leave them out through :func:`include_object`.
+POSTGRES_ONLY_TABLES = frozenset({"bm25_stats", "bm25_blocks", "bm25_docs"})
+
+
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """Alembic's ``include_object`` hook: everything but :data:`POSTGRES_ONLY_TABLES`."""
+    return not (type_ == "table" and name in POSTGRES_ONLY_TABLES)
+
 exchanges = sa.Table(
     "exchanges",
     metadata,
