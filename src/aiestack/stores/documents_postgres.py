@@ -36,11 +36,12 @@ from aiestack.types import Chunk, Document, Hit
 
 _BIGINTS = postgresql.ARRAY(sa.BigInteger)
 #: Candidates the HNSW scan visits per query (pgvector's default is 40), at least
-#: :data:`EF_SEARCH_PER_HIT` per hit asked for (at most pgvector's 1,000): a hybrid search's 50-deep
-#: candidate list gets ef_search 200, nearer the exact neighbours (chosen on SciFact's TRAIN queries,
-#: ``bench/retrieval_pg.py --sections tune-ef``).
+#: :data:`EF_SEARCH_PER_HIT` per hit asked for (at most pgvector's 1,000). One per hit: on SciFact's
+#: TRAIN queries a hybrid search's 50-deep candidate list gains no nDCG@10 from a wider scan
+#: (0.7330 at ef_search 64, 0.7331 at 100 and 200; ``bench/retrieval_pg.py --sections tune-ef``),
+#: and costs more time.
 EF_SEARCH = 64
-EF_SEARCH_PER_HIT = 4
+EF_SEARCH_PER_HIT = 1
 #: pgvector's HNSW limit for ``vector``: larger collections have no index and are searched exactly.
 HNSW_MAX_DIM = 2000
 #: ``maintenance_work_mem`` for building an HNSW index (an upper bound: a build takes what it needs,
