@@ -26,7 +26,7 @@ from aiestack.gateway.semantic_router import (
 from aiestack.models.fake import FakeModel
 from aiestack.models.registry import ModelEntry, ModelRegistry
 from aiestack.plans import RoutePlans
-from aiestack.settings import RouterSettings
+from aiestack.settings import RouterSettings, Settings
 from aiestack.testing.embeddings import BagOfWordsEmbeddings
 from aiestack.types import ChatRequest, Exchange, Message, RoutePlan
 
@@ -200,21 +200,23 @@ def test_choose_takes_the_best_route_over_its_own_threshold_else_the_default() -
     assert (choose({}, {}, "d").route, choose({}, {}, "d").score) == ("d", None)
 
 
-async def test_a_stack_routes_auto_requests_and_records_the_route(tmp_path: Path) -> None:
-    from aiestack.build import open_stack
-    from aiestack.settings import Settings
-
-    settings = Settings(
+def _echo_stack(tmp_path: Path, router: RouterSettings, **route: object) -> Settings:
+    """Settings for a stack on the echoing fake model with the billing and shipping routes (``route``:
+    extra fields of both)."""
+    return Settings(
         data_dir=tmp_path,
         embedded_model=False,
         default_model="echo",
         models={"echo": {"provider": "fake"}},
-        routes={
-            "billing": {"deployments": ["echo"], "examples": EXAMPLES["billing"], "threshold": 0.3},
-            "shipping": {"deployments": ["echo"], "examples": EXAMPLES["shipping"], "threshold": 0.3},
-        },
-        router=RouterSettings(default_route="echo", method="max"),
+        routes={name: {"deployments": ["echo"], "examples": EXAMPLES[name], **route} for name in ("billing", "shipping")},
+        router=router,
     )
+
+
+async def test_a_stack_routes_auto_requests_and_records_the_route(tmp_path: Path) -> None:
+    from aiestack.build import open_stack
+
+    settings = _echo_stack(tmp_path, RouterSettings(default_route="echo", method="max"), threshold=0.3)
     async with open_stack(settings) as stack:
         stack.resources.use(embeddings=BagOfWordsEmbeddings(dim=512))
         ex = await stack.chat(ChatRequest(model="auto", messages=(Message("user", "track my package please"),)))
@@ -229,19 +231,8 @@ async def test_a_static_router_shares_the_caches_static_embedder_and_is_warm_bef
 ) -> None:
     from aiestack.build import open_stack
     from aiestack.models.static_embeddings import StaticEmbeddings
-    from aiestack.settings import Settings
 
-    settings = Settings(
-        data_dir=tmp_path,
-        embedded_model=False,
-        default_model="echo",
-        models={"echo": {"provider": "fake"}},
-        routes={
-            "billing": {"deployments": ["echo"], "examples": EXAMPLES["billing"]},
-            "shipping": {"deployments": ["echo"], "examples": EXAMPLES["shipping"]},
-        },
-        router=RouterSettings(default_route="echo", embedder="static", threshold=0.3),
-    )
+    settings = _echo_stack(tmp_path, RouterSettings(default_route="echo", embedder="static", threshold=0.3))
     async with open_stack(settings) as stack:
         (route_stage,) = [s for s in stack.pipeline.stages if isinstance(s, RouteStage)]
         cache = next(s for s in stack.pipeline.stages if s.name == "cache")
