@@ -75,6 +75,8 @@ def test_finetune_embeddings_then_switch_and_search(workdir: Path, one_thread: o
     assert missing.exit_code != 0 and "nope" in str(missing.exception)
     bad = run("finetune", "embeddings", "facts", "--dataset", "facts-qa", "--dev", "0.3", "--weights", "0.3,much")
     assert bad.exit_code != 0 and "comma-separated numbers" in str(bad.exception)
+    both = run("finetune", "embeddings", "facts", "--dataset", "facts-qa", "--dev", "0.3", "--vector-weight", "0.5")
+    assert both.exit_code != 0 and "not both" in str(both.exception)
 
     result = run("finetune", "embeddings", "facts", "--dataset", "facts-qa", "--eval", "facts-asked", "--epochs", "12",
                  "--batch-size", "4", "--lr", "3e-3", "--mine", "vector", "--mine-depth", "4", "--mine-skip", "0",

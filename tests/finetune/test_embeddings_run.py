@@ -171,8 +171,9 @@ async def test_each_search_setting_is_measured_and_each_question_embedded_once()
 
 
 @pytest.mark.slow
-async def test_dev_questions_are_held_out_of_training_and_choose_the_hybrid_weight(
-    tiny_st: Path, tmp_path: Path, one_thread: object
+@pytest.mark.parametrize("refit", [True, False])
+async def test_dev_questions_choose_the_hybrid_weight_then_the_model_is_refit_on_all(
+    tiny_st: Path, tmp_path: Path, one_thread: object, refit: bool
 ) -> None:
     from aiestack.models.local_embeddings import SentenceTransformerEmbeddings
 
@@ -185,22 +186,69 @@ async def test_dev_questions_are_held_out_of_training_and_choose_the_hybrid_weig
     options = FinetuneOptions(
         train=TrainSettings(epochs=2, batch_size=4, learning_rate=1e-3, warmup=0.0),
         mining=MiningOptions(mode="vector", depth=4, skip=0, count=1),
-        eval_dataset=asked, modes=("hybrid",), dev=0.4, weights=(0.2, 0.5, 0.8),
+        eval_dataset=asked, modes=("hybrid",), dev=0.4, weights=(0.2, 0.5, 0.8), refit=refit,
     )
-    phases: set[str] = set()
+    phases: list[str] = []
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase not in phases:
+            phases.append(phase)
+
     report = await finetune_embeddings(
         documents=store, datasets=datasets, registry=registry, embeddings_for=lambda name: base,
-        collection="facts", dataset=ref, options=options, progress=lambda phase, done, total: phases.add(phase),
+        collection="facts", dataset=ref, options=options, progress=progress,
     )
     await base.aclose()
-    assert 0 < report.dev_queries < len(FACTS) and report.train_queries + report.dev_queries == len(FACTS)
+    assert 0 < report.dev_queries < len(FACTS)
     assert set(report.dev_ndcg) == {0.2, 0.5, 0.8} and report.vector_weight == choose_weight(report.dev_ndcg)
     label = f"hybrid w={report.vector_weight:g}"
     assert set(report.before) == set(report.after) == {"hybrid", label}
     assert "weights" in phases and "weights" in report.phases
-    recorded = registry.require(report.model.id).metrics
-    assert recorded["vector_weight"]["chosen"] == report.vector_weight and recorded["after"][label] == report.after[label]
-    assert registry.require(report.model.id).params["dev"] == 0.4
+    recorded = registry.require(report.model.id)
+    assert recorded.metrics["vector_weight"]["chosen"] == report.vector_weight and recorded.metrics["after"][label] == report.after[label]
+    assert recorded.params["dev"] == 0.4 and recorded.params["refit"] is refit
+    assert [m.id for m in registry.list()] == [report.model.id]  # the refit's first model is not registered
+    assert [v.version for v in collection_versions(store, "facts")] == [1, 2]  # nor is its scratch version kept
+    if refit:
+        # The weight is chosen with a model trained without the dev questions, before the one kept is trained on all.
+        assert phases == ["before", "mining", "dev training", "dev reindex", "weights", "training", "reindex", "after"]
+        assert report.train_queries == report.examples == len(FACTS)
+        assert recorded.lineage["train_queries"] == len(FACTS)
+    else:
+        assert phases == ["before", "mining", "training", "reindex", "after", "weights"]
+        assert report.train_queries + report.dev_queries == len(FACTS) and report.examples == report.train_queries
+
+
+@pytest.mark.slow
+async def test_a_weight_chosen_before_is_evaluated_without_dev_questions(tiny_st: Path, tmp_path: Path, one_thread: object) -> None:
+    from aiestack.models.local_embeddings import SentenceTransformerEmbeddings
+
+    base = SentenceTransformerEmbeddings(str(tiny_st), name="tiny")
+    store, datasets = MemoryDocumentStore(), MemoryExchangeStore()
+    chunks = await _collection(store, base)
+    options = FinetuneOptions(
+        train=TrainSettings(epochs=1, batch_size=4, learning_rate=1e-3, warmup=0.0),
+        mining=MiningOptions(mode="vector", depth=4, skip=0, count=1),
+        eval_dataset=_dataset(datasets, chunks, "facts-asked", "?"), modes=("hybrid",), vector_weight=0.65,
+    )
+    report = await finetune_embeddings(
+        documents=store, datasets=datasets, registry=EmbeddingVersions(tmp_path / "m"), embeddings_for=lambda name: base,
+        collection="facts", dataset=_dataset(datasets, chunks), options=options,
+    )
+    await base.aclose()
+    assert report.vector_weight == 0.65 and report.dev_ndcg == {} and report.dev_queries == 0
+    assert set(report.after) == {"hybrid", "hybrid w=0.65"} and report.train_queries == len(FACTS)
+    assert "weights" not in report.phases and "dev training" not in report.phases
+    # Weight 0.65 is a different fusion from the default 0.4: its own figures, from its own searches.
+    assert 0 < report.after["hybrid w=0.65"]["ndcg@10"] <= 1
+
+
+def test_a_weight_is_given_or_chosen_not_both() -> None:
+    with pytest.raises(InvalidRequest, match="not both"):
+        FinetuneOptions(dev=0.2, vector_weight=0.5)
+    with pytest.raises(InvalidRequest, match="vector_weight must be in"):
+        FinetuneOptions(vector_weight=1.5)
+    assert FinetuneOptions(dev=0.2).refit  # refitting on all the training questions is the default
 
 
 async def test_a_remote_embedding_model_cannot_be_finetuned(tmp_path: Path) -> None:

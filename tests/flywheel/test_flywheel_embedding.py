@@ -38,7 +38,7 @@ class Scrambled:
         return None
 
 
-async def _setup(tmp_path: Path, *, better: bool) -> tuple[FlywheelTools, MemoryDocumentStore, Path]:
+async def _setup(tmp_path: Path, *, better: bool, **candidate: Any) -> tuple[FlywheelTools, MemoryDocumentStore, Path]:
     documents = MemoryDocumentStore()
     base = Scrambled()
     documents.create_collection("facts", embedding_model=base.name, dim=base.dim)
@@ -59,8 +59,10 @@ async def _setup(tmp_path: Path, *, better: bool) -> tuple[FlywheelTools, Memory
         calls.append(kw)
         reindexed = await reindex_collection(kw["documents"], kw["collection"], tuned, lineage={"dataset": kw["dataset"]})
         figures = {"vector": {"ndcg@10": 0.1}}
+        dev = kw["options"].dev
         return SimpleNamespace(collection=reindexed.version, model=SimpleNamespace(id="facts-tuned-1"), base_model="scrambled",
-                               eval_queries=8, train_queries=8, before=figures, after=figures)
+                               eval_queries=8, train_queries=8, before=figures, after=figures,
+                               vector_weight=0.55 if dev else None, dev_queries=2 if dev else 0)
 
     async def unused(*_: Any) -> Any:
         raise AssertionError("an embedding candidate is not evaluated on a suite")
@@ -68,7 +70,7 @@ async def _setup(tmp_path: Path, *, better: bool) -> tuple[FlywheelTools, Memory
     tools = FlywheelTools(store=MemoryExchangeStore(), prompts=None, evaluate=unused, documents=documents,
                           embeddings_for=models.__getitem__, embedding_versions=object(), finetune_embeddings=fake_finetune)
     spec = {"name": "facts", "dataset": {"name": "facts-qa", "from": "file", "path": "qa.jsonl"},
-            "candidate": {"kind": "embedding", "collection": "facts", "holdout": 0.5, "mode": "vector"},
+            "candidate": {"kind": "embedding", "collection": "facts", "holdout": 0.5, "mode": "vector", **candidate},
             "evaluate": {"min_gain": 0.0}}
     path = tmp_path / "flywheel.yaml"
     path.write_text(yaml.safe_dump(spec), encoding="utf-8")
@@ -84,6 +86,7 @@ async def test_a_better_model_is_switched_in(tmp_path: Path) -> None:
     steps = {s.name: s for s in tools.store.flywheel_steps(record.run_id)}
     call = tools.routes["calls"][0]  # type: ignore[index]
     assert call["dataset"] == "facts-qa@1" and call["options"].holdout == 0.5 and call["options"].switch is False
+    assert call["options"].dev == 0.0 and steps["candidate"].outputs["vector_weight"] is None  # no dev: the weight stays
     ev = steps["evaluate"].outputs
     assert ev["decision"]["candidate"] > ev["decision"]["baseline"] and ev["decision"]["n"] == len(ev["per_question"]["baseline"]) > 3
     assert steps["promote"].outputs["change"]["to"] == "facts.v2"
@@ -94,3 +97,25 @@ async def test_a_model_no_better_is_not_switched_in(tmp_path: Path) -> None:
     record = await Flywheel(tools).run(load_flywheel(path))
     assert record.outcome == "refused" and "no evidence of improvement" in record.detail
     assert documents.resolve("facts") == "facts"  # still version 1
+
+
+async def test_dev_questions_choose_the_weight_and_the_candidate_reports_it(tmp_path: Path) -> None:
+    tools, _, path = await _setup(tmp_path, better=True, dev=0.25)
+    record = await Flywheel(tools).run(load_flywheel(path))
+    assert record.outcome == "promoted", record.detail
+    options = tools.routes["calls"][0]["options"]  # type: ignore[index]
+    assert options.dev == 0.25 and options.refit  # held out to choose the weight, then refit on all
+    steps = {s.name: s for s in tools.store.flywheel_steps(record.run_id)}
+    cand = steps["candidate"]
+    assert cand.inputs["dev"] == 0.25 and cand.outputs["vector_weight"] == 0.55
+    assert "vector weight 0.55 chosen on 2 held-out training questions" in cand.outputs["summary"]
+
+
+def test_a_dev_share_must_leave_questions_to_train_on(tmp_path: Path) -> None:
+    from aiestack.errors import ConfigError
+
+    path = tmp_path / "flywheel.yaml"
+    path.write_text(yaml.safe_dump({"name": "facts", "candidate": {"kind": "embedding", "collection": "facts", "dev": 1.0},
+                                    "evaluate": {}}), encoding="utf-8")
+    with pytest.raises((ConfigError, ValueError), match="dev"):
+        load_flywheel(path)

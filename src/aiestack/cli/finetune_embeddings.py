@@ -42,6 +42,10 @@ def register(finetune: typer.Typer) -> None:
         dev: float = typer.Option(0.0, "--dev", min=0.0, max=0.9,
                                   help="Hold out this share of the training questions to choose the hybrid vector weight for the new model."),
         weights: str = typer.Option("0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7", "--weights", help="The vector weights --dev chooses from."),
+        refit: bool = typer.Option(True, "--refit/--no-refit",
+                                   help="With --dev: once the weight is chosen, train again on all the training questions (a second training and re-index)."),
+        vector_weight: float = typer.Option(None, "--vector-weight", min=0.0, max=1.0,
+                                            help="Also evaluate hybrid at this weight, chosen before (by an earlier --dev run); not with --dev."),
         switch: bool = typer.Option(False, "--switch", help="Make the new collection version current at the end."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
@@ -55,7 +59,7 @@ def register(finetune: typer.Typer) -> None:
                                 negatives=negatives, seed=seed, threads=threads),
             mining=MiningOptions(mode=mine, depth=mine_depth, skip=mine_skip, count=negatives),
             holdout=holdout, eval_dataset=eval_dataset, modes=tuple(mode), switch=switch, seed=seed,
-            dev=dev, weights=_weights(weights),
+            dev=dev, weights=_weights(weights), refit=refit, vector_weight=vector_weight,
         )
         report = _run(collection, dataset, options, quiet=as_json)
         if as_json:
@@ -109,7 +113,8 @@ def _run(collection: str, dataset: str, options: Any, *, quiet: bool) -> Any:
     registry = EmbeddingVersions.in_data_dir(settings.data_dir)
     err = Console(stderr=True)
     labels = {"before": "retrieval before", "mining": "mining negatives", "training": "training",
-              "reindex": "re-indexing", "after": "retrieval after"}
+              "reindex": "re-indexing", "after": "retrieval after", "dev training": "training without the dev questions",
+              "dev reindex": "re-indexing for the dev questions", "weights": "choosing the vector weight"}
 
     async def run() -> Any:
         async with open_stack(settings) as stack:
@@ -166,10 +171,12 @@ def _print(report: Any) -> None:
               f"{report.train.first_loss:.3f} → {report.train.last_loss:.3f})")
     out.print(f"collection version {report.collection.version} ({report.collection.collection}); "
               f"{report.seconds:.0f} s wall, {report.cpu_seconds:.0f} s CPU ({phases})")
-    if report.vector_weight is not None:
+    if report.dev_ndcg:
         grid = ", ".join(f"{w:g}: {v:.4f}" for w, v in report.dev_ndcg.items())
+        refit = report.model.params.get("refit")
         out.print(f"hybrid vector weight chosen on {report.dev_queries} held-out training questions: {report.vector_weight:g} "
-                  f"(nDCG@10 {grid}); use it with: [routes.NAME.rag] vector_weight = {report.vector_weight:g}")
+                  f"(nDCG@10 {grid}{'; then trained again on all of them' if refit else ''}); "
+                  f"use it with: [routes.NAME.rag] vector_weight = {report.vector_weight:g}")
     if report.switched:
         out.print(f"{report.collection.name} now uses version {report.collection.version}.")
     else:

@@ -18,11 +18,17 @@
    ``switch=True`` (or later: ``aiestack collections switch``, or the flywheel's gate).
 
 The hybrid fusion's vector weight (0.4 by default) was chosen for the base model; a finetuned model's
-vector list is better, so it may deserve a larger share. With ``dev > 0`` a seeded share of the
-*training* questions is held out of training, and the weight of ``weights`` that gives the best hybrid
-nDCG@10 on them with the new model is chosen (ties: the one nearest the default) — never on the
-evaluation questions. The evaluation then also reports hybrid at that weight (mode ``hybrid w=W``,
-before and after), and the report carries the weight to set (``[routes.NAME.rag] vector_weight``).
+vector list is better, so it may deserve a larger share. With ``dev > 0`` the weight is chosen by the
+standard protocol: a seeded share of the *training* questions (the dev questions) is held out, a model
+is trained on the rest, the collection is re-indexed with it into a scratch version, and the weight of
+``weights`` that gives the best hybrid nDCG@10 on the dev questions is chosen (ties: the one nearest the
+default) — never on the evaluation questions. Then (``refit``, the default) the scratch version and
+model are dropped and the model is trained again on *all* the training questions, dev ones included,
+with the same settings: that is the model registered, re-indexed and evaluated (it costs a second
+training and re-index; ``refit=False`` keeps the model trained without the dev questions instead). A
+weight chosen before (by an earlier run's dev questions) is given as ``vector_weight``. Either way the
+evaluation also reports hybrid at that weight (mode ``hybrid w=W``, before and after), and the report
+carries the weight to set (``[routes.NAME.rag] vector_weight``).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from aiestack.finetune.embedding_data import (
     qrels_from_dataset,
     split_queries,
 )
-from aiestack.finetune.embeddings import TrainReport, TrainSettings, train_embeddings
+from aiestack.finetune.embeddings import Example, TrainReport, TrainSettings, train_embeddings
 from aiestack.models.base import EmbeddingModel
 from aiestack.models.embedding_cache import CachedEmbeddings, MemoryEmbeddingCache
 from aiestack.models.embedding_versions import EmbeddingVersion, EmbeddingVersions
@@ -57,7 +63,8 @@ from aiestack.stores.datasets import DatasetStore
 from aiestack.stores.documents import DocumentStore
 
 Figures = dict[str, dict[str, float]]  # mode → metric → value
-#: (phase, done, total): phases "before", "mining", "training", "reindex", "after".
+#: (phase, done, total): phases "before", "mining", "training", "reindex", "after"; with ``dev``
+#: also "dev training", "dev reindex" (the refit's first model) and "weights".
 Progress = Callable[[str, int, int], None]
 
 
@@ -72,12 +79,19 @@ class FinetuneOptions:
     seed: int = 0
     dev: float = 0.0  # share of the training questions held out to choose the hybrid vector weight (0: none)
     weights: tuple[float, ...] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)  # the candidates
+    refit: bool = True  # with dev: train again on all the training questions once the weight is chosen
+    vector_weight: float | None = None  # a weight chosen before (an earlier run's dev questions) to evaluate at
 
     def __post_init__(self) -> None:
         if not 0 <= self.dev < 1:
             raise InvalidRequest(f"dev is a share of the training questions in [0, 1), got {self.dev}.", hint="Use 0.2, or 0 to keep the weight.")
         if self.dev and (not self.weights or not all(0 <= w <= 1 for w in self.weights)):
             raise InvalidRequest(f"The vector weights to choose from must be in [0, 1], got {self.weights}.", hint="E.g. 0.3,0.4,0.5,0.6.")
+        if self.vector_weight is not None and not 0 <= self.vector_weight <= 1:
+            raise InvalidRequest(f"vector_weight must be in [0, 1], got {self.vector_weight}.", hint="E.g. 0.5, as an earlier --dev run chose.")
+        if self.vector_weight is not None and self.dev:
+            raise InvalidRequest("Give dev (choose the weight in this run) or vector_weight (a weight chosen before), not both.",
+                                 hint="Drop --vector-weight, or set --dev 0.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,12 +215,16 @@ async def finetune_embeddings(
         eval_source = f"holdout {opts.holdout:g} of {version.ref}"
     dev: list[Qrel] = []
     if opts.dev:
-        train_qrels, dev = split_queries(train_qrels, opts.dev, opts.seed + 1)  # another hash than the holdout's
-    if not held or not train_qrels or (opts.dev and not dev):
+        fit, dev = split_queries(train_qrels, opts.dev, opts.seed + 1)  # another hash than the holdout's
+    else:
+        fit = train_qrels
+    if not held or not fit or (opts.dev and not dev):
         raise InvalidRequest(
             f"{version.ref} has {len(judged(qrels)[0])} questions: too few to train on some and evaluate on others.",
             hint="Add questions (datasets synthesize), or give --eval NAME@V.",
         )
+    refit = bool(dev) and opts.refit
+    final_qrels = train_qrels if refit or not dev else fit
 
     def tick(phase: str) -> Callable[[int, int], None] | None:
         return None if progress is None else (lambda done, total: progress(phase, done, total))
@@ -216,12 +234,22 @@ async def finetune_embeddings(
     phases["before"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    examples = await build_examples(documents, current, model, train_qrels, opts.mining, progress=tick("mining"))
+    mined = await build_examples(documents, current, model, train_qrels, opts.mining, progress=tick("mining"))
     phases["mining"] = time.perf_counter() - t
+    held_out = set(judged(dev)[0]) if dev and not refit else set()
+    examples = [e for e in mined if e.query_id not in held_out]
     if len(examples) < 2:
         raise InvalidRequest(
-            f"Only {len(examples)} of the {len(train_qrels)} judgements name a chunk of {collection!r}.",
+            f"Only {len(examples)} of the {len(final_qrels)} judgements name a chunk of {collection!r}.",
             hint="Was the dataset made from another collection? Synthesize questions from this one.",
+        )
+
+    chosen: float | None = opts.vector_weight
+    dev_ndcg: dict[float, float] = {}
+    if refit:  # the weight from a model trained without the dev questions, on a scratch version
+        fit_ids = set(judged(fit)[0])
+        chosen, dev_ndcg = await _dev_weight(
+            documents, collection, base_dir, info.embedding_model, [e for e in mined if e.query_id in fit_ids], dev, opts, phases, tick
         )
 
     t = time.perf_counter()
@@ -234,18 +262,16 @@ async def finetune_embeddings(
         )
         phases["training"] = time.perf_counter() - t
         params = {**opts.train.describe(), "mining": {k: getattr(opts.mining, k) for k in opts.mining.__dataclass_fields__},
-                  "holdout": opts.holdout, "dev": opts.dev, "seed": opts.seed}
+                  "holdout": opts.holdout, "dev": opts.dev, "refit": refit, "seed": opts.seed}
         registered = registry.register(
             out, base_model=info.embedding_model, dataset=version.ref, collection=current, params=params,
-            lineage={"dataset_hash": version.content_hash, "examples": len(examples), "train_queries": len(judged(train_qrels)[0]),
+            lineage={"dataset_hash": version.content_hash, "examples": len(examples), "train_queries": len(judged(final_qrels)[0]),
                      "steps": report.steps, "device": report.device, "base_path": str(base_dir)},
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
     tuned = (open_version or registry.open)(registered.id)
-    chosen: float | None = None
-    dev_ndcg: dict[float, float] = {}
     try:
         t = time.perf_counter()
         reindexed = await reindex_collection(
@@ -256,21 +282,21 @@ async def finetune_embeddings(
         t = time.perf_counter()
         after = await evaluate_modes(documents, reindexed.version.collection, tuned, held, opts.modes, progress=tick("after"))
         phases["after"] = time.perf_counter() - t
-        if dev:
+        if dev and not refit:  # the weight from this very model, on its own version
             t = time.perf_counter()
-            grid = {f"{w:g}": SearchOptions(mode="hybrid", vector_weight=w) for w in opts.weights}
-            on_dev = await evaluate_searches(documents, reindexed.version.collection, tuned, dev, grid, progress=tick("weights"))
-            dev_ndcg = {w: on_dev[f"{w:g}"]["ndcg@10"] for w in opts.weights}
+            dev_ndcg = await _weight_grid(documents, reindexed.version.collection, tuned, dev, opts.weights, tick("weights"))
             chosen = choose_weight(dev_ndcg)
+            phases["weights"] = time.perf_counter() - t
+        if chosen is not None:
             label, search = f"hybrid w={chosen:g}", {f"hybrid w={chosen:g}": SearchOptions(mode="hybrid", vector_weight=chosen)}
             after[label] = (await evaluate_searches(documents, reindexed.version.collection, tuned, held, search))[label]
             before[label] = (await evaluate_searches(documents, current, model, held, search))[label]
-            phases["weights"] = time.perf_counter() - t
     finally:
         await tuned.aclose()
     metrics: dict[str, Any] = {"eval": eval_source, "queries": len(judged(held)[0]), "before": before, "after": after}
     if chosen is not None:
-        metrics["vector_weight"] = {"chosen": chosen, "dev_queries": len(judged(dev)[0]), "dev_ndcg@10": {f"{w:g}": v for w, v in dev_ndcg.items()}}
+        metrics["vector_weight"] = {"chosen": chosen, "dev_queries": len(judged(dev)[0]), "refit": refit,
+                                    "dev_ndcg@10": {f"{w:g}": v for w, v in dev_ndcg.items()}}
     registered = registry.set_metrics(registered.id, metrics)
     target = reindexed.version
     if opts.switch:
@@ -282,7 +308,7 @@ async def finetune_embeddings(
         dataset=version.ref,
         train=report,
         examples=len(examples),
-        train_queries=len(judged(train_qrels)[0]),
+        train_queries=len(judged(final_qrels)[0]),
         eval_queries=len(judged(held)[0]),
         eval_source=eval_source,
         before=before,
@@ -295,3 +321,53 @@ async def finetune_embeddings(
         dev_ndcg=dev_ndcg,
         dev_queries=len(judged(dev)[0]),
     )
+
+
+async def _weight_grid(
+    store: DocumentStore, version: str, model: EmbeddingModel, dev: list[Qrel], weights: tuple[float, ...],
+    progress: Callable[[int, int], None] | None,
+) -> dict[float, float]:
+    """Hybrid nDCG@10 on the dev questions at each vector weight, searching ``version`` with ``model``."""
+    grid = {f"{w:g}": SearchOptions(mode="hybrid", vector_weight=w) for w in weights}
+    on_dev = await evaluate_searches(store, version, model, dev, grid, progress=progress)
+    return {w: on_dev[f"{w:g}"]["ndcg@10"] for w in weights}
+
+
+async def _dev_weight(
+    store: DocumentStore, collection: str, base_dir: Path, base_model: str, examples: list[Example], dev: list[Qrel],
+    opts: FinetuneOptions, phases: dict[str, float], tick: Callable[[str], Callable[[int, int], None] | None],
+) -> tuple[float, dict[float, float]]:
+    """The refit's first half: train on ``examples`` (no dev question), re-index into a scratch version,
+    choose the weight on ``dev``; the scratch version and model are dropped. (weight, the dev grid)."""
+    from aiestack.models.local_embeddings import SentenceTransformerEmbeddings
+
+    if len(examples) < 2:
+        raise InvalidRequest(f"Only {len(examples)} examples are left once the dev questions are held out.",
+                             hint="Use a smaller --dev, or add questions.")
+    scratch = Path(tempfile.mkdtemp(prefix="aiestack-embedft-dev-"))
+    try:
+        t = time.perf_counter()
+        progress = tick("dev training")
+        await asyncio.to_thread(
+            train_embeddings, base_dir, examples, scratch / "model", opts.train,
+            progress=None if progress is None else (lambda step, steps, loss: progress(step, steps)),
+        )
+        phases["dev training"] = time.perf_counter() - t
+        # A name of its own: an interrupted scratch version is never resumed by another model.
+        probe = SentenceTransformerEmbeddings(str(scratch / "model"), name=f"{base_model}-dev-{scratch.name}", threads=opts.train.threads)
+        try:
+            t = time.perf_counter()
+            made = await reindex_collection(store, collection, probe, lineage={"purpose": "dev: choose the hybrid vector weight"},
+                                            progress=tick("dev reindex"))
+            phases["dev reindex"] = time.perf_counter() - t
+            try:
+                t = time.perf_counter()
+                grid = await _weight_grid(store, made.version.collection, probe, dev, opts.weights, tick("weights"))
+                phases["weights"] = time.perf_counter() - t
+            finally:
+                await asyncio.to_thread(store.drop_collection, made.version.collection)
+        finally:
+            await probe.aclose()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return choose_weight(grid), grid

@@ -46,12 +46,16 @@ async def finetune(ctx: Context) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     if ctx.tools.embedding_versions is None:
         raise ConfigError("data_dir", "these flywheel tools have no registry of embedding model versions", "run it with `aiestack flywheel run`")
     options = FinetuneOptions(train=TrainSettings(epochs=c.epochs, batch_size=c.batch_size, max_steps=c.max_steps, seed=c.seed),
-                              holdout=c.holdout, modes=(c.mode,), switch=False, seed=c.seed)
-    ctx.say(f"finetuning the embedding model of {c.collection} on {ref} (holdout {c.holdout:g})")
+                              holdout=c.holdout, modes=(c.mode,), switch=False, seed=c.seed, dev=c.dev)
+    ctx.say(f"finetuning the embedding model of {c.collection} on {ref} (holdout {c.holdout:g}"
+            f"{f', dev {c.dev:g} to choose the hybrid vector weight' if c.dev else ''})")
     report = await run(documents=documents, datasets=ctx.tools.store, registry=ctx.tools.embedding_versions,
                        embeddings_for=ctx.tools.embeddings_for, collection=c.collection, dataset=ref, options=options)
     before, after = report.before[c.mode][c.metric], report.after[c.mode][c.metric]
-    return {"collection": c.collection, "dataset": ref, "holdout": c.holdout, "mode": c.mode}, {
+    weight = report.vector_weight
+    advice = (f"; hybrid vector weight {weight:g} chosen on {report.dev_queries} held-out training questions "
+              f"(set [routes.NAME.rag] vector_weight = {weight:g} to use it)") if weight is not None else ""
+    return {"collection": c.collection, "dataset": ref, "holdout": c.holdout, "mode": c.mode, "dev": c.dev}, {
         "collection": c.collection,
         "version": report.collection.version,
         "version_collection": report.collection.collection,
@@ -61,9 +65,10 @@ async def finetune(ctx: Context) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
         "train_queries": report.train_queries,
         "before": report.before,
         "after": report.after,
+        "vector_weight": weight,
         "candidate": f"{c.collection} version {report.collection.version} (model {report.model.id})",
         "summary": f"trained {report.model.id} on {ref}, re-indexed {c.collection} into version {report.collection.version}; "
-                   f"{c.mode} {c.metric} on {report.eval_queries} held-out questions {before:.4g} → {after:.4g}",
+                   f"{c.mode} {c.metric} on {report.eval_queries} held-out questions {before:.4g} → {after:.4g}{advice}",
     }
 
 

@@ -171,6 +171,9 @@ class EmbeddingCandidate(_Strict):
     batch_size: int = Field(default=32, ge=2)
     mode: Literal["hybrid", "vector"] = Field(default="hybrid", description="The retrieval mode compared.")
     metric: Literal["ndcg@10", "recall@10", "recall@100", "mrr@10"] = "ndcg@10"
+    dev: float = Field(default=0.0, ge=0, lt=1, description=(
+        "Share of the training questions held out to choose the hybrid vector weight for the new model, which is then "
+        "trained again on all of them (0: none). The weight is reported, not applied: the gate compares at the routes' weight."))
     seed: int = 0
 
 
