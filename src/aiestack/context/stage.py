@@ -101,6 +101,10 @@ class Context:
             )
         return info
 
+    def passes(self, ex: Exchange) -> bool:
+        """No collection for this exchange: nothing to retrieve (the pipeline then skips this stage)."""
+        return self.rag(ex) is None
+
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
         plan = self.rag(ex)
         if plan is not None:

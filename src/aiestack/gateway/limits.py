@@ -198,8 +198,12 @@ class Limits:
         self._default_output = default_output_tokens
         self._key_cache: TTLCache[str, KeyRecord | None] = TTLCache(key_cache_ttl_s, clock=clock)
 
+    def passes(self, ex: Exchange) -> bool:
+        """A request without a key has no limits to check (the pipeline then skips this stage)."""
+        return ex.key_id is None
+
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
-        if ex.key_id is None:
+        if self.passes(ex):
             return await call_next(ex)
         sampling = ex.plan.part(SamplingPlan) if ex.plan is not None else None
         try:

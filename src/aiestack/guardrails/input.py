@@ -204,6 +204,10 @@ class InputGuard:
         # is checked again at each turn (an agent's at each step), each message once.
         self._recent: Recent[Any] = Recent()
 
+    def passes(self, ex: Exchange) -> bool:
+        """Guards off for this exchange's route (the pipeline then skips this stage)."""
+        return not self._table.for_exchange(ex).policy.enabled
+
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
         guards = self._table.for_exchange(ex)
         if not guards.policy.enabled:

@@ -61,6 +61,10 @@ class OutputGuard:
         self._table = table
         self._metrics = metrics
 
+    def passes(self, ex: Exchange) -> bool:
+        """Guards off for this exchange's route (the pipeline then skips this stage)."""
+        return not self._table.for_exchange(ex).policy.enabled
+
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
         guards = self._table.for_exchange(ex)
         if not guards.policy.enabled:

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiestack.errors import AiestackError, InvalidRequest
 from aiestack.server.responses import aiestack_error_response, error_response
+from aiestack.tracing import Deferred, deferring, run_deferred
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -94,7 +95,9 @@ class HotRoutes:
     return finished responses, so they need none of it: this middleware calls them directly.
     The same handlers stay registered with FastAPI, which still describes them in the OpenAPI
     schema and serves every other route. A typed error becomes its OpenAI-shaped response here;
-    anything else propagates to the server-error handler as it would from the router.
+    anything else propagates to the server-error handler as it would from the router. A whole
+    answer's trace record (span end, exchange record, metrics) is made after its response has
+    been sent (:func:`aiestack.tracing.deferring`): the client does not wait for it.
     """
 
     def __init__(self, app: ASGIApp, *, routes: Mapping[tuple[str, str], Handler]) -> None:
@@ -110,8 +113,14 @@ class HotRoutes:
         if handler is None:
             await self.app(scope, receive, send)
             return
+        later: Deferred = []  # a whole answer's trace record: made once the response has left
         try:
-            response = await handler(Request(scope, receive))
-        except AiestackError as exc:
-            response = aiestack_error_response(exc)
-        await response(scope, receive, send)
+            try:
+                with deferring(later):
+                    response = await handler(Request(scope, receive))
+            except AiestackError as exc:
+                response = aiestack_error_response(exc)
+            await response(scope, receive, send)
+        finally:
+            if later:
+                await run_deferred(later)

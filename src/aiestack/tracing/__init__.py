@@ -24,7 +24,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import Token
 from types import TracebackType
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -98,6 +99,7 @@ AGENT_STEP = "aiestack.agent.step"
 STAGE_SPAN_PREFIX = "aiestack.stage."
 #: Where the Trace stage puts the exchange it serves in the OpenTelemetry context (see :func:`current_exchange`).
 _EXCHANGE_KEY = otel_context.create_key("aiestack.exchange")
+_AFTER_RESPONSE_KEY = otel_context.create_key("aiestack.after-response")
 TRACE_STAGE = "trace"  # the Trace stage's name: its span is the exchange's root span, not a stage span
 
 Redact = Callable[[str], str]
@@ -582,3 +584,40 @@ def current_exchange() -> Exchange | None:
     """
     value = otel_context.get_value(_EXCHANGE_KEY)
     return value if isinstance(value, Exchange) else None
+
+
+#: Work that may wait until the response has been sent: a whole answer's span end, exchange record and metrics.
+Deferred = list[Callable[[], Awaitable[None]]]
+
+
+@contextmanager
+def deferring(later: Deferred) -> Iterator[None]:
+    """Inside, a whole answer's trace record is appended to ``later`` instead of being made at once.
+
+    The server wraps its hot handlers in this and runs ``later`` (:func:`run_deferred`) once the
+    response has been sent, so the client does not wait for the record; its times (duration, span
+    end) are taken where the answer was complete, as before. Outside, records are made inline.
+    """
+    token = otel_context.attach(otel_context.set_value(_AFTER_RESPONSE_KEY, later))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def defer(work: Callable[[], Awaitable[None]]) -> bool:
+    """Append ``work`` to the current :func:`deferring` list; False (nothing appended) outside one."""
+    later = otel_context.get_value(_AFTER_RESPONSE_KEY)
+    if not isinstance(later, list):
+        return False
+    later.append(work)
+    return True
+
+
+async def run_deferred(later: Deferred) -> None:
+    """Run what :func:`deferring` collected, in order; a failure is logged and the rest still run."""
+    for work in later:
+        try:
+            await work()
+        except Exception:
+            _log.exception("aiestack could not finish work deferred until after a response")

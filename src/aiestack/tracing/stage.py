@@ -68,6 +68,7 @@ from aiestack.tracing import (
     TTFT_MS,
     Redact,
     Tracing,
+    defer,
     jsonable,
     messages_content,
     output_content,
@@ -139,8 +140,14 @@ class Trace:
                 self._finish(span, start, result, final, error, content)
 
             return dataclasses.replace(result, completion=tap(completion, on_done))
-        content = await run_cpu(self._chars(result, completion), self._content, result, completion)
-        self._finish(span, start, result, completion, None, content)
+        ended = (time.perf_counter(), time.time_ns())  # the answer is complete: its duration ends here
+
+        async def record() -> None:
+            content = await run_cpu(self._chars(result, completion), self._content, result, completion)
+            self._finish(span, start, result, completion, None, content, ended)
+
+        if not defer(record):  # a server defers it until the response has been sent
+            await record()
         return result
 
     def _content(self, ex: Exchange, completion: Completion | None) -> _Content | None:
@@ -213,10 +220,15 @@ class Trace:
         completion: Completion | None,
         error: BaseException | None,
         content: _Content | None,
+        ended: tuple[float, int] | None = None,
     ) -> None:
-        """End the span and hand the record over. Never raises: tracing must not break a request."""
+        """End the span and hand the record over. Never raises: tracing must not break a request.
+
+        ``ended`` (``perf_counter()``, ``time_ns()``) is when the answer was complete, for a record
+        made later; by default, now.
+        """
         try:
-            duration_ms = (time.perf_counter() - start) * 1000
+            duration_ms = ((ended[0] if ended is not None else time.perf_counter()) - start) * 1000
             record = self._record(span, ex, completion, error, duration_ms, content)
             overhead_ms = _overhead_ms(completion, record, duration_ms)
             if span.is_recording():
@@ -229,7 +241,7 @@ class Trace:
         except Exception:
             _log.exception("aiestack could not record exchange %s; the request itself is unaffected", ex.id)
         finally:
-            span.end()
+            span.end(ended[1] if ended is not None else None)
 
     def _record(
         self,
