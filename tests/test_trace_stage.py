@@ -455,3 +455,52 @@ async def test_structured_params_are_recorded_as_plain_json() -> None:
         ],
     }
     assert json.loads(json.dumps(recorded)) == recorded  # survives a JSON column unchanged
+
+
+class Idle(Tag):
+    """A stage whose wing is off: it says it passes every exchange through."""
+
+    def __init__(self, name: str, calls: list[str]) -> None:
+        super().__init__(name)
+        self.calls = calls
+
+    def passes(self, ex: Exchange) -> bool:
+        return True
+
+    async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
+        self.calls.append(self.name)
+        return await super().__call__(ex, call_next)
+
+
+async def test_a_stage_that_passes_the_exchange_is_skipped_without_a_span(rig: Rig) -> None:
+    rig.model.enqueue(["all good"])
+    calls: list[str] = []
+    out = await rig.pipeline(Tag("limits"), Idle("guard", calls))(_ex())
+    assert calls == [] and "guard" not in out.attributes and out.attributes["limits"] == "seen"
+    names = {s.name for s in rig.sink.spans}
+    assert "aiestack.stage.guard" not in names
+    assert rig.sink.named("aiestack.stage.generate").parent_id == rig.sink.named("aiestack.stage.limits").span_id
+
+
+async def test_a_whole_answers_record_waits_while_deferring_and_keeps_its_times(rig: Rig) -> None:
+    import asyncio
+
+    from aiestack.tracing import Deferred, deferring, run_deferred
+
+    rig.model.enqueue(["all good"])
+    later: Deferred = []
+    with deferring(later):
+        out = await rig.pipeline(Tag("limits"))(_ex())
+    assert out.completion is not None and out.completion.text == "all good"
+    assert rig.sink.exchanges == [] and len(later) == 1  # nothing recorded yet: the response goes first
+    assert all(s.name != "chat gpt-4o" for s in rig.sink.spans)  # the root span is still open
+    await asyncio.sleep(0.05)  # the response being sent
+    await run_deferred(later)
+    record, root = rig.sink.record, rig.root()
+    assert record.outcome == "ok" and record.trace_id == root.trace_id
+    assert record.total_ms is not None and record.total_ms < 50  # measured when the answer was complete
+    assert root.end_ns - root.start_ns < 50_000_000
+    # Outside deferring, and for a stream, the record is made as before.
+    rig.model.enqueue(["again"])
+    await rig.pipeline()(_ex())
+    assert len(rig.sink.exchanges) == 2
