@@ -114,3 +114,62 @@ def test_a_bulk_load_builds_the_hnsw_index_after_it_and_migrate_restores_an_unfi
     store.migrate()
     assert _hnsw_indexes(pgvector_url) == {index}
     store.close()
+
+
+def test_searches_are_one_statement_on_the_indexes(pgvector_url: str) -> None:
+    """A vector search is one statement whose plan scans the HNSW index; a term search whose
+    posting lists are held is one statement too (the chunks, checked against the generation)."""
+    store = PostgresDocumentStore(pgvector_url)
+    store.migrate()
+    fill(store)
+    seen: list[tuple[str, object]] = []
+    sa.event.listen(store._reader, "before_cursor_execute", lambda c, cur, statement, params, *_: seen.append((statement, params)))
+    store.vector_search("docs", [1.0, 0.0, 0.0, 0.0], k=3)
+    store.vector_search("docs", [0.0, 1.0, 0.0, 0.0], k=3)
+    assert len(seen) == 3 and "set_config" in seen[0][0]  # the scan settings once per connection, then nothing
+    statement, params = seen[-1]
+    with store._reader.connect() as connection:
+        plan = "\n".join(row[0] for row in connection.exec_driver_sql("EXPLAIN " + statement, params))  # type: ignore[arg-type]
+    assert "ix_chunks_hnsw_" in plan
+    store.term_search("docs", "cat food", k=3)
+    seen.clear()
+    assert store.term_search("docs", "cat food", k=3)
+    assert len(seen) == 1
+    store.close()
+
+
+def test_a_search_survives_a_connection_the_server_dropped(pgvector_url: str) -> None:
+    """Search connections are lent without a test round trip; one the server closed is replaced
+    and the search answered."""
+    store = PostgresDocumentStore(pgvector_url)
+    store.migrate()
+    fill(store)
+    for search in (
+        lambda: [h.chunk.id for h in store.term_search("docs", "cat food", k=3)],
+        lambda: [h.chunk.id for h in store.vector_search("docs", [1.0, 0.0, 0.0, 0.0], k=3)],
+    ):
+        with store._reader.connect() as connection:
+            pid = connection.scalar(sa.text("SELECT pg_backend_pid()"))
+        with sa.create_engine(pgvector_url).connect() as admin:
+            assert admin.scalar(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        assert search()
+    store.close()
+
+
+def test_vector_search_follows_a_collection_made_again_with_another_dimension(pgvector_url: str) -> None:
+    from aiestack.errors import InvalidRequest
+
+    first, second = PostgresDocumentStore(pgvector_url), PostgresDocumentStore(pgvector_url)
+    for store in (first, second):
+        store.migrate()
+    fill(first)
+    assert first.vector_search("docs", [1.0, 0.0, 0.0, 0.0], k=1)
+    second.drop_collection("docs")
+    second.create_collection("docs", embedding_model="other", dim=3)
+    item = make_document("s1.txt", "d1", "", [("c1", "three dimensions", (0.0, 1.0, 0.0), {})])
+    assert second.put_documents("docs", [item]) == [True]
+    assert [h.chunk.text for h in first.vector_search("docs", [0.0, 1.0, 0.0], k=1)] == ["three dimensions"]
+    with pytest.raises(InvalidRequest, match="3-dimensional"):
+        first.vector_search("docs", [1.0, 0.0, 0.0, 0.0], k=1)
+    for store in (first, second):
+        store.close()

@@ -16,15 +16,16 @@ GIN index, which the migrations leave out so the schema migrates on any PostgreS
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import UserDefinedType
 
-from aiestack.errors import StoreError
+from aiestack.errors import InvalidRequest, StoreError
 from aiestack.stores.documents import BULK_MIN_DOCUMENTS, CollectionInfo, DocumentItem, Filter, StoredDocument
 from aiestack.stores.documents_common import check_k, check_put, check_query_vector, normalize
 from aiestack.stores.documents_postgres_bm25 import PostgresTermIndex
@@ -35,6 +36,8 @@ from aiestack.stores.sql.tables import chunks as chunks_table
 from aiestack.types import Chunk, Document, Hit
 
 _BIGINTS = postgresql.ARRAY(sa.BigInteger)
+_T = TypeVar("_T")
+_BM25_STATS = sa.table("bm25_stats", sa.column("collection", sa.Text), sa.column("generation", sa.BigInteger))
 #: Candidates the HNSW scan visits per query (pgvector's default is 40), at least
 #: :data:`EF_SEARCH_PER_HIT` per hit asked for (at most pgvector's 1,000). One per hit: on SciFact's
 #: TRAIN queries a hybrid search's 50-deep candidate list gains no nDCG@10 from a wider scan
@@ -81,6 +84,9 @@ class PostgresDocumentStore:
             )
         self.url = safe_url(self._url)
         self._engine = create_store_engine(self._url)
+        # Searches are single statements: in autocommit they cost no BEGIN and ROLLBACK round trips.
+        self._reader = create_store_engine(self._url, pre_ping=False).execution_options(isolation_level="AUTOCOMMIT")
+        self._dims: dict[str, CollectionInfo] = {}  # collection -> info, for the query's dimension
         self._terms = PostgresTermIndex()
         self._records = SqlRecords(self._engine, self._url, self._terms)
 
@@ -100,7 +106,6 @@ class PostgresDocumentStore:
                     "or use the embedded document store.",
                 ) from None
             connection.execute(sa.text("DROP INDEX IF EXISTS ix_chunks_tsv"))  # the tsvector search before BM25
-            self._terms.create(connection)
         for name in self._records_names():
             self._build_index(name)  # a bulk load that did not finish left its collection without one
         for name in self._stale():
@@ -120,6 +125,7 @@ class PostgresDocumentStore:
 
     def close(self) -> None:
         self._engine.dispose()
+        self._reader.engine.dispose()
 
     # ----------------------------------------------------------------------- collections
 
@@ -238,50 +244,120 @@ class PostgresDocumentStore:
 
     _COLUMNS = "key, id, document_id, text, position, metadata"
 
+    def _reading(self, work: Callable[[sa.Connection], _T]) -> _T:
+        """``work`` (reads only) on a pooled autocommit connection, lent without a test round trip:
+        when the connection turns out dead (a server restart), once more on a fresh one."""
+        with store_errors(self._url, "read from"):
+            try:
+                with self._reader.connect() as connection:
+                    return work(connection)
+            except sa.exc.DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+            with self._reader.connect() as connection:
+                return work(connection)
+
     def term_search(self, collection: str, query: str, *, k: int = 10, filter: Filter | None = None) -> list[Hit]:
         check_k(k)
         node = None if filter is None else parse_filter(filter)
         allowed = None if node is None else self._records.filter_clause(node)
-        with store_errors(self._url, "read from"), self._engine.connect() as connection:
+        held = None if allowed is not None else self._terms.held_top(collection, query, k)
+        if held is not None:  # one round trip: the chunks, if the lists are still current
+            generation, best = held
+            rows = self._reading(partial(self._held_chunks, collection=collection, keys=[key for key, _ in best]))
+            if rows and rows[0].generation == generation:
+                chunks = {row.key: self._chunk(row) for row in rows if row.key is not None}
+                return [Hit(chunks[key], score, "bm25") for key, score in best if key in chunks]
+
+        def search(connection: sa.Connection) -> tuple[list[tuple[int, float]] | None, dict[int, Chunk]]:
             found = self._terms.search(connection, collection, query, k, allowed)
-            if found is None:
-                self._records.require(collection)  # NotFound
-                return []
             if not found:
-                return []
-            keys = [key for key, _ in found]
+                return found, {}
             rows = connection.execute(
-                sa.select(*self._chunk_columns()).where(chunks_table.c.key == sa.func.any(sa.bindparam("keys", keys, type_=_BIGINTS)))
+                sa.select(*self._chunk_columns()).where(
+                    chunks_table.c.key == sa.func.any(sa.bindparam("keys", [key for key, _ in found], type_=_BIGINTS))
+                )
             ).all()
-        chunks = {row.key: self._chunk(row) for row in rows}
+            return found, {row.key: self._chunk(row) for row in rows}
+
+        found, chunks = self._reading(search)
+        if found is None:
+            self._records.require(collection)  # NotFound
+            return []
         return [Hit(chunks[key], score, "bm25") for key, score in found if key in chunks]
+
+    def _held_chunks(self, connection: sa.Connection, collection: str, keys: list[int]) -> list[Any]:
+        """The collection's postings generation beside the chunks ``keys`` (one row with NULLs
+        when there are none; no row when the collection is gone), in one snapshot."""
+        joined = _BM25_STATS.outerjoin(
+            chunks_table, chunks_table.c.key == sa.func.any(sa.bindparam("keys", keys, type_=_BIGINTS))
+        )
+        return list(
+            connection.execute(
+                sa.select(_BM25_STATS.c.generation, *self._chunk_columns())
+                .select_from(joined)
+                .where(_BM25_STATS.c.collection == collection)
+            ).all()
+        )
 
     def vector_search(
         self, collection: str, vector: Sequence[float], *, k: int = 10, filter: Filter | None = None
     ) -> list[Hit]:
         check_k(k)
         node = None if filter is None else parse_filter(filter)
-        info = self._records.require(collection)
-        query = check_query_vector(info, vector)
+        # The collection's dimension as last seen: the statement runs only if it still holds
+        # (else, as for an empty collection, no rows, and the collection is read again).
+        for known in (True, False):
+            info = self._dims.get(collection) if known else None
+            if info is None:
+                info = self._dims[collection] = self._records.require(collection)
+                known = False
+            try:
+                query = check_query_vector(info, vector)
+            except InvalidRequest:
+                self._dims.pop(collection, None)
+                if known:
+                    continue
+                raise
+            rows = self._reading(partial(self._nearest, info=info, query=query, k=k, node=node))
+            if rows or not known:
+                return [Hit(self._chunk(row), float(row.score), "vector") for row in rows]
+            self._dims.pop(collection, None)
+        return []
+
+    def _nearest(self, connection: sa.Connection, info: CollectionInfo, query: Any, k: int, node: Any) -> list[Any]:
+        """The ``k`` nearest chunks, in one statement that returns nothing unless the collection
+        still has ``info.dim`` (a one-time filter: then no row is read)."""
         literal = "[" + ",".join(repr(float(x)) for x in query) + "]"
         vector_type = _Vector(info.dim)
         distance = sa.cast(chunks_table.c.embedding, vector_type).op("<=>")(
             sa.cast(sa.bindparam("vector", literal, type_=sa.Text), vector_type)
         )
+        name = _literal(info.name)  # a literal, so the partial index applies
         statement = (
             sa.select(*self._chunk_columns(), (1 - distance).label("score"))
-            .where(sa.text(f"collection = {_literal(collection)}"))
+            .where(sa.text(f"collection = {name} AND (SELECT dim FROM collections WHERE name = {name}) = {int(info.dim)}"))
             .order_by(distance)
             .limit(k)
         )
         if node is not None:
             statement = statement.where(self._records.filter_clause(node))
-        with store_errors(self._url, "read from"), self._engine.begin() as connection:
-            connection.execute(sa.text(f"SET LOCAL hnsw.ef_search = {min(max(EF_SEARCH, EF_SEARCH_PER_HIT * k), 1000)}"))
-            if node is not None:
-                connection.execute(sa.text("SET LOCAL hnsw.iterative_scan = strict_order"))
-            rows = connection.execute(statement).all()
-        return [Hit(self._chunk(row), float(row.score), "vector") for row in rows]
+        self._scan_settings(connection, min(max(EF_SEARCH, EF_SEARCH_PER_HIT * k), 1000), node is not None)
+        return list(connection.execute(statement).all())
+
+    @staticmethod
+    def _scan_settings(connection: sa.Connection, ef_search: int, filtered: bool) -> None:
+        """The connection's HNSW scan settings, set for its session when they change (a round trip
+        then, none otherwise). A filtered search uses pgvector's iterative scan, which goes on
+        until ``k`` rows pass the filter."""
+        wanted = (ef_search, filtered)
+        if connection.info.get("hnsw") == wanted:
+            return
+        connection.execute(
+            sa.text("SELECT set_config('hnsw.ef_search', :ef, false), set_config('hnsw.iterative_scan', :scan, false)"),
+            {"ef": str(ef_search), "scan": "strict_order" if filtered else "off"},
+        )
+        connection.info["hnsw"] = wanted
 
     @staticmethod
     def _chunk_columns() -> tuple[Any, ...]:

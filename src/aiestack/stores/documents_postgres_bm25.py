@@ -12,7 +12,11 @@ Three tables (migration 0013; PostgreSQL only: SQLite's term index is tantivy be
   twice as many index entries). A term's document frequency is the sum of its blocks' ``n``
   (read from the primary key, which includes ``n`` and the bounds). Small blocks are merged when a
   term has more than :data:`MOST_SMALL_BLOCKS` of them, so one-document writes do not leave
-  thousands of one-posting rows;
+  thousands of one-posting rows. A write of fewer than :data:`CHECK_ALL_BELOW` chunks checks every
+  term it holds (so a term has at most ``MOST_SMALL_BLOCKS + 1`` small blocks after such writes); a
+  larger one checks one in :data:`MERGE_EVERY` of them, those whose hash modulo it is the
+  collection's write count's (``bm25_stats.writes``): a term present in every large write is
+  checked every ``MERGE_EVERY`` writes; a rarer one gains fewer blocks between its checks;
 - ``bm25_docs``: per chunk its terms with their frequencies and its quantised length (a term
   vector): what a delete takes out of the blocks, and what scores a candidate chunk in one
   primary-key probe.
@@ -22,119 +26,61 @@ collection's ``bm25_stats`` row lock (one writer per collection at a time from t
 block rows are never locked in two orders), so the statistics are always those of the committed
 chunks.
 
-A query is analysed with the shared analyser and scored with :mod:`~aiestack.stores.analysis`'s
-BM25, so the ranking is the embedded store's. It touches only the blocks of its terms:
+``bm25_stats.generation`` (migration 0014) is set by every such write to the id of its
+transaction, so a process that holds a collection's posting lists knows whether they are current.
 
-1. one round trip reads ``N``, ``avgdl`` and the query terms' document frequencies and bounds;
-2. when the terms' postings are few (:data:`EXHAUSTIVE_POSTINGS`), one aggregate over them gives
-   the top ``k``;
-3. otherwise MaxScore: the rare terms (the *essential* ones, highest upper bound first) are scored
-   alone; the ``k``-th best partial score is a lower bound ``θ`` of the final ``k``-th score. If
-   the upper bounds of the frequent terms add up to less than ``θ``, no chunk that holds only
-   frequent terms can reach the top ``k``; the candidates whose partial score plus that bound
-   reaches ``θ`` are scored in full from their term vectors (``bm25_docs``), and the best ``k``
-   of them are the exact answer. When the bound is not below ``θ``, more terms become essential,
-   down to the exhaustive aggregate.
+A query is analysed with the shared analyser and scored with :mod:`~aiestack.stores.analysis`'s
+BM25, so the ranking is the embedded store's. One statement reads the collection's statistics and
+generation and, in binary, the blocks of the query's terms that this process does not hold for that
+generation (primary-key lookups only); the lists are scored in numpy by MaxScore and kept in a
+bounded per-process cache (:mod:`~aiestack.stores.documents_postgres_postings`). A filtered query
+ranks every chunk of its terms, then asks which of the best pass the filter, deeper until ``k`` do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from aiestack.stores import analysis
+from aiestack.stores.documents_postgres_postings import (
+    CACHE_BYTES,
+    Generation,
+    Postings,
+    PostingsCache,
+    accumulate,
+    decode_bigints,
+    decode_integers,
+    postings,
+    ranked,
+    top_k,
+)
+from aiestack.stores.sql import copy as pg_copy
+from aiestack.stores.sql.copy import copy_binary
 from aiestack.stores.sql.tables import chunks as chunks_table
 
-#: Below this many postings in all, a query is one aggregate over them (no pruning).
-EXHAUSTIVE_POSTINGS = 2_000
 #: Chunks analysed per statement when building a collection's postings from its chunks.
 REBUILD_BATCH = 5_000
 #: A block with fewer postings than this is small; a term with more than :data:`MOST_SMALL_BLOCKS`
 #: small blocks gets them merged into one by the write that adds the next.
 SMALL_BLOCK = 128
 MOST_SMALL_BLOCKS = 16
+#: A write of this many chunks or more checks for crowded small blocks one in ``MERGE_EVERY`` of its
+#: terms (a power of two; see the module docstring). Checking every term of every write took 43% of
+#: a SciFact load's time in PostgreSQL (an index probe per term, ~6,000 a batch of 256 abstracts).
+CHECK_ALL_BELOW = 64
+MERGE_EVERY = 8
 
-# The unfiltered top k in one round trip: MaxScore (see the module docstring) run by the server.
-# The terms come sorted by bound, highest first; ``essential`` is 0 when the answer was exhaustive.
-_TOP_FUNCTION = """CREATE OR REPLACE FUNCTION aiestack_bm25_top(
-    p_collection text, p_terms text[], p_weights float8[], p_bounds float8[], p_postings bigint,
-    p_a float8, p_c float8, p_k integer, p_exhaustive bigint)
-RETURNS TABLE (bm25_key bigint, bm25_score float8, essential integer)
-LANGUAGE plpgsql STABLE AS $fn$
-DECLARE
-    v_n integer := cardinality(p_terms);
-    v_rest float8;
-    v_keys bigint[];
-    v_scores float8[];
-    v_kept integer;
-BEGIN
-    IF p_postings > p_exhaustive THEN
-        FOR s IN 1 .. v_n - 1 LOOP
-            SELECT coalesce(sum(x), 0) INTO v_rest FROM unnest(p_bounds[s + 1 : v_n]) AS x;
-            SELECT array_agg(e.key ORDER BY e.score DESC, e.key), array_agg(e.score ORDER BY e.score DESC, e.key)
-              INTO v_keys, v_scores
-              FROM (SELECT u.key, sum(q.w * u.tf / (u.tf + p_a + p_c * u.norm)) AS score
-                      FROM unnest(p_terms[1 : s], p_weights[1 : s]) AS q (term, w)
-                      JOIN bm25_blocks b ON b.collection = p_collection AND b.term = q.term
-                      CROSS JOIN LATERAL unnest(b.keys, b.tfs, b.norms) AS u (key, tf, norm)
-                     GROUP BY u.key) AS e;
-            IF cardinality(v_keys) >= p_k AND v_rest < v_scores[p_k] THEN
-                SELECT count(*) INTO v_kept FROM unnest(v_scores) AS x WHERE x + v_rest >= v_scores[p_k];
-                -- The candidates' full scores from their term vectors: one primary-key probe each.
-                RETURN QUERY EXECUTE
-                    'SELECT d.chunk_key, sum(q.w * v.tf / (v.tf + $3 + $4 * d.norm)) AS total, $5
-                       FROM bm25_docs d
-                       CROSS JOIN LATERAL unnest(d.terms, d.tfs) AS v (term, tf)
-                       JOIN unnest($1, $2) AS q (term, w) ON q.term = v.term
-                      WHERE d.chunk_key = ANY ($6)
-                      GROUP BY d.chunk_key
-                      ORDER BY total DESC, d.chunk_key
-                      LIMIT $7'
-                    USING p_terms, p_weights, p_a, p_c, s, v_keys[1 : v_kept], p_k;
-                RETURN;
-            END IF;
-        END LOOP;
-    END IF;
-    RETURN QUERY
-        SELECT u.key, sum(q.w * u.tf / (u.tf + p_a + p_c * u.norm)) AS total, 0
-          FROM unnest(p_terms, p_weights) AS q (term, w)
-          JOIN bm25_blocks b ON b.collection = p_collection AND b.term = q.term
-          CROSS JOIN LATERAL unnest(b.keys, b.tfs, b.norms) AS u (key, tf, norm)
-         GROUP BY u.key
-         ORDER BY total DESC, u.key
-         LIMIT p_k;
-END
-$fn$"""
-
-# A term's postings, scored: (key, score) per chunk over the terms :terms with weights :weights.
-_SCORED = """SELECT u.key, sum(q.w * u.tf / (u.tf + :a + :c * u.norm)) AS score
-    FROM unnest(CAST(:terms AS text[]), CAST(:weights AS float8[])) AS q (term, w)
-    JOIN bm25_blocks b ON b.collection = :collection AND b.term = q.term
-    CROSS JOIN LATERAL unnest(b.keys, b.tfs, b.norms) AS u (key, tf, norm)
-   GROUP BY u.key"""
-
-_ADD = """WITH p AS MATERIALIZED (
-    SELECT v.term, u.key, u.tf, u.norm
-      FROM unnest(CAST(:t AS integer[]), CAST(:keys AS bigint[]), CAST(:tfs AS integer[]), CAST(:norms AS integer[]))
-           AS u (t, key, tf, norm)
-      JOIN unnest(CAST(:vocabulary AS text[])) WITH ORDINALITY AS v (term, t) ON v.t = u.t),
-docs AS (
-    INSERT INTO bm25_docs (chunk_key, norm, terms, tfs)
-    SELECT key, min(norm), array_agg(term ORDER BY term), array_agg(tf ORDER BY term) FROM p GROUP BY key)
-INSERT INTO bm25_blocks (collection, term, first_key, last_key, n, max_tf, min_norm, keys, tfs, norms)
-SELECT :collection, term, min(key), max(key), count(*), max(tf), min(norm),
-       array_agg(key ORDER BY key), array_agg(tf ORDER BY key), array_agg(norm ORDER BY key)
-  FROM p GROUP BY term"""
-
-_MERGE = """WITH crowded AS (
-    SELECT w.term FROM unnest(CAST(:terms AS text[])) AS w (term)
-     CROSS JOIN LATERAL (
-         SELECT count(*) AS small FROM bm25_blocks b
-          WHERE b.collection = :collection AND b.term = w.term AND b.n < :small) AS c
-     WHERE c.small > :most),
+# One index probe per checked term (MATERIALIZED: inlined, the planner ran the count once per
+# block row of the terms, 9x the probes).
+_MERGE = """WITH crowded AS MATERIALIZED (
+    SELECT b.term FROM unnest(CAST(:terms AS text[])) AS w (term)
+      JOIN bm25_blocks b ON b.collection = :collection AND b.term = w.term AND b.n < :small
+     WHERE (hashtext(w.term) & (:every - 1)) = :phase
+     GROUP BY b.term HAVING count(*) > :most),
 gone AS (
     DELETE FROM bm25_blocks b USING crowded c
      WHERE b.collection = :collection AND b.term = c.term AND b.n < :small
@@ -162,28 +108,29 @@ UPDATE bm25_blocks b SET keys = kept.keys, tfs = kept.tfs, norms = kept.norms, n
   FROM kept WHERE b.collection = :collection AND b.term = kept.term AND b.first_key = kept.first_key"""
 
 
-@dataclass(frozen=True, slots=True)
-class _Term:
-    term: str
-    df: int
-    weight: float  # idf * (k1 + 1) * repeats in the query
-    bound: float  # the most this term adds to any chunk's score
+# The statistics, the generation and the blocks of the terms not held for that generation (all of
+# them when the generation is not the one held), in one snapshot; arrays in binary.
+_READ = """SELECT s.generation, s.chunks, s.tokens, b.term,
+       array_send(b.keys) AS keys, array_send(b.tfs) AS tfs, array_send(b.norms) AS norms
+  FROM bm25_stats s
+  LEFT JOIN bm25_blocks b ON b.collection = s.collection
+   AND b.term = ANY (CASE WHEN s.generation = CAST(:generation AS bigint) THEN CAST(:missing AS text[])
+                          ELSE CAST(:terms AS text[]) END)
+ WHERE s.collection = :collection
+ ORDER BY b.term, b.first_key"""
+_BIGINTS = postgresql.ARRAY(sa.BigInteger)
+#: A filtered query first asks which of its best ``FILTER_DEPTH * k`` chunks pass, then 8× deeper each time.
+FILTER_DEPTH = 4
 
 
 class PostgresTermIndex:
     """The BM25 postings of the PostgreSQL document store (see the module docstring)."""
 
-    def __init__(self, analyzer: analysis.Analyzer | None = None) -> None:
+    def __init__(self, analyzer: analysis.Analyzer | None = None, *, cache_bytes: int = CACHE_BYTES) -> None:
         self.analyzer = analyzer or analysis.Analyzer()
+        self.cache = PostingsCache(cache_bytes)
 
     # ----------------------------------------------------------------------- schema
-
-    @staticmethod
-    def create(connection: sa.Connection) -> None:
-        """The search function (the tables come from the migrations)."""
-        # Several processes may migrate at once: CREATE OR REPLACE FUNCTION is not safe concurrently.
-        connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('aiestack_bm25_ddl'))"))
-        connection.execute(sa.text(_TOP_FUNCTION))
 
     def stale_collections(self, connection: sa.Connection) -> list[str]:
         """Collections whose postings are missing or were built by another analyser."""
@@ -219,8 +166,8 @@ class PostgresTermIndex:
     def on_create(self, connection: sa.Connection, collection: str) -> None:
         connection.execute(
             sa.text(
-                "INSERT INTO bm25_stats (collection, analyzer, chunks, tokens) VALUES (:c, :analyzer, 0, 0) "
-                "ON CONFLICT DO NOTHING"
+                "INSERT INTO bm25_stats (collection, analyzer, chunks, tokens, generation) "
+                "VALUES (:c, :analyzer, 0, 0, pg_current_xact_id()::text::bigint) ON CONFLICT DO NOTHING"
             ),
             {"c": collection, "analyzer": analysis.ANALYZER_ID},
         )
@@ -246,8 +193,8 @@ class PostgresTermIndex:
             return
         # One writer per collection at a time from here to commit: block rows are then never
         # locked in two orders by two transactions.
-        connection.execute(
-            sa.text("SELECT chunks FROM bm25_stats WHERE collection = :c FOR UPDATE"), {"c": collection}
+        writes = connection.scalar(
+            sa.text("SELECT writes FROM bm25_stats WHERE collection = :c FOR UPDATE"), {"c": collection}
         )
         # psycopg prepares a statement run 5 times, and PostgreSQL may then plan it once for any
         # arrays: "term = ANY ($2)" becomes a linear search of thousands of terms per row (a merge
@@ -256,10 +203,11 @@ class PostgresTermIndex:
         connection.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
         tokens = -self._remove(connection, collection, removed) if removed else 0
         if added:
-            tokens += self._add(connection, collection, added, texts)
+            tokens += self._add(connection, collection, added, texts, int(writes or 0))
         connection.execute(
             sa.text(
-                "UPDATE bm25_stats SET chunks = chunks + :chunks, tokens = tokens + :tokens WHERE collection = :c"
+                "UPDATE bm25_stats SET chunks = chunks + :chunks, tokens = tokens + :tokens, writes = writes + 1, "
+                "generation = pg_current_xact_id()::text::bigint WHERE collection = :c"
             ),
             {"c": collection, "chunks": len(added) - len(removed), "tokens": tokens},
         )
@@ -295,9 +243,10 @@ class PostgresTermIndex:
         return sum(sum(row.tfs) for row in rows)
 
     def _add(
-        self, connection: sa.Connection, collection: str, keys: Sequence[int], texts: Sequence[str]
+        self, connection: sa.Connection, collection: str, keys: Sequence[int], texts: Sequence[str], writes: int
     ) -> int:
-        """Add the chunks' term vectors and one block per term; the tokens added."""
+        """Add the chunks' term vectors and one block per term (``writes``: the collection's write
+        count, which picks the terms checked for merging); the tokens added."""
         vocabulary: dict[str, int] = {}
         term_ids: list[int] = []
         owners: list[int] = []
@@ -315,17 +264,8 @@ class PostgresTermIndex:
             norms.extend([norm] * len(counts))
         if not vocabulary:
             return tokens
-        connection.execute(
-            sa.text(_ADD),
-            {
-                "collection": collection,
-                "vocabulary": list(vocabulary),
-                "t": _array(term_ids),
-                "keys": _array(owners),
-                "tfs": _array(tfs),
-                "norms": _array(norms),
-            },
-        )
+        self._copy_postings(connection, collection, list(vocabulary), term_ids, owners, tfs, norms)
+        every = 1 if len(keys) < CHECK_ALL_BELOW else MERGE_EVERY
         connection.execute(
             sa.text(_MERGE),
             {
@@ -333,9 +273,71 @@ class PostgresTermIndex:
                 "terms": list(vocabulary),
                 "small": SMALL_BLOCK,
                 "most": MOST_SMALL_BLOCKS,
+                "every": every,
+                "phase": writes % every,
             },
         )
         return tokens
+
+    @staticmethod
+    def _copy_postings(
+        connection: sa.Connection,
+        collection: str,
+        vocabulary: list[str],
+        term_ids: list[int],
+        owners: list[int],
+        tfs: list[int],
+        norms: list[int],
+    ) -> None:
+        """One block per term and one term vector per chunk, grouped by numpy and sent with binary
+        COPY (grouped on the server by ``array_agg``, they took a fifth of a SciFact load)."""
+        t, k, f, m = (np.asarray(v, dtype=np.int64) for v in (term_ids, owners, tfs, norms))
+        order = np.lexsort((k, t))
+        t, k, f, m = t[order], k[order], f[order], m[order]
+        starts = np.flatnonzero(np.r_[True, t[1:] != t[:-1]])
+        ends = np.r_[starts[1:], len(t)]
+        most_tf, least_norm = np.maximum.reduceat(f, starts), np.minimum.reduceat(m, starts)
+        key_items, tf_items, norm_items = pg_copy.int_items(k, "q"), pg_copy.int_items(f, "i"), pg_copy.int_items(m, "i")
+        name = pg_copy.text(collection)
+        copy_binary(
+            connection,
+            "bm25_blocks",
+            ("collection", "term", "first_key", "last_key", "n", "max_tf", "min_norm", "keys", "tfs", "norms"),
+            (
+                pg_copy.row(
+                    name,
+                    pg_copy.text(vocabulary[t[s] - 1]),
+                    pg_copy.bigint(int(k[s])),
+                    pg_copy.bigint(int(k[e - 1])),
+                    pg_copy.integer(int(e - s)),
+                    pg_copy.integer(int(most_tf[i])),
+                    pg_copy.integer(int(least_norm[i])),
+                    pg_copy.array_header(pg_copy.INT8_OID, int(e - s)) + key_items[12 * s : 12 * e],
+                    pg_copy.array_header(pg_copy.INT4_OID, int(e - s)) + tf_items[8 * s : 8 * e],
+                    pg_copy.array_header(pg_copy.INT4_OID, int(e - s)) + norm_items[8 * s : 8 * e],
+                )
+                for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True))
+            ),
+        )
+        # Term vectors: each chunk's postings came together (chunk after chunk); terms by name.
+        items = [pg_copy.text_item(term) for term in vocabulary]
+        rows = []
+        first = 0
+        while first < len(owners):
+            last = first
+            while last < len(owners) and owners[last] == owners[first]:
+                last += 1
+            ids = sorted(range(first, last), key=lambda p: vocabulary[term_ids[p] - 1])
+            rows.append(
+                pg_copy.row(
+                    pg_copy.bigint(owners[first]),
+                    pg_copy.integer(norms[first]),
+                    pg_copy.array_header(pg_copy.TEXT_OID, len(ids)) + b"".join(items[term_ids[p] - 1] for p in ids),
+                    pg_copy.array_header(pg_copy.INT4_OID, len(ids)) + pg_copy.int_items(np.array([tfs[p] for p in ids]), "i"),
+                )
+            )
+            first = last
+        copy_binary(connection, "bm25_docs", ("chunk_key", "norm", "terms", "tfs"), rows)
 
     # ----------------------------------------------------------------------- search
 
@@ -352,145 +354,96 @@ class PostgresTermIndex:
         ``allowed`` is a condition on ``chunks`` (a filter): only chunks meeting it are ranked.
         """
         wanted = self.analyzer.query(query)
-        rows = connection.execute(
-            sa.text(
-                "SELECT s.chunks, s.tokens, t.term, t.df, t.max_tf, t.min_norm FROM bm25_stats s "
-                "LEFT JOIN LATERAL (SELECT b.term, sum(b.n) AS df, max(b.max_tf) AS max_tf, min(b.min_norm) AS min_norm "
-                "FROM bm25_blocks b WHERE b.collection = s.collection AND b.term = ANY (CAST(:terms AS text[])) "
-                "GROUP BY b.term) AS t ON true WHERE s.collection = :collection"
-            ),
-            {"collection": collection, "terms": list(wanted)},
-        ).all()
-        if not rows:
+        read = self._read(connection, collection, sorted(wanted))
+        if read is None:
             return None
-        chunks, tokens = int(rows[0].chunks), int(rows[0].tokens)
-        if not chunks or rows[0].term is None:
+        chunks, found = read
+        lists, weights = self._weighted(wanted, chunks, found)
+        if not lists:
             return []
-        average = tokens / chunks
-        terms = sorted(
-            (self._term(r, wanted[r.term], chunks, average) for r in rows), key=lambda t: (-t.bound, t.term)
-        )
         if allowed is None:
-            return self._top(connection, collection, terms, average, k)[0]
-        scorer = _Scorer(connection, collection, average, allowed)
-        if sum(t.df for t in terms) <= EXHAUSTIVE_POSTINGS:
-            return scorer.exhaustive(terms, k)
-        # MaxScore: make the rarest terms essential, one more each time the bound is not enough.
-        for split in range(1, len(terms)):
-            essential, rest = terms[:split], terms[split:]
-            partial = scorer.partial(essential, k, sum(t.bound for t in rest))
-            if partial is None:
-                continue
-            return scorer.complete(partial, terms, k)
-        return scorer.exhaustive(terms, k)
+            return top_k(lists, weights, k)
+        return self._filtered(connection, collection, lists, weights, k, allowed)
+
+    def held_top(self, collection: str, query: str, k: int) -> tuple[int, list[tuple[int, float]]] | None:
+        """The unfiltered answer from this process's lists alone, with the generation it is right
+        for; None when a list is not held. The caller checks the generation in the statement that
+        reads the chunks, and calls :meth:`search` when it moved."""
+        wanted = self.analyzer.query(query)
+        generation, held = self.cache.held(collection, sorted(wanted))
+        if generation is None or len(held) < len(wanted):
+            return None
+        if not generation.chunks:
+            return generation.number, []
+        lists, weights = self._weighted(wanted, generation.chunks, held)
+        return generation.number, top_k(lists, weights, k) if lists else []
 
     @staticmethod
-    def _top(
-        connection: sa.Connection, collection: str, terms: Sequence[_Term], average: float, k: int
-    ) -> tuple[list[tuple[int, float]], int]:
-        """The unfiltered top ``k`` by the server's MaxScore, and how many terms it made essential
-        (0: it scored every posting)."""
+    def _weighted(
+        wanted: Mapping[str, int], chunks: int, found: Mapping[str, Postings]
+    ) -> tuple[list[Postings], list[float]]:
+        """The non-empty lists of the query's terms and their weights (idf * (k1 + 1) * repeats)."""
+        terms = [term for term in sorted(found) if len(found[term].keys)]
+        return [found[t] for t in terms], [analysis.term_weight(chunks, len(found[t].keys)) * wanted[t] for t in terms]
+
+    def _read(
+        self, connection: sa.Connection, collection: str, terms: list[str]
+    ) -> tuple[int, dict[str, Postings]] | None:
+        """The collection's chunk count and the posting lists of ``terms`` (from the cache when
+        current; a term the collection lacks gets an empty list); None when the collection has no
+        statistics."""
+        generation, held = self.cache.held(collection, terms)
         rows = connection.execute(
-            sa.text(
-                "SELECT bm25_key, bm25_score, essential FROM aiestack_bm25_top(:collection, CAST(:terms AS text[]), "
-                "CAST(:weights AS float8[]), CAST(:bounds AS float8[]), :postings, :a, :c, :k, :exhaustive)"
-            ),
+            sa.text(_READ),
             {
                 "collection": collection,
-                "terms": [t.term for t in terms],
-                "weights": [t.weight for t in terms],
-                "bounds": [t.bound for t in terms],
-                "postings": sum(t.df for t in terms),
-                "a": analysis.K1 * (1 - analysis.B),
-                "c": analysis.K1 * analysis.B / average,
-                "k": k,
-                "exhaustive": EXHAUSTIVE_POSTINGS,
+                "generation": None if generation is None else generation.number,
+                "terms": terms,
+                "missing": [t for t in terms if t not in held],
             },
         ).all()
-        return [(int(r.bm25_key), float(r.bm25_score)) for r in rows], int(rows[0].essential) if rows else 0
+        if not rows:
+            self.cache.forget(collection)
+            return None
+        current = Generation(int(rows[0][0]), int(rows[0][1]), int(rows[0][2]))
+        if current != generation:
+            held = {}
+        blocks: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {t: [] for t in terms if t not in held}
+        for row in rows:
+            if row[3] is not None:
+                blocks[row[3]].append((decode_bigints(row[4]), decode_integers(row[5]), decode_integers(row[6])))
+        a = analysis.K1 * (1 - analysis.B)
+        c = analysis.K1 * analysis.B / (current.tokens / current.chunks) if current.chunks else 0.0
+        fetched = {term: postings(b, a, c) for term, b in blocks.items()}
+        self.cache.keep(collection, current, fetched)
+        return current.chunks, held | fetched
 
     @staticmethod
-    def _term(row: Any, repeats: int, chunks: int, average: float) -> _Term:
-        weight = analysis.term_weight(chunks, int(row.df)) * repeats
-        bound = analysis.term_score(weight, int(row.max_tf), int(row.min_norm), average)
-        # The bound holds for every chunk: tf / (tf + norm(dl)) grows with tf and shrinks with dl.
-        return _Term(row.term, int(row.df), weight, bound * (1 + 1e-9))
-
-
-def _array(values: list[int]) -> str:
-    """An integer array as PostgreSQL's text form (far cheaper to send than a list adapted value by value)."""
-    return "{" + ",".join(map(str, values)) + "}"
-
-
-class _Scorer:
-    """The SQL of one filtered query's scoring (PostgreSQL computes in float8; scores match
-    tantivy's f32 to ~1e-6). A chunk's score does not depend on the filter, so the filter applies
-    to the scored chunks."""
-
-    def __init__(
-        self, connection: sa.Connection, collection: str, average: float, allowed: sa.ColumnElement[bool]
-    ) -> None:
-        self.connection = connection
-        self.collection = collection
-        self.a = analysis.K1 * (1 - analysis.B)
-        self.c = analysis.K1 * analysis.B / average
-        self.allowed = sa.select(chunks_table.c.key).where(chunks_table.c.collection == collection, allowed)
-
-    def _sums(self, terms: Sequence[_Term]) -> sa.Select[Any]:
-        """(key, score) of the allowed chunks over ``terms``' postings."""
-        scored = (
-            sa.text(_SCORED)
-            .bindparams(
-                collection=self.collection,
-                terms=[t.term for t in terms],
-                weights=[t.weight for t in terms],
-                a=self.a,
-                c=self.c,
-            )
-            .columns(sa.column("key", sa.BigInteger), sa.column("score", sa.Float))
-            .subquery("scored")
-        )
-        return sa.select(scored.c.key, scored.c.score).where(scored.c.key.in_(self.allowed))
-
-    def exhaustive(self, terms: Sequence[_Term], k: int) -> list[tuple[int, float]]:
-        sums = self._sums(terms).subquery()
-        rows = self.connection.execute(
-            sa.select(sums.c.key, sums.c.score).order_by(sums.c.score.desc(), sums.c.key).limit(k)
-        ).all()
-        return [(int(r.key), float(r.score)) for r in rows]
-
-    def partial(self, essential: Sequence[_Term], k: int, bound: float) -> list[tuple[int, float]] | None:
-        """The chunks that may still reach the top k, with their essential terms' score; None when
-        the other terms' ``bound`` is not below the k-th partial score (more terms must be essential)."""
-        sums = self._sums(essential).cte("sums")
-        theta = sa.select(sums.c.score).order_by(sums.c.score.desc()).offset(k - 1).limit(1).scalar_subquery()
-        rows = self.connection.execute(
-            sa.select(sums.c.key, sums.c.score, theta.label("theta"))
-            .where(sums.c.score + bound >= sa.func.coalesce(theta, 0.0))
-            .order_by(sums.c.score.desc(), sums.c.key)
-        ).all()
-        if not rows or rows[0].theta is None or not bound < float(rows[0].theta):
-            return None
-        return [(int(r.key), float(r.score)) for r in rows]
-
-    def complete(
-        self, partial: list[tuple[int, float]], terms: Sequence[_Term], k: int
+    def _filtered(
+        connection: sa.Connection,
+        collection: str,
+        lists: list[Postings],
+        weights: list[float],
+        k: int,
+        allowed: sa.ColumnElement[bool],
     ) -> list[tuple[int, float]]:
-        """The candidates' full scores over all the query's ``terms``, from their term vectors."""
-        rows = self.connection.execute(
-            sa.text(
-                "SELECT d.chunk_key, sum(q.w * v.tf / (v.tf + :a + :c * d.norm)) AS score FROM bm25_docs d "
-                "CROSS JOIN LATERAL unnest(d.terms, d.tfs) AS v (term, tf) "
-                "JOIN unnest(CAST(:terms AS text[]), CAST(:weights AS float8[])) AS q (term, w) ON q.term = v.term "
-                "WHERE d.chunk_key = ANY (CAST(:keys AS bigint[])) GROUP BY d.chunk_key"
-            ),
-            {
-                "a": self.a,
-                "c": self.c,
-                "terms": [t.term for t in terms],
-                "weights": [t.weight for t in terms],
-                "keys": [key for key, _ in partial],
-            },
-        ).all()
-        scores = {int(r.chunk_key): float(r.score) for r in rows}
-        return sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
+        """The best ``k`` chunks that meet ``allowed``: every chunk of the terms ranked (a chunk's
+        score does not depend on the filter), then the best asked about, deeper until ``k`` pass."""
+        keys, scores = accumulate(lists, weights)
+        passed: list[int] = []
+        asked, depth = 0, FILTER_DEPTH * k
+        while len(passed) < k and asked < len(keys):
+            order = ranked(keys, scores, depth)
+            batch = keys[order[asked:]]
+            kept = set(
+                connection.scalars(
+                    sa.select(chunks_table.c.key).where(
+                        chunks_table.c.collection == collection,
+                        chunks_table.c.key == sa.func.any(sa.bindparam("keys", batch.tolist(), type_=_BIGINTS)),
+                        allowed,
+                    )
+                )
+            )
+            passed.extend(int(i) for i in order[asked:] if int(keys[i]) in kept)
+            asked, depth = len(order), depth * 8
+        return [(int(keys[i]), float(scores[i])) for i in passed[:k]]

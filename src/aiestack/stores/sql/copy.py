@@ -19,6 +19,9 @@ import sqlalchemy as sa
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _TRAILER = struct.pack(">h", -1)
 _FLOAT4_OID = 700
+INT8_OID = 20
+INT4_OID = 23
+TEXT_OID = 25
 #: One ``real`` element of an array in binary: its length (4) and its big-endian value.
 _FLOAT4_ITEM = np.dtype([("length", ">i4"), ("value", ">f4")])
 
@@ -76,3 +79,24 @@ def int_rows(columns: Sequence[tuple[np.ndarray, str]]) -> bytes:
         packed[f"length{number}"] = 8 if width == "q" else 4
         packed[f"value{number}"] = values
     return packed.tobytes()
+
+
+def array_header(oid: int, length: int) -> bytes:
+    """The start of a one-dimensional array of ``length`` elements of type ``oid`` (no NULLs); its
+    elements follow, each as its length and bytes (see :func:`int_items`, :func:`text_item`)."""
+    return struct.pack(">iiiii", 1, 0, oid, length, 1)
+
+
+def int_items(values: np.ndarray, width: str) -> bytes:
+    """Array elements of ``values`` packed at once: ``"q"`` for bigint, ``"i"`` for integer (slice
+    the bytes at ``12`` or ``8`` per element to cut several arrays from one call)."""
+    items = np.empty(len(values), dtype=np.dtype([("length", ">i4"), ("value", ">i8" if width == "q" else ">i4")]))
+    items["length"] = 8 if width == "q" else 4
+    items["value"] = values
+    return items.tobytes()
+
+
+def text_item(value: str) -> bytes:
+    """One ``text`` array element."""
+    encoded = value.encode()
+    return struct.pack(">i", len(encoded)) + encoded

@@ -67,13 +67,16 @@ def safe_url(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def create_store_engine(url: URL) -> Engine:
-    """A sync engine for ``url`` (already :func:`parse_url`-ed), tuned for its backend."""
+def create_store_engine(url: URL, *, pre_ping: bool = True) -> Engine:
+    """A sync engine for ``url`` (already :func:`parse_url`-ed), tuned for its backend.
+
+    ``pre_ping=False`` lends pooled connections without a test round trip; its caller must retry
+    a statement that fails on a dead connection (only safe for reads)."""
     try:
         if url.get_backend_name() == "sqlite":
             return _sqlite_engine(url)
         return sa.create_engine(
-            url, pool_pre_ping=True, connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S}
+            url, pool_pre_ping=pre_ping, connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S}
         )
     except (sa.exc.NoSuchModuleError, ImportError) as exc:
         raise StoreError(
