@@ -383,7 +383,8 @@ class Signals:
             # A different first message is as likely a new conversation as an edit: only a resend
             # that keeps the earlier turns (an answer included) and changes the last one is an edit.
             signals.append(self._signal(earlier[0].exchange_id, "edited", ex, earlier[0], {"by": ex.id}, obs.at))
-        phrase = complaint(keys.last_user)
+        # Only a follow-up to an earlier answer can complain about it: a first turn skips the phrase search.
+        phrase = complaint(keys.last_user) if keys.previous_turn is not None else None
         if phrase is not None and keys.previous_turn is not None:
             previous = [t for t in turns.of(turn=keys.previous_turn) if t.created_at >= since][:_MATCHED]
             matching = [t for t in previous if t.answer is None or t.answer == keys.previous_answer]

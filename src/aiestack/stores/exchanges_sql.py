@@ -15,9 +15,7 @@ with the ``(key_id, created_at)`` index, so a budget check never reads the excha
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -48,6 +46,7 @@ from aiestack.stores.sql.engine import (
     store_errors,
     write_transaction,
 )
+from aiestack.stores.sql.plain import PlainInsert, plain
 from aiestack.stores.sql.tables import api_keys, embedding_cache, eval_results, eval_runs, exchanges, spans
 from aiestack.types import EvalRun, SpanRecord
 
@@ -88,8 +87,8 @@ class SqlExchangeStore(SqlFeedbackMixin, SqlDatasetsMixin, SqlRunsMixin, SqlFlyw
         # costs several times what SQLite does, and the writer holds the GIL the server needs.
         self._sqlite = self._engine.dialect.name == "sqlite"
         if self._sqlite:
-            self._exchange_insert = _PlainInsert(self._engine, self._exchange_upsert(), exchanges)
-            self._span_insert = _PlainInsert(self._engine, self._span_insert_statement(), spans)
+            self._exchange_insert = PlainInsert(self._engine, self._exchange_upsert(), exchanges)
+            self._span_insert = PlainInsert(self._engine, self._span_insert_statement(), spans)
 
     def __repr__(self) -> str:
         return f"SqlExchangeStore({self.url!r})"
@@ -141,7 +140,7 @@ class SqlExchangeStore(SqlFeedbackMixin, SqlDatasetsMixin, SqlRunsMixin, SqlFlyw
     def _span_insert_statement(self) -> Any:
         return self._insert(spans).on_conflict_do_nothing(index_elements=[spans.c.trace_id, spans.c.span_id])
 
-    def _write_rows(self, insert: _PlainInsert, records: Iterable[Any], action: str) -> None:
+    def _write_rows(self, insert: PlainInsert, records: Iterable[Any], action: str) -> None:
         """SQLite: ``insert`` executed by the driver with one plain tuple per record."""
         rows = [insert.row(record) for record in records]
         with store_errors(self._url, action), write_transaction(self._engine) as connection:
@@ -183,7 +182,7 @@ class SqlExchangeStore(SqlFeedbackMixin, SqlDatasetsMixin, SqlRunsMixin, SqlFlyw
         if self._sqlite:
             self._write_rows(self._span_insert, records, "write spans to")
             return
-        rows = [{name: _plain(getattr(span, name)) for name in _SPAN_FIELDS} for span in records]
+        rows = [{name: plain(getattr(span, name)) for name in _SPAN_FIELDS} for span in records]
         with store_errors(self._url, "write spans to"), write_transaction(self._engine) as connection:
             connection.execute(self._span_insert_statement(), rows)
 
@@ -352,7 +351,7 @@ class SqlExchangeStore(SqlFeedbackMixin, SqlDatasetsMixin, SqlRunsMixin, SqlFlyw
             "systems": list(run.systems),
             "started_at": run.started_at,
             "finished_at": run.finished_at,
-            "summary": _plain(run.summary),
+            "summary": plain(run.summary),
         }
         insert = self._insert(eval_runs)
         statement = insert.on_conflict_do_update(
@@ -381,7 +380,7 @@ class SqlExchangeStore(SqlFeedbackMixin, SqlDatasetsMixin, SqlRunsMixin, SqlFlyw
         latest = {(r.run_id, r.example_id, r.system): r for r in results}
         if not latest:
             return
-        rows = [{name: _plain(getattr(r, name)) for name in _EVAL_RESULT_FIELDS} for r in latest.values()]
+        rows = [{name: plain(getattr(r, name)) for name in _EVAL_RESULT_FIELDS} for r in latest.values()]
         insert = self._insert(eval_results)
         keys = ("run_id", "example_id", "system")
         statement = insert.on_conflict_do_update(
@@ -411,39 +410,8 @@ class SqlExchangeStore(SqlFeedbackMixin, SqlDatasetsMixin, SqlRunsMixin, SqlFlyw
         return sqlite.insert(table)
 
 
-class _PlainInsert:
-    """An INSERT compiled for the engine's dialect once, with the rows it takes as tuples.
-
-    Each value is what SQLAlchemy would have bound: JSON columns are serialised as its JSON type
-    does on SQLite (``json.dumps``, ``None`` as JSON ``null``), other values go to the driver as
-    they are (``sqlite3`` stores ``bool`` as 0/1, as SQLAlchemy's ``Boolean`` does).
-    """
-
-    __slots__ = ("_get", "_json", "sql")
-
-    def __init__(self, engine: sa.Engine, statement: Any, table: sa.Table) -> None:
-        compiled = statement.compile(dialect=engine.dialect)
-        names = compiled.positiontup
-        if not names:  # a dialect with named parameters: not this fast path
-            raise ValueError(f"{engine.dialect.name} does not use positional parameters")
-        self.sql = str(compiled)
-        self._get = operator.attrgetter(*names)
-        self._json = tuple(i for i, name in enumerate(names) if isinstance(table.c[name].type, sa.JSON))
-
-    def row(self, record: Any) -> tuple[Any, ...]:
-        values = list(self._get(record))
-        for i in self._json:
-            values[i] = json.dumps(_plain(values[i]))
-        return tuple(values)
-
-
-def _plain(value: Any) -> Any:
-    """Mappings as plain dicts: JSON serialisers do not accept ``MappingProxyType`` and friends."""
-    return dict(value) if isinstance(value, Mapping) else value
-
-
 def _exchange_row(record: ExchangeRecord) -> dict[str, Any]:
-    return {name: _plain(getattr(record, name)) for name in _EXCHANGE_FIELDS}
+    return {name: plain(getattr(record, name)) for name in _EXCHANGE_FIELDS}
 
 
 def _eval_run(row: sa.RowMapping) -> EvalRun:

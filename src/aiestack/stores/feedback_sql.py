@@ -33,6 +33,7 @@ from aiestack.stores.prompts import (
     PromptVersion,
 )
 from aiestack.stores.sql.engine import store_errors, write_transaction
+from aiestack.stores.sql.plain import PlainInsert
 from aiestack.stores.sql.tables import (
     conversation_turns,
     exchanges,
@@ -62,6 +63,7 @@ class SqlFeedbackMixin:
 
     _engine: sa.Engine
     _url: URL
+    _turn_insert: PlainInsert | None = None  # built on the first write of turns (SQLite)
 
     # ------------------------------------------------------------------ feedback
 
@@ -214,14 +216,25 @@ class SqlFeedbackMixin:
         latest = {t.exchange_id: t for t in turns}
         if not latest:
             return
+        # One turn a chat answer, written by the implicit-feedback thread: on SQLite the upsert is
+        # compiled once and run with plain tuples (see PlainInsert), elsewhere through SQLAlchemy.
+        if self._engine.dialect.name == "sqlite":
+            if self._turn_insert is None:
+                self._turn_insert = PlainInsert(self._engine, self._turn_upsert(), conversation_turns)
+            rows: list[Any] = [self._turn_insert.row(t) for t in latest.values()]
+            with store_errors(self._url, "write conversation turns to"), write_transaction(self._engine) as connection:
+                connection.exec_driver_sql(self._turn_insert.sql, rows)
+            return
         rows = [{name: getattr(t, name) for name in _TURN_FIELDS} for t in latest.values()]
+        with store_errors(self._url, "write conversation turns to"), write_transaction(self._engine) as connection:
+            connection.execute(self._turn_upsert(), rows)
+
+    def _turn_upsert(self) -> Any:
         insert = _insert(self._engine, conversation_turns)
-        statement = insert.on_conflict_do_update(
+        return insert.on_conflict_do_update(
             index_elements=[conversation_turns.c.exchange_id],
             set_={name: insert.excluded[name] for name in _TURN_FIELDS if name != "exchange_id"},
         )
-        with store_errors(self._url, "write conversation turns to"), write_transaction(self._engine) as connection:
-            connection.execute(statement, rows)
 
     def find_turns(
         self,
