@@ -178,6 +178,12 @@ async def test_a_complaint_about_an_answer_aiestack_did_not_give_is_ignored(stac
     assert await signals(stack) == []
 
 
+async def test_a_complaint_phrase_as_a_first_message_is_no_signal(stack: Stack) -> None:
+    # Nothing precedes it to complain about (the phrase search is skipped for first turns).
+    await say(stack, ("user", "That's wrong"))
+    assert await signals(stack) == []
+
+
 async def test_conversations_of_other_tenants_never_match(stack: Stack) -> None:
     await say(stack, ("user", "Same question"), tenant="acme")
     await signals(stack)
