@@ -105,3 +105,26 @@ def davidson_split(data: Path, split: str) -> tuple[list[str], list[int]]:
                 texts.append(row["tweet"])
                 classes.append(int(row["class"]))
     return texts, classes
+
+
+def _bench_rows(name: str) -> list[dict[str, str]]:
+    path = Path(__file__).resolve().parents[1] / "bench" / "data" / name
+    return [json.loads(line) for line in path.open(encoding="utf-8")]
+
+
+def ordinary_requests(split: str) -> list[str]:
+    """Ordinary requests to an assistant, none an attack, from this repository's bench data: the support
+    questions of routing.jsonl, both sides of the cache_pairs.jsonl pairs (its ``tune`` split counts as
+    ``train``) and the RAG and document requests of ordinary_requests.jsonl ("... Please answer from the
+    documents.", "Fasse den folgenden Text ... zusammen."). ``train``: negatives the ``lexical`` injection
+    head learns from; ``test``: what bench/guardrails.py measures false alarms on, less any text that is
+    also in ``train`` (the cache pairs share sides). Duplicates removed."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    texts = [r["text"] for r in _bench_rows("routing.jsonl") if r["split"] == split]
+    for r in _bench_rows("cache_pairs.jsonl"):
+        if (r["split"] == "tune") == (split == "train"):
+            texts += [r["a"], r["b"]]
+    texts += [r["text"] for r in _bench_rows("ordinary_requests.jsonl") if r["split"] == split]
+    seen = set(ordinary_requests("train")) if split == "test" else set()
+    return [t for t in dict.fromkeys(texts) if t not in seen]

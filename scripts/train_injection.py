@@ -13,6 +13,10 @@ regression whose strength ``C`` and decision threshold are chosen by stratified 
 on the train split (fixed seeds); the threshold is folded into the intercept, so 0.5 means it. Lexical-only heads (n-grams without the embedding) are trained the same way, for
 stacks without the embedding model. ``--check`` prints the cross-validated F1 and writes nothing.
 
+The ``lexical`` head (``--only-lexical`` retrains just it), the default policy's, is trained by
+scripts/train_lexical_injection.py (see its docstring): both train splits, the benign mentions and
+ordinary requests, hashed n-grams and a persona cue, no embedding model.
+
 The ``indirect`` head (``--only-indirect`` retrains just it and keeps the other heads) judges the
 sentences and lines of *retrieved* text, one at a time (:mod:`aiestack.guardrails.segments`). It is
 lexical only (hashed n-grams with a sentence-start marker), so checking every chunk costs no
@@ -45,7 +49,14 @@ from aiestack.guardrails.features import hashed_ngrams
 from aiestack.guardrails.segments import segment_features_text, segments
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from guard_data import attack_instruction, bipia_attacks, bipia_contexts, ordinary_documents
+from guard_data import (
+    attack_instruction,
+    bipia_attacks,
+    bipia_contexts,
+    ordinary_documents,
+    ordinary_requests,
+)
+from train_lexical_injection import fit_lexical
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "aiestack" / "guardrails" / "data" / "injection.npz"
 HASH_DIM = 1 << 14
@@ -194,6 +205,20 @@ def train_indirect(data: Path) -> tuple[np.ndarray, float]:
     return model.coef_[0], float(model.intercept_[0] - _logit(t))
 
 
+def train_lexical(data: Path) -> dict[str, np.ndarray]:
+    """The ``lexical`` head (scripts/train_lexical_injection.py) as the arrays it is stored as."""
+    dx, dy = load(data, "deepset-prompt-injections", "train")
+    jx, jy = load(data, "jailbreak-classification", "train")
+    bx, ox = benign_mentions("train"), ordinary_requests("train")
+    texts = dx + jx + bx + ox
+    y = np.r_[dy, jy, np.zeros(len(bx) + len(ox), dtype=int)]
+    source = np.r_[np.zeros(len(dx)), np.ones(len(jx)), np.full(len(bx), 2), np.full(len(ox), 3)].astype(int)
+    w, b, c, t, (fd, fj, fb, fo) = fit_lexical(texts, y, source, HASH_DIM)
+    print(f"lexical    train={len(y)} C={c:g} t={t:.2f} grouped cv: deepset F1={fd:.3f} jailbreak F1={fj:.3f} "
+          f"benign false alarms={fb:.3f} ordinary false alarms={fo:.3f}")
+    return {"lexical_heads": np.array(["lexical"]), "lexical_w": w[None, :].astype(np.float16), "lexical_bias": np.array([b], dtype=np.float32)}
+
+
 def _model(c: float) -> LogisticRegression:
     """Every head's model: L2 logistic regression, classes balanced, deterministic."""
     return LogisticRegression(C=c, max_iter=3000, class_weight="balanced", solver="liblinear", random_state=SEED)
@@ -211,7 +236,16 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="print cross-validated F1 only")
     parser.add_argument("--cache", type=Path, default=None, help="a folder to keep the train embeddings in between runs")
     parser.add_argument("--only-indirect", action="store_true", help="retrain the indirect head only; keep the other heads")
+    parser.add_argument("--only-lexical", action="store_true", help="retrain the lexical head only; keep the other heads")
     args = parser.parse_args()
+    if args.only_lexical:
+        lexical = train_lexical(args.data)
+        if not args.check:
+            with np.load(OUT, allow_pickle=False) as old:
+                kept = {k: old[k] for k in old.files if k not in lexical}
+            np.savez_compressed(OUT, **kept, **lexical)
+            print(f"wrote {OUT} ({OUT.stat().st_size / 1024:.0f} KiB)")
+        return
     ind_w, ind_b = train_indirect(args.data)
     if args.only_indirect:
         if args.check:
@@ -258,6 +292,7 @@ def main() -> None:
         else:
             lex_w.append(coef)
             lex_b.append(model.intercept_[0] - _logit(t))
+    lexical = train_lexical(args.data)
     if args.check:
         return
     OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -273,6 +308,7 @@ def main() -> None:
         lex_bias=np.asarray(lex_b, dtype=np.float32),
         indirect_w_hash=ind_w.astype(np.float16),
         indirect_bias=np.array(ind_b, dtype=np.float32),
+        **lexical,
     )
     print(f"wrote {OUT} ({OUT.stat().st_size / 1024:.0f} KiB)")
 

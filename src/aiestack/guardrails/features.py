@@ -3,6 +3,10 @@
 Hashing (CRC-32 of each n-gram, modulo ``dim``) needs no vocabulary file, so the packaged weights
 are one array. Character n-grams within words make the features robust to inflection and to the
 German and French of the deepset set, where an English sentence encoder is weak.
+
+One hand-written feature sits beside the n-grams, :func:`persona_imposed`: the two injection data sets
+disagree about persona prompts, and this cue is how the ``lexical`` head tells them apart (see
+:func:`persona_imposed` and docs/guardrails.md).
 """
 
 from __future__ import annotations
@@ -20,6 +24,25 @@ MAX_CHARS = 4000
 #: cover most of any text (Zipf's law). It was 65,536 (~65 MB): the gateway's memory grew by ~1 KB
 #: per request with new words until that filled (issue #13, defect 6).
 WORD_CACHE_SIZE = 4096
+
+
+#: A persona imposed on the assistant by the message itself ("I want you to act as", "now you are",
+#: "pretend you are", "from now on", "ich möchte, dass Sie als", "stell dir vor", "jetzt bist du"). Every
+#: alternative occurs in the *train* split of deepset/prompt-injections, where such prompts are labelled
+#: injections (27 of 203; none of its 343 benign prompts); the jailbreak set's benign role-play instead
+#: *defines* a character the way a system prompt does ("You are a medieval blacksmith named ..."), which
+#: this cue does not match (26 of its 517 benign train prompts match it).
+_PERSONA = re.compile(
+    r"\b(?:i\s+want\s+you\s+to\s+act|i(?:'d|\s+would)\s+like\s+you\s+to\s+act|act\s+as\s+(?:a|an|if|my)\b|now\s+you\s+are"
+    r"|you\s+are\s+now|from\s+now\s+on|pretend\s+(?:to\s+be|you\s+are|you're|that)|imagine\s+you\s+are"
+    r"|ich\s+möchte,?\s+dass\s+(?:du|sie)\s+(?:als|sich)|stell\s+dir\s+vor|(?:nun|jetzt)\s+bist\s+du)",
+    re.IGNORECASE,
+)
+
+
+def persona_imposed(text: str) -> float:
+    """1.0 when the start of ``text`` imposes a persona on the assistant (:data:`_PERSONA`), else 0.0."""
+    return 1.0 if _PERSONA.search(text[:MAX_CHARS]) else 0.0
 
 
 @lru_cache(maxsize=WORD_CACHE_SIZE)

@@ -2,13 +2,16 @@
 
 1. Heuristics (:mod:`aiestack.guardrails.heuristics`): phrases attacks use, in English, German,
    French and Spanish. Precise, and microseconds.
-2. A classifier shipped with the package (``data/injection.npz``): logistic regression heads over the
-   all-MiniLM-L6-v2 sentence embedding concatenated with hashed word and character n-grams. It was
-   trained only on the *train* splits of deepset/prompt-injections (head ``injection``) and
-   jackhhao/jailbreak-classification (head ``jailbreak``) by ``scripts/train_injection.py``; the head
-   ``combined`` (the default policy's) on both at once, plus benign questions that mention the words
-   attacks use (hard negatives). Without the embedding model it falls back to lexical-only heads from
-   the same file.
+2. A classifier shipped with the package (``data/injection.npz``), trained only on the *train* splits
+   of deepset/prompt-injections and jackhhao/jailbreak-classification by ``scripts/train_injection.py``.
+   The head ``lexical`` (the default policy's) is a logistic regression over hashed word and character
+   n-grams plus one cue, a persona the message imposes on the assistant
+   (:func:`aiestack.guardrails.features.persona_imposed`), trained on both sets at once, on benign
+   questions that mention the words attacks use and on ordinary requests (hard negatives): no
+   embedding model, so it costs microseconds on the request path. The heads ``injection`` (deepset),
+   ``jailbreak`` and ``combined`` (both sets and the benign questions) add the all-MiniLM-L6-v2
+   sentence embedding to the n-grams; without that embedding model they fall back to lexical-only
+   versions from the same file.
 3. Optionally, a judge model asked to decide the uncertain cases (a score between ``judge_min`` and
    the threshold).
 
@@ -20,7 +23,7 @@ documents' sentences as negatives, so ordinary prose, code and tables score low.
 The score of a text is the largest of the layers' scores, counting only the classifier ``heads`` the
 policy names: the two data sets disagree about persona prompts ("You are X, ..." is an injection in
 deepset's and benign in the jailbreak set), so each single-set head fails the other set; the
-``combined`` head learned both at once; see docs/guardrails.md. :meth:`InjectionDetector.score_many` checks
+``lexical`` and ``combined`` heads learned both at once; see docs/guardrails.md. :meth:`InjectionDetector.score_many` checks
 many texts at once (retrieved chunks, for indirect injection), with one embedding call.
 """
 
@@ -34,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aiestack.guardrails.features import hashed_ngrams_sparse
+from aiestack.guardrails.features import hashed_ngrams_sparse, persona_imposed
 from aiestack.guardrails.heuristics import heuristic_findings, heuristic_score
 from aiestack.guardrails.segments import segment_features_text, segments
 from aiestack.models.base import ChatModel
@@ -72,7 +75,13 @@ class InjectionClassifier:
                 self._load(data)
 
     def _load(self, data: np.lib.npyio.NpzFile) -> None:
-        self.heads: tuple[str, ...] = tuple(str(h) for h in data["heads"])
+        #: The heads over the embedding (with lexical-only fallbacks), then the lexical heads.
+        self.embedding_heads: tuple[str, ...] = tuple(str(h) for h in data["heads"])
+        self.lexical_heads: tuple[str, ...] = tuple(str(h) for h in data["lexical_heads"]) if "lexical_heads" in data.files else ()
+        self.heads: tuple[str, ...] = self.embedding_heads + self.lexical_heads
+        if self.lexical_heads:
+            self._lexical_w = data["lexical_w"].astype(np.float32)  # per head: hash_dim n-gram weights, then the persona cue's
+            self._lexical_bias = data["lexical_bias"].astype(np.float32)
         self.embedding_model = str(data["embedding_model"])
         self.hash_dim = int(data["hash_dim"])
         self.embedding_dim = int(data["w_emb"].shape[1])
@@ -87,13 +96,17 @@ class InjectionClassifier:
             self._ind_bias = float(data["indirect_bias"])
 
     def scores(self, text: str, embedding: Sequence[float] | None) -> dict[str, float]:
-        """Probability per head; the lexical-only heads when ``embedding`` is ``None``."""
+        """Probability per head; the embedding heads' lexical-only fallbacks when ``embedding`` is ``None``
+        (the lexical heads never use it)."""
         idx, values = hashed_ngrams_sparse(text, self.hash_dim)
         if embedding is None:
             z = self._lex_w[:, idx] @ values + self._lex_bias
         else:
             e = np.asarray(embedding, dtype=np.float32)
             z = self._w_emb @ e + self._w_hash[:, idx] @ values + self._bias
+        if self.lexical_heads:
+            lex = self._lexical_w[:, idx] @ values + self._lexical_w[:, self.hash_dim] * persona_imposed(text) + self._lexical_bias
+            z = np.concatenate([z, lex])
         return {h: float(p) for h, p in zip(self.heads, _sigmoid(z), strict=True)}
 
     def indirect_scores(self, texts: Sequence[str]) -> np.ndarray:
@@ -160,11 +173,12 @@ class InjectionDetector:
         return results
 
     def _needs_embedding(self, text: str) -> bool:
-        """Whether a head that counts will judge ``text`` (short prompts skip the embedding model)."""
+        """Whether a head over the embedding counts and will judge ``text`` (short prompts and the lexical
+        heads skip the embedding model)."""
         if self.classifier is None:
             return False
         heads = self.heads if self.heads is not None else self.classifier.heads
-        return any(len(text) >= MIN_CHARS.get(h, 0) for h in heads)
+        return any(len(text) >= MIN_CHARS.get(h, 0) for h in heads if h in self.classifier.embedding_heads)
 
     async def _one(self, text: str, embedding: Sequence[float] | None) -> InjectionResult:
         findings, layers, score = await run_cpu(len(text), self._local, text, embedding)

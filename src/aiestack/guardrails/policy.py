@@ -49,11 +49,12 @@ class SecretsGuard(_Guard):
 class InjectionGuard(_Guard):
     action: Literal["block", "flag", "off"] = "block"
     threshold: float = Field(default=0.5, gt=0, le=1, description="Score at which a prompt counts as an injection.")
-    classifier: bool = Field(default=True, description="Use the packaged embedding + n-gram classifier (else heuristics only).")
-    heads: tuple[Literal["combined", "injection", "jailbreak"], ...] = Field(
-        default=("combined",),
-        description="Classifier heads that count: combined (trained on both data sets and benign mentions: the default); "
-        "jailbreak (DAN-style prompts only); injection (deepset-style: also persona and task hijacks).",
+    classifier: bool = Field(default=True, description="Use the packaged classifier heads named in heads (else heuristics only).")
+    heads: tuple[Literal["lexical", "combined", "injection", "jailbreak"], ...] = Field(
+        default=("lexical",),
+        description="Classifier heads that count: lexical (n-grams and a persona cue, trained on both data sets, benign mentions and "
+        "ordinary requests; no embedding model, microseconds: the default); combined (the same sets over the all-MiniLM-L6-v2 "
+        "embedding: embeds every new prompt); jailbreak (DAN-style prompts only); injection (deepset-style: also persona and task hijacks).",
     )
     judge: str | None = Field(default=None, description="A model or route asked to decide scores between judge_min and threshold.")
     judge_min: float = Field(default=0.2, ge=0, le=1, description="Lowest score that is sent to the judge.")
@@ -65,7 +66,7 @@ class ContextInjectionGuard(_Guard):
     indirect: bool = Field(
         default=True, description="Judge each sentence of a chunk with the indirect-injection head (trained on BIPIA train attacks and documents)."
     )
-    heads: tuple[Literal["combined", "injection", "jailbreak"], ...] = Field(
+    heads: tuple[Literal["lexical", "combined", "injection", "jailbreak"], ...] = Field(
         default=(),
         description="Prompt classifier heads that also count for whole chunks (default none: both flag most ordinary documents; see bench/guardrails.md).",
     )
