@@ -12,7 +12,8 @@
   recognizers side by side when presidio-analyzer is installed (its spaCy NER model cannot be
   downloaded offline, so only its pattern recognizers run, on a blank spaCy pipeline).
 - Benign mentions: false alarms of the injection policies on benign questions that mention "ignore",
-  "instructions", "developer mode", "system prompt" or "pretend" (bench/data/benign_mentions.jsonl, test half).
+  "instructions", "developer mode", "system prompt" or "pretend" (bench/data/benign_mentions.jsonl, test half),
+  and on ordinary requests (support, everyday and RAG questions: scripts/guard_data.py:ordinary_requests, test half).
 - Toxicity: the Davidson et al. hate/offensive tweets, the test part of a seeded split (it ships none;
   scripts/guard_data.py:davidson_split), P/R/F1 per head and false alarms on the *neither* tweets.
 - Secrets: a synthetic, seeded set of keys in the published formats and hard negatives (hashes, UUIDs).
@@ -49,7 +50,7 @@ from aiestack.guardrails.secrets import SecretsDetector
 from aiestack.guardrails.segments import segments
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from guard_data import bipia_attacks, bipia_contexts, davidson_split, ordinary_documents
+from guard_data import bipia_attacks, bipia_contexts, davidson_split, ordinary_documents, ordinary_requests
 
 DATA = Path(os.environ.get("AIESTACK_DATA", "/work/shared/data"))
 OUT = Path(__file__).parent / "guardrails.md"
@@ -122,7 +123,8 @@ def injection_section(emb: Embedder, lines: list[str]) -> None:
         "## Prompt injection and jailbreak (TEST splits)",
         "",
         "Ratio = F1 / the anchor's F1 on the same split. Latency per text, one text at a time; rows with the",
-        "classifier include its all-MiniLM-L6-v2 embedding (measured separately, `embed` row).",
+        "MiniLM heads include its all-MiniLM-L6-v2 embedding (measured separately, `embed` row); the `lexical`",
+        "head and the lexical-only rows use no embedding model (their latency is the heuristics + all heads' n-grams).",
         "",
         "| split | detector | precision | recall | F1 | ratio | p50 ms | p95 ms |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -164,8 +166,9 @@ def injection_section(emb: Embedder, lines: list[str]) -> None:
         rows += [
             (f"classifier head `{own}` alone", prf(te_y, [int(s >= 0.5) for s in head_scores[own]]), head_ms),
             (f"layered: heuristics + `{own}` head", prf(te_y, layered([own], head_scores)), head_ms),
-            ("**layered, default policy (heads = combined)**", prf(te_y, layered(["combined"], head_scores)), head_ms),
-            ("layered, previous default (heads = jailbreak)", prf(te_y, layered(["jailbreak"], head_scores)), head_ms),
+            ("**layered, default policy (heads = lexical: no embedding model)**", prf(te_y, layered(["lexical"], lex_scores)), lex_ms),
+            ("layered, previous default (heads = combined, MiniLM)", prf(te_y, layered(["combined"], head_scores)), head_ms),
+            ("layered, heads = jailbreak (the default before that)", prf(te_y, layered(["jailbreak"], head_scores)), head_ms),
             ("layered, heads = combined + injection", prf(te_y, layered(["combined", "injection"], head_scores)), head_ms),
             ("layered, heads = injection + jailbreak", prf(te_y, layered(["injection", "jailbreak"], head_scores)), head_ms),
             (f"layered lexical-only (no embedding model), `{own}`", prf(te_y, layered([own], lex_scores)), lex_ms),
@@ -180,41 +183,54 @@ def injection_section(emb: Embedder, lines: list[str]) -> None:
 
 
 def benign_section(emb: Embedder, lines: list[str]) -> None:
-    """False alarms on benign questions that mention the words attacks use (bench/data/benign_mentions.jsonl, test half)."""
+    """False alarms on benign questions that mention the words attacks use (bench/data/benign_mentions.jsonl,
+    test half) and on ordinary requests (scripts/guard_data.py:ordinary_requests, test half)."""
     rows = [json.loads(line) for line in (Path(__file__).parent / "data" / "benign_mentions.jsonl").open(encoding="utf-8")]
     rows = [r for r in rows if r["split"] == "test"]
     texts = [r["text"] for r in rows]
     vectors = emb.many("benign_mentions_test", texts)
+    ordinary = ordinary_requests("test")
+    o_vectors = emb.many("ordinary_requests_test", ordinary)
     clf = InjectionClassifier()
     policies = {
-        "**default policy (heads = combined)**": ["combined"],
-        "previous default (heads = jailbreak)": ["jailbreak"],
+        "**default policy (heads = lexical: no embedding model)**": ["lexical"],
+        "previous default (heads = combined, MiniLM)": ["combined"],
+        "heads = jailbreak (the default before that)": ["jailbreak"],
         "heads = combined + injection": ["combined", "injection"],
         "heads = injection + jailbreak": ["injection", "jailbreak"],
         "lexical-only (no embedding model), combined": None,
     }
     words = sorted({r["mentions"] for r in rows})
     lines += [
-        "## False alarms on benign questions that mention attack words",
+        "## False alarms on benign questions that mention attack words, and on ordinary requests",
         "",
         f"{len(rows)} benign questions (the `test` half of bench/data/benign_mentions.jsonl, written for issue #17; the",
-        "`train` half, other questions, is the `combined` head's hard negatives), 50 per word. Heuristics included.",
+        "`train` half, other questions, is the `lexical` and `combined` heads' hard negatives), 50 per word, and",
+        f"{len(ordinary)} ordinary requests (the `test` halves of bench/data/routing.jsonl, cache_pairs.jsonl and",
+        "ordinary_requests.jsonl, less any text also in a `train` half: support questions, everyday questions, RAG and",
+        "document requests; the `train` halves are the `lexical` head's negatives). Heuristics included.",
         "Target for the default policy: at most 2% flagged.",
         "",
-        "| policy | " + " | ".join(f"'{w}'" for w in words) + " | all | rate |",
-        "|---|" + "---:|" * (len(words) + 2),
+        "| policy | " + " | ".join(f"'{w}'" for w in words) + " | all | rate | ordinary requests | rate |",
+        "|---|" + "---:|" * (len(words) + 4),
     ]
+
+    def hit(text: str, v: np.ndarray, heads: list[str] | None) -> bool:
+        scores = clf.scores(text, None if heads is None else v)
+        counted = [scores[h] for h in (heads or ["combined"]) if len(text) >= MIN_CHARS.get(h, 0)]
+        return max([heuristic_score(heuristic_findings(text)), *counted]) >= 0.5
+
     for label, heads in policies.items():
         flagged: Counter[str] = Counter()
         for r, v in zip(rows, vectors, strict=True):
-            text = r["text"]
-            scores = clf.scores(text, None if heads is None else v)
-            counted = [scores[h] for h in (heads or ["combined"]) if len(text) >= MIN_CHARS.get(h, 0)]
-            if max([heuristic_score(heuristic_findings(text)), *counted]) >= 0.5:
+            if hit(r["text"], v, heads):
                 flagged[r["mentions"]] += 1
         total = sum(flagged.values())
+        o_total = sum(hit(t, v, heads) for t, v in zip(ordinary, o_vectors, strict=True))
         cells = " | ".join(str(flagged[w]) for w in words)
-        lines.append(f"| {label} | {cells} | {total}/{len(rows)} | {total / len(rows):.3f} |")
+        lines.append(
+            f"| {label} | {cells} | {total}/{len(rows)} | {total / len(rows):.3f} | {o_total}/{len(ordinary)} | {o_total / len(ordinary):.3f} |"
+        )
     lines.append("")
 
 
@@ -584,7 +600,7 @@ def main() -> None:
         secrets_section(lines)
     if "pii" in sections:
         pii_section(lines)
-    emb = Embedder(args.cache) if sections & {"injection", "bipia"} else None
+    emb = Embedder(args.cache) if sections & {"injection", "benign", "bipia"} else None
     if "injection" in sections and emb is not None:
         injection_section(emb, lines)
     if "benign" in sections and emb is not None:

@@ -1,8 +1,9 @@
 """Building the guard stages from settings: what the composition root calls.
 
 :func:`build_guardrails` validates ``[guards]`` and every ``[routes.NAME.guards]``, loads the packaged
-classifier, connects it to the stack's embedding model (used only when that is all-MiniLM-L6-v2, the
-model the classifier was trained on; otherwise the lexical heads are used), resolves judge models,
+classifier, connects it to the stack's embedding model (asked only by the MiniLM heads a policy counts,
+and used only when that is all-MiniLM-L6-v2, the model they were trained on; otherwise their lexical
+fallbacks are used; the default ``lexical`` head never asks), resolves judge models,
 and returns the stages and the trace redactor.
 """
 
