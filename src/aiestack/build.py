@@ -52,7 +52,7 @@ from aiestack.stores.datasets import DatasetStore
 from aiestack.stores.documents import DocumentStore
 from aiestack.stores.feedback import FeedbackStore
 from aiestack.stores.kv import KV
-from aiestack.stores.open import StoreFactories, offers, open_store
+from aiestack.stores.open import StoreFactories, backend_of, offers, open_store
 from aiestack.stores.prompts import PROMPT_LABEL_ATTR, PROMPT_NAME_ATTR, PROMPT_VERSION_ATTR, PromptStore
 from aiestack.stores.queries import ExchangeQueries, exchange_queries
 from aiestack.stores.writer import BatchWriter
@@ -262,7 +262,11 @@ def build_batch_embeddings(settings: Settings, store: object) -> EmbeddingModel:
 def build_documents(settings: Settings, extra: StoreFactories | None = None) -> DocumentStore:
     """The document store beside the exchange store: embedded (SQLite + indexes in the data dir), PostgreSQL,
     or a plugin's (``extra``: the plugins' store factories)."""
-    store = open_store(settings.store_url, "documents", extra=extra)
+    options: dict[str, Any] = {}
+    scheme = settings.store_url.split("://", 1)[0].lower()
+    if backend_of(settings.store_url, extra=extra) == "postgresql" and (scheme, "documents") not in (extra or {}):
+        options["postings_cache_bytes"] = settings.store.postings_cache_mb * 2**20
+    store = open_store(settings.store_url, "documents", extra=extra, **options)
     store.migrate()
     return store
 

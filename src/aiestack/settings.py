@@ -36,6 +36,12 @@ class StoreSettings(_Section):
     url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite in the data directory.")
     batch_size: int = Field(default=256, ge=1, description="Exchanges/spans written per batch by the background writer.")
     flush_interval_s: float = Field(default=0.5, gt=0, description="How often the background writer flushes.")
+    postings_cache_mb: int = Field(
+        default=256,
+        ge=0,
+        description="PostgreSQL document store: MiB of BM25 posting lists each process keeps between searches "
+        "(16 bytes a posting; 0 reads them every search). Other stores ignore it.",
+    )
 
 
 class TracingSettings(_Section):

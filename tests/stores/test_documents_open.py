@@ -33,3 +33,33 @@ def test_bad_urls_say_what_to_do(tmp_path: Path) -> None:
         open_store("mysql://host/db", "documents")
     with pytest.raises(StoreError, match="embedded"):
         open_store("postgresql://user@127.0.0.1:5432/db", "documents", index_dir=tmp_path)
+
+
+def test_the_postgres_postings_cache_bound_is_an_option(tmp_path: Path) -> None:
+    url = "postgresql://user@127.0.0.1:5432/db"
+    default = open_store(url, "documents")
+    assert isinstance(default, PostgresDocumentStore) and default._terms.cache.limit_bytes == 256 * 2**20
+    default.close()
+    small = open_store(url, "documents", postings_cache_bytes=3 * 2**20)
+    assert isinstance(small, PostgresDocumentStore) and small._terms.cache.limit_bytes == 3 * 2**20
+    small.close()
+    none = open_store(url, "documents", postings_cache_bytes=0)
+    assert isinstance(none, PostgresDocumentStore) and none._terms.cache.limit_bytes == 0
+    none.close()
+    for bad in (-1, 1.5, "big"):
+        with pytest.raises(StoreError, match="postings_cache_bytes must be"):
+            open_store(url, "documents", postings_cache_bytes=bad)
+
+
+@pytest.mark.integration
+def test_store_postings_cache_mb_reaches_the_postgres_store(pgvector_url: str, tmp_path: Path) -> None:
+    from aiestack.build import build_documents
+    from aiestack.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, embedded_model=False, store={"url": pgvector_url, "postings_cache_mb": 5})
+    store = build_documents(settings)
+    assert isinstance(store, PostgresDocumentStore) and store._terms.cache.limit_bytes == 5 * 2**20
+    store.close()
+    embedded = build_documents(Settings(data_dir=tmp_path, embedded_model=False, store={"postings_cache_mb": 5}))
+    assert isinstance(embedded, EmbeddedDocumentStore)  # the option is PostgreSQL's only
+    embedded.close()

@@ -29,6 +29,7 @@ from aiestack.errors import InvalidRequest, StoreError
 from aiestack.stores.documents import BULK_MIN_DOCUMENTS, CollectionInfo, DocumentItem, Filter, StoredDocument
 from aiestack.stores.documents_common import check_k, check_put, check_query_vector, normalize
 from aiestack.stores.documents_postgres_bm25 import PostgresTermIndex
+from aiestack.stores.documents_postgres_postings import CACHE_BYTES
 from aiestack.stores.documents_sql import SqlRecords
 from aiestack.stores.filters import parse_filter
 from aiestack.stores.sql.engine import create_store_engine, parse_url, safe_url, store_errors
@@ -75,7 +76,14 @@ def _literal(value: str) -> str:
 class PostgresDocumentStore:
     """Collections in PostgreSQL: BM25 postings tables for terms, pgvector HNSW per collection for vectors."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, postings_cache_bytes: int = CACHE_BYTES) -> None:
+        """``postings_cache_bytes`` bounds the BM25 posting lists kept between searches (per
+        instance; 0 keeps none: every search reads its terms' lists)."""
+        if isinstance(postings_cache_bytes, bool) or not isinstance(postings_cache_bytes, int) or postings_cache_bytes < 0:
+            raise StoreError(
+                f"postings_cache_bytes must be a whole number of bytes, 0 or more; got {postings_cache_bytes!r}.",
+                hint="Set store.postings_cache_mb (AIESTACK_STORE__POSTINGS_CACHE_MB) to 0 or more MiB.",
+            )
         self._url = parse_url(url)
         if self._url.get_backend_name() != "postgresql":
             raise StoreError(
@@ -87,7 +95,7 @@ class PostgresDocumentStore:
         # Searches are single statements: in autocommit they cost no BEGIN and ROLLBACK round trips.
         self._reader = create_store_engine(self._url, pre_ping=False).execution_options(isolation_level="AUTOCOMMIT")
         self._dims: dict[str, CollectionInfo] = {}  # collection -> info, for the query's dimension
-        self._terms = PostgresTermIndex()
+        self._terms = PostgresTermIndex(cache_bytes=postings_cache_bytes)
         self._records = SqlRecords(self._engine, self._url, self._terms)
 
     def __repr__(self) -> str:

@@ -86,7 +86,8 @@ def open_store(
     - ``postgresql+psycopg://user@host:5432/db`` (``postgresql://`` means the same).
     - ``redis://host:6379/0`` (``rediss://`` with TLS): the cache and the KV counters.
 
-    ``options`` go to the backend: ``index_dir`` (embedded documents), ``prefix`` (Redis key prefix),
+    ``options`` go to the backend: ``index_dir`` (embedded documents), ``postings_cache_bytes``
+    (PostgreSQL documents: the BM25 postings cache's bound), ``prefix`` (Redis key prefix),
     ``max_entries`` (memory cache), ``beside`` (the open exchange store at ``url``: whose connections
     a SQL cache shares, and which the queries read). ``extra`` maps (scheme, capability) to plugin factories.
 
@@ -178,7 +179,9 @@ def _documents_sqlite(url: str, *, index_dir: str | Path | None = None) -> Docum
     return EmbeddedDocumentStore(url, index_dir=index_dir)
 
 
-def _documents_postgres(url: str, *, index_dir: str | Path | None = None) -> DocumentStore:
+def _documents_postgres(
+    url: str, *, index_dir: str | Path | None = None, postings_cache_bytes: int | None = None
+) -> DocumentStore:
     if index_dir is not None:
         raise StoreError(
             "index_dir applies to the embedded (SQLite) document store only.",
@@ -186,7 +189,9 @@ def _documents_postgres(url: str, *, index_dir: str | Path | None = None) -> Doc
         )
     from aiestack.stores.documents_postgres import PostgresDocumentStore
 
-    return PostgresDocumentStore(url)
+    if postings_cache_bytes is None:
+        return PostgresDocumentStore(url)
+    return PostgresDocumentStore(url, postings_cache_bytes=postings_cache_bytes)
 
 
 def _cache_memory(url: str, *, max_entries: int = 100_000) -> CacheBackend:
