@@ -39,6 +39,7 @@ ranks every chunk of its terms, then asks which of the best pass the filter, dee
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -121,6 +122,23 @@ _READ = """SELECT s.generation, s.chunks, s.tokens, b.term,
 _BIGINTS = postgresql.ARRAY(sa.BigInteger)
 #: A filtered query first asks which of its best ``FILTER_DEPTH * k`` chunks pass, then 8× deeper each time.
 FILTER_DEPTH = 4
+#: A binary ``int4[]``/``int8[]`` header: dimensions, has-NULLs flag, element type, length, lower bound.
+_HEADER = np.dtype([("ndim", ">i4"), ("nulls", ">i4"), ("oid", ">i4"), ("length", ">i4"), ("lower", ">i4")])
+#: A ``bm25_blocks`` row's fixed-width fields after the term, each length-prefixed, then the header of its keys.
+_BLOCK_FIELDS = np.dtype(
+    [("l_first", ">i4"), ("first", ">i8"), ("l_last", ">i4"), ("last", ">i8"), ("l_n", ">i4"), ("n", ">i4"),
+     ("l_tf", ">i4"), ("tf", ">i4"), ("l_norm", ">i4"), ("norm", ">i4"), ("l_keys", ">i4"), ("keys", _HEADER)]
+)
+_ARRAY_HEAD = np.dtype([("l_array", ">i4"), ("array", _HEADER)])
+#: A ``bm25_docs`` row up to its terms' items: the field count, the key, the norm, the terms' header.
+_DOC_FIELDS = np.dtype(
+    [("count", ">i2"), ("l_key", ">i4"), ("key", ">i8"), ("l_norm", ">i4"), ("norm", ">i4"), ("l_terms", ">i4"), ("terms", _HEADER)]
+)
+
+
+def _array_header(header: np.ndarray, oid: int, lengths: np.ndarray) -> None:
+    """Fill one-dimensional array headers (no NULLs, lower bound 1) of ``lengths`` elements of ``oid``."""
+    header["ndim"], header["nulls"], header["oid"], header["length"], header["lower"] = 1, 0, oid, lengths, 1
 
 
 class PostgresTermIndex:
@@ -291,53 +309,72 @@ class PostgresTermIndex:
     ) -> None:
         """One block per term and one term vector per chunk, grouped by numpy and sent with binary
         COPY (grouped on the server by ``array_agg``, they took a fifth of a SciFact load)."""
-        t, k, f, m = (np.asarray(v, dtype=np.int64) for v in (term_ids, owners, tfs, norms))
-        order = np.lexsort((k, t))
-        t, k, f, m = t[order], k[order], f[order], m[order]
+        t0, k0, f0, m0 = (np.asarray(v, dtype=np.int64) for v in (term_ids, owners, tfs, norms))
+        order = np.lexsort((k0, t0))
+        t, k, f, m = t0[order], k0[order], f0[order], m0[order]
         starts = np.flatnonzero(np.r_[True, t[1:] != t[:-1]])
-        ends = np.r_[starts[1:], len(t)]
+        n = np.diff(np.r_[starts, len(t)])
         most_tf, least_norm = np.maximum.reduceat(f, starts), np.minimum.reduceat(m, starts)
-        key_items, tf_items, norm_items = pg_copy.int_items(k, "q"), pg_copy.int_items(f, "i"), pg_copy.int_items(m, "i")
+        terms = b"".join(pg_copy.text_item(term) for term in vocabulary)  # a text field is laid out as an array item
+        term_lengths = np.array([len(term.encode()) + 4 for term in vocabulary], dtype=np.int64)
+        term_starts = np.cumsum(term_lengths) - term_lengths
+        # A block row: the field count and collection (the same bytes each row), the term, the
+        # fixed-width fields, then each array's header and its items (slices of the packed items).
         name = pg_copy.text(collection)
+        head = struct.pack(">hi", 10, len(name)) + name
+        fixed = np.empty(len(starts), dtype=_BLOCK_FIELDS)
+        fixed["l_first"], fixed["first"], fixed["l_last"], fixed["last"] = 8, k[starts], 8, k[starts + n - 1]
+        fixed["l_n"], fixed["n"], fixed["l_tf"], fixed["tf"], fixed["l_norm"], fixed["norm"] = 4, n, 4, most_tf, 4, least_norm
+        fixed["l_keys"] = 20 + 12 * n
+        _array_header(fixed["keys"], pg_copy.INT8_OID, n)
+        ints = np.empty(len(starts), dtype=_ARRAY_HEAD)
+        ints["l_array"] = 20 + 8 * n
+        _array_header(ints["array"], pg_copy.INT4_OID, n)
+        row_terms = t[starts] - 1
+        blocks = pg_copy.interleave(
+            [
+                (head, np.zeros(len(starts)), np.full(len(starts), len(head))),
+                (terms, term_starts[row_terms], term_lengths[row_terms]),
+                pg_copy.records(fixed),
+                (pg_copy.int_items(k, "q"), 12 * starts, 12 * n),
+                pg_copy.records(ints),
+                (pg_copy.int_items(f, "i"), 8 * starts, 8 * n),
+                pg_copy.records(ints),
+                (pg_copy.int_items(m, "i"), 8 * starts, 8 * n),
+            ]
+        )
         copy_binary(
             connection,
             "bm25_blocks",
             ("collection", "term", "first_key", "last_key", "n", "max_tf", "min_norm", "keys", "tfs", "norms"),
-            (
-                pg_copy.row(
-                    name,
-                    pg_copy.text(vocabulary[t[s] - 1]),
-                    pg_copy.bigint(int(k[s])),
-                    pg_copy.bigint(int(k[e - 1])),
-                    pg_copy.integer(int(e - s)),
-                    pg_copy.integer(int(most_tf[i])),
-                    pg_copy.integer(int(least_norm[i])),
-                    pg_copy.array_header(pg_copy.INT8_OID, int(e - s)) + key_items[12 * s : 12 * e],
-                    pg_copy.array_header(pg_copy.INT4_OID, int(e - s)) + tf_items[8 * s : 8 * e],
-                    pg_copy.array_header(pg_copy.INT4_OID, int(e - s)) + norm_items[8 * s : 8 * e],
-                )
-                for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True))
-            ),
+            [blocks],
         )
         # Term vectors: each chunk's postings came together (chunk after chunk); terms by name.
-        items = [pg_copy.text_item(term) for term in vocabulary]
-        rows = []
-        first = 0
-        while first < len(owners):
-            last = first
-            while last < len(owners) and owners[last] == owners[first]:
-                last += 1
-            ids = sorted(range(first, last), key=lambda p: vocabulary[term_ids[p] - 1])
-            rows.append(
-                pg_copy.row(
-                    pg_copy.bigint(owners[first]),
-                    pg_copy.integer(norms[first]),
-                    pg_copy.array_header(pg_copy.TEXT_OID, len(ids)) + b"".join(items[term_ids[p] - 1] for p in ids),
-                    pg_copy.array_header(pg_copy.INT4_OID, len(ids)) + pg_copy.int_items(np.array([tfs[p] for p in ids]), "i"),
-                )
-            )
-            first = last
-        copy_binary(connection, "bm25_docs", ("chunk_key", "norm", "terms", "tfs"), rows)
+        chunk = np.cumsum(np.r_[False, k0[1:] != k0[:-1]])
+        by_name = np.empty(len(vocabulary), dtype=np.int64)
+        by_name[np.argsort(np.array(vocabulary))] = np.arange(len(vocabulary))  # code point order, as sorted()
+        order = np.lexsort((by_name[t0 - 1], chunk))
+        firsts = np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1]])
+        count = np.diff(np.r_[firsts, len(k0)])
+        posting_terms = t0[order] - 1
+        names = pg_copy.gather(terms, term_starts[posting_terms], term_lengths[posting_terms])
+        name_lengths = np.add.reduceat(term_lengths[posting_terms], firsts)
+        doc = np.empty(len(firsts), dtype=_DOC_FIELDS)
+        doc["count"], doc["l_key"], doc["key"], doc["l_norm"], doc["norm"] = 4, 8, k0[firsts], 4, m0[firsts]
+        doc["l_terms"] = 20 + name_lengths
+        _array_header(doc["terms"], pg_copy.TEXT_OID, count)
+        tf_head = np.empty(len(firsts), dtype=_ARRAY_HEAD)
+        tf_head["l_array"] = 20 + 8 * count
+        _array_header(tf_head["array"], pg_copy.INT4_OID, count)
+        vectors = pg_copy.interleave(
+            [
+                pg_copy.records(doc),
+                (names, np.cumsum(name_lengths) - name_lengths, name_lengths),
+                pg_copy.records(tf_head),
+                (pg_copy.int_items(f0[order], "i"), 8 * firsts, 8 * count),
+            ]
+        )
+        copy_binary(connection, "bm25_docs", ("chunk_key", "norm", "terms", "tfs"), [vectors])
 
     # ----------------------------------------------------------------------- search
 

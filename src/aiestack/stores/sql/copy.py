@@ -96,6 +96,33 @@ def int_items(values: np.ndarray, width: str) -> bytes:
     return items.tobytes()
 
 
+def gather(buffer: bytes | np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The pieces ``buffer[start:start + length]`` one after another (bytes, as uint8), in one numpy gather."""
+    data = np.frombuffer(buffer, dtype=np.uint8) if isinstance(buffer, bytes) else buffer.view(np.uint8).ravel()
+    lengths = np.asarray(lengths, dtype=np.int64)
+    destinations = np.cumsum(lengths) - lengths
+    index = np.int32 if max(len(data), int(lengths.sum())) < 2**31 else np.int64  # half the memory traffic
+    shifts = (np.asarray(starts, dtype=np.int64) - destinations).astype(index)
+    return data[np.repeat(shifts, lengths) + np.arange(int(lengths.sum()), dtype=index)]
+
+
+def interleave(columns: Sequence[tuple[bytes | np.ndarray, np.ndarray, np.ndarray]]) -> bytes:
+    """Rows made of one piece from each column, in order: a column is its bytes, and per row the
+    start and length of its piece there. One numpy gather, however many rows (a Python call per
+    field and row took most of a batch's client time)."""
+    buffers = [np.frombuffer(b, dtype=np.uint8) if isinstance(b, bytes) else b.view(np.uint8).ravel() for b, _, _ in columns]
+    offsets = np.cumsum([0] + [len(b) for b in buffers[:-1]])
+    starts = np.stack([np.asarray(s, dtype=np.int64) + o for (_, s, _), o in zip(columns, offsets, strict=True)], axis=1)
+    lengths = np.stack([np.asarray(n, dtype=np.int64) for _, _, n in columns], axis=1)
+    return gather(np.concatenate(buffers), starts.ravel(), lengths.ravel()).tobytes()
+
+
+def records(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A structured array as an :func:`interleave` column: one record a row."""
+    rows = np.arange(len(fields), dtype=np.int64)
+    return fields, rows * fields.itemsize, np.full(len(fields), fields.itemsize, dtype=np.int64)
+
+
 def text_item(value: str) -> bytes:
     """One ``text`` array element."""
     encoded = value.encode()
