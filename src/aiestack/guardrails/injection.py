@@ -54,6 +54,15 @@ EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 #: Shortest text a head judges. 99% of the jailbreak train prompts are 100 characters or longer, and
 #: the head has seen almost no short benign text: short prompts are left to the other layers.
 MIN_CHARS = {"jailbreak": 100}
+#: Fewest words a head judges. Chat turns of one to three words ("stop", "go on", "rate me") are common
+#: and the ``lexical`` head saw few of them, so they score near its threshold on the n-gram prior alone;
+#: on TRAIN, 2 of 730 injections (deepset and jailbreak) are that short. They are left to the heuristics.
+MIN_WORDS = {"lexical": 4}
+
+
+def _words_below(text: str, n: int) -> bool:
+    """Whether ``text`` has fewer than ``n`` words (splits at most ``n`` times: cheap on long texts)."""
+    return n > 0 and len(text.split(None, n)) < n
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -209,7 +218,7 @@ class InjectionDetector:
                 layers[head] = p
                 if self.heads is not None and head not in self.heads:
                     continue  # reported, but it does not count
-                if len(text) < MIN_CHARS.get(head, 0):
+                if len(text) < MIN_CHARS.get(head, 0) or _words_below(text, MIN_WORDS.get(head, 0)):
                     continue  # too short to be what this head learned
                 score = max(score, p)
                 if p >= self.threshold:
