@@ -162,3 +162,41 @@ def test_html_report_has_a_chart_per_figure_and_escapes_text() -> None:
     assert [lvl["load"] for lvl in data["levels"]] == [1, 2, 4]
     assert data["levels"][0]["goodput_requests_per_s"] > 0
     assert data["levels"][2]["goodput_requests_per_s"] == 0
+
+
+def test_client_lag_records_how_late_a_blocked_loop_wakes() -> None:
+    import asyncio
+    import time
+
+    from aiestack.loadbench.runner import client_lag
+
+    async def run() -> list[float]:
+        async with client_lag() as lag:
+            await asyncio.sleep(0.03)  # punctual ticks first
+            time.sleep(0.04)  # then the loop is blocked for 40 ms, as a busy client's is
+            await asyncio.sleep(0.02)
+        return lag
+
+    samples = asyncio.run(run())
+    assert len(samples) >= 3
+    assert max(samples) >= 30.0  # the tick due during the block woke ≥ 30 ms late
+    assert float(np.median(samples)) < 10.0
+
+
+def test_a_level_whose_client_lagged_is_flagged_in_the_table_json_and_html() -> None:
+    from aiestack.loadbench.report import client_bound, client_bound_note, table_rows
+
+    requests = [_request(0.0, 0.5, [0.025] * 7)]
+    calm = summarize("concurrency", 1, requests, client_lag_ms=[0.1, 0.2, 0.3])
+    busy = summarize("concurrency", 64, requests, client_lag_ms=[0.2, 0.4, 9.0])  # 9 ms > 2% of ITL 25 ms
+    assert not client_bound(calm) and client_bound(busy)
+    assert busy.client_lag_ms["p99"] == pytest.approx(np.percentile([0.2, 0.4, 9.0], 99))
+    assert table_rows([calm])[0][-1] == "0.3" and table_rows([busy])[0][-1].endswith(" !")
+    note = client_bound_note([calm, busy])
+    assert note is not None and "concurrency 64" in note and "concurrency 1," not in note
+    assert client_bound_note([calm]) is None
+    report = Report("http://h/v1", "m", "synthetic", Slo(), (calm, busy), 0.0)
+    assert "client was busy" in render_html(report)
+    assert report.to_json()["levels"][1]["client_lag_ms"]["p99"] == pytest.approx(busy.client_lag_ms["p99"])
+    no_samples = summarize("concurrency", 1, requests)
+    assert no_samples.client_lag_ms["p99"] is None and not client_bound(no_samples)

@@ -154,7 +154,7 @@ def _stored_exchanges(limit: int) -> list[ExchangeRecord]:
 
 
 def _print_table(out: Console, report: Report) -> None:
-    from aiestack.loadbench.report import TABLE_HEADER, table_rows
+    from aiestack.loadbench.report import TABLE_HEADER, client_bound_note, table_rows
 
     table = Table(title="Latency (ms) and throughput", title_justify="left")
     for i, header in enumerate(TABLE_HEADER):
@@ -162,3 +162,5 @@ def _print_table(out: Console, report: Report) -> None:
     for row in table_rows(report.levels):
         table.add_row(*row)
     out.print(table)
+    if (note := client_bound_note(report.levels)) is not None:
+        out.print(note, style="yellow", highlight=False)

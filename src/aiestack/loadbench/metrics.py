@@ -11,6 +11,11 @@ differ):
 - **output tokens/s** and **requests/s**: totals over the level's duration (first send to last end);
 - **goodput**: requests/s that met every SLO (TTFT, TPOT, e2e) of ``--slo``.
 
+Beside them, **client lag**: how late the benchmark's own event loop woke for a 5 ms timer while the
+level ran (mean, p50/p90/p99). A one-process client stamps a chunk when its loop gets to it, so at
+high concurrency on few cores its own backlog (or a garbage-collection pause) adds to every figure
+above; the lag says by how much at most, and the report flags a level where it is not small.
+
 Output tokens are the server's ``usage.completion_tokens`` when it reports them, else the number of
 output chunks (one token per chunk, which is what OpenAI-compatible servers stream).
 """
@@ -153,6 +158,7 @@ class LevelStats:
     goodput: float | None
     slo_met_fraction: float | None
     first_error: str | None = None
+    client_lag_ms: Mapping[str, float | None] = field(default_factory=lambda: distribution(()))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -162,11 +168,17 @@ class LevelStats:
             "input_tokens": self.input_tokens, "requests_per_s": self.request_rate,
             "output_tokens_per_s": self.output_tokens_per_s, "goodput_requests_per_s": self.goodput,
             "slo_met_fraction": self.slo_met_fraction, "first_error": self.first_error,
+            "client_lag_ms": dict(self.client_lag_ms),
         }
 
 
-def summarize(mode: str, load: float, results: Sequence[RequestResult], slo: Slo | None = None) -> LevelStats:
-    """The level's figures from its requests' results; the duration runs from the first send to the last end."""
+def summarize(
+    mode: str, load: float, results: Sequence[RequestResult], slo: Slo | None = None,
+    client_lag_ms: Sequence[float] = (),
+) -> LevelStats:
+    """The level's figures from its requests' results; the duration runs from the first send to the last end.
+
+    ``client_lag_ms``: the client loop's lateness samples taken while the level ran (see the module doc)."""
     done = [r for r in results if r.ok]
     errors = [r for r in results if not r.ok]
     duration = max((r.end for r in results), default=0.0) - min(r.start for r in results) if results else 0.0
@@ -191,4 +203,5 @@ def summarize(mode: str, load: float, results: Sequence[RequestResult], slo: Slo
         goodput=None if good is None else good / duration,
         slo_met_fraction=None if good is None else (good / len(results) if results else math.nan),
         first_error=next((r.error or "no output" for r in errors), None),
+        client_lag_ms=distribution(client_lag_ms),
     )

@@ -55,12 +55,31 @@ def table_rows(levels: Sequence[LevelStats]) -> list[list[str]]:
             _ms(s.ttft_ms["p50"]), _ms(s.ttft_ms["p99"]), _ms(s.tpot_ms["p50"]), _ms(s.itl_ms["p50"]),
             _ms(s.itl_ms["p99"]), _ms(s.e2e_ms["p50"]), _ms(s.e2e_ms["p99"]), f"{s.output_tokens_per_s:.1f}",
             f"{s.request_rate:.2f}", "–" if s.goodput is None else f"{s.goodput:.2f}",
+            _ms(s.client_lag_ms["p99"]) + (" !" if client_bound(s) else ""),
         ])
     return rows
 
 
 TABLE_HEADER = ["mode", "load", "ok", "err", "TTFT p50", "TTFT p99", "TPOT p50", "ITL p50", "ITL p99",
-                "e2e p50", "e2e p99", "out tok/s", "req/s", "goodput"]
+                "e2e p50", "e2e p99", "out tok/s", "req/s", "goodput", "client lag p99"]
+
+
+def client_bound(s: LevelStats) -> bool:
+    """Whether the client's own loop lag (p99) exceeds 1 ms and 2% of the smallest median it measured:
+    its figures then carry the client's delay as well as the server's."""
+    lag = s.client_lag_ms["p99"]
+    medians = [m for m in (s.ttft_ms["p50"], s.itl_ms["p50"]) if m is not None]
+    return lag is not None and bool(medians) and lag > max(1.0, 0.02 * min(medians))
+
+
+def client_bound_note(levels: Sequence[LevelStats]) -> str | None:
+    """The warning for levels marked "!" in the table, or None when there are none."""
+    busy = [f"{s.mode} {s.load:g}" for s in levels if client_bound(s)]
+    if not busy:
+        return None
+    return ("! the benchmark's own client was busy at " + ", ".join(busy) + ": its event loop woke up "
+            "to the lag shown late, and each figure of those levels may include that much of the client's "
+            "delay. Lower the concurrency, or run the client on a machine or core of its own.")
 
 
 def _charts(levels: Sequence[LevelStats], mode: str) -> list[str]:
@@ -108,8 +127,11 @@ def render_html(report: Report) -> str:
         f"Workload: {escape(report.workload)} · SLOs for goodput: {escape(report.slo.describe())}</p>",
         f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
         '<p class="muted">Milliseconds. TTFT, TPOT, ITL and e2e follow vLLM benchmark_serving\'s definitions; '
-        "docs/load-bench.md says where llmperf and genai-perf differ.</p>",
+        "docs/load-bench.md says where llmperf and genai-perf differ. Client lag: how late the benchmark's "
+        "own event loop woke for a 5 ms timer during the level.</p>",
     ]
+    if (note := client_bound_note(report.levels)) is not None:
+        parts.append(f"<p><b>{escape(note)}</b></p>")
     if errors:
         parts += ["<h2>Errors (first per level)</h2><ul>", *errors, "</ul>"]
     for mode in ("concurrency", "rate", "replay"):

@@ -16,8 +16,9 @@ a sweep is a different one until the workload is used up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -49,6 +50,32 @@ class Plan:
         if self.requests is not None:
             return self.requests
         return max(32, 4 * concurrency) if concurrency else 64
+
+
+LAG_TICK_S = 0.005
+
+
+@contextlib.asynccontextmanager
+async def client_lag() -> AsyncIterator[list[float]]:
+    """While the block runs, how late (ms) this loop wakes for a 5 ms timer, one sample per tick.
+
+    Every chunk the client stamps waits for the loop as this timer does, so the samples bound the
+    client's own share of the level's latencies (metrics' module doc)."""
+    samples: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(LAG_TICK_S)
+            samples.append((time.perf_counter() - t0 - LAG_TICK_S) * 1000)
+
+    task = asyncio.create_task(tick())
+    try:
+        yield samples
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class _Cursor:
@@ -127,22 +154,25 @@ async def run_plan(endpoint: Endpoint, workload: Workload, plan: Plan, progress:
                 progress(stats)
 
         for c in plan.concurrency:
-            results = await closed_loop(
-                session, endpoint, workload, cursor, concurrency=c,
-                requests=plan.requests_for(c), duration_s=plan.duration_s,
-            )
-            done(summarize("concurrency", c, results, plan.slo))
+            async with client_lag() as lag:
+                results = await closed_loop(
+                    session, endpoint, workload, cursor, concurrency=c,
+                    requests=plan.requests_for(c), duration_s=plan.duration_s,
+                )
+            done(summarize("concurrency", c, results, plan.slo, lag))
         for n, rate in enumerate(plan.rates):
             count = plan.requests_for(None) if plan.duration_s is None else max(1, round(rate * plan.duration_s))
             offsets = arrival_offsets(count, rate=rate, gaps_s=(), speedup=1.0, seed=plan.seed + n)
-            results = await open_loop(session, endpoint, workload, cursor, offsets=offsets,
-                                      max_concurrency=plan.max_concurrency)
-            done(summarize("rate", rate, results, plan.slo))
+            async with client_lag() as lag:
+                results = await open_loop(session, endpoint, workload, cursor, offsets=offsets,
+                                          max_concurrency=plan.max_concurrency)
+            done(summarize("rate", rate, results, plan.slo, lag))
         if plan.replay:
             count = plan.requests if plan.requests is not None else len(workload.specs)
             cursor.next = 0
             offsets = arrival_offsets(count, rate=None, gaps_s=workload.gaps_s, speedup=plan.speedup, seed=plan.seed)
-            results = await open_loop(session, endpoint, workload, cursor, offsets=offsets,
-                                      max_concurrency=plan.max_concurrency)
-            done(summarize("replay", plan.speedup, results, plan.slo))
+            async with client_lag() as lag:
+                results = await open_loop(session, endpoint, workload, cursor, offsets=offsets,
+                                          max_concurrency=plan.max_concurrency)
+            done(summarize("replay", plan.speedup, results, plan.slo, lag))
     return levels

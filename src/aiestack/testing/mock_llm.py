@@ -9,9 +9,10 @@ installed), so its own cost is far below the delays it simulates. A request that
 gets its whole answer at ``ttft + (N−1)·itl``.
 
 ``GET /mock/ledger`` returns what the server actually did for each completion request so far (when it
-arrived and when its last byte was written, on the server's monotonic clock) and ``?reset=1`` clears
-it: on a loaded machine the achieved rates differ from the configured ideal, and the ledger is the
-truth that a client's request rate and throughput are checked against.
+arrived, when its first and its last byte were written, as ``time.perf_counter`` seconds, the
+system's monotonic clock) and ``?reset=1`` clears it: on a loaded machine the achieved times and
+rates differ from the configured ideal, and the ledger is the truth a client's figures are checked
+against.
 
     python -m aiestack.testing.mock_llm --port 9200 --ttft-ms 200 --itl-ms 20
 """
@@ -21,7 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import signal
+import time
 from dataclasses import dataclass, field
 
 import orjson
@@ -31,9 +34,10 @@ HOST = "127.0.0.1"
 
 @dataclass(slots=True)
 class Ledger:
-    """Per completion request: (arrived, last byte written) on the server's loop clock."""
+    """Per completion request, ``perf_counter`` seconds: (arrived, last byte written) and (arrived, first byte written)."""
 
     spans: list[tuple[float, float]] = field(default_factory=list)
+    firsts: list[tuple[float, float]] = field(default_factory=list)  # (arrived, first byte written)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,20 +92,28 @@ class _Protocol(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
 
-    def _write_last(self, data: bytes, arrived: float) -> None:
+    def _write_first(self, data: bytes, arrived: float) -> None:
         self._write(data)
-        self._ledger.spans.append((arrived, self._loop.time()))
+        self._ledger.firsts.append((arrived, time.perf_counter()))
+
+    def _write_last(self, data: bytes, arrived: float, *, first: bool = False) -> None:
+        self._write(data)
+        now = time.perf_counter()
+        self._ledger.spans.append((arrived, now))
+        if first:
+            self._ledger.firsts.append((arrived, now))
 
     def _json(self, payload: bytes) -> None:
         self._write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
                     % (len(payload), payload))
 
     def _answer(self, head: bytes, body: bytes) -> None:
-        arrived = self._loop.time()
+        arrived, stamp = self._loop.time(), time.perf_counter()
         if head.startswith(b"get /mock/ledger"):
-            self._json(orjson.dumps({"spans": self._ledger.spans}))
+            self._json(orjson.dumps({"spans": self._ledger.spans, "firsts": self._ledger.firsts}))
             if head.startswith(b"get /mock/ledger?reset=1"):
                 self._ledger.spans.clear()
+                self._ledger.firsts.clear()
             return
         if not head.startswith(b"post"):
             self._json(orjson.dumps({"object": "list", "data": [{"id": "mock", "object": "model"}]}))
@@ -121,7 +133,8 @@ class _Protocol(asyncio.Protocol):
             })
             whole = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
                      % (len(answer), answer))
-            self._loop.call_at(first + (n - 1) * self._timing.itl_s, self._write_last, whole, arrived)
+            self._loop.call_at(first + (n - 1) * self._timing.itl_s,
+                               functools.partial(self._write_last, whole, stamp, first=True))
             return
         head_out = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
         for i in range(n):
@@ -136,7 +149,10 @@ class _Protocol(asyncio.Protocol):
                                      "choices": [], "usage": usage})
                 piece += _chunk_raw(b"data: [DONE]\n\n") + b"0\r\n\r\n"
             if i == n - 1:
-                self._loop.call_at(first + i * self._timing.itl_s, self._write_last, piece, arrived)
+                self._loop.call_at(first + i * self._timing.itl_s,
+                                   functools.partial(self._write_last, piece, stamp, first=i == 0))
+            elif i == 0:
+                self._loop.call_at(first, self._write_first, piece, stamp)
             else:
                 self._loop.call_at(first + i * self._timing.itl_s, self._write, piece)
 
