@@ -21,7 +21,7 @@ from aiestack.evals.runner import EvalRunner
 from aiestack.evals.suite import load_suite
 from aiestack.models.fake import FakeModel, Script
 from aiestack.models.registry import ModelEntry
-from aiestack.settings import GuardSettings, Settings
+from aiestack.settings import Settings
 from aiestack.stores.base import EvalStore
 from aiestack.types import ChatRequest
 
@@ -68,11 +68,10 @@ def clone(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    # The injection guard flags instead of blocking: its combined head scores whatnot's w08 ("lol this
-    # stream is great, love the energy") 0.53-0.64, a known false alarm (docs/guardrails.md); the
-    # suites measure the prompts and metrics, and every other guard runs at its default.
-    settings = Settings(data_dir=tmp_path / "data", embedded_model=False, default_model="oracle",
-                        guards=GuardSettings(injection="flag"))
+    # Every guard runs at its default. (The MiniLM-combined injection head that was the default until
+    # 2026-12-07 scored whatnot's w08 0.53-0.64 and blocked it, so this fixture used to flag instead;
+    # the lexical head, the default since, passes all six suites' examples.)
+    settings = Settings(data_dir=tmp_path / "data", embedded_model=False, default_model="oracle")
     oracle = Oracle({})
     async with open_stack(settings, models=[ModelEntry(name="oracle", provider=oracle, upstream="oracle")]) as s:
         yield s
@@ -85,7 +84,7 @@ def test_every_use_case_has_a_prompt_and_a_suite() -> None:
     assert refs == {f"{p}@production" for p in prompts}
 
 
-@pytest.mark.slow  # each suite's examples through the guards (injection flagging, see the stack fixture)
+@pytest.mark.slow  # each suite's examples through the default guards
 @pytest.mark.parametrize("name", SUITES)
 async def test_each_suite_runs_on_its_registry_prompt_and_a_perfect_system_scores_1(
     clone: Path, stack: Stack, name: str
