@@ -155,8 +155,14 @@ class _MockProtocol(asyncio.Protocol):
 
 def run_floor(port: int, upstream_port: int) -> None:
     """The floor: bare uvicorn and an ASGI app forwarding each body to the mock through aiohttp."""
-    import aiohttp
     import uvicorn
+
+    uvicorn.run(floor_app(upstream_port), host=HOST, port=port, log_level="warning", loop="uvloop", http="httptools")
+
+
+def floor_app(upstream_port: int) -> Any:
+    """The floor's ASGI app: each body forwarded to the mock through one aiohttp session."""
+    import aiohttp
 
     url = f"http://{HOST}:{upstream_port}/v1/chat/completions"
     session: list[aiohttp.ClientSession] = []
@@ -188,7 +194,7 @@ def run_floor(port: int, upstream_port: int) -> None:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
 
-    uvicorn.run(app, host=HOST, port=port, log_level="warning", loop="uvloop", http="httptools")
+    return app
 
 
 def run_mock(port: int) -> None:

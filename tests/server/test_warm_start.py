@@ -52,3 +52,29 @@ def test_the_embedding_model_is_loaded_before_the_first_request(tmp_path: Path) 
 def test_nothing_is_loaded_when_no_wing_asked_for_embeddings(tmp_path: Path) -> None:
     with TestClient(create_app(lambda: _stack(tmp_path, None))) as client:
         assert not client.app.state.stack.resources.embeddings_built  # type: ignore[attr-defined]
+
+
+def test_the_server_freezes_what_start_up_built_after_warming(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    calls: list[str] = []
+    embeddings = _Counting()
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append(f"collect after {embeddings.loads} load(s)") or 0)
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    with TestClient(create_app(lambda: _stack(tmp_path, embeddings), freeze_heap=True)) as client:
+        assert calls == ["collect after 1 load(s)", "freeze"]  # garbage first, then the warm heap frozen
+        assert client.get("/health").status_code == 200
+    calls.clear()
+    with TestClient(create_app(lambda: _stack(tmp_path, _Counting()))):
+        assert calls == []  # an app embedded in another process leaves its collector alone
+
+
+def test_the_server_entry_point_asks_for_the_frozen_heap(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from aiestack.server import main
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(main, "create_app", lambda factory, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(main.sys, "setswitchinterval", lambda _s: None)
+    monkeypatch.setenv("AIESTACK_DATA_DIR", str(tmp_path))
+    main.app_factory()
+    assert seen == {"freeze_heap": True}

@@ -13,6 +13,7 @@ a provider failing is 429/502/503/504; only a bug in aiestack is a 500.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -69,13 +70,32 @@ def _settle_pending_feedback(stack: Stack) -> asyncio.Task[None] | None:
     )
 
 
+def freeze_startup_heap() -> None:
+    """Move every object alive after start-up out of the garbage collector's view (:func:`gc.freeze`).
+
+    The default configuration holds the embedding models, tokenizers and their modules: a heap of
+    millions of objects that live as long as the process. The collector's full pass walks all of
+    them; in the default configuration that was ~0.5 s on the event loop every few hundred requests
+    (about 1.2 ms a request on average at c = 1, and one request in hundreds stalled by half a
+    second). Frozen, they are never walked again; what requests allocate is collected as before.
+    Garbage made at start-up is collected first, so none of it is frozen."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(
     stack_factory: Callable[[], Stack],
     *,
     title: str = "aiestack",
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    freeze_heap: bool = False,
 ) -> FastAPI:
-    """Build the app; ``stack_factory`` is called once at start-up and its stack closed at shutdown."""
+    """Build the app; ``stack_factory`` is called once at start-up and its stack closed at shutdown.
+
+    ``freeze_heap`` (the server process's setting, :func:`aiestack.server.main.app_factory`) hands
+    what start-up built to :func:`freeze_startup_heap` once the stack is warm; an app embedded in
+    another process (tests, a notebook) leaves that process's collector alone.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -85,6 +105,8 @@ def create_app(
         settler = _settle_pending_feedback(stack)
         try:
             await stack.warm()
+            if freeze_heap:
+                freeze_startup_heap()
             yield
         finally:
             if settler is not None:

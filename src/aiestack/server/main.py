@@ -21,7 +21,7 @@ def app_factory() -> FastAPI:
     # before it may take the GIL back: a request arriving then pays that wait. 1 ms bounds it.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     settings = load_settings()
-    return create_app(lambda: _warm(build_stack(settings)))
+    return create_app(lambda: _warm(build_stack(settings)), freeze_heap=True)
 
 
 def _warm(stack: Stack) -> Stack:
