@@ -36,6 +36,27 @@ async def test_vectors_are_unit_length_and_paraphrases_are_closer_than_unrelated
     assert np.allclose(again[0], a)
 
 
+def test_vectors_are_model2vecs_own_bit_for_bit() -> None:
+    """The embedder's own mean of token vectors gives exactly what StaticModel.encode gives (then normalised)."""
+    import json
+
+    model = StaticEmbeddings()
+    static = model._load()
+    pairs = Path(__file__).resolve().parents[2] / "bench" / "data" / "cache_pairs.jsonl"
+    texts = [str(v) for line in pairs.read_text(encoding="utf-8").splitlines()[:200]
+             for v in json.loads(line).values() if isinstance(v, str)]
+    texts += ["", "   ", "ünïcödé 東京 😀", "word " * 3000, "\x00\x01", "a", "Say hello in a friendly way."]
+    assert len(texts) > 200
+    theirs = np.asarray(static.encode(texts, show_progress_bar=False), dtype=np.float32)
+    norms = np.linalg.norm(theirs, axis=1, keepdims=True)
+    expected = theirs / np.where(norms == 0, 1.0, norms)
+    ours = model._encode(texts)
+    assert ours.dtype == expected.dtype and np.array_equal(ours, expected)  # the same bits, batch of many
+    for i in (0, 1, len(texts) - 5, len(texts) - 1):
+        assert np.array_equal(model._encode([texts[i]])[0], expected[i])  # and one at a time (the request path)
+    assert not ours[texts.index("")].any()  # a text without tokens stays the zero vector
+
+
 async def test_bad_input_and_a_missing_model_fail_with_a_fix(tmp_path: Path) -> None:
     with pytest.raises(ProviderBadRequest, match="Wrap it"):
         await StaticEmbeddings().embed("one string")  # type: ignore[arg-type]
