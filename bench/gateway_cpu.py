@@ -6,7 +6,8 @@ costs can. Each row runs in its own child process: the ASGI app (``aiestack serv
 the floor's forwarding app) driven in-process at concurrency 1 against gateway_overhead.py's mock
 upstream (its own process), ``--warmup`` requests, then ``--requests`` measured ones. Per request:
 CPU time of the event loop's thread, CPU time of the whole process (the store writer and the implicit
-feedback thread included; the work deferred until after each response too) and wall time (p50). The
+feedback thread included; the work deferred until after each response too) and wall time until the
+response's end was sent (p50; deferred work runs after it, before the next request). The
 HTTP server's parsing is not in it (it is the same for every row). Ratios are to the floor's figures
 from the same run. Rows (and checkouts, with ``--src``) alternate over ``--rounds``; medians are shown.
 
@@ -82,8 +83,11 @@ async def _lifespan(app: Any) -> Callable[[], Any]:
     return stop
 
 
-async def _call(app: Any, body: bytes, stream: bool) -> tuple[int, str]:
-    """One POST /v1/chat/completions through the ASGI app: (status, x-aiestack-cache or '')."""
+async def _call(app: Any, body: bytes, stream: bool) -> tuple[float, str]:
+    """One POST /v1/chat/completions through the ASGI app: (when the response's end was sent, x-aiestack-cache or '').
+
+    Work the app defers until after the response (trace record, cache write) runs before this returns,
+    after that time: the client does not wait for it."""
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
         "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions", "query_string": b"", "root_path": "",
@@ -102,10 +106,10 @@ async def _call(app: Any, body: bytes, stream: bool) -> tuple[int, str]:
         await never
         return {"type": "http.disconnect"}
 
-    status, cache, parts = 0, "", []
+    status, cache, parts, ended = 0, "", [], 0.0
 
     async def send(message: dict[str, Any]) -> None:
-        nonlocal status, cache
+        nonlocal status, cache, ended
         if message["type"] == "http.response.start":
             status = message["status"]
             for name, value in message.get("headers", ()):
@@ -113,13 +117,15 @@ async def _call(app: Any, body: bytes, stream: bool) -> tuple[int, str]:
                     cache = value.decode()
         elif message["type"] == "http.response.body":
             parts.append(message.get("body", b""))
+            if not message.get("more_body"):
+                ended = time.perf_counter()
 
     await app(scope, receive, send)
     never.cancel()
     text = b"".join(parts)
     if status != 200 or (stream and b"[DONE]" not in text):
         raise SystemExit(f"HTTP {status}: {text[:300]!r}")
-    return status, cache
+    return ended, cache
 
 
 def _control(*args: str) -> None:
@@ -162,8 +168,8 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
     cpu0, loop0 = time.process_time(), time.thread_time()
     for raw in bodies:
         t0 = time.perf_counter()
-        _, cache = await _call(app, raw, stream)
-        walls.append(time.perf_counter() - t0)
+        ended, cache = await _call(app, raw, stream)
+        walls.append(ended - t0)
         caches[cache] = caches.get(cache, 0) + 1
     loop_cpu = time.thread_time() - loop0
     gc_s = gc_time()

@@ -276,3 +276,39 @@ async def test_a_hit_serves_the_retrieved_chunks_of_the_original_answer(backend:
     second = await kit.ask(QUESTION)
     assert header_value(second) == "hit" and len(kit.model.requests) == 1
     assert second.hits == first.hits and second.hits[0].chunk.metadata == {"source": "docs/gateway.md"}
+
+
+async def test_under_a_server_the_answer_is_indexed_and_written_once_the_response_has_left(kit: Kit) -> None:
+    from aiestack.cache.stage import CACHE_COALESCED, CACHE_STORED
+    from aiestack.stores.cache_memory import MemoryCacheBackend
+    from aiestack.tracing import Deferred, deferring, run_deferred
+
+    backend = kit.backend
+    assert isinstance(backend, MemoryCacheBackend)
+    kit.model.enqueue(["Click 'Forgot password'."])
+    later: Deferred = []
+    with deferring(later):  # what the server's hot routes do around a handler
+        first = await kit.ask(QUESTION)
+    assert header_value(first) == "miss" and first.attributes[CACHE_STORED] is True
+    assert len(backend) == 0 and not kit.stage._writes  # nothing indexed, serialised or written yet
+    semantic = kit.stage.semantic
+    assert semantic is not None and not semantic._pending
+    # Meanwhile an identical request is answered by the still-open, answered flight, not by the model.
+    second = await kit.ask(QUESTION)
+    assert header_value(second) == "hit" and second.attributes[CACHE_COALESCED] is True
+    assert len(kit.model.requests) == 1
+    await run_deferred(later)  # the response has left: index and write
+    await kit.stage.settle()
+    assert len(backend) == 2 and not kit.stage._flights  # the exact and the semantic entry; the flight closed
+    third = await kit.ask(QUESTION)
+    assert header_value(third) == "hit" and CACHE_COALESCED not in third.attributes  # from the cache itself
+    paraphrase = await kit.ask("How do I reset my password")
+    assert header_value(paraphrase) == "semantic-hit" and len(kit.model.requests) == 1
+
+
+async def test_outside_a_server_the_answer_is_written_at_once(kit: Kit) -> None:
+    from aiestack.stores.cache_memory import MemoryCacheBackend
+
+    kit.model.enqueue(["Click 'Forgot password'."])
+    await kit.ask(QUESTION)  # ask() settles the background writes, nothing is deferred
+    assert isinstance(kit.backend, MemoryCacheBackend) and len(kit.backend) == 2

@@ -42,7 +42,7 @@ from aiestack.monitoring import Metrics
 from aiestack.pipeline import Next
 from aiestack.stores.cache import CachedAnswer, Entry
 from aiestack.streams import single, tap
-from aiestack.tracing import CACHE_KIND
+from aiestack.tracing import CACHE_KIND, defer
 from aiestack.types import Completion, Exchange
 
 _log = logging.getLogger(__name__)
@@ -287,6 +287,9 @@ class CacheStage:
         The write (a database round trip or two) is not on the request path: the client has its answer
         before the cache has it. Until the write is done the flight stays open, answered, so that an
         identical request arriving meanwhile gets the answer from it instead of calling the model.
+        Under a server, indexing the answer and starting its write (the row's serialisation and two
+        thread hand-offs, ~0.2 ms of the event loop) wait until the response has been sent, as the
+        trace record does (:func:`aiestack.tracing.defer`); elsewhere they happen at once.
         Returns whether the answer is cacheable (and so being stored).
         """
         answer = self._answer_of(result, completion)
@@ -295,6 +298,16 @@ class CacheStage:
             return False
         if target.flight is not None and not target.flight.done():
             target.flight.set_result(answer)
+
+        async def start() -> None:
+            self._start_write(answer, policy, target)
+
+        if not defer(start):
+            self._start_write(answer, policy, target)
+        return True
+
+    def _start_write(self, answer: CachedAnswer, policy: CachePolicy, target: _Target) -> None:
+        """Index the answer in the semantic index now and write it to the backend in a task of its own."""
         entry = None
         if target.partition is not None and target.vector is not None and self.semantic is not None:
             entry = self.semantic.index_now(  # the next lookup finds it, even before the write
@@ -304,7 +317,6 @@ class CacheStage:
         task = asyncio.get_running_loop().create_task(self._store(answer, entry, policy, target))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
-        return True
 
     @staticmethod
     def _passed(ex: Exchange, policy: CachePolicy) -> bool:
