@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aiestack.cache.semantic import SemanticCache
+from aiestack.cache.semantic import SemanticCache, semantic_key
 from aiestack.stores.cache_memory import MemoryCacheBackend
 from aiestack.stores.exchanges_sql import SqlExchangeStore
 from aiestack.testing.cache_conformance import ManualClock, cached_answer
@@ -99,6 +99,34 @@ async def test_asking_the_same_question_again_replaces_its_entry() -> None:
 
 
 # ---------------------------------------------------------------------------------- backend choice
+
+
+@pytest.mark.unit
+async def test_the_index_sync_reads_whole_only_the_rows_it_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiestack.stores import cache_sql
+    from aiestack.stores.cache_sql import SqlCacheBackend
+
+    decoded: list[str] = []
+    entry_of = cache_sql._entry
+    monkeypatch.setattr(cache_sql, "_entry", lambda row: decoded.append(row["key"]) or entry_of(row))
+    store = SqlExchangeStore(f"sqlite:///{tmp_path / 'shared.db'}")
+    store.migrate()
+    clock = ManualClock()
+    embeddings = BagOfWordsEmbeddings(dim=256)
+    own = SemanticCache(SqlCacheBackend(store.engine, clock=clock), embeddings, threshold=0.7, sync_interval_s=1.0, clock=clock)
+    other = SemanticCache(SqlCacheBackend(store.engine, clock=clock), embeddings, threshold=0.7, clock=clock)
+    mine, theirs = "Is the museum open on Monday?", "How tall is the lighthouse?"
+    vector = await own.embed(mine)
+    assert (await own.lookup("p", tenant="t", query=mine, vector=vector)).hit is None  # loads: empty
+    for i in range(30):  # this process's own answers: indexed as they are stored
+        await own.store("p", tenant="t", route="r", query=f"{mine} {i}", vector=vector, answer=cached_answer(), ttl_s=60)
+    await other.store("p", tenant="t", route="r", query=theirs, vector=await own.embed(theirs), answer=cached_answer(), ttl_s=60)
+    decoded.clear()
+    clock.now += 1.5
+    found = await own.lookup("p", tenant="t", query=theirs, vector=await own.embed(theirs))
+    store.close()
+    assert found.hit is not None and found.hit.entry.query == theirs  # the other process's entry was read
+    assert set(decoded) == {semantic_key("p", theirs)}  # by the sync and the hit; none of the 30 own rows
 
 
 @pytest.mark.unit

@@ -309,6 +309,15 @@ class SemanticCache:
             if len(index) == 0:
                 del self._partitions[ref.partition]
 
+    def _holds(self, key: str, expires_at: float | None) -> bool:
+        """Whether the index has the entry ``key`` with this expiry (the backend need not read it whole).
+
+        Called from the backend's worker thread: single dictionary reads, each atomic; a stale
+        answer only means an entry is read again and skipped below."""
+        label = self._labels.get(key)
+        ref = self._refs.get(label) if label is not None else None
+        return ref is not None and ref.expires_at == expires_at
+
     async def _sync(self) -> None:
         """Load the index on first use; then, if due, read what other processes added since."""
         now = self._clock()
@@ -324,7 +333,7 @@ class SemanticCache:
             since = 0.0 if self._synced_at is None else self._synced_at - SYNC_SLACK_S
             started = self._clock()
             fresh = []
-            for entry in await self.backend.semantic_since(since):
+            for entry in await self.backend.semantic_since(since, known=self._holds):
                 label = self._labels.get(entry.key)
                 if label is None or self._refs[label].expires_at != entry.expires_at:
                     fresh.append(entry)

@@ -13,7 +13,7 @@ which is how several gateway processes sharing Redis or PostgreSQL see each othe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -126,6 +126,10 @@ class Entry:
         return self.expires_at is not None and self.expires_at <= now
 
 
+#: ``known(key, expires_at)``: whether the caller of :meth:`CacheBackend.semantic_since` holds that entry already.
+Known = Callable[[str, float | None], bool]
+
+
 @runtime_checkable
 class CacheBackend(Protocol):
     """Where cache entries live. Every method is safe to call concurrently from one event loop."""
@@ -144,8 +148,12 @@ class CacheBackend(Protocol):
 
     async def delete(self, keys: Sequence[str]) -> None: ...
 
-    async def semantic_since(self, since: float) -> list[Entry]:
-        """Live semantic entries created at or after ``since`` (epoch seconds), oldest first."""
+    async def semantic_since(self, since: float, *, known: Known | None = None) -> list[Entry]:
+        """Live semantic entries created at or after ``since`` (epoch seconds), oldest first.
+
+        ``known(key, expires_at)`` is true for an entry the caller holds already as stored (its own
+        writes, earlier reads): a backend may leave those out rather than read them whole. The
+        semantic index re-reads the last seconds of entries every second, its own included."""
         ...
 
     async def clear(self, *, tenant: str | None = None) -> int:

@@ -6,7 +6,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from aiestack.stores.cache import Entry
+from aiestack.stores.cache import Entry, Known
 
 
 class MemoryCacheBackend:
@@ -42,9 +42,13 @@ class MemoryCacheBackend:
         for key in keys:
             self._entries.pop(key, None)
 
-    async def semantic_since(self, since: float) -> list[Entry]:
+    async def semantic_since(self, since: float, *, known: Known | None = None) -> list[Entry]:
         now = self._clock()
-        live = [e for e in self._entries.values() if e.kind == "semantic" and e.created_at >= since and not e.expired(now)]
+        live = [
+            e for e in self._entries.values()
+            if e.kind == "semantic" and e.created_at >= since and not e.expired(now)
+            and (known is None or not known(e.key, e.expires_at))
+        ]
         return sorted(live, key=lambda e: e.created_at)
 
     async def clear(self, *, tenant: str | None = None) -> int:

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from aiestack.errors import StoreError
-from aiestack.stores.cache import CachedAnswer, Entry
+from aiestack.stores.cache import CachedAnswer, Entry, Known
 
 
 class RedisCacheBackend:
@@ -69,7 +69,9 @@ class RedisCacheBackend:
             await self._client.delete(*(self._prefix + k for k in keys))
             await self._client.zrem(self._index, *keys)
 
-    async def semantic_since(self, since: float) -> list[Entry]:
+    async def semantic_since(self, since: float, *, known: Known | None = None) -> list[Entry]:
+        """The index's members since ``since``, each read whole (``known`` is not used: the sorted set
+        holds keys only, and an entry's expiry is in its hash)."""
         with self._errors():
             members = await self._client.zrangebyscore(self._index, since, "+inf")
             keys = [m.decode() if isinstance(m, bytes) else str(m) for m in members]

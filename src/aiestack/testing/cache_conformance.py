@@ -130,6 +130,19 @@ class CacheBackendConformance:
         assert [e.key for e in await cache_backend.semantic_since(base - 20)] == ["s:b"]
         assert await cache_backend.semantic_since(base) == []
 
+    async def test_semantic_since_returns_every_entry_the_caller_does_not_hold(
+        self, cache_backend: CacheBackend, clock: ManualClock
+    ) -> None:
+        base = clock.now
+        await cache_backend.put(cache_entry("s:a", kind="semantic", created=base - 50, ttl=1000))
+        await cache_backend.put(cache_entry("s:b", kind="semantic", created=base - 10, ttl=1000))
+        held = {"s:a": base - 50 + 1000}  # the caller holds s:a with its stored expiry
+        got = [e.key for e in await cache_backend.semantic_since(base - 100, known=lambda k, e: held.get(k, -1.0) == e)]
+        assert got in (["s:a", "s:b"], ["s:b"])  # s:a may be left out; s:b, not held, must not
+        stale = {"s:a": base + 5.0}  # held with another expiry (it was stored again): not known
+        got = [e.key for e in await cache_backend.semantic_since(base - 100, known=lambda k, e: stale.get(k, -1.0) == e)]
+        assert got == ["s:a", "s:b"]
+
     async def test_clear_one_tenant_leaves_the_others(self, cache_backend: CacheBackend, clock: ManualClock) -> None:
         base = clock.now
         await cache_backend.put(cache_entry("e:1", tenant="a", created=base))
