@@ -49,6 +49,10 @@ THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.3, 0.91, 0.05))
 #: deepset F1, jailbreak F1 (at least), benign-mention and ordinary-request false alarms (at most).
 TARGETS = (0.85, 0.95, 0.02, 0.02)
 SEED = 0
+#: The grouped 5-fold cross-validation is repeated with these shuffles and its figures averaged.
+FOLD_SEEDS = (0, 1, 2)
+#: A carried attack's weight, as a share of a deepset example's (cross-validated among 0.25, 0.5 and 1).
+CARRIER_WEIGHT = 0.25
 
 
 def lexical_matrix(texts: list[str], dim: int) -> sp.csr_matrix:
@@ -111,12 +115,23 @@ def _model(c: float) -> LogisticRegression:
     return LogisticRegression(C=c, max_iter=3000, class_weight="balanced", solver="liblinear", random_state=SEED)
 
 
-def _fit(x: sp.csr_matrix, texts: list[str], y: np.ndarray, source: np.ndarray, weight: np.ndarray, rows: np.ndarray, c: float, dim: int) -> LogisticRegression:
+def attack_carriers(texts: list[str], y: np.ndarray, rows: np.ndarray, attacks: list[str], seed: int = SEED + 1) -> list[str]:
+    """Every attack instruction after a random benign question of the deepset ``rows``, the way deepset
+    builds its injections (all labelled injections)."""
+    rng = random.Random(seed)
+    neg = [i for i in rows if y[i] == 0]
+    return [texts[rng.choice(neg)].rstrip() + rng.choice([" ", ". ", "\n"]) + a for a in attacks]
+
+
+def _fit(x: sp.csr_matrix, texts: list[str], y: np.ndarray, source: np.ndarray, weight: np.ndarray, rows: np.ndarray, c: float, dim: int,
+         attacks: list[str]) -> LogisticRegression:
     deepset = rows[source[rows] == 0]
     extra, extra_y = concatenations(texts, y, deepset)
-    xa = lexical_matrix(extra, dim)
-    wa = np.full(len(extra_y), weight[source == 0][0] * 0.5)
-    return _model(c).fit(sp.vstack([x[rows], xa]).tocsr(), np.r_[y[rows], extra_y], sample_weight=np.r_[weight[rows], wa])
+    carried = attack_carriers(texts, y, deepset, attacks)
+    xa = lexical_matrix(extra + carried, dim)
+    wa = np.r_[np.full(len(extra_y), weight[source == 0][0] * 0.5), np.full(len(carried), weight[source == 0][0] * CARRIER_WEIGHT)]
+    ya = np.r_[extra_y, np.ones(len(carried), dtype=int)]
+    return _model(c).fit(sp.vstack([x[rows], xa]).tocsr(), np.r_[y[rows], ya], sample_weight=np.r_[weight[rows], wa])
 
 
 def figures(y: np.ndarray, source: np.ndarray, pred: np.ndarray) -> tuple[float, float, float, float]:
@@ -129,26 +144,41 @@ def figures(y: np.ndarray, source: np.ndarray, pred: np.ndarray) -> tuple[float,
     )
 
 
-def fit_lexical(texts: list[str], y: np.ndarray, source: np.ndarray, dim: int) -> tuple[np.ndarray, float, float, float, tuple[float, float, float, float]]:
+def choose(figs: dict[tuple[float, float], tuple[float, float, float, float]]) -> tuple[float, float]:
+    """The (C, threshold) of the highest deepset F1 among those whose cross-validated figures meet the
+    three other targets (jailbreak F1, both false-alarm rates); the largest smallest margin over all four
+    targets when none does. Ties go to the first in ``figs``' order."""
+    def margin(f: tuple[float, float, float, float]) -> float:
+        return min(f[0] - TARGETS[0], f[1] - TARGETS[1], TARGETS[2] - f[2], TARGETS[3] - f[3])
+
+    feasible = [k for k, f in figs.items() if f[1] >= TARGETS[1] and f[2] <= TARGETS[2] and f[3] <= TARGETS[3]]
+    if feasible:
+        return max(feasible, key=lambda k: figs[k][0])
+    return max(figs, key=lambda k: margin(figs[k]))
+
+
+def fit_lexical(texts: list[str], y: np.ndarray, source: np.ndarray, dim: int, attacks: list[str]
+                ) -> tuple[np.ndarray, float, float, float, tuple[float, float, float, float]]:
     """(weights: ``dim`` n-gram weights then the cue's; bias with the threshold folded in; C; threshold;
-    cross-validated figures) of the ``lexical`` head, refit on everything after the choice."""
+    cross-validated figures, the mean over :data:`FOLD_SEEDS`) of the ``lexical`` head, refit on everything
+    after the choice (:func:`choose`). ``attacks``: instructions trained as injections after benign
+    deepset questions (:func:`attack_carriers`)."""
     x = lexical_matrix(texts, dim)
     heur = np.array([heuristic_score(heuristic_findings(t)) for t in texts])
     weight = np.array([len(y) / (4 * np.sum(source == s)) for s in source])
     groups = near_duplicate_groups(texts)
-    folds = list(StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=SEED).split(texts, source * 2 + y, groups))
-    best: tuple[float, float, float, tuple[float, float, float, float]] | None = None
-    for c in CS:
-        probs = np.zeros(len(y))
-        for tr, va in folds:
-            probs[va] = _fit(x, texts, y, source, weight, tr, c, dim).predict_proba(x[va])[:, 1]
-        for t in THRESHOLDS:
-            f = figures(y, source, np.maximum(probs, heur) >= t)
-            margin = min(f[0] - TARGETS[0], f[1] - TARGETS[1], TARGETS[2] - f[2], TARGETS[3] - f[3])
-            if best is None or margin > best[0] + 1e-9:
-                best = (margin, c, t, f)
-        print(f"lexical    C={c:g} best so far: C={best[1]:g} t={best[2]:.2f} margin={best[0]:+.3f}", flush=True)
-    assert best is not None
-    _, c, t, f = best
-    model = _fit(x, texts, y, source, weight, np.arange(len(y)), c, dim)
-    return model.coef_[0], float(model.intercept_[0] - np.log(t / (1 - t))), c, t, f
+    runs: dict[tuple[float, float], list[tuple[float, float, float, float]]] = {}
+    for fold_seed in FOLD_SEEDS:
+        folds = list(StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=fold_seed).split(texts, source * 2 + y, groups))
+        for c in CS:
+            probs = np.zeros(len(y))
+            for tr, va in folds:
+                probs[va] = _fit(x, texts, y, source, weight, tr, c, dim, attacks).predict_proba(x[va])[:, 1]
+            for t in THRESHOLDS:
+                runs.setdefault((c, t), []).append(figures(y, source, np.maximum(probs, heur) >= t))
+        print(f"lexical    fold seed {fold_seed} done", flush=True)
+    figs = {k: (float(np.mean([r[0] for r in v])), float(np.mean([r[1] for r in v])), float(np.mean([r[2] for r in v])),
+                float(np.mean([r[3] for r in v]))) for k, v in sorted(runs.items())}
+    c, t = choose(figs)
+    model = _fit(x, texts, y, source, weight, np.arange(len(y)), c, dim, attacks)
+    return model.coef_[0], float(model.intercept_[0] - np.log(t / (1 - t))), c, t, figs[(c, t)]
