@@ -213,9 +213,8 @@ def train_lexical(data: Path) -> dict[str, np.ndarray]:
     texts = dx + jx + bx + ox
     y = np.r_[dy, jy, np.zeros(len(bx) + len(ox), dtype=int)]
     source = np.r_[np.zeros(len(dx)), np.ones(len(jx)), np.full(len(bx), 2), np.full(len(ox), 3)].astype(int)
-    attacks = [attack_instruction(a) for _, a in bipia_attacks(data, "train")]
-    w, b, c, t, (fd, fj, fb, fo) = fit_lexical(texts, y, source, HASH_DIM, attacks)
-    print(f"lexical    train={len(y)} + {len(attacks)} BIPIA attacks in carriers, C={c:g} t={t:.2f} grouped cv (mean of 3): deepset F1={fd:.3f} jailbreak F1={fj:.3f} "
+    w, b, c, t, (fd, fj, fb, fo) = fit_lexical(texts, y, source, HASH_DIM)
+    print(f"lexical    train={len(y)} C={c:g} t={t:.2f} grouped cv (mean of 3 shuffles): deepset F1={fd:.3f} jailbreak F1={fj:.3f} "
           f"benign false alarms={fb:.3f} ordinary false alarms={fo:.3f}")
     return {"lexical_heads": np.array(["lexical"]), "lexical_w": w[None, :].astype(np.float16), "lexical_bias": np.array([b], dtype=np.float32)}
 

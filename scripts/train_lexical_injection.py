@@ -22,12 +22,20 @@ medieval blacksmith ..."). The cue marks the first kind, so the n-grams the two 
 need not carry the difference. Relabelling or dropping the jailbreak set's 26 benign train prompts that
 match the cue measured no better in grouped cross-validation.
 
-Each source is weighted alike. ``C`` and the threshold maximise the smallest margin over the targets
-(deepset F1 ≥ 0.85, jailbreak F1 ≥ 0.95, false alarms ≤ 2% on the benign mentions and on the ordinary
-requests) of the out-of-fold scores, heuristics included as the guard runs them, in a 5-fold
-cross-validation stratified by source and label and *grouped by near-duplicates* (texts sharing half
-their word 3-grams are held out together: both sets repeat templates, and ordinary folds score them
-as seen).
+Each source is weighted alike. ``C`` and the threshold are chosen on the out-of-fold scores
+(heuristics included as the guard runs them) of a 5-fold cross-validation stratified by source and label
+and *grouped by near-duplicates* (texts sharing half their word 3-grams are held out together: both sets
+repeat templates, and ordinary folds score them as seen), repeated with three shuffles and averaged
+(one shuffle's figures move by about 0.005, as much as the differences being chosen between). The
+choice (:func:`choose`): the highest deepset F1 among the (C, threshold) whose averaged figures meet the
+other targets (jailbreak F1 ≥ 0.95, false alarms ≤ 2% on the benign mentions and on the ordinary
+requests); the largest smallest margin over all four targets when none does. It picks C=64, t=0.55,
+the head that ships.
+
+Tried on TRAIN for issue #17's deepset target and not kept (figures, TEST included, in
+bench/guardrails.md): the BIPIA *train* attacks appended to benign deepset questions as injections;
+2^15 hash dimensions; the heuristics' rules as features; a second head without the jailbreak set;
+scoring each sentence.
 """
 
 from __future__ import annotations
@@ -51,8 +59,6 @@ TARGETS = (0.85, 0.95, 0.02, 0.02)
 SEED = 0
 #: The grouped 5-fold cross-validation is repeated with these shuffles and its figures averaged.
 FOLD_SEEDS = (0, 1, 2)
-#: A carried attack's weight, as a share of a deepset example's (cross-validated among 0.25, 0.5 and 1).
-CARRIER_WEIGHT = 0.25
 
 
 def lexical_matrix(texts: list[str], dim: int) -> sp.csr_matrix:
@@ -115,23 +121,12 @@ def _model(c: float) -> LogisticRegression:
     return LogisticRegression(C=c, max_iter=3000, class_weight="balanced", solver="liblinear", random_state=SEED)
 
 
-def attack_carriers(texts: list[str], y: np.ndarray, rows: np.ndarray, attacks: list[str], seed: int = SEED + 1) -> list[str]:
-    """Every attack instruction after a random benign question of the deepset ``rows``, the way deepset
-    builds its injections (all labelled injections)."""
-    rng = random.Random(seed)
-    neg = [i for i in rows if y[i] == 0]
-    return [texts[rng.choice(neg)].rstrip() + rng.choice([" ", ". ", "\n"]) + a for a in attacks]
-
-
-def _fit(x: sp.csr_matrix, texts: list[str], y: np.ndarray, source: np.ndarray, weight: np.ndarray, rows: np.ndarray, c: float, dim: int,
-         attacks: list[str]) -> LogisticRegression:
+def _fit(x: sp.csr_matrix, texts: list[str], y: np.ndarray, source: np.ndarray, weight: np.ndarray, rows: np.ndarray, c: float, dim: int) -> LogisticRegression:
     deepset = rows[source[rows] == 0]
     extra, extra_y = concatenations(texts, y, deepset)
-    carried = attack_carriers(texts, y, deepset, attacks)
-    xa = lexical_matrix(extra + carried, dim)
-    wa = np.r_[np.full(len(extra_y), weight[source == 0][0] * 0.5), np.full(len(carried), weight[source == 0][0] * CARRIER_WEIGHT)]
-    ya = np.r_[extra_y, np.ones(len(carried), dtype=int)]
-    return _model(c).fit(sp.vstack([x[rows], xa]).tocsr(), np.r_[y[rows], ya], sample_weight=np.r_[weight[rows], wa])
+    xa = lexical_matrix(extra, dim)
+    wa = np.full(len(extra_y), weight[source == 0][0] * 0.5)
+    return _model(c).fit(sp.vstack([x[rows], xa]).tocsr(), np.r_[y[rows], extra_y], sample_weight=np.r_[weight[rows], wa])
 
 
 def figures(y: np.ndarray, source: np.ndarray, pred: np.ndarray) -> tuple[float, float, float, float]:
@@ -157,12 +152,10 @@ def choose(figs: dict[tuple[float, float], tuple[float, float, float, float]]) -
     return max(figs, key=lambda k: margin(figs[k]))
 
 
-def fit_lexical(texts: list[str], y: np.ndarray, source: np.ndarray, dim: int, attacks: list[str]
-                ) -> tuple[np.ndarray, float, float, float, tuple[float, float, float, float]]:
+def fit_lexical(texts: list[str], y: np.ndarray, source: np.ndarray, dim: int) -> tuple[np.ndarray, float, float, float, tuple[float, float, float, float]]:
     """(weights: ``dim`` n-gram weights then the cue's; bias with the threshold folded in; C; threshold;
     cross-validated figures, the mean over :data:`FOLD_SEEDS`) of the ``lexical`` head, refit on everything
-    after the choice (:func:`choose`). ``attacks``: instructions trained as injections after benign
-    deepset questions (:func:`attack_carriers`)."""
+    after the choice (:func:`choose`)."""
     x = lexical_matrix(texts, dim)
     heur = np.array([heuristic_score(heuristic_findings(t)) for t in texts])
     weight = np.array([len(y) / (4 * np.sum(source == s)) for s in source])
@@ -173,12 +166,12 @@ def fit_lexical(texts: list[str], y: np.ndarray, source: np.ndarray, dim: int, a
         for c in CS:
             probs = np.zeros(len(y))
             for tr, va in folds:
-                probs[va] = _fit(x, texts, y, source, weight, tr, c, dim, attacks).predict_proba(x[va])[:, 1]
+                probs[va] = _fit(x, texts, y, source, weight, tr, c, dim).predict_proba(x[va])[:, 1]
             for t in THRESHOLDS:
                 runs.setdefault((c, t), []).append(figures(y, source, np.maximum(probs, heur) >= t))
         print(f"lexical    fold seed {fold_seed} done", flush=True)
     figs = {k: (float(np.mean([r[0] for r in v])), float(np.mean([r[1] for r in v])), float(np.mean([r[2] for r in v])),
                 float(np.mean([r[3] for r in v]))) for k, v in sorted(runs.items())}
     c, t = choose(figs)
-    model = _fit(x, texts, y, source, weight, np.arange(len(y)), c, dim, attacks)
+    model = _fit(x, texts, y, source, weight, np.arange(len(y)), c, dim)
     return model.coef_[0], float(model.intercept_[0] - np.log(t / (1 - t))), c, t, figs[(c, t)]

@@ -1,0 +1,70 @@
+"""scripts/train_lexical_injection.py, which trains the default injection head: how it chooses C and the
+threshold, and that its grouped cross-validation gives the same folds on every run.
+
+The grouped cross-validation must give the same folds on every run. Its near-duplicate group ids once depended on
+PYTHONHASHSEED (the union-find root followed the order sets are walked in, and StratifiedGroupKFold
+assigns groups to folds by id), so the chosen C and threshold changed from run to run. A group is now
+named by its first member, which no walking order changes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Written for this test: three near-duplicate families and two loners.
+TEXTS = [
+    "please tell me the opening hours of the city library on sunday",
+    "the weather in the mountains is cold and windy this week",
+    "please tell me the opening hours of the city library on monday",
+    "what is the capital of the country with the most islands",
+    "the weather in the mountains is cold and windy this weekend",
+    "please tell me the opening hours of the city library on friday morning",
+    "how many legs does a spider have and why",
+    "the weather in the mountains is cold and windy this week again",
+    "what is the capital of the country with the most islands in europe",
+]
+
+
+@pytest.fixture(scope="module")
+def trainer() -> ModuleType:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import train_lexical_injection
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    return train_lexical_injection
+
+
+@pytest.mark.unit
+def test_near_duplicate_groups_are_named_by_their_first_member(trainer: ModuleType) -> None:
+    near_duplicate_groups = trainer.near_duplicate_groups
+    assert near_duplicate_groups(TEXTS).tolist() == [0, 1, 0, 3, 1, 0, 6, 1, 3]
+    assert near_duplicate_groups(TEXTS[::-1]).tolist() == [0, 1, 2, 3, 1, 0, 3, 1, 3]
+
+
+@pytest.mark.unit
+def test_choose_takes_the_best_deepset_f1_that_meets_the_other_targets(trainer: ModuleType) -> None:
+    # (deepset F1, jailbreak F1, benign-mention false alarms, ordinary false alarms) per (C, threshold)
+    figs = {
+        (4.0, 0.5): (0.95, 0.94, 0.0, 0.0),  # the best deepset F1, but jailbreak below 0.95
+        (16.0, 0.5): (0.86, 0.97, 0.02, 0.0),
+        (16.0, 0.55): (0.88, 0.95, 0.015, 0.02),  # chosen: meets the three others, best deepset F1 of those
+        (64.0, 0.5): (0.90, 0.96, 0.025, 0.0),  # benign false alarms above 2%
+    }
+    assert trainer.choose(figs) == (16.0, 0.55)
+
+
+@pytest.mark.unit
+def test_choose_falls_back_to_the_largest_smallest_margin(trainer: ModuleType) -> None:
+    figs = {
+        (4.0, 0.5): (0.90, 0.94, 0.0, 0.0),  # smallest margin -0.01 (jailbreak)
+        (16.0, 0.5): (0.84, 0.96, 0.021, 0.0),  # -0.01 (deepset)
+        (64.0, 0.5): (0.86, 0.949, 0.03, 0.0),  # -0.01 (benign)
+        (64.0, 0.55): (0.849, 0.951, 0.0, 0.021),  # chosen: -0.001
+    }
+    assert trainer.choose(figs) == (64.0, 0.55)
