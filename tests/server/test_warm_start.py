@@ -69,12 +69,13 @@ def test_the_server_freezes_what_start_up_built_after_warming(tmp_path: Path, mo
         assert calls == []  # an app embedded in another process leaves its collector alone
 
 
-def test_the_server_entry_point_asks_for_the_frozen_heap(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_server_entry_point_asks_for_the_frozen_heap_and_one_blas_thread(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from aiestack.server import main
 
     seen: dict[str, object] = {}
     monkeypatch.setattr(main, "create_app", lambda factory, **kwargs: seen.update(kwargs))
     monkeypatch.setattr(main.sys, "setswitchinterval", lambda _s: None)
+    monkeypatch.setattr(main, "threadpool_limits", lambda **kwargs: seen.update(blas=kwargs))
     monkeypatch.setenv("AIESTACK_DATA_DIR", str(tmp_path))
     main.app_factory()
-    assert seen == {"freeze_heap": True}
+    assert seen == {"freeze_heap": True, "blas": {"limits": 1, "user_api": "blas"}}  # and BLAS on the loop's thread only
