@@ -58,7 +58,7 @@ ROWS: dict[str, tuple[str, str, str]] = {
     "miss": ("aiestack", "miss", ""),
     "hit": ("aiestack", "hit", ""),
 }
-_CALLGRIND_TOTAL = re.compile(rb"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
+_CALLGRIND_TOTAL = re.compile(rb"^totals:\s+(\d+)", re.MULTILINE)
 
 
 # --------------------------------------------------------------------------- the child: one row
@@ -234,8 +234,8 @@ def _run_row(args: argparse.Namespace, src: Path, row: str, work: Path, mock_por
         cmd += ["--profile", f"{args.profile}.{row}"]
     if callgrind is not None:
         out = callgrind / f"{row}.%p"
-        cmd = ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--separate-threads=yes",
-               f"--callgrind-out-file={out}", *cmd, "--callgrind"]
+        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
+               f"--callgrind-out-file={out}", *cmd, "--callgrind", "child"]
     done = subprocess.run(cmd, env=_env(src, row, work, mock_port), capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{row} failed ({done.returncode}):\n{done.stderr[-3000:]}")
