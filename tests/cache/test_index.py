@@ -94,3 +94,48 @@ async def test_semantic_hits_from_the_hnsw_index_carry_the_exact_similarity() ->
     below = normalised(0.895 * target + np.sqrt(1 - 0.895**2) * other)
     found = await cache.lookup("p", tenant="t", query="q7", vector=below)
     assert found.hit is None or found.hit.entry.key != "k7"
+
+
+def test_moving_later_builds_hnsw_from_a_snapshot_and_replays_what_changed_meanwhile() -> None:
+    from aiestack.cache.index import build_hnsw
+
+    data = vectors(120)
+    index = VectorIndex(32, hnsw_from=50, move_later=True)
+    for label, v in enumerate(data[:60]):
+        index.add(label, v)
+    assert index.due and index.error == 0.0  # outgrown, still brute force: add() did not move it
+    labels, matrix = index.snapshot()
+    built = build_hnsw(32, labels, matrix)  # what a worker thread does
+    for label, v in enumerate(data[60:], start=60):  # meanwhile: new entries, a removal, a replaced vector
+        index.add(label, v)
+    index.remove(7)
+    index.add(3, data[100])
+    index.adopt(built, labels)
+    assert not index.due and index.error > 0 and len(index) == 119
+    assert 7 not in index and all(label != 7 for label, _ in index.search(data[7], k=5))
+    for label in (0, 59, 60, 119):
+        assert index.search(data[label], k=1)[0][0] == label  # old and new entries found
+    assert 3 in {label for label, _ in index.search(data[100], k=2)}  # label 3 now holds its new vector
+
+
+async def test_the_cache_builds_a_partitions_hnsw_index_off_the_event_loop() -> None:
+    import time
+
+    from aiestack.cache.index import HNSW_FROM
+    from aiestack.cache.semantic import SemanticCache
+    from aiestack.stores.cache import CachedAnswer
+    from aiestack.stores.cache_memory import MemoryCacheBackend
+
+    data = vectors(HNSW_FROM + 20, 16)
+    cache = SemanticCache(MemoryCacheBackend(), lambda: None, threshold=0.9)  # type: ignore[arg-type,return-value]
+    answer = CachedAnswer(text="a", model="m", provider="x")
+    for i, v in enumerate(data):
+        cache.index_now("p", tenant="t", route="r", query=f"q{i}", vector=v, answer=answer, ttl_s=None)
+    index = cache._partitions["p"]
+    assert index.error == 0.0 and "p" in cache._moves  # past the switch point: still exact, a build under way
+    started = time.perf_counter()
+    await cache._moves["p"]
+    assert time.perf_counter() - started < 30 and index.error > 0 and not cache._moves
+    assert len(index) == len(data)
+    found = await cache.lookup("p", tenant="t", query="q5", vector=data[5])
+    assert found.hit is not None and found.hit.entry.query == "q5"

@@ -30,7 +30,7 @@ def normalised(vector: np.ndarray | list[float]) -> np.ndarray:
 class VectorIndex:
     """Labels (ints) to unit vectors; :meth:`search` returns ``(label, cosine)`` best first."""
 
-    def __init__(self, dim: int, *, hnsw_from: int = HNSW_FROM) -> None:
+    def __init__(self, dim: int, *, hnsw_from: int = HNSW_FROM, move_later: bool = False) -> None:
         self.dim = dim
         self._hnsw_from = hnsw_from
         self._matrix = np.zeros((16, dim), dtype=np.float32)
@@ -38,6 +38,40 @@ class VectorIndex:
         self._rows: dict[int, int] = {}
         self._hnsw: Index | None = None
         self._count = 0
+        # With ``move_later``, growing past ``hnsw_from`` does not move to HNSW inside add(): the owner
+        # builds the HNSW index off its thread (:meth:`snapshot`, :func:`build_hnsw`, :meth:`adopt`);
+        # building it from 2,048 vectors took ~0.2 s, a stall of every request on the event loop.
+        self._move_later = move_later
+        self._moved_since: set[int] | None = None  # labels added since the snapshot of a move in progress
+
+    @property
+    def due(self) -> bool:
+        """Whether the index has outgrown brute force and waits for :meth:`adopt` (``move_later`` only)."""
+        return self._hnsw is None and self._move_later and self._count >= self._hnsw_from
+
+    def snapshot(self) -> tuple[list[int], np.ndarray]:
+        """The labels and (copied) vectors to build the HNSW index from; later adds are replayed by :meth:`adopt`."""
+        self._moved_since = set()
+        n = len(self._labels)
+        return list(self._labels), self._matrix[:n].copy()
+
+    def adopt(self, built: Index, labels: list[int]) -> None:
+        """Switch to ``built`` (made by :func:`build_hnsw` from :meth:`snapshot`'s ``labels``), with the
+        adds and removals made since the snapshot applied to it."""
+        if self._hnsw is not None:  # a load moved it meanwhile (add_many)
+            return
+        changed, self._moved_since = self._moved_since or set(), None
+        for label in [*(set(labels) - set(self._rows)), *changed]:
+            if built.contains(label):
+                built.remove(label)
+        again = [label for label in changed if label in self._rows]
+        if again:
+            built.add(np.asarray(again, dtype=np.uint64), self._matrix[[self._rows[label] for label in again]])
+        self._hnsw = built
+        self._count = len(self._rows)
+        self._matrix = np.zeros((0, self.dim), dtype=np.float32)
+        self._labels = []
+        self._rows = {}
 
     def __len__(self) -> int:
         return self._count
@@ -73,7 +107,9 @@ class VectorIndex:
         self._labels.append(label)
         self._rows[label] = n
         self._count += 1
-        if self._count >= self._hnsw_from:
+        if self._moved_since is not None:
+            self._moved_since.add(label)
+        if self._count >= self._hnsw_from and not self._move_later:
             self._to_hnsw()
 
     def add_many(self, labels: list[int], vectors: np.ndarray) -> None:
@@ -130,11 +166,16 @@ class VectorIndex:
 
     def _to_hnsw(self) -> None:
         n = len(self._labels)
-        index = Index(
-            ndim=self.dim, metric="cos", dtype="i8", connectivity=16, expansion_add=64, expansion_search=64
-        )
-        index.add(np.asarray(self._labels, dtype=np.uint64), self._matrix[:n])
-        self._hnsw = index
+        self._hnsw = build_hnsw(self.dim, self._labels, self._matrix[:n])
+        self._moved_since = None
         self._matrix = np.zeros((0, self.dim), dtype=np.float32)
         self._labels = []
         self._rows = {}
+
+
+def build_hnsw(dim: int, labels: list[int], matrix: np.ndarray) -> Index:
+    """An HNSW (int8) index of ``labels`` → rows of ``matrix`` (unit vectors); safe in a worker thread."""
+    index = Index(ndim=dim, metric="cos", dtype="i8", connectivity=16, expansion_add=64, expansion_search=64)
+    if labels:
+        index.add(np.asarray(labels, dtype=np.uint64), matrix)
+    return index

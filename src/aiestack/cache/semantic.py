@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aiestack.cache.confirm import SwapConfirmer
-from aiestack.cache.index import VectorIndex, normalised
+from aiestack.cache.index import VectorIndex, build_hnsw, normalised
 from aiestack.cache.keying import normalise_query
 from aiestack.cache.verify import LexicalVerifier, Verifier
 from aiestack.models.base import EmbeddingModel
@@ -103,6 +103,8 @@ class SemanticCache:
         self._sync_lock = asyncio.Lock()
         #: Entries indexed but still being written to the backend (the cache stores off the request path).
         self._pending: dict[str, Entry] = {}
+        #: Partitions whose HNSW index is being built in a worker thread (see :meth:`_move`).
+        self._moves: dict[str, asyncio.Task[None]] = {}
 
     def __len__(self) -> int:
         return len(self._refs)
@@ -272,10 +274,33 @@ class SemanticCache:
         label = next(self._next)
         index = self._partitions.get(entry.partition)
         if index is None:
-            index = self._partitions[entry.partition] = VectorIndex(int(entry.vector.shape[0]))
+            index = self._partitions[entry.partition] = VectorIndex(int(entry.vector.shape[0]), move_later=True)
         index.add(label, entry.vector)
         self._refs[label] = _Ref(entry.key, entry.partition, entry.tenant, entry.query, entry.expires_at)
         self._labels[entry.key] = label
+        if index.due and entry.partition not in self._moves:
+            self._move(entry.partition, index)
+
+    def _move(self, partition: str, index: VectorIndex) -> None:
+        """Build the HNSW index of a partition that outgrew brute force in a worker thread, then switch to it.
+
+        Lookups stay exact (brute force) until then; entries added or removed meanwhile are replayed."""
+        labels, matrix = index.snapshot()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop to wait on: build it here
+            index.adopt(build_hnsw(index.dim, labels, matrix), labels)
+            return
+
+        async def move() -> None:
+            try:
+                built = await asyncio.to_thread(build_hnsw, index.dim, labels, matrix)
+                if self._partitions.get(partition) is index:
+                    index.adopt(built, labels)
+            finally:
+                self._moves.pop(partition, None)
+
+        self._moves[partition] = loop.create_task(move())
 
     def _index_many(self, entries: list[Entry]) -> None:
         """Index many entries at once, one batch per partition (the load at start)."""
@@ -295,7 +320,7 @@ class SemanticCache:
         for partition, (labels, vectors) in batches.items():
             index = self._partitions.get(partition)
             if index is None:
-                index = self._partitions[partition] = VectorIndex(int(vectors[0].shape[0]))
+                index = self._partitions[partition] = VectorIndex(int(vectors[0].shape[0]), move_later=True)
             index.add_many(labels, np.stack(vectors))
 
     def _forget(self, label: int) -> None:
