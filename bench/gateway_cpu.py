@@ -186,6 +186,7 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
     per = 1e6 / args.requests
     return {"loop_us": loop_cpu * per, "cpu_us": cpu * per,
             "wall_p50_us": statistics.median(walls) * 1e6, "wall_mean_us": statistics.fmean(walls) * 1e6,
+            "wall_max_us": max(walls) * 1e6,
             "gc_us": gc_s * per, "cache": caches}
 
 
@@ -313,7 +314,7 @@ def main() -> int:
                         results.setdefault((i, row), []).append(res)
                         print(f"  round {r + 1} checkout {i} {row:6} loop {res['loop_us']:7.0f} µs  "
                               f"process {res['cpu_us']:7.0f} µs  wall p50 {res['wall_p50_us']:7.0f} µs  "
-                              f"mean {res['wall_mean_us']:7.0f} µs  gc {res['gc_us']:5.0f} µs"
+                              f"mean {res['wall_mean_us']:7.0f} µs  max {res['wall_max_us'] / 1000:6.1f} ms  gc {res['gc_us']:5.0f} µs"
                               + (f"  instructions {res['instructions']}" if "instructions" in res else ""),
                               file=sys.stderr)
         finally:
