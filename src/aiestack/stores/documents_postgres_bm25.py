@@ -40,6 +40,8 @@ ranks every chunk of its terms, then asks which of the best pass the filter, dee
 from __future__ import annotations
 
 import struct
+import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -69,19 +71,28 @@ REBUILD_BATCH = 5_000
 #: small blocks gets them merged into one by the write that adds the next.
 SMALL_BLOCK = 128
 MOST_SMALL_BLOCKS = 16
+#: A bulk load merges no blocks while it writes; at its end it merges the small blocks of the terms
+#: that have more than this many (later writes bring a term back to :data:`MOST_SMALL_BLOCKS`).
+#: Merging every crowded term at the end of a SciFact load (21 batches of 256) rewrote 418k of its
+#: 513k postings: 1.0-1.1 s of server time, as long as the HNSW build beside it; a term's blocks
+#: are read once into the postings cache, so a few dozen rows a term cost little.
+BULK_MOST_SMALL_BLOCKS = 64
 #: A write of this many chunks or more checks for crowded small blocks one in ``MERGE_EVERY`` of its
 #: terms (a power of two; see the module docstring). Checking every term of every write took 43% of
 #: a SciFact load's time in PostgreSQL (an index probe per term, ~6,000 a batch of 256 abstracts).
 CHECK_ALL_BELOW = 64
 MERGE_EVERY = 8
 
-# One index probe per checked term (MATERIALIZED: inlined, the planner ran the count once per
-# block row of the terms, 9x the probes).
-_MERGE = """WITH crowded AS MATERIALIZED (
-    SELECT b.term FROM unnest(CAST(:terms AS text[])) AS w (term)
+# The terms a write checks for crowded small blocks: one index probe per checked term
+# (MATERIALIZED: inlined, the planner ran the count once per block row of the terms, 9x the probes).
+_CROWDED_OF_TERMS = """SELECT b.term FROM unnest(CAST(:terms AS text[])) AS w (term)
       JOIN bm25_blocks b ON b.collection = :collection AND b.term = w.term AND b.n < :small
      WHERE (hashtext(w.term) & (:every - 1)) = :phase
-     GROUP BY b.term HAVING count(*) > :most),
+     GROUP BY b.term HAVING count(*) > :most"""
+# Every crowded term of a collection (after a bulk load): one pass over its blocks' primary key.
+_CROWDED_ALL = """SELECT term FROM bm25_blocks WHERE collection = :collection AND n < :small
+     GROUP BY term HAVING count(*) > :most"""
+_MERGE = """WITH crowded AS MATERIALIZED ({crowded}),
 gone AS (
     DELETE FROM bm25_blocks b USING crowded c
      WHERE b.collection = :collection AND b.term = c.term AND b.n < :small
@@ -147,6 +158,8 @@ class PostgresTermIndex:
     def __init__(self, analyzer: analysis.Analyzer | None = None, *, cache_bytes: int = CACHE_BYTES) -> None:
         self.analyzer = analyzer or analysis.Analyzer()
         self.cache = PostingsCache(cache_bytes)
+        self._bulk_lock = threading.Lock()
+        self._bulk: Counter[str] = Counter()  # collections inside a bulk load in this process
 
     # ----------------------------------------------------------------------- schema
 
@@ -179,6 +192,45 @@ class PostgresTermIndex:
             self.on_write(connection, collection, [], [r.key for r in rows], [r.text for r in rows])
             last = rows[-1].key
 
+    # ----------------------------------------------------------------------- bulk loads
+
+    def begin_bulk(self, collection: str) -> None:
+        """Until :meth:`end_bulk`, this process's writes to ``collection`` merge no small blocks
+        (:meth:`merge_crowded` does it once at the end: a SciFact load spent a sixth of its time
+        merging the blocks of its last batches, each merge rewriting what the next one rewrote
+        again) and commit without waiting for the WAL flush (``synchronous_commit = off``, as
+        SQLite's ``synchronous = NORMAL`` commits the embedded store's batches: a crash may lose
+        the last fraction of a second of them, never half a batch; a resumed load puts them again;
+        the load's last commit, synchronous, makes every batch durable)."""
+        with self._bulk_lock:
+            self._bulk[collection] += 1
+
+    def end_bulk(self, collection: str) -> None:
+        with self._bulk_lock:
+            self._bulk[collection] -= 1
+            if self._bulk[collection] <= 0:
+                del self._bulk[collection]
+
+    def _in_bulk(self, collection: str) -> bool:
+        with self._bulk_lock:
+            return collection in self._bulk
+
+    def merge_crowded(self, connection: sa.Connection, collection: str) -> None:
+        """Merge the small blocks of every term of ``collection`` that has more than
+        :data:`BULK_MOST_SMALL_BLOCKS` of them (in the open transaction, which then commits
+        synchronously). The lists do not change, so neither does the generation."""
+        connection.execute(
+            sa.text(
+                "SELECT writes, set_config('plan_cache_mode', 'force_custom_plan', true) "
+                "FROM bm25_stats WHERE collection = :c FOR UPDATE"
+            ),
+            {"c": collection},
+        )
+        connection.execute(
+            sa.text(_MERGE.format(crowded=_CROWDED_ALL)),
+            {"collection": collection, "small": SMALL_BLOCK, "most": BULK_MOST_SMALL_BLOCKS},
+        )
+
     # ----------------------------------------------------------------------- writes
 
     def on_create(self, connection: sa.Connection, collection: str) -> None:
@@ -209,19 +261,23 @@ class PostgresTermIndex:
     ) -> None:
         if not removed and not added:
             return
+        bulk = self._in_bulk(collection)
         # One writer per collection at a time from here to commit: block rows are then never
-        # locked in two orders by two transactions.
+        # locked in two orders by two transactions. In the same round trip, the transaction's
+        # settings: psycopg prepares a statement run 5 times, and PostgreSQL may then plan it once
+        # for any arrays: "term = ANY ($2)" becomes a linear search of thousands of terms per row
+        # (a merge took minutes by the second SciFact load). Planned for their actual arrays, each
+        # write's statements hash them. Inside a bulk load, see :meth:`begin_bulk`.
         writes = connection.scalar(
-            sa.text("SELECT writes FROM bm25_stats WHERE collection = :c FOR UPDATE"), {"c": collection}
+            sa.text(
+                "SELECT writes, set_config('plan_cache_mode', 'force_custom_plan', true), "
+                "set_config('synchronous_commit', :commit, true) FROM bm25_stats WHERE collection = :c FOR UPDATE"
+            ),
+            {"c": collection, "commit": "off" if bulk else "on"},
         )
-        # psycopg prepares a statement run 5 times, and PostgreSQL may then plan it once for any
-        # arrays: "term = ANY ($2)" becomes a linear search of thousands of terms per row (a merge
-        # took minutes by the second SciFact load). Planned for their actual arrays, each write's
-        # statements hash them.
-        connection.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
         tokens = -self._remove(connection, collection, removed) if removed else 0
         if added:
-            tokens += self._add(connection, collection, added, texts, int(writes or 0))
+            tokens += self._add(connection, collection, added, self.analyzer.postings(texts), int(writes or 0), merge=not bulk)
         connection.execute(
             sa.text(
                 "UPDATE bm25_stats SET chunks = chunks + :chunks, tokens = tokens + :tokens, writes = writes + 1, "
@@ -261,31 +317,31 @@ class PostgresTermIndex:
         return sum(sum(row.tfs) for row in rows)
 
     def _add(
-        self, connection: sa.Connection, collection: str, keys: Sequence[int], texts: Sequence[str], writes: int
+        self,
+        connection: sa.Connection,
+        collection: str,
+        keys: Sequence[int],
+        batch: analysis.Postings,
+        writes: int,
+        *,
+        merge: bool = True,
     ) -> int:
-        """Add the chunks' term vectors and one block per term (``writes``: the collection's write
-        count, which picks the terms checked for merging); the tokens added."""
-        vocabulary: dict[str, int] = {}
-        term_ids: list[int] = []
-        owners: list[int] = []
-        tfs: list[int] = []
-        norms: list[int] = []
-        tokens = 0
-        for key, text in zip(keys, texts, strict=True):
-            counts, length = self.analyzer.counts(text)
-            norm = analysis.fieldnorm(length)
-            tokens += length
-            for term, tf in counts.items():
-                term_ids.append(vocabulary.setdefault(term, len(vocabulary) + 1))
-                tfs.append(tf)
-            owners.extend([key] * len(counts))
-            norms.extend([norm] * len(counts))
-        if not vocabulary:
+        """Add the chunks' term vectors and one block per term (``batch``: their texts analysed;
+        ``writes``: the collection's write count, which picks the terms checked for merging; none
+        when not ``merge``); the tokens added."""
+        tokens = int(batch.lengths.sum())
+        if not batch.vocabulary:
             return tokens
-        self._copy_postings(connection, collection, list(vocabulary), term_ids, owners, tfs, norms)
+        vocabulary = batch.vocabulary
+        norms = np.array([analysis.fieldnorm(int(length)) for length in batch.lengths], dtype=np.int64)
+        term_ids, owners = batch.term + 1, np.asarray(keys, dtype=np.int64)[batch.text]
+        tfs, norms = batch.tf, norms[batch.text]
+        self._copy_postings(connection, collection, vocabulary, term_ids, owners, tfs, norms)
+        if not merge:
+            return tokens
         every = 1 if len(keys) < CHECK_ALL_BELOW else MERGE_EVERY
         connection.execute(
-            sa.text(_MERGE),
+            sa.text(_MERGE.format(crowded=_CROWDED_OF_TERMS)),
             {
                 "collection": collection,
                 "terms": list(vocabulary),
@@ -302,10 +358,10 @@ class PostgresTermIndex:
         connection: sa.Connection,
         collection: str,
         vocabulary: list[str],
-        term_ids: list[int],
-        owners: list[int],
-        tfs: list[int],
-        norms: list[int],
+        term_ids: np.ndarray,
+        owners: np.ndarray,
+        tfs: np.ndarray,
+        norms: np.ndarray,
     ) -> None:
         """One block per term and one term vector per chunk, grouped by numpy and sent with binary
         COPY (grouped on the server by ``array_agg``, they took a fifth of a SciFact load)."""

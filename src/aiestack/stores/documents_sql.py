@@ -71,7 +71,12 @@ class TransactionalIndex(Protocol):
     def on_create(self, connection: sa.Connection, collection: str) -> None: ...
 
     def on_write(
-        self, connection: sa.Connection, collection: str, removed: Sequence[int], added: Sequence[int], texts: Sequence[str]
+        self,
+        connection: sa.Connection,
+        collection: str,
+        removed: Sequence[int],
+        added: Sequence[int],
+        texts: Sequence[str],
     ) -> None:
         """Chunks ``removed`` are gone, chunks ``added`` (with their ``texts``) are new."""
 
@@ -79,6 +84,40 @@ class TransactionalIndex(Protocol):
 
 
 _CHUNK_COPY_COLUMNS = ("key", "collection", "document_key", "id", "document_id", "source", "position", "text", "metadata", "embedding")
+
+
+_DOCUMENT_COPY_COLUMNS = ("key", "collection", "id", "source", "title", "chunks", "ingested_at", "metadata")
+
+
+def copy_documents(connection: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Insert document rows on PostgreSQL with a binary COPY (keys taken from the sequence first);
+    their keys. An ``INSERT ... RETURNING`` of a batch's documents cost as much server time as
+    the COPY of its chunks with their vectors."""
+    keys = list(
+        connection.scalars(
+            sa.text("SELECT nextval(pg_get_serial_sequence('documents', 'key')) FROM generate_series(1, :n)"),
+            {"n": len(rows)},
+        )
+    )
+    copy_binary(
+        connection,
+        "documents",
+        _DOCUMENT_COPY_COLUMNS,
+        (
+            pg_row(
+                pg_copy.bigint(key),
+                pg_copy.text(row["collection"]),
+                pg_copy.text(row["id"]),
+                pg_copy.text(row["source"]),
+                pg_copy.text(row["title"]),
+                pg_copy.integer(row["chunks"]),
+                pg_copy.double(row["ingested_at"]),
+                pg_copy.jsonb(orjson.dumps(row["metadata"])),
+            )
+            for key, row in zip(keys, rows, strict=True)
+        ),
+    )
+    return [int(k) for k in keys]
 
 
 def copy_chunks(connection: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -339,23 +378,26 @@ class SqlRecords:
     ) -> tuple[list[int], list[tuple[int, int]]]:
         """Insert documents with their chunks: the chunk keys, and (item number, chunk index) of each."""
         now = time.time()
-        document_keys = list(
-            connection.scalars(
-                documents_table.insert().returning(documents_table.c.key, sort_by_parameter_order=True),
-                [
-                    {
-                        "collection": collection,
-                        "id": document.id,
-                        "source": document.source,
-                        "title": document.title,
-                        "chunks": len(chunks),
-                        "ingested_at": now,
-                        "metadata": json_copy(document.metadata),
-                    }
-                    for _, (document, chunks, _) in numbered
-                ],
+        documents = [
+            {
+                "collection": collection,
+                "id": document.id,
+                "source": document.source,
+                "title": document.title,
+                "chunks": len(chunks),
+                "ingested_at": now,
+                "metadata": json_copy(document.metadata),
+            }
+            for _, (document, chunks, _) in numbered
+        ]
+        if self.dialect == "postgresql":
+            document_keys = copy_documents(connection, documents)
+        else:
+            document_keys = list(
+                connection.scalars(
+                    documents_table.insert().returning(documents_table.c.key, sort_by_parameter_order=True), documents
+                )
             )
-        )
         rows: list[dict[str, Any]] = []
         origins: list[tuple[int, int]] = []
         for document_key, (number, (document, chunks, matrix)) in zip(document_keys, numbered, strict=True):

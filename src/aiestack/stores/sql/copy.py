@@ -3,7 +3,7 @@
 A batch write of the PostgreSQL document store sends hundreds of thousands of values (a 384-d
 vector per chunk, a posting per distinct term of each chunk). psycopg's ``write_row`` formats them
 one Python call at a time; here whole columns are packed into PostgreSQL's binary COPY format at
-once (``bigint``, ``integer``, ``text``, ``jsonb`` and ``real[]`` fields), so the client's share of a
+once (``bigint``, ``integer``, ``double precision``, ``text``, ``jsonb`` and ``real[]`` fields), so the client's share of a
 write is a few ``numpy`` calls. The format: a signature, then per row a field count and, per field,
 its length and bytes (big-endian), then a trailer.
 """
@@ -48,6 +48,11 @@ def bigint(value: int) -> bytes:
 
 def integer(value: int) -> bytes:
     return struct.pack(">i", value)
+
+
+def double(value: float) -> bytes:
+    """A ``double precision`` field."""
+    return struct.pack(">d", value)
 
 
 def text(value: str) -> bytes:
