@@ -22,6 +22,14 @@ def test_gather_and_interleave_cut_pieces_in_row_order() -> None:
     assert pg_copy.interleave([(b"", np.zeros(0), np.zeros(0))]) == b""
 
 
+def test_text_items_are_the_items_one_by_one() -> None:
+    values = ["", "a", "naïve café", "x" * 300]
+    packed, lengths = pg_copy.text_items(values)
+    assert packed == b"".join(pg_copy.text_item(v) for v in values)
+    assert lengths.tolist() == [len(pg_copy.text_item(v)) for v in values]
+    assert pg_copy.text_items([])[0] == b""
+
+
 def _reference(collection: str, vocabulary: list[str], term_ids: list[int], owners: list[int], tfs: list[int], norms: list[int]) -> dict[str, bytes]:
     """Both tables' rows encoded field by field with :func:`pg_copy.row`."""
     postings = list(zip(term_ids, owners, tfs, norms, strict=True))
@@ -80,3 +88,26 @@ def test_postings_rows_match_the_field_by_field_encoding(monkeypatch: pytest.Mon
     monkeypatch.setattr(bm25, "copy_binary", capture)
     bm25.PostgresTermIndex._copy_postings(None, "docs-é", vocabulary, term_ids, owners, tfs, norms)  # type: ignore[arg-type]
     assert sent == _reference("docs-é", vocabulary, term_ids, owners, tfs, norms)
+
+
+def test_packed_rows_are_the_rows_one_by_one() -> None:
+    vectors = np.array([[0.5, -1.25, 3e-8], [1.0, 0.0, -0.0]], dtype=np.float32)
+    packed = pg_copy.packed_rows(
+        2,
+        [
+            ("bigint", [1, 2**40]),
+            ("bytes", [pg_copy.text("naïve"), pg_copy.text("")]),
+            ("integer", [-3, 7]),
+            ("double", [1.5, 1765000000.125]),
+            ("bytes", [pg_copy.jsonb(b'{"a":[1]}'), pg_copy.jsonb(b"{}")]),
+            ("real[]", vectors),
+        ],
+    )
+    expected = b"".join(
+        pg_copy.row(pg_copy.bigint(k), pg_copy.text(t), pg_copy.integer(i), pg_copy.double(d), pg_copy.jsonb(j), pg_copy.real_array(v))
+        for k, t, i, d, j, v in zip([1, 2**40], ["naïve", ""], [-3, 7], [1.5, 1765000000.125], [b'{"a":[1]}', b"{}"], vectors, strict=True)
+    )
+    assert packed == expected
+    assert pg_copy.packed_rows(0, [("bigint", []), ("real[]", np.zeros((0, 3), np.float32))]) == b""
+    with pytest.raises(ValueError, match="Unknown COPY column kind"):  # a typo is not silently skipped
+        pg_copy.packed_rows(1, [("uuid", ["x"])])

@@ -371,8 +371,7 @@ class PostgresTermIndex:
         starts = np.flatnonzero(np.r_[True, t[1:] != t[:-1]])
         n = np.diff(np.r_[starts, len(t)])
         most_tf, least_norm = np.maximum.reduceat(f, starts), np.minimum.reduceat(m, starts)
-        terms = b"".join(pg_copy.text_item(term) for term in vocabulary)  # a text field is laid out as an array item
-        term_lengths = np.array([len(term.encode()) + 4 for term in vocabulary], dtype=np.int64)
+        terms, term_lengths = pg_copy.text_items(vocabulary)  # a text field is laid out as an array item
         term_starts = np.cumsum(term_lengths) - term_lengths
         # A block row: the field count and collection (the same bytes each row), the term, the
         # fixed-width fields, then each array's header and its items (slices of the packed items).

@@ -31,7 +31,6 @@ from aiestack.stores.documents_common import (
 from aiestack.stores.filters import Node, SqlTarget, node_to_sql
 from aiestack.stores.sql import copy as pg_copy
 from aiestack.stores.sql.copy import copy_binary
-from aiestack.stores.sql.copy import row as pg_row
 from aiestack.stores.sql.engine import store_errors, write_transaction
 from aiestack.stores.sql.migrate import upgrade
 from aiestack.stores.sql.tables import chunks as chunks_table
@@ -99,24 +98,17 @@ def copy_documents(connection: sa.Connection, rows: Sequence[Mapping[str, Any]])
             {"n": len(rows)},
         )
     )
-    copy_binary(
-        connection,
-        "documents",
-        _DOCUMENT_COPY_COLUMNS,
-        (
-            pg_row(
-                pg_copy.bigint(key),
-                pg_copy.text(row["collection"]),
-                pg_copy.text(row["id"]),
-                pg_copy.text(row["source"]),
-                pg_copy.text(row["title"]),
-                pg_copy.integer(row["chunks"]),
-                pg_copy.double(row["ingested_at"]),
-                pg_copy.jsonb(orjson.dumps(row["metadata"])),
-            )
-            for key, row in zip(keys, rows, strict=True)
-        ),
-    )
+    columns = [
+        ("bigint", keys),
+        ("bytes", [pg_copy.text(row["collection"]) for row in rows]),
+        ("bytes", [pg_copy.text(row["id"]) for row in rows]),
+        ("bytes", [pg_copy.text(row["source"]) for row in rows]),
+        ("bytes", [pg_copy.text(row["title"]) for row in rows]),
+        ("integer", [row["chunks"] for row in rows]),
+        ("double", [row["ingested_at"] for row in rows]),
+        ("bytes", [pg_copy.jsonb(orjson.dumps(row["metadata"])) for row in rows]),
+    ]
+    copy_binary(connection, "documents", _DOCUMENT_COPY_COLUMNS, [pg_copy.packed_rows(len(rows), columns)])
     return [int(k) for k in keys]
 
 
@@ -132,26 +124,19 @@ def copy_chunks(connection: sa.Connection, rows: Sequence[Mapping[str, Any]]) ->
             {"n": len(rows)},
         )
     )
-    copy_binary(
-        connection,
-        "chunks",
-        _CHUNK_COPY_COLUMNS,
-        (
-            pg_row(
-                pg_copy.bigint(key),
-                pg_copy.text(row["collection"]),
-                pg_copy.bigint(row["document_key"]),
-                pg_copy.text(row["id"]),
-                pg_copy.text(row["document_id"]),
-                pg_copy.text(row["source"]),
-                pg_copy.integer(row["position"]),
-                pg_copy.text(row["text"]),
-                pg_copy.jsonb(orjson.dumps(row["metadata"])),
-                pg_copy.real_array(np.asarray(row["embedding"], dtype=np.float32)),
-            )
-            for key, row in zip(keys, rows, strict=True)
-        ),
-    )
+    columns = [
+        ("bigint", keys),
+        ("bytes", [pg_copy.text(row["collection"]) for row in rows]),
+        ("bigint", [row["document_key"] for row in rows]),
+        ("bytes", [pg_copy.text(row["id"]) for row in rows]),
+        ("bytes", [pg_copy.text(row["document_id"]) for row in rows]),
+        ("bytes", [pg_copy.text(row["source"]) for row in rows]),
+        ("integer", [row["position"] for row in rows]),
+        ("bytes", [pg_copy.text(row["text"]) for row in rows]),
+        ("bytes", [pg_copy.jsonb(orjson.dumps(row["metadata"])) for row in rows]),
+        ("real[]", np.stack([np.asarray(row["embedding"], dtype=np.float32) for row in rows])),
+    ]
+    copy_binary(connection, "chunks", _CHUNK_COPY_COLUMNS, [pg_copy.packed_rows(len(rows), columns)])
     return [int(k) for k in keys]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -132,3 +133,52 @@ def text_item(value: str) -> bytes:
     """One ``text`` array element."""
     encoded = value.encode()
     return struct.pack(">i", len(encoded)) + encoded
+
+
+def text_items(values: Sequence[str]) -> tuple[bytes, np.ndarray]:
+    """Many ``text`` array elements packed at once (each as :func:`text_item`), and each one's
+    length in bytes, header included."""
+    encoded = [value.encode() for value in values]
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    heads = lengths.astype(">i4")
+    rows = np.arange(len(encoded), dtype=np.int64)
+    packed = interleave([(heads, rows * 4, np.full(len(encoded), 4)), (b"".join(encoded), np.cumsum(lengths) - lengths, lengths)])
+    return packed, lengths + 4
+
+
+#: A column of :func:`packed_rows`: its kind (``"bigint"``, ``"integer"``, ``"double"``: an array;
+#: ``"bytes"``: each row's field already encoded, as :func:`text` or :func:`jsonb` give it;
+#: ``"real[]"``: a float32 matrix, one row's vector per line) and its values.
+Column = tuple[str, Any]
+_WIDTHS = {"bigint": ">i8", "integer": ">i4", "double": ">f8"}
+
+
+def packed_rows(count: int, columns: Sequence[Column]) -> bytes:
+    """``count`` rows of ``columns`` in COPY's binary row format (the bytes :func:`row` gives
+    field by field), in one numpy gather."""
+    if not count:
+        return b""
+    pieces: list[tuple[bytes | np.ndarray, np.ndarray, np.ndarray]] = [
+        records(np.full(count, len(columns), dtype=np.dtype([("count", ">i2")])))
+    ]
+    for kind, values in columns:
+        if kind in _WIDTHS:
+            fixed = np.empty(count, dtype=np.dtype([("length", ">i4"), ("value", _WIDTHS[kind])]))
+            fixed["length"], fixed["value"] = np.dtype(_WIDTHS[kind]).itemsize, values
+            pieces.append(records(fixed))
+        elif kind == "bytes":
+            lengths = np.fromiter(map(len, values), dtype=np.int64, count=count)
+            pieces.append(records(lengths.astype(np.dtype([("length", ">i4")]))))
+            pieces.append((b"".join(values), np.cumsum(lengths) - lengths, lengths))
+        elif kind == "real[]":
+            matrix = np.asarray(values, dtype=np.float32).reshape(count, -1)
+            dim = matrix.shape[1]
+            head = np.empty(count, dtype=np.dtype([("length", ">i4"), ("header", ">i4", 5)]))
+            head["length"], head["header"] = 20 + 8 * dim, (1, 0, _FLOAT4_OID, dim, 1)
+            items = np.empty(matrix.shape, dtype=_FLOAT4_ITEM)
+            items["length"], items["value"] = 4, matrix
+            rows = np.arange(count, dtype=np.int64)
+            pieces += [records(head), (items, rows * 8 * dim, np.full(count, 8 * dim))]
+        else:
+            raise ValueError(f"Unknown COPY column kind {kind!r}.")
+    return interleave(pieces)
