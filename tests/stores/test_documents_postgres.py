@@ -222,3 +222,13 @@ def test_documents_written_by_copy_read_back_as_put(pgvector_url: str, tmp_path:
     with sa.create_engine(pgvector_url).connect() as connection:
         keys = list(connection.scalars(sa.text("SELECT key FROM documents ORDER BY key")))
         assert keys == sorted(set(keys)) and connection.scalar(sa.text("SELECT last_value FROM documents_key_seq")) == keys[-1]
+
+
+def test_the_hnsw_build_memory_follows_the_collection_within_bounds() -> None:
+    from aiestack.stores.documents_postgres import BUILD_MEMORY_MB, build_memory_mb
+
+    low, high = BUILD_MEMORY_MB
+    assert build_memory_mb(0, 384) == build_memory_mb(5_183, 384) == low  # SciFact: no 1 GiB of shared memory
+    assert build_memory_mb(100_000, 384) == int(2 * 100_000 * (4 * 384 + 1024) / 2**20)  # ~2x the graph
+    assert low < build_memory_mb(100_000, 384) < build_memory_mb(100_000, 1536) <= high
+    assert build_memory_mb(10_000_000, 384) == high
