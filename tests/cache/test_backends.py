@@ -192,3 +192,39 @@ async def test_the_sqlite_exact_read_sees_writes_of_another_backend_and_reports_
     await reader.aclose()
     await writer.aclose()
     store.close()
+
+
+@pytest.mark.unit
+async def test_lookups_do_not_queue_behind_a_sync_in_progress() -> None:
+    import asyncio
+
+    from aiestack.cache.semantic import semantic_key
+
+    class SlowBackend(MemoryCacheBackend):
+        shared = True  # re-read like SQL or Redis
+        def __init__(self, clock: ManualClock) -> None:
+            super().__init__(clock=clock)
+            self.reads = 0
+            self.release = asyncio.Event()
+
+        async def semantic_since(self, since: float, *, known=None):  # type: ignore[no-untyped-def]
+            self.reads += 1
+            if self.reads > 1:  # the first read is the load at start; the second one is slow
+                await self.release.wait()
+            return await super().semantic_since(since, known=known)
+
+    clock = ManualClock()
+    backend = SlowBackend(clock)
+    cache = SemanticCache(backend, BagOfWordsEmbeddings(dim=64), threshold=0.7, sync_interval_s=1.0, clock=clock)
+    question = "Is the museum open on Monday?"
+    vector = await cache.embed(question)
+    assert (await cache.lookup("p", tenant="t", query=question, vector=vector)).hit is None  # loads
+    await cache.store("p", tenant="t", route="r", query=question, vector=vector, answer=cached_answer(), ttl_s=60)
+    clock.now += 1.5
+    first = asyncio.create_task(cache.lookup("p", tenant="t", query=question, vector=vector))  # finds the sync due
+    await asyncio.sleep(0)
+    assert backend.reads == 2 and not first.done()  # it waits for its sync
+    other = await asyncio.wait_for(cache.lookup("p", tenant="t", query=question, vector=vector), 1.0)
+    assert other.hit is not None and other.hit.entry.key == semantic_key("p", question)  # no wait: the index as it is
+    backend.release.set()
+    assert (await first).hit is not None and backend.reads == 2
