@@ -88,16 +88,21 @@ _CHUNK_COPY_COLUMNS = ("key", "collection", "document_key", "id", "document_id",
 _DOCUMENT_COPY_COLUMNS = ("key", "collection", "id", "source", "title", "chunks", "ingested_at", "metadata")
 
 
+def _next_keys(connection: sa.Connection, table: str, n: int) -> list[int]:
+    """``n`` keys drawn from ``table``'s key sequence (PostgreSQL), for rows written by COPY."""
+    return list(
+        connection.scalars(
+            sa.text(f"SELECT nextval(pg_get_serial_sequence('{table}', 'key')) FROM generate_series(1, :n)"),
+            {"n": n},
+        )
+    )
+
+
 def copy_documents(connection: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
     """Insert document rows on PostgreSQL with a binary COPY (keys taken from the sequence first);
     their keys. An ``INSERT ... RETURNING`` of a batch's documents cost as much server time as
     the COPY of its chunks with their vectors."""
-    keys = list(
-        connection.scalars(
-            sa.text("SELECT nextval(pg_get_serial_sequence('documents', 'key')) FROM generate_series(1, :n)"),
-            {"n": len(rows)},
-        )
-    )
+    keys = _next_keys(connection, "documents", len(rows))
     columns = [
         ("bigint", keys),
         ("bytes", [pg_copy.text(row["collection"]) for row in rows]),
@@ -118,12 +123,7 @@ def copy_chunks(connection: sa.Connection, rows: Sequence[Mapping[str, Any]]) ->
     COPY formats rows without an INSERT's per-parameter quoting (a 384-d vector as a float array
     costs ~1 ms that way); the vectors go as float32 bit for bit (:mod:`aiestack.stores.sql.copy`).
     """
-    keys = list(
-        connection.scalars(
-            sa.text("SELECT nextval(pg_get_serial_sequence('chunks', 'key')) FROM generate_series(1, :n)"),
-            {"n": len(rows)},
-        )
-    )
+    keys = _next_keys(connection, "chunks", len(rows))
     columns = [
         ("bigint", keys),
         ("bytes", [pg_copy.text(row["collection"]) for row in rows]),
