@@ -161,7 +161,9 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
     if args.profile:
         import cProfile
 
-        profile = cProfile.Profile()
+        # cProfile's default clock is wall time: a wait for the GIL behind another thread is charged
+        # to whatever call was running. ``--profile-clock cpu`` charges the event loop's CPU instead.
+        profile = cProfile.Profile(time.thread_time) if args.profile_clock == "cpu" else cProfile.Profile()
         profile.enable()
     walls: list[float] = []
     gc_time = _gc_clock()
@@ -219,8 +221,10 @@ def _gc_clock() -> Callable[[], float]:
 # --------------------------------------------------------------------------- the parent
 
 
-def _env(src: Path, row: str, work: Path, mock_port: int) -> dict[str, str]:
-    _, _, toml = ROWS[row]
+def _env(src: Path, row: str, work: Path, mock_port: int, extra: str = "") -> dict[str, str]:
+    kind, _, toml = ROWS[row]
+    if extra and kind == "aiestack" and row != "alone":
+        toml = f"{toml}\n{extra}" if toml else extra
     (work / row).mkdir(parents=True, exist_ok=True)
     _, env = aiestack_cmd(work / row, 0, mock_port, toml)
     return env | {"PYTHONPATH": str(src), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
@@ -232,12 +236,13 @@ def _run_row(args: argparse.Namespace, src: Path, row: str, work: Path, mock_por
            "--requests", str(args.requests), "--warmup", str(args.warmup), "--seed", str(seed),
            "--settle", str(args.settle)]
     if args.profile:
-        cmd += ["--profile", f"{args.profile}.{row}"]
+        cmd += ["--profile", f"{args.profile}.{row}", "--profile-clock", args.profile_clock]
     if callgrind is not None:
         out = callgrind / f"{row}.%p"
         cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
                f"--callgrind-out-file={out}", *cmd, "--callgrind", "child"]
-    done = subprocess.run(cmd, env=_env(src, row, work, mock_port), capture_output=True, text=True)
+    extra = args.aiestack_toml.replace("\\n", "\n")
+    done = subprocess.run(cmd, env=_env(src, row, work, mock_port, extra), capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{row} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     if done.stderr.strip():
@@ -270,6 +275,10 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=1.0, help="seconds after the last request for background work")
     parser.add_argument("--src", type=Path, action="append", default=[], help="another checkout's src, compared")
     parser.add_argument("--profile", default="", help="cProfile each row's measured requests to PREFIX.ROW")
+    parser.add_argument("--aiestack-toml", default="",
+                        help="extra aiestack.toml lines for the default configuration's rows (bypass, miss, hit)")
+    parser.add_argument("--profile-clock", default="wall", choices=["wall", "cpu"],
+                        help="cProfile's clock: wall time, or the event loop thread's CPU time")
     parser.add_argument("--callgrind", type=Path, default=None, help="count instructions instead, files in DIR")
     parser.add_argument("--row", default="", help=argparse.SUPPRESS)
     parser.add_argument("--mock-port", type=int, default=0, help=argparse.SUPPRESS)
