@@ -88,6 +88,7 @@ class SemanticCache:
     ) -> None:
         self.backend = backend
         self._embeddings = embeddings
+        self._resolved: EmbeddingModel | None = None  # the embedder, once built (see :attr:`embeddings`)
         self.threshold = threshold
         self.verifier: Verifier | None = verifier if verifier is not None else LexicalVerifier()
         self.confirm = confirm
@@ -116,10 +117,13 @@ class SemanticCache:
 
     @property
     def embeddings(self) -> EmbeddingModel:
-        if isinstance(self._embeddings, EmbeddingModel):
-            return self._embeddings
-        self._embeddings = self._embeddings()
-        return self._embeddings
+        # Read twice on every cache-eligible request: ``isinstance`` against the runtime-checkable
+        # protocol walks its members (~10-20 µs of the event loop each time), so the answer is kept.
+        model = self._resolved
+        if model is None:
+            made = self._embeddings if isinstance(self._embeddings, EmbeddingModel) else self._embeddings()
+            model = self._embeddings = self._resolved = made
+        return model
 
     async def embed(self, text: str) -> np.ndarray:
         """The vector of a user turn as the cache compares it (normalised text, unit length)."""
