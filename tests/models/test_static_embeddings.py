@@ -57,6 +57,25 @@ def test_vectors_are_model2vecs_own_bit_for_bit() -> None:
     assert not ours[texts.index("")].any()  # a text without tokens stays the zero vector
 
 
+def test_token_ids_put_together_from_remembered_pieces_are_the_tokenizers_own() -> None:
+    """Printable ASCII is tokenized piece by piece (remembered); the ids equal ``model.tokenize``'s,
+    truncation at the token limit and the dropped unknown token included; other text goes whole."""
+    import random
+    import string
+
+    model = StaticEmbeddings()
+    static = model._load()
+    pieces = model._pieces
+    assert pieces is not None and pieces.piecewise  # the packaged tokenizer is BERT's: pieces apply
+    rng = random.Random(7)
+    alphabet = string.ascii_letters + string.digits + string.punctuation + "    "
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.choice([0, 3, 40, 400, 2500]))) for _ in range(400)]
+    texts += ["x" * 150, "! " * 600, "a  b   c ", " [UNK] [PAD] don't U.S.A. 3.14 ", "ünïcödé 東京", "tab\there", "line\nbreak"]
+    for _ in range(2):  # the second pass reads the remembered pieces
+        assert pieces.tokenize(texts) == static.tokenize(texts)
+    assert pieces.tokenize(["! " * 600])[0] == static.tokenize(["! " * 600])[0] and len(pieces.tokenize(["! " * 600])[0]) == 512
+
+
 async def test_bad_input_and_a_missing_model_fail_with_a_fix(tmp_path: Path) -> None:
     with pytest.raises(ProviderBadRequest, match="Wrap it"):
         await StaticEmbeddings().embed("one string")  # type: ignore[arg-type]

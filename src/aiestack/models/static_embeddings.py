@@ -9,6 +9,12 @@ vectors, so a short question embeds in about 0.1 ms on one core, where MiniLM ta
 Short inputs (what the cache embeds: one user turn of at most a few hundred characters) are
 embedded inline; long batches go to a worker thread. The weights load on first use, or ahead of
 it with :meth:`load` (``aiestack serve`` does this at start).
+
+The token ids of a printable-ASCII text are put together from its space-separated pieces, each
+tokenized once and remembered (:class:`_PieceIds`): the model's BERT normaliser looks up the Unicode
+category of every character, ~2,000 instructions a character, and most of a question's words were
+seen before. The ids are the tokenizer's own, in the same order (tests compare the vectors with
+``StaticModel.encode``).
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +39,10 @@ NAME = "static-minilm"
 PACKAGED = Path(__file__).resolve().parent / "static_minilm"
 #: Inputs up to this many characters in total are embedded on the calling thread.
 INLINE_CHARS = 4096
+#: Pieces (space-separated words) whose token ids are remembered, and the longest one remembered:
+#: a few thousand words cover most of any traffic (Zipf); each entry is ~200 bytes.
+PIECES_REMEMBERED = 8192
+PIECE_MAX_CHARS = 32
 
 
 class StaticEmbeddings:
@@ -41,6 +52,7 @@ class StaticEmbeddings:
         self.path = path
         self.name = name
         self._model: StaticModel | None = None
+        self._pieces: _PieceIds | None = None
         self._lock = threading.Lock()
 
     @property
@@ -80,7 +92,8 @@ class StaticEmbeddings:
         self._model = None
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        vectors = np.asarray(_mean_of_tokens(self._load(), texts), dtype=np.float32)
+        model = self._load()
+        vectors = np.asarray(_mean_of_tokens(model, texts, self._pieces), dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.where(norms == 0, 1.0, norms)
 
@@ -104,11 +117,75 @@ class StaticEmbeddings:
                         provider=PROVIDER,
                         hint="Reinstall aiestack, or set [cache] embedder = 'embeddings'.",
                     )
-                self._model = StaticModel.from_pretrained(str(self.path))
+                model = StaticModel.from_pretrained(str(self.path))
+                self._pieces = _PieceIds(model)
+                self._model = model
             return self._model
 
 
-def _mean_of_tokens(model: StaticModel, texts: list[str]) -> np.ndarray:
+class _PieceIds:
+    """``model.tokenize``'s ids, put together from remembered pieces where that gives the same ids.
+
+    For the packaged model's tokenizer (a BERT normaliser and pre-tokenizer, WordPiece, no special
+    tokens added) a printable-ASCII text is tokenized piece by piece: the normaliser works character
+    by character (lower case; nothing else changes printable ASCII) and the pre-tokenizer splits at
+    spaces and punctuation, so the ids of ``"a b"`` are those of ``"a"`` then ``"b"``. Truncation at
+    ``max_length`` tokens is applied to the whole, then the unknown token is dropped, as
+    ``model.tokenize`` does. Any other text, or any other kind of tokenizer, goes to ``model.tokenize``.
+    """
+
+    def __init__(self, model: StaticModel) -> None:
+        self._model = model
+        tokenizer = model.tokenizer
+        config = json.loads(tokenizer.to_str())
+        model_type = (config.get("model") or {}).get("type")
+        self.piecewise = (
+            (config.get("normalizer") or {}).get("type") == "BertNormalizer"
+            and (config.get("pre_tokenizer") or {}).get("type") == "BertPreTokenizer"
+            and model_type == "WordPiece"
+            and not config.get("post_processor")
+        )
+        truncation = tokenizer.truncation
+        self._max_tokens: int | None = int(truncation["max_length"]) if truncation else None
+        self._unk = model.unk_token_id
+
+        def piece(text: str) -> tuple[int, ...]:
+            return tuple(tokenizer.encode(text, add_special_tokens=False).ids)
+
+        self._piece: Callable[[str], tuple[int, ...]] = piece
+        self._remembered = lru_cache(maxsize=PIECES_REMEMBERED)(piece)
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        if not self.piecewise:
+            return self._model.tokenize(texts)
+        rows: list[list[int] | None] = []
+        others: list[str] = []
+        for text in texts:
+            if text.isascii() and text.isprintable():
+                rows.append(self._ids(text))
+            else:
+                rows.append(None)
+                others.append(text)
+        if not others:
+            return rows  # type: ignore[return-value]  # every row was filled
+        rest = iter(self._model.tokenize(others))
+        return [row if row is not None else next(rest) for row in rows]
+
+    def _ids(self, text: str) -> list[int]:
+        ids: list[int] = []
+        remembered, piece = self._remembered, self._piece
+        for word in text.split(" "):
+            if word:
+                ids += remembered(word) if len(word) <= PIECE_MAX_CHARS else piece(word)
+        if self._max_tokens is not None and len(ids) > self._max_tokens:
+            del ids[self._max_tokens :]
+        if self._unk is not None:
+            unk = self._unk
+            return [i for i in ids if i != unk]
+        return ids
+
+
+def _mean_of_tokens(model: StaticModel, texts: list[str], pieces: _PieceIds | None = None) -> np.ndarray:
     """What ``model.encode(texts)`` returns (the same values, bit for bit), without its per-call set-up.
 
     ``StaticModel.encode`` sets the tokenizer's truncation and back, batches, builds a progress bar
@@ -121,7 +198,8 @@ def _mean_of_tokens(model: StaticModel, texts: list[str]) -> np.ndarray:
     model normalises. tests/models/test_static_embeddings.py compares it with ``encode``.
     """
     limit = model.max_length * model.median_token_length if model.max_length is not None else None
-    ids = model.tokenize([t[:limit] for t in texts] if limit is not None else texts)
+    cut = [t[:limit] for t in texts] if limit is not None else texts
+    ids = pieces.tokenize(cut) if pieces is not None else model.tokenize(cut)
     table = model.embedding
     dtype = np.dtype(np.float32) if table.dtype == np.int8 else table.dtype
     out = np.zeros((len(texts), model.dim), dtype=dtype)
