@@ -236,18 +236,18 @@ class Metrics:
     # ------------------------------------------------------------------ events from the wings
 
     def guard_action(self, guard: str, action: str, *, direction: Literal["input", "output"]) -> None:
-        self.guard_actions.labels(self._cap("guard", guard), self._cap("action", action), direction).inc()
+        self._child(self.guard_actions, self._cap("guard", guard), self._cap("action", action), direction).inc()
 
     def cache_lookup(self, route: str | None, kind: str, result: str) -> None:
         """One cache lookup; hit rate = hits / all lookups of a kind."""
         cap = self._cap
-        self.cache_lookups.labels(cap("route", route), cap("cache_kind", kind), cap("cache_result", result)).inc()
+        self._child(self.cache_lookups, cap("route", route), cap("cache_kind", kind), cap("cache_result", result)).inc()
 
     def cache_saved(self, route: str | None, kind: str, usd: float, tokens: int) -> None:
         """What a cache hit saved: the cost and the tokens of the answer it served."""
         labels = (self._cap("route", route), self._cap("cache_kind", kind))
-        self.cache_saved_usd.labels(*labels).inc(max(usd, 0.0))
-        self.cache_saved_tokens.labels(*labels).inc(max(tokens, 0))
+        self._child(self.cache_saved_usd, *labels).inc(max(usd, 0.0))
+        self._child(self.cache_saved_tokens, *labels).inc(max(tokens, 0))
 
     def limit_rejection(self, limit: str) -> None:
         self.limit_rejections.labels(self._cap("limit", limit)).inc()

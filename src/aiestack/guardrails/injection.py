@@ -116,7 +116,7 @@ class InjectionClassifier:
         if self.lexical_heads:
             lex = self._lexical_w[:, idx] @ values + self._lexical_w[:, self.hash_dim] * persona_imposed(text) + self._lexical_bias
             z = np.concatenate([z, lex])
-        return {h: float(p) for h, p in zip(self.heads, _sigmoid(z), strict=True)}
+        return dict(zip(self.heads, _sigmoid(z).tolist(), strict=True))
 
     def indirect_scores(self, texts: Sequence[str]) -> np.ndarray:
         """The ``indirect`` head's probability for each segment of retrieved text."""
