@@ -94,7 +94,7 @@ class StaticEmbeddings:
     def _encode(self, texts: list[str]) -> np.ndarray:
         model = self._load()
         vectors = np.asarray(_mean_of_tokens(model, texts, self._pieces), dtype=np.float32)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        norms = _row_norms(vectors)
         return vectors / np.where(norms == 0, 1.0, norms)
 
     def _load(self) -> StaticModel:
@@ -211,6 +211,13 @@ def _mean_of_tokens(model: StaticModel, texts: list[str], pieces: _PieceIds | No
             rows = rows * model.weights[row][:, None]
         out[i] = rows.mean(axis=0)
     if model.normalize:
-        out32 = out.astype(np.float32)
-        return (out32 / (np.linalg.norm(out32, axis=1, keepdims=True) + 1e-32)).astype(out.dtype)
+        out32 = out.astype(np.float32, copy=False)
+        return (out32 / (_row_norms(out32) + 1e-32)).astype(out.dtype, copy=False)
     return out
+
+
+def _row_norms(vectors: np.ndarray) -> np.ndarray:
+    """``np.linalg.norm(vectors, axis=1, keepdims=True)`` for a real 2-D array: its own formula
+    (``sqrt`` of the row sums of squares, NumPy's pairwise sum), the same bits, without its argument
+    handling (~8 NumPy calls where 3 do; each costs microseconds on the request path)."""
+    return np.sqrt(np.add.reduce(vectors * vectors, axis=1, keepdims=True))
