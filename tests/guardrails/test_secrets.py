@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aiestack.guardrails.secrets import SecretsDetector, entropy
+from aiestack.types import Finding
 
 pytestmark = pytest.mark.unit
 
@@ -59,3 +60,42 @@ def test_ordinary_text_and_hashes_without_context_pass() -> None:
 def test_entropy() -> None:
     assert entropy("aaaa") == 0.0
     assert entropy("abcd") == pytest.approx(2.0)
+
+
+def test_the_substring_prefilter_never_skips_a_pattern_that_would_match() -> None:
+    """Each pattern runs only on texts holding one of its needed substrings (``_NEEDS``): on a sample
+    of every kind, alone and mixed into prose, the findings equal those of every pattern run."""
+    import random
+
+    from aiestack.guardrails import secrets
+
+    samples = [
+        "sk-proj-" + ALNUM + "xYz_-12", "sk-ant-api03-" + ALNUM + ALNUM[:20], "AKIA" + "IOSFODNN7EXAMPLE",
+        "ASIA" + "IOSFODNN7EXAMPLE", "aws_secret_access_key = " + ALNUM, "AWS_SECRET_KEY: " + ALNUM,
+        "ghp_" + ALNUM[:36], "github_pat_" + ALNUM[:30], "glpat-" + ALNUM[:22], "xoxb-" + "123456789012-" + ALNUM[:24],
+        "https://hooks.slack.com/services/" + ALNUM[:30], "sk_" + "live_" + ALNUM[:24], "rk_" + "test_" + ALNUM[:20],
+        "AIza" + ALNUM[:35], "hf_" + "abcdefghijABCDEFGHIJabcdefghijABCD", "SG." + ALNUM[:22] + "." + ALNUM + "abc",
+        "SK" + "0123456789abcdef" * 2, "npm_" + ALNUM[:36],
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn" + ALNUM + "\n-----END OPENSSH PRIVATE KEY-----",
+        "postgres://admin:" + "s3cr3tPassw0rd" + "@db.example.com/app", "password: " + ALNUM[:20],
+    ]
+    detector = secrets.SecretsDetector()
+
+    def every_pattern(text: str) -> list[Finding]:
+        needs = secrets._NEEDS
+        secrets._NEEDS = {kind: ("",) for kind in needs}  # "" is in every text: no pattern skipped
+        try:
+            return detector.detect(text)
+        finally:
+            secrets._NEEDS = needs
+
+    kinds = set()
+    rng = random.Random(5)
+    for sample in samples:
+        found = detector.detect(sample)
+        kinds |= {f.kind for f in found}
+        assert found == every_pattern(sample)
+        mixed = " ".join([*rng.sample(samples, 3), "a note", sample.upper(), sample.lower()])
+        assert detector.detect(mixed) == every_pattern(mixed)
+    assert kinds >= set(secrets._PATTERNS)  # every kind was exercised
