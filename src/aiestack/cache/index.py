@@ -171,12 +171,14 @@ class VectorIndex:
             ]
         n = len(self._labels)
         scores = self._matrix[:n] @ q
+        negated = -scores
         if n <= k:
-            order = np.argsort(-scores)
+            order = np.argsort(negated)
         else:
-            top = np.argpartition(-scores, k)[:k]
-            order = top[np.argsort(-scores[top])]
-        return [(self._labels[i], float(scores[i])) for i in order]
+            top = np.argpartition(negated, k)[:k]
+            order = top[np.argsort(negated[top])]
+        labels = self._labels
+        return list(zip([labels[i] for i in order.tolist()], scores[order].tolist(), strict=True))
 
     def _to_hnsw(self) -> None:
         n = len(self._labels)
