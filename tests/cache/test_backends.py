@@ -195,6 +195,49 @@ async def test_the_sqlite_exact_read_sees_writes_of_another_backend_and_reports_
 
 
 @pytest.mark.unit
+async def test_sql_puts_made_together_share_one_write_and_its_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows put in one turn of the event loop (a miss's semantic and exact entries) go to SQLite in one
+    worker-thread write, one transaction; if it fails, every put of the batch raises the StoreError."""
+    import asyncio
+
+    import sqlalchemy as sa
+
+    from aiestack.errors import StoreError
+    from aiestack.stores.cache import Entry
+    from aiestack.stores.cache_sql import SqlCacheBackend
+
+    store = SqlExchangeStore(f"sqlite:///{tmp_path / 'batch.db'}")
+    store.migrate()
+    backend = SqlCacheBackend(store.engine)
+    writes: list[int] = []
+    original = backend._write
+
+    def counted(rows: list[dict[str, object]], purge: bool, now: float) -> None:
+        writes.append(len(rows))
+        original(rows, purge, now)
+
+    monkeypatch.setattr(backend, "_write", counted)
+
+    def entry(key: str) -> Entry:
+        return Entry(key=key, kind="exact", partition="", tenant="t", route="r", answer=cached_answer(), created_at=1.0)
+
+    await asyncio.gather(backend.put(entry("e:1")), backend.put(entry("e:2")), backend.put(entry("e:3")))
+    await backend.put(entry("e:4"))
+    assert writes == [3, 1]
+    assert all([await backend.get(f"e:{i}") for i in range(1, 5)])
+    with store.engine.begin() as connection:
+        connection.execute(sa.text("ALTER TABLE cache_entries RENAME TO cache_entries_away"))
+    results = await asyncio.gather(backend.put(entry("e:5")), backend.put(entry("e:6")), return_exceptions=True)
+    assert writes[-1] == 2 and all(isinstance(r, StoreError) for r in results)
+    with store.engine.begin() as connection:
+        connection.execute(sa.text("ALTER TABLE cache_entries_away RENAME TO cache_entries"))
+    await asyncio.gather(backend.put(entry("e:5")), backend.put(entry("e:6")))  # recovers
+    assert await backend.get("e:6") is not None
+    await backend.aclose()
+    store.close()
+
+
+@pytest.mark.unit
 async def test_lookups_do_not_queue_behind_a_sync_in_progress() -> None:
     import asyncio
 

@@ -28,7 +28,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any
 
 import numpy as np
@@ -339,18 +339,23 @@ class CacheStage:
         then close the flight. A failed write is logged: the answer was served, only not cached.
 
         The semantic ``entry`` was indexed already (lookups find it); the exact key is covered by the
-        still-open flight until its write is done."""
+        still-open flight until its write is done. Both writes start together: a backend that writes
+        in batches (SQL) stores the two rows in one go."""
+        writes: list[Coroutine[Any, Any, object]] = []
+        if entry is not None and self.semantic is not None:
+            writes.append(self.semantic.persist(entry))
+        if target.key is not None and self.exact is not None:
+            writes.append(self.exact.put(
+                target.key, tenant=target.tenant, route=target.route, answer=answer, ttl_s=policy.ttl_s
+            ))
         try:
-            if entry is not None and self.semantic is not None:
-                await self.semantic.persist(entry)
-            if target.key is not None and self.exact is not None:
-                await self.exact.put(
-                    target.key, tenant=target.tenant, route=target.route, answer=answer, ttl_s=policy.ttl_s
-                )
-        except AiestackError as exc:
-            _log.warning("could not store an answer in the cache: %s", exc)
-        except Exception:  # a background task: nothing above it would see the error
-            _log.exception("could not store an answer in the cache")
+            for outcome in await asyncio.gather(*writes, return_exceptions=True):
+                if isinstance(outcome, AiestackError):
+                    _log.warning("could not store an answer in the cache: %s", outcome)
+                elif isinstance(outcome, Exception):  # a background task: nothing above it would see the error
+                    _log.error("could not store an answer in the cache", exc_info=outcome)
+                elif isinstance(outcome, BaseException):
+                    raise outcome
         finally:
             if target.key is not None and self._flights.get(target.key) is target.flight:
                 del self._flights[target.key]

@@ -16,6 +16,7 @@ own (Redis) sets ``own_clock = True``: its expiry test then uses entries that ex
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Iterator
@@ -106,6 +107,18 @@ class CacheBackendConformance:
         await cache_backend.delete([])
         assert await cache_backend.get("e:1") is None
         assert await cache_backend.get("e:2") is not None
+
+    async def test_puts_made_together_are_all_stored_the_later_one_of_a_key_winning(
+        self, cache_backend: CacheBackend
+    ) -> None:
+        entries = [cache_entry(f"e:{i}") for i in range(5)] + [cache_entry("s:1", kind="semantic", ttl=None)]
+        entries.append(dataclasses.replace(cache_entry("e:0"), answer=cached_answer("later")))
+        await asyncio.gather(*(cache_backend.put(entry) for entry in entries))
+        for entry in entries[1:-1]:
+            got = await cache_backend.get(entry.key)
+            assert got is not None and got.answer == entry.answer
+        first = await cache_backend.get("e:0")
+        assert first is not None and first.answer.text == "later"
 
     async def test_expired_entries_are_never_served(self, cache_backend: CacheBackend, clock: ManualClock) -> None:
         if self.own_clock:  # expired by the backend's own clock: entries that expired a while ago
