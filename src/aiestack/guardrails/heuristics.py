@@ -104,7 +104,10 @@ def heuristic_findings(text: str) -> list[Finding]:
     found = []
     lower = text.lower()
     for (kind, weight, pattern), triggers in zip(_RULES, _TRIGGERS, strict=True):
-        if not any(t in lower for t in triggers):
+        for t in triggers:  # a plain loop: any() over a generator cost ~0.7 µs a rule, on every new prompt
+            if t in lower:
+                break
+        else:
             continue
         m = pattern.search(text)
         if m is not None:
