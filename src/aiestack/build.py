@@ -266,6 +266,7 @@ def build_documents(settings: Settings, extra: StoreFactories | None = None) -> 
     scheme = settings.store_url.split("://", 1)[0].lower()
     if backend_of(settings.store_url, extra=extra) == "postgresql" and (scheme, "documents") not in (extra or {}):
         options["postings_cache_bytes"] = settings.store.postings_cache_mb * 2**20
+        options["hnsw_build_memory_mb"] = settings.store.hnsw_build_memory_mb
     store = open_store(settings.store_url, "documents", extra=extra, **options)
     store.migrate()
     return store

@@ -42,6 +42,13 @@ class StoreSettings(_Section):
         description="PostgreSQL document store: MiB of BM25 posting lists each process keeps between searches "
         "(16 bytes a posting; 0 reads them every search). Other stores ignore it.",
     )
+    hnsw_build_memory_mb: int = Field(
+        default=4096,
+        ge=1,
+        description="PostgreSQL document store: the most MiB of maintenance_work_mem an HNSW index build "
+        "takes (sized to the collection below it: ~2.9 KB a 384-d chunk; a graph that does not fit is "
+        "built on disk, far more slowly). Other stores ignore it.",
+    )
 
 
 class TracingSettings(_Section):

@@ -59,6 +59,11 @@ def test_store_postings_cache_mb_reaches_the_postgres_store(pgvector_url: str, t
     settings = Settings(data_dir=tmp_path, embedded_model=False, store={"url": pgvector_url, "postings_cache_mb": 5})
     store = build_documents(settings)
     assert isinstance(store, PostgresDocumentStore) and store._terms.cache.limit_bytes == 5 * 2**20
+    assert store._build_cap_mb == 4096  # the default HNSW build cap
+    store.close()
+    settings = Settings(data_dir=tmp_path, embedded_model=False, store={"url": pgvector_url, "hnsw_build_memory_mb": 700})
+    store = build_documents(settings)
+    assert isinstance(store, PostgresDocumentStore) and store._build_cap_mb == 700
     store.close()
     embedded = build_documents(Settings(data_dir=tmp_path, embedded_model=False, store={"postings_cache_mb": 5}))
     assert isinstance(embedded, EmbeddedDocumentStore)  # the option is PostgreSQL's only

@@ -229,6 +229,50 @@ def test_the_hnsw_build_memory_follows_the_collection_within_bounds() -> None:
 
     low, high = BUILD_MEMORY_MB
     assert build_memory_mb(0, 384) == build_memory_mb(5_183, 384) == low  # SciFact: no 1 GiB of shared memory
-    assert build_memory_mb(100_000, 384) == int(2 * 100_000 * (4 * 384 + 1024) / 2**20)  # ~2x the graph
+    # pgvector's own count, 2,252-2,290 bytes a 384-d chunk (measured), with a quarter more
+    assert build_memory_mb(100_000, 384) == int(100_000 * 2_880 / 2**20)
     assert low < build_memory_mb(100_000, 384) < build_memory_mb(100_000, 1536) <= high
+    assert 2_200 < build_memory_mb(1_000_000, 384) < high  # a million 384-d chunks are built in memory
     assert build_memory_mb(10_000_000, 384) == high
+    assert build_memory_mb(10_000_000, 384, 8_192) == 8_192 and build_memory_mb(100_000, 384, 100) == 100
+    assert build_memory_mb(0, 384, 1) == 1  # a cap below the floor wins
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "1024"])
+def test_the_hnsw_build_memory_cap_must_be_a_positive_whole_number(bad: object) -> None:
+    with pytest.raises(StoreError, match="hnsw_build_memory_mb must be"):
+        PostgresDocumentStore("postgresql+psycopg://u@localhost/db", hnsw_build_memory_mb=bad)  # type: ignore[arg-type]
+
+
+def test_a_bulk_load_builds_under_the_memory_cap_and_warns_when_the_graph_did_not_fit(
+    pgvector_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The build's maintenance_work_mem is the store's cap when the collection needs more; when
+    pgvector says the graph outgrew it (its NOTICE), the store logs what to raise."""
+    import numpy as np
+
+    from aiestack.stores.documents_postgres import build_memory_mb
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((BULK_MIN_DOCUMENTS, 384)).astype(np.float32)
+    items = [
+        make_document(f"s{i}.txt", f"d{i}", "", [(f"c{i}", f"text {i}", vectors[i].tolist(), {})]) for i in range(len(vectors))
+    ]
+    for cap in (1, 4096):  # 1 MiB holds ~460 chunks of 384-d; the default cap all 1,000
+        store = PostgresDocumentStore(pgvector_url, hnsw_build_memory_mb=cap)
+        store.migrate()
+        store.create_collection(f"big{cap}", embedding_model="m", dim=384)
+        seen: list[str] = []
+        sa.event.listen(store._engine, "before_cursor_execute", lambda c, cur, statement, *_, seen=seen: seen.append(statement))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="aiestack.stores.documents_postgres"), store.bulk_load(f"big{cap}", len(items)):
+            store.put_documents(f"big{cap}", items)
+        warned = [r.getMessage() for r in caplog.records if "did not fit" in r.getMessage()]
+        if cap == 1:
+            assert len(warned) == 1 and "raise store.hnsw_build_memory_mb" in warned[0] and "1 MiB" in warned[0]
+        else:
+            assert not warned
+        expected = min(cap, build_memory_mb(len(items), 384))
+        assert any(f"'maintenance_work_mem', '{expected}MB'" in statement for statement in seen)
+        assert store.vector_search(f"big{cap}", vectors[7].tolist(), k=1)[0].chunk.id == "c7"
+        store.close()

@@ -16,6 +16,7 @@ GIN index, which the migrations leave out so the schema migrates on any PostgreS
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -37,6 +38,8 @@ from aiestack.stores.sql.engine import create_store_engine, parse_url, safe_url,
 from aiestack.stores.sql.tables import chunks as chunks_table
 from aiestack.types import Chunk, Document, Hit
 
+logger = logging.getLogger(__name__)
+
 _BIGINTS = postgresql.ARRAY(sa.BigInteger)
 _T = TypeVar("_T")
 _BM25_STATS = sa.table("bm25_stats", sa.column("collection", sa.Text), sa.column("generation", sa.BigInteger))
@@ -47,20 +50,30 @@ _BM25_STATS = sa.table("bm25_stats", sa.column("collection", sa.Text), sa.column
 #: and costs more time.
 EF_SEARCH = 64
 EF_SEARCH_PER_HIT = 1
+#: Collections whose vector search statement a store keeps built (all are forgotten past it).
+_STATEMENTS = 1024
 #: pgvector's HNSW limit for ``vector``: larger collections have no index and are searched exactly.
 HNSW_MAX_DIM = 2000
 #: ``maintenance_work_mem`` for building an HNSW index, in MiB: :func:`build_memory_mb` of the
-#: collection, between these bounds. pgvector builds in memory while the graph fits (about
-#: 1.5 KB a 384-d chunk; past it, on disk, much more slowly); a parallel build allocates all of it
-#: as shared memory first, so 1 GiB for a SciFact collection cost 0.1-0.3 s (builds alternated
-#: at load 3.2: 0.85-1.10 s with 96 MiB, 1.05-1.37 s with 1 GiB).
-BUILD_MEMORY_MB = (64, 1024)
+#: collection, at least the first bound and at most the store's ``build_memory_mb`` (the second
+#: bound by default). pgvector builds in memory while the graph fits and on disk past it, much
+#: more slowly (a 1M x 384-d build under a 1 GiB cap took ~27 min); a parallel build allocates all
+#: of it as shared memory first, so 1 GiB for a SciFact collection cost 0.1-0.3 s (builds
+#: alternated at load 3.2: 0.85-1.10 s with 96 MiB, 1.05-1.37 s with 1 GiB). 4 GiB holds the
+#: graph of ~1.4M chunks of 384-d.
+BUILD_MEMORY_MB = (64, 4096)
+#: pgvector's graph in memory per chunk beyond its vector (neighbour lists at the default m = 16,
+#: the element): 128 MiB held 59,603 (serial build) and 58,620 (two workers) 384-d chunks, i.e.
+#: 2,252-2,290 bytes a chunk, 1,536 of them the vector.
+_GRAPH_BYTES_PER_CHUNK = 768
+_BUILD_MARGIN = 1.25
 
 
-def build_memory_mb(chunks: int, dim: int) -> int:
-    """Twice the graph's estimated size (the vector and ~1 KiB of neighbour lists a chunk), in bounds."""
-    low, high = BUILD_MEMORY_MB
-    return int(min(high, max(low, 2 * chunks * (4 * dim + 1024) / 2**20)))
+def build_memory_mb(chunks: int, dim: int, cap_mb: int = BUILD_MEMORY_MB[1]) -> int:
+    """The graph's size as pgvector counts it, with a quarter more, in MiB: at least
+    ``BUILD_MEMORY_MB[0]``, at most ``cap_mb`` (the store's ``build_memory_mb``)."""
+    graph = chunks * (4 * dim + _GRAPH_BYTES_PER_CHUNK) * _BUILD_MARGIN / 2**20
+    return int(min(cap_mb, max(BUILD_MEMORY_MB[0], graph)))
 
 
 class _Vector(UserDefinedType[Any]):
@@ -75,6 +88,22 @@ class _Vector(UserDefinedType[Any]):
         return f"vector({int(self.dim)})"
 
 
+@contextmanager
+def _notices(connection: sa.Connection) -> Iterator[list[str]]:
+    """The server's notices to ``connection`` (psycopg) while the block runs, as text."""
+    driver: Any = connection.connection.driver_connection
+    seen: list[str] = []
+
+    def handler(diagnostic: Any) -> None:
+        seen.append(str(diagnostic.message_primary or ""))
+
+    driver.add_notice_handler(handler)
+    try:
+        yield seen
+    finally:
+        driver.remove_notice_handler(handler)
+
+
 def _index_name(collection: str) -> str:
     return "ix_chunks_hnsw_" + hashlib.sha256(collection.encode()).hexdigest()[:24]
 
@@ -86,14 +115,23 @@ def _literal(value: str) -> str:
 class PostgresDocumentStore:
     """Collections in PostgreSQL: BM25 postings tables for terms, pgvector HNSW per collection for vectors."""
 
-    def __init__(self, url: str, *, postings_cache_bytes: int = CACHE_BYTES) -> None:
+    def __init__(
+        self, url: str, *, postings_cache_bytes: int = CACHE_BYTES, hnsw_build_memory_mb: int = BUILD_MEMORY_MB[1]
+    ) -> None:
         """``postings_cache_bytes`` bounds the BM25 posting lists kept between searches (per
-        instance; 0 keeps none: every search reads its terms' lists)."""
+        instance; 0 keeps none: every search reads its terms' lists). ``hnsw_build_memory_mb``
+        caps the ``maintenance_work_mem`` of an HNSW build (:func:`build_memory_mb`)."""
         if isinstance(postings_cache_bytes, bool) or not isinstance(postings_cache_bytes, int) or postings_cache_bytes < 0:
             raise StoreError(
                 f"postings_cache_bytes must be a whole number of bytes, 0 or more; got {postings_cache_bytes!r}.",
                 hint="Set store.postings_cache_mb (AIESTACK_STORE__POSTINGS_CACHE_MB) to 0 or more MiB.",
             )
+        if isinstance(hnsw_build_memory_mb, bool) or not isinstance(hnsw_build_memory_mb, int) or hnsw_build_memory_mb < 1:
+            raise StoreError(
+                f"hnsw_build_memory_mb must be a whole number of MiB, 1 or more; got {hnsw_build_memory_mb!r}.",
+                hint="Set store.hnsw_build_memory_mb (AIESTACK_STORE__HNSW_BUILD_MEMORY_MB) to 1 or more.",
+            )
+        self._build_cap_mb = hnsw_build_memory_mb
         self._url = parse_url(url)
         if self._url.get_backend_name() != "postgresql":
             raise StoreError(
@@ -105,6 +143,7 @@ class PostgresDocumentStore:
         # Searches are single statements: in autocommit they cost no BEGIN and ROLLBACK round trips.
         self._reader = create_store_engine(self._url, pre_ping=False).execution_options(isolation_level="AUTOCOMMIT")
         self._dims: dict[str, CollectionInfo] = {}  # collection -> info, for the query's dimension
+        self._nearest_statements: dict[tuple[str, int], sa.Select[Any]] = {}
         self._terms = PostgresTermIndex(cache_bytes=postings_cache_bytes)
         self._records = SqlRecords(self._engine, self._url, self._terms)
 
@@ -177,18 +216,30 @@ class PostgresDocumentStore:
             # plans only for tables of min_parallel_table_scan_size (8 MB) or more: a SciFact
             # collection's heap is 7.7 MB (its vectors are TOASTed), and its build took 1.65-1.68 s
             # alone, 1.05-1.55 s with two workers (load 5 on 2 cores).
+            memory = build_memory_mb(row.chunks, row.dim, self._build_cap_mb)
             connection.execute(
                 sa.text(
-                    f"SELECT set_config('maintenance_work_mem', '{build_memory_mb(row.chunks, row.dim)}MB', true), "
+                    f"SELECT set_config('maintenance_work_mem', '{memory}MB', true), "
                     "set_config('min_parallel_table_scan_size', '0', true)"
                 )
             )
-            connection.execute(
-                sa.text(
-                    f"CREATE INDEX IF NOT EXISTS {_index_name(name)} ON chunks USING hnsw "
-                    f"((embedding::vector({int(row.dim)})) vector_cosine_ops) WHERE collection = {_literal(name)}"
+            with _notices(connection) as notices:
+                connection.execute(
+                    sa.text(
+                        f"CREATE INDEX IF NOT EXISTS {_index_name(name)} ON chunks USING hnsw "
+                        f"((embedding::vector({int(row.dim)})) vector_cosine_ops) WHERE collection = {_literal(name)}"
+                    )
                 )
-            )
+            if any("no longer fits into maintenance_work_mem" in notice for notice in notices):
+                logger.warning(
+                    "The HNSW index of collection %r (%d chunks) did not fit in %d MiB and was built on disk, "
+                    "much more slowly; raise store.hnsw_build_memory_mb (AIESTACK_STORE__HNSW_BUILD_MEMORY_MB) "
+                    "to about %d for the next build.",
+                    name,
+                    row.chunks,
+                    memory,
+                    build_memory_mb(row.chunks, row.dim, 2**31),
+                )
 
     @contextmanager
     def bulk_load(self, collection: str, documents: int) -> Iterator[None]:
@@ -378,21 +429,32 @@ class PostgresDocumentStore:
         """The ``k`` nearest chunks, in one statement that returns nothing unless the collection
         still has ``info.dim`` (a one-time filter: then no row is read)."""
         literal = "[" + ",".join(map(repr, query.tolist())) + "]"  # the same digits as repr(float(x)), 5x faster
-        vector_type = _Vector(info.dim)
-        distance = sa.cast(chunks_table.c.embedding, vector_type).op("<=>")(
-            sa.cast(sa.bindparam("vector", literal, type_=sa.Text), vector_type)
-        )
-        name = _literal(info.name)  # a literal, so the partial index applies
-        statement = (
-            sa.select(*self._chunk_columns(), (1 - distance).label("score"))
-            .where(sa.text(f"collection = {name} AND (SELECT dim FROM collections WHERE name = {name}) = {int(info.dim)}"))
-            .order_by(distance)
-            .limit(k)
-        )
+        statement = self._nearest_statement(info.name, info.dim)
         if node is not None:
             statement = statement.where(self._records.filter_clause(node))
         self._scan_settings(connection, min(max(EF_SEARCH, EF_SEARCH_PER_HIT * k), 1000), node is not None)
-        return list(connection.execute(statement).all())
+        return list(connection.execute(statement, {"vector": literal, "k": k}).all())
+
+    def _nearest_statement(self, name: str, dim: int) -> sa.Select[Any]:
+        """The unfiltered nearest-chunks statement of a collection, built once per (name, dim):
+        building it took ~0.3 ms of a ~1.7 ms search (300k chunks, load 4)."""
+        statement = self._nearest_statements.get((name, dim))
+        if statement is None:
+            vector_type = _Vector(dim)
+            distance = sa.cast(chunks_table.c.embedding, vector_type).op("<=>")(
+                sa.cast(sa.bindparam("vector", type_=sa.Text), vector_type)
+            )
+            literal = _literal(name)  # a literal, so the partial index applies
+            built: Any = (
+                sa.select(*self._chunk_columns(), (1 - distance).label("score"))
+                .where(sa.text(f"collection = {literal} AND (SELECT dim FROM collections WHERE name = {literal}) = {int(dim)}"))
+                .order_by(distance)
+                .limit(sa.bindparam("k", type_=sa.Integer))
+            )
+            if len(self._nearest_statements) >= _STATEMENTS:
+                self._nearest_statements.clear()
+            self._nearest_statements[(name, dim)] = statement = built
+        return statement
 
     @staticmethod
     def _scan_settings(connection: sa.Connection, ef_search: int, filtered: bool) -> None:

@@ -87,7 +87,8 @@ def open_store(
     - ``redis://host:6379/0`` (``rediss://`` with TLS): the cache and the KV counters.
 
     ``options`` go to the backend: ``index_dir`` (embedded documents), ``postings_cache_bytes``
-    (PostgreSQL documents: the BM25 postings cache's bound), ``prefix`` (Redis key prefix),
+    (PostgreSQL documents: the BM25 postings cache's bound), ``hnsw_build_memory_mb`` (PostgreSQL
+    documents: the HNSW build's memory cap), ``prefix`` (Redis key prefix),
     ``max_entries`` (memory cache), ``beside`` (the open exchange store at ``url``: whose connections
     a SQL cache shares, and which the queries read). ``extra`` maps (scheme, capability) to plugin factories.
 
@@ -180,7 +181,11 @@ def _documents_sqlite(url: str, *, index_dir: str | Path | None = None) -> Docum
 
 
 def _documents_postgres(
-    url: str, *, index_dir: str | Path | None = None, postings_cache_bytes: int | None = None
+    url: str,
+    *,
+    index_dir: str | Path | None = None,
+    postings_cache_bytes: int | None = None,
+    hnsw_build_memory_mb: int | None = None,
 ) -> DocumentStore:
     if index_dir is not None:
         raise StoreError(
@@ -189,9 +194,12 @@ def _documents_postgres(
         )
     from aiestack.stores.documents_postgres import PostgresDocumentStore
 
-    if postings_cache_bytes is None:
-        return PostgresDocumentStore(url)
-    return PostgresDocumentStore(url, postings_cache_bytes=postings_cache_bytes)
+    options: dict[str, int] = {}
+    if postings_cache_bytes is not None:
+        options["postings_cache_bytes"] = postings_cache_bytes
+    if hnsw_build_memory_mb is not None:
+        options["hnsw_build_memory_mb"] = hnsw_build_memory_mb
+    return PostgresDocumentStore(url, **options)
 
 
 def _cache_memory(url: str, *, max_entries: int = 100_000) -> CacheBackend:
