@@ -21,7 +21,10 @@ directory). Sections:
   vectors around 1,000 random centres); queries are 2–5 words drawn from random chunks and noisy
   copies of random chunks' vectors. Loading uses ``put_documents`` in batches of 2,000 on both
   stores inside ``bulk_load`` (as ingestion and ``collections copy`` do: PostgreSQL builds the
-  collection's HNSW index once after the load).
+  collection's HNSW index once after the load). Each store first answers ``--warm`` other vector
+  searches unmeasured. PostgreSQL is measured on its server as started (PostgreSQL's defaults:
+  ``shared_buffers`` 128 MB), then again after a restart with ``--shared-buffers`` (``auto``: sized
+  to the collection's HNSW index and rows), then restarted with the default for the next size.
 
 Run from the repository root::
 
