@@ -124,7 +124,8 @@ def injection_section(emb: Embedder, lines: list[str]) -> None:
         "",
         "Ratio = F1 / the anchor's F1 on the same split. Latency per text, one text at a time; rows with the",
         "MiniLM heads include its all-MiniLM-L6-v2 embedding (measured separately, `embed` row); the `lexical`",
-        "head and the lexical-only rows use no embedding model (their latency is the heuristics + all heads' n-grams).",
+        "head and the lexical-only rows use no embedding model (their latency is the heuristics + all heads' n-grams);",
+        "the `static` head's rows add the packaged static embedder's features (the semantic cache's model2vec model).",
         "",
         "| split | detector | precision | recall | F1 | ratio | p50 ms | p95 ms |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -147,6 +148,7 @@ def injection_section(emb: Embedder, lines: list[str]) -> None:
         head_ms: list[float] = []
         lex_scores: dict[str, list[float]] = {}
         lex_ms: list[float] = []
+        static_ms: list[float] = []
         for i, t in enumerate(te_x):
             start = time.perf_counter()
             s = clf.scores(t, e_te[i])
@@ -154,8 +156,11 @@ def injection_section(emb: Embedder, lines: list[str]) -> None:
             for h, p in s.items():
                 head_scores.setdefault(h, []).append(p if len(t) >= MIN_CHARS.get(h, 0) else 0.0)
             start = time.perf_counter()
-            lexical = clf.scores(t, None)
+            clf.scores(t, None, static=False)
             lex_ms.append((time.perf_counter() - start) * 1000 + heur_ms[i])
+            start = time.perf_counter()
+            lexical = clf.scores(t, None)
+            static_ms.append((time.perf_counter() - start) * 1000 + heur_ms[i])
             for h, p in lexical.items():
                 lex_scores.setdefault(h, []).append(p if len(t) >= MIN_CHARS.get(h, 0) else 0.0)
 
@@ -166,9 +171,10 @@ def injection_section(emb: Embedder, lines: list[str]) -> None:
         rows += [
             (f"classifier head `{own}` alone", prf(te_y, [int(s >= 0.5) for s in head_scores[own]]), head_ms),
             (f"layered: heuristics + `{own}` head", prf(te_y, layered([own], head_scores)), head_ms),
-            ("**layered, default policy (heads = lexical: no embedding model)**", prf(te_y, layered(["lexical"], lex_scores)), lex_ms),
-            ("layered, previous default (heads = combined, MiniLM)", prf(te_y, layered(["combined"], head_scores)), head_ms),
-            ("layered, heads = jailbreak (the default before that)", prf(te_y, layered(["jailbreak"], head_scores)), head_ms),
+            ("**layered, default policy (heads = static: n-grams + the static embedder)**", prf(te_y, layered(["static"], lex_scores)), static_ms),
+            ("layered, heads = lexical (the default before that: no embedding model)", prf(te_y, layered(["lexical"], lex_scores)), lex_ms),
+            ("layered, heads = combined (MiniLM, the default before `lexical`)", prf(te_y, layered(["combined"], head_scores)), head_ms),
+            ("layered, heads = jailbreak (the default before `combined`)", prf(te_y, layered(["jailbreak"], head_scores)), head_ms),
             ("layered, heads = combined + injection", prf(te_y, layered(["combined", "injection"], head_scores)), head_ms),
             ("layered, heads = injection + jailbreak", prf(te_y, layered(["injection", "jailbreak"], head_scores)), head_ms),
             (f"layered lexical-only (no embedding model), `{own}`", prf(te_y, layered([own], lex_scores)), lex_ms),
@@ -193,9 +199,10 @@ def benign_section(emb: Embedder, lines: list[str]) -> None:
     o_vectors = emb.many("ordinary_requests_test", ordinary)
     clf = InjectionClassifier()
     policies = {
-        "**default policy (heads = lexical: no embedding model)**": ["lexical"],
-        "previous default (heads = combined, MiniLM)": ["combined"],
-        "heads = jailbreak (the default before that)": ["jailbreak"],
+        "**default policy (heads = static: n-grams + the static embedder)**": ["static"],
+        "heads = lexical (the default before that: no embedding model)": ["lexical"],
+        "heads = combined (MiniLM, the default before `lexical`)": ["combined"],
+        "heads = jailbreak (the default before `combined`)": ["jailbreak"],
         "heads = combined + injection": ["combined", "injection"],
         "heads = injection + jailbreak": ["injection", "jailbreak"],
         "lexical-only (no embedding model), combined": None,
@@ -205,10 +212,10 @@ def benign_section(emb: Embedder, lines: list[str]) -> None:
         "## False alarms on benign questions that mention attack words, and on ordinary requests",
         "",
         f"{len(rows)} benign questions (the `test` half of bench/data/benign_mentions.jsonl, written for issue #17; the",
-        "`train` half, other questions, is the `lexical` and `combined` heads' hard negatives), 50 per word, and",
+        "`train` half, other questions, is the `static`, `lexical` and `combined` heads' hard negatives), 50 per word, and",
         f"{len(ordinary)} ordinary requests (the `test` halves of bench/data/routing.jsonl, cache_pairs.jsonl and",
         "ordinary_requests.jsonl, less any text also in a `train` half: support questions, everyday questions, RAG and",
-        "document requests; the `train` halves are the `lexical` head's negatives). Heuristics included.",
+        "document requests; the `train` halves are the `static` and `lexical` heads' negatives). Heuristics included.",
         "Target for the default policy: at most 2% flagged.",
         "",
         "| policy | " + " | ".join(f"'{w}'" for w in words) + " | all | rate | ordinary requests | rate |",

@@ -47,6 +47,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from aiestack.guardrails.features import hashed_ngrams
 from aiestack.guardrails.segments import segment_features_text, segments
+from aiestack.models.static_embeddings import StaticEmbeddings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guard_data import (
@@ -57,6 +58,7 @@ from guard_data import (
     ordinary_requests,
 )
 from train_lexical_injection import fit_lexical
+from train_static_injection import fit_static
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "aiestack" / "guardrails" / "data" / "injection.npz"
 HASH_DIM = 1 << 14
@@ -216,7 +218,20 @@ def train_lexical(data: Path) -> dict[str, np.ndarray]:
     w, b, c, t, (fd, fj, fb, fo) = fit_lexical(texts, y, source, HASH_DIM)
     print(f"lexical    train={len(y)} C={c:g} t={t:.2f} grouped cv (mean of 3 shuffles): deepset F1={fd:.3f} jailbreak F1={fj:.3f} "
           f"benign false alarms={fb:.3f} ordinary false alarms={fo:.3f}")
-    return {"lexical_heads": np.array(["lexical"]), "lexical_w": w[None, :].astype(np.float16), "lexical_bias": np.array([b], dtype=np.float32)}
+    sw, sb, beta, sc, st, lex_weight, (fd, fj, fb, fo) = fit_static(StaticEmbeddings(), texts, y, source, HASH_DIM, c)
+    print(f"static     train={len(y)} C={sc:g} beta={beta:g} t={st:.2f} grouped cv (mean of 3 shuffles): deepset F1={fd:.3f} "
+          f"jailbreak F1={fj:.3f} benign false alarms={fb:.3f} ordinary false alarms={fo:.3f}")
+    # z = (1 - beta) * (the lexical head's raw logit) + beta * (sw · f + sb) - logit(st); the lexical head is
+    # stored with logit(t) taken off its bias, so that part is added back here
+    return {
+        "lexical_heads": np.array(["lexical"]),
+        "lexical_w": w[None, :].astype(np.float16),
+        "lexical_bias": np.array([b], dtype=np.float32),
+        "static_heads": np.array(["static"]),
+        "static_w": (beta * sw).astype(np.float32),
+        "static_lexical": np.array(lex_weight, dtype=np.float32),
+        "static_bias": np.array(beta * sb + lex_weight * _logit(t) - _logit(st), dtype=np.float32),
+    }
 
 
 def _model(c: float) -> LogisticRegression:

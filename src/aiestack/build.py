@@ -449,6 +449,7 @@ def _cache_and_router(
     *,
     between: Sequence[Stage] = (),
     extra_stores: StoreFactories | None = None,
+    static: StaticEmbeddings | None = None,
 ) -> list[Stage]:
     """The Cache stage, ``between`` (the output guard), then the Route (semantic router) stage; each only when configured.
 
@@ -461,8 +462,9 @@ def _cache_and_router(
     cache_embeddings: EmbeddingModel | Callable[[], EmbeddingModel] = embeddings
     semantic_ready = lambda: resources.embeddings_built  # noqa: E731 - loaded by `serve`, RAG or the router
     confirm = None
-    # One static embedder for the cache and the router when either uses it, loaded by `serve` (Stack.warm).
-    static = StaticEmbeddings() if "static" in (settings.cache.embedder, settings.router.embedder) else None
+    # One static embedder for the cache, the router and the injection guard (``static``, built by the
+    # caller), loaded by `serve` (Stack.warm) when one of them uses it.
+    static = (static or StaticEmbeddings()) if "static" in (settings.cache.embedder, settings.router.embedder) else None
     if settings.cache.embedder == "static" and static is not None:
         own = static
         cache_embeddings, semantic_ready = own, lambda: own.loaded
@@ -584,6 +586,7 @@ def build_stack(
     trace_stage = Trace(tracing, metrics=metrics, redact=redact)
     generate = Generate(registry, prices, routes=routes, breakers=breakers, metrics=metrics)
     side_calls = build_side_calls(trace_stage, limits, generate, tracing, routes)
+    static = StaticEmbeddings()  # nothing loads until a stage uses it: the injection guard's default head, the cache, the router
     guards = build_guardrails(
         settings.guards.model_dump(),
         {name: {"guards": routes.config(name).guards} for name in routes},
@@ -591,6 +594,7 @@ def build_stack(
         embeddings=resources.get_embeddings,
         metrics=metrics,
         side_calls=side_calls,
+        static=static,
     )
     plans = compile_plans(settings, routes, registry, guards, prompt_specs, side_calls)
     stages: list[Stage] = [
@@ -602,7 +606,7 @@ def build_stack(
         *extra_stages,
         *_cache_and_router(
             settings, store, routes, plans, registry, metrics, prompts, resources, between=[guards.output],
-            extra_stores=found.stores,
+            extra_stores=found.stores, static=static,
         ),
         *([Prompt(prompts)] if prompts is not None and prompt_specs else []),
         *_dicl(store, plans, resources),

@@ -68,3 +68,22 @@ def test_choose_falls_back_to_the_largest_smallest_margin(trainer: ModuleType) -
         (64.0, 0.55): (0.849, 0.951, 0.0, 0.021),  # chosen: -0.001
     }
     assert trainer.choose(figs) == (64.0, 0.55)
+
+
+@pytest.mark.unit
+def test_the_static_heads_choice_holds_ordinary_false_alarms_to_one_percent() -> None:
+    """scripts/train_static_injection.py: the bar declared for the ``static`` head (jailbreak F1 >= 0.955,
+    benign false alarms <= 2%, ordinary <= 1%), then the best deepset F1."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import train_static_injection as static
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    figs = {
+        (3.0, 0.3, 0.5): (0.93, 0.96, 0.01, 0.012),  # the best deepset F1, but ordinary false alarms above 1%
+        (10.0, 0.4, 0.45): (0.90, 0.958, 0.016, 0.01),  # chosen
+        (10.0, 0.5, 0.5): (0.91, 0.954, 0.016, 0.009),  # jailbreak below 0.955
+        (30.0, 0.5, 0.5): (0.89, 0.96, 0.01, 0.005),
+    }
+    assert static.choose(figs) == (10.0, 0.4, 0.45)
+    assert static.choose({(3.0, 0.3, 0.5): (0.93, 0.96, 0.03, 0.0), (3.0, 0.4, 0.5): (0.88, 0.96, 0.021, 0.0)}) == (3.0, 0.4, 0.5)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiestack.errors import ConfigError, ModelNotFound
+from aiestack.guardrails.features import Pooling
 from aiestack.guardrails.injection import EMBEDDING_MODEL, Embed, InjectionClassifier, Judge, ModelJudge
 from aiestack.guardrails.input import ContextGuard, InputGuard
 from aiestack.guardrails.output import OutputGuard
@@ -67,14 +68,17 @@ def build_guardrails(
     embeddings: Callable[[], EmbeddingModel] | None = None,
     metrics: Metrics | None = None,
     side_calls: SideCalls | None = None,
+    static: Pooling | None = None,
 ) -> Guardrails:
     """The guard stages for ``defaults`` (the ``[guards]`` settings) and the routes' ``guards`` tables.
 
     A judge model is called through ``side_calls`` (the stack's seam: routes, pricing against the
     request's key, a child span); without it (guardrails used on their own), its provider directly.
+    ``static``: the static embedder the injection guard's ``static`` head reads (the stack passes the
+    semantic cache's); without it the classifier opens its own on first use.
     """
     try:
-        classifier: InjectionClassifier | None = InjectionClassifier()
+        classifier: InjectionClassifier | None = InjectionClassifier(static=static)
     except (OSError, KeyError, ValueError):  # a broken install: the heuristics still run
         _log.warning("the packaged injection classifier could not be loaded; using heuristics only", exc_info=True)
         classifier = None

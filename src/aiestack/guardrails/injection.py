@@ -29,6 +29,7 @@ many texts at once (retrieved chunks, for indirect injection), with one embeddin
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -37,10 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
-from aiestack.guardrails.features import hashed_ngrams_sparse, persona_imposed
+from aiestack.errors import ProviderUnavailable
+from aiestack.guardrails.features import Pooling, hashed_ngrams_sparse, persona_imposed, static_features
 from aiestack.guardrails.heuristics import heuristic_findings, heuristic_score
 from aiestack.guardrails.segments import segment_features_text, segments
 from aiestack.models.base import ChatModel
+from aiestack.models.static_embeddings import StaticEmbeddings
 from aiestack.offload import run_cpu
 from aiestack.types import ChatRequest, Finding, Message, Params
 
@@ -57,7 +60,9 @@ MIN_CHARS = {"jailbreak": 100}
 #: Fewest words a head judges. Chat turns of one to three words ("stop", "go on", "rate me") are common
 #: and the ``lexical`` head saw few of them, so they score near its threshold on the n-gram prior alone;
 #: on TRAIN, 2 of 730 injections (deepset and jailbreak) are that short. They are left to the heuristics.
-MIN_WORDS = {"lexical": 4}
+MIN_WORDS = {"lexical": 4, "static": 4}
+
+_log = logging.getLogger(__name__)
 
 
 def _words_below(text: str, n: int) -> bool:
@@ -71,9 +76,16 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 class InjectionClassifier:
-    """The packaged classifier: per head, ``sigmoid(w · [embedding, hashed n-grams] + b)``."""
+    """The packaged classifier: per head, ``sigmoid(w · [embedding, hashed n-grams] + b)``; the ``static``
+    head adds its own weights over the static embedder's vectors to a share of the ``lexical`` head's logit.
 
-    def __init__(self, path: Path | None = None) -> None:
+    ``static``: the static embedder the ``static`` head reads (the stack passes the one its semantic
+    cache uses, so it is loaded once); by default one of its own, loaded on first use.
+    """
+
+    def __init__(self, path: Path | None = None, *, static: Pooling | None = None) -> None:
+        self._static: Pooling | None = static
+        self._static_broken = False
         if path is None:
             ref = resources.files("aiestack.guardrails") / "data" / "injection.npz"
             with resources.as_file(ref) as p:
@@ -87,7 +99,14 @@ class InjectionClassifier:
         #: The heads over the embedding (with lexical-only fallbacks), then the lexical heads.
         self.embedding_heads: tuple[str, ...] = tuple(str(h) for h in data["heads"])
         self.lexical_heads: tuple[str, ...] = tuple(str(h) for h in data["lexical_heads"]) if "lexical_heads" in data.files else ()
-        self.heads: tuple[str, ...] = self.embedding_heads + self.lexical_heads
+        self.static_heads: tuple[str, ...] = tuple(str(h) for h in data["static_heads"]) if "static_heads" in data.files else ()
+        self.heads: tuple[str, ...] = self.embedding_heads + self.lexical_heads + self.static_heads
+        if self.static_heads:  # z = static_lexical * (the lexical head's logit) + static_w · static_features + static_bias
+            self._static_w = data["static_w"].astype(np.float32)
+            self._static_lexical = float(data["static_lexical"])
+            self._static_bias = float(data["static_bias"])
+            if self._static is None:
+                self._static = StaticEmbeddings()
         if self.lexical_heads:
             self._lexical_w = data["lexical_w"].astype(np.float32)  # per head: hash_dim n-gram weights, then the persona cue's
             self._lexical_bias = data["lexical_bias"].astype(np.float32)
@@ -104,19 +123,44 @@ class InjectionClassifier:
             self._ind_w = data["indirect_w_hash"].astype(np.float32)
             self._ind_bias = float(data["indirect_bias"])
 
-    def scores(self, text: str, embedding: Sequence[float] | None) -> dict[str, float]:
+    async def load_static(self) -> None:
+        """Load the ``static`` head's embedder now (``aiestack serve`` does, so no request waits for it)."""
+        load = getattr(self._static, "load", None)
+        if self.static_heads and load is not None:
+            await load()
+
+    def scores(self, text: str, embedding: Sequence[float] | None, *, static: bool = True) -> dict[str, float]:
         """Probability per head; the embedding heads' lexical-only fallbacks when ``embedding`` is ``None``
-        (the lexical heads never use it)."""
+        (the lexical heads never use it). ``static=False`` leaves the ``static`` head out (its embedder
+        costs about 0.1-0.2 ms a prompt): for policies that do not count it."""
         idx, values = hashed_ngrams_sparse(text, self.hash_dim)
         if embedding is None:
             z = self._lex_w[:, idx] @ values + self._lex_bias
         else:
             e = np.asarray(embedding, dtype=np.float32)
             z = self._w_emb @ e + self._w_hash[:, idx] @ values + self._bias
+        heads = self.embedding_heads
         if self.lexical_heads:
             lex = self._lexical_w[:, idx] @ values + self._lexical_w[:, self.hash_dim] * persona_imposed(text) + self._lexical_bias
             z = np.concatenate([z, lex])
-        return dict(zip(self.heads, _sigmoid(z).tolist(), strict=True))
+            heads += self.lexical_heads
+            if static and self.static_heads:
+                z = np.append(z, self._static_logit(text, float(lex[0])))
+                heads += self.static_heads
+        return dict(zip(heads, _sigmoid(z).tolist(), strict=True))
+
+    def _static_logit(self, text: str, lexical: float) -> float:
+        """The ``static`` head's logit; the ``lexical`` head's when the static embedder cannot run (model2vec
+        missing, a broken install: logged once)."""
+        if self._static is not None and not self._static_broken:
+            try:
+                f = static_features(self._static, text)
+            except ProviderUnavailable:
+                self._static_broken = True
+                _log.warning("the static embedder cannot run; the static injection head falls back to the lexical head", exc_info=True)
+            else:
+                return self._static_lexical * lexical + float(self._static_w @ f) + self._static_bias
+        return lexical
 
     def indirect_scores(self, texts: Sequence[str]) -> np.ndarray:
         """The ``indirect`` head's probability for each segment of retrieved text."""
@@ -214,7 +258,8 @@ class InjectionDetector:
                 if p >= self.threshold:
                     findings.append(Finding(kind="injection.indirect", start=seg.start, end=seg.end, score=round(float(p), 4), label="indirect"))
         if self.classifier is not None and self.heads != frozenset():
-            for head, p in self.classifier.scores(text, embedding).items():
+            static = self.heads is None or "static" in self.heads
+            for head, p in self.classifier.scores(text, embedding, static=static).items():
                 layers[head] = p
                 if self.heads is not None and head not in self.heads:
                     continue  # reported, but it does not count

@@ -208,6 +208,15 @@ class InputGuard:
         """Guards off for this exchange's route (the pipeline then skips this stage)."""
         return not self._table.for_exchange(ex).policy.enabled
 
+    async def warm(self) -> None:
+        """Load the static embedder of the injection guard's ``static`` head (the default) now, when a policy
+        counts it: loading takes about half a second, which a first request would otherwise wait."""
+        for guards in (self._table.default, *self._table.routes.values()):
+            det = guards.injection
+            if guards.active("injection") and det.classifier is not None and (det.heads is None or "static" in det.heads):
+                await det.classifier.load_static()
+                return
+
     async def __call__(self, ex: Exchange, call_next: Next) -> Exchange:
         guards = self._table.for_exchange(ex)
         if not guards.policy.enabled:

@@ -91,6 +91,15 @@ class StaticEmbeddings:
     async def aclose(self) -> None:
         self._model = None
 
+    def pooled(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, max) of each text's token vectors, both unit length, on the calling thread (loading the
+        model first if need be). The means are :meth:`embed`'s vectors; the maxima (per dimension, the
+        largest value any token has) are what the injection guard's ``static`` head also reads
+        (:func:`aiestack.guardrails.features.static_features`)."""
+        model = self._load()
+        means, maxes = _pool(model, _token_ids(model, list(texts), self._pieces), with_max=True)
+        return _unit(np.asarray(means, dtype=np.float32)), _unit(maxes)
+
     def _encode(self, texts: list[str]) -> np.ndarray:
         model = self._load()
         vectors = np.asarray(_mean_of_tokens(model, texts, self._pieces), dtype=np.float32)
@@ -197,12 +206,25 @@ def _mean_of_tokens(model: StaticModel, texts: list[str], pieces: _PieceIds | No
     an int8 table averaged in float64 into float32, as ``encode`` does), then normalised when the
     model normalises. tests/models/test_static_embeddings.py compares it with ``encode``.
     """
+    return _pool(model, _token_ids(model, texts, pieces), with_max=False)[0]
+
+
+def _token_ids(model: StaticModel, texts: list[str], pieces: _PieceIds | None) -> list[list[int]]:
+    """The token ids :func:`_mean_of_tokens` averages: each text cut at ``max_length ×
+    median_token_length`` characters, then ``model.tokenize`` (through ``pieces`` when given)."""
     limit = model.max_length * model.median_token_length if model.max_length is not None else None
     cut = [t[:limit] for t in texts] if limit is not None else texts
-    ids = pieces.tokenize(cut) if pieces is not None else model.tokenize(cut)
+    return pieces.tokenize(cut) if pieces is not None else model.tokenize(cut)
+
+
+def _pool(model: StaticModel, ids: list[list[int]], *, with_max: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The means of each row of token ids' vectors (as :func:`_mean_of_tokens` returns them) and, with
+    ``with_max``, their per-dimension maxima (float32, not normalised; zeros for a text without tokens;
+    else an empty array)."""
     table = model.embedding
     dtype = np.dtype(np.float32) if table.dtype == np.int8 else table.dtype
-    out = np.zeros((len(texts), model.dim), dtype=dtype)
+    out = np.zeros((len(ids), model.dim), dtype=dtype)
+    top = np.zeros((len(ids) if with_max else 0, model.dim), dtype=np.float32)
     for i, row in enumerate(ids):
         if not row:
             continue
@@ -210,9 +232,17 @@ def _mean_of_tokens(model: StaticModel, texts: list[str], pieces: _PieceIds | No
         if model.weights is not None:
             rows = rows * model.weights[row][:, None]
         out[i] = rows.mean(axis=0)
+        if with_max:
+            top[i] = rows.max(axis=0)
     if model.normalize:
         out32 = out.astype(np.float32, copy=False)
-        return (out32 / (_row_norms(out32) + 1e-32)).astype(out.dtype, copy=False)
+        return (out32 / (_row_norms(out32) + 1e-32)).astype(out.dtype, copy=False), top
+    return out, top
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = _row_norms(vectors)
+    out: np.ndarray = vectors / np.where(norms == 0, 1.0, norms)
     return out
 
 
