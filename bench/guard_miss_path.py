@@ -2,8 +2,8 @@
 
 ``stack.chat`` on the ``fake`` model at temperature 0 with a new prompt every time (the semantic
 cache looks up and misses, the guards judge a text they have not seen): p50 and p90 per request, in
-three configurations: the default, the default with no injection classifier head
-(``[guards.injection] heads = []``) and guards off. Each (checkout, configuration) runs in its own
+four configurations: the default, the default with no injection classifier head
+(``[guards.injection] heads = []``), with the opt-in ``static`` head instead of ``lexical``, and guards off. Each (checkout, configuration) runs in its own
 child process, in alternating rounds, so checkouts are compared in one run on the same machine:
 ``--src`` names the ``src`` folders of other checkouts (e.g. a ``git worktree`` of the commit before a
 change); this checkout's is always measured.
@@ -28,6 +28,7 @@ from pathlib import Path
 CONFIGS: dict[str, dict[str, object]] = {
     "default": {},
     "injection heads = []": {"injection": {"heads": []}},
+    "injection heads = [static]": {"injection": {"heads": ["static"]}},
     "guards off": {"enabled": False},
 }
 _WORDS = [

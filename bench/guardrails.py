@@ -171,10 +171,10 @@ def injection_section(emb: Embedder, lines: list[str]) -> None:
         rows += [
             (f"classifier head `{own}` alone", prf(te_y, [int(s >= 0.5) for s in head_scores[own]]), head_ms),
             (f"layered: heuristics + `{own}` head", prf(te_y, layered([own], head_scores)), head_ms),
-            ("**layered, default policy (heads = static: n-grams + the static embedder)**", prf(te_y, layered(["static"], lex_scores)), static_ms),
-            ("layered, heads = lexical (the default before that: no embedding model)", prf(te_y, layered(["lexical"], lex_scores)), lex_ms),
-            ("layered, heads = combined (MiniLM, the default before `lexical`)", prf(te_y, layered(["combined"], head_scores)), head_ms),
-            ("layered, heads = jailbreak (the default before `combined`)", prf(te_y, layered(["jailbreak"], head_scores)), head_ms),
+            ("**layered, default policy (heads = lexical: no embedding model)**", prf(te_y, layered(["lexical"], lex_scores)), lex_ms),
+            ("layered, heads = static (lexical + the static embedder; opt-in)", prf(te_y, layered(["static"], lex_scores)), static_ms),
+            ("layered, previous default (heads = combined, MiniLM)", prf(te_y, layered(["combined"], head_scores)), head_ms),
+            ("layered, heads = jailbreak (the default before that)", prf(te_y, layered(["jailbreak"], head_scores)), head_ms),
             ("layered, heads = combined + injection", prf(te_y, layered(["combined", "injection"], head_scores)), head_ms),
             ("layered, heads = injection + jailbreak", prf(te_y, layered(["injection", "jailbreak"], head_scores)), head_ms),
             (f"layered lexical-only (no embedding model), `{own}`", prf(te_y, layered([own], lex_scores)), lex_ms),
@@ -199,10 +199,10 @@ def benign_section(emb: Embedder, lines: list[str]) -> None:
     o_vectors = emb.many("ordinary_requests_test", ordinary)
     clf = InjectionClassifier()
     policies = {
-        "**default policy (heads = static: n-grams + the static embedder)**": ["static"],
-        "heads = lexical (the default before that: no embedding model)": ["lexical"],
-        "heads = combined (MiniLM, the default before `lexical`)": ["combined"],
-        "heads = jailbreak (the default before `combined`)": ["jailbreak"],
+        "**default policy (heads = lexical: no embedding model)**": ["lexical"],
+        "heads = static (lexical + the static embedder; opt-in)": ["static"],
+        "previous default (heads = combined, MiniLM)": ["combined"],
+        "heads = jailbreak (the default before that)": ["jailbreak"],
         "heads = combined + injection": ["combined", "injection"],
         "heads = injection + jailbreak": ["injection", "jailbreak"],
         "lexical-only (no embedding model), combined": None,
@@ -552,6 +552,10 @@ def chain_section(lines: list[str]) -> None:
 
     def with_lexical() -> None:
         input_chain()
+        clf.scores(text, None, static=False)
+
+    def with_static() -> None:
+        input_chain()
         clf.scores(text, None)
 
     rows = []
@@ -561,6 +565,7 @@ def chain_section(lines: list[str]) -> None:
         ("PII detect", lambda: pii.detect(text)),
         ("**non-model chain: secrets + PII redact, heuristics, output PII, restore**", input_chain),
         ("chain + lexical classifier heads", with_lexical),
+        ("chain + lexical heads + the `static` head (opt-in: static embedder features)", with_static),
         ("context check of one 2 KB chunk: heuristics + `indirect` head per sentence", lambda: (
             heuristic_score(heuristic_findings(text)), clf.indirect_scores([seg.text for seg in segments(text)]))),
     ):

@@ -13,9 +13,14 @@ regression whose strength ``C`` and decision threshold are chosen by stratified 
 on the train split (fixed seeds); the threshold is folded into the intercept, so 0.5 means it. Lexical-only heads (n-grams without the embedding) are trained the same way, for
 stacks without the embedding model. ``--check`` prints the cross-validated F1 and writes nothing.
 
-The ``lexical`` head (``--only-lexical`` retrains just it), the default policy's, is trained by
+The ``lexical`` head (``--only-lexical`` retrains just it and the ``static`` head) is trained by
 scripts/train_lexical_injection.py (see its docstring): both train splits, the benign mentions and
-ordinary requests, hashed n-grams and a persona cue, no embedding model.
+ordinary requests, hashed n-grams and a persona cue, no embedding model. The ``static`` head (opt-in)
+averages its logit with a head over the packaged static embedder's vectors
+(scripts/train_static_injection.py). ``--only-lexical --check`` prints both heads' cross-validated
+figures (lexical: deepset F1 0.862, jailbreak 0.955, benign 2.0%, ordinary 0.7%; static: 0.901, 0.958,
+1.8%, 0.9%) and writes nothing. The shipped ``lexical`` arrays are the ones first published (a rerun
+matches them to float16 rounding).
 
 The ``indirect`` head (``--only-indirect`` retrains just it and keeps the other heads) judges the
 sentences and lines of *retrieved* text, one at a time (:mod:`aiestack.guardrails.segments`). It is

@@ -1,4 +1,5 @@
 """The ``lexical`` injection head, the default policy's (issue #17): how scripts/train_injection.py trains it.
+The opt-in ``static`` head averages its logit with a head over the static embedder (scripts/train_static_injection.py).
 
 One logistic regression over hashed word and character n-grams plus one hand-written cue,
 :func:`aiestack.guardrails.features.persona_imposed`; no embedding model, so it costs microseconds on

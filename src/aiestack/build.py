@@ -586,7 +586,7 @@ def build_stack(
     trace_stage = Trace(tracing, metrics=metrics, redact=redact)
     generate = Generate(registry, prices, routes=routes, breakers=breakers, metrics=metrics)
     side_calls = build_side_calls(trace_stage, limits, generate, tracing, routes)
-    static = StaticEmbeddings()  # nothing loads until a stage uses it: the injection guard's default head, the cache, the router
+    static = StaticEmbeddings()  # nothing loads until a stage uses it: the cache, the router, the injection guard's `static` head
     guards = build_guardrails(
         settings.guards.model_dump(),
         {name: {"guards": routes.config(name).guards} for name in routes},

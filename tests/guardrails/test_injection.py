@@ -160,12 +160,12 @@ async def test_the_lexical_head_never_asks_for_the_embedding() -> None:
 async def test_the_static_head_reads_the_static_embedder_it_is_given_and_never_minilm() -> None:
     from aiestack.models.static_embeddings import StaticEmbeddings
 
-    asked: list[Sequence[str]] = []
+    asked: list[str] = []
     static = StaticEmbeddings()
 
     class Counting:
         def pooled(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-            asked.append(texts)
+            asked.append(texts[0])
             return static.pooled(texts)
 
     async def embed(texts: Sequence[str]) -> list[list[float]]:

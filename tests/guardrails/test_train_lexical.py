@@ -86,4 +86,4 @@ def test_the_static_heads_choice_holds_ordinary_false_alarms_to_one_percent() ->
         (30.0, 0.5, 0.5): (0.89, 0.96, 0.01, 0.005),
     }
     assert static.choose(figs) == (10.0, 0.4, 0.45)
-    assert static.choose({(3.0, 0.3, 0.5): (0.93, 0.96, 0.03, 0.0), (3.0, 0.4, 0.5): (0.88, 0.96, 0.021, 0.0)}) == (3.0, 0.4, 0.5)
+    assert static.choose({(3.0, 0.3, 0.5): (0.93, 0.96, 0.03, 0.0), (3.0, 0.4, 0.5): (0.895, 0.96, 0.021, 0.0)}) == (3.0, 0.4, 0.5)

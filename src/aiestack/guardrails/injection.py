@@ -4,11 +4,14 @@
    French and Spanish. Precise, and microseconds.
 2. A classifier shipped with the package (``data/injection.npz``), trained only on the *train* splits
    of deepset/prompt-injections and jackhhao/jailbreak-classification by ``scripts/train_injection.py``.
-   The head ``lexical`` (the default policy's) is a logistic regression over hashed word and character
+   The head ``lexical`` is a logistic regression over hashed word and character
    n-grams plus one cue, a persona the message imposes on the assistant
    (:func:`aiestack.guardrails.features.persona_imposed`), trained on both sets at once, on benign
    questions that mention the words attacks use and on ordinary requests (hard negatives): no
-   embedding model, so it costs microseconds on the request path. The heads ``injection`` (deepset),
+   embedding model, so it costs microseconds on the request path. The head ``static`` (opt-in)
+   averages its logit with a regression over the packaged static embedder's vectors
+   (:func:`aiestack.guardrails.features.static_features`; the semantic cache's model2vec model, about
+   0.2 ms a prompt). The heads ``injection`` (deepset),
    ``jailbreak`` and ``combined`` (both sets and the benign questions) add the all-MiniLM-L6-v2
    sentence embedding to the n-grams; without that embedding model they fall back to lexical-only
    versions from the same file.
@@ -23,7 +26,7 @@ documents' sentences as negatives, so ordinary prose, code and tables score low.
 The score of a text is the largest of the layers' scores, counting only the classifier ``heads`` the
 policy names: the two data sets disagree about persona prompts ("You are X, ..." is an injection in
 deepset's and benign in the jailbreak set), so each single-set head fails the other set; the
-``lexical`` and ``combined`` heads learned both at once; see docs/guardrails.md. :meth:`InjectionDetector.score_many` checks
+``static``, ``lexical`` and ``combined`` heads learned both at once; see docs/guardrails.md. :meth:`InjectionDetector.score_many` checks
 many texts at once (retrieved chunks, for indirect injection), with one embedding call.
 """
 

@@ -209,8 +209,8 @@ class InputGuard:
         return not self._table.for_exchange(ex).policy.enabled
 
     async def warm(self) -> None:
-        """Load the static embedder of the injection guard's ``static`` head (the default) now, when a policy
-        counts it: loading takes about half a second, which a first request would otherwise wait."""
+        """Load the static embedder of the injection guard's ``static`` head now, when a policy counts it:
+        loading takes about half a second, which a first request would otherwise wait."""
         for guards in (self._table.default, *self._table.routes.values()):
             det = guards.injection
             if guards.active("injection") and det.classifier is not None and (det.heads is None or "static" in det.heads):
