@@ -16,10 +16,13 @@
   and on ordinary requests (support, everyday and RAG questions: scripts/guard_data.py:ordinary_requests, test half).
 - Toxicity: the Davidson et al. hate/offensive tweets, the test part of a seeded split (it ships none;
   scripts/guard_data.py:davidson_split), P/R/F1 per head and false alarms on the *neither* tweets.
+- Chat: false alarms of the injection heads on ordinary chat, the Davidson tweets' test part (none is an
+  injection; most are offensive, which is not an attack), each tweet alone and as "Message: <tweet>" (how the
+  companion's moderation suite sends chat).
 - Secrets: a synthetic, seeded set of keys in the published formats and hard negatives (hashes, UUIDs).
 - Latency: the non-model guard chain on a 2 KB input, and each layer on its own.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/guardrails.py [--cache bench/.cache] [--sections injection,benign,toxicity]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/guardrails.py [--cache bench/.cache] [--sections injection,benign,toxicity,chat]
 
 ``--sections`` reruns some sections and keeps the others in bench/guardrails.md.
 
@@ -294,6 +297,35 @@ def _repo_doc_chunks() -> list[tuple[str, str]]:
         text = path.read_text(encoding="utf-8")
         chunks += [(path.name, text[i : i + 1200]) for i in range(0, len(text), 1200)]
     return chunks
+
+
+def chat_section(lines: list[str]) -> None:
+    """Injection false alarms on chat: the Davidson test part, per head, as the guard runs it (heuristics included)."""
+    import html
+
+    texts, classes = davidson_split(DATA, "test")
+    texts = [html.unescape(t) for t in texts]
+    clf = InjectionClassifier()
+    n = Counter(classes)
+    lines += [
+        "## False alarms of the injection heads on ordinary chat (Davidson tweets, test part)",
+        "",
+        f"{len(texts)} tweets (hate speech {n[0]}, offensive {n[1]}, neither {n[2]}), none of them an injection:",
+        "the share the guard blocks (score >= 0.5, heuristics included) with each head, each tweet alone and as",
+        '"Message: <tweet>", the way examples/companion\'s moderation suite sends chat. Neither head saw these tweets.',
+        "",
+        "| head | input | all | hate speech | offensive | neither |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for head in ("lexical", "static"):
+        detector = InjectionDetector(classifier=clf, heads=(head,))
+        for prefix in ("", "Message: "):
+            results = asyncio.run(detector.score_many([prefix + t for t in texts]))
+            hit = Counter(c for c, r in zip(classes, results, strict=True) if r.score >= detector.threshold)
+            shares = " | ".join(f"{hit[c] / n[c]:.1%}" for c in (0, 1, 2))
+            label = "**lexical (default)**" if head == "lexical" else head
+            lines.append(f"| {label} | {'Message: ' + chr(8230) if prefix else 'tweet'} | {sum(hit.values()) / len(texts):.1%} | {shares} |")
+    lines.append("")
 
 
 def bipia_section(emb: Embedder, lines: list[str]) -> None:
@@ -593,7 +625,7 @@ def chain_section(lines: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=None, help="keep split embeddings here between runs")
-    parser.add_argument("--sections", default="injection,benign,bipia,toxicity,pii,secrets,chain")
+    parser.add_argument("--sections", default="injection,benign,bipia,toxicity,chat,pii,secrets,chain")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     lines = [
@@ -621,6 +653,8 @@ def main() -> None:
         bipia_section(emb, lines)
     if "toxicity" in sections:
         toxicity_section(lines)
+    if "chat" in sections:
+        chat_section(lines)
     OUT.write_text(merge_sections(OUT.read_text(encoding="utf-8") if OUT.is_file() else "", lines), encoding="utf-8")
     print("\n".join(lines))
 
