@@ -122,7 +122,7 @@ class SqlCacheBackend:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._queued.append((_row(entry), done))
-        if self._flusher is None:
+        if self._flusher is None or self._flusher.get_loop() is not loop:  # (a loop closed mid-write: start again)
             self._flusher = loop.create_task(self._flush())
         await done
 
@@ -149,7 +149,8 @@ class SqlCacheBackend:
                         if not done.done():
                             done.set_result(None)
         finally:
-            self._flusher = None
+            if self._flusher is asyncio.current_task():
+                self._flusher = None
 
     def _write(self, rows: list[dict[str, Any]], purge: bool, now: float) -> None:
         """Upsert ``rows`` in one transaction (and, now and then, purge the expired); a worker thread's work."""
@@ -221,7 +222,7 @@ class SqlCacheBackend:
     async def aclose(self) -> None:
         """Return the read connection; dispose of the engine if it is this backend's own (a shared one
         is the exchange store's)."""
-        if self._flusher is not None:  # the rows being written
+        if self._flusher is not None and self._flusher.get_loop() is asyncio.get_running_loop():  # rows being written
             with contextlib.suppress(Exception):
                 await self._flusher
         self._reader.close()
