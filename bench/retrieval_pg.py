@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import statistics
 import sys
@@ -322,9 +323,11 @@ def scale(
     warm: int,
     shared_buffers: str | None,
     failures: list[str],
+    names: Sequence[str] = STORES,
 ) -> None:
     """The curve; with ``shared_buffers``, PostgreSQL measured a second time after a restart with
-    it (``auto``: :func:`sized_shared_buffers`), then restarted with the default again."""
+    it (``auto``: :func:`sized_shared_buffers`), then restarted with the default again. Only the
+    stores ``names`` are loaded and measured (the others' figures print as nan)."""
     from aiestack.stores.documents_postgres import PostgresDocumentStore
 
     rows = []
@@ -337,8 +340,8 @@ def scale(
             doc = Document(id=f"s{i}", text=text, source=f"s{i}", title="")
             items.append((doc, [Chunk(id=f"s{i}", document_id=doc.id, text=text, position=0)], vectors[i]))
         print(f"\ngenerated {size} chunks in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        loads = {}
-        for store_name in STORES:
+        loads = dict.fromkeys(STORES, math.nan)
+        for store_name in names:
             store = stores[store_name]
             store.create_collection(name, embedding_model="synthetic", dim=vectors.shape[1])
             loads[store_name], finish = _put_all(store, name, [(d, c, [v]) for d, c, v in items], 2_000)
@@ -354,12 +357,13 @@ def scale(
         del items
         words, qvecs = _queries(texts, vectors, queries)
         _, warm_vectors = _queries(texts, vectors, warm, seed=20)
-        _warm(stores, name, warm_vectors)
-        figures = _latencies(stores, name, words, qvecs)
+        measured = {store_name: stores[store_name] for store_name in names}
+        _warm(measured, name, warm_vectors)
+        figures = dict.fromkeys(STORES, (math.nan, math.nan)) | _latencies(measured, name, words, qvecs)
         label = f"synthetic {size:,} chunks (loaded in {loads['embedded']:.0f} s embedded, {loads['postgres']:.0f} s postgres)"
         _print_latency(label + ", PostgreSQL's default settings", figures)
         tuned = None
-        if shared_buffers is not None:
+        if shared_buffers is not None and "postgres" in names:
             wanted = sized_shared_buffers(stores["postgres"], name) if shared_buffers == "auto" else shared_buffers
             setting = restart_postgres(server, stores, wanted)
             _warm({"postgres": stores["postgres"]}, name, warm_vectors)
@@ -410,6 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="scale: PostgreSQL is measured again after a restart with this shared_buffers "
         "('auto': sized to the collection, see sized_shared_buffers; 'none': not)",
     )
+    ap.add_argument("--scale-stores", default=",".join(STORES), help="scale: the stores to load and measure")
     ap.add_argument("--batch", type=int, default=256, help="documents per put_documents call (SciFact)")
     args = ap.parse_args(argv)
     sections = set(args.sections.split(","))
@@ -423,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 scifact(stores, sections, args.batch, failures)
             if "scale" in sections:
                 tuned = None if args.shared_buffers == "none" else args.shared_buffers
-                scale(stores, server, [int(s) for s in args.sizes.split(",")], args.queries, args.warm, tuned, failures)
+                scale(stores, server, [int(s) for s in args.sizes.split(",")], args.queries, args.warm, tuned, failures, args.scale_stores.split(","))
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end; {len(failures)} target(s) missed")
     return 1 if failures else 0
 
