@@ -28,7 +28,7 @@ from aiestack.cache.confirm import SwapConfirmer
 from aiestack.cache.index import VectorIndex, build_hnsw, normalised
 from aiestack.cache.keying import normalise_query
 from aiestack.cache.verify import LexicalVerifier, Verifier
-from aiestack.models.base import EmbeddingModel
+from aiestack.models.base import EmbeddingModel, LazyEmbeddings
 from aiestack.stores.cache import CacheBackend, CachedAnswer, Entry
 
 #: Seconds subtracted from the last sync time: entries written by another process whose clock
@@ -87,8 +87,7 @@ class SemanticCache:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.backend = backend
-        self._embeddings = embeddings
-        self._resolved: EmbeddingModel | None = None  # the embedder, once built (see :attr:`embeddings`)
+        self._embeddings = LazyEmbeddings(embeddings)
         self.threshold = threshold
         self.verifier: Verifier | None = verifier if verifier is not None else LexicalVerifier()
         self.confirm = confirm
@@ -112,18 +111,12 @@ class SemanticCache:
 
     @property
     def own_embeddings(self) -> EmbeddingModel | None:
-        """The embedder, if it was given ready-made (not built on first use by a factory)."""
-        return self._embeddings if isinstance(self._embeddings, EmbeddingModel) else None
+        """The embedder if it exists already: given ready-made, or built by an earlier request."""
+        return self._embeddings.ready
 
     @property
     def embeddings(self) -> EmbeddingModel:
-        # Read twice on every cache-eligible request: ``isinstance`` against the runtime-checkable
-        # protocol walks its members (~10-20 µs of the event loop each time), so the answer is kept.
-        model = self._resolved
-        if model is None:
-            made = self._embeddings if isinstance(self._embeddings, EmbeddingModel) else self._embeddings()
-            model = self._embeddings = self._resolved = made
-        return model
+        return self._embeddings.get()  # read twice on every cache-eligible request
 
     async def embed(self, text: str) -> np.ndarray:
         """The vector of a user turn as the cache compares it (normalised text, unit length)."""

@@ -34,7 +34,7 @@ import numpy as np
 
 from aiestack.errors import ConfigError, InvalidRequest
 from aiestack.gateway.routes import RouteTable
-from aiestack.models.base import EmbeddingModel
+from aiestack.models.base import EmbeddingModel, LazyEmbeddings
 from aiestack.pipeline import Next
 from aiestack.plans import RoutePlans
 from aiestack.settings import RouterSettings
@@ -90,7 +90,7 @@ class SemanticRouter:
         method: Method = "max",
     ) -> None:
         self.examples = {route: list(texts) for route, texts in examples.items() if texts}
-        self._embeddings = embeddings
+        self._embeddings = LazyEmbeddings(embeddings)
         self.default_route = default_route
         given = thresholds or {}
         self.thresholds = {
@@ -102,18 +102,16 @@ class SemanticRouter:
 
     @property
     def embeddings(self) -> EmbeddingModel:
-        if isinstance(self._embeddings, EmbeddingModel):
-            return self._embeddings
-        self._embeddings = self._embeddings()
-        return self._embeddings
+        return self._embeddings.get()
 
     async def warm(self) -> None:
         """Load a ready-made embedder (the static one) and embed the examples now, not on a first request.
 
         An embedder built on first use (the shared ``[embeddings]`` model) is left to load lazily."""
-        if not isinstance(self._embeddings, EmbeddingModel):
+        model = self._embeddings.ready
+        if model is None:
             return
-        load = getattr(self._embeddings, "load", None)
+        load = getattr(model, "load", None)
         if load is not None:
             await load()
         await self._ready()

@@ -10,7 +10,7 @@ delta carries ``finish_reason``, ``usage`` and ``timing``. Failures are raised a
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -55,6 +55,38 @@ class EmbeddingModel(Protocol):
 
     async def aclose(self) -> None: ...
 
+
+
+class LazyEmbeddings:
+    """An embedder given ready-made or as a factory called on first use, resolved once.
+
+    Used on the request path (the semantic cache, the semantic router): ``isinstance`` against the
+    runtime-checkable :class:`EmbeddingModel` walks the protocol's members, 10-20 µs of the event
+    loop each time, so the answer is kept instead of asked on every request.
+    """
+
+    __slots__ = ("_factory", "_model")
+
+    def __init__(self, given: EmbeddingModel | Callable[[], EmbeddingModel]) -> None:
+        self._model: EmbeddingModel | None = None
+        self._factory: Callable[[], EmbeddingModel] | None = None
+        if isinstance(given, EmbeddingModel):
+            self._model = given
+        else:
+            self._factory = given
+
+    @property
+    def ready(self) -> EmbeddingModel | None:
+        """The embedder if it exists already (given ready-made, or built by an earlier :meth:`get`)."""
+        return self._model
+
+    def get(self) -> EmbeddingModel:
+        """The embedder, built by the factory on the first call."""
+        model = self._model
+        if model is None:
+            assert self._factory is not None  # one of the two is always set
+            model = self._model = self._factory()
+        return model
 
 class TimingMeter:
     """Measures queue time, TTFT and TPOT of one generation (milliseconds, monotonic clock).
