@@ -256,11 +256,8 @@ def test_one_document_writes_merge_their_small_blocks(pgvector_url: str) -> None
     there are more than MOST_SMALL_BLOCKS of them (a small write checks all its terms), and the
     ranking stays exact."""
     items = _corpus(documents=60)
-    store = PostgresDocumentStore(pgvector_url)
-    store.migrate()
-    reference = MemoryDocumentStore()
+    store, reference = _store_and_reference(pgvector_url)
     for target in (store, reference):
-        target.create_collection("docs", embedding_model="test", dim=4)
         for item in items:
             assert target.put_documents("docs", [item]) == [True]
     for query in _QUERIES:
@@ -271,6 +268,16 @@ def test_one_document_writes_merge_their_small_blocks(pgvector_url: str) -> None
     assert crowded <= documents_postgres_bm25.MOST_SMALL_BLOCKS + 1
     assert merged > 1  # frequent terms' one-posting blocks were merged
     store.close()
+
+
+def _store_and_reference(url: str) -> tuple[PostgresDocumentStore, MemoryDocumentStore]:
+    """A PostgreSQL store and the in-memory reference, each with an empty collection ``docs``."""
+    store = PostgresDocumentStore(url)
+    store.migrate()
+    reference = MemoryDocumentStore()
+    for target in (store, reference):
+        target.create_collection("docs", embedding_model="test", dim=4)
+    return store, reference
 
 
 def _most_small_blocks(url: str) -> int:
@@ -288,11 +295,7 @@ def test_a_bulk_load_merges_small_blocks_once_at_its_end(pgvector_url: str, monk
     end the terms with more than BULK_MOST_SMALL_BLOCKS are merged in one pass, and the ranking is
     exact throughout."""
     items = _corpus(documents=60)
-    store = PostgresDocumentStore(pgvector_url)
-    store.migrate()
-    reference = MemoryDocumentStore()
-    for target in (store, reference):
-        target.create_collection("docs", embedding_model="test", dim=4)
+    store, reference = _store_and_reference(pgvector_url)
     monkeypatch.setattr(documents_postgres_bm25, "BULK_MOST_SMALL_BLOCKS", 24)
     with store.bulk_load("docs", len(items)):
         for item in items:
