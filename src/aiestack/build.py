@@ -449,7 +449,7 @@ def _cache_and_router(
     *,
     between: Sequence[Stage] = (),
     extra_stores: StoreFactories | None = None,
-    static: StaticEmbeddings | None = None,
+    static: StaticEmbeddings,
 ) -> list[Stage]:
     """The Cache stage, ``between`` (the output guard), then the Route (semantic router) stage; each only when configured.
 
@@ -464,10 +464,8 @@ def _cache_and_router(
     confirm = None
     # One static embedder for the cache, the router and the injection guard (``static``, built by the
     # caller), loaded by `serve` (Stack.warm) when one of them uses it.
-    static = (static or StaticEmbeddings()) if "static" in (settings.cache.embedder, settings.router.embedder) else None
-    if settings.cache.embedder == "static" and static is not None:
-        own = static
-        cache_embeddings, semantic_ready = own, lambda: own.loaded
+    if settings.cache.embedder == "static":
+        cache_embeddings, semantic_ready = static, lambda: static.loaded
         if settings.cache.confirm_swaps:  # word swaps judged by the [embeddings] model (cache/confirm.py)
             confirm = SwapConfirmer(embeddings, ready=lambda: resources.embeddings_built)
     cache = build_cache_stage(
@@ -485,7 +483,7 @@ def _cache_and_router(
     router = build_route_stage(
         settings.router,
         routes,
-        static if settings.router.embedder == "static" and static is not None else embeddings,
+        static if settings.router.embedder == "static" else embeddings,
         default_model=settings.default_model,
         models=[e.name for e in registry],
         plans=plans,

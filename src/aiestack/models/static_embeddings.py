@@ -102,9 +102,7 @@ class StaticEmbeddings:
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         model = self._load()
-        vectors = np.asarray(_mean_of_tokens(model, texts, self._pieces), dtype=np.float32)
-        norms = _row_norms(vectors)
-        return vectors / np.where(norms == 0, 1.0, norms)
+        return _unit(np.asarray(_mean_of_tokens(model, texts, self._pieces), dtype=np.float32))
 
     def _load(self) -> StaticModel:
         model = self._model
