@@ -195,7 +195,7 @@ async def test_a_response_that_is_not_http_is_a_protocol_error() -> None:
 async def test_provider_errors_say_what_happened() -> None:
     """Through http.transport_error: refused → connection error, silence → timeout, cut → broken."""
     refused = OpenAIChatModel(base_url=f"http://127.0.0.1:{free_port()}/v1", api_key_env=None, timeout_s=2)
-    request = ChatRequest(model="m", messages=(Message("user", "hi"),))
+    request = ChatRequest(model="m", messages=(Message("user", "hi"),), stream=True)
     try:
         with pytest.raises(ProviderConnectionError, match="could not connect"):
             [d async for d in refused.stream(request)]
@@ -233,6 +233,37 @@ async def test_provider_errors_say_what_happened() -> None:
         finally:
             await broken.aclose()
         assert texts == ["Hel"]
+
+
+async def test_provider_errors_of_a_whole_answer_say_what_happened() -> None:
+    """A whole answer asked for whole: silence past whole_timeout_s → timeout, a cut body → broken."""
+    request = ChatRequest(model="m", messages=(Message("user", "hi"),))
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(30)
+
+    async with serve(silent) as url:
+        slow = OpenAIChatModel(base_url=url + "/v1", api_key_env=None, timeout_s=5, whole_timeout_s=0.3)
+        try:
+            with pytest.raises(ProviderTimeout, match="before answering"):
+                [d async for d in slow.stream(request)]
+        finally:
+            await slow.aclose()
+
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\ncontent-length: 500\r\n\r\n{"choices":[{"index":0,"mess')
+        await writer.drain()
+        writer.close()
+
+    async with serve(cut) as url:
+        broken = OpenAIChatModel(base_url=url + "/v1", api_key_env=None, timeout_s=5)
+        try:
+            with pytest.raises(StreamBroken, match="broke in the middle"):
+                [d async for d in broken.stream(request)]
+        finally:
+            await broken.aclose()
 
 
 # --------------------------------------------------------------------------- requests and streaming

@@ -123,8 +123,12 @@ def provider(handler: Callable[[httpx.Request], httpx.Response], **kwargs: Any) 
     return OpenAIChatModel(base_url=BASE, transport=httpx.MockTransport(handler), **kwargs)
 
 
-def request(text: str = "hi", **params: Any) -> ChatRequest:
-    return ChatRequest(model="m", messages=(Message(role="user", content=text),), params=Params(**params))
+def request(text: str = "hi", *, stream: bool = True, **params: Any) -> ChatRequest:
+    """A request; streamed unless ``stream=False`` (a whole answer, asked of the upstream whole:
+    tests/models/test_openai_whole.py)."""
+    return ChatRequest(
+        model="m", messages=(Message(role="user", content=text),), params=Params(**params), stream=stream
+    )
 
 
 async def complete(model: ChatModel, req: ChatRequest) -> Completion:

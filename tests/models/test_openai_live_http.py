@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from aiestack.errors import ProviderConnectionError, StreamBroken
+from aiestack.errors import ProviderConnectionError, ProviderTimeout, StreamBroken
 from aiestack.models.openai import OpenAIChatModel
 from aiestack.testing.net import free_port
 from aiestack.types import ChatRequest, Delta, Message, Usage
@@ -55,7 +55,13 @@ class MockOpenAI:
             self.peers.append((request.client.host, request.client.port))
         body = await request.json()
         words = body["messages"][-1]["content"].split()
-        return StreamingResponse(self._events(words), media_type="text/event-stream")
+        if body.get("stream"):
+            return StreamingResponse(self._events(words), media_type="text/event-stream")
+        # A whole answer: sent once all of it is "generated" (one chunk's delay per word).
+        await asyncio.sleep(CHUNK_DELAY_S * len(words))
+        usage = {"prompt_tokens": len(words), "completion_tokens": len(words), "total_tokens": 2 * len(words)}
+        message = {"role": "assistant", "content": " ".join(words)}
+        return JSONResponse({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}], "usage": usage})
 
     async def _events(self, words: list[str]) -> AsyncIterator[str]:
         for i, word in enumerate(words):
@@ -94,8 +100,8 @@ def server() -> Iterator[tuple[str, MockOpenAI]]:
     thread.join(timeout=10)
 
 
-def ask(text: str) -> ChatRequest:
-    return ChatRequest(model="echo", messages=(Message("user", text),))
+def ask(text: str, *, stream: bool = True) -> ChatRequest:
+    return ChatRequest(model="echo", messages=(Message("user", text),), stream=stream)
 
 
 async def drain(stream: AsyncIterator[Delta]) -> list[Delta]:
@@ -119,6 +125,38 @@ async def test_real_sse_over_a_reused_pooled_connection(server: tuple[str, MockO
     assert last.timing.tpot_ms is not None and last.timing.tpot_ms >= CHUNK_DELAY_S * 1000 * 0.5
     peers = mock.peers[first_peer:]
     assert len(peers) == 2 and peers[0] == peers[1]  # the second request reused the keep-alive connection
+
+
+async def test_whole_answer_asked_whole_over_a_reused_connection(server: tuple[str, MockOpenAI]) -> None:
+    base_url, mock = server
+    model = OpenAIChatModel(base_url=base_url, api_key_env=None, timeout_s=10)
+    try:
+        first_peer = len(mock.peers)
+        answers = [await drain(model.stream(ask(text, stream=False))) for text in ("one two three", "four five")]
+    finally:
+        await model.aclose()
+    assert [len(a) for a in answers] == [1, 1]  # one delta carries the whole answer
+    assert answers[0][0].text == "one two three" and answers[1][0].text == "four five"
+    done = answers[0][0]
+    assert done.finish_reason == "stop" and done.usage == Usage(3, 3, 0)
+    assert done.timing is not None and done.timing.tpot_ms is None
+    assert done.timing.ttft_ms == done.timing.total_ms >= CHUNK_DELAY_S * 3 * 1000 * 0.5
+    peers = mock.peers[first_peer:]
+    assert len(peers) == 2 and peers[0] == peers[1]
+
+
+async def test_whole_timeout_bounds_the_wait_for_a_whole_answer(server: tuple[str, MockOpenAI]) -> None:
+    base_url, _ = server
+    words = " ".join(["w"] * 10)  # the whole answer takes ~0.2 s, streamed chunks come every 0.02 s
+    slow = OpenAIChatModel(base_url=base_url, api_key_env=None, timeout_s=10, whole_timeout_s=0.05)
+    try:
+        with pytest.raises(ProviderTimeout, match=r"0\.05s") as info:
+            await drain(slow.stream(ask(words, stream=False)))
+        assert "whole_timeout_s" in (info.value.hint or "")
+        streamed = await drain(slow.stream(ask(words)))  # a stream's wait between chunks is timeout_s
+    finally:
+        await slow.aclose()
+    assert "".join(d.text for d in streamed) == words
 
 
 async def test_pool_size_bounds_concurrent_connections(server: tuple[str, MockOpenAI]) -> None:

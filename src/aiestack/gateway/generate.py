@@ -270,9 +270,16 @@ class Generate:
         ``on_end`` is told how the returned stream ended: ``None`` after a clean end, else the
         error (or ``GeneratorExit`` when the reader stopped early). ``prompt_cache`` asks the
         provider to mark the prompt's stable prefix for its prompt cache (the route's setting).
+
+        The provider is asked to stream (``request.stream``) when the client streams and also when
+        a first-token limit applies, since only a stream has a first token to time; otherwise it
+        may ask its upstream for the whole answer at once (the ``openai`` provider does).
         """
         upstream = dataclasses.replace(
-            ex.request, model=entry.upstream, prompt_cache=ex.request.prompt_cache or prompt_cache
+            ex.request,
+            model=entry.upstream,
+            prompt_cache=ex.request.prompt_cache or prompt_cache,
+            stream=ex.request.stream or timeout_s is not None,
         )
         started = time.perf_counter()
         source = entry.provider.stream(upstream)

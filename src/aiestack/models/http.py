@@ -62,6 +62,8 @@ class Upstream:
     timeout_s: float
     api_key_env: str | None = None
     secret: str | None = field(default=None, repr=False)
+    #: The configuration key that sets ``timeout_s`` here, named in a timeout's hint.
+    timeout_key: str = "timeout_s"
 
     def redact(self, text: str) -> str:
         """``text`` with the API key (should an upstream echo it) replaced by ``***``."""
@@ -107,6 +109,8 @@ class HttpClient:
         self._urls: dict[str, httpx.URL] = {}
         self._aiohttp = transport if isinstance(transport, AiohttpTransport) else None
         self._aiohttp_timeout = client_timeout(self._timeout)
+        # Other read timeouts asked for by some calls (a whole answer's wait), each built once.
+        self._read_timeouts: dict[float, tuple[dict[str, float], Any]] = {}
         self._prepared: dict[tuple[bool, tuple[tuple[str, str], ...]], tuple[httpx.Headers, list[tuple[str, str]]]] = {}
 
     async def send(
@@ -116,11 +120,21 @@ class HttpClient:
         *,
         body: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        read_timeout_s: float | None = None,
     ) -> httpx.Response:
         """Send a request to ``base_url + path``; the answer's body is left to stream (``aclose`` it).
 
-        ``body`` goes out as JSON. Transport failures raise the transport's ``httpx`` exceptions.
+        ``body`` goes out as JSON. ``read_timeout_s`` replaces the client's read timeout (the
+        longest wait for data) for this request; connecting keeps the client's. Transport failures
+        raise the transport's ``httpx`` exceptions.
         """
+        timeout, aiohttp_timeout = self._timeout, self._aiohttp_timeout
+        if read_timeout_s is not None:
+            kept = self._read_timeouts.get(read_timeout_s)
+            if kept is None:
+                spec = {**self._timeout, "read": read_timeout_s}
+                kept = self._read_timeouts[read_timeout_s] = (spec, client_timeout(spec))
+            timeout, aiohttp_timeout = kept
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = httpx.URL(self.base_url + path.lstrip("/"))
@@ -140,13 +154,13 @@ class HttpClient:
         content = orjson.dumps(body) if body is not None else None
 
         def request() -> httpx.Request:
-            return httpx.Request(method, url, headers=merged, content=content, extensions={"timeout": self._timeout})
+            return httpx.Request(method, url, headers=merged, content=content, extensions={"timeout": timeout})
 
         if self._aiohttp is not None:
             # The same request, handed over as plain values: building an httpx.Request (headers
             # normalised again, content-length and host set) costs more than aiohttp's own request,
             # and only an error or a caller that reads response.request needs one.
-            return await self._aiohttp.send(method, str(url), items, content, self._aiohttp_timeout, request)
+            return await self._aiohttp.send(method, str(url), items, content, aiohttp_timeout, request)
         built = request()
         response = await self.transport.handle_async_request(built)
         response.request = built
@@ -226,6 +240,50 @@ async def stream_events(
             await response.aclose()
     except httpx.RequestError as exc:
         raise transport_error(upstream, exc, mid_stream=started) from exc
+
+
+async def answer_json(client: HttpClient, path: str, body: Mapping[str, Any], upstream: Upstream) -> dict[str, Any]:
+    """POST ``body`` and decode the answer, asked for whole: one JSON object instead of a stream.
+
+    ``upstream.timeout_s`` bounds the wait for data (read timeout) in place of the client's own:
+    a whole answer's head arrives only once the upstream has generated all of it. A non-2xx
+    answer raises the matching :class:`ProviderError`; an error document in a 2xx body is the
+    upstream's error, typed as an ``error`` event in a stream would be. A transport failure
+    before the answer's head is a connection error or timeout; one while its body arrives is
+    :class:`StreamBroken` (or a timeout). A body that is not a JSON object is a
+    :class:`ProviderError` that shows it.
+    """
+    started = False
+    try:
+        response = await client.send("POST", path, body=body, read_timeout_s=upstream.timeout_s)
+        started = True
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+    except httpx.RequestError as exc:
+        raise transport_error(upstream, exc, mid_stream=started) from exc
+    if response.status_code >= 300:
+        raise status_error(upstream, response.status_code, response.text, response.headers)
+    content = response.content
+    try:
+        value = orjson.loads(content)
+    except ValueError:  # orjson is strict (no NaN, 64-bit integers): the standard library decides
+        try:
+            value = json.loads(content)
+        except ValueError:
+            value = None
+    if not isinstance(value, dict):
+        raise ProviderError(
+            f"{upstream.base_url} answered HTTP {response.status_code} with a body that is not a JSON object: "
+            f"{_clip(upstream.redact(response.text))!r}",
+            provider=upstream.provider,
+            status=response.status_code,
+            hint="Check that base_url points at an OpenAI-compatible API (usually ending in /v1).",
+        )
+    if (failure := error_in(value)) is not None:
+        raise event_error(upstream, *failure, where="in its answer")
+    return value
 
 
 async def get_json(client: HttpClient, path: str, upstream: Upstream) -> Any:
@@ -430,7 +488,7 @@ def status_error(upstream: Upstream, status: int, body: str, headers: Mapping[st
     return ProviderError(text, **common, hint="Check that base_url points at the provider's API.")
 
 
-def event_error(upstream: Upstream, message: str, kind: str | None) -> ProviderError:
+def event_error(upstream: Upstream, message: str, kind: str | None, *, where: str = "mid-stream") -> ProviderError:
     """The typed error for an ``error`` event inside an accepted stream.
 
     ``kind`` is the upstream's error type or code (``overloaded_error``, ``rate_limit_error``,
@@ -439,7 +497,7 @@ def event_error(upstream: Upstream, message: str, kind: str | None) -> ProviderE
     :class:`ProviderUnavailable` (retryable).
     """
     text = (
-        f"{upstream.base_url} reported an error mid-stream: {_clip(upstream.redact(message or 'no details'))}"
+        f"{upstream.base_url} reported an error {where}: {_clip(upstream.redact(message or 'no details'))}"
     )
     common: dict[str, Any] = {"provider": upstream.provider}
     key = (kind or "").lower()
@@ -586,7 +644,7 @@ def _auth_hint(upstream: Upstream) -> str:
 
 
 def _timeout_hint(upstream: Upstream) -> str:
-    return f"Raise timeout_s for this model (now {upstream.timeout_s:g}s) or check the server's load."
+    return f"Raise {upstream.timeout_key} for this model (now {upstream.timeout_s:g}s) or check the server's load."
 
 
 def _is_context_length(message: str, kind: str | None) -> bool:

@@ -2,14 +2,17 @@
 
 OpenAI itself, vLLM, Ollama, llama.cpp server, TGI, Together, Groq... all speak the same
 streaming format, so one provider serves them; what differs (an API key or none, ``top_k``,
-the name of ``max_tokens``) is configuration. The provider always streams from the upstream,
-measures TTFT/TPOT itself, and makes the last delta carry the finish reason, usage and timing.
+the name of ``max_tokens``) is configuration. A streamed request is streamed from the upstream,
+with TTFT/TPOT measured here; a request for a whole answer (``request.stream`` false) is asked
+of the upstream whole, one JSON body, unless the model's ``whole_upstream`` is off (then it is
+streamed too). Either way the last delta carries the finish reason, usage and timing.
 Wire translation lives in :mod:`aiestack.models.openai_wire`; HTTP and error mapping in
 :mod:`aiestack.models.http`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -19,11 +22,11 @@ from typing import Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiestack.errors import ProviderError, StreamBroken
+from aiestack.errors import ProviderError, ProviderUnavailable, StreamBroken
 from aiestack.models import http
 from aiestack.models.base import Health, TimingMeter
-from aiestack.models.openai_wire import ChunkParser, MaxTokensField, WireOptions, chat_body
-from aiestack.types import ChatRequest, Delta, Usage
+from aiestack.models.openai_wire import ChunkParser, MaxTokensField, WireOptions, answer_delta, chat_body
+from aiestack.types import ChatRequest, Delta, Timing, Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -50,6 +53,16 @@ class OpenAIModelConfig(BaseModel):
     )
     headers: dict[str, str] = Field(
         default_factory=dict, description="Extra HTTP headers sent with every request."
+    )
+    whole_upstream: bool = Field(
+        default=True,
+        description="Ask the upstream for a whole answer (one JSON body) when the request wants one and no "
+        "first-token limit applies; false: always stream from the upstream (TTFT and TPOT measured).",
+    )
+    whole_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Longest wait for an answer asked for whole (it arrives only once fully generated).",
     )
     max_connections: int = Field(default=100, ge=1, description="Size of the connection pool.")
     max_tokens_field: MaxTokensField = Field(
@@ -80,6 +93,7 @@ class OpenAIModelConfig(BaseModel):
             headers=self.headers,
             max_connections=self.max_connections,
             options=WireOptions(max_tokens_field=self.max_tokens_field, send_top_k=self.send_top_k),
+            whole_timeout_s=self.whole_timeout_s if self.whole_upstream else None,
             transport=transport,
         )
 
@@ -90,6 +104,8 @@ class OpenAIChatModel:
     One pooled :class:`httpx.AsyncClient` per instance serves every request (and every model
     the endpoint offers); :meth:`aclose` releases it. ``api_key_env`` only names the variable in
     error hints; ``transport`` lets tests substitute :class:`httpx.MockTransport`.
+    ``whole_timeout_s`` (the longest wait for an answer asked for whole) turns on asking for whole
+    answers; ``None`` streams every request from the upstream.
     """
 
     provider = "openai"
@@ -104,6 +120,7 @@ class OpenAIChatModel:
         max_connections: int = 100,
         options: WireOptions | None = None,
         api_key_env: str | None = None,
+        whole_timeout_s: float | None = 600.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
@@ -115,6 +132,11 @@ class OpenAIChatModel:
             timeout_s=timeout_s,
             api_key_env=api_key_env,
             secret=api_key,
+        )
+        self._whole = (
+            None
+            if whole_timeout_s is None
+            else dataclasses.replace(self._upstream, timeout_s=whole_timeout_s, timeout_key="whole_timeout_s")
         )
         self._client = http.make_client(
             base_url=self.base_url,
@@ -128,8 +150,13 @@ class OpenAIChatModel:
         """Stream the answer; the last delta carries finish reason, usage and timing.
 
         Timing counts one output token per content chunk when the upstream reports no usage
-        (servers send about one token per chunk); the usage itself is then left at zero.
+        (servers send about one token per chunk); the usage itself is then left at zero. A
+        request for a whole answer is asked for whole when the model allows it (see
+        :meth:`_answer`): one delta then carries everything.
         """
+        if not request.stream and self._whole is not None:
+            yield await self._answer(request, self._whole)
+            return
         body = chat_body(request, self._options)
         meter = TimingMeter()
         meter.began()
@@ -165,6 +192,32 @@ class OpenAIChatModel:
             finish_reason=parser.finish_reason,
             usage=usage,
             timing=meter.timing(usage.output_tokens or chunks),
+        )
+
+    async def _answer(self, request: ChatRequest, upstream: http.Upstream) -> Delta:
+        """The answer asked for whole, as one delta with its finish reason, usage and timing.
+
+        Its TTFT is the time to the whole answer (nothing arrives before it) and its TPOT is
+        unknown (``None``). The body was read to its end, so a missing finish reason cannot mean
+        a cut answer as it does in a stream: it reads as ``stop``.
+        """
+        started = time.perf_counter()
+        answer = await http.answer_json(
+            self._client, "chat/completions", chat_body(request, self._options, stream=False), upstream
+        )
+        delta, reason, usage = answer_delta(answer)
+        if not answer.get("choices"):
+            raise ProviderUnavailable(
+                f"{self.base_url} answered without a choice: {upstream.redact(str(answer))[:200]!r}",
+                provider=self.provider,
+                hint="Retry the request; if it keeps happening, check the server's logs.",
+            )
+        elapsed = (time.perf_counter() - started) * 1000
+        return dataclasses.replace(
+            delta,
+            finish_reason=reason or "stop",
+            usage=usage or Usage(),
+            timing=Timing(ttft_ms=elapsed, total_ms=elapsed),
         )
 
     async def check(self, model: str) -> Health:

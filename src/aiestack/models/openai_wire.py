@@ -4,8 +4,9 @@ Pure functions (and one small per-stream parser) with no I/O, so every mapping i
 its own. The same format is spoken by OpenAI, vLLM, Ollama, llama.cpp server, TGI and many
 hosted services, which differ only in what they tolerate. Decisions:
 
-- The request always streams, with ``stream_options.include_usage`` so the usage arrives in a
-  final chunk; a caller that wants the whole answer has the pipeline collect the stream.
+- A streamed request asks for ``stream_options.include_usage`` so the usage arrives in a final
+  chunk. A request for a whole answer (``stream=False`` in :func:`chat_body`) leaves out both
+  ``stream`` keys, and :func:`answer_delta` reads the one JSON object that comes back.
 - ``top_k`` is not an OpenAI parameter and api.openai.com rejects it, while vLLM and llama.cpp
   server honour it. It is sent only when the model's config says ``send_top_k = true``.
 - ``max_tokens`` is sent under the name the config picks: ``max_tokens`` (understood everywhere)
@@ -68,15 +69,13 @@ class WireOptions:
 # --------------------------------------------------------------------------- request
 
 
-def chat_body(request: ChatRequest, options: WireOptions | None = None) -> dict[str, Any]:
-    """The JSON body of a streaming ``POST /chat/completions`` for ``request``."""
+def chat_body(request: ChatRequest, options: WireOptions | None = None, *, stream: bool = True) -> dict[str, Any]:
+    """The JSON body of a ``POST /chat/completions`` for ``request``: streamed, or for a whole answer."""
     options = options or WireOptions()
-    body: dict[str, Any] = {
-        "model": request.model,
-        "messages": [message_json(m) for m in request.messages],
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+    body: dict[str, Any] = {"model": request.model, "messages": [message_json(m) for m in request.messages]}
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
     body.update(params_json(request.params, options))
     if request.user:
         body["user"] = request.user
@@ -209,6 +208,39 @@ def logprobs_from(data: Mapping[str, Any] | None) -> tuple[TokenLogprob, ...]:
         )
         for item in data.get("content") or ()
     )
+
+
+def answer_delta(answer: Mapping[str, Any]) -> tuple[Delta, FinishReason | None, Usage | None]:
+    """A whole ``chat.completion`` object as one delta (text, tool calls, logprobs), its finish
+    reason and its usage (``None`` when the upstream reported none).
+
+    The first choice is the answer, as in a stream; tool calls are numbered by their position.
+    """
+    usage = answer.get("usage")
+    reported = usage_from(usage) if isinstance(usage, Mapping) else None
+    choices = answer.get("choices") or ()
+    choice = next((c for c in choices if isinstance(c, Mapping) and c.get("index", 0) == 0), None)
+    if choice is None:
+        return Delta(), None, reported
+    message = choice.get("message") or {}
+    calls = message.get("tool_calls")
+    logprobs = choice.get("logprobs")
+    delta = Delta(
+        text=message.get("content") or "",
+        tool_calls=tuple(
+            ToolCallDelta(
+                index=i,
+                id=raw.get("id") or None,
+                name=(raw.get("function") or {}).get("name") or None,
+                arguments=_arguments((raw.get("function") or {}).get("arguments")),
+            )
+            for i, raw in enumerate(calls)
+        )
+        if calls
+        else (),
+        logprobs=logprobs_from(logprobs) if logprobs else (),
+    )
+    return delta, finish_reason(choice.get("finish_reason")), reported
 
 
 class ChunkParser:
