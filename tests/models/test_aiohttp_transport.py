@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -264,6 +265,35 @@ async def test_provider_errors_of_a_whole_answer_say_what_happened() -> None:
                 [d async for d in broken.stream(request)]
         finally:
             await broken.aclose()
+
+
+async def test_a_whole_answer_is_read_plain_or_compressed() -> None:
+    """read_body: aiohttp reads a plain body in one call; a gzipped one goes through httpx's decoder."""
+    answer = b'{"choices":[{"index":0,"message":{"content":"ok"},"finish_reason":"stop"}]}'
+
+    def handler(encoded: bool) -> Handler:
+        async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                try:
+                    await read_request(reader)
+                except asyncio.IncompleteReadError:  # the client closed its connection
+                    return
+                body = gzip.compress(answer) if encoded else answer
+                extra = b"content-encoding: gzip\r\n" if encoded else b""
+                writer.write(b"HTTP/1.1 200 OK\r\n%scontent-length: %d\r\n\r\n%s" % (extra, len(body), body))
+                await writer.drain()
+
+        return reply
+
+    for encoded in (False, True):
+        async with serve(handler(encoded)) as url:
+            model = OpenAIChatModel(base_url=url + "/v1", api_key_env=None, timeout_s=5)
+            try:
+                for _ in range(2):  # the second request reuses the connection the first one freed
+                    (done,) = [d async for d in model.stream(ChatRequest(model="m", messages=(Message("user", "q"),)))]
+                    assert done.text == "ok" and done.finish_reason == "stop"
+            finally:
+                await model.aclose()
 
 
 # --------------------------------------------------------------------------- requests and streaming

@@ -25,7 +25,7 @@ from aiestack.errors import (
 )
 from aiestack.models.openai import OpenAIChatModel, OpenAIModelConfig
 from aiestack.models.openai_wire import answer_delta
-from aiestack.types import ChatRequest, Delta, Message, Params, ToolCallDelta, Usage
+from aiestack.types import ChatRequest, Delta, Message, Params, Timing, ToolCallDelta, Usage
 
 pytestmark = pytest.mark.unit
 
@@ -137,8 +137,10 @@ async def test_without_usage_or_finish_reason_the_answer_still_finishes() -> Non
 def test_answer_delta_reads_the_first_choice_and_maps_the_finish_reason() -> None:
     body = answer("b", finish="length")
     body["choices"].insert(0, {"index": 1, "message": {"content": "not me"}, "finish_reason": "stop"})
-    delta, reason, usage = answer_delta(body)
-    assert delta.text == "b" and reason == "length" and usage is None
+    timing = Timing(ttft_ms=5.0, total_ms=5.0)
+    delta = answer_delta(body, timing)
+    assert delta == Delta(text="b", finish_reason="length", usage=Usage(), timing=timing)
+    assert answer_delta({"choices": []}, timing) is None
 
 
 async def test_streamed_requests_and_whole_upstream_off_still_stream() -> None:

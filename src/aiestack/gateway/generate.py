@@ -283,16 +283,20 @@ class Generate:
         )
         started = time.perf_counter()
         source = entry.provider.stream(upstream)
+        limit: asyncio.Timeout | None = None
         try:
-            async with asyncio.timeout(timeout_s) as limit:
+            if timeout_s is None:
                 first = await anext(source)
+            else:
+                async with asyncio.timeout(timeout_s) as limit:
+                    first = await anext(source)
         except StopAsyncIteration:
             raise StreamBroken(
                 "the provider returned an empty stream", provider=entry.provider.provider
             ) from None
         except TimeoutError:
             await _aclose(source)
-            if not limit.expired():
+            if limit is None or not limit.expired():
                 raise
             raise ProviderTimeout(
                 f"{entry.name} sent no token within {timeout_s:g}s",
@@ -302,13 +306,13 @@ class Generate:
             ) from None
         # Until the stream ends, the header's timing says how long the first delta took to arrive.
         waited = Timing(ttft_ms=(time.perf_counter() - started) * 1000)
-        header = Completion(
+        return Completion(
             message=Message(role="assistant"),
             model=entry.name,
             provider=entry.provider.provider,
             timing=waited,
+            stream=self._priced(entry, first, source, on_end),
         )
-        return dataclasses.replace(header, stream=self._priced(entry, first, source, on_end))
 
     async def _priced(
         self, entry: ModelEntry, first: Delta, rest: AsyncIterator[Delta], on_end: OnEnd | None

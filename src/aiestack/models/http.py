@@ -35,7 +35,7 @@ from aiestack.errors import (
     ProviderUnavailable,
     StreamBroken,
 )
-from aiestack.models.aiohttp_transport import AiohttpTransport, client_timeout
+from aiestack.models.aiohttp_transport import AiohttpTransport, client_timeout, read_body
 
 USER_AGENT = "aiestack/0.1"
 _MAX_MESSAGE_CHARS = 600
@@ -258,14 +258,14 @@ async def answer_json(client: HttpClient, path: str, body: Mapping[str, Any], up
         response = await client.send("POST", path, body=body, read_timeout_s=upstream.timeout_s)
         started = True
         try:
-            await response.aread()
+            if response.status_code >= 300:
+                await response.aread()
+                raise status_error(upstream, response.status_code, response.text, response.headers)
+            content = await read_body(response)
         finally:
             await response.aclose()
     except httpx.RequestError as exc:
         raise transport_error(upstream, exc, mid_stream=started) from exc
-    if response.status_code >= 300:
-        raise status_error(upstream, response.status_code, response.text, response.headers)
-    content = response.content
     try:
         value = orjson.loads(content)
     except ValueError:  # orjson is strict (no NaN, 64-bit integers): the standard library decides
@@ -276,7 +276,7 @@ async def answer_json(client: HttpClient, path: str, body: Mapping[str, Any], up
     if not isinstance(value, dict):
         raise ProviderError(
             f"{upstream.base_url} answered HTTP {response.status_code} with a body that is not a JSON object: "
-            f"{_clip(upstream.redact(response.text))!r}",
+            f"{_clip(upstream.redact(content.decode('utf-8', 'replace')))!r}",
             provider=upstream.provider,
             status=response.status_code,
             hint="Check that base_url points at an OpenAI-compatible API (usually ending in /v1).",

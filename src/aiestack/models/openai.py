@@ -198,27 +198,21 @@ class OpenAIChatModel:
         """The answer asked for whole, as one delta with its finish reason, usage and timing.
 
         Its TTFT is the time to the whole answer (nothing arrives before it) and its TPOT is
-        unknown (``None``). The body was read to its end, so a missing finish reason cannot mean
-        a cut answer as it does in a stream: it reads as ``stop``.
+        unknown (``None``).
         """
         started = time.perf_counter()
         answer = await http.answer_json(
             self._client, "chat/completions", chat_body(request, self._options, stream=False), upstream
         )
-        delta, reason, usage = answer_delta(answer)
-        if not answer.get("choices"):
+        elapsed = (time.perf_counter() - started) * 1000
+        delta = answer_delta(answer, Timing(ttft_ms=elapsed, total_ms=elapsed))
+        if delta is None:
             raise ProviderUnavailable(
                 f"{self.base_url} answered without a choice: {upstream.redact(str(answer))[:200]!r}",
                 provider=self.provider,
                 hint="Retry the request; if it keeps happening, check the server's logs.",
             )
-        elapsed = (time.perf_counter() - started) * 1000
-        return dataclasses.replace(
-            delta,
-            finish_reason=reason or "stop",
-            usage=usage or Usage(),
-            timing=Timing(ttft_ms=elapsed, total_ms=elapsed),
-        )
+        return delta
 
     async def check(self, model: str) -> Health:
         """GET ``/models``: reachable and authorised if 200; the detail says if ``model`` is listed."""

@@ -33,6 +33,7 @@ from aiestack.types import (
     Message,
     Params,
     ResponseFormat,
+    Timing,
     TokenLogprob,
     Tool,
     ToolCallDelta,
@@ -210,22 +211,22 @@ def logprobs_from(data: Mapping[str, Any] | None) -> tuple[TokenLogprob, ...]:
     )
 
 
-def answer_delta(answer: Mapping[str, Any]) -> tuple[Delta, FinishReason | None, Usage | None]:
-    """A whole ``chat.completion`` object as one delta (text, tool calls, logprobs), its finish
-    reason and its usage (``None`` when the upstream reported none).
+def answer_delta(answer: Mapping[str, Any], timing: Timing) -> Delta | None:
+    """A whole ``chat.completion`` object as the one delta that carries it all (``None`` without a choice).
 
-    The first choice is the answer, as in a stream; tool calls are numbered by their position.
+    The first choice is the answer, as in a stream; tool calls are numbered by their position. A
+    missing usage is zero usage (as in a stream). The body was read to its end, so a missing finish
+    reason cannot mean a cut answer as it does in a stream: it reads as ``stop``.
     """
-    usage = answer.get("usage")
-    reported = usage_from(usage) if isinstance(usage, Mapping) else None
     choices = answer.get("choices") or ()
     choice = next((c for c in choices if isinstance(c, Mapping) and c.get("index", 0) == 0), None)
     if choice is None:
-        return Delta(), None, reported
+        return None
+    usage = answer.get("usage")
     message = choice.get("message") or {}
     calls = message.get("tool_calls")
     logprobs = choice.get("logprobs")
-    delta = Delta(
+    return Delta(
         text=message.get("content") or "",
         tool_calls=tuple(
             ToolCallDelta(
@@ -239,8 +240,10 @@ def answer_delta(answer: Mapping[str, Any]) -> tuple[Delta, FinishReason | None,
         if calls
         else (),
         logprobs=logprobs_from(logprobs) if logprobs else (),
+        finish_reason=finish_reason(choice.get("finish_reason")) or "stop",
+        usage=usage_from(usage) if isinstance(usage, Mapping) else Usage(),
+        timing=timing,
     )
-    return delta, finish_reason(choice.get("finish_reason")), reported
 
 
 class ChunkParser:
