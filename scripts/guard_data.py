@@ -107,6 +107,25 @@ def davidson_split(data: Path, split: str) -> tuple[list[str], list[int]]:
     return texts, classes
 
 
+#: Tweets of the Davidson ``train`` part the ``static`` injection head learns as chat (its hard negatives).
+CHAT_TWEETS = 3000
+#: How examples/companion's moderation suite sends chat; the head learns each tweet bare and with it.
+CHAT_PREFIX = "Message: "
+
+
+def chat_negatives(data: Path, n: int = CHAT_TWEETS) -> list[str]:
+    """``n`` tweets of the Davidson ``train`` part (:func:`davidson_split`; never its ``test`` part, which
+    bench/guardrails.py measures chat false alarms on), HTML entities decoded as the bench does, in a seeded
+    order: ordinary chat, none an injection, most of it offensive. The texts are offensive: callers print
+    counts and scores only."""
+    import html
+
+    tweets, _ = davidson_split(data, "train")
+    order = list(range(len(tweets)))
+    random.Random(DAVIDSON_SEED).shuffle(order)
+    return [html.unescape(tweets[i]) for i in order[:n]]
+
+
 def _bench_rows(name: str) -> list[dict[str, str]]:
     path = Path(__file__).resolve().parents[1] / "bench" / "data" / name
     return [json.loads(line) for line in path.open(encoding="utf-8")]

@@ -56,14 +56,16 @@ from aiestack.models.static_embeddings import StaticEmbeddings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guard_data import (
+    CHAT_TWEETS,
     attack_instruction,
     bipia_attacks,
     bipia_contexts,
+    chat_negatives,
     ordinary_documents,
     ordinary_requests,
 )
 from train_lexical_injection import fit_lexical
-from train_static_injection import fit_static
+from train_static_injection import StaticHead, fit_static
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "aiestack" / "guardrails" / "data" / "injection.npz"
 HASH_DIM = 1 << 14
@@ -212,8 +214,10 @@ def train_indirect(data: Path) -> tuple[np.ndarray, float]:
     return model.coef_[0], float(model.intercept_[0] - _logit(t))
 
 
-def train_lexical(data: Path) -> dict[str, np.ndarray]:
-    """The ``lexical`` head (scripts/train_lexical_injection.py) as the arrays it is stored as."""
+def train_lexical(data: Path, *, only_static: bool = False) -> dict[str, np.ndarray]:
+    """The ``lexical`` and ``static`` heads (scripts/train_lexical_injection.py, scripts/train_static_injection.py)
+    as the arrays they are stored as; ``only_static``: the ``static`` head's only (the ``lexical`` head is
+    still cross-validated, for its ``C``)."""
     dx, dy = load(data, "deepset-prompt-injections", "train")
     jx, jy = load(data, "jailbreak-classification", "train")
     bx, ox = benign_mentions("train"), ordinary_requests("train")
@@ -223,19 +227,29 @@ def train_lexical(data: Path) -> dict[str, np.ndarray]:
     w, b, c, t, (fd, fj, fb, fo) = fit_lexical(texts, y, source, HASH_DIM)
     print(f"lexical    train={len(y)} C={c:g} t={t:.2f} grouped cv (mean of 3 shuffles): deepset F1={fd:.3f} jailbreak F1={fj:.3f} "
           f"benign false alarms={fb:.3f} ordinary false alarms={fo:.3f}")
-    sw, sb, beta, sc, st, lex_weight, (fd, fj, fb, fo) = fit_static(StaticEmbeddings(), texts, y, source, HASH_DIM, c)
-    print(f"static     train={len(y)} C={sc:g} beta={beta:g} t={st:.2f} grouped cv (mean of 3 shuffles): deepset F1={fd:.3f} "
-          f"jailbreak F1={fj:.3f} benign false alarms={fb:.3f} ordinary false alarms={fo:.3f}")
-    # z = (1 - beta) * (the lexical head's raw logit) + beta * (sw · f + sb) - logit(st); the lexical head is
-    # stored with logit(t) taken off its bias, so that part is added back here
+    head = fit_static(StaticEmbeddings(), texts, y, source, HASH_DIM, c, chat_negatives(data))
+    cw, sc, beta, st = head.point
+    fd, fj, fb, fo, fc, fm = head.cv
+    print(f"static     train={len(y)} + {2 * CHAT_TWEETS} chat, chat weight={cw:g} C={sc:g} beta={beta:g} t={st:.2f} grouped cv "
+          f"(mean of 3 shuffles): deepset F1={fd:.3f} jailbreak F1={fj:.3f} benign false alarms={fb:.3f} "
+          f"ordinary false alarms={fo:.3f} chat false alarms={fc:.4f} 'Message: ' chat={fm:.4f}")
+    if only_static:
+        return _static_arrays(head)
     return {
         "lexical_heads": np.array(["lexical"]),
         "lexical_w": w[None, :].astype(np.float16),
         "lexical_bias": np.array([b], dtype=np.float32),
+        **_static_arrays(head),
+    }
+
+
+def _static_arrays(head: StaticHead) -> dict[str, np.ndarray]:
+    """The ``static`` head as stored: z = static_lexical_w · [n-grams, cue] + static_w · static_features + static_bias."""
+    return {
         "static_heads": np.array(["static"]),
-        "static_w": (beta * sw).astype(np.float32),
-        "static_lexical": np.array(lex_weight, dtype=np.float32),
-        "static_bias": np.array(beta * sb + lex_weight * _logit(t) - _logit(st), dtype=np.float32),
+        "static_lexical_w": head.lexical_w.astype(np.float16),
+        "static_w": head.static_w.astype(np.float32),
+        "static_bias": np.array(head.bias, dtype=np.float32),
     }
 
 
@@ -256,13 +270,14 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="print cross-validated F1 only")
     parser.add_argument("--cache", type=Path, default=None, help="a folder to keep the train embeddings in between runs")
     parser.add_argument("--only-indirect", action="store_true", help="retrain the indirect head only; keep the other heads")
-    parser.add_argument("--only-lexical", action="store_true", help="retrain the lexical head only; keep the other heads")
+    parser.add_argument("--only-lexical", action="store_true", help="retrain the lexical and static heads only; keep the other heads")
+    parser.add_argument("--only-static", action="store_true", help="retrain the static head only; keep the other heads")
     args = parser.parse_args()
-    if args.only_lexical:
-        lexical = train_lexical(args.data)
+    if args.only_lexical or args.only_static:
+        lexical = train_lexical(args.data, only_static=args.only_static)
         if not args.check:
             with np.load(OUT, allow_pickle=False) as old:
-                kept = {k: old[k] for k in old.files if k not in lexical}
+                kept = {k: old[k] for k in old.files if k not in lexical and not k.startswith("static_")}
             np.savez_compressed(OUT, **kept, **lexical)
             print(f"wrote {OUT} ({OUT.stat().st_size / 1024:.0f} KiB)")
         return

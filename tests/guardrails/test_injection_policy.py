@@ -53,8 +53,8 @@ test_split.__test__ = False  # type: ignore[attr-defined]  # a helper, not a tes
 
 
 @pytest.mark.unit
-def test_the_default_policy_counts_the_lexical_head() -> None:
-    assert GuardPolicy().injection.heads == ("lexical",)
+def test_the_default_policy_counts_the_static_head() -> None:
+    assert GuardPolicy().injection.heads == ("static",)
     assert InjectionClassifier().heads == ("injection", "jailbreak", "combined", "lexical", "static")
 
 

@@ -71,19 +71,45 @@ def test_choose_falls_back_to_the_largest_smallest_margin(trainer: ModuleType) -
 
 
 @pytest.mark.unit
-def test_the_static_heads_choice_holds_ordinary_false_alarms_to_one_percent() -> None:
+def test_the_static_heads_choice_holds_ordinary_and_chat_false_alarms_to_one_percent() -> None:
     """scripts/train_static_injection.py: the bar declared for the ``static`` head (jailbreak F1 >= 0.955,
-    benign false alarms <= 2%, ordinary <= 1%), then the best deepset F1."""
+    benign false alarms <= 2%, ordinary requests and chat, bare and prefixed, <= 1%), then the best deepset F1."""
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import train_static_injection as static
     finally:
         sys.path.remove(str(ROOT / "scripts"))
+    # (deepset F1, jailbreak F1, benign, ordinary, chat, "Message: " chat false alarms) per (chat weight, C, beta, t)
     figs = {
-        (3.0, 0.3, 0.5): (0.93, 0.96, 0.01, 0.012),  # the best deepset F1, but ordinary false alarms above 1%
-        (10.0, 0.4, 0.45): (0.90, 0.958, 0.016, 0.01),  # chosen
-        (10.0, 0.5, 0.5): (0.91, 0.954, 0.016, 0.009),  # jailbreak below 0.955
-        (30.0, 0.5, 0.5): (0.89, 0.96, 0.01, 0.005),
+        (1.0, 3.0, 0.3, 0.5): (0.93, 0.96, 0.01, 0.012, 0.0, 0.0),  # the best deepset F1, but ordinary false alarms above 1%
+        (1.0, 10.0, 0.4, 0.45): (0.92, 0.96, 0.01, 0.005, 0.002, 0.011),  # prefixed chat above 1%
+        (0.5, 10.0, 0.4, 0.45): (0.90, 0.958, 0.016, 0.01, 0.01, 0.004),  # chosen
+        (2.0, 10.0, 0.5, 0.5): (0.91, 0.954, 0.016, 0.009, 0.0, 0.0),  # jailbreak below 0.955
+        (2.0, 30.0, 0.5, 0.5): (0.89, 0.96, 0.01, 0.005, 0.0, 0.0),
     }
-    assert static.choose(figs) == (10.0, 0.4, 0.45)
-    assert static.choose({(3.0, 0.3, 0.5): (0.93, 0.96, 0.03, 0.0), (3.0, 0.4, 0.5): (0.895, 0.96, 0.021, 0.0)}) == (3.0, 0.4, 0.5)
+    assert static.choose(figs) == (0.5, 10.0, 0.4, 0.45)
+    nothing_meets = {(1.0, 3.0, 0.3, 0.5): (0.93, 0.96, 0.03, 0.0, 0.0, 0.0), (1.0, 3.0, 0.4, 0.5): (0.895, 0.96, 0.0, 0.0, 0.0, 0.012)}
+    assert static.choose(nothing_meets) == (1.0, 3.0, 0.4, 0.5)  # smallest margin -0.002 against -0.01
+
+
+@pytest.mark.unit
+def test_the_static_heads_chat_negatives_come_from_the_davidson_train_part_only() -> None:
+    """guard_data.chat_negatives: a seeded sample of the train part, decoded; no tweet of the test part, which
+    bench/guardrails.py measures the heads' chat false alarms on (counts only: the texts are offensive)."""
+    import html
+    import os
+
+    data = Path(os.environ.get("AIESTACK_DATA", ROOT.parent / "shared" / "data"))
+    if not (data / "davidson-hate-offensive").is_dir():
+        pytest.skip("../shared/data/davidson-hate-offensive is not here (set AIESTACK_DATA)")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from guard_data import CHAT_TWEETS, chat_negatives, davidson_split
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    chat = chat_negatives(data)
+    assert len(chat) == CHAT_TWEETS and chat == chat_negatives(data)
+    train = {html.unescape(t) for t in davidson_split(data, "train")[0]}
+    test = {html.unescape(t) for t in davidson_split(data, "test")[0]}
+    assert set(chat) <= train and not set(chat) & test
+    assert chat_negatives(data, 10) == chat[:10]

@@ -80,7 +80,8 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 class InjectionClassifier:
     """The packaged classifier: per head, ``sigmoid(w · [embedding, hashed n-grams] + b)``; the ``static``
-    head adds its own weights over the static embedder's vectors to a share of the ``lexical`` head's logit.
+    head has its own weights over the ``lexical`` head's features (n-grams and the cue) and over the static
+    embedder's vectors.
 
     ``static``: the static embedder the ``static`` head reads (the stack passes the one its semantic
     cache uses, so it is loaded once); by default one of its own, loaded on first use.
@@ -104,9 +105,9 @@ class InjectionClassifier:
         self.lexical_heads: tuple[str, ...] = tuple(str(h) for h in data["lexical_heads"]) if "lexical_heads" in data.files else ()
         self.static_heads: tuple[str, ...] = tuple(str(h) for h in data["static_heads"]) if "static_heads" in data.files else ()
         self.heads: tuple[str, ...] = self.embedding_heads + self.lexical_heads + self.static_heads
-        if self.static_heads:  # z = static_lexical * (the lexical head's logit) + static_w · static_features + static_bias
+        if self.static_heads:  # z = static_lexical_w · [n-grams, cue] + static_w · static_features + static_bias
             self._static_w = data["static_w"].astype(np.float32)
-            self._static_lexical = float(data["static_lexical"])
+            self._static_lexical_w = data["static_lexical_w"].astype(np.float32)
             self._static_bias = float(data["static_bias"])
             if self._static is None:
                 self._static = StaticEmbeddings()
@@ -144,17 +145,19 @@ class InjectionClassifier:
             z = self._w_emb @ e + self._w_hash[:, idx] @ values + self._bias
         heads = self.embedding_heads
         if self.lexical_heads:
-            lex = self._lexical_w[:, idx] @ values + self._lexical_w[:, self.hash_dim] * persona_imposed(text) + self._lexical_bias
+            cue = persona_imposed(text)
+            lex = self._lexical_w[:, idx] @ values + self._lexical_w[:, self.hash_dim] * cue + self._lexical_bias
             z = np.concatenate([z, lex])
             heads += self.lexical_heads
             if static and self.static_heads:
-                z = np.append(z, self._static_logit(text, float(lex[0])))
+                z = np.append(z, self._static_logit(text, idx, values, cue, float(lex[0])))
                 heads += self.static_heads
         return dict(zip(heads, _sigmoid(z).tolist(), strict=True))
 
-    def _static_logit(self, text: str, lexical: float) -> float:
-        """The ``static`` head's logit; the ``lexical`` head's when the static embedder cannot run (model2vec
-        missing, a broken install: logged once)."""
+    def _static_logit(self, text: str, idx: np.ndarray, values: np.ndarray, cue: float, lexical: float) -> float:
+        """The ``static`` head's logit (its own n-gram and cue weights, ``idx``/``values``/``cue`` being the
+        text's, plus its weights over the static embedder's features); the ``lexical`` head's logit
+        (``lexical``) when the static embedder cannot run (model2vec missing, a broken install: logged once)."""
         if self._static is not None and not self._static_broken:
             try:
                 f = static_features(self._static, text)
@@ -162,7 +165,8 @@ class InjectionClassifier:
                 self._static_broken = True
                 _log.warning("the static embedder cannot run; the static injection head falls back to the lexical head", exc_info=True)
             else:
-                return self._static_lexical * lexical + float(self._static_w @ f) + self._static_bias
+                w = self._static_lexical_w
+                return float(w[idx] @ values + w[self.hash_dim] * cue + self._static_w @ f) + self._static_bias
         return lexical
 
     def indirect_scores(self, texts: Sequence[str]) -> np.ndarray:

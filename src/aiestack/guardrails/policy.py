@@ -51,11 +51,11 @@ class InjectionGuard(_Guard):
     threshold: float = Field(default=0.5, gt=0, le=1, description="Score at which a prompt counts as an injection.")
     classifier: bool = Field(default=True, description="Use the packaged classifier heads named in heads (else heuristics only).")
     heads: tuple[Literal["static", "lexical", "combined", "injection", "jailbreak"], ...] = Field(
-        default=("lexical",),
-        description="Classifier heads that count: lexical (n-grams and a persona cue, trained on both data sets, benign mentions and "
-        "ordinary requests; no embedding model, microseconds: the default); static (the lexical head averaged with a head over the "
-        "packaged static embedder's vectors, the semantic cache's; ~0.2 ms a prompt: more deepset-style hijacks caught, more chat "
-        "flagged); combined (the same sets over the all-MiniLM-L6-v2 "
+        default=("static",),
+        description="Classifier heads that count: static (n-grams, a persona cue and the packaged static embedder's vectors, the "
+        "semantic cache's; trained on both data sets, benign mentions, ordinary requests and chat; ~0.2 ms a prompt: the default); "
+        "lexical (n-grams and the cue only, no chat in training; no embedding model, microseconds: more chat flagged, fewer "
+        "deepset-style hijacks caught); combined (the same sets over the all-MiniLM-L6-v2 "
         "embedding: embeds every new prompt); jailbreak (DAN-style prompts only); injection (deepset-style: also persona and task hijacks).",
     )
     judge: str | None = Field(default=None, description="A model or route asked to decide scores between judge_min and threshold.")
