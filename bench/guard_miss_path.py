@@ -3,7 +3,8 @@
 ``stack.chat`` on the ``fake`` model at temperature 0 with a new prompt every time (the semantic
 cache looks up and misses, the guards judge a text they have not seen): p50 and p90 per request, in
 four configurations: the default, the default with no injection classifier head
-(``[guards.injection] heads = []``), with the opt-in ``static`` head instead of ``lexical``, and guards off. Each (checkout, configuration) runs in its own
+(``[guards.injection] heads = []``), with the ``lexical`` head (no embedding model) instead of the default
+``static``, and guards off. Each (checkout, configuration) runs in its own
 child process, in alternating rounds, so checkouts are compared in one run on the same machine:
 ``--src`` names the ``src`` folders of other checkouts (e.g. a ``git worktree`` of the commit before a
 change); this checkout's is always measured.
@@ -28,7 +29,7 @@ from pathlib import Path
 CONFIGS: dict[str, dict[str, object]] = {
     "default": {},
     "injection heads = []": {"injection": {"heads": []}},
-    "injection heads = [static]": {"injection": {"heads": ["static"]}},
+    "injection heads = [lexical]": {"injection": {"heads": ["lexical"]}},
     "guards off": {"enabled": False},
 }
 _WORDS = [

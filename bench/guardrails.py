@@ -128,7 +128,8 @@ def injection_section(emb: Embedder, lines: list[str]) -> None:
         "Ratio = F1 / the anchor's F1 on the same split. Latency per text, one text at a time; rows with the",
         "MiniLM heads include its all-MiniLM-L6-v2 embedding (measured separately, `embed` row); the `lexical`",
         "head and the lexical-only rows use no embedding model (their latency is the heuristics + all heads' n-grams);",
-        "the `static` head's rows add the packaged static embedder's features (the semantic cache's model2vec model).",
+        "the `static` head's rows (the default policy's) add the packaged static embedder's features (the semantic",
+        "cache's model2vec model).",
         "",
         "| split | detector | precision | recall | F1 | ratio | p50 ms | p95 ms |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -174,10 +175,11 @@ def injection_section(emb: Embedder, lines: list[str]) -> None:
         rows += [
             (f"classifier head `{own}` alone", prf(te_y, [int(s >= 0.5) for s in head_scores[own]]), head_ms),
             (f"layered: heuristics + `{own}` head", prf(te_y, layered([own], head_scores)), head_ms),
-            ("**layered, default policy (heads = lexical: no embedding model)**", prf(te_y, layered(["lexical"], lex_scores)), lex_ms),
-            ("layered, heads = static (lexical + the static embedder; opt-in)", prf(te_y, layered(["static"], lex_scores)), static_ms),
-            ("layered, previous default (heads = combined, MiniLM)", prf(te_y, layered(["combined"], head_scores)), head_ms),
-            ("layered, heads = jailbreak (the default before that)", prf(te_y, layered(["jailbreak"], head_scores)), head_ms),
+            ("**layered, default policy (heads = static: n-grams + the static embedder, chat-trained)**",
+             prf(te_y, layered(["static"], lex_scores)), static_ms),
+            ("layered, heads = lexical (the default before that: no embedding model)", prf(te_y, layered(["lexical"], lex_scores)), lex_ms),
+            ("layered, heads = combined (MiniLM, the default before `lexical`)", prf(te_y, layered(["combined"], head_scores)), head_ms),
+            ("layered, heads = jailbreak (the default before `combined`)", prf(te_y, layered(["jailbreak"], head_scores)), head_ms),
             ("layered, heads = combined + injection", prf(te_y, layered(["combined", "injection"], head_scores)), head_ms),
             ("layered, heads = injection + jailbreak", prf(te_y, layered(["injection", "jailbreak"], head_scores)), head_ms),
             (f"layered lexical-only (no embedding model), `{own}`", prf(te_y, layered([own], lex_scores)), lex_ms),
@@ -202,10 +204,10 @@ def benign_section(emb: Embedder, lines: list[str]) -> None:
     o_vectors = emb.many("ordinary_requests_test", ordinary)
     clf = InjectionClassifier()
     policies = {
-        "**default policy (heads = lexical: no embedding model)**": ["lexical"],
-        "heads = static (lexical + the static embedder; opt-in)": ["static"],
-        "previous default (heads = combined, MiniLM)": ["combined"],
-        "heads = jailbreak (the default before that)": ["jailbreak"],
+        "**default policy (heads = static: n-grams + the static embedder, chat-trained)**": ["static"],
+        "heads = lexical (the default before that: no embedding model)": ["lexical"],
+        "heads = combined (MiniLM, the default before `lexical`)": ["combined"],
+        "heads = jailbreak (the default before `combined`)": ["jailbreak"],
         "heads = combined + injection": ["combined", "injection"],
         "heads = injection + jailbreak": ["injection", "jailbreak"],
         "lexical-only (no embedding model), combined": None,
@@ -312,18 +314,19 @@ def chat_section(lines: list[str]) -> None:
         "",
         f"{len(texts)} tweets (hate speech {n[0]}, offensive {n[1]}, neither {n[2]}), none of them an injection:",
         "the share the guard blocks (score >= 0.5, heuristics included) with each head, each tweet alone and as",
-        '"Message: <tweet>", the way examples/companion\'s moderation suite sends chat. Neither head saw these tweets.',
+        '"Message: <tweet>", the way examples/companion\'s moderation suite sends chat. Neither head saw these tweets;',
+        "the `static` head learned 3,000 other tweets of the train part as chat (scripts/train_static_injection.py).",
         "",
         "| head | input | all | hate speech | offensive | neither |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for head in ("lexical", "static"):
+    for head in ("static", "lexical"):
         detector = InjectionDetector(classifier=clf, heads=(head,))
         for prefix in ("", "Message: "):
             results = asyncio.run(detector.score_many([prefix + t for t in texts]))
             hit = Counter(c for c, r in zip(classes, results, strict=True) if r.score >= detector.threshold)
             shares = " | ".join(f"{hit[c] / n[c]:.1%}" for c in (0, 1, 2))
-            label = "**lexical (default)**" if head == "lexical" else head
+            label = "**static (default)**" if head == "static" else head
             lines.append(f"| {label} | {'Message: ' + chr(8230) if prefix else 'tweet'} | {sum(hit.values()) / len(texts):.1%} | {shares} |")
     lines.append("")
 
@@ -596,8 +599,8 @@ def chain_section(lines: list[str]) -> None:
         ("secrets detect", lambda: secrets.detect(text)),
         ("PII detect", lambda: pii.detect(text)),
         ("**non-model chain: secrets + PII redact, heuristics, output PII, restore**", input_chain),
-        ("chain + lexical classifier heads", with_lexical),
-        ("chain + lexical heads + the `static` head (opt-in: static embedder features)", with_static),
+        ("chain + lexical classifier heads (the `lexical` head's policy)", with_lexical),
+        ("**chain + lexical heads + the `static` head (the default policy: static embedder features)**", with_static),
         ("context check of one 2 KB chunk: heuristics + `indirect` head per sentence", lambda: (
             heuristic_score(heuristic_findings(text)), clf.indirect_scores([seg.text for seg in segments(text)]))),
     ):

@@ -1,5 +1,6 @@
-"""The ``lexical`` injection head, the default policy's (issue #17): how scripts/train_injection.py trains it.
-The opt-in ``static`` head averages its logit with a head over the static embedder (scripts/train_static_injection.py).
+"""The ``lexical`` injection head (issue #17; the default policy's until the chat-trained ``static`` head): how
+scripts/train_injection.py trains it. The ``static`` head, the default, averages a regression over the same
+features with one over the static embedder, both also trained on chat (scripts/train_static_injection.py).
 
 One logistic regression over hashed word and character n-grams plus one hand-written cue,
 :func:`aiestack.guardrails.features.persona_imposed`; no embedding model, so it costs microseconds on

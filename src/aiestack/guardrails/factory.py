@@ -3,7 +3,7 @@
 :func:`build_guardrails` validates ``[guards]`` and every ``[routes.NAME.guards]``, loads the packaged
 classifier, connects it to the stack's embedding model (asked only by the MiniLM heads a policy counts,
 and used only when that is all-MiniLM-L6-v2, the model they were trained on; otherwise their lexical
-fallbacks are used; the default ``lexical`` head never asks), resolves judge models,
+fallbacks are used; the default ``static`` head and the ``lexical`` head never ask), resolves judge models,
 and returns the stages and the trace redactor.
 """
 

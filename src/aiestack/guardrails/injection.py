@@ -8,10 +8,11 @@
    n-grams plus one cue, a persona the message imposes on the assistant
    (:func:`aiestack.guardrails.features.persona_imposed`), trained on both sets at once, on benign
    questions that mention the words attacks use and on ordinary requests (hard negatives): no
-   embedding model, so it costs microseconds on the request path. The head ``static`` (opt-in)
-   averages its logit with a regression over the packaged static embedder's vectors
-   (:func:`aiestack.guardrails.features.static_features`; the semantic cache's model2vec model, about
-   0.2 ms a prompt). The heads ``injection`` (deepset),
+   embedding model, so it costs microseconds on the request path. The head ``static`` (the default
+   policy's) averages a regression over the same features with one over the packaged static embedder's
+   vectors (:func:`aiestack.guardrails.features.static_features`; the semantic cache's model2vec model,
+   about 0.2 ms a prompt), both trained on the same data plus chat as hard negatives (tweets, bare and as
+   "Message: ..."), which ``lexical`` flags more of. The heads ``injection`` (deepset),
    ``jailbreak`` and ``combined`` (both sets and the benign questions) add the all-MiniLM-L6-v2
    sentence embedding to the n-grams; without that embedding model they fall back to lexical-only
    versions from the same file.
