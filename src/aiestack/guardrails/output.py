@@ -73,7 +73,8 @@ class OutputGuard:
         canary = new_canary() if guards.active("canary") and (has_system or guards.policy.canary.always) else None
         inner = dataclasses.replace(ex, request=with_canary(ex.request, canary)) if canary else ex
         result = await call_next(inner)
-        result = dataclasses.replace(result, request=ex.request)  # the canary never leaves this stage
+        if result.request is not ex.request:
+            result = dataclasses.replace(result, request=ex.request)  # the canary never leaves this stage
         if result.completion is None:
             return result
         if result.completion.stream is not None:
@@ -117,9 +118,11 @@ class OutputGuard:
             return blocked(result, verdicts, failure.guard, reason)
         verdicts = [_mark_retried(v, retried.get(v.guard, 0)) for v in verdicts]
         self._count(verdicts)
-        message = dataclasses.replace(completion.message, content=text) if text != completion.text else completion.message
-        final = dataclasses.replace(completion, message=message, usage=usage, cost_usd=cost)
-        return dataclasses.replace(result, completion=final, verdicts=(*result.verdicts, *verdicts))
+        if text != completion.text:
+            completion = dataclasses.replace(completion, message=dataclasses.replace(completion.message, content=text))
+        if usage is not completion.usage or cost is not completion.cost_usd:  # re-asked: the sums of every call
+            completion = dataclasses.replace(completion, usage=usage, cost_usd=cost)
+        return dataclasses.replace(result, completion=completion, verdicts=(*result.verdicts, *verdicts))
 
     def _check_text(
         self, guards: Guards, text: str, result: Exchange, canary: str | None
