@@ -22,6 +22,18 @@ def test_gather_and_interleave_cut_pieces_in_row_order() -> None:
     assert pg_copy.interleave([(b"", np.zeros(0), np.zeros(0))]) == b""
 
 
+def test_gather_copies_large_pieces_as_slices_and_small_ones_at_once() -> None:
+    rng = np.random.default_rng(3)
+    buffer = rng.integers(0, 256, 20_000, dtype=np.uint8).tobytes()
+    lengths = np.array([0, 1, pg_copy.SLICE_BYTES - 1, pg_copy.SLICE_BYTES, 5_000, 3, 0, 900, 7])
+    starts = rng.integers(0, len(buffer) - 5_000, len(lengths))
+    expected = b"".join(buffer[s : s + n] for s, n in zip(starts.tolist(), lengths.tolist(), strict=True))
+    assert pg_copy.gather(buffer, starts, lengths).tobytes() == expected
+    assert pg_copy.gather(np.frombuffer(buffer, dtype=np.uint8), starts[3:5], lengths[3:5]).tobytes() == expected[
+        1 + pg_copy.SLICE_BYTES - 1 : 1 + pg_copy.SLICE_BYTES - 1 + pg_copy.SLICE_BYTES + 5_000
+    ]
+
+
 def test_text_items_are_the_items_one_by_one() -> None:
     values = ["", "a", "naïve café", "x" * 300]
     packed, lengths = pg_copy.text_items(values)
