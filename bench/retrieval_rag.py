@@ -177,7 +177,7 @@ DEPTHS = (20, 50, 100)
 GRID_RRF = [dict(fusion="rrf", rrf_k=k, vector_weight=w, candidates=c)
             for k, w, c in itertools.product((2, 5, 10, 20, 40, 60), WEIGHTS, DEPTHS)]
 GRID_WEIGHTED = [dict(fusion="weighted", norm=n, vector_weight=w, candidates=c)
-                 for n, w, c in itertools.product(("minmax", "z"), WEIGHTS, DEPTHS)]
+                 for n, w, c in itertools.product(("max", "minmax", "z"), WEIGHTS, DEPTHS)]
 
 
 async def tune(store: DocumentStore, emb: Any, data: Path, *, show: bool) -> tuple[SearchOptions, SearchOptions]:

@@ -1,4 +1,4 @@
-"""Fusion (RRF, weighted min-max and z) and MMR, against scores computed by hand."""
+"""Fusion (RRF, weighted max, min-max and z) and MMR, against scores computed by hand."""
 
 from __future__ import annotations
 
@@ -54,6 +54,31 @@ def test_weighted_minmax_by_hand() -> None:
     assert scores["c"] == pytest.approx(0.5 * 0 + 0.5 * 1)
     assert scores["d"] == pytest.approx(0.0)
     assert [h.chunk.id for h in fused] == ["a", "c", "b", "d"]
+
+
+def test_weighted_max_by_hand() -> None:
+    fused = weighted([BM25, VEC], weights=[0.5, 0.5], norm="max")
+    scores = {h.chunk.id: h.score for h in fused}
+    # bm25 / 12: a 1, b 0.75, c 0.25; vector / 0.9: c 1, a 8/9, d 2/9. Missing = that list's floor.
+    assert scores["a"] == pytest.approx(0.5 * 1 + 0.5 * 0.8 / 0.9)
+    assert scores["b"] == pytest.approx(0.5 * 0.75 + 0.5 * 0.2 / 0.9)
+    assert scores["c"] == pytest.approx(0.5 * 0.25 + 0.5 * 1)
+    assert scores["d"] == pytest.approx(0.5 * 0.25 + 0.5 * 0.2 / 0.9)
+    assert [h.chunk.id for h in fused] == ["a", "c", "b", "d"]
+
+
+def test_weighted_max_keeps_a_weak_list_low_where_min_max_stretches_it() -> None:
+    strong = [hit("a", 20.0), hit("b", 10.0)]
+    weak = [hit("b", 0.30, "vector"), hit("a", 0.25, "vector")]  # barely related, nearly tied
+    by_max = {h.chunk.id: h.score for h in weighted([strong, weak], weights=[0.5, 0.5], norm="max")}
+    by_minmax = {h.chunk.id: h.score for h in weighted([strong, weak], weights=[0.5, 0.5], norm="minmax")}
+    assert by_max["a"] > by_max["b"]  # the weak list's small gap moves little
+    assert by_minmax["a"] == pytest.approx(by_minmax["b"])  # stretched to 0..1, it cancels the strong one
+
+
+def test_weighted_max_falls_back_to_min_max_without_a_positive_score() -> None:
+    distances = [hit("a", -0.1, "vector"), hit("b", -0.5, "vector"), hit("c", -0.9, "vector")]
+    assert [h.score for h in weighted([distances], norm="max")] == pytest.approx([1.0, 0.5, 0.0])
 
 
 def test_weighted_z_scores_by_hand() -> None:

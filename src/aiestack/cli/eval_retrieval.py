@@ -28,10 +28,10 @@ def register(evals: typer.Typer) -> None:
         ),
         collection: str = typer.Option(None, "--collection", "-c", help="Index into this collection."),
         fusion: str = typer.Option("weighted", "--fusion", help="Hybrid fusion: weighted or rrf."),
-        norm: str = typer.Option("z", "--norm", help="Weighted fusion's score normalisation: z or minmax."),
+        norm: str = typer.Option("max", "--norm", help="Weighted fusion's score normalisation: max, minmax or z."),
         rrf_k: float = typer.Option(20.0, "--rrf-k", help="The RRF constant."),
         candidates: int = typer.Option(50, "--candidates", min=1, help="Depth of each retriever's list."),
-        vector_weight: float = typer.Option(0.4, "--vector-weight", help="The vector share in the fusion."),
+        vector_weight: float = typer.Option(0.5, "--vector-weight", help="The vector share in the fusion."),
         limit: int = typer.Option(None, "--limit", "-n", min=1, help="Only the first N queries."),
         as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
     ) -> None:

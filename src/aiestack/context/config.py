@@ -10,9 +10,9 @@ Example::
     k = 5                    # sources given to the model (default: 5, or 3 for a small model)
     candidates = 50          # depth of each retriever's list before fusion
     fusion = "weighted"      # weighted | rrf
-    norm = "z"               # weighted fusion: z | minmax
+    norm = "max"             # weighted fusion: max | minmax | z
     rrf_k = 20
-    vector_weight = 0.4      # the vector list's share in the fusion
+    vector_weight = 0.5      # the vector list's share in the fusion
     rerank = "off"           # off | llm | cross-encoder
     rerank_model = ""        # llm: a configured model; cross-encoder: a local model directory
     mmr = 0.7                # MMR lambda (leave out for no diversification)
@@ -65,8 +65,8 @@ class RagConfig(BaseModel):
     candidates: int = Field(default=50, ge=1, le=1000, description="Depth of each retriever's list.")
     fusion: Fusion = Field(default="weighted", description="Hybrid fusion: weighted or rrf.")
     rrf_k: float = Field(default=20.0, ge=0, description="The RRF constant.")
-    vector_weight: float = Field(default=0.4, ge=0, le=1, description="Vector share in the fusion.")
-    norm: Norm = Field(default="z", description="Score normalisation of weighted fusion: z or minmax.")
+    vector_weight: float = Field(default=0.5, ge=0, le=1, description="Vector share in the fusion.")
+    norm: Norm = Field(default="max", description="Score normalisation of weighted fusion: max, minmax or z.")
     rerank: Literal["off", "llm", "cross-encoder"] = Field(default="off", description="Reranker.")
     rerank_model: str = Field(default="", description="llm: a configured model; cross-encoder: a local path.")
     rerank_depth: int = Field(default=20, ge=1, le=200, description="Candidates reranked (and MMR's pool).")

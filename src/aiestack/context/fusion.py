@@ -7,9 +7,12 @@ several retrievers appears once.
 - :func:`rrf` — reciprocal rank fusion (Cormack et al., 2009): ``score = Σ wᵢ / (k + rankᵢ)``, ranks
   from 1. Scores of different retrievers are never compared, only ranks, so it needs no tuning of
   scales; ``k`` damps the weight of the top ranks (60 in the paper; smaller favours the top).
-- :func:`weighted` — a convex combination of normalised scores: min-max (``(s - min) / (max - min)``)
-  or z-scores (``(s - mean) / std``). A chunk missing from a list gets that list's lowest normalised
-  score (it ranked below everything the retriever returned).
+- :func:`weighted` — a convex combination of normalised scores: divided by the list's best score
+  (``s / max``, "max": the lower end stays 0, where BM25 and cosine similarity put "unrelated", so
+  a list whose best hit is weak keeps low values, which min-max and z-scores stretch to the same
+  range as a strong list's; a list whose best score is not positive falls back to min-max), min-max
+  (``(s - min) / (max - min)``) or z-scores (``(s - mean) / std``). A chunk missing from a list gets
+  that list's lowest normalised score (it ranked below everything the retriever returned).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Literal
 
 from aiestack.types import Chunk, Hit
 
-Norm = Literal["minmax", "z"]
+Norm = Literal["max", "minmax", "z"]
 HYBRID = "hybrid"
 
 
@@ -61,7 +64,10 @@ def weighted(
 def _normalise(scores: list[float], norm: Norm) -> list[float]:
     if not scores:
         return []
-    if norm == "minmax":
+    if norm == "max" and max(scores) > 0:
+        top = max(scores)
+        return [s / top for s in scores]
+    if norm in ("max", "minmax"):
         lo, hi = min(scores), max(scores)
         span = hi - lo
         return [1.0 if span == 0 else (s - lo) / span for s in scores]

@@ -14,9 +14,10 @@ One :class:`Retriever` per store and embedding model; each :meth:`Retriever.sear
 4. an optional reranker over the best ``rerank_depth`` (:mod:`aiestack.context.rerank`);
 5. optional MMR diversification (:mod:`aiestack.context.mmr`), ``min_score``, and the top ``k``.
 
-The hybrid defaults (weighted z-scores, vector weight 0.4, 50 candidates per list) are the best of
-192 settings (RRF and weighted, several weights and depths) on the SciFact *train* queries
-(``bench/retrieval_rag.py --tune``); the test-query figures are in bench/README.md.
+The hybrid defaults (weighted fusion of scores divided by each list's best, vector weight 0.5, 50
+candidates per list) are the best of 216 settings (RRF and weighted with three normalisations,
+several weights and depths) on the SciFact *train* queries (``bench/retrieval_rag.py --tune``); the
+test-query figures are in bench/README.md.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ class SearchOptions:
     candidates: int = 50
     fusion: Fusion = "weighted"
     rrf_k: float = 20.0
-    vector_weight: float = 0.4
-    norm: Norm = "z"
+    vector_weight: float = 0.5
+    norm: Norm = "max"
     rerank_depth: int = 20
     mmr_lambda: float | None = None
     min_score: float | None = None
