@@ -17,7 +17,7 @@
    recorded on the model version and returned. The new version becomes current only with
    ``switch=True`` (or later: ``aiestack collections switch``, or the flywheel's gate).
 
-The hybrid fusion's vector weight (0.4 by default) was chosen for the base model; a finetuned model's
+The hybrid fusion's vector weight (``SearchOptions().vector_weight``, 0.5) was chosen for the base model; a finetuned model's
 vector list is better, so it may deserve a larger share. With ``dev > 0`` the weight is chosen by the
 standard protocol: a seeded share of the *training* questions (the dev questions) is held out, a model
 is trained on the rest, the collection is re-indexed with it into a scratch version, and the weight of
