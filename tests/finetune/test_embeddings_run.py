@@ -137,7 +137,7 @@ async def test_finetune_registers_reindexes_measures_and_switches(tiny_st: Path,
 
 def test_the_weight_with_the_best_dev_figure_is_chosen_and_ties_go_to_the_default() -> None:
     assert choose_weight({0.3: 0.70, 0.5: 0.74, 0.7: 0.72}) == 0.5
-    assert choose_weight({0.3: 0.70, 0.35: 0.70, 0.6: 0.70}) == 0.35  # nearest the retrieval default (0.4)
+    assert choose_weight({0.3: 0.70, 0.45: 0.70, 0.7: 0.70}) == 0.45  # nearest the retrieval default (0.5)
     assert choose_weight({0.3: 0.70, 0.6: 0.70}, default=0.6) == 0.6
     with pytest.raises(InvalidRequest, match="No vector weight"):
         choose_weight({})
