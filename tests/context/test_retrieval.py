@@ -128,3 +128,15 @@ def test_search_options_are_checked() -> None:
         SearchOptions(vector_weight=2.0)
     with pytest.raises(InvalidRequest):
         SearchOptions(k=0)
+
+
+def test_a_rag_table_defaults_to_the_search_options_own() -> None:
+    """The hybrid defaults are defined once (SearchOptions): a route's [rag] table without keys searches
+    exactly as SearchOptions() does (``aiestack eval retrieval`` passes only the options it is given:
+    tests/cli/test_search_cli.py runs it without any)."""
+    from aiestack.context.config import RagConfig
+
+    keys = ("candidates", "fusion", "rrf_k", "vector_weight", "norm", "rerank_depth")
+    defaults = SearchOptions()
+    options = RagConfig().options()
+    assert {key: getattr(options, key) for key in keys} == {key: getattr(defaults, key) for key in keys}

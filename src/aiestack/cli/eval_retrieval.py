@@ -27,11 +27,11 @@ def register(evals: typer.Typer) -> None:
             ["hybrid"], "--mode", help="bm25, vector or hybrid (repeatable: compare modes in one run)."
         ),
         collection: str = typer.Option(None, "--collection", "-c", help="Index into this collection."),
-        fusion: str = typer.Option("weighted", "--fusion", help="Hybrid fusion: weighted or rrf."),
-        norm: str = typer.Option("max", "--norm", help="Weighted fusion's score normalisation: max, minmax or z."),
-        rrf_k: float = typer.Option(20.0, "--rrf-k", help="The RRF constant."),
-        candidates: int = typer.Option(50, "--candidates", min=1, help="Depth of each retriever's list."),
-        vector_weight: float = typer.Option(0.5, "--vector-weight", help="The vector share in the fusion."),
+        fusion: str = typer.Option(None, "--fusion", help="Hybrid fusion: weighted or rrf (default: the retrieval default, docs/rag.md)."),
+        norm: str = typer.Option(None, "--norm", help="Weighted fusion's score normalisation: max, minmax or z (default: the retrieval default)."),
+        rrf_k: float = typer.Option(None, "--rrf-k", help="The RRF constant (default: the retrieval default)."),
+        candidates: int = typer.Option(None, "--candidates", min=1, help="Depth of each retriever's list (default: the retrieval default)."),
+        vector_weight: float = typer.Option(None, "--vector-weight", help="The vector share in the fusion (default: the retrieval default)."),
         limit: int = typer.Option(None, "--limit", "-n", min=1, help="Only the first N queries."),
         as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
     ) -> None:
@@ -41,10 +41,9 @@ def register(evals: typer.Typer) -> None:
         from aiestack.context.retrieval import Retriever, SearchOptions
         from aiestack.settings import load_settings
 
-        options = [
-            SearchOptions(mode=m, fusion=fusion, norm=norm, rrf_k=rrf_k, vector_weight=vector_weight, candidates=candidates)  # type: ignore[arg-type]
-            for m in mode
-        ]
+        given = {"fusion": fusion, "norm": norm, "rrf_k": rrf_k, "vector_weight": vector_weight, "candidates": candidates}
+        chosen = {key: value for key, value in given.items() if value is not None}  # the rest: SearchOptions' defaults
+        options = [SearchOptions(mode=m, **chosen) for m in mode]  # type: ignore[arg-type]
         data = load_split(beir, split)
         queries = dict(list(data.queries.items())[:limit]) if limit else data.queries
         qrels = {q: data.qrels[q] for q in queries}

@@ -54,6 +54,9 @@ from aiestack.settings import config_error
 from aiestack.sidecalls import SideCalls
 from aiestack.stores.filters import parse_filter
 
+#: The retrieval defaults, defined once by :class:`SearchOptions`; a ``[rag]`` table's keys default to them.
+_SEARCH = SearchOptions()
+
 
 class RagConfig(BaseModel):
     """A ``[routes.NAME.rag]`` table."""
@@ -62,14 +65,14 @@ class RagConfig(BaseModel):
 
     mode: Mode = Field(default="hybrid", description="bm25, vector or hybrid retrieval.")
     k: int | None = Field(default=None, ge=1, le=50, description="Sources given to the model (empty: 5, or 3 for a small model).")
-    candidates: int = Field(default=50, ge=1, le=1000, description="Depth of each retriever's list.")
-    fusion: Fusion = Field(default="weighted", description="Hybrid fusion: weighted or rrf.")
-    rrf_k: float = Field(default=20.0, ge=0, description="The RRF constant.")
-    vector_weight: float = Field(default=0.5, ge=0, le=1, description="Vector share in the fusion.")
-    norm: Norm = Field(default="max", description="Score normalisation of weighted fusion: max, minmax or z.")
+    candidates: int = Field(default=_SEARCH.candidates, ge=1, le=1000, description="Depth of each retriever's list.")
+    fusion: Fusion = Field(default=_SEARCH.fusion, description="Hybrid fusion: weighted or rrf.")
+    rrf_k: float = Field(default=_SEARCH.rrf_k, ge=0, description="The RRF constant.")
+    vector_weight: float = Field(default=_SEARCH.vector_weight, ge=0, le=1, description="Vector share in the fusion.")
+    norm: Norm = Field(default=_SEARCH.norm, description="Score normalisation of weighted fusion: max, minmax or z.")
     rerank: Literal["off", "llm", "cross-encoder"] = Field(default="off", description="Reranker.")
     rerank_model: str = Field(default="", description="llm: a configured model; cross-encoder: a local path.")
-    rerank_depth: int = Field(default=20, ge=1, le=200, description="Candidates reranked (and MMR's pool).")
+    rerank_depth: int = Field(default=_SEARCH.rerank_depth, ge=1, le=200, description="Candidates reranked (and MMR's pool).")
     mmr: float | None = Field(default=None, ge=0, le=1, description="MMR lambda; empty: no diversification.")
     rewrite_model: str = Field(default="", description="A configured model that rewrites the query.")
     min_score: float | None = Field(default=None, description="Drop hits scoring below this.")
