@@ -274,13 +274,7 @@ async def answer_json(client: HttpClient, path: str, body: Mapping[str, Any], up
         except ValueError:
             value = None
     if not isinstance(value, dict):
-        raise ProviderError(
-            f"{upstream.base_url} answered HTTP {response.status_code} with a body that is not a JSON object: "
-            f"{_clip(upstream.redact(content.decode('utf-8', 'replace')))!r}",
-            provider=upstream.provider,
-            status=response.status_code,
-            hint="Check that base_url points at an OpenAI-compatible API (usually ending in /v1).",
-        )
+        raise _not_json(upstream, response.status_code, content.decode("utf-8", "replace"), "a JSON object")
     if (failure := error_in(value)) is not None:
         raise event_error(upstream, *failure, where="in its answer")
     return value
@@ -305,13 +299,17 @@ async def post_json(client: HttpClient, path: str, body: Mapping[str, Any], upst
     try:
         return response.json()
     except ValueError:
-        raise ProviderError(
-            f"{upstream.base_url} answered HTTP {response.status_code} with a body that is not JSON: "
-            f"{_clip(upstream.redact(response.text))!r}",
-            provider=upstream.provider,
-            status=response.status_code,
-            hint="Check that base_url points at an OpenAI-compatible API (usually ending in /v1).",
-        ) from None
+        raise _not_json(upstream, response.status_code, response.text, "JSON") from None
+
+
+def _not_json(upstream: Upstream, status: int, body: str, wanted: str) -> ProviderError:
+    """The error for an answer whose body is not ``wanted`` (JSON, a JSON object), its start shown redacted."""
+    return ProviderError(
+        f"{upstream.base_url} answered HTTP {status} with a body that is not {wanted}: {_clip(upstream.redact(body))!r}",
+        provider=upstream.provider,
+        status=status,
+        hint="Check that base_url points at an OpenAI-compatible API (usually ending in /v1).",
+    )
 
 
 async def _read(
