@@ -37,13 +37,17 @@ pytestmark = pytest.mark.unit
 PRICE = {"input_per_mtok": 1_000_000.0, "output_per_mtok": 1_000_000.0}  # 1 USD a token: costs are token counts
 
 
-def _stack(tmp_path: Path, sampling: dict[str, Any], *, model: Any = None, judge: FakeModel | None = None) -> Stack:
+def _stack(
+    tmp_path: Path, sampling: dict[str, Any], *, model: Any = None, judge: FakeModel | None = None, timeout_s: float | None = None
+) -> Stack:
     settings = Settings(
         data_dir=tmp_path,
         embedded_model=False,
         default_model="m",
         routes={
-            "math": {"deployments": ["m"], "retries": 0, "sampling": sampling},
+            # No first-token limit by default: the provider sees the sampler's own requests (a route's
+            # timeout_s makes Generate stream from the upstream to time the first token; tested below).
+            "math": {"deployments": ["m"], "retries": 0, "timeout_s": timeout_s, "sampling": sampling},
             "plain": {"deployments": ["m"], "retries": 0},
         },
         pricing={"m": PRICE, "judge": PRICE},
@@ -275,6 +279,17 @@ async def test_a_streaming_request_gets_the_chosen_answer_streamed(tmp_path: Pat
         final = await collect(ex.completion)
         assert final.text == "8" and final.usage.output_tokens == 3
         assert not any(r.stream for r in fake.requests)
+    finally:
+        await stack.aclose()
+
+
+async def test_under_a_first_token_limit_each_sample_is_streamed_from_the_upstream_and_answered_whole(tmp_path: Path) -> None:
+    fake = FakeModel().enqueue(["9", "8", "8"])
+    stack = _stack(tmp_path, {"strategy": "self_consistency", "n": 3}, model=fake, timeout_s=30.0)
+    try:
+        ex = await stack.chat(_ask())
+        assert ex.completion is not None and ex.completion.stream is None and ex.completion.text == "8"
+        assert [r.stream for r in fake.requests] == [True, True, True]  # only a stream has a first token to time
     finally:
         await stack.aclose()
 
