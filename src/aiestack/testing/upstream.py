@@ -8,8 +8,9 @@ with no model behind them, so that tests measure and exercise the gateway, not a
   counts characters / 4 in and one token per streamed piece out;
 - a system message's lines that start with ``echo:`` are repeated after the answer, in brackets
   (how a test sees which prompt version a gateway rendered);
-- a last user turn containing ``[slow]`` streams 40 pieces 0.25 s apart (10 s in all): long enough
-  to kill a gateway worker mid-stream;
+- a last user turn containing ``[slow]`` takes 10 s, as a long answer would: streamed, 40 pieces
+  0.25 s apart (long enough to kill a gateway worker mid-stream); asked for whole, the same 40 pieces
+  answered at once after those 10 s (long enough to see a call in flight from another process);
 - a conversation whose first user turn with it contains ``[agent steps=N parallel=P]`` is an agent
   being scripted: while fewer than N assistant turns follow that turn (and the request offers
   ``tools``), the answer is P calls of the first tool (ids ``call_<step>_<i>``), each with arguments made
@@ -176,6 +177,8 @@ def create_app() -> Starlette:
             "total_tokens": prompt_tokens + len(pieces),
         }
         if not body.get("stream"):
+            if slow:
+                await asyncio.sleep(SLOW_PIECES * SLOW_DELAY_S)
             choice = {"index": 0, "message": {"role": "assistant", "content": "".join(pieces)}, "finish_reason": "stop"}
             return JSONResponse(
                 {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
