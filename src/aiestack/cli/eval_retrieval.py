@@ -30,7 +30,7 @@ def register(evals: typer.Typer) -> None:
         fusion: str = typer.Option(None, "--fusion", help="Hybrid fusion: weighted or rrf (default: the retrieval default, docs/rag.md)."),
         norm: str = typer.Option(None, "--norm", help="Weighted fusion's score normalisation: max, minmax or z (default: the retrieval default)."),
         rrf_k: float = typer.Option(None, "--rrf-k", help="The RRF constant (default: the retrieval default)."),
-        candidates: int = typer.Option(None, "--candidates", min=1, help="Depth of each retriever's list (default: the retrieval default)."),
+        candidates: int = typer.Option(None, "--candidates", min=1, help="Depth of each retriever's list; queries are ranked 100 deep, so only a value above 100 changes it."),
         vector_weight: float = typer.Option(None, "--vector-weight", help="The vector share in the fusion (default: the retrieval default)."),
         limit: int = typer.Option(None, "--limit", "-n", min=1, help="Only the first N queries."),
         as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
