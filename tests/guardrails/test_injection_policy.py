@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -31,11 +30,7 @@ def benign(split: str) -> list[dict[str, str]]:
 
 
 def ordinary(split: str) -> list[str]:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from guard_data import ordinary_requests
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    from guard_data import ordinary_requests
     return ordinary_requests(split)
 
 
@@ -185,11 +180,7 @@ def test_the_default_policy_leaves_chat_alone(policy_detector: InjectionDetector
         pytest.skip("../shared/data/davidson-hate-offensive is not here (set AIESTACK_DATA)")
     import html
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from guard_data import CHAT_PREFIX, davidson_split
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    from guard_data import CHAT_PREFIX, davidson_split
     tweets = [html.unescape(t) for t in davidson_split(DATA, "test")[0]]
     for prefix in ("", CHAT_PREFIX):
         hits = sum(flagged(policy_detector, [prefix + t for t in tweets]))

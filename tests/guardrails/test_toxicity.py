@@ -142,9 +142,6 @@ def test_figures_on_the_davidson_test_part(classifier: ToxicityClassifier) -> No
     """The shipped classifier on the held-out part of the seeded split (figures in bench/guardrails.md)."""
     if not (DATA / "davidson-hate-offensive" / "labeled_data.csv").is_file():
         pytest.skip("../shared/data/davidson-hate-offensive is not here (set AIESTACK_DATA)")
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
     from guard_data import davidson_split
 
     texts, classes = davidson_split(DATA, "test")

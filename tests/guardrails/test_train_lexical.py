@@ -8,7 +8,6 @@ named by its first member, which no walking order changes."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -32,11 +31,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def trainer() -> ModuleType:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import train_lexical_injection
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    import train_lexical_injection
     return train_lexical_injection
 
 
@@ -74,11 +69,7 @@ def test_choose_falls_back_to_the_largest_smallest_margin(trainer: ModuleType) -
 def test_the_static_heads_choice_holds_ordinary_and_chat_false_alarms_to_one_percent() -> None:
     """scripts/train_static_injection.py: the bar declared for the ``static`` head (jailbreak F1 >= 0.955,
     benign false alarms <= 2%, ordinary requests and chat, bare and prefixed, <= 1%), then the best deepset F1."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import train_static_injection as static
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    import train_static_injection as static
     # (deepset F1, jailbreak F1, benign, ordinary, chat, "Message: " chat false alarms) per (chat weight, C, beta, t)
     figs = {
         (1.0, 3.0, 0.3, 0.5): (0.93, 0.96, 0.01, 0.012, 0.0, 0.0),  # the best deepset F1, but ordinary false alarms above 1%
@@ -102,11 +93,7 @@ def test_the_static_heads_chat_negatives_come_from_the_davidson_train_part_only(
     data = Path(os.environ.get("AIESTACK_DATA", ROOT.parent / "shared" / "data"))
     if not (data / "davidson-hate-offensive").is_dir():
         pytest.skip("../shared/data/davidson-hate-offensive is not here (set AIESTACK_DATA)")
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from guard_data import CHAT_TWEETS, chat_negatives, davidson_split
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    from guard_data import CHAT_TWEETS, chat_negatives, davidson_split
     chat = chat_negatives(data)
     assert len(chat) == CHAT_TWEETS and chat == chat_negatives(data)
     train = {html.unescape(t) for t in davidson_split(data, "train")[0]}
