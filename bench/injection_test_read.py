@@ -11,13 +11,11 @@ Run it once per declared candidate, after the declaration is committed (see docs
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 
 from aiestack.guardrails import InjectionClassifier, InjectionDetector, build_guard_table
@@ -26,17 +24,7 @@ from aiestack.guardrails.factory import classifier_embed
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("AIESTACK_DATA", ROOT.parent / "shared" / "data"))
 sys.path.insert(0, str(ROOT / "scripts"))
-from guard_data import CHAT_PREFIX, davidson_split, ordinary_requests  # noqa: E402
-
-
-def flagged(detector: InjectionDetector, texts: Sequence[str]) -> list[bool]:
-    async def run() -> list[bool]:
-        out: list[bool] = []
-        for i in range(0, len(texts), 64):
-            out += [r.score >= detector.threshold for r in await detector.score_many(texts[i : i + 64])]
-        return out
-
-    return asyncio.run(run())
+from guard_data import CHAT_PREFIX, davidson_split, flagged, ordinary_requests  # noqa: E402
 
 
 def split(name: str) -> tuple[list[str], list[int]]:

@@ -8,11 +8,14 @@ or file name (the standard library), so training and measuring never share a doc
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import random
 import sys
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def bipia_attacks(data: Path, split: str) -> list[tuple[str, str]]:
@@ -147,3 +150,15 @@ def ordinary_requests(split: str) -> list[str]:
     texts += [r["text"] for r in _bench_rows("ordinary_requests.jsonl") if r["split"] == split]
     seen = set(ordinary_requests("train")) if split == "test" else set()
     return [t for t in dict.fromkeys(texts) if t not in seen]
+
+
+def flagged(detector: Any, texts: Sequence[str]) -> list[bool]:
+    """Which ``texts`` an injection detector blocks (score at or over its threshold), scored 64 at a time."""
+
+    async def run() -> list[bool]:
+        out: list[bool] = []
+        for i in range(0, len(texts), 64):
+            out += [r.score >= detector.threshold for r in await detector.score_many(texts[i : i + 64])]
+        return out
+
+    return asyncio.run(run())

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from guard_data import flagged
 
 from aiestack.guardrails import GuardPolicy, InjectionClassifier, InjectionDetector, build_guard_table
 from aiestack.guardrails.factory import classifier_embed
@@ -85,16 +86,6 @@ def default_detector() -> Iterator[InjectionDetector]:
                               embed=classifier_embed(lambda: model, model.dim))
     yield table.default.injection
     asyncio.run(model.aclose())
-
-
-def flagged(detector: InjectionDetector, texts: Sequence[str]) -> list[bool]:
-    async def run() -> list[bool]:
-        out: list[bool] = []
-        for i in range(0, len(texts), 64):
-            out += [r.score >= detector.threshold for r in await detector.score_many(texts[i : i + 64])]
-        return out
-
-    return asyncio.run(run())
 
 
 def f1(labels: Sequence[int], pred: Sequence[bool]) -> float:
