@@ -80,6 +80,14 @@ async def test_drafting_an_extractive_answer_gives_the_plain_greedy_answer() -> 
         b = await answer(drafted, EXTRACTIVE, temperature=0, seed=1)
         assert "Gustave Eiffel" in a.text
         assert b.text == a.text and b.usage == a.usage and b.finish_reason == a.finish_reason
+        # The counters: the copied answer was drafted and mostly accepted; one decode a step; each step
+        # yields its accepted tokens and one of its own (the last step's may run past the answer's end).
+        stats = drafted.lookup_stats
+        assert plain.lookup_stats.steps == 0
+        assert b.usage is not None and 0 < stats.accepted <= stats.drafted
+        assert sum(stats.decode_n.values()) == stats.steps and stats.decode_n.get(1, 0) < stats.steps
+        assert b.usage.output_tokens - 1 <= stats.steps + stats.accepted < b.usage.output_tokens + 10
+        assert stats.step_s >= sum(stats.decode_s.values()) > 0
         again = await answer(drafted, EXTRACTIVE, temperature=0, seed=1)  # the same model, run again
         assert again.text == a.text
         # Sampling (temperature > 0) never drafts: same seed, same text as without prompt lookup.

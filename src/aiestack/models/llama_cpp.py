@@ -59,7 +59,7 @@ from aiestack.errors import (
     ProviderUnavailable,
 )
 from aiestack.models.base import Health, TimingMeter
-from aiestack.models.llama_lookup import greedy_lookup_tokens
+from aiestack.models.llama_lookup import LookupStats, greedy_lookup_tokens
 from aiestack.models.llama_prompt import ChatFormat, ChatTemplate, RenderedPrompt, StopScanner, render_prompt
 from aiestack.native_output import quiet_native_output
 from aiestack.types import ChatRequest, Delta, FinishReason, ResponseFormat, TokenLogprob, Usage
@@ -123,7 +123,8 @@ class LlamaCppModelConfig(BaseModel):
         ge=0,
         le=64,
         description="Prompt-lookup speculative decoding for greedy requests: draft up to this many "
-        "tokens copied from the prompt and check them in one batch (10 suits RAG and extraction); 0 = off.",
+        "tokens copied from the prompt and check them in one batch; 0 = off. Pays only where a batch of k "
+        "tokens costs far less than k single steps (not on a 2-core CPU with Gemma 3 270M: bench/README.md).",
     )
     prompt_lookup_ngram: int = Field(
         default=3, ge=2, le=8, description="Longest answer tail looked up in the prompt for a draft."
@@ -204,6 +205,8 @@ class LlamaCppModel:
         self._hidden: frozenset[int] = frozenset()
         self._template: ChatTemplate | None = None
         self._path: Path | None = None
+        # Prompt lookup's running counters (drafted, accepted, decode time by batch size); benchmarks read them.
+        self.lookup_stats = LookupStats()
 
     # ------------------------------------------------------------------ the ChatModel protocol
 
@@ -360,6 +363,7 @@ class LlamaCppModel:
                 max_draft=cfg.prompt_lookup,
                 max_ngram=cfg.prompt_lookup_ngram,
                 limit=plan.max_tokens,
+                stats=self.lookup_stats,
             )
         return llm.generate(plan.tokens, **sampling)
 

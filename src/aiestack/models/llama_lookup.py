@@ -4,18 +4,23 @@ Extractive answers — RAG answers that quote their context, JSON fields copied 
 code edits — repeat spans of the prompt. Prompt lookup (Saxena, 2023, "prompt-lookup decoding";
 llama.cpp's ``lookup`` example; vLLM's ``ngram`` speculator) guesses the next tokens by finding the
 last few generated tokens earlier in the prompt (or the answer) and proposing what followed them
-there. The model then checks the whole guess in one batched forward pass: on a CPU a batch of 11
-tokens costs about 2.3× one token (Gemma 3 270M, 2 threads), so a guess that is mostly right turns
-several sequential steps into one.
+there. The model then checks the whole guess in one batched forward pass, which pays where a pass
+over k tokens costs much less than k passes over one (memory-bound decoding: a GPU, a larger model).
+It does not pay with Gemma 3 270M on a 2-core CPU (bench/README.md, 2026-12-07): every checked
+position needs its logits, so a batch of k pays the 262,144 × 640 output projection k times, and the
+270M body is compute-bound there too; measured, a batch of 2 costs ~2× one token, 4 ~2.3–3×, 11
+~5×, so a step would have to yield 1.6–2.4 tokens to break even, and RAG answers yield 1.45–1.8.
 
 Only greedy requests (temperature 0, no penalties, no grammar, no logprobs) are drafted: there the
 check is each position's argmax against the drafted token, so the answer is the one plain greedy
 decoding gives — except where two tokens are nearly tied: llama.cpp's batched matrix products round
 differently from its single-token ones, so a batched check can flip such a near-tie (reusing a
-cached prompt prefix, which evaluates fewer tokens in the last batch, does the same). On extractive
-prompts this is rare; on free text it happens (Gemma 3 270M continues "The capital of France is"
-differently from the fifth token on). That is why it is off by default (``prompt_lookup = 0``): turn
-it on for models that serve RAG and extraction. Everything else decodes one token at a time.
+cached prompt prefix, which evaluates fewer tokens in the last batch, does the same). Gemma 3 270M
+is often that close: it continues "The capital of France is" differently from the fifth token on,
+and 3–4 of 8 answers on the docs collection changed (at top-2 logit gaps of 0.04–0.14). That, and
+the speed above, is why it is off by default (``prompt_lookup = 0``): turn it on only where
+``bench/embedded_speedups.py --sections lookup`` measures it faster. Everything else decodes one
+token at a time.
 
 llama-cpp-python's own ``LlamaPromptLookupDecoding`` (``Llama(draft_model=...)``) is not used:
 it turns on ``logits_all``, which copies every prompt position's logits (1 MiB per token for
@@ -30,7 +35,9 @@ its prompt pays for short drafts only (and none at all when no n-gram repeats).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,6 +46,28 @@ if TYPE_CHECKING:
     from llama_cpp import Llama
 
 MIN_NGRAM = 2
+
+
+@dataclass(slots=True)
+class LookupStats:
+    """Counters a drafting model adds to (bench/embedded_speedups.py shows them per answer).
+
+    ``decode_s[b]`` / ``decode_n[b]``: seconds spent in, and number of, llama.cpp decodes of a
+    batch of ``b`` tokens (the token to check plus ``b - 1`` drafted ones); ``b = 1`` is a step with
+    no draft, what plain decoding pays per token. ``step_s``: whole steps (decode, draft search,
+    argmax, bookkeeping), so ``step_s - sum(decode_s)`` is this loop's own overhead.
+    """
+
+    steps: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    step_s: float = 0.0
+    decode_s: dict[int, float] = field(default_factory=dict)
+    decode_n: dict[int, int] = field(default_factory=dict)
+
+    def add_decode(self, size: int, seconds: float) -> None:
+        self.decode_s[size] = self.decode_s.get(size, 0.0) + seconds
+        self.decode_n[size] = self.decode_n.get(size, 0) + 1
 
 
 def find_draft(history: np.ndarray, *, max_ngram: int, max_draft: int) -> np.ndarray:
@@ -61,7 +90,13 @@ def find_draft(history: np.ndarray, *, max_ngram: int, max_draft: int) -> np.nda
 
 
 def greedy_lookup_tokens(
-    llm: Llama, prompt: Sequence[int], *, max_draft: int, max_ngram: int, limit: int
+    llm: Llama,
+    prompt: Sequence[int],
+    *,
+    max_draft: int,
+    max_ngram: int,
+    limit: int,
+    stats: LookupStats | None = None,
 ) -> Iterator[int]:
     """Greedy tokens for ``prompt``, drafted from the prompt and checked in batches.
 
@@ -69,7 +104,7 @@ def greedy_lookup_tokens(
     (the caller stops reading at end of generation). The first token comes from ``llm.generate``,
     which reuses the KV cache of the common prefix with the previous request; afterwards the model's
     recorded tokens (``input_ids``/``n_tokens``) always describe its KV cache, so the next request's
-    prefix reuse stays correct.
+    prefix reuse stays correct. ``stats``, when given, is added to (steps, drafts, timings).
     """
     import llama_cpp
 
@@ -83,6 +118,8 @@ def greedy_lookup_tokens(
     size = len(prompt)
     draft_len = max_draft
     produced = 0
+    stats = LookupStats() if stats is None else stats
+    clock = time.perf_counter
     try:
         while True:
             yield token
@@ -91,6 +128,7 @@ def greedy_lookup_tokens(
             size += 1
             if produced >= limit:
                 return
+            step_started = clock()
             room = min(draft_len, limit - produced - 1, n_ctx - llm.n_tokens - 1)
             draft = (
                 find_draft(history[:size], max_ngram=max_ngram, max_draft=room) if room > 0 else history[:0]
@@ -98,7 +136,9 @@ def greedy_lookup_tokens(
             batch = [token, *draft.tolist()]
             n_past = llm.n_tokens
             llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
+            decode_started = clock()
             llm._ctx.decode(llm._batch)
+            stats.add_decode(len(batch), clock() - decode_started)
             llm.input_ids[n_past : n_past + len(batch)] = batch
             llm.n_tokens = n_past + len(batch)
             rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(len(batch), n_vocab))
@@ -106,6 +146,16 @@ def greedy_lookup_tokens(
             accepted = 0
             while accepted < len(draft) and best[accepted] == draft[accepted]:
                 accepted += 1
+            if accepted < len(draft):  # drop the KV of the rejected guesses
+                llm.n_tokens = n_past + 1 + accepted
+                llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+                draft_len = max(1, accepted + 1)
+            elif len(draft):
+                draft_len = min(max_draft, draft_len + 1)
+            stats.steps += 1
+            stats.drafted += len(draft)
+            stats.accepted += accepted
+            stats.step_s += clock() - step_started
             for i in range(accepted):
                 token = int(draft[i])
                 yield token
@@ -115,12 +165,6 @@ def greedy_lookup_tokens(
                 if produced >= limit:
                     return
             token = int(best[accepted])
-            if accepted < len(draft):  # drop the KV of the rejected guesses
-                llm.n_tokens = n_past + 1 + accepted
-                llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
-                draft_len = max(1, accepted + 1)
-            elif len(draft):
-                draft_len = min(max_draft, draft_len + 1)
     finally:
         # The logits llama.cpp holds now belong to a batch, not to the last recorded token: make the
         # next ``generate`` decode before it samples (attribute of llama-cpp-python ≥ 0.3.10).
