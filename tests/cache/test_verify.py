@@ -114,3 +114,26 @@ def test_one_country_swapped_for_another_is_an_entity_change_in_any_case_and_pos
 )
 def test_spelling_variants_and_inflections_are_not_lookalikes(a: str, b: str) -> None:
     assert check(a, b, similarity=0.98) is None
+
+
+def test_a_verifier_remembers_each_texts_parse_and_decides_as_a_fresh_one() -> None:
+    """Parses are remembered per verifier (a question meets several candidates; a cached question is a
+    candidate again and again): the same verdicts as a verifier that has seen nothing, fewer parses."""
+    from aiestack.cache.verify import PARSED_REMEMBERED
+
+    pairs = [
+        ("Is aspirin safe during pregnancy?", "Is aspirin not safe during pregnancy?"),
+        ("Is aspirin safe during pregnancy?", "Is aspirin safe when pregnant?"),
+        ("What is the capital of Australia?", "What is the capital of Austria?"),
+        ("How do I reset my router?", "How do I reset my modem?"),
+        ("How do I reset my router?", "How can I reset my router?"),
+    ]
+    verifier = LexicalVerifier()
+    first = [verifier(a, b, similarity=0.9, threshold=0.85) for a, b in pairs]
+    again = [verifier(a, b, similarity=0.9, threshold=0.85) for a, b in pairs]
+    fresh = [LexicalVerifier()(a, b, similarity=0.9, threshold=0.85) for a, b in pairs]
+    assert first == again == fresh and "negation" in first and None in first
+    info = verifier._parse.cache_info()
+    assert info.misses == len({t for pair in pairs for t in pair}) and info.hits == 2 * 2 * len(pairs) - info.misses
+    assert info.maxsize == PARSED_REMEMBERED
+    assert verifier._parse("Is aspirin safe?") == parse("Is aspirin safe?")
