@@ -1,19 +1,27 @@
 """``aiestack bench load`` against a mock server with a known TTFT and inter-token delay (the issue's check).
 
-Every figure the benchmark reports at concurrency 1, 16 and 64 must be within 2% (or 0.2 ms,
-whichever is larger) of the truth the mock produced (its ledger: when each request arrived and its
-first and last bytes went, almost exactly the configured delays): TTFT, TPOT, ITL and e2e at p50,
-p90 and p99 (and mean), requests/s, output tokens/s and goodput. The mock runs as its own process,
-as a real server would.
+Every figure the benchmark reports at concurrency 1, 16 and 64 is compared with the truth the mock
+produced: TTFT, TPOT, ITL and e2e at p50, p90 and p99 and their means, requests/s, output tokens/s
+and goodput. The truth is the mock's ledger: when each request arrived and when each of its chunks
+was written (almost exactly the configured delays), so every quantile is set beside the same
+quantile of what the mock did, the tails included. The mock runs as its own process, as a real
+server would, and the tool runs as ``aiestack bench load`` runs it (:func:`aiestack.loadbench.measure`,
+on uvloop).
 
 No client can time better than the machine's scheduler lets it: on a busy machine a timer fires
 late, for the mock and the client alike. So both run at a raised scheduling priority where that is
-permitted (root), and the tolerance is the issue's plus the lateness this machine shows at that
-moment (the p99 lateness of a 25 ms ``asyncio.sleep`` measured first: about 0.1 ms on an idle
-machine, several ms on a shared 2-core VM under load; and the client lag the tool itself reports
-for each level, how late its loop woke while the level ran); the test prints both. The tails (p90, p99)
-on 2 cores are made of the scheduler's stalls rather than the benchmark's error, so the medians and
-means are checked (against 2% + the lateness) and the tails are printed.
+permitted (root), and the tolerance is the issue's 2% (or 0.2 ms) plus how late the client's own
+loop woke while the level ran (the client lag p99 the tool reports for each level), or the lateness
+of a 25 ms ``asyncio.sleep`` measured before the run if that is larger (about 0.1 ms on an idle
+machine, several ms on a shared 2-core VM under load); the test prints both.
+
+The medians and means are checked; the tails (p90, p99) are printed beside the mock's. On 2 cores
+they are not reliably within that tolerance, from both sides: chunks of many streams that arrive in
+one turn of the client's loop are stamped one after another, so at c >= 16 the client's ITL p99 read
+2.4-8.5 ms over the mock's in 6 of 8 runs on 2026-12-07 (26-37 ms against 26-29), and the mock's
+own stamps, taken just after each write, sometimes carry its preemption (one run: the mock's ITL
+p99 27.8 ms where the client saw 25.4). A stamp taken where the bytes arrive would remove the
+client's part; aiohttp's response stream does not expose one.
 
 The rates (requests/s, output tokens/s, goodput) are checked against what the mock's ledger shows it
 actually served in the level (requests over the span from the first arrival to the last byte
@@ -36,7 +44,7 @@ import httpx
 import numpy as np
 import pytest
 
-from aiestack.loadbench import Endpoint, Plan, parse_length, parse_slo, run_plan, synthetic
+from aiestack.loadbench import Endpoint, Plan, measure, parse_length, parse_slo, synthetic
 from aiestack.testing.cluster import ServerProcess
 from aiestack.testing.net import free_port
 
@@ -90,14 +98,21 @@ def _raised_priority(*pids: int) -> Iterator[None]:
 
 def _served(ledger: str, count: int) -> tuple[float, dict[str, np.ndarray]]:
     """What the mock did for the level's last ``count`` requests: its request rate, and per request its
-    TTFT, e2e and time per output token in ms (first and last byte written, from arrival)."""
+    TTFT, e2e and time per output token in ms (from arrival to its first and last chunk written), and
+    the gaps between consecutive chunks of every request (pooled, as the tool pools ITL)."""
     data = httpx.get(ledger).json()
-    spans = sorted(data["spans"])[-count:]  # the warm-up request came first
-    firsts = sorted(data["firsts"])[-count:]
-    ttft = np.array([(first - arrived) * 1000 for arrived, first in firsts])
-    e2e = np.array([(end - arrived) * 1000 for arrived, end in spans])
-    rate = count / (max(end for _, end in spans) - min(start for start, _ in spans))
-    return rate, {"ttft_ms": ttft, "e2e_ms": e2e, "tpot_ms": (e2e - ttft) / (TOKENS - 1)}
+    streams = sorted(data["streams"])[-count:]  # the warm-up request came first
+    assert all(len(writes) == TOKENS + 1 for writes in streams), "the mock wrote every chunk of each stream"
+    ttft = np.array([(writes[1] - writes[0]) * 1000 for writes in streams])
+    e2e = np.array([(writes[-1] - writes[0]) * 1000 for writes in streams])
+    gaps = np.concatenate([np.diff(writes[1:]) * 1000 for writes in streams])
+    rate = count / (max(writes[-1] for writes in streams) - min(writes[0] for writes in streams))
+    return rate, {"ttft_ms": ttft, "e2e_ms": e2e, "tpot_ms": (e2e - ttft) / (TOKENS - 1), "itl_ms": gaps}
+
+
+def _quantile(values: np.ndarray, q: str) -> float:
+    """The figure named ``q`` of ``values``, as the tool computes it (numpy's linear percentiles)."""
+    return float(np.mean(values) if q == "mean" else np.percentile(values, float(q[1:])))
 
 
 @pytest.mark.slow
@@ -111,19 +126,9 @@ def test_medians_means_and_rates_are_within_two_percent_of_the_truth_at_c_1_16_6
     for c in (1, 16, 64):
         httpx.get(ledger + "?reset=1").raise_for_status()
         one = Plan(concurrency=(c,), requests=sizes[c], slo=slo)
-        levels += asyncio.run(run_plan(Endpoint(mock_url, "mock"), workload, one))
+        levels += measure(Endpoint(mock_url, "mock"), workload, one)  # as `aiestack bench load` runs it
         served[c] = _served(ledger, sizes[c])
     print(f"timer lateness p99 on this machine before the run: {slack:.2f} ms")
-    # The tails (p90, p99) carry the scheduler's jitter of this machine as well as the tool's error:
-    # on 2 cores driving 64 streams and the mock they run 1-9 ms over even when the probe above found
-    # the timers punctual (a CI run on 2026-12-06: ITL p99 33.7 ms vs 25). They are printed, and
-    # checked against the truth only where they can be told apart from the machine: p50 and the mean.
-    # The truth is what the mock did (its ledger: almost exactly the configured times, printed); the
-    # tolerance is the issue's 2% widened by how late the client's own loop woke during that level
-    # (its client lag p99, reported by the tool; a CI run on 2026-12-07 measured c = 64 TTFT 511.5 ms
-    # against 500 with a pre-run lateness of 0.46 ms: the client's loop, busy with 64 streams on 2
-    # cores, stamped the first chunks late).
-    quantiles = ("p50", "mean")
     wrong: list[str] = []
     for s in levels:
         c = int(s.load)
@@ -131,14 +136,12 @@ def test_medians_means_and_rates_are_within_two_percent_of_the_truth_at_c_1_16_6
         lag = s.client_lag_ms["p99"]
         assert lag is not None and lag >= 0
         tolerance = max(slack, lag)
-        truth = {"ttft_ms": did["ttft_ms"], "tpot_ms": did["tpot_ms"], "itl_ms": did["tpot_ms"], "e2e_ms": did["e2e_ms"]}
-        print(f"c={c} client lag p99 {lag:.2f} ms; the mock's TTFT p50 {np.median(did['ttft_ms']):.2f}, "
-              f"e2e p50 {np.median(did['e2e_ms']):.2f} ms")
-        for name, values in truth.items():
-            print(f"c={c} {name}: " + ", ".join(f"{q} {getattr(s, name)[q]:.2f}" for q in ("p50", "p90", "p99")))
-            for q in quantiles:
-                measured = getattr(s, name)[q]
-                value = float(np.median(values) if q == "p50" else np.mean(values))
+        print(f"c={c} client lag p99 {lag:.2f} ms")
+        for name, values in did.items():
+            print(f"c={c} {name} measured / the mock's: " + ", ".join(
+                f"{q} {getattr(s, name)[q]:.2f} / {_quantile(values, q):.2f}" for q in ("p50", "p90", "p99", "mean")))
+            for q in ("p50", "mean"):  # the tails are printed above: see the module's docstring
+                measured, value = getattr(s, name)[q], _quantile(values, q)
                 if not _close(measured, value, tolerance):
                     wrong.append(f"c={c} {name} {q}: {measured} vs {value} (client lag p99 {lag:.2f} ms)")
         print(f"c={c} req/s: measured {s.request_rate:.3f}, served {rps_truth:.3f}, ideal {c / (E2E_MS / 1000):.3f}")

@@ -82,10 +82,10 @@ def register(app: typer.Typer) -> None:
             Report,
             from_dataset,
             from_exchanges,
+            measure,
             parse_length,
             parse_slo,
             render_html,
-            run_plan,
             synthetic,
         )
 
@@ -123,9 +123,7 @@ def register(app: typer.Typer) -> None:
 
         started = time.time()
         try:
-            import asyncio
-
-            levels = asyncio.run(run_plan(endpoint, workload, plan, progress))
+            levels = measure(endpoint, workload, plan, progress)
         except ConnectionError as exc:
             Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
             raise typer.Exit(2) from None

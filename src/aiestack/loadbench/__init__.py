@@ -8,7 +8,7 @@ percentiles, output tokens/s, requests/s and goodput under SLOs; a JSON and an H
 from aiestack.loadbench.client import Endpoint
 from aiestack.loadbench.metrics import LevelStats, RequestResult, Slo, parse_slo, summarize
 from aiestack.loadbench.report import Report, render_html
-from aiestack.loadbench.runner import Plan, run_plan
+from aiestack.loadbench.runner import Plan, measure, run_plan
 from aiestack.loadbench.workload import (
     LengthDist,
     RequestSpec,
@@ -31,6 +31,7 @@ __all__ = [
     "Workload",
     "from_dataset",
     "from_exchanges",
+    "measure",
     "parse_length",
     "parse_slo",
     "render_html",

@@ -9,8 +9,8 @@ installed), so its own cost is far below the delays it simulates. A request that
 gets its whole answer at ``ttft + (N−1)·itl``.
 
 ``GET /mock/ledger`` returns what the server actually did for each completion request so far (when it
-arrived, when its first and its last byte were written, as ``time.perf_counter`` seconds, the
-system's monotonic clock) and ``?reset=1`` clears it: on a loaded machine the achieved times and
+arrived, when its first and its last byte were written, and for a stream when each of its chunks was
+written, as ``time.perf_counter`` seconds, the system's monotonic clock) and ``?reset=1`` clears it: on a loaded machine the achieved times and
 rates differ from the configured ideal, and the ledger is the truth a client's figures are checked
 against.
 
@@ -34,10 +34,17 @@ HOST = "127.0.0.1"
 
 @dataclass(slots=True)
 class Ledger:
-    """Per completion request, ``perf_counter`` seconds: (arrived, last byte written) and (arrived, first byte written)."""
+    """Per completion request, ``perf_counter`` seconds: (arrived, last byte written) and (arrived, first byte written);
+    per streamed request, [arrived, each chunk written...] (the token chunks, the last one with the end of the stream)."""
 
     spans: list[tuple[float, float]] = field(default_factory=list)
     firsts: list[tuple[float, float]] = field(default_factory=list)  # (arrived, first byte written)
+    streams: list[list[float]] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.spans.clear()
+        self.firsts.clear()
+        self.streams.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,16 +95,18 @@ class _Protocol(asyncio.Protocol):
             del self._buffer[:total]
             self._answer(head, body)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, writes: list[float] | None = None) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
+        if writes is not None:
+            writes.append(time.perf_counter())
 
-    def _write_first(self, data: bytes, arrived: float) -> None:
-        self._write(data)
+    def _write_first(self, data: bytes, arrived: float, writes: list[float] | None = None) -> None:
+        self._write(data, writes)
         self._ledger.firsts.append((arrived, time.perf_counter()))
 
-    def _write_last(self, data: bytes, arrived: float, *, first: bool = False) -> None:
-        self._write(data)
+    def _write_last(self, data: bytes, arrived: float, writes: list[float] | None = None, *, first: bool = False) -> None:
+        self._write(data, writes)
         now = time.perf_counter()
         self._ledger.spans.append((arrived, now))
         if first:
@@ -110,10 +119,10 @@ class _Protocol(asyncio.Protocol):
     def _answer(self, head: bytes, body: bytes) -> None:
         arrived, stamp = self._loop.time(), time.perf_counter()
         if head.startswith(b"get /mock/ledger"):
-            self._json(orjson.dumps({"spans": self._ledger.spans, "firsts": self._ledger.firsts}))
+            ledger = self._ledger
+            self._json(orjson.dumps({"spans": ledger.spans, "firsts": ledger.firsts, "streams": ledger.streams}))
             if head.startswith(b"get /mock/ledger?reset=1"):
-                self._ledger.spans.clear()
-                self._ledger.firsts.clear()
+                ledger.clear()
             return
         if not head.startswith(b"post"):
             self._json(orjson.dumps({"object": "list", "data": [{"id": "mock", "object": "model"}]}))
@@ -137,6 +146,8 @@ class _Protocol(asyncio.Protocol):
                                functools.partial(self._write_last, whole, stamp, first=True))
             return
         head_out = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        writes = [stamp]
+        self._ledger.streams.append(writes)
         for i in range(n):
             piece = _token_chunk(i)
             if i == 0:
@@ -150,11 +161,11 @@ class _Protocol(asyncio.Protocol):
                 piece += _chunk_raw(b"data: [DONE]\n\n") + b"0\r\n\r\n"
             if i == n - 1:
                 self._loop.call_at(first + i * self._timing.itl_s,
-                                   functools.partial(self._write_last, piece, stamp, first=i == 0))
+                                   functools.partial(self._write_last, piece, stamp, writes, first=i == 0))
             elif i == 0:
-                self._loop.call_at(first, self._write_first, piece, stamp)
+                self._loop.call_at(first, self._write_first, piece, stamp, writes)
             else:
-                self._loop.call_at(first + i * self._timing.itl_s, self._write, piece)
+                self._loop.call_at(first + i * self._timing.itl_s, self._write, piece, writes)
 
 
 def _chunk_raw(data: bytes) -> bytes:
