@@ -18,7 +18,7 @@ machine, several ms on a shared 2-core VM under load); the test prints both.
 The medians and means are checked; the tails (p90, p99) are printed beside the mock's. On 2 cores
 they are not reliably within that tolerance, from both sides: chunks of many streams that arrive in
 one turn of the client's loop are stamped one after another, so at c >= 16 the client's ITL p99 read
-2.4-8.5 ms over the mock's in 6 of 8 runs on 2026-12-07 (26-37 ms against 26-29), and the mock's
+2.5-8.5 ms over the mock's in 5 of 8 runs on 2026-12-07 (26-37 ms against 26-29), and the mock's
 own stamps, taken just after each write, sometimes carry its preemption (one run: the mock's ITL
 p99 27.8 ms where the client saw 25.4). A stamp taken where the bytes arrive would remove the
 client's part; aiohttp's response stream does not expose one.
