@@ -26,9 +26,10 @@ import sqlalchemy as sa
 class PlainInsert:
     """An INSERT compiled for the engine's dialect once, with the rows it takes as tuples.
 
-    Each value is what SQLAlchemy would have bound: JSON columns hold the JSON text its JSON type
-    would have written on SQLite (:func:`json_text`; ``None`` as JSON ``null``), other values go to the driver as
-    they are (``sqlite3`` stores ``bool`` as 0/1, as SQLAlchemy's ``Boolean`` does).
+    Each value is what SQLAlchemy would have bound: JSON columns hold JSON text that reads back as
+    the text its JSON type would have written on SQLite (:func:`json_text`; ``None`` as JSON ``null``),
+    other values go to the driver as they are (``sqlite3`` stores ``bool`` as 0/1, as SQLAlchemy's
+    ``Boolean`` does).
     """
 
     __slots__ = ("_get", "_json", "sql")
