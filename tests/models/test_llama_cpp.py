@@ -207,6 +207,24 @@ async def test_json_schema_output_validates(model):
 
 
 @pytest.mark.integration
+async def test_integer_bounds_of_a_schema_hold_while_sampling(model):
+    # llama-cpp-python's converter ignores minimum/maximum; aiestack.models.llama_grammar enforces them.
+    schema = {
+        "type": "object",
+        "properties": {"year": {"type": "integer", "minimum": 1990, "exclusiveMaximum": 1995}},
+        "required": ["year"],
+        "additionalProperties": False,
+    }
+    fmt = ResponseFormat(type="json_schema", schema=schema, name="year")
+    for seed in (1, 2, 3):
+        completion, _ = await run(
+            model, request("Pick any year as JSON.", temperature=1.0, seed=seed, max_tokens=24, response_format=fmt)
+        )
+        assert completion.finish_reason == "stop", completion.text
+        assert 1990 <= json.loads(completion.text)["year"] <= 1994
+
+
+@pytest.mark.integration
 async def test_json_object_output_parses(model):
     fmt = ResponseFormat(type="json_object")
     completion, _ = await run(

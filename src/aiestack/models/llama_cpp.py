@@ -36,7 +36,6 @@ import asyncio
 import codecs
 import ctypes
 import dataclasses
-import json
 import math
 import os
 import re
@@ -59,6 +58,7 @@ from aiestack.errors import (
     ProviderUnavailable,
 )
 from aiestack.models.base import Health, TimingMeter
+from aiestack.models.llama_grammar import schema_to_gbnf
 from aiestack.models.llama_lookup import LookupStats, greedy_lookup_tokens
 from aiestack.models.llama_prompt import ChatFormat, ChatTemplate, RenderedPrompt, StopScanner, render_prompt
 from aiestack.native_output import quiet_native_output
@@ -568,12 +568,14 @@ def _grammar(response_format: ResponseFormat | None) -> str | None:
     """The GBNF grammar that constrains sampling to the requested JSON (None for plain text)."""
     if response_format is None or response_format.type == "text":
         return None
-    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+    from llama_cpp.llama_grammar import JSON_GBNF
 
     if response_format.type == "json_object" or response_format.schema is None:
         return JSON_GBNF
     try:
-        return json_schema_to_gbnf(json.dumps(dict(response_format.schema)))
+        return schema_to_gbnf(response_format.schema)
+    except ProviderBadRequest:
+        raise
     except Exception as exc:  # the converter raises bare Exceptions/KeyErrors on what it cannot express
         raise ProviderBadRequest(
             f"The JSON schema cannot be turned into a grammar: {exc!r}.",
