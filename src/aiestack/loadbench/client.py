@@ -3,25 +3,29 @@
 Requests go to ``{base_url}/chat/completions`` of any OpenAI-compatible server with ``stream: true``
 and ``stream_options.include_usage`` (servers that do not send usage are counted by chunks). The
 body is parsed as Server-Sent Events line by line, and each ``data:`` event whose delta carries text
-(content, reasoning or tool-call arguments) is stamped with ``perf_counter`` when its line arrives.
-A request's clock starts when its body has been written to the connection (aiohttp's
-``on_request_chunk_sent``), so the client's own queueing and connection set-up, which grow with
-concurrency in a one-process client, are not counted as server latency (vLLM starts it before
-handing the request to aiohttp). Every request has its own cache-bypass header set (``metadata.cache = "off"`` for aiestack), so a
-benchmark of the gateway measures the model path, not the cache.
+(content, reasoning or tool-call arguments) is stamped with the ``perf_counter`` at which the bytes
+that completed its line reached the process (:mod:`aiestack.loadbench.wire` stamps them in the
+transport's ``data_received``, before any parsing), and the end of a request is the arrival of its
+``[DONE]``. A request's clock starts when its body has been handed to the kernel, so the client's own
+queueing and connection set-up, which grow with concurrency in a one-process client, are not counted
+as server latency (vLLM starts it before handing the request to aiohttp, and stamps each chunk when
+its task reads it). Every request has its own cache-bypass header set (``metadata.cache = "off"`` for
+aiestack), so a benchmark of the gateway measures the model path, not the cache.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
-import aiohttp
+import h11
 import orjson
 
 from aiestack.loadbench.metrics import RequestResult
+from aiestack.loadbench.wire import Connection, Pool
 from aiestack.loadbench.workload import RequestSpec
 
 
@@ -65,62 +69,90 @@ class Endpoint:
         return orjson.dumps(body)
 
 
+_END_GRACE_S = 1.0
+
+
 def _has_text(delta: dict[str, Any]) -> bool:
     if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"):
         return True
     return any((call.get("function") or {}).get("arguments") for call in delta.get("tool_calls") or ())
 
 
-async def _body_sent(_session: object, ctx: SimpleNamespace, _params: object) -> None:
-    result = ctx.trace_request_ctx
-    if isinstance(result, RequestResult):
-        result.start = time.perf_counter()
+def _event(line: bytes, at: float, result: RequestResult) -> bool:
+    """Record one SSE line that arrived at ``at``; True when the stream has ended (``[DONE]`` or an error)."""
+    line = line.strip()
+    if not line.startswith(b"data:"):
+        return False
+    data = line[5:].strip()
+    if data == b"[DONE]":
+        result.end = at
+        return True
+    event = orjson.loads(data)
+    if "error" in event:
+        result.error = f"stream error: {str(event['error'])[:300]}"
+        return True
+    for choice in event.get("choices") or ():
+        if _has_text(choice.get("delta") or {}):
+            result.chunk_times.append(at)
+            break
+    usage = event.get("usage")
+    if usage:
+        result.output_tokens = usage.get("completion_tokens")
+        result.input_tokens = usage.get("prompt_tokens")
+    return False
 
 
-def trace_config() -> aiohttp.TraceConfig:
-    """The session's trace hook that stamps each request's start when its body is on the wire."""
-    config = aiohttp.TraceConfig()
-    config.on_request_chunk_sent.append(_body_sent)
-    return config
+async def _stream(connection: Connection, result: RequestResult) -> None:
+    """Read the event stream to ``[DONE]``, each line stamped with its bytes' arrival, then the body's end.
+
+    The body's end (the last chunk of a chunked body) is waited for at most ``_END_GRACE_S`` after
+    ``[DONE]``, so that the connection can be reused; a server that keeps the stream open after it
+    loses the connection, not the request."""
+    pending = b""
+    while True:
+        at, event = await connection.next_event()
+        if isinstance(event, h11.EndOfMessage):
+            if not (pending.strip() and _event(pending, at, result)):
+                result.error = result.error or "the stream ended without [DONE]"
+            return
+        if not isinstance(event, h11.Data):
+            continue
+        *lines, pending = (pending + event.data).split(b"\n")
+        for line in lines:
+            if _event(line, at, result):
+                if result.error is None:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_END_GRACE_S):
+                            await connection.body_start(0)
+                return
 
 
-async def send(session: aiohttp.ClientSession, endpoint: Endpoint, spec: RequestSpec) -> RequestResult:
-    """Send one request and time it; failures are recorded on the result, never raised."""
+async def send(pool: Pool, endpoint: Endpoint, spec: RequestSpec) -> RequestResult:
+    """Send one request on a connection of ``pool`` (opened for ``endpoint.url``) and time it.
+
+    Failures (refused or reset connections, a status other than 200, a broken stream, a timeout of
+    ``endpoint.timeout_s`` for the whole exchange) are recorded on the result, never raised."""
     result = RequestResult(start=time.perf_counter())
+    connection: Connection | None = None
+    headers = [("host", pool.host_header), ("user-agent", "aiestack-bench-load"), ("accept", "*/*"),
+               *endpoint.headers().items()]
     try:
-        async with session.post(
-            endpoint.url, data=endpoint.body(spec), headers=endpoint.headers(),
-            timeout=aiohttp.ClientTimeout(total=endpoint.timeout_s), trace_request_ctx=result,
-        ) as response:
-            if response.status != 200:
-                text = (await response.text())[:300]
-                result.error = f"HTTP {response.status}: {text}"
-                return result
-            done = False
-            async for raw in response.content:
-                now = time.perf_counter()
-                line = raw.strip()
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    done = True
-                    break
-                event = orjson.loads(data)
-                if "error" in event:
-                    result.error = f"stream error: {str(event['error'])[:300]}"
-                    break
-                for choice in event.get("choices") or ():
-                    if _has_text(choice.get("delta") or {}):
-                        result.chunk_times.append(now)
-                        break
-                usage = event.get("usage")
-                if usage:
-                    result.output_tokens = usage.get("completion_tokens")
-                    result.input_tokens = usage.get("prompt_tokens")
-            if not done and result.error is None:
-                result.error = "the stream ended without [DONE]"
-    except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, OSError) as exc:
+        async with asyncio.timeout(endpoint.timeout_s):
+            connection = await pool.connect()
+            result.start = await connection.post(pool.target, headers, endpoint.body(spec))
+            _, response = await connection.response()
+            if response.status_code != 200:
+                text = (await connection.body_start(1200)).decode("utf-8", "replace")[:300]
+                result.error = f"HTTP {response.status_code}: {text}"
+            else:
+                await _stream(connection, result)
+    except TimeoutError:
+        result.error = f"timed out after {endpoint.timeout_s:g} s"
+    except (OSError, h11.ProtocolError, ValueError) as exc:  # ValueError: orjson's, a bad header's
         result.error = f"{type(exc).__name__}: {exc}"[:300]
-    result.end = time.perf_counter()
+    finally:
+        if connection is not None:
+            pool.release(connection)
+    if not result.end or result.error is not None:
+        result.end = time.perf_counter()
     return result

@@ -21,11 +21,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
-import aiohttp
 import numpy as np
 
-from aiestack.loadbench.client import Endpoint, send, trace_config
+from aiestack.loadbench.client import Endpoint, send
 from aiestack.loadbench.metrics import LevelStats, RequestResult, Slo, summarize
+from aiestack.loadbench.wire import Pool
 from aiestack.loadbench.workload import Workload
 
 Progress = Callable[[LevelStats], None]
@@ -90,7 +90,7 @@ class _Cursor:
 
 
 async def closed_loop(
-    session: aiohttp.ClientSession, endpoint: Endpoint, workload: Workload, cursor: _Cursor,
+    pool: Pool, endpoint: Endpoint, workload: Workload, cursor: _Cursor,
     *, concurrency: int, requests: int, duration_s: float | None = None,
 ) -> list[RequestResult]:
     results: list[RequestResult] = []
@@ -101,7 +101,7 @@ async def closed_loop(
         nonlocal sent
         while (sent < requests if until is None else time.perf_counter() < until):
             sent += 1
-            results.append(await send(session, endpoint, workload.spec(cursor.take())))
+            results.append(await send(pool, endpoint, workload.spec(cursor.take())))
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     return results
@@ -119,7 +119,7 @@ def arrival_offsets(count: int, *, rate: float | None, gaps_s: Sequence[float], 
 
 
 async def open_loop(
-    session: aiohttp.ClientSession, endpoint: Endpoint, workload: Workload, cursor: _Cursor,
+    pool: Pool, endpoint: Endpoint, workload: Workload, cursor: _Cursor,
     *, offsets: Sequence[float], max_concurrency: int | None = None,
 ) -> list[RequestResult]:
     gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
@@ -130,9 +130,9 @@ async def open_loop(
         if delay > 0:
             await asyncio.sleep(delay)
         if gate is None:
-            return await send(session, endpoint, workload.spec(index))
+            return await send(pool, endpoint, workload.spec(index))
         async with gate:  # as in vLLM, the wait for a slot is not part of the request's latency
-            return await send(session, endpoint, workload.spec(index))
+            return await send(pool, endpoint, workload.spec(index))
 
     return list(await asyncio.gather(*(one(at, cursor.take()) for at in offsets)))
 
@@ -141,10 +141,9 @@ async def run_plan(endpoint: Endpoint, workload: Workload, plan: Plan, progress:
     """Every level of ``plan`` in order (closed loop first, then rates, then the replay)."""
     levels: list[LevelStats] = []
     cursor = _Cursor(workload)
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-    async with aiohttp.ClientSession(connector=connector, trace_configs=[trace_config()]) as session:
+    async with Pool(endpoint.url) as pool:
         for _ in range(plan.warmup):
-            warm = await send(session, endpoint, workload.spec(cursor.take()))
+            warm = await send(pool, endpoint, workload.spec(cursor.take()))
             if not warm.ok:
                 raise ConnectionError(f"the warm-up request to {endpoint.url} failed: {warm.error or 'no output'}")
 
@@ -156,7 +155,7 @@ async def run_plan(endpoint: Endpoint, workload: Workload, plan: Plan, progress:
         for c in plan.concurrency:
             async with client_lag() as lag:
                 results = await closed_loop(
-                    session, endpoint, workload, cursor, concurrency=c,
+                    pool, endpoint, workload, cursor, concurrency=c,
                     requests=plan.requests_for(c), duration_s=plan.duration_s,
                 )
             done(summarize("concurrency", c, results, plan.slo, lag))
@@ -164,7 +163,7 @@ async def run_plan(endpoint: Endpoint, workload: Workload, plan: Plan, progress:
             count = plan.requests_for(None) if plan.duration_s is None else max(1, round(rate * plan.duration_s))
             offsets = arrival_offsets(count, rate=rate, gaps_s=(), speedup=1.0, seed=plan.seed + n)
             async with client_lag() as lag:
-                results = await open_loop(session, endpoint, workload, cursor, offsets=offsets,
+                results = await open_loop(pool, endpoint, workload, cursor, offsets=offsets,
                                           max_concurrency=plan.max_concurrency)
             done(summarize("rate", rate, results, plan.slo, lag))
         if plan.replay:
@@ -172,7 +171,7 @@ async def run_plan(endpoint: Endpoint, workload: Workload, plan: Plan, progress:
             cursor.next = 0
             offsets = arrival_offsets(count, rate=None, gaps_s=workload.gaps_s, speedup=plan.speedup, seed=plan.seed)
             async with client_lag() as lag:
-                results = await open_loop(session, endpoint, workload, cursor, offsets=offsets,
+                results = await open_loop(pool, endpoint, workload, cursor, offsets=offsets,
                                           max_concurrency=plan.max_concurrency)
             done(summarize("replay", plan.speedup, results, plan.slo, lag))
     return levels
