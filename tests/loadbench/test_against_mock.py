@@ -15,13 +15,17 @@ loop woke while the level ran (the client lag p99 the tool reports for each leve
 of a 25 ms ``asyncio.sleep`` measured before the run if that is larger (about 0.1 ms on an idle
 machine, several ms on a shared 2-core VM under load); the test prints both.
 
-The medians and means are checked; the tails (p90, p99) are printed beside the mock's. On 2 cores
-they are not reliably within that tolerance, from both sides: chunks of many streams that arrive in
-one turn of the client's loop are stamped one after another, so at c >= 16 the client's ITL p99 read
-2.5-8.5 ms over the mock's in 5 of 8 runs on 2026-12-07 (26-37 ms against 26-29), and the mock's
-own stamps, taken just after each write, sometimes carry its preemption (one run: the mock's ITL
-p99 27.8 ms where the client saw 25.4). A stamp taken where the bytes arrive would remove the
-client's part; aiohttp's response stream does not expose one.
+Every quantile is checked, the tails (p90, p99) included. They were not while the client stamped a
+chunk when its task read it (aiohttp): chunks of many streams that arrive in one turn of the loop
+were stamped one after another, and at c = 64 the client's ITL p99 read 52-76 ms where the mock's
+was 28-39 in 16 of 16 runs on 2026-12-07 (load 5-10), c = 64 e2e p90 and p99 30-58 ms over. The
+client now takes each batch's time from the kernel (``SO_TIMESTAMPNS``, :mod:`aiestack.loadbench.wire`),
+so neither its loop's backlog nor its being off the CPU is in a stamp: over the runs in
+docs/load-bench.md every figure was within 2% + the lag, most within the bare 2% / 0.2 ms. What is
+left is the truth's own error: the mock stamps a request's arrival when its loop reads it, and a
+chunk just after writing it, so on a busy machine TTFT and e2e read a few ms over the mock's (the
+mock read the request late), and the test's last check rejects a level where the mock itself fell
+behind its 500 ms (it did once at load 10).
 
 The rates (requests/s, output tokens/s, goodput) are checked against what the mock's ledger shows it
 actually served in the level (requests over the span from the first arrival to the last byte
@@ -116,7 +120,7 @@ def _quantile(values: np.ndarray, q: str) -> float:
 
 
 @pytest.mark.slow
-def test_medians_means_and_rates_are_within_two_percent_of_the_truth_at_c_1_16_64(mock_url: str) -> None:
+def test_every_quantile_and_rate_is_within_two_percent_of_the_truth_at_c_1_16_64(mock_url: str) -> None:
     workload = synthetic(parse_length("64", option="i"), parse_length(str(TOKENS), option="o"), count=300)
     slo = parse_slo(f"ttft={TTFT_MS * 1.5}ms,tpot={ITL_MS * 1.5}ms")
     sizes = {1: 6, 16: 32, 64: 128}
@@ -140,7 +144,7 @@ def test_medians_means_and_rates_are_within_two_percent_of_the_truth_at_c_1_16_6
         for name, values in did.items():
             print(f"c={c} {name} measured / the mock's: " + ", ".join(
                 f"{q} {getattr(s, name)[q]:.2f} / {_quantile(values, q):.2f}" for q in ("p50", "p90", "p99", "mean")))
-            for q in ("p50", "mean"):  # the tails are printed above: see the module's docstring
+            for q in ("p50", "p90", "p99", "mean"):
                 measured, value = getattr(s, name)[q], _quantile(values, q)
                 if not _close(measured, value, tolerance):
                     wrong.append(f"c={c} {name} {q}: {measured} vs {value} (client lag p99 {lag:.2f} ms)")

@@ -9,7 +9,15 @@ connections are kept alive and reused (one per request in flight) unless the ser
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+import sys
+import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -178,10 +186,14 @@ async def test_a_silent_server_is_a_timeout_and_a_refused_connection_an_error() 
     assert refused.error is not None and "ConnectionRefusedError" in refused.error
 
 
-async def test_bytes_are_stamped_when_they_arrive_not_when_a_task_reads_them() -> None:
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_bytes_are_stamped_when_they_arrive_not_when_a_task_reads_them(
+    scheme: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Two responses arrive in one turn of the loop; each reader then works 50 ms on what it read (as
     a client parsing many streams does). The second reader gets its event 50 ms late, but its stamp
-    is that of the bytes' arrival, beside the first one's."""
+    is that of the bytes' arrival, beside the first one's (plain http: the kernel's receive time;
+    https: when the transport handed the bytes over, before any parsing)."""
     writers: list[asyncio.StreamWriter] = []
 
     async def both_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -192,7 +204,7 @@ async def test_bytes_are_stamped_when_they_arrive_not_when_a_task_reads_them() -
                 w.write(STREAM_HEAD + chunk(token(0)))
         await asyncio.sleep(30)
 
-    async def one(pool: Pool, url: str) -> tuple[float, float]:
+    async def one(pool: Pool) -> tuple[float, float]:
         connection = await pool.connect()
         await connection.post("/v1/chat/completions", [("host", "x")], b"{}")
         stamp, response = await connection.response()
@@ -201,8 +213,12 @@ async def test_bytes_are_stamped_when_they_arrive_not_when_a_task_reads_them() -
         time.sleep(0.05)  # this task's own work, which holds the loop
         return stamp, read
 
-    async with tcp_server(both_at_once) as url, Pool(endpoint(url).url) as pool:
-        (stamp_a, read_a), (stamp_b, read_b) = await asyncio.gather(one(pool, url), one(pool, url))
+    tls = None
+    if scheme == "https":
+        tls, ca = _server_tls(tmp_path)
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    async with tcp_server(both_at_once, tls) as url, Pool(endpoint(url).url) as pool:
+        (stamp_a, read_a), (stamp_b, read_b) = await asyncio.gather(one(pool), one(pool))
     assert abs(read_a - read_b) >= 0.05  # one reader waited for the other's work
     assert abs(stamp_a - stamp_b) < 0.01  # but both stamps are the arrival
 
@@ -210,3 +226,95 @@ async def test_bytes_are_stamped_when_they_arrive_not_when_a_task_reads_them() -
 def test_a_url_that_is_not_http_is_a_clear_error() -> None:
     with pytest.raises(InvalidRequest, match="not an http"):
         Pool("ftp://127.0.0.1/v1")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the kernel's receive time (SO_TIMESTAMPNS) is read on Linux")
+async def test_a_stamp_is_the_kernels_receive_time_even_when_the_loop_was_held() -> None:
+    """The server (a thread) answers while the client's loop is held for 100 ms: the stamp is when the
+    bytes came, not when the loop could look at them."""
+    answered = threading.Event()
+
+    def answer(listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        with conn:
+            received = b""
+            while not received.endswith(b"\r\n\r\n{}"):
+                received += conn.recv(4096)
+            conn.sendall(STREAM_HEAD + chunk(token(0)))
+            answered.set()
+            time.sleep(0.5)
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        server = threading.Thread(target=answer, args=(listener,), daemon=True)
+        server.start()
+        async with Pool(f"http://127.0.0.1:{listener.getsockname()[1]}/v1/chat/completions") as pool:
+            connection = await pool.connect()
+            start = await connection.post("/v1/chat/completions", [("host", "x")], b"{}")
+            assert answered.wait(5.0)  # holds the loop: nothing on it runs until the server has answered
+            time.sleep(0.1)
+            held_until = time.perf_counter()
+            stamp, response = await connection.response()
+        server.join()
+    assert response.status_code == 200
+    assert start < stamp < held_until - 0.05  # when the bytes came, not when the loop got to them
+
+
+def _certificate(directory: Path) -> tuple[Path, Path]:
+    """A CA and a certificate for 127.0.0.1 signed by it: (the CA's PEM, the server's PEM with its key)."""
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    def name(text: str) -> Any:
+        return x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, text)])
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("test CA")).issuer_name(name("test CA"))
+          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now - dt.timedelta(hours=1))
+          .not_valid_after(now + dt.timedelta(hours=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(name("127.0.0.1")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(2).not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (directory / "server.pem").write_bytes(
+        leaf.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return directory / "ca.pem", directory / "server.pem"
+
+
+def _server_tls(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context for 127.0.0.1, and its CA's PEM (trusted by a default context once ``SSL_CERT_FILE`` names it)."""
+    ca, chain = _certificate(directory)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(chain)
+    return tls, ca
+
+
+async def test_https_is_verified_with_the_default_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = Counted()
+
+    async def streams(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.connections += 1
+        while await seen.request(reader):
+            writer.write(STREAM_HEAD + chunk(token(0)))
+            await asyncio.sleep(0.03)
+            writer.write(chunk(token(1) + USAGE + line("[DONE]")) + END)
+
+    tls, ca = _server_tls(tmp_path)
+    async with tcp_server(streams, tls) as url:
+        async with Pool(endpoint(url).url) as pool:  # the system's CAs only
+            untrusted = await send(pool, endpoint(url), SPEC)
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # what ssl.create_default_context() loads
+        async with Pool(endpoint(url).url) as pool:
+            results = [await send(pool, endpoint(url), SPEC) for _ in range(2)]
+    assert untrusted.error is not None and "CERTIFICATE_VERIFY_FAILED" in untrusted.error
+    for r in results:
+        assert r.ok and len(r.chunk_times) == 2, r.error
+        assert r.chunk_times[1] - r.chunk_times[0] >= 0.025
+    assert seen.connections == 1  # one kept alive for both (the untrusted handshake never got to the handler)

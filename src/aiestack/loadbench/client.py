@@ -3,10 +3,10 @@
 Requests go to ``{base_url}/chat/completions`` of any OpenAI-compatible server with ``stream: true``
 and ``stream_options.include_usage`` (servers that do not send usage are counted by chunks). The
 body is parsed as Server-Sent Events line by line, and each ``data:`` event whose delta carries text
-(content, reasoning or tool-call arguments) is stamped with the ``perf_counter`` at which the bytes
-that completed its line reached the process (:mod:`aiestack.loadbench.wire` stamps them in the
-transport's ``data_received``, before any parsing), and the end of a request is the arrival of its
-``[DONE]``. A request's clock starts when its body has been handed to the kernel, so the client's own
+(content, reasoning or tool-call arguments) is stamped with the time the bytes that completed its
+line arrived (:mod:`aiestack.loadbench.wire`: the kernel's receive time over plain http on Linux,
+else when the transport handed them over, before any parsing); a request ends when its ``[DONE]``
+arrived. A request's clock starts just before it is written to the connection, so the client's own
 queueing and connection set-up, which grow with concurrency in a one-process client, are not counted
 as server latency (vLLM starts it before handing the request to aiohttp, and stamps each chunk when
 its task reads it). Every request has its own cache-bypass header set (``metadata.cache = "off"`` for

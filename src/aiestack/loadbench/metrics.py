@@ -12,9 +12,11 @@ differ):
 - **goodput**: requests/s that met every SLO (TTFT, TPOT, e2e) of ``--slo``.
 
 Beside them, **client lag**: how late the benchmark's own event loop woke for a 5 ms timer while the
-level ran (mean, p50/p90/p99). A one-process client stamps a chunk when its loop gets to it, so at
-high concurrency on few cores its own backlog (or a garbage-collection pause) adds to every figure
-above; the lag says by how much at most, and the report flags a level where it is not small.
+level ran (mean, p50/p90/p99). A one-process client at high concurrency on few cores has a backlog
+(or a garbage-collection pause): requests go out late by up to the lag (an open loop's arrivals
+slip, a closed loop offers less load), and where chunks are stamped in ``data_received`` (https, not
+Linux) the stamps carry it too; over plain http on Linux they are the kernel's receive times and do
+not. The report flags a level where the lag is not small.
 
 Output tokens are the server's ``usage.completion_tokens`` when it reports them, else the number of
 output chunks (one token per chunk, which is what OpenAI-compatible servers stream).

@@ -78,8 +78,9 @@ def client_bound_note(levels: Sequence[LevelStats]) -> str | None:
     if not busy:
         return None
     return ("! the benchmark's own client was busy at " + ", ".join(busy) + ": its event loop woke up "
-            "to the lag shown late, and each figure of those levels may include that much of the client's "
-            "delay. Lower the concurrency, or run the client on a machine or core of its own.")
+            "to the lag shown late, so requests went out up to that late (fewer in flight than asked), and "
+            "over https each chunk's time may include that much of the client's delay. Lower the "
+            "concurrency, or run the client on a machine or core of its own.")
 
 
 def _charts(levels: Sequence[LevelStats], mode: str) -> list[str]:

@@ -59,8 +59,9 @@ LAG_TICK_S = 0.005
 async def client_lag() -> AsyncIterator[list[float]]:
     """While the block runs, how late (ms) this loop wakes for a 5 ms timer, one sample per tick.
 
-    Every chunk the client stamps waits for the loop as this timer does, so the samples bound the
-    client's own share of the level's latencies (metrics' module doc)."""
+    Every request the client sends waits for the loop as this timer does (an open loop's arrivals, a
+    closed loop's next request), and so does every chunk stamp where the kernel's receive time is not
+    available (https, not Linux): the samples bound the client's own share (metrics' module doc)."""
     samples: list[float] = []
 
     async def tick() -> None:
@@ -180,10 +181,9 @@ async def run_plan(endpoint: Endpoint, workload: Workload, plan: Plan, progress:
 def measure(endpoint: Endpoint, workload: Workload, plan: Plan, progress: Progress | None = None) -> list[LevelStats]:
     """:func:`run_plan` in an event loop of its own: uvloop's where it is installed, else asyncio's.
 
-    The client stamps each chunk when its loop gets to it, so the loop's own cost per chunk is part
-    of every figure at high concurrency: with 64 streams of 25 ms tokens on 2 cores, one run each,
-    asyncio's loop read ITL p99 36.4 ms against the mock's 26.6, uvloop's 29.5 against 27.1
-    (``tests/loadbench/test_against_mock.py``, docs/load-bench.md).
+    uvloop's callbacks cost a fraction of asyncio's, which matters for when requests go out and for
+    stamps taken in ``data_received`` (https); over plain http on Linux chunk stamps are the kernel's
+    (``aiestack.loadbench.wire``), whatever the loop.
     """
     work = run_plan(endpoint, workload, plan, progress)
     try:
