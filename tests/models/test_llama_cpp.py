@@ -344,6 +344,30 @@ async def test_a_cancelled_task_stops_generation(model):
 
 
 @pytest.mark.integration
+async def test_decoding_threads_are_measured_and_never_change_the_answer(model):
+    import llama_cpp
+
+    from aiestack.models.llama_threads import WINDOW_TOKENS, DecodeThreads
+
+    tuner = model.decode_threads
+    assert tuner is not None  # n_threads not configured: measured
+    before = sum(tuner.snapshot().windows.values())
+    ask = request("Once upon a time", temperature=0, max_tokens=4 * WINDOW_TOKENS + 1)
+    await run(model, ask)  # the first answer after loading can differ from later ones; compare later ones
+    many, _ = await run(model, ask)
+    assert sum(tuner.snapshot().windows.values()) >= before + 6
+    llm = model._llm
+    try:  # the same request decoded with one thread throughout (the worker is idle between requests)
+        model.decode_threads = DecodeThreads(1)
+        llama_cpp.llama_set_n_threads(llm.ctx, 1, llm.n_threads_batch)
+        one, _ = await run(model, ask)
+    finally:
+        model.decode_threads = tuner
+        llama_cpp.llama_set_n_threads(llm.ctx, tuner.current, llm.n_threads_batch)
+    assert one.text == many.text and one.usage.output_tokens == many.usage.output_tokens
+
+
+@pytest.mark.integration
 async def test_a_prompt_longer_than_the_context_is_refused(model):
     from aiestack.errors import ContextLengthExceeded
 

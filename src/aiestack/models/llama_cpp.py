@@ -61,6 +61,7 @@ from aiestack.models.base import Health, TimingMeter
 from aiestack.models.llama_grammar import schema_to_gbnf
 from aiestack.models.llama_lookup import LookupStats, greedy_lookup_tokens
 from aiestack.models.llama_prompt import ChatFormat, ChatTemplate, RenderedPrompt, StopScanner, render_prompt
+from aiestack.models.llama_threads import DecodeThreads
 from aiestack.native_output import quiet_native_output
 from aiestack.types import ChatRequest, Delta, FinishReason, ResponseFormat, TokenLogprob, Usage
 
@@ -96,7 +97,10 @@ class LlamaCppModelConfig(BaseModel):
     chat_format: ChatFormat = Field(default="auto", description="auto | transcript | template | raw.")
     n_ctx: int = Field(default=4096, ge=64, description="Context window in tokens (prompt + answer).")
     n_threads: int | None = Field(
-        default=None, ge=1, description="CPU threads; empty means all CPUs available."
+        default=None,
+        ge=1,
+        description="CPU threads; empty means all CPUs available for prompts and, for decoding, whichever"
+        " count from all CPUs down to one is measured fastest now (fewer win on a busy machine).",
     )
     n_batch: int = Field(default=512, ge=1, description="Prompt tokens evaluated per batch.")
     n_gpu_layers: int = Field(
@@ -207,6 +211,10 @@ class LlamaCppModel:
         self._path: Path | None = None
         # Prompt lookup's running counters (drafted, accepted, decode time by batch size); benchmarks read them.
         self.lookup_stats = LookupStats()
+        # Without a configured n_threads, the decode thread count that is fastest now, measured (CPU only).
+        self.decode_threads = (
+            DecodeThreads(_available_cpus()) if self.config.n_threads is None and self.config.n_gpu_layers == 0 else None
+        )
 
     # ------------------------------------------------------------------ the ChatModel protocol
 
@@ -310,10 +318,15 @@ class LlamaCppModel:
         llm.set_seed(plan.seed)
         if not self.config.prefix_cache:
             llm.reset()
+        threads = self.decode_threads
+        if threads is not None:
+            threads.begin()
         try:
             for token in self._tokens(llm, plan, sampling):
                 if job.cancelled:
                     return
+                if threads is not None and (count := threads.token()) is not None:
+                    llama_cpp.llama_set_n_threads(llm.ctx, count, llm.n_threads_batch)
                 if is_eog(vocab, token):
                     finish = "stop"
                     break
