@@ -2,11 +2,13 @@
 
 llama.cpp splits every operation of a token's graph across its threads and has them meet at a
 barrier after each one, a few hundred times a token. On an idle machine two threads on two cores
-decode faster than one. On a busy one (a test run, an ingestion, a browser) a thread that the
-scheduler takes off its core holds every barrier, while its partner spins: on this project's 2-core
-VM at load average ~7, Gemma 3 270M decoded **3–4 tokens/s with two threads and 12 with one**
-(``bench/embedded_threads.py``). No setting is right in both cases, and the load changes while a
-server runs, so when ``n_threads`` is not configured the provider measures instead.
+decode faster than one. On a busy one a thread that the scheduler takes off its core holds every
+barrier while its partner spins, and which count wins depends on what else runs: on this project's
+2-core VM (2026-12-07), beside other sessions' test runs and valgrind at load average ~7, Gemma 3
+270M decoded 3–4 tokens/s with two threads and 12 with one (llama-cpp-python directly, 48 greedy
+tokens); beside two spinning processes at normal priority, 6.2 with two and 3.8 with one
+(``bench/embedded_threads.py``). No fixed setting is right in every case, and the load changes while
+a server runs, so when ``n_threads`` is not configured the provider measures instead.
 
 :class:`DecodeThreads` times the decoding in windows of a few tokens, keeps a moving average of
 seconds a token for each candidate thread count (all available CPUs, then halving down to one), and
