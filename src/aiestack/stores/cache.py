@@ -143,7 +143,15 @@ class CacheBackend(Protocol):
         ...
 
     async def put(self, entry: Entry) -> None:
-        """Store ``entry`` (replacing any entry with its key)."""
+        """Store ``entry`` (replacing any entry with its key): :meth:`put_many` of one entry."""
+        ...
+
+    async def put_many(self, entries: Sequence[Entry]) -> None:
+        """Store ``entries`` in one write (replacing any entry with one of their keys; of two with one
+        key, the later wins): one round trip, in one transaction where the backend has them.
+
+        A cache miss stores its answer as two entries, exact and semantic, through one call. Returns
+        once all are stored; a failed write raises :class:`~aiestack.errors.StoreError`."""
         ...
 
     async def delete(self, keys: Sequence[str]) -> None: ...

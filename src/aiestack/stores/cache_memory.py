@@ -33,8 +33,12 @@ class MemoryCacheBackend:
         return entry
 
     async def put(self, entry: Entry) -> None:
-        self._entries.pop(entry.key, None)
-        self._entries[entry.key] = entry
+        await self.put_many((entry,))
+
+    async def put_many(self, entries: Sequence[Entry]) -> None:
+        for entry in entries:
+            self._entries.pop(entry.key, None)
+            self._entries[entry.key] = entry
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
 

@@ -48,18 +48,25 @@ class RedisCacheBackend:
         return _entry(key, fields) if fields else None
 
     async def put(self, entry: Entry) -> None:
-        mapping: dict[str, bytes] = {"meta": orjson.dumps(_meta(entry))}
-        if entry.vector is not None:
-            mapping["vector"] = np.asarray(entry.vector, dtype="<f4").tobytes()
-        name = self._prefix + entry.key
+        await self.put_many((entry,))
+
+    async def put_many(self, entries: Sequence[Entry]) -> None:
+        """One MULTI/EXEC pipeline for all ``entries``: one round trip, applied together."""
+        if not entries:
+            return
         with self._errors():
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.delete(name)
-                pipe.hset(name, mapping=mapping)  # type: ignore[arg-type]
-                if entry.expires_at is not None:
-                    pipe.pexpireat(name, int(entry.expires_at * 1000))
-                if entry.kind == "semantic":
-                    pipe.zadd(self._index, {entry.key: entry.created_at})
+                for entry in entries:
+                    mapping: dict[str, bytes] = {"meta": orjson.dumps(_meta(entry))}
+                    if entry.vector is not None:
+                        mapping["vector"] = np.asarray(entry.vector, dtype="<f4").tobytes()
+                    name = self._prefix + entry.key
+                    pipe.delete(name)
+                    pipe.hset(name, mapping=mapping)  # type: ignore[arg-type]
+                    if entry.expires_at is not None:
+                        pipe.pexpireat(name, int(entry.expires_at * 1000))
+                    if entry.kind == "semantic":
+                        pipe.zadd(self._index, {entry.key: entry.created_at})
                 await pipe.execute()
 
     async def delete(self, keys: Sequence[str]) -> None:

@@ -62,8 +62,8 @@ class SqlCacheBackend:
         self._engine = engine
         self._clock = clock
         self._writes = 0
-        # Rows waiting for the write in progress (see put), and the task writing them.
-        self._queued: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        # Rows waiting for the write in progress (see put_many), and the task writing them.
+        self._queued: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._owns_engine = owns_engine
         # The upsert is built once: building it (``excluded`` makes a proxy of every column) cost
@@ -112,16 +112,20 @@ class SqlCacheBackend:
         return row
 
     async def put(self, entry: Entry) -> None:
-        """Write ``entry``; returns once it is committed (raises the write's error, as a StoreError).
+        await self.put_many((entry,))
 
-        Rows put in the same turn of the event loop, or while an earlier write is in progress, are
-        written together: one worker-thread hop and one transaction (see :meth:`_flush`). A miss
-        stores two rows (its semantic and its exact entry), and each hop cost the event loop ~45 µs
-        (the executor hand-off and the wake-up when it ends); under concurrency the rows of many
-        misses share a commit."""
+    async def put_many(self, entries: Sequence[Entry]) -> None:
+        """Write ``entries``; returns once they are committed (raises the write's error, as a StoreError).
+
+        They go in one transaction, in a worker thread (one hop: the executor hand-off and the wake-up
+        when it ends cost the event loop ~45 µs). Entries put while an earlier write is in progress, or
+        in the same turn of the event loop, join the next write (see :meth:`_flush`): under
+        concurrency the rows of many misses share a commit."""
+        if not entries:
+            return
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._queued.append((_row(entry), done))
+        self._queued.append(([_row(entry) for entry in entries], done))
         if self._flusher is None or self._flusher.get_loop() is not loop:  # (a loop closed mid-write: start again)
             self._flusher = loop.create_task(self._flush())
         await done
@@ -131,10 +135,11 @@ class SqlCacheBackend:
         try:
             while self._queued:
                 batch, self._queued = self._queued, []
-                before, self._writes = self._writes, self._writes + len(batch)
+                rows = [row for puts, _ in batch for row in puts]
+                before, self._writes = self._writes, self._writes + len(rows)
                 purge = before // PURGE_EVERY != self._writes // PURGE_EVERY
                 try:
-                    await asyncio.to_thread(self._write, [row for row, _ in batch], purge, self._clock())
+                    await asyncio.to_thread(self._write, rows, purge, self._clock())
                 except Exception as exc:
                     for _, done in batch:
                         if not done.done():

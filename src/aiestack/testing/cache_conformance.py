@@ -120,6 +120,29 @@ class CacheBackendConformance:
         first = await cache_backend.get("e:0")
         assert first is not None and first.answer.text == "later"
 
+    async def test_put_many_stores_entries_of_both_kinds_in_one_call_the_later_one_of_a_key_winning(
+        self, cache_backend: CacheBackend, clock: ManualClock
+    ) -> None:
+        semantic = cache_entry("s:1", kind="semantic", created=clock.now, ttl=None)
+        entries = [semantic, cache_entry("e:1", created=clock.now), cache_entry("e:2", created=clock.now)]
+        entries.append(dataclasses.replace(cache_entry("e:2", created=clock.now), answer=cached_answer("later")))
+        await cache_backend.put_many(entries)
+        await cache_backend.put_many([])
+        got = await cache_backend.get("s:1")
+        assert got is not None and got == semantic
+        assert got.vector is not None and semantic.vector is not None and np.array_equal(got.vector, semantic.vector)
+        exact = await cache_backend.get("e:1")
+        assert exact is not None and exact.answer == cached_answer() and exact.kind == "exact"
+        replaced = await cache_backend.get("e:2")
+        assert replaced is not None and replaced.answer.text == "later"
+        assert [e.key for e in await cache_backend.semantic_since(clock.now - 1)] == ["s:1"]
+        await asyncio.gather(  # concurrent calls, each of several entries, all stored
+            *(cache_backend.put_many([cache_entry(f"e:{i}:{j}") for j in range(3)]) for i in range(4))
+        )
+        for i in range(4):
+            for j in range(3):
+                assert await cache_backend.get(f"e:{i}:{j}") is not None
+
     async def test_expired_entries_are_never_served(self, cache_backend: CacheBackend, clock: ManualClock) -> None:
         if self.own_clock:  # expired by the backend's own clock: entries that expired a while ago
             await cache_backend.put(cache_entry("e:old", created=time.time() - 100, ttl=90))
