@@ -196,8 +196,9 @@ async def test_the_sqlite_exact_read_sees_writes_of_another_backend_and_reports_
 
 @pytest.mark.unit
 async def test_sql_puts_made_together_share_one_write_and_its_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rows put in one turn of the event loop (a miss's semantic and exact entries) go to SQLite in one
-    worker-thread write, one transaction; if it fails, every put of the batch raises the StoreError."""
+    """Rows put in one turn of the event loop, or in one put_many (a miss's semantic and exact entries), go
+    to SQLite in one worker-thread write, one transaction; if it fails, every put of the batch raises the
+    StoreError."""
     import asyncio
 
     import sqlalchemy as sa
@@ -233,6 +234,8 @@ async def test_sql_puts_made_together_share_one_write_and_its_error(tmp_path: Pa
         connection.execute(sa.text("ALTER TABLE cache_entries_away RENAME TO cache_entries"))
     await asyncio.gather(backend.put(entry("e:5")), backend.put(entry("e:6")))  # recovers
     assert await backend.get("e:6") is not None
+    await backend.put_many([entry("e:7"), entry("e:8")])  # a miss's two entries: one write
+    assert writes[-1] == 2 and await backend.get("e:7") is not None and await backend.get("e:8") is not None
     await backend.aclose()
     store.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import pytest
 
@@ -187,7 +188,7 @@ class BrokenBackend(MemoryCacheBackend):
     async def get(self, key: str) -> Entry | None:
         raise StoreError("Redis is down.")
 
-    async def put(self, entry: Entry) -> None:
+    async def put_many(self, entries: Sequence[Entry]) -> None:
         raise StoreError("Redis is down.")
 
 
@@ -198,6 +199,54 @@ async def test_a_broken_backend_never_breaks_a_request() -> None:
     assert first.completion is not None and first.completion.text == "still answered"
     second = await kit.ask(QUESTION)
     assert header_value(second) == "miss" and second.completion is not None
+
+
+async def test_a_failed_write_is_logged_and_the_answer_still_served(caplog: pytest.LogCaptureFixture) -> None:
+    class WritesFail(MemoryCacheBackend):
+        async def put_many(self, entries: Sequence[Entry]) -> None:
+            raise StoreError("Redis is down.")
+
+    kit = make_kit(backend=WritesFail())
+    kit.model.enqueue(["still answered", "again"])
+    first = await kit.ask(QUESTION)
+    assert first.completion is not None and first.completion.text == "still answered"
+    assert "could not store an answer in the cache: Redis is down." in caplog.text
+    assert not kit.stage._flights and kit.stage.semantic is not None and not kit.stage.semantic._pending
+    second = await kit.ask(QUESTION)  # the index holds the entry, but the backend lacks it: a miss
+    assert header_value(second) == "miss" and second.completion is not None and second.completion.text == "again"
+
+
+async def test_a_miss_writes_its_exact_and_semantic_entry_in_one_backend_call() -> None:
+    class Counting(MemoryCacheBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[list[str]] = []
+
+        async def put_many(self, entries: Sequence[Entry]) -> None:
+            self.calls.append(sorted(e.kind for e in entries))
+            await super().put_many(entries)
+
+    backend = Counting()
+    kit = make_kit(backend=backend)
+    kit.model.enqueue(["Click 'Forgot password'."])
+    await kit.ask(QUESTION)
+    assert backend.calls == [["exact", "semantic"]]
+    assert header_value(await kit.ask(QUESTION)) == "hit"
+    assert header_value(await kit.ask("How do I reset my password")) == "semantic-hit"
+    assert len(kit.model.requests) == 1
+
+
+async def test_exact_and_semantic_caches_on_two_backends_each_get_their_entry() -> None:
+    from aiestack.cache.exact import ExactCache
+
+    kit = make_kit()
+    exact = MemoryCacheBackend()
+    kit.stage.exact = ExactCache(exact)
+    kit.model.enqueue(["Click 'Forgot password'."])
+    await kit.ask(QUESTION)
+    assert [e.kind for e in exact._entries.values()] == ["exact"]
+    assert [e.kind for e in kit.backend._entries.values()] == ["semantic"]  # type: ignore[attr-defined]
+    assert header_value(await kit.ask(QUESTION)) == "hit"
 
 
 async def test_metrics_count_lookups_and_the_cost_saved(kit: Kit) -> None:

@@ -21,11 +21,11 @@ class ExactCache:
             return None
         return entry
 
-    async def put(
-        self, key: str, *, tenant: str, route: str, answer: CachedAnswer, ttl_s: float | None
-    ) -> Entry:
+    def entry(self, key: str, *, tenant: str, route: str, answer: CachedAnswer, ttl_s: float | None) -> Entry:
+        """The entry that stores ``answer`` under ``key`` (written by the caller, with a miss's semantic
+        entry in one :meth:`~aiestack.stores.cache.CacheBackend.put_many`)."""
         now = self._clock()
-        entry = Entry(
+        return Entry(
             key="e:" + key,
             kind="exact",
             partition="",
@@ -35,5 +35,3 @@ class ExactCache:
             created_at=now,
             expires_at=now + ttl_s if ttl_s is not None else None,
         )
-        await self.backend.put(entry)
-        return entry

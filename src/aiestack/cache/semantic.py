@@ -214,10 +214,15 @@ class SemanticCache:
         answer: CachedAnswer,
         ttl_s: float | None,
     ) -> Entry:
+        """Index an entry and write it to the backend (the Cache stage writes a miss's two entries at once:
+        :meth:`index_now`, then :meth:`written`)."""
         entry = self.index_now(
             partition, tenant=tenant, route=route, query=query, vector=vector, answer=answer, ttl_s=ttl_s
         )
-        await self.persist(entry)
+        try:
+            await self.backend.put(entry)
+        finally:
+            self.written(entry)
         return entry
 
     def index_now(
@@ -231,7 +236,8 @@ class SemanticCache:
         answer: CachedAnswer,
         ttl_s: float | None,
     ) -> Entry:
-        """Index an entry now (the next lookup finds it); :meth:`persist` writes it to the backend."""
+        """Index an entry now (the next lookup finds it, read from here until :meth:`written`); the caller
+        writes it to the backend."""
         now = self._clock()
         entry = Entry(
             key=semantic_key(partition, query),
@@ -249,13 +255,11 @@ class SemanticCache:
         self._pending[entry.key] = entry
         return entry
 
-    async def persist(self, entry: Entry) -> None:
-        """Write an entry indexed by :meth:`index_now` to the backend."""
-        try:
-            await self.backend.put(entry)
-        finally:
-            if self._pending.get(entry.key) is entry:
-                del self._pending[entry.key]
+    def written(self, entry: Entry) -> None:
+        """The write of an entry from :meth:`index_now` has ended (stored, or failed): lookups read it
+        from the backend from now on."""
+        if self._pending.get(entry.key) is entry:
+            del self._pending[entry.key]
 
     async def _get(self, key: str) -> Entry | None:
         pending = self._pending.get(key)

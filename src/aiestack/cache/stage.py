@@ -28,7 +28,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Collection, Coroutine, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ from aiestack.cache.semantic import SemanticCache
 from aiestack.errors import AiestackError
 from aiestack.monitoring import Metrics
 from aiestack.pipeline import Next
-from aiestack.stores.cache import CachedAnswer, Entry
+from aiestack.stores.cache import CacheBackend, CachedAnswer, Entry
 from aiestack.streams import single, tap
 from aiestack.tracing import CACHE_KIND, defer
 from aiestack.types import Completion, Exchange
@@ -339,24 +339,28 @@ class CacheStage:
         then close the flight. A failed write is logged: the answer was served, only not cached.
 
         The semantic ``entry`` was indexed already (lookups find it); the exact key is covered by the
-        still-open flight until its write is done. Both writes start together: a backend that writes
-        in batches (SQL) stores the two rows in one go."""
-        writes: list[Coroutine[Any, Any, object]] = []
+        still-open flight until its write is done. Both entries go to the backend in one
+        :meth:`~aiestack.stores.cache.CacheBackend.put_many` (one worker hop and one transaction on
+        SQL, one round trip on Redis); caches on two backends get one write each."""
+        writes: dict[int, tuple[CacheBackend, list[Entry]]] = {}
         if entry is not None and self.semantic is not None:
-            writes.append(self.semantic.persist(entry))
+            writes[id(self.semantic.backend)] = (self.semantic.backend, [entry])
         if target.key is not None and self.exact is not None:
-            writes.append(self.exact.put(
+            exact = self.exact.entry(
                 target.key, tenant=target.tenant, route=target.route, answer=answer, ttl_s=policy.ttl_s
-            ))
+            )
+            writes.setdefault(id(self.exact.backend), (self.exact.backend, []))[1].append(exact)
         try:
-            for outcome in await asyncio.gather(*writes, return_exceptions=True):
-                if isinstance(outcome, AiestackError):
-                    _log.warning("could not store an answer in the cache: %s", outcome)
-                elif isinstance(outcome, Exception):  # a background task: nothing above it would see the error
-                    _log.error("could not store an answer in the cache", exc_info=outcome)
-                elif isinstance(outcome, BaseException):
-                    raise outcome
+            for backend, entries in writes.values():
+                try:
+                    await backend.put_many(entries)
+                except AiestackError as exc:
+                    _log.warning("could not store an answer in the cache: %s", exc)
+                except Exception:  # a background task: nothing above it would see the error
+                    _log.error("could not store an answer in the cache", exc_info=True)
         finally:
+            if entry is not None and self.semantic is not None:
+                self.semantic.written(entry)
             if target.key is not None and self._flights.get(target.key) is target.flight:
                 del self._flights[target.key]
 
