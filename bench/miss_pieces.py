@@ -15,6 +15,7 @@ in a served run: the lookup's count is mostly that sync's work unless ``--prompt
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/miss_pieces.py                    # --prompts 300 --fill 200
     HF_HUB_OFFLINE=1 .venv/bin/python bench/miss_pieces.py --callgrind /tmp/pieces --prompts 100
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/miss_pieces.py --callgrind /tmp/pieces --prompts 100 --pieces write
 """
 
 from __future__ import annotations
@@ -143,8 +144,13 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=300, help="measured prompts")
     parser.add_argument("--fill", type=int, default=200, help="entries put in the partition first")
     parser.add_argument("--callgrind", type=Path, default=None, help="count instructions per piece, files in DIR")
+    parser.add_argument("--pieces", default=",".join(PIECES),
+                        help="with --callgrind: the pieces to count, comma-separated (the switch is always counted)")
     parser.add_argument("--piece", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    pieces = [p for p in args.pieces.split(",") if p]
+    if unknown := set(pieces) - set(PIECES):
+        parser.error(f"unknown pieces {sorted(unknown)}; choose from {', '.join(PIECES)}")
     import uvloop
 
     if os.environ.get("PIECES_UNDER_CALLGRIND"):
@@ -158,7 +164,7 @@ def main() -> int:
         return 0
     switch, switch_all = _count(args, "empty", args.callgrind)
     print(f"(the switch itself: {switch / 1e3:.0f}k, subtracted)")
-    for name in PIECES:
+    for name in pieces:
         loop, every = _count(args, name, args.callgrind)
         print(f"{name:10} {(loop - switch) / 1e3:8.0f}k instructions on the event loop, {(every - switch_all) / 1e3:8.0f}k in all threads")
     return 0
