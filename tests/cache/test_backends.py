@@ -196,9 +196,9 @@ async def test_the_sqlite_exact_read_sees_writes_of_another_backend_and_reports_
 
 @pytest.mark.unit
 async def test_sql_puts_made_together_share_one_write_and_its_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rows put in one turn of the event loop, or in one put_many (a miss's semantic and exact entries), go
-    to SQLite in one worker-thread write, one transaction; if it fails, every put of the batch raises the
-    StoreError."""
+    """The rows of one put_many (a miss's semantic and exact entries) go to SQLite in one worker-thread
+    write, one transaction; so do the rows put while a write is in progress, and if their write fails
+    every put of the batch raises the StoreError."""
     import asyncio
 
     import sqlalchemy as sa
@@ -213,9 +213,9 @@ async def test_sql_puts_made_together_share_one_write_and_its_error(tmp_path: Pa
     writes: list[int] = []
     original = backend._write
 
-    def counted(rows: list[dict[str, object]], purge: bool, now: float) -> None:
-        writes.append(len(rows))
-        original(rows, purge, now)
+    def counted(entries: list[Entry], purge: bool, now: float) -> None:
+        writes.append(len(entries))
+        original(entries, purge, now)
 
     monkeypatch.setattr(backend, "_write", counted)
 
@@ -224,19 +224,43 @@ async def test_sql_puts_made_together_share_one_write_and_its_error(tmp_path: Pa
 
     await asyncio.gather(backend.put(entry("e:1")), backend.put(entry("e:2")), backend.put(entry("e:3")))
     await backend.put(entry("e:4"))
-    assert writes == [3, 1]
+    assert writes == [1, 2, 1]  # the first put writes at once; the two made meanwhile share the next write
     assert all([await backend.get(f"e:{i}") for i in range(1, 5)])
     with store.engine.begin() as connection:
         connection.execute(sa.text("ALTER TABLE cache_entries RENAME TO cache_entries_away"))
-    results = await asyncio.gather(backend.put(entry("e:5")), backend.put(entry("e:6")), return_exceptions=True)
-    assert writes[-1] == 2 and all(isinstance(r, StoreError) for r in results)
+    results = await asyncio.gather(*(backend.put(entry(f"e:{i}")) for i in (5, 6, 7)), return_exceptions=True)
+    assert writes[-2:] == [1, 2] and all(isinstance(r, StoreError) for r in results)
     with store.engine.begin() as connection:
         connection.execute(sa.text("ALTER TABLE cache_entries_away RENAME TO cache_entries"))
     await asyncio.gather(backend.put(entry("e:5")), backend.put(entry("e:6")))  # recovers
     assert await backend.get("e:6") is not None
-    await backend.put_many([entry("e:7"), entry("e:8")])  # a miss's two entries: one write
-    assert writes[-1] == 2 and await backend.get("e:7") is not None and await backend.get("e:8") is not None
+    await backend.put_many([entry("e:8"), entry("e:9")])  # a miss's two entries: one write
+    assert writes[-1] == 2 and await backend.get("e:8") is not None and await backend.get("e:9") is not None
     await backend.aclose()
+    store.close()
+
+
+@pytest.mark.unit
+async def test_closing_the_sql_backend_waits_for_the_writes_in_progress(tmp_path: Path) -> None:
+    import asyncio
+
+    from aiestack.stores.cache import Entry
+    from aiestack.stores.cache_sql import SqlCacheBackend
+
+    store = SqlExchangeStore(f"sqlite:///{tmp_path / 'close.db'}")
+    store.migrate()
+    backend = SqlCacheBackend(store.engine)
+
+    def entry(key: str) -> Entry:
+        return Entry(key=key, kind="exact", partition="", tenant="t", route="r", answer=cached_answer(), created_at=1.0)
+
+    puts = [asyncio.create_task(backend.put_many([entry(f"e:{i}"), entry(f"e:{i}b")])) for i in range(3)]
+    await asyncio.sleep(0)  # the first writes, the others wait for the next write
+    await backend.aclose()
+    assert all(p.done() for p in puts)
+    again = SqlCacheBackend(store.engine)
+    assert all([await again.get(f"e:{i}{b}") for i in range(3) for b in ("", "b")])
+    await again.aclose()
     store.close()
 
 

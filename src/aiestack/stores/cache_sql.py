@@ -62,9 +62,11 @@ class SqlCacheBackend:
         self._engine = engine
         self._clock = clock
         self._writes = 0
-        # Rows waiting for the write in progress (see put_many), and the task writing them.
-        self._queued: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
+        # Entries waiting for the write in progress (see put_many), the task that will write them, and
+        # a future done when no write is in progress (None before the first).
+        self._queued: list[tuple[Sequence[Entry], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._busy: asyncio.Future[None] | None = None
         self._owns_engine = owns_engine
         # The upsert is built once: building it (``excluded`` makes a proxy of every column) cost
         # more than the write itself, on the event loop, on every cache miss.
@@ -117,48 +119,80 @@ class SqlCacheBackend:
     async def put_many(self, entries: Sequence[Entry]) -> None:
         """Write ``entries``; returns once they are committed (raises the write's error, as a StoreError).
 
-        They go in one transaction, in a worker thread (one hop: the executor hand-off and the wake-up
-        when it ends cost the event loop ~45 µs). Entries put while an earlier write is in progress, or
-        in the same turn of the event loop, join the next write (see :meth:`_flush`): under
-        concurrency the rows of many misses share a commit."""
+        They go in one transaction, in a worker thread, started by this call itself when no write is
+        in progress: one hop (the executor hand-off and the wake-up when it ends cost the event loop
+        ~45 µs), no task of its own. Entries put while a write is in progress join the next write, which
+        a task writes once it ends (see :meth:`_flush`): under concurrency the rows of many misses share
+        a commit."""
         if not entries:
             return
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._queued.append(([_row(entry) for entry in entries], done))
-        if self._flusher is None or self._flusher.get_loop() is not loop:  # (a loop closed mid-write: start again)
-            self._flusher = loop.create_task(self._flush())
-        await done
+        busy = self._busy
+        if busy is not None and not busy.done() and busy.get_loop() is loop:  # (a loop closed mid-write: ignored)
+            done: asyncio.Future[None] = loop.create_future()
+            self._queued.append((entries, done))
+            await done
+            return
+        self._busy = busy = loop.create_future()
+        try:
+            await self._commit(entries)
+        except Exception:
+            self._then(busy)
+            raise
+        except BaseException:  # cancelled (the loop is closing): no put waits for ever
+            self._drop_queued()
+            busy.set_result(None)
+            raise
+        self._then(busy)
 
-    async def _flush(self) -> None:
+    def _then(self, busy: asyncio.Future[None]) -> None:
+        """After a write: the rows queued meanwhile go in a task of their own, or the backend is idle."""
+        if self._queued:
+            self._flusher = busy.get_loop().create_task(self._flush(busy))
+        else:
+            busy.set_result(None)
+
+    async def _flush(self, busy: asyncio.Future[None]) -> None:
         """Write the queued rows, batch after batch, until none are left; settle each put's future."""
         try:
             while self._queued:
                 batch, self._queued = self._queued, []
-                rows = [row for puts, _ in batch for row in puts]
-                before, self._writes = self._writes, self._writes + len(rows)
-                purge = before // PURGE_EVERY != self._writes // PURGE_EVERY
                 try:
-                    await asyncio.to_thread(self._write, rows, purge, self._clock())
+                    await self._commit([entry for entries, _ in batch for entry in entries])
                 except Exception as exc:
                     for _, done in batch:
                         if not done.done():
                             done.set_exception(exc)
                 except BaseException:  # cancelled (the loop is closing): no put waits for ever
-                    for _, done in (*batch, *self._queued):
+                    for _, done in batch:
                         done.cancel()
-                    self._queued = []
+                    self._drop_queued()
                     raise
                 else:
                     for _, done in batch:
                         if not done.done():
                             done.set_result(None)
         finally:
+            if not busy.done():
+                busy.set_result(None)
             if self._flusher is asyncio.current_task():
                 self._flusher = None
 
-    def _write(self, rows: list[dict[str, Any]], purge: bool, now: float) -> None:
-        """Upsert ``rows`` in one transaction (and, now and then, purge the expired); a worker thread's work."""
+    def _drop_queued(self) -> None:
+        for _, done in self._queued:
+            done.cancel()
+        self._queued = []
+
+    async def _commit(self, entries: Sequence[Entry]) -> None:
+        """Write ``entries`` in a worker thread, purging the expired every :data:`PURGE_EVERY` rows."""
+        before, self._writes = self._writes, self._writes + len(entries)
+        purge = before // PURGE_EVERY != self._writes // PURGE_EVERY
+        await asyncio.to_thread(self._write, entries, purge, self._clock())
+
+    def _write(self, entries: Sequence[Entry], purge: bool, now: float) -> None:
+        """Upsert the rows of ``entries`` in one transaction (and, now and then, purge the expired); a worker
+        thread's work, the rows' serialisation included (off the event loop)."""
+        rows = [_row(entry) for entry in entries]
         if self._direct:  # one autocommitted upsert, or one transaction for several
             with self._writer.use("write to") as connection:
                 values = [[_sqlite_value(row[c]) for c in _COLUMNS] for row in rows]
@@ -227,9 +261,9 @@ class SqlCacheBackend:
     async def aclose(self) -> None:
         """Return the read connection; dispose of the engine if it is this backend's own (a shared one
         is the exchange store's)."""
-        if self._flusher is not None and self._flusher.get_loop() is asyncio.get_running_loop():  # rows being written
-            with contextlib.suppress(Exception):
-                await self._flusher
+        busy = self._busy
+        if busy is not None and busy.get_loop() is asyncio.get_running_loop():  # rows being written
+            await busy
         self._reader.close()
         self._writer.close()
         if self._owns_engine:
