@@ -287,9 +287,10 @@ class CacheStage:
         The write (a database round trip or two) is not on the request path: the client has its answer
         before the cache has it. Until the write is done the flight stays open, answered, so that an
         identical request arriving meanwhile gets the answer from it instead of calling the model.
-        Under a server, indexing the answer and starting its write (the row's serialisation and two
-        thread hand-offs, ~0.2 ms of the event loop) wait until the response has been sent, as the
-        trace record does (:func:`aiestack.tracing.defer`); elsewhere they happen at once.
+        Under a server, indexing the answer and starting its write (one backend call for both entries,
+        ~0.3 M instructions of the event loop with the index insert: bench/miss_pieces.py's ``write``)
+        wait until the response has been sent, as the trace record does (:func:`aiestack.tracing.defer`);
+        elsewhere they happen at once.
         Returns whether the answer is cacheable (and so being stored).
         """
         answer = self._answer_of(result, completion)
