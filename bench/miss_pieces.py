@@ -16,6 +16,7 @@ in a served run: the lookup's count is mostly that sync's work unless ``--prompt
     HF_HUB_OFFLINE=1 .venv/bin/python bench/miss_pieces.py                    # --prompts 300 --fill 200
     HF_HUB_OFFLINE=1 .venv/bin/python bench/miss_pieces.py --callgrind /tmp/pieces --prompts 100
     HF_HUB_OFFLINE=1 .venv/bin/python bench/miss_pieces.py --callgrind /tmp/pieces --prompts 100 --pieces write
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/miss_pieces.py --callgrind /tmp/pieces --prompts 100 --pieces guard,pii,secrets
 """
 
 from __future__ import annotations

@@ -65,6 +65,17 @@ def header_value(verdicts: Sequence[Verdict]) -> str:
     return ",".join(f"{g}:{PASS if a == 'allow' else a}" for g, a in best.items())
 
 
+def holds_one(text: str, needles: Sequence[str]) -> bool:
+    """Whether ``text`` holds one of ``needles``: the cheap test that lets a detector skip a pattern
+    none of whose matches can lack them (a loop: ``any`` over a generator or a ``map`` costs more)."""
+    for needle in needles:
+        if needle in text:
+            break
+    else:
+        return False
+    return True
+
+
 def without_overlaps(findings: Iterable[Finding]) -> list[Finding]:
     """Findings sorted by start, dropping any that overlaps an earlier, longer (or higher-scored) one."""
     spans = sorted(

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import re
 import zlib
+from array import array
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
+
+from aiestack.guardrails.base import holds_one
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 #: Only the start of a long prompt is read (enough to judge it, and bounded in time).
@@ -47,65 +50,77 @@ _PERSONA = re.compile(
 )
 
 
+#: Substrings of which a match of :data:`_PERSONA` holds one, in lower case (``act``; ``now``; ``pretend``;
+#: ``imagine``; ``dass``, ``stell``, ``bist`` for the German). The pattern ignores case, and Python's
+#: case-insensitive matching also folds ``ſ``, ``ı``, ``İ`` and the Kelvin sign onto ASCII letters, which
+#: ``str.lower`` does not: the look-up decides only for ASCII text.
+_PERSONA_NEEDS = ("act", "now", "pretend", "imagine", "dass", "stell", "bist")
+
+
 def persona_imposed(text: str) -> float:
     """1.0 when the start of ``text`` imposes a persona on the assistant (:data:`_PERSONA`), else 0.0."""
-    return 1.0 if _PERSONA.search(text[:MAX_CHARS]) else 0.0
+    text = text[:MAX_CHARS]
+    if text.isascii() and not holds_one(text.lower(), _PERSONA_NEEDS):
+        return 0.0  # the pattern costs ~800 instructions a character; a text without its words skips it
+    return 1.0 if _PERSONA.search(text) else 0.0
 
 
 @lru_cache(maxsize=WORD_CACHE_SIZE)
-def _word_ngrams(word: str, mask: int) -> tuple[int, ...]:
-    """The hashed unigram and character 3-5-grams of one word (memoised, bounded: words repeat)."""
+def _word_ngrams(word: str, mask: int) -> tuple[bytes, int, bytes]:
+    """One word's hashed unigram and character 3-5-grams (native int64 bytes), the CRC-32 of the start of
+    every word bigram it opens (``b"b" + word + b" "``: the next word's bytes finish the bigram's CRC) and
+    the word in UTF-8 (memoised, bounded: words repeat)."""
     crc = zlib.crc32
-    out = [crc(b"w" + word.encode()) & mask]
+    raw = word.encode()
+    out = [crc(b"w" + raw) & mask]
     padded = f" {word} "
     n = len(padded)
     for size in (3, 4, 5):
         for i in range(n - size + 1):
             out.append(crc(padded[i : i + size].encode()) & mask)
-    return tuple(out)
+    return array("q", out).tobytes(), crc(b" ", crc(raw, crc(b"b"))), raw
 
 
-def _indices(text: str, mask: int) -> list[int]:
-    words = _WORD.findall(text[:MAX_CHARS].lower())
+def _indices(text: str, mask: int) -> np.ndarray:
+    """The hashed n-grams of ``text`` (its first :data:`MAX_CHARS` characters), one int64 each, repeats
+    kept: each word's n-grams, then the word bigrams (the CRC of ``b"b" + prev + b" " + word``)."""
     crc = zlib.crc32
-    idx: list[int] = []
-    prev = ""
-    for w in words:
-        idx += _word_ngrams(w, mask)
-        if prev:
-            idx.append(crc(b"b" + prev.encode() + b" " + w.encode()) & mask)
-        prev = w
-    return idx
+    chunks: list[bytes] = []
+    bigrams = array("q")
+    opened = -1  # the CRC state the previous word left; none before the first word
+    for word in _WORD.findall(text[:MAX_CHARS].lower()):
+        grams, opens, raw = _word_ngrams(word, mask)
+        chunks.append(grams)
+        if opened >= 0:
+            bigrams.append(crc(raw, opened) & mask)
+        opened = opens
+    chunks.append(bigrams.tobytes())
+    return np.frombuffer(b"".join(chunks), dtype=np.int64)
 
 
 def hashed_ngrams_sparse(text: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`hashed_ngrams` as (indices, values) of its non-zero entries: cheaper for one dot product.
 
-    The indices come sorted and counted in Python (a prompt has a few hundred), then NumPy takes the
+    The indices are sorted and counted in NumPy (a run-length count of the sorted array), then the
     logarithm and the norm (``np.linalg.norm``'s ``sqrt(v·v)``): the same arrays as ``np.unique(...,
-    return_counts=True)`` and ``np.linalg.norm`` gave, in a third of the NumPy calls. On the gateway's
-    request path each NumPy call on a tiny array costs several microseconds (cold code), and this runs
-    on every new prompt."""
-    idx = _indices(text, dim - 1)
-    idx.sort()
-    keys: list[int] = []
-    counts: list[int] = []
-    last = -1
-    for i in idx:
-        if i == last:
-            counts[-1] += 1
-        else:
-            keys.append(i)
-            counts.append(1)
-            last = i
-    values = np.log1p(np.array(counts, dtype=np.float32))
+    return_counts=True)`` and ``np.linalg.norm`` gave. On the gateway's request path each NumPy call on
+    a tiny array costs thousands of instructions, and turning a Python list into an array costs hundreds
+    an element, so the n-grams arrive as bytes (:func:`_indices`) and no list is converted; this runs on
+    every new prompt."""
+    idx = np.sort(_indices(text, dim - 1))
+    n = len(idx)
+    starts = np.empty(n + 1, dtype=bool)  # where a run of equal indices starts; the end closes the last
+    starts[0] = starts[n] = True
+    np.not_equal(idx[1:], idx[:-1], out=starts[1:n])
+    bounds = starts.nonzero()[0]
+    values = np.log1p((bounds[1:] - bounds[:-1]).astype(np.float32))
     norm = float(np.sqrt(values.dot(values)))
-    return np.array(keys, dtype=np.int64), (values / norm if norm > 0 else values)
+    return idx[bounds[:-1]], (values / norm if norm > 0 else values)
 
 
 def hashed_ngrams(text: str, dim: int) -> np.ndarray:
     """An L2-normalised vector of log(1 + count) of hashed word 1-2-grams and character 3-5-grams."""
-    vec = np.bincount(np.asarray(_indices(text, dim - 1), dtype=np.int64), minlength=dim).astype(np.float32)
+    vec = np.bincount(_indices(text, dim - 1), minlength=dim).astype(np.float32)
     np.log1p(vec, out=vec)
     norm = float(np.linalg.norm(vec))
     if norm > 0:

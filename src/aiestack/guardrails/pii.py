@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import phonenumbers
 
-from aiestack.guardrails.base import without_overlaps
+from aiestack.guardrails.base import holds_one, without_overlaps
 from aiestack.types import Finding
 
 #: Entity type → placeholder stem.
@@ -70,12 +70,22 @@ _PERSON = re.compile(
     r"|(?:[Rr]egards|[Ss]incerely|Best|Thanks|Cheers),?[ \t]*\n[ \t]*)"
     rf"({_NAME_WORD}(?:[ \t]+{_NAME_WORD}){{0,2}})"
 )
+#: Substrings of which a match of :data:`_PERSON` holds one (the pattern is case-sensitive, so these are
+#: exact): each honorific (``Mrs`` holds ``Mr``; ``Hello``, ``Hey`` and ``Herr`` hold ``He``), ``y name``
+#: ("my name is/'s"), ``ch hei`` ("ich heiße/heisse"), ``ame:`` ("Name:"), ``Dear``, ``Hi``, ``call``
+#: ("everyone calls me"), and the line break after a closing ("Regards,\n"). A text without any is not
+#: scanned (the pattern's alternatives cost ~700 instructions a character).
+_PERSON_NEEDS = ("Mr", "Ms", "Mx", "Dr", "Prof", "Miss", "Sir", "Madam", "He", "Frau", "y name", "ch hei", "ame:", "Dear", "Hi", "call", "\n")
 _STREET = re.compile(
     r"\b\d{1,6}\s+(?:[A-Z][A-Za-z'’.-]*\s+){1,4}"
     r"(?:Street|St\.?|Avenue|Ave\.?|Road|Rd\.?|Boulevard|Blvd\.?|Lane|Ln\.?|Drive|Dr\.?|Court|Ct\.?"
     r"|Way|Place|Pl\.?|Terrace|Square|Sq\.?|Parkway|Highway|Hwy\.?|Circle|Cir\.?)"
     r"(?:,?\s+(?:Apt\.?|Suite|Unit|#)\s*\w+)?\b"
 )
+#: Substrings of which a match of :data:`_STREET` holds one: its street types (``Street`` holds ``St``,
+#: ``Drive`` ``Dr``, ``Place`` ``Pl``, ``Square`` ``Sq``, ``Circle`` ``Cir``, ``Avenue`` ``Ave``).
+_STREET_NEEDS = ("St", "Ave", "Road", "Rd", "Boulevard", "Blvd", "Lane", "Ln", "Dr", "Court", "Ct", "Way", "Pl", "Terrace", "Sq",
+                 "Parkway", "Highway", "Hwy", "Cir")
 #: IBAN length per country (ISO 13616), for the countries most seen; others need 15-34 characters.
 _IBAN_LENGTHS: Mapping[str, int] = {
     "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
@@ -141,9 +151,10 @@ class PIIDetector:
         want = self.entities
         if "EMAIL_ADDRESS" in want and "@" in text:
             found += [_finding("EMAIL_ADDRESS", m.start(), m.end(), 1.0) for m in _EMAIL.finditer(text)]
+        counted = "CREDIT_CARD" in want or "PHONE_NUMBER" in want or "US_SSN" in want
+        digits = len(_DIGITS.findall(text)) if counted or "IP_ADDRESS" in want else 0
         if "IP_ADDRESS" in want:
-            found += self._ips(text)
-        digits = len(_DIGITS.findall(text)) if ("CREDIT_CARD" in want or "PHONE_NUMBER" in want or "US_SSN" in want) else 0
+            found += self._ips(text, digits)
         if "CREDIT_CARD" in want and digits >= 13:
             found += self._cards(text)
         if "IBAN_CODE" in want:
@@ -152,14 +163,17 @@ class PIIDetector:
             found += self._ssns(text)
         if "PHONE_NUMBER" in want and digits >= 7:
             found += self._phones(text, without_overlaps(found))
-        if "PERSON" in want:
+        if "PERSON" in want and holds_one(text, _PERSON_NEEDS):
             found += [_finding("PERSON", m.start(1), m.end(1), 0.6) for m in _PERSON.finditer(text)]
-        if "LOCATION" in want and digits:
+        if "LOCATION" in want and counted and digits and holds_one(text, _STREET_NEEDS):
             found += [_finding("LOCATION", m.start(), m.end(), 0.6) for m in _STREET.finditer(text)]
         return without_overlaps(found)
 
-    def _ips(self, text: str) -> list[Finding]:
-        out = [_finding("IP_ADDRESS", m.start(), m.end(), 0.95) for m in _IPV4.finditer(text)]
+    def _ips(self, text: str, digits: int) -> list[Finding]:
+        """IPv4 (three dots and at least four digits; ``digits`` counts the text's) and IPv6 addresses."""
+        out = []
+        if digits >= 4 and text.count(".") >= 3:
+            out += [_finding("IP_ADDRESS", m.start(), m.end(), 0.95) for m in _IPV4.finditer(text)]
         if "::" in text or text.count(":") >= 5:
             for m in _IPV6.finditer(text):
                 try:

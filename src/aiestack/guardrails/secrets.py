@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 
-from aiestack.guardrails.base import without_overlaps
+from aiestack.guardrails.base import holds_one, without_overlaps
 from aiestack.types import Finding
 
 _PATTERNS: Mapping[str, re.Pattern[str]] = {
@@ -73,6 +73,13 @@ _CONTEXT = re.compile(
     r"|client[_-]?secret|private[_-]?key|credentials?)[\"']?\s*(?:[:=]|=>|\bis\b)\s*[\"']?([^\s\"',;]{8,})"
     r"|\b(?:Bearer|Basic)\s+([A-Za-z0-9._~+/=-]{16,})"
 )
+#: Substrings of which a match of :data:`_CONTEXT` holds one (in lower case): each of its names contains
+#: one (``api_key``/``apikey`` "api"; ``access_token``, ``auth_token`` "token"; ``client_secret``
+#: "secret"; ``passwd`` "passw"), as do ``Bearer`` and ``Basic``. The pattern ignores case, and Python's
+#: case-insensitive matching also folds four non-ASCII letters onto ASCII ones (``ſ`` onto ``s``, the
+#: Kelvin sign onto ``k``, ``ı`` and ``İ`` onto ``i``), which ``str.lower`` does not: the look-up
+#: decides only for ASCII text, and other text is always scanned.
+_CONTEXT_NEEDS = ("api", "secret", "token", "passw", "pwd", "private", "credential", "bearer", "basic")
 #: Prefixes/values that look like secrets but are placeholders.
 _PLACEHOLDER_VALUE = re.compile(r"(?i)^(?:x+|\*+|<[^>]*>|\$\{[^}]*\}|\{\{[^}]*\}\}|your[_-].*|changeme|password|example.*)$")
 
@@ -102,11 +109,13 @@ class SecretsDetector:
         lower = text.lower()
         for kind, pattern in _PATTERNS.items():
             within = lower if kind in _LOWER_CASE_NEEDS else text
-            if not any(needed in within for needed in _NEEDS[kind]):
+            if not holds_one(within, _NEEDS[kind]):
                 continue
             for m in pattern.finditer(text):
                 start, end = (m.start(1), m.end(1)) if pattern.groups else (m.start(), m.end())
                 found.append(Finding(kind=kind, start=start, end=end, score=1.0, label=kind))
+        if text.isascii() and not holds_one(lower, _CONTEXT_NEEDS):
+            return without_overlaps(found)  # no name of a secret: the generic rule cannot match
         for m in _CONTEXT.finditer(text):
             group = 1 if m.group(1) is not None else 2
             value = m.group(group)

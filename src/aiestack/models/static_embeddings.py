@@ -28,9 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
+from array import array
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,6 +56,8 @@ PIECE_MAX_CHARS = 32
 #: Unit mean vectors remembered by their token ids (each ~1 KB): enough for the texts of the requests
 #: in flight between the guard's pooling and the cache's embedding.
 MEANS_REMEMBERED = 256
+#: ASCII punctuation (``string.punctuation``), where BERT's pre-tokenizer splits a piece.
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 
 
 class StaticEmbeddings:
@@ -117,14 +122,20 @@ class StaticEmbeddings:
         model = self._load()
         distinct = list(dict.fromkeys(texts))  # a one-sentence prompt's first and last parts are one text
         keys = [tuple(row) for row in _token_ids(model, distinct, self._pieces)]
-        means, maxes = _pool(model, [list(k) for k in keys], with_max=True)
-        means, maxes = _unit(np.asarray(means, dtype=np.float32)), _unit(maxes)
-        self._remember(keys, means)
-        if len(distinct) < len(texts):
+        means, maxes = _pool(model, keys, with_max=True)
+        # Both made unit length in one pass over one array (row by row: the same bits as two passes).
+        n = len(distinct)
+        both = np.empty((2 * n, means.shape[1]), dtype=np.float32)
+        both[:n] = means
+        both[n:] = maxes
+        both = _unit(both)
+        self._remember(keys, both[:n])
+        if n < len(texts):
             at = {text: i for i, text in enumerate(distinct)}
             rows = [at[text] for text in texts]
-            return means[rows], maxes[rows]
-        return means, maxes
+            both = both[rows + [n + i for i in rows]]
+            n = len(texts)
+        return both[:n], both[n:]
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         """The unit mean vectors of ``texts``: remembered ones looked up by their token ids, the others pooled."""
@@ -194,6 +205,12 @@ class _PieceIds:
     spaces and punctuation, so the ids of ``"a b"`` are those of ``"a"`` then ``"b"``. Truncation at
     ``max_length`` tokens is applied to the whole, then the unknown token is dropped, as
     ``model.tokenize`` does. Any other text, or any other kind of tokenizer, goes to ``model.tokenize``.
+
+    The pre-tokenizer also makes each ASCII punctuation character a word of its own, so a new piece is
+    put together the same way from its runs between punctuation (``"1234)."`` from ``"1234"``, ``")"``
+    and ``"."``, each remembered): the tokenizer then reads only the part not seen before (a call costs ~50,000
+    instructions for a short piece), and ``"1234)"`` in the prompt's first part is a look-up.
+    Not when the piece holds an added token (``"[UNK]"``), which is matched before that split.
     """
 
     def __init__(self, model: StaticModel) -> None:
@@ -211,11 +228,24 @@ class _PieceIds:
         self._max_tokens: int | None = int(truncation["max_length"]) if truncation else None
         self._unk = model.unk_token_id
 
+        # Added tokens ("[UNK]", "[PAD]") are found in the text before the pre-tokenizer splits it.
+        added = tuple(str(token["content"]).lower() for token in config.get("added_tokens") or ())
+
         def piece(text: str) -> tuple[int, ...]:
             return tuple(tokenizer.encode(text, add_special_tokens=False).ids)
 
+        def split_piece(text: str) -> tuple[int, ...]:
+            parts = [part for part in _PUNCTUATION.split(text) if part]
+            if len(parts) < 2 or any(token in text.lower() for token in added):
+                return piece(text)
+            ids: tuple[int, ...] = ()
+            for part in parts:
+                ids += remembered(part)
+            return ids
+
+        remembered = lru_cache(maxsize=PIECES_REMEMBERED)(split_piece)
         self._piece: Callable[[str], tuple[int, ...]] = piece
-        self._remembered = lru_cache(maxsize=PIECES_REMEMBERED)(piece)
+        self._remembered = remembered
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         if not self.piecewise:
@@ -255,7 +285,7 @@ def _token_ids(model: StaticModel, texts: list[str], pieces: _PieceIds | None) -
     return pieces.tokenize(cut) if pieces is not None else model.tokenize(cut)
 
 
-def _pool(model: StaticModel, ids: list[list[int]], *, with_max: bool) -> tuple[np.ndarray, np.ndarray]:
+def _pool(model: StaticModel, ids: Sequence[Sequence[int]], *, with_max: bool) -> tuple[np.ndarray, np.ndarray]:
     """The means of each row of token ids' vectors and, with ``with_max``, their per-dimension maxima
     (float32, not normalised; zeros for a text without tokens; else an empty array).
 
@@ -268,29 +298,63 @@ def _pool(model: StaticModel, ids: list[list[int]], *, with_max: bool) -> tuple[
     weights or a token mapping; an int8 table averaged in float64 into float32, as ``encode`` does),
     then normalised when the model normalises. tests/models/test_static_embeddings.py compares it with
     ``encode``.
+
+    An integer table without weights (the packaged model's) is pooled by :func:`_pool_integer`.
     """
     table = model.embedding
     dtype = np.dtype(np.float32) if table.dtype == np.int8 else table.dtype
     out = np.zeros((len(ids), model.dim), dtype=dtype)
     top = np.zeros((len(ids) if with_max else 0, model.dim), dtype=np.float32)
-    for i, row in enumerate(ids):
-        if not row:
-            continue
-        rows = table[model.token_mapping[row] if model.token_mapping is not None else row]
-        if model.weights is not None:
-            rows = rows * model.weights[row][:, None]
-        out[i] = rows.mean(axis=0)
-        if with_max:
-            top[i] = rows.max(axis=0)
+    if table.dtype.kind in "iu" and model.weights is None:
+        _pool_integer(model, ids, out, top)
+    else:
+        for i, ids_row in enumerate(ids):
+            if not ids_row:
+                continue
+            row = list(ids_row)
+            rows = table[model.token_mapping[row] if model.token_mapping is not None else row]
+            if model.weights is not None:
+                rows = rows * model.weights[row][:, None]
+            out[i] = rows.mean(axis=0)
+            if len(top):
+                top[i] = rows.max(axis=0)
     if model.normalize:
         out32 = out.astype(np.float32, copy=False)
         return (out32 / (_row_norms(out32) + 1e-32)).astype(out.dtype, copy=False), top
     return out, top
 
 
+def _pool_integer(model: StaticModel, ids: Sequence[Sequence[int]], out: np.ndarray, top: np.ndarray) -> None:
+    """:func:`_pool`'s means (into ``out``) and, when ``top`` has rows, maxima (into ``top``) for an integer
+    table without weights: one gather and one cast for all rows, then a plain float64 sum per row of
+    ids, instead of a gather from a Python list and ``ndarray.mean`` (each a few tens of thousands of
+    instructions on the request path: the list's conversion, the mean's Python wrapper and its
+    buffered int8 → float64 cast). The same bits as ``rows.mean(axis=0)``: that mean sums in float64
+    and divides by the count, and a sum of at most ``max_length`` int8 values is an integer float64
+    holds exactly, whatever the order of the additions; the maximum is exact."""
+    if not any(ids):
+        return
+    flat = np.frombuffer(array("q", chain.from_iterable(ids)), dtype=np.int64)
+    rows = model.embedding[model.token_mapping[flat] if model.token_mapping is not None else flat]
+    wide = rows.astype(np.float64)
+    add, maximum = np.add.reduce, np.maximum.reduce
+    end = 0
+    for i, row in enumerate(ids):
+        if not row:
+            continue
+        start, end = end, end + len(row)
+        out[i] = add(wide[start:end], axis=0) / len(row)
+        if len(top):
+            top[i] = maximum(rows[start:end], axis=0)
+
+
 def _unit(vectors: np.ndarray) -> np.ndarray:
+    """Each row divided by its norm; a zero row stays zero (looked for only when there is one: the
+    ``np.where`` costs more than the division)."""
     norms = _row_norms(vectors)
-    out: np.ndarray = vectors / np.where(norms == 0, 1.0, norms)
+    if np.count_nonzero(norms) < len(norms):
+        norms = np.where(norms == 0, 1.0, norms)
+    out: np.ndarray = vectors / norms
     return out
 
 
