@@ -70,10 +70,35 @@ def test_token_ids_put_together_from_remembered_pieces_are_the_tokenizers_own() 
     rng = random.Random(7)
     alphabet = string.ascii_letters + string.digits + string.punctuation + "    "
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.choice([0, 3, 40, 400, 2500]))) for _ in range(400)]
-    texts += ["x" * 150, "! " * 600, "a  b   c ", " [UNK] [PAD] don't U.S.A. 3.14 ", "ünïcödé 東京", "tab\there", "line\nbreak"]
+    texts += ["x" * 150, "! " * 600, "a  b   c ", " [UNK] [PAD] don't U.S.A. 3.14 ", "ünïcödé 東京", "tab\there", "line\nbreak",
+              "(note 1234).", "(note 1234)", "x[UNK].", "[pad]!", "a[PAD]b,c", "[UNK]", "e.g.,", "...", "--flag=value;"]
     for _ in range(2):  # the second pass reads the remembered pieces
         assert pieces.tokenize(texts) == static.tokenize(texts)
     assert pieces.tokenize(["! " * 600])[0] == static.tokenize(["! " * 600])[0] and len(pieces.tokenize(["! " * 600])[0]) == 512
+
+
+def test_pool_of_an_integer_table_is_the_row_by_row_mean_and_max_bit_for_bit() -> None:
+    """_pool reads the packaged int8 table in one gather and one cast: the same bits as ``rows.mean(axis=0)``
+    and ``rows.max(axis=0)`` row by row (what it did before, and what ``encode`` does)."""
+    import random
+
+    from aiestack.models.static_embeddings import _pool
+
+    inner = StaticEmbeddings()._load()
+    assert inner.embedding.dtype == np.int8 and inner.weights is None  # the one-gather path
+    rng = random.Random(11)
+    vocab = inner.embedding.shape[0]
+    for _ in range(50):
+        ids = [[rng.randrange(vocab) for _ in range(rng.choice([0, 1, 2, 9, 40, 512]))] for _ in range(rng.randint(1, 4))]
+        means, maxes = _pool(inner, ids, with_max=True)
+        expected = np.zeros((len(ids), inner.dim), dtype=np.float32)
+        top = np.zeros((len(ids), inner.dim), dtype=np.float32)
+        for i, row in enumerate(ids):
+            if row:
+                expected[i] = inner.embedding[row].mean(axis=0)
+                top[i] = inner.embedding[row].max(axis=0)
+        unit = expected / (np.sqrt(np.add.reduce(expected * expected, axis=1, keepdims=True)) + 1e-32)
+        assert means.tobytes() == unit.tobytes() and maxes.tobytes() == top.tobytes()
 
 
 async def test_bad_input_and_a_missing_model_fail_with_a_fix(tmp_path: Path) -> None:
