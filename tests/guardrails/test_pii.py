@@ -135,3 +135,11 @@ def test_findings_never_carry_the_value() -> None:
 def test_mask_is_irreversible() -> None:
     text = "mail jane@example.com, ip 10.1.2.3"
     assert mask(text, PIIDetector().detect(text)) == "mail <EMAIL>, ip <IP>"
+
+
+@pytest.mark.parametrize("entities", [("LOCATION",), ("LOCATION", "EMAIL_ADDRESS"), ("PERSON", "LOCATION")])
+def test_a_street_address_is_found_whichever_other_entities_are_configured(entities: tuple[str, ...]) -> None:
+    # Until session 10 the digit count a street needs was taken only for the digit entities, so
+    # entities = ["LOCATION"] found no address at all.
+    found = PIIDetector(entities).detect("ship to 1600 Pennsylvania Avenue today")
+    assert [(f.kind, f.start, f.end) for f in found] == [("LOCATION", 8, 32)]

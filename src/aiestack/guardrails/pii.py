@@ -151,8 +151,8 @@ class PIIDetector:
         want = self.entities
         if "EMAIL_ADDRESS" in want and "@" in text:
             found += [_finding("EMAIL_ADDRESS", m.start(), m.end(), 1.0) for m in _EMAIL.finditer(text)]
-        counted = "CREDIT_CARD" in want or "PHONE_NUMBER" in want or "US_SSN" in want
-        digits = len(_DIGITS.findall(text)) if counted or "IP_ADDRESS" in want else 0
+        counted = not want.isdisjoint(("CREDIT_CARD", "PHONE_NUMBER", "US_SSN", "IP_ADDRESS", "LOCATION"))
+        digits = len(_DIGITS.findall(text)) if counted else 0
         if "IP_ADDRESS" in want:
             found += self._ips(text, digits)
         if "CREDIT_CARD" in want and digits >= 13:
@@ -165,7 +165,7 @@ class PIIDetector:
             found += self._phones(text, without_overlaps(found))
         if "PERSON" in want and holds_one(text, _PERSON_NEEDS):
             found += [_finding("PERSON", m.start(1), m.end(1), 0.6) for m in _PERSON.finditer(text)]
-        if "LOCATION" in want and counted and digits and holds_one(text, _STREET_NEEDS):
+        if "LOCATION" in want and digits and holds_one(text, _STREET_NEEDS):  # a street address has a number
             found += [_finding("LOCATION", m.start(), m.end(), 0.6) for m in _STREET.finditer(text)]
         return without_overlaps(found)
 
