@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from aiestack.errors import ProviderBadRequest, ProviderUnavailable
 from aiestack.models.base import ChatModel
 from aiestack.models.llama_cpp import LlamaCppModel, LlamaCppModelConfig
+from aiestack.models.llama_grammar import schema_to_gbnf
 from aiestack.streams import Accumulator
 from aiestack.types import ChatRequest, Completion, Delta, Message, Params, ResponseFormat, Tool
 
@@ -222,6 +223,25 @@ async def test_integer_bounds_of_a_schema_hold_while_sampling(model):
         )
         assert completion.finish_reason == "stop", completion.text
         assert 1990 <= json.loads(completion.text)["year"] <= 1994
+
+
+@pytest.mark.integration
+def test_a_schema_string_admits_no_raw_control_character(reference):
+    # llama-cpp-python's converter lets a string hold a raw newline or tab (JSON forbids both): pushed
+    # towards them, its grammar writes them; aiestack.models.llama_grammar's does not.
+    from llama_cpp import LlamaGrammar
+
+    schema = {"type": "object", "properties": {"note": {"type": "string"}}, "required": ["note"], "additionalProperties": False}
+    pushed = {t: 30.0 for t in reference.tokenize(b"\n", add_bos=False) + reference.tokenize(b"\t", add_bos=False)}
+
+    def note(grammar: LlamaGrammar) -> str:
+        out = reference.create_completion("A note:", max_tokens=12, temperature=0, grammar=grammar, logit_bias=pushed)
+        return str(out["choices"][0]["text"])
+
+    library = note(LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False))
+    assert any(c in library for c in "\n\t"), library  # the push works: the library's grammar yields
+    ours = note(LlamaGrammar.from_string(schema_to_gbnf(schema), verbose=False))
+    assert ours.startswith('{"note":"') and not any(ord(c) < 0x20 for c in ours), ours
 
 
 @pytest.mark.integration

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aiestack.errors import ProviderBadRequest
-from aiestack.models.llama_grammar import MAX_DIGITS, integer_bounds, integer_range, schema_to_gbnf
+from aiestack.models.llama_grammar import JSON_CHAR, MAX_DIGITS, integer_bounds, integer_range, schema_to_gbnf
 
 pytest.importorskip("llama_cpp.llama_grammar")
 
@@ -76,7 +76,7 @@ def test_bounds_no_integer_satisfies_are_a_clear_error() -> None:
         integer_bounds({"type": "integer", "exclusiveMinimum": 1, "exclusiveMaximum": 2})
 
 
-def test_the_readme_schema_bounds_its_age_and_keeps_the_rest_of_the_librarys_grammar() -> None:
+def test_the_readme_schema_bounds_its_age_and_keeps_the_rest_of_the_librarys_grammar_but_its_char() -> None:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     schema = json.loads((ROOT / "examples" / "person.json").read_text())
@@ -85,8 +85,9 @@ def test_the_readme_schema_bounds_its_age_and_keeps_the_rest_of_the_librarys_gra
     age = rules["age-kv"].rsplit(" ", 1)[1]
     assert rules[age] == f"({integer_range(0, 120)}) space"
     library = dict(line.split(" ::= ", 1) for line in json_schema_to_gbnf(json.dumps(schema)).splitlines())
-    for name in ("root", "name-kv", "city-kv", "string", "char", "space"):
+    for name in ("root", "name-kv", "city-kv", "string", "space"):
         assert rules[name] == library[name]
+    assert rules["char"] == JSON_CHAR != library["char"]
 
 
 def test_bounded_integers_inside_arrays_and_refs_are_bounded_too() -> None:
@@ -99,3 +100,15 @@ def test_bounded_integers_inside_arrays_and_refs_are_bounded_too() -> None:
     assert integer_range(1, 5) in schema_to_gbnf(schema)
     unbounded = {"type": "object", "properties": {"n": {"type": "integer"}}}
     assert "integral-part" in schema_to_gbnf(unbounded)  # no bounds: the library's own rule
+
+
+def test_a_string_character_is_what_json_allows_unescaped() -> None:
+    grammar = schema_to_gbnf({"type": "object", "properties": {"a": {"type": "string"}}})
+    (rule,) = [line for line in grammar.splitlines() if line.startswith("char ::=")]
+    assert rule == f"char ::= {JSON_CHAR}"
+    # The character class written as a Python class: every character but '"', '\\' and U+0000-U+001F.
+    unescaped = re.compile(JSON_CHAR.split(" | ")[0])
+    assert [chr(c) for c in range(0x80) if unescaped.fullmatch(chr(c)) is None] == [
+        *map(chr, range(0x20)), '"', "\\"
+    ]
+    assert unescaped.fullmatch("é") and unescaped.fullmatch("\x7f")

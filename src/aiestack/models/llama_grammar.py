@@ -9,6 +9,11 @@ bounds becomes a grammar rule that admits exactly the integers in range, written
 range by its first differing digit, the textbook construction of a regular expression for a numeric
 range. Everything else is the library's converter. Bounds on ``number`` and ``multipleOf`` are not
 expressible this way and stay with the ``json_schema`` guard, which validates every answer anyway.
+
+The converter's string character is also corrected: llama-cpp-python admits any character but ``"``
+and ``\\`` inside a string (``[^"\\]``), so a raw newline or tab could be sampled there, which JSON
+forbids (control characters must be escaped): the answer then fails to parse, and the re-ask costs a
+whole generation. llama.cpp's own converter excludes them; here too (:data:`JSON_CHAR`).
 """
 
 from __future__ import annotations
@@ -23,13 +28,21 @@ from aiestack.errors import ProviderBadRequest
 #: Digits of an integer with no upper bound, as llama-cpp-python's own ``integral-part`` allows.
 MAX_DIGITS = 16
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+#: A character of a JSON string: anything but ``"``, ``\\`` and the control characters U+0000-U+001F,
+#: or an escape (RFC 8259, section 7).
+JSON_CHAR = r'[^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
 
 
 def schema_to_gbnf(schema: Mapping[str, Any]) -> str:
     """The GBNF grammar for ``schema`` (raises what the library's converter raises on a schema it cannot read)."""
-    from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
+    from llama_cpp.llama_grammar import RESERVED_NAMES, BuiltinRule, SchemaConverter
 
     class Converter(SchemaConverter):
+        def _add_primitive(self, name: str, rule: BuiltinRule) -> str:
+            if name == "char":
+                rule = BuiltinRule(JSON_CHAR, [])
+            return str(super()._add_primitive(name, rule))
+
         def visit(self, schema: dict[str, Any], name: str) -> str:
             bounds = integer_bounds(schema) if schema.get("type") == "integer" else None
             if bounds is None:
