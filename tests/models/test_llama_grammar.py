@@ -85,7 +85,7 @@ def test_the_readme_schema_bounds_its_age_and_keeps_the_rest_of_the_librarys_gra
     age = rules["age-kv"].rsplit(" ", 1)[1]
     assert rules[age] == f"({integer_range(0, 120)}) space"
     library = dict(line.split(" ::= ", 1) for line in json_schema_to_gbnf(json.dumps(schema)).splitlines())
-    for name in ("root", "name-kv", "city-kv", "string", "space"):
+    for name in ("root", "name-kv", "name", "city-kv", "city", "space"):
         assert rules[name] == library[name]
     assert rules["char"] == JSON_CHAR != library["char"]
 
