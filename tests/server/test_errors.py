@@ -217,3 +217,61 @@ async def test_without_keys_everyone_is_anonymous(asgi: Client) -> None:
     assert record is not None and (record.key_id, record.tenant) == (None, "default")
     r = await client.get("/admin/keys")  # anonymous is not the admin
     assert r.status_code == 403 and error_of(r)["code"] == "admin_required"
+
+
+async def test_hot_routes_skip_the_middleware_stack(asgi: Client) -> None:
+    """Chat answers go through the front door (FastAPI's own stack is built only for other routes)."""
+    client, app = asgi
+    r = await client.post(CHAT, json=HELLO)
+    assert r.status_code == 200
+    assert app.middleware_stack is None
+    assert (await client.get("/v1/models", headers=ADMIN)).status_code == 200
+    assert app.middleware_stack is not None
+
+
+async def test_hot_routes_go_through_the_stack_once_fastapi_telemetry_is_on(
+    asgi: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a global OpenTelemetry provider, FastAPI's telemetry middleware sees the hot routes too."""
+    client, app = asgi
+    seen: list[str] = []
+    monkeypatch.setattr(app, "_native_telemetry", _Telemetry(seen))
+    monkeypatch.setattr(app, "_telemetry_checked", -1e9)  # due for a check
+    r = await client.post(CHAT, json=HELLO)
+    assert r.status_code == 200
+    # asked by the front (then by FastAPI, which serves it through its telemetry)
+    assert seen == ["enabled", "enabled", "/v1/chat/completions"]
+    r = await client.post(CHAT, json=HELLO)  # on for good: only FastAPI asks again
+    assert seen[3:] == ["enabled", "/v1/chat/completions"]
+
+
+class _Telemetry:
+    """Stands for FastAPI's native telemetry turned on: it records what it is asked and what it serves."""
+
+    def __init__(self, seen: list[str]) -> None:
+        self.seen = seen
+
+    def enabled(self) -> bool:
+        self.seen.append("enabled")
+        return True
+
+    async def __call__(self, *, app: Any, scope: Any, receive: Any, send: Any, legacy_otel: bool = False) -> None:
+        self.seen.append(scope["path"])
+        await app(scope, receive, send)
+
+
+async def test_a_bug_on_a_hot_route_is_a_500_in_the_openai_shape(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    async with app.router.lifespan_context(app):
+        stack = stack_of(app)
+
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            raise ZeroDivisionError("a bug")
+
+        stack.chat = broken  # type: ignore[method-assign]
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            r = await client.post(CHAT, json=HELLO)
+    assert r.status_code == 500
+    error = error_of(r)
+    assert error["code"] == "internal_error" and "ZeroDivisionError" in error["message"]
