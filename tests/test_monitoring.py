@@ -95,6 +95,25 @@ def test_free_text_models_are_capped_to_other() -> None:
     assert "made-up" not in m.render().decode()
 
 
+def test_labels_seen_again_count_the_same_way() -> None:
+    """The labels of a combination are remembered: a capped name stays ``other``, an instrument a
+    combination never observed stays unexported until it does, and the same (model, provider,
+    route) under another outcome observes into the same series."""
+    m = Metrics(max_label_values=1)
+    for _ in range(2):
+        m.observe_exchange(_record(model="a", outcome="error", ttft_ms=40.0, output_tokens=0, cost_usd=None))
+        m.observe_exchange(_record(model="made-up", outcome="error"))
+    get = m.registry.get_sample_value
+    labels = {"provider": "openai", "route": "support"}
+    assert get("gen_ai_server_request_duration_seconds_count", {**labels, "model": "a", "outcome": "error"}) == 2
+    assert get("gen_ai_server_request_duration_seconds_count", {**labels, "model": "other", "outcome": "error"}) == 2
+    assert get("gen_ai_server_time_to_first_token_seconds_count", {**labels, "model": "a"}) is None
+    assert "gen_ai_server_time_to_first_token_seconds_count{" not in m.render().decode()
+    m.observe_exchange(_record(model="a"))
+    assert get("gen_ai_server_time_to_first_token_seconds_count", {**labels, "model": "a"}) == 1
+    assert get("gen_ai_client_token_usage_count", {**labels, "model": "a", "token_type": "input"}) == 3
+
+
 def test_wing_events_are_counted() -> None:
     m = Metrics()
     m.guard_action("pii", "redact", direction="input")

@@ -20,6 +20,7 @@ Design choices:
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -158,6 +159,28 @@ INSTRUMENTS: tuple[_Instrument, ...] = (
 )
 
 
+#: How many (model, provider, route, outcome) combinations :class:`Metrics` remembers the labels of.
+_EXCHANGE_LABELS_KEPT = 1024
+
+
+class _ExchangeLabels:
+    """One combination's capped label values, and the instrument children made for it so far (by slot)."""
+
+    __slots__ = ("_children", "_make", "values")
+
+    def __init__(self, values: tuple[str, str, str, str], make: Callable[..., Any]) -> None:
+        self.values = values
+        self._make = make
+        self._children: list[Any] = [None] * 6
+
+    def child(self, slot: int, metric: Histogram | Counter, *labels: str) -> Any:
+        """``metric.labels(*labels)``, made when first observed (a child that was never observed is not exported)."""
+        found = self._children[slot]
+        if found is None:
+            found = self._children[slot] = self._make(metric, *labels)
+        return found
+
+
 class Metrics:
     """The Prometheus instruments of one aiestack app, in their own registry.
 
@@ -187,6 +210,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._cap = _LabelCap(max_label_values)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._exchange: dict[tuple[str, str | None, str | None, str], _ExchangeLabels] = {}
         for instrument in INSTRUMENTS:
             setattr(self, instrument.attr, instrument.build(self.registry))
 
@@ -205,29 +229,39 @@ class Metrics:
 
     def observe_exchange(self, record: ExchangeRecord) -> None:
         """Update the exchange-level instruments from a final exchange record."""
-        cap = self._cap
-        model = cap("model", record.model)
-        provider = cap("provider", record.provider)
-        route = cap("route", record.route)
-        outcome = cap("outcome", record.outcome)
-        child = self._child
+        labels = self._exchange_labels(record.model, record.provider, record.route, record.outcome)
+        model, provider, route, outcome = labels.values
+        child = labels.child
         if record.total_ms is not None:
-            child(self.request_duration, model, provider, route, outcome).observe(record.total_ms / 1000)
+            child(0, self.request_duration, model, provider, route, outcome).observe(record.total_ms / 1000)
         if record.cached or record.outcome == "cached":
             kind = record.attributes.get(CACHE_KIND)
-            child(self.cache_hits, route, cap("cache_kind", kind if isinstance(kind, str) else None)).inc()
+            self._child(self.cache_hits, route, self._cap("cache_kind", kind if isinstance(kind, str) else None)).inc()
             return  # a cached answer used no tokens and took no generation time
         if record.outcome == "ok":
             if record.ttft_ms is not None:
-                child(self.time_to_first_token, model, provider, route).observe(record.ttft_ms / 1000)
+                child(1, self.time_to_first_token, model, provider, route).observe(record.ttft_ms / 1000)
             if record.tpot_ms is not None:
-                child(self.time_per_output_token, model, provider, route).observe(record.tpot_ms / 1000)
+                child(2, self.time_per_output_token, model, provider, route).observe(record.tpot_ms / 1000)
         if record.input_tokens > 0:
-            child(self.token_usage, model, provider, route, "input").observe(record.input_tokens)
+            child(3, self.token_usage, model, provider, route, "input").observe(record.input_tokens)
         if record.output_tokens > 0:
-            child(self.token_usage, model, provider, route, "output").observe(record.output_tokens)
+            child(4, self.token_usage, model, provider, route, "output").observe(record.output_tokens)
         if record.cost_usd:
-            child(self.cost, model, provider, route).inc(max(record.cost_usd, 0.0))
+            child(5, self.cost, model, provider, route).inc(max(record.cost_usd, 0.0))
+
+    def _exchange_labels(self, model: str, provider: str | None, route: str | None, outcome: str) -> _ExchangeLabels:
+        """The capped labels of an exchange's (model, provider, route, outcome), and its instruments' children,
+        remembered: the label cap maps a value the same way every time, so only new combinations pay for it."""
+        key = (model, provider, route, outcome)
+        labels = self._exchange.get(key)
+        if labels is None:
+            if len(self._exchange) >= _EXCHANGE_LABELS_KEPT:
+                self._exchange.clear()
+            cap = self._cap
+            values = (cap("model", model), cap("provider", provider), cap("route", route), cap("outcome", outcome))
+            labels = self._exchange[key] = _ExchangeLabels(values, self._child)
+        return labels
 
     def observe_overhead(self, seconds: float, *, route: str | None) -> None:
         """The gateway's own time for one exchange (its duration minus the provider's)."""

@@ -325,8 +325,10 @@ class _LightSpan(Span):
             self._attributes[key] = list(value) if isinstance(value, tuple | list) else value
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
-        for key, value in attributes.items():
-            self.set_attribute(key, value)
+        if self._end_ns is None:  # set_attribute's work, without a call per attribute
+            mine = self._attributes
+            for key, value in attributes.items():
+                mine[key] = list(value) if isinstance(value, tuple | list) else value
 
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         if name == "exception" and attributes and self._exception is None and self._end_ns is None:
