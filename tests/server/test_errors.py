@@ -275,3 +275,50 @@ async def test_a_bug_on_a_hot_route_is_a_500_in_the_openai_shape(tmp_path: Path)
     assert r.status_code == 500
     error = error_of(r)
     assert error["code"] == "internal_error" and "ZeroDivisionError" in error["message"]
+
+
+async def test_middleware_added_after_create_app_sees_the_hot_routes_too(tmp_path: Path) -> None:
+    """An embedding application's own middleware (here a header on every response) is not skipped."""
+
+    class Stamp:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            async def stamped(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", []), (b"x-stamp", b"1")]
+                await send(message)
+
+            await self.app(scope, receive, stamped)
+
+    app = make_app(tmp_path)
+    app.add_middleware(Stamp)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            r = await client.post(CHAT, json=HELLO)
+            assert r.status_code == 200 and r.headers["x-stamp"] == "1"
+            assert (await client.get("/health")).headers["x-stamp"] == "1"
+
+
+async def test_an_exception_handler_added_after_create_app_answers_a_bug_on_a_hot_route(tmp_path: Path) -> None:
+    from starlette.responses import PlainTextResponse
+
+    app = make_app(tmp_path)
+
+    async def mine(request: Any, exc: Exception) -> Any:
+        return PlainTextResponse("mine", status_code=500)
+
+    app.add_exception_handler(Exception, mine)
+    async with app.router.lifespan_context(app):
+        stack = stack_of(app)
+
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            raise ZeroDivisionError("a bug")
+
+        stack.chat = broken
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            r = await client.post(CHAT, json=HELLO)
+    assert (r.status_code, r.text) == (500, "mine")

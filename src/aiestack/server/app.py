@@ -95,14 +95,30 @@ class GatewayApp(FastAPI):
     once on, every request goes through the stack as before. A provider configured before the app
     serves (``opentelemetry-instrument``, FastAPI's auto-configuration at start-up) is seen from the
     first request; one configured while it serves, within that interval.
+
+    The front door does only what :func:`create_app`'s own stack does, so it stands aside for good when
+    the app it is about to serve was given more: middleware or an ``Exception`` handler added after
+    :func:`create_app` (by a plugin or an embedding application) is honoured on every route.
+    Starlette fixes both when it builds the stack on the first request, so that is when it is decided.
     """
 
     front: FrontDoor | None = None
+    _front_setup: tuple[int, object] | None = None
     _telemetry_checked = -math.inf
     _telemetry_on = False
 
+    def set_front(self, front: FrontDoor) -> None:
+        """Serve the hot routes through ``front`` while the app keeps the middleware and the ``Exception``
+        handler it has now."""
+        self.front = front
+        self._front_setup = (len(self.user_middleware), self.exception_handlers.get(Exception))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         front = self.front
+        if front is not None and self._front_setup is not None:
+            if self._front_setup != (len(self.user_middleware), self.exception_handlers.get(Exception)):
+                front = self.front = None  # given more than create_app gave it: the stack serves all
+            self._front_setup = None
         if front is not None and scope["type"] == "http" and front.serves(scope) and not self._stack_needed():
             scope["app"] = self
             await front(scope, receive, send)
@@ -159,8 +175,8 @@ def create_app(
     # Added last, so outermost: the body limit applies to the hot routes too.
     app.add_middleware(HotRoutes, routes=_hot_routes())
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    app.front = FrontDoor(_hot_routes(), max_bytes=max_body_bytes, on_error=_server_error)
     _install_error_handlers(app)
+    app.set_front(FrontDoor(_hot_routes(), max_bytes=max_body_bytes, on_error=_server_error))
     for module in (routes_openai, routes_embeddings, routes_models, routes_admin, routes_platform):
         app.include_router(module.router)
     mount_console(app)  # the web console at / (after the API, so /v1, /health, /metrics keep their routes)
