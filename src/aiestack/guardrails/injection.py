@@ -134,10 +134,16 @@ class InjectionClassifier:
         if self.static_heads and load is not None:
             await load()
 
-    def scores(self, text: str, embedding: Sequence[float] | None, *, static: bool = True) -> dict[str, float]:
+    def scores(self, text: str, embedding: Sequence[float] | None, *, static: bool = True,
+               only: frozenset[str] | None = None) -> dict[str, float]:
         """Probability per head; the embedding heads' lexical-only fallbacks when ``embedding`` is ``None``
         (the lexical heads never use it). ``static=False`` leaves the ``static`` head out (its embedder
-        costs about 0.1-0.2 ms a prompt): for policies that do not count it."""
+        costs about 0.1-0.2 ms a prompt): for policies that do not count it. ``only``: the heads wanted,
+        the others not computed (``None``: every head); for the ``static`` head alone (the default
+        policy's) its value is the one every head's call gives, bit for bit (the other heads' gathers,
+        the lexical head's logit included unless the static embedder cannot run, are not made)."""
+        if only is not None and static and self.lexical_heads and self.static_heads and only == frozenset(self.static_heads):
+            return self._static_only(text)
         idx, values = hashed_ngrams_sparse(text, self.hash_dim)
         if embedding is None:
             z = self._lex_w[:, idx] @ values + self._lex_bias
@@ -151,14 +157,29 @@ class InjectionClassifier:
             z = np.concatenate([z, lex])
             heads += self.lexical_heads
             if static and self.static_heads:
-                z = np.append(z, self._static_logit(text, idx, values, cue, float(lex[0])))
+                logit = self._static_logit(text, idx, values, cue)
+                z = np.append(z, float(lex[0]) if logit is None else logit)
                 heads += self.static_heads
-        return dict(zip(heads, _sigmoid(z).tolist(), strict=True))
+        out = dict(zip(heads, _sigmoid(z).tolist(), strict=True))
+        return out if only is None else {h: p for h, p in out.items() if h in only}
 
-    def _static_logit(self, text: str, idx: np.ndarray, values: np.ndarray, cue: float, lexical: float) -> float:
+    def _static_only(self, text: str) -> dict[str, float]:
+        """:meth:`scores` of the ``static`` head alone. Every head's call appends its logit (a Python float)
+        to the float32 logits of the others, which makes them float64, then takes the sigmoid of the
+        array: here the sigmoid of a one-element float64 array, the same bits."""
+        idx, values = hashed_ngrams_sparse(text, self.hash_dim)
+        cue = persona_imposed(text)
+        logit = self._static_logit(text, idx, values, cue)
+        if logit is None:  # the static embedder cannot run: the lexical head's logit, as in every head's call
+            lex = self._lexical_w[:1, idx] @ values + self._lexical_w[:1, self.hash_dim] * cue + self._lexical_bias[:1]
+            logit = float(lex[0])
+        return dict(zip(self.static_heads, _sigmoid(np.array([logit], dtype=np.float64)).tolist(), strict=True))
+
+    def _static_logit(self, text: str, idx: np.ndarray, values: np.ndarray, cue: float) -> float | None:
         """The ``static`` head's logit (its own n-gram and cue weights, ``idx``/``values``/``cue`` being the
-        text's, plus its weights over the static embedder's features); the ``lexical`` head's logit
-        (``lexical``) when the static embedder cannot run (model2vec missing, a broken install: logged once)."""
+        text's, plus its weights over the static embedder's features); ``None`` when the static embedder
+        cannot run (model2vec missing, a broken install: logged once), when the head falls back to the
+        ``lexical`` head's logit."""
         if self._static is not None and not self._static_broken:
             try:
                 f = static_features(self._static, text)
@@ -168,7 +189,7 @@ class InjectionClassifier:
             else:
                 w = self._static_lexical_w
                 return float(w[idx] @ values + w[self.hash_dim] * cue + self._static_w @ f) + self._static_bias
-        return lexical
+        return None
 
     def indirect_scores(self, texts: Sequence[str]) -> np.ndarray:
         """The ``indirect`` head's probability for each segment of retrieved text."""
@@ -217,10 +238,14 @@ class InjectionDetector:
         self.judge_min = judge_min
         self.threshold = threshold
 
-    async def score(self, text: str) -> InjectionResult:
-        return (await self.score_many([text]))[0]
+    async def score(self, text: str, *, every_layer: bool = True) -> InjectionResult:
+        """The score of ``text``. ``every_layer=False``: ``layers`` holds only the layers that count (the
+        heuristics, the judge, the indirect head and the ``heads`` named); the score and the findings are
+        the same, and the classifier heads that do not count are not computed (the input guard, which
+        reports only the score and the findings, on every new prompt)."""
+        return (await self.score_many([text], every_layer=every_layer))[0]
 
-    async def score_many(self, texts: Sequence[str]) -> list[InjectionResult]:
+    async def score_many(self, texts: Sequence[str], *, every_layer: bool = True) -> list[InjectionResult]:
         embeddings: list[Sequence[float] | None] = [None] * len(texts)
         wanted = [i for i, t in enumerate(texts) if self._needs_embedding(t)]
         if self.embed is not None and wanted:
@@ -230,7 +255,7 @@ class InjectionDetector:
                     embeddings[i] = v
         results = []
         for text, emb in zip(texts, embeddings, strict=True):
-            results.append(await self._one(text, emb))
+            results.append(await self._one(text, emb, every_layer))
         return results
 
     def _needs_embedding(self, text: str) -> bool:
@@ -241,8 +266,8 @@ class InjectionDetector:
         heads = self.heads if self.heads is not None else self.classifier.heads
         return any(len(text) >= MIN_CHARS.get(h, 0) for h in heads if h in self.classifier.embedding_heads)
 
-    async def _one(self, text: str, embedding: Sequence[float] | None) -> InjectionResult:
-        findings, layers, score = await run_cpu(len(text), self._local, text, embedding)
+    async def _one(self, text: str, embedding: Sequence[float] | None, every_layer: bool = True) -> InjectionResult:
+        findings, layers, score = await run_cpu(len(text), self._local, text, embedding, every_layer)
         if self.judge is not None and self.judge_min <= score < self.threshold:
             decided = await self.judge(text)
             if decided is not None:
@@ -252,8 +277,9 @@ class InjectionDetector:
                     findings.append(Finding(kind="injection.judge", score=decided, label="judge"))
         return InjectionResult(score, tuple(findings), layers)
 
-    def _local(self, text: str, embedding: Sequence[float] | None) -> tuple[list[Finding], dict[str, float], float]:
-        """The layers computed here (heuristics, indirect head, classifier heads): CPU work, no I/O."""
+    def _local(self, text: str, embedding: Sequence[float] | None, every_layer: bool = True) -> tuple[list[Finding], dict[str, float], float]:
+        """The layers computed here (heuristics, indirect head, classifier heads): CPU work, no I/O.
+        ``every_layer=False`` computes only the classifier heads that count."""
         findings = heuristic_findings(text)
         layers = {"heuristics": heuristic_score(findings)}
         score = layers["heuristics"]
@@ -267,7 +293,8 @@ class InjectionDetector:
                     findings.append(Finding(kind="injection.indirect", start=seg.start, end=seg.end, score=round(float(p), 4), label="indirect"))
         if self.classifier is not None and self.heads != frozenset():
             static = self.heads is None or "static" in self.heads
-            for head, p in self.classifier.scores(text, embedding, static=static).items():
+            only = None if every_layer else self.heads
+            for head, p in self.classifier.scores(text, embedding, static=static, only=only).items():
                 layers[head] = p
                 if self.heads is not None and head not in self.heads:
                     continue  # reported, but it does not count

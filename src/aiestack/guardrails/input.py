@@ -308,7 +308,8 @@ class InputGuard:
         key = (id(guards.injection), text)
         result = self._recent.get(key)
         if result is None:
-            result = self._recent.put(key, text, await guards.injection.score(text))
+            # only the score and the findings are reported: the heads that do not count are not computed
+            result = self._recent.put(key, text, await guards.injection.score(text, every_layer=False))
         hit = result.score >= guards.injection.threshold
         action = guards.policy.injection.action if hit else "allow"
         return verdict("injection", action, result.findings if hit else (), started=started, score=round(result.score, 4))  # type: ignore[arg-type]
