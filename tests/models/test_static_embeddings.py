@@ -77,6 +77,34 @@ def test_token_ids_put_together_from_remembered_pieces_are_the_tokenizers_own() 
     assert pieces.tokenize(["! " * 600])[0] == static.tokenize(["! " * 600])[0] and len(pieces.tokenize(["! " * 600])[0]) == 512
 
 
+def test_a_word_of_ascii_letters_and_digits_gets_the_tokenizers_wordpiece_ids() -> None:
+    """Such a word is split by WordPiece's greedy longest-match-first rule here, not by a tokenizer call:
+    the same ids on the vocabulary's words (with and without ``##``), words glued together, random runs of
+    every length around the longest a word may be (100 characters; longer is the unknown token), any case."""
+    import json
+    import random
+    import string
+    from itertools import pairwise
+
+    model = StaticEmbeddings()
+    tokenizer = model._load().tokenizer
+    pieces = model._pieces
+    assert pieces is not None
+    vocab = [w for w in json.loads(tokenizer.to_str())["model"]["vocab"] if w.isascii() and w.removeprefix("##").isalnum()]
+    rng = random.Random(5)
+    words = rng.sample(vocab, 3000)
+    glued = [a.removeprefix("##") + b.removeprefix("##") for a, b in pairwise(words[:501])]
+    words += [w.removeprefix("##").upper() for w in words[:1000]] + glued
+    alphabet = string.ascii_letters + string.digits
+    words += ["".join(rng.choice(alphabet) for _ in range(rng.choice([1, 2, 4, 9, 30, 99, 100, 101, 160]))) for _ in range(3000)]
+    unknown = 0
+    for word in words:
+        expected = tuple(tokenizer.encode(word, add_special_tokens=False).ids)
+        assert pieces._piece(word) == expected, word
+        unknown += expected == (model._load().unk_token_id,)
+    assert unknown > 100  # the long runs
+
+
 def test_pool_of_an_integer_table_is_the_row_by_row_mean_and_max_bit_for_bit() -> None:
     """_pool reads the packaged int8 table in one gather and one cast: the same bits as ``rows.mean(axis=0)``
     and ``rows.max(axis=0)`` row by row (what it did before, and what ``encode`` does)."""

@@ -154,5 +154,9 @@ def static_features(embedder: Pooling, text: str) -> np.ndarray:
     embedder's dimension, float32). One tokenisation of three texts: about 0.1 ms for a short prompt."""
     text = text[:MAX_CHARS]
     first, last = text_parts(text)
-    means, maxes = embedder.pooled([text, first, last])
-    return np.concatenate([means[0], means[1], means[2], maxes[0]])
+    # Each distinct text pooled once (a one-sentence prompt's first and last parts are one text), its rows
+    # then read twice: the same values as pooling all three.
+    distinct = list(dict.fromkeys((text, first, last)))
+    means, maxes = embedder.pooled(distinct)
+    at = distinct.index
+    return np.concatenate([means[0], means[at(first)], means[at(last)], maxes[0]])

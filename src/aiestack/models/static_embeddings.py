@@ -33,7 +33,7 @@ import threading
 from array import array
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from itertools import chain
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -160,11 +160,11 @@ class StaticEmbeddings:
 
     def _remember(self, keys: list[tuple[int, ...]], vectors: np.ndarray) -> None:
         """Keep the unit mean vector of each token-id sequence (the oldest forgotten past :data:`MEANS_REMEMBERED`)."""
+        kept = vectors.copy()  # one copy, read-only: its rows are read-only views
+        kept.flags.writeable = False
         with self._means_lock:
             means = self._means
-            for key, vector in zip(keys, vectors, strict=True):
-                row = vector.copy()
-                row.flags.writeable = False
+            for key, row in zip(keys, kept, strict=True):
                 means.pop(key, None)
                 means[key] = row
             while len(means) > MEANS_REMEMBERED:
@@ -231,7 +231,41 @@ class _PieceIds:
         # Added tokens ("[UNK]", "[PAD]") are found in the text before the pre-tokenizer splits it.
         added = tuple(str(token["content"]).lower() for token in config.get("added_tokens") or ())
 
+        # A run of ASCII letters and digits is one word for the BERT pre-tokenizer, lower-cased (or not) by
+        # the normaliser and nothing else: its WordPiece ids are found here, by the model's own greedy
+        # longest-match-first rule over its vocabulary (a tokenizer call costs ~50,000 instructions; a
+        # prompt's new words are mostly such runs: numbers, names). Not when an added token could be in it.
+        wordpiece_model = config.get("model") or {}
+        vocab: dict[str, int] = dict(wordpiece_model.get("vocab") or {}) if self.piecewise else {}
+        unk_id = vocab.get(str(wordpiece_model.get("unk_token", "[UNK]")))
+        here = bool(vocab) and unk_id is not None and all(not token.isalnum() for token in added)
+        unk = unk_id if unk_id is not None else 0
+        lower = bool((config.get("normalizer") or {}).get("lowercase", True))
+        prefix = str(wordpiece_model.get("continuing_subword_prefix", "##"))
+        longest = int(wordpiece_model.get("max_input_chars_per_word", 100))
+
+        def wordpiece(word: str) -> tuple[int, ...]:
+            """WordPiece's ids of one pre-tokenized ASCII word (the tokenizers library's rule)."""
+            if len(word) > longest:
+                return (unk,)
+            out: list[int] = []
+            start, n = 0, len(word)
+            while start < n:
+                end = n
+                while start < end:
+                    found = vocab.get(word[start:end] if start == 0 else prefix + word[start:end])
+                    if found is not None:
+                        break
+                    end -= 1
+                else:
+                    return (unk,)
+                out.append(found)
+                start = end
+            return tuple(out)
+
         def piece(text: str) -> tuple[int, ...]:
+            if here and text.isascii() and text.isalnum():
+                return wordpiece(text.lower() if lower else text)
             return tuple(tokenizer.encode(text, add_special_tokens=False).ids)
 
         def split_piece(text: str) -> tuple[int, ...]:
@@ -326,8 +360,8 @@ def _pool(model: StaticModel, ids: Sequence[Sequence[int]], *, with_max: bool) -
 
 def _pool_integer(model: StaticModel, ids: Sequence[Sequence[int]], out: np.ndarray, top: np.ndarray) -> None:
     """:func:`_pool`'s means (into ``out``) and, when ``top`` has rows, maxima (into ``top``) for an integer
-    table without weights: one gather and one cast for all rows, then a plain float64 sum per row of
-    ids, instead of a gather from a Python list and ``ndarray.mean`` (each a few tens of thousands of
+    table without weights: one gather and one cast for all rows, then a plain float64 sum of each row's
+    run (``np.add.reduceat`` over all rows at once when none is empty), instead of a gather from a Python list and ``ndarray.mean`` (each a few tens of thousands of
     instructions on the request path: the list's conversion, the mean's Python wrapper and its
     buffered int8 → float64 cast). The same bits as ``rows.mean(axis=0)``: that mean sums in float64
     and divides by the count, and a sum of at most ``max_length`` int8 values is an integer float64
@@ -337,6 +371,13 @@ def _pool_integer(model: StaticModel, ids: Sequence[Sequence[int]], out: np.ndar
     flat = np.frombuffer(array("q", chain.from_iterable(ids)), dtype=np.int64)
     rows = model.embedding[model.token_mapping[flat] if model.token_mapping is not None else flat]
     wide = rows.astype(np.float64)
+    lengths = [len(row) for row in ids]
+    if all(lengths):  # every row has tokens: all rows' sums (and maxima) in one call, over their runs of ``flat``
+        starts = np.frombuffer(array("q", accumulate(lengths[:-1], initial=0)), dtype=np.int64)
+        np.divide(np.add.reduceat(wide, starts, axis=0), np.array(lengths, dtype=np.float64)[:, None], out=out, casting="unsafe")
+        if len(top):
+            top[...] = np.maximum.reduceat(rows, starts, axis=0)
+        return
     add, maximum = np.add.reduce, np.maximum.reduce
     end = 0
     for i, row in enumerate(ids):
