@@ -276,3 +276,33 @@ def test_the_remembered_vectors_are_bounded_and_read_only() -> None:
     assert all(not v.flags.writeable for v in model._means.values())
     first = model._encode(["question number 0"])  # forgotten: pooled again, the same vector
     assert np.array_equal(first, StaticEmbeddings()._encode(["question number 0"]))
+
+
+def test_a_pooled_texts_lower_cased_form_is_embedded_without_the_tokenizer_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard pools a prompt's first part; the cache embeds it lower-cased (its normalised question): the ids
+    are the same for printable ASCII without an added token, so the vector is looked up, and equals a fresh
+    embedder's. Other texts (an added token, other scripts, a tab) are tokenized, as before."""
+    from aiestack.cache.keying import normalise_query
+    from aiestack.models import static_embeddings
+
+    model = StaticEmbeddings()
+    texts = ["Write a short note about tea and ships (note 1234)", "How do I RESET my Password", "What is [UNK] here",
+             "Say [PAD] twice", "Où est la gare", "tab\there", "A  B   spaced", "e.g. U.S.A. 3.14"]
+    model.pooled(texts)
+    tokenized: list[list[str]] = []
+    real = static_embeddings._token_ids
+
+    def counting(inner: object, batch: list[str], pieces: object) -> list[list[int]]:
+        tokenized.append(batch)
+        return real(inner, batch, pieces)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(static_embeddings, "_token_ids", counting)
+    for text in texts:
+        for asked in {text.lower(), normalise_query(text)}:
+            tokenized.clear()
+            ours = model._encode([asked])
+            asked_tokenizer = tokenized == [[asked]]
+            assert np.array_equal(ours, StaticEmbeddings()._encode([asked])), asked
+            if asked == text.lower():  # (the normalised question differs for some: tokenized, as any new text)
+                assert asked_tokenizer != (text.isascii() and text.isprintable() and "[" not in text), asked
+    assert model._encode([texts[0].lower()]).tobytes() == StaticEmbeddings()._encode([texts[0].lower()]).tobytes()

@@ -71,6 +71,9 @@ class StaticEmbeddings:
         self._lock = threading.Lock()
         # Token ids -> unit mean vector (read-only), oldest first; worker threads embed long batches.
         self._means: dict[tuple[int, ...], np.ndarray] = {}
+        # The lower-cased form of a text pooled recently -> its token ids, where they are the same (see
+        # _PieceIds.lowered_same): the cache embeds the guard's lower-cased first part without tokenizing it.
+        self._lowered: dict[str, tuple[int, ...]] = {}
         self._means_lock = threading.Lock()
 
     @property
@@ -129,7 +132,7 @@ class StaticEmbeddings:
         both[:n] = means
         both[n:] = maxes
         both = _unit(both)
-        self._remember(keys, both[:n])
+        self._remember(keys, both[:n], distinct)
         if n < len(texts):
             at = {text: i for i, text in enumerate(distinct)}
             rows = [at[text] for text in texts]
@@ -140,6 +143,11 @@ class StaticEmbeddings:
     def _encode(self, texts: list[str]) -> np.ndarray:
         """The unit mean vectors of ``texts``: remembered ones looked up by their token ids, the others pooled."""
         model = self._load()
+        with self._means_lock:  # texts the guard pooled, lower-cased (the cache's questions): no tokenizer
+            seen = [self._lowered.get(text) for text in texts]
+            found = [self._means.get(k) for k in seen if k is not None]
+        if len(found) == len(texts) and all(vector is not None for vector in found):
+            return np.stack(found)  # type: ignore[arg-type]  # every row was found
         ids = _token_ids(model, texts, self._pieces)
         keys = [tuple(row) for row in ids]
         with self._means_lock:
@@ -158,10 +166,14 @@ class StaticEmbeddings:
             out[i] = vector
         return out
 
-    def _remember(self, keys: list[tuple[int, ...]], vectors: np.ndarray) -> None:
-        """Keep the unit mean vector of each token-id sequence (the oldest forgotten past :data:`MEANS_REMEMBERED`)."""
+    def _remember(self, keys: list[tuple[int, ...]], vectors: np.ndarray, texts: Sequence[str] = ()) -> None:
+        """Keep the unit mean vector of each token-id sequence (the oldest forgotten past :data:`MEANS_REMEMBERED`),
+        and the ids of each of ``texts`` (``keys``' texts) under its lower-cased form where that has the same ids."""
         kept = vectors.copy()  # one copy, read-only: its rows are read-only views
         kept.flags.writeable = False
+        pieces = self._pieces
+        lowered = [(text.lower(), key) for text, key in zip(texts, keys, strict=True)
+                   if pieces is not None and pieces.lowered_same(text)] if texts else []
         with self._means_lock:
             means = self._means
             for key, row in zip(keys, kept, strict=True):
@@ -169,6 +181,12 @@ class StaticEmbeddings:
                 means[key] = row
             while len(means) > MEANS_REMEMBERED:
                 del means[next(iter(means))]
+            by_text = self._lowered
+            for text, key in lowered:
+                by_text.pop(text, None)
+                by_text[text] = key
+            while len(by_text) > MEANS_REMEMBERED:
+                del by_text[next(iter(by_text))]
 
     def _load(self) -> StaticModel:
         model = self._model
@@ -280,6 +298,15 @@ class _PieceIds:
         remembered = lru_cache(maxsize=PIECES_REMEMBERED)(split_piece)
         self._piece: Callable[[str], tuple[int, ...]] = piece
         self._remembered = remembered
+        self._added = added
+        self._lowers = self.piecewise and lower
+
+    def lowered_same(self, text: str) -> bool:
+        """Whether ``text.lower()`` has ``text``'s ids: printable ASCII, tokenized piecewise by a normaliser that
+        lower-cases (so each piece's ids are its lower-cased piece's), holding no added token (matched in the
+        text as written, before that normaliser)."""
+        return (self._lowers and text.isascii() and text.isprintable()
+                and not any(token in text.lower() for token in self._added))
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         if not self.piecewise:
