@@ -260,8 +260,8 @@ class _Telemetry:
         await app(scope, receive, send)
 
 
-async def test_a_bug_on_a_hot_route_is_a_500_in_the_openai_shape(tmp_path: Path) -> None:
-    app = make_app(tmp_path)
+async def chat_with_a_bug(app: FastAPI) -> httpx.Response:
+    """A chat request to ``app`` whose stack raises an unexpected exception."""
     async with app.router.lifespan_context(app):
         stack = stack_of(app)
 
@@ -271,7 +271,12 @@ async def test_a_bug_on_a_hot_route_is_a_500_in_the_openai_shape(tmp_path: Path)
         stack.chat = broken
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            r = await client.post(CHAT, json=HELLO)
+            return await client.post(CHAT, json=HELLO)
+
+
+async def test_a_bug_on_a_hot_route_is_a_500_in_the_openai_shape(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    r = await chat_with_a_bug(app)
     assert r.status_code == 500
     error = error_of(r)
     assert error["code"] == "internal_error" and "ZeroDivisionError" in error["message"]
@@ -311,14 +316,5 @@ async def test_an_exception_handler_added_after_create_app_answers_a_bug_on_a_ho
         return PlainTextResponse("mine", status_code=500)
 
     app.add_exception_handler(Exception, mine)
-    async with app.router.lifespan_context(app):
-        stack = stack_of(app)
-
-        async def broken(*args: Any, **kwargs: Any) -> Any:
-            raise ZeroDivisionError("a bug")
-
-        stack.chat = broken
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            r = await client.post(CHAT, json=HELLO)
+    r = await chat_with_a_bug(app)
     assert (r.status_code, r.text) == (500, "mine")
