@@ -93,6 +93,19 @@ def test_chat_then_logs_shows_the_exchange(fake_config: Path) -> None:
     assert code == 0 and "echo" in out and "TTFT" in out
 
 
+def test_logs_piped_keeps_every_column_whole(workdir: Path) -> None:
+    """Not on a terminal (a pipe, a file), tables are drawn wide: rich would cut them to 80 columns."""
+    model = "a-deployment-name-long-enough-to-crowd-an-eighty-column-table"
+    (workdir / "aiestack.toml").write_text(
+        f'default_model = "{model}"\nembedded_model = false\n[models.{model}]\nprovider = "fake"\n', encoding="utf-8"
+    )
+    run("chat", "one two three")
+    code, out, _ = run("logs")
+    assert code == 0 and model in out
+    header = next(line for line in out.splitlines() if "TTFT" in line)
+    assert header.split() == ["time", "exchange", "model", "outcome", "in", "out", "TTFT", "TPOT", "total", "cost", "$"]
+
+
 def test_chat_unknown_model_is_a_clear_error(fake_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["chat", "-m", "ech", "hi"])

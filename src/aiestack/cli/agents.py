@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.table import Table
 
-from aiestack.cli.keys import table_console
+from aiestack.cli.console import table_console
 from aiestack.errors import ConfigError, NotFound
 
 if TYPE_CHECKING:

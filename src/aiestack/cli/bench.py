@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +11,8 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from aiestack.cli.console import table_console
 
 if TYPE_CHECKING:
     from aiestack.loadbench import LevelStats, Report
@@ -89,7 +90,7 @@ def register(app: typer.Typer) -> None:
             synthetic,
         )
 
-        out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)  # a log keeps every column
+        out = table_console(highlight=False)  # a log keeps every column
         levels_c = tuple(int(c) for c in _floats(concurrency, "--concurrency"))
         levels_r = _floats(rate, "--rate")
         if not levels_c and not levels_r and replay is None:

@@ -22,6 +22,8 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from aiestack.cli.console import table_console
+
 
 def register(app: typer.Typer) -> None:
     collections = typer.Typer(help="Collections of the document store (see docs/document-stores.md).", no_args_is_help=True)
@@ -109,7 +111,7 @@ def _register_versions(collections: typer.Typer) -> None:
         for v in found:
             table.add_row("*" if v.current else "", str(v.version), v.collection, v.embedding_model, str(v.documents),
                           str(v.chunks), str(v.lineage.get("dataset", "")))
-        Console(highlight=False).print(table)
+        table_console(highlight=False).print(table)
 
     @collections.command("switch")
     def switch(

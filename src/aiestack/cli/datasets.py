@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from aiestack.cli.keys import table_console
+from aiestack.cli.console import table_console
 from aiestack.cli.usage import parse_time
 from aiestack.errors import ConfigError, NotFound
 from aiestack.stores.datasets import DatasetStore, DatasetVersion

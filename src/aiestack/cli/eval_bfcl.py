@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from aiestack.cli.console import table_console
+
 
 def register(evals: typer.Typer) -> None:
     @evals.command("bfcl")
@@ -108,4 +110,4 @@ def _print(rows: list[dict[str, Any]], model: str) -> None:
         right = sum(r["accuracy"] * r["entries"] for r in rows)
         table.add_row("all (micro)", str(total), f"{right / total:.3f}", str(sum(r["unanswerable"] for r in rows)),
                       str(sum(r["invalid_calls"] for r in rows)), str(sum(r["failed_calls"] for r in rows)), "", f"{sum(r['cost_usd'] for r in rows):.4f}")
-    Console(highlight=False).print(table)
+    table_console(highlight=False).print(table)

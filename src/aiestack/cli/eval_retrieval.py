@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from aiestack.cli.console import table_console
+
 
 def register(evals: typer.Typer) -> None:
     @evals.command("retrieval")
@@ -82,4 +84,4 @@ def register(evals: typer.Typer) -> None:
                 r["mode"], f"{r['ndcg@10']:.4f}", f"{r['recall@10']:.4f}", f"{r['recall@100']:.4f}",
                 f"{r['mrr@10']:.4f}", f"{r['p50_ms']:.2f}",
             )
-        Console(highlight=False).print(table)
+        table_console(highlight=False).print(table)

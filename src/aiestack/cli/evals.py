@@ -13,6 +13,8 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from aiestack.cli.console import table_console
+
 
 def register(app: typer.Typer) -> None:
     evals = typer.Typer(
@@ -136,7 +138,7 @@ def register(app: typer.Typer) -> None:
                 str(r.summary.get("status", "?")),
                 str(r.summary.get("examples", "-")),
             )
-        Console().print(table)
+        table_console().print(table)
 
 
 class _store:

@@ -8,7 +8,7 @@ from enum import StrEnum
 import typer
 from rich.table import Table
 
-from aiestack.cli.keys import table_console
+from aiestack.cli.console import table_console
 
 
 class Method(StrEnum):

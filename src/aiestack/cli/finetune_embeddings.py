@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from aiestack.cli.console import table_console
+
 _METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 
 
@@ -87,7 +89,7 @@ def register(finetune: typer.Typer) -> None:
             before, after = v.metrics.get("before", {}), v.metrics.get("after", {})
             figure = f"{before['hybrid']['ndcg@10']:.4f} → {after['hybrid']['ndcg@10']:.4f}" if "hybrid" in before and "hybrid" in after else ""
             table.add_row(v.id, v.base_model, v.dataset, v.collection, figure)
-        Console(highlight=False).print(table)
+        table_console(highlight=False).print(table)
 
 
 def _weights(text: str) -> tuple[float, ...]:

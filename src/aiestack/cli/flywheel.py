@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aiestack.cli.keys import table_console
+from aiestack.cli.console import table_console
 
 
 class _Borrowed:

@@ -18,6 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from aiestack.cli.console import table_console
+
 if TYPE_CHECKING:
     from aiestack.gateway.keys import KeyService
     from aiestack.stores.base import KeyRecord
@@ -45,12 +47,6 @@ def open_key_service() -> Iterator[KeyService]:
         yield KeyService(store, store)
     finally:
         store.close()
-
-
-def table_console() -> Console:
-    """The terminal's width on a terminal; wide when piped, so that ids are never cut short."""
-    console = Console()
-    return console if console.is_terminal else Console(width=max(console.width, 200))
 
 
 def _when(epoch_s: float | None) -> str:

@@ -7,8 +7,9 @@ import json
 from dataclasses import asdict
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from aiestack.cli.console import table_console
 
 
 def _ms(v: float | None) -> str:
@@ -70,4 +71,4 @@ def register(app: typer.Typer) -> None:
                 _ms(r.total_ms),
                 cost,
             )
-        Console().print(table)
+        table_console().print(table)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from aiestack.cli.console import table_console
 
 
 def register(app: typer.Typer) -> None:
@@ -48,6 +49,6 @@ def register(app: typer.Typer) -> None:
                 )
                 unreachable += not health.ok
             table.add_row(name, provider, upstream, "*" if default else "", state, detail)
-        Console().print(table)
+        table_console().print(table)
         if unreachable:
             raise typer.Exit(1)

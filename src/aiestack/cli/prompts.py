@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from aiestack.cli.keys import table_console
+from aiestack.cli.console import table_console
 
 if TYPE_CHECKING:
     from aiestack.prompts.registry import PromptRegistry
