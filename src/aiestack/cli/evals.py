@@ -339,7 +339,7 @@ def _report(
         baseline = next((r for r in earlier if r.summary.get("status") == "finished"), None)
     info = run.summary.get("metrics", {})
     summaries = summaries_from_run(run.summary)
-    console = Console()
+    console = table_console()
     console.print(leaderboard(summaries, info, f"{run.suite} — run {run.id}"))
     prompts = run.summary.get("prompts") or {}
     if prompts:  # the registry version each system ran with

@@ -157,7 +157,7 @@ def report_json(report: Any) -> dict[str, Any]:
 
 
 def _print(report: Any) -> None:
-    out = Console(highlight=False)
+    out = table_console(highlight=False)
     table = Table(title=f"{report.collection.name}: retrieval on {report.eval_queries} questions ({report.eval_source})")
     table.add_column("mode")
     for metric in _METRICS:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from aiestack.cli.console import table_console
 from aiestack.context.chunking import DEFAULT_OVERLAP, DEFAULT_SIZE
 
 if TYPE_CHECKING:
@@ -161,7 +162,7 @@ def _check_sizes(size: int, overlap: int, chunker: str) -> None:
 
 
 def _print(report: IngestReport) -> None:
-    out = Console()
+    out = table_console()
     table = Table(title=f"ingested into '{report.collection}'", show_edge=False)
     for col in ("added", "updated", "unchanged", "pruned", "failed", "chunks", "seconds"):
         table.add_column(col, justify="right")

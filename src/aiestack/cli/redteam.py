@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from aiestack.cli.console import table_console
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -69,7 +71,7 @@ def _print(report: object) -> None:
     from aiestack.redteam import RedteamReport
 
     assert isinstance(report, RedteamReport)
-    out = Console()
+    out = table_console()
     judged = any(f.judged_succeeded is not None for f in report.families)
     table = Table(title=f"red team of '{report.route}'", show_edge=False)
     for column in ("family", "attempts", "blocked", "succeeded", "resisted", "errors", "ASR"):

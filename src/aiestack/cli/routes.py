@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from aiestack.cli.console import table_console
 
 
 def register(app: typer.Typer) -> None:
@@ -54,7 +55,7 @@ def register(app: typer.Typer) -> None:
         table.add_column("threshold", justify="right")
         for route, threshold in result.thresholds.items():
             table.add_row(route, f"{threshold:.2f}")
-        console = Console()
+        console = table_console()
         console.print(table)
         typer.echo(
             f"accuracy on {result.examples} utterances: {result.before:.3f} with the current thresholds "

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from aiestack.cli.console import table_console
 from aiestack.errors import InvalidRequest
 
 
@@ -68,7 +69,7 @@ def register(app: typer.Typer) -> None:
             for hit in hits:
                 print(json.dumps(hit, ensure_ascii=False))
             return
-        out = Console(highlight=False, soft_wrap=False)
+        out = table_console(highlight=False, soft_wrap=False)
         if not hits:
             out.print(f"[yellow]No hits in '{escape(collection)}' for that query.[/]")
             return
