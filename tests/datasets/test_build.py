@@ -247,3 +247,17 @@ def test_rated_rag_exchanges_keep_the_passages_their_answers_cite_as_sources() -
         ("How do I reset it?", "doc_2", "ch_2"), ("How do I reset it?", "doc_3", "ch_3")]
     every = from_exchanges(store, ExchangeSelection())
     assert [bool(r.data.get("sources")) for r in every.rows] == [True, False, False]
+
+
+def test_diff_names_the_copy_curation_removed(store: MemoryExchangeStore, tmp_path: Path) -> None:
+    """Two copies of one row have one id: the diff names the copy that is gone (line 3, the
+    duplicate exact dedup removed), not the first one, which the curated version still holds."""
+    from aiestack.datasets.curate import ExactDedup, curate
+
+    rows = [{"question": "Q one?", "answer": "A"}, {"question": "Q two?", "answer": "B"}, {"question": "Q one?", "answer": "A"}]
+    v1, _ = build_dataset(store, "dups", from_file(_write(tmp_path / "d.jsonl", rows)))
+    v2, _, _ = curate(store, v1, [ExactDedup()])
+    change = diff_versions(store, v1, v2)
+    assert [r.lineage["line"] for r in change.removed] == [3] and change.added == () and change.unchanged == 2
+    back = diff_versions(store, v2, v1)
+    assert [r.lineage["line"] for r in back.added] == [3] and back.removed == ()

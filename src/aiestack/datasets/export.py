@@ -118,16 +118,38 @@ def diff_versions(store: DatasetStore, old: DatasetVersion, new: DatasetVersion)
     old_rows = list(iter_rows(store, old))
     new_rows = list(iter_rows(store, new))
     old_ids, new_ids = Counter(r.id for r in old_rows), Counter(r.id for r in new_rows)
-    added = _surplus(new_rows, new_ids - old_ids)
-    removed = _surplus(old_rows, old_ids - new_ids)
+    added = _surplus(new_rows, new_ids - old_ids, new_rows=old_rows)
+    removed = _surplus(old_rows, old_ids - new_ids, new_rows=new_rows)
     return DatasetDiff(old, new, added, removed, sum((old_ids & new_ids).values()))
 
 
-def _surplus(rows: list[DatasetRow], wanted: Mapping[str, int]) -> tuple[DatasetRow, ...]:
+def _surplus(rows: list[DatasetRow], wanted: Mapping[str, int], *, new_rows: list[DatasetRow]) -> tuple[DatasetRow, ...]:
+    """The ``wanted[id]`` copies of each id in ``rows`` that have no counterpart in ``new_rows``.
+
+    Copies of one row (same content, so same id) differ by lineage: a copy whose lineage the other
+    version still holds is the one kept (curation keeps the first occurrence, line 1, and drops the
+    duplicate on line 13: the diff names line 13). Without a lineage match, the last copies go.
+    """
+    counterparts = Counter((r.id, _lineage_key(r)) for r in new_rows if r.id in wanted)
+    unmatched: list[int] = []
+    matched: list[int] = []
+    for i, row in enumerate(rows):
+        if row.id not in wanted:
+            continue
+        key = (row.id, _lineage_key(row))
+        if counterparts[key] > 0:
+            counterparts[key] -= 1
+            matched.append(i)
+        else:
+            unmatched.append(i)
     left = dict(wanted)
-    out = []
-    for row in rows:
-        if left.get(row.id, 0) > 0:
-            left[row.id] -= 1
-            out.append(row)
-    return tuple(out)
+    chosen: list[int] = []
+    for i in [*unmatched, *reversed(matched)]:
+        if left[rows[i].id] > 0:
+            left[rows[i].id] -= 1
+            chosen.append(i)
+    return tuple(rows[i] for i in sorted(chosen))
+
+
+def _lineage_key(row: DatasetRow) -> str:
+    return json.dumps(row.lineage, sort_keys=True, default=str)
