@@ -66,3 +66,23 @@ def test_a_bad_file_says_which_field(flywheel_file: Path) -> None:
     with pytest.raises(SystemExit) as info:
         main(["flywheel", "run", str(flywheel_file)])
     assert info.value.code == 2
+
+
+def test_runs_prints_the_detail_as_written(fake_config: Path) -> None:
+    """A DICL promotion's detail names the TOML table ``[routes.triage.dicl]``: the table shows it
+    (rich took it for a style tag and printed ``promoted:  dataset = ...``)."""
+    import time
+
+    from aiestack.cli.flywheel import _open_store
+    from aiestack.stores.flywheel import FlywheelRun
+
+    detail = "promoted: [routes.triage.dicl] dataset = triage-seed@2 in aiestack.toml"
+    store = _open_store()
+    try:
+        now = time.time()
+        store.put_flywheel_run(FlywheelRun("fw_1", "triage", "finished", now, now, outcome="promoted", detail=detail))
+    finally:
+        store.close()
+    listed = run("flywheel", "runs")
+    assert listed.exit_code == 0, listed.output
+    assert detail in listed.stdout

@@ -16,6 +16,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from aiestack.cli.console import table_console
@@ -142,7 +143,7 @@ def register(app: typer.Typer) -> None:
         for column in ("flywheel", "started", "status", "outcome", "detail"):
             table.add_column(column, overflow="fold")
         for r in found:
-            table.add_row(r.run_id, r.name, _when(r.created_at), r.status, r.outcome or "-", r.detail)
+            table.add_row(r.run_id, r.name, _when(r.created_at), r.status, r.outcome or "-", escape(r.detail))
         table_console().print(table)
 
     @flywheel.command("show")
