@@ -90,3 +90,21 @@ async def test_an_agent_gets_the_patterns_its_table_turns_on(tmp_path: Path) -> 
         assert not make_agent(stack, "plain").patterns.active
     finally:
         await stack.aclose()
+
+
+def test_the_docs_agent_tables_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every [agents.NAME] example of docs/agents.md passes the checks the stack makes at build
+    (the helper example once named an approval tool it did not have). The MCP servers' programs
+    and folders are the reader's, so those two checks are left out here."""
+    import re
+    import tomllib
+
+    import aiestack.agents.mcp_agents as mcp_agents
+
+    monkeypatch.setattr(mcp_agents, "_check_command", lambda where, command, cwd: None)
+    monkeypatch.setattr(mcp_agents.os.path, "isdir", lambda path: True)
+    doc = (Path(__file__).parents[2] / "docs" / "agents.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```toml\n(.*?)```", doc, flags=re.S) if "[agents." in b]
+    assert len(blocks) >= 3
+    for block in blocks:
+        agent_specs(tomllib.loads(block)["agents"], known_models=frozenset({"gpt-4o-mini"}))
