@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from aiestack.types import Usage
 
 
 class AiestackError(Exception):
@@ -173,6 +176,21 @@ class GuardrailBlocked(AiestackError):
     error_type = "invalid_request_error"
     code = "guardrail_blocked"
 
-    def __init__(self, guard: str, reason: str) -> None:
+    def __init__(self, guard: str, reason: str, *, usage: Usage | None = None, cost_usd: float | None = None) -> None:
         self.guard = guard
+        #: What the answers the guard rejected used (an output guard blocks after the model ran):
+        #: they are recorded, billed and counted like any answer's. None for an input block.
+        self.usage = usage
+        self.cost_usd = cost_usd
         super().__init__(f"Request blocked by guardrail '{guard}': {reason}.")
+
+
+def spent(completion: Any, error: BaseException | None) -> tuple[Usage | None, float | None]:
+    """What a call used: for an answer an output guard blocked, what the rejected answers used (a
+    blocked stream's partial completion holds none of it); else its completion's usage and cost;
+    ``(None, None)`` when nothing is known."""
+    if isinstance(error, GuardrailBlocked) and error.usage is not None:
+        return error.usage, error.cost_usd
+    if completion is not None:
+        return completion.usage, completion.cost_usd
+    return None, None

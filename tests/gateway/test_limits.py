@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import threading
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -30,7 +31,7 @@ from aiestack.stores.kv import WindowResult
 from aiestack.stores.kv_memory import MemoryKV
 from aiestack.streams import collect
 from aiestack.testing.conformance import minimal_exchange
-from aiestack.types import ChatRequest, Completion, Exchange, Message, Params, Tool, Usage
+from aiestack.types import ChatRequest, Completion, Delta, Exchange, Message, Params, Tool, Usage
 
 pytestmark = pytest.mark.unit
 
@@ -397,3 +398,38 @@ async def test_a_failed_reconcile_never_breaks_the_answer(caplog: pytest.LogCapt
     result = await pipeline(Exchange(request=request, key_id=key.id))
     assert result.outcome == "ok" and result.completion is not None and result.completion.text == "fine"
     assert "Could not reconcile" in caplog.text
+
+
+async def test_an_answer_an_output_guard_blocked_is_billed() -> None:
+    """The model ran: what the rejected answer used counts against the key's tokens and budget
+    (it was settled as nothing, so a key whose answers were blocked used the model for free)."""
+    from aiestack.errors import GuardrailBlocked
+    from aiestack.guardrails.input import blocked
+
+    store = MemoryExchangeStore()
+    key, _ = KeyService(store, store).create(tenant="t", tpm=1000, budget_day_usd=1.0)
+    kv = MemoryKV()
+    limits = Limits(store, kv, store, clock=Clock())
+    request = ChatRequest(model="m", messages=(Message(role="user", content="q"),), params=Params(max_tokens=10))
+
+    async def blocked_answer(ex: Exchange) -> Exchange:
+        return blocked(ex, [], "json_schema", "the answer failed the json_schema check", usage=Usage(6, 10), cost_usd=0.25)
+
+    await limits(Exchange(request=request, key_id=key.id), blocked_answer)
+    assert await kv.get(f"tpm:{key.id}:{int(NOW // 60)}") == 16
+    assert await kv.get(f"spend:day:{key.id}:2025-06-15") == 250_000
+
+    async def blocked_stream(ex: Exchange) -> Exchange:
+        async def deltas() -> AsyncIterator[Delta]:
+            raise GuardrailBlocked("json_schema", "cut off", usage=Usage(6, 10), cost_usd=0.25)
+            yield  # pragma: no cover
+
+        completion = Completion(message=Message(role="assistant", content=""), model="m", provider="fake", stream=deltas())
+        return dataclasses.replace(ex, completion=completion)
+
+    ex = await limits(Exchange(request=request, key_id=key.id), blocked_stream)
+    assert ex.completion is not None
+    with pytest.raises(GuardrailBlocked):
+        await collect(ex.completion)
+    assert await kv.get(f"tpm:{key.id}:{int(NOW // 60)}") == 32
+    assert await kv.get(f"spend:day:{key.id}:2025-06-15") == 500_000

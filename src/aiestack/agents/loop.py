@@ -54,7 +54,7 @@ from aiestack.agents.events import (
 )
 from aiestack.agents.patterns import AGENT_PURPOSE, Patterns, PatternState
 from aiestack.agents.tools import DEFAULT_MAX_THREADS, AgentTool, ToolContext, Toolset, ToolThreads
-from aiestack.errors import AiestackError, BudgetExceeded, GuardrailBlocked
+from aiestack.errors import AiestackError, BudgetExceeded, GuardrailBlocked, spent
 from aiestack.tracing import (
     AGENT_RUN_ID,
     AGENT_STEP,
@@ -69,7 +69,7 @@ from aiestack.tracing import (
     OPERATION_INVOKE_AGENT,
     Tracing,
 )
-from aiestack.types import ChatRequest, Exchange, Message, Params, ToolCall, new_id
+from aiestack.types import ChatRequest, Exchange, Message, Params, ToolCall, Usage, new_id
 
 if TYPE_CHECKING:
     from aiestack.agents.longterm import LongTermMemory
@@ -475,6 +475,7 @@ class Agent:
         if isinstance(exc, BudgetExceeded):
             return self._stop(run, "budget", str(exc))
         if isinstance(exc, GuardrailBlocked):  # an output guard stopped a streamed answer
+            _count_spent(run, exc)
             return self._stop(run, "blocked", str(exc))
         if isinstance(exc, AiestackError):
             return self._stop(run, "model_error", str(exc))
@@ -549,11 +550,15 @@ class Agent:
                     if ex.error is not None
                     else f"the exchange ended {ex.outcome} without an answer"
                 )
+                usage, cost = _count_spent(run, ex.error)
                 yield ModelCall(
                     run.id,
                     run.step,
                     ex.id,
                     self.model,
+                    input_tokens=usage.input_tokens if usage is not None else 0,
+                    output_tokens=usage.output_tokens if usage is not None else 0,
+                    cost_usd=cost or 0.0,
                     outcome=ex.outcome,
                     duration_ms=duration_ms,
                     guards=guards,
@@ -765,3 +770,14 @@ def _earlier_turns(history: Sequence[Message]) -> list[Message]:
         elif message.role == "assistant" and message.text:
             turns.append(Message("assistant", message.text))
     return turns
+
+
+def _count_spent(run: _Run, error: BaseException | None) -> tuple[Usage | None, float | None]:
+    """Add to the run what a call without an answer used (an answer an output guard blocked: the
+    model ran), and return it."""
+    usage, cost = spent(None, error)
+    if usage is not None:
+        run.input_tokens += usage.input_tokens
+        run.output_tokens += usage.output_tokens
+        run.cost_usd += cost or 0.0
+    return usage, cost

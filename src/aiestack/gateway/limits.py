@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from aiestack.errors import AuthError, BudgetExceeded, InvalidRequest, RateLimited, StoreError
+from aiestack.errors import AuthError, BudgetExceeded, InvalidRequest, RateLimited, StoreError, spent
 from aiestack.gateway.keys import ModelNotAllowed, TTLCache, display_key
 from aiestack.monitoring import Metrics
 from aiestack.pipeline import Next
@@ -217,17 +217,17 @@ class Limits:
             return await call_next(ex)
         try:
             result = await call_next(ex)
-        except BaseException:
-            await self._settle_chat(grant, None)
+        except BaseException as exc:
+            await self._settle_chat(grant, None, exc)
             raise
         completion = result.completion
         if completion is not None and completion.stream is not None:
 
             async def on_done(final: Completion | None, error: BaseException | None) -> None:
-                await self._settle_chat(grant, final)
+                await self._settle_chat(grant, final, error)
 
             return dataclasses.replace(result, completion=tap(completion, on_done))
-        await self._settle_chat(grant, completion)
+        await self._settle_chat(grant, completion, result.error)
         return result
 
     async def _admit_chat(self, key_id: str, request: ChatRequest, models: Sequence[str], *, calls: int = 1) -> Grant:
@@ -238,12 +238,14 @@ class Limits:
         tokens, cost = tokens * calls, (cost * calls if cost is not None else None)
         return await self.admit(key_id, request.model, tokens, cost_usd=cost, exact_tokens=request.params.max_tokens is not None)
 
-    async def _settle_chat(self, grant: Grant, completion: Completion | None) -> None:
-        if completion is None or completion.cached:
+    async def _settle_chat(self, grant: Grant, completion: Completion | None, error: BaseException | None = None) -> None:
+        """Settle on what the call used: an answer's usage, or what the answers an output guard
+        blocked used (the model ran: its tokens and cost count); nothing for a cached answer."""
+        usage, cost = spent(completion, error)
+        if usage is None or (completion is not None and completion.cached):
             await self.settle(grant, tokens=0, cost_usd=None)
         else:
-            used = completion.usage.input_tokens + completion.usage.output_tokens
-            await self.settle(grant, tokens=used, cost_usd=completion.cost_usd)
+            await self.settle(grant, tokens=usage.input_tokens + usage.output_tokens, cost_usd=cost)
 
     def side_calls(self) -> SideCallLimits:
         """The stage that bills side-calls (:mod:`aiestack.sidecalls`) to the key whose request made them."""

@@ -47,6 +47,7 @@ from aiestack.types import (
     Hit,
     Message,
     ToolCall,
+    Usage,
     Verdict,
     last_user_index,
 )
@@ -60,14 +61,17 @@ WITHHELD_TOOL_RESULT = (
 _PARTIAL_PLACEHOLDER = re.compile(r"<[A-Z0-9_]{0,40}$")
 
 
-def blocked(ex: Exchange, verdicts: Sequence[Verdict], guard: str, reason: str) -> Exchange:
-    """The exchange ended by ``guard``: no completion, ``outcome="blocked"``, a GuardrailBlocked error."""
+def blocked(
+    ex: Exchange, verdicts: Sequence[Verdict], guard: str, reason: str, *, usage: Usage | None = None, cost_usd: float | None = None
+) -> Exchange:
+    """The exchange ended by ``guard``: no completion, ``outcome="blocked"``, a GuardrailBlocked error
+    (carrying ``usage`` and ``cost_usd``, what the answers an output guard rejected used)."""
     return dataclasses.replace(
         ex,
         verdicts=(*ex.verdicts, *verdicts),
         completion=None,
         outcome="blocked",
-        error=GuardrailBlocked(guard, reason),
+        error=GuardrailBlocked(guard, reason, usage=usage, cost_usd=cost_usd),
     )
 
 

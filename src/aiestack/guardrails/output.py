@@ -115,7 +115,7 @@ class OutputGuard:
                 reason += " because it was cut off at max_tokens (a re-ask would be cut off too: raise max_tokens)"
             elif failure.action == "retry":
                 reason += f" after {retried.get(failure.guard, 0)} re-asks"
-            return blocked(result, verdicts, failure.guard, reason)
+            return blocked(result, verdicts, failure.guard, reason, usage=usage, cost_usd=cost)
         verdicts = [_mark_retried(v, retried.get(v.guard, 0)) for v in verdicts]
         self._count(verdicts)
         if text != completion.text:

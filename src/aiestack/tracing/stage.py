@@ -24,7 +24,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import format_trace_id
 
-from aiestack.errors import ProviderError
+from aiestack.errors import ProviderError, spent
 from aiestack.monitoring import Metrics
 from aiestack.offload import run_cpu
 from aiestack.pipeline import Next, failed_exchange
@@ -270,7 +270,7 @@ class Trace:
         if content is not None:
             request["messages"] = content.messages
         ctx = span.get_span_context()
-        usage = completion.usage if completion is not None else None
+        usage, cost_usd = spent(completion, failure)
         timing = completion.timing if completion is not None else None
         return ExchangeRecord(
             id=ex.id,
@@ -292,7 +292,7 @@ class Trace:
             ttft_ms=timing.ttft_ms if timing is not None else None,
             tpot_ms=timing.tpot_ms if timing is not None else None,
             total_ms=duration_ms,
-            cost_usd=completion.cost_usd if completion is not None else None,
+            cost_usd=cost_usd,
             cached=bool(completion is not None and completion.cached) or outcome == "cached",
             trace_id=format_trace_id(ctx.trace_id) if span.is_recording() else None,
             request=request,
