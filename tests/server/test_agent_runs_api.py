@@ -54,7 +54,10 @@ async def test_a_run_waits_and_is_approved_once_on_its_tenants_key(client: tuple
     approved = await http.post(f"{path}/approve", headers=as_acme)
     assert approved.status_code == 200, approved.text
     done = approved.json()
-    assert done["status"] == "finished" and done["answer"] == "[not stored: content tracing is off]"
+    # the caller gets the answer; the store keeps it under the content-tracing rules (off by default)
+    assert done["status"] == "finished" and done["answer"] == "It is 42."
+    stored = (await http.get(path, headers=as_acme)).json()
+    assert stored["answer"] == "[not stored: content tracing is off]" and stored["steps"] == done["steps"]
     assert done["waiting_calls"] == [] and sum(s["type"] == "tool_result" for s in done["steps"]) == 1
     again = await http.post(f"{path}/approve", headers=as_acme)
     assert again.status_code == 409 and "not waiting for approval" in again.text
@@ -68,12 +71,16 @@ async def test_deny_tells_the_model_and_cancel_stops(client: tuple[httpx.AsyncCl
     run = (await http.post("/v1/agents/calc/runs", json={"task": "add"}, headers=ADMIN)).json()
     denied = await http.post(f"/v1/agents/calc/runs/{run['run_id']}/deny", json={"reason": "no maths today"}, headers=ADMIN)
     assert denied.status_code == 200 and denied.json()["status"] == "finished"
+    assert denied.json()["answer"] == "Fine, I will not."
     tool_messages = [m.text for m in model.requests[-1].messages if m.role == "tool"]
     assert tool_messages == ["A person denied this call: no maths today"]
     model.enqueue([Script(tool_calls=[("c2", "calculator", '{"expression": "2 + 2"}')])])
     other = (await http.post("/v1/agents/calc/runs", json={"task": "add"}, headers=ADMIN)).json()
     cancelled = await http.post(f"/v1/agents/calc/runs/{other['run_id']}/cancel", headers=ADMIN)
     assert cancelled.status_code == 200 and cancelled.json()["stop_reason"] == "cancelled"
+    model.enqueue(["No tool needed: 4."])  # a run that needs no approval answers at once
+    direct = (await http.post("/v1/agents/calc/runs", json={"task": "2 + 2?"}, headers=ADMIN)).json()
+    assert direct["status"] == "finished" and direct["answer"] == "No tool needed: 4."
     assert (await http.post("/v1/agents/nope/runs", json={"task": "x"}, headers=ADMIN)).status_code == 404
     assert (await http.post("/v1/agents/calc/runs", json={"task": ""}, headers=ADMIN)).status_code == 400
 

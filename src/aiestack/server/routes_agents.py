@@ -100,12 +100,18 @@ async def _run_of(store: RunStore, name: str, run_id: str, who: Principal) -> Ru
     return record
 
 
-async def _show(store: RunStore, run_id: str) -> Response:
+async def _show(store: RunStore, run_id: str, result: RunResult | None = None) -> Response:
+    """The stored run; with ``result``, the run this request just made go on, whose ``answer`` is the
+    answer itself: the caller gets it, as a chat completion's caller does, while the store keeps it
+    under the content-tracing rules."""
     record = await asyncio.to_thread(store.get_run, run_id)
     steps = await asyncio.to_thread(store.run_steps, run_id)
     assert record is not None
+    body = run_json(record, steps)
+    if result is not None and result.run_id == run_id:
+        body["answer"] = result.answer
     # 202: asked to stop, and the process running it has not stopped it yet
-    return JSONBytesResponse(run_json(record, steps), status_code=202 if record.status == "cancelling" else 200)
+    return JSONBytesResponse(body, status_code=202 if record.status == "cancelling" else 200)
 
 
 @router.post("/{name}/runs", response_model=None, openapi_extra=body_openapi(RunRequest))
@@ -117,7 +123,7 @@ async def start_run(name: str, request: Request) -> Response:
     keeper, store = _keeper(stack)
     agent = await _agent(stack, name)
     result = await keeper.run(agent, body.task, tenant=who.tenant, key_id=who.key_id)
-    return await _show(store, result.run_id)
+    return await _show(store, result.run_id, result)
 
 
 @router.get("/{name}/runs", response_model=None)
@@ -152,10 +158,10 @@ async def _decide(name: str, run_id: str, request: Request, *, approve: bool) ->
     keeper, store = _keeper(stack)
     await _run_of(store, name, run_id, who)
     try:
-        await keeper.decide(await _agent(stack, name), run_id, approve=approve, reason=reason, tenant=_tenant(who))
+        result = await keeper.decide(await _agent(stack, name), run_id, approve=approve, reason=reason, tenant=_tenant(who))
     except RunNotWaiting as exc:
         raise _conflict(str(exc.args[0])) from None
-    return await _show(store, run_id)
+    return await _show(store, run_id, result)
 
 
 class RunConflict(InvalidRequest):
