@@ -124,7 +124,8 @@ def server() -> Iterator[str]:
 def test_a_loopback_server_is_refused_by_default_and_reached_when_allowed(server: str) -> None:
     with pytest.raises(UnsafeURL) as info:
         fetch(f"{server}/doc.md")
-    assert "loopback" in info.value.message and "--allow-private" in (info.value.hint or "")
+    hint = info.value.hint or ""
+    assert "loopback" in info.value.message and "--allow-private" in hint and "URLPolicy(allow_private=True)" in hint  # CLI and Python
     got = fetch(f"{server}/doc.md", URLPolicy(allow_private=True))
     assert got.status == 200 and got.body.startswith(b"# Title")
     assert kind_for_content_type(got.content_type, got.url) == "markdown"

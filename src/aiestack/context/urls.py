@@ -129,8 +129,9 @@ class URLPolicy:
             if problem:
                 raise UnsafeURL(
                     f"Refusing to fetch from {host} ({ip}): {problem}.",
-                    hint="Only public addresses are fetched; pass --allow-private to reach private, loopback "
-                    "or link-local hosts on purpose.",
+                    hint="Only public addresses are fetched. To reach private, loopback or link-local hosts on "
+                    "purpose: `aiestack ingest --allow-private`, or URLPolicy(allow_private=True) in Python "
+                    "(ingest's IngestOptions(urls=...), fetch_url_tool(policy=...)).",
                 )
         return addresses
 
