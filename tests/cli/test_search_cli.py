@@ -7,7 +7,10 @@ end-to-end path with the real stores and models is tests/integration/test_first_
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -108,3 +111,36 @@ def test_eval_retrieval_on_a_tiny_beir_set(store: MemoryDocumentStore) -> None:
     assert code == 0 and "nDCG@10" in out and "bm25" in out and "hybrid" in out
     _, _, _, error = run("eval", "retrieval", "--beir", str(TINY_BEIR), "--split", "dev")
     assert isinstance(error, InvalidRequest) and "dev" in error.message
+
+
+class LazyEmbeddings(BagOfWordsEmbeddings):
+    """Loads its weights (a second) on the first embed unless ``load`` ran first, as the local models do."""
+
+    LOAD_S = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loaded = False
+
+    async def load(self) -> None:
+        if not self.loaded:
+            await asyncio.sleep(self.LOAD_S)
+            self.loaded = True
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        await self.load()
+        return await super().embed(texts)
+
+
+def test_search_and_eval_time_the_search_not_the_model_load(
+    store: MemoryDocumentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(aiestack.build, "build_embeddings", lambda settings, s: LazyEmbeddings())
+    code, out, _, _ = run("search", "cats purr", "-c", "kb", "--mode", "vector", "--local")
+    assert code == 0
+    (ms,) = re.findall(r"· ([\d.]+) ms ·", out)
+    assert float(ms) < LazyEmbeddings.LOAD_S * 1000, out
+    code, out, _, _ = run("eval", "retrieval", "--beir", str(TINY_BEIR), "--mode", "vector", "--split", "train", "--json")
+    assert code == 0
+    (row,) = json.loads(out)
+    assert row["queries"] == 1 and row["p50_ms"] < LazyEmbeddings.LOAD_S * 1000, row

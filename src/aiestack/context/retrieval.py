@@ -134,6 +134,14 @@ class Retriever:
         info = self.store.get_collection(collection)
         return self.embeddings if info is None else self.models(info.embedding_model)
 
+    async def load_model(self, collection: str) -> None:
+        """Load the weights of the model that embeds ``collection``'s queries now, if it loads them lazily,
+        so that the next search's timings are the search's own (a command that times its first query)."""
+        model = self.model_for(self.store.resolve(collection))
+        load = getattr(model, "load", None)
+        if load is not None:
+            await load()
+
     async def embed_query(self, query: str, model: EmbeddingModel | None = None) -> list[float]:
         model = model or self.embeddings
         if model is None:
