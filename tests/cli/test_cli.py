@@ -123,6 +123,18 @@ def test_invalid_config_names_the_key_and_fix(workdir: Path, capsys: pytest.Capt
     assert "store.batch_size" in err and "Fix:" in err
 
 
+def test_a_hint_in_square_brackets_is_printed_whole(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # rich read "[models]" in a hint as markup and dropped it: "name a model configured under  (known: ...)".
+    (workdir / "aiestack.toml").write_text(
+        'embedded_model = false\ndefault_model = "x"\n[models.x]\nprovider = "fake"\n'
+        '[routes.billing]\ndeployments = ["gpt-4o-mini"]\n'
+    )
+    with pytest.raises(SystemExit):
+        main(["chat", "hi"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert "a model configured under [models]" in err and "gpt-4o-mini" in err
+
+
 def test_unknown_provider_is_a_config_error(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (workdir / "aiestack.toml").write_text('embedded_model = false\ndefault_model = "x"\n[models.x]\nprovider = "opnai"\n')
     with pytest.raises(SystemExit):

@@ -83,8 +83,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         build_app()(args=argv, standalone_mode=True)
     except AiestackError as exc:
+        from rich.markup import escape
+
         err = Console(stderr=True, highlight=False)
-        err.print(f"[bold red]error:[/] {exc.message}")
+        # Messages and hints name TOML tables ("[models]"): text, not markup.
+        err.print(f"[bold red]error:[/] {escape(exc.message)}")
         if exc.hint:
-            err.print(f"[yellow]hint:[/] {exc.hint}")
+            err.print(f"[yellow]hint:[/] {escape(exc.hint)}")
         sys.exit(2)
