@@ -18,7 +18,7 @@ from aiestack.models.registry import ModelEntry, ModelRegistry
 pytestmark = pytest.mark.unit
 
 DOCS = Path(__file__).parents[1] / "docs"
-CORE = ("getting-started.md", "rag.md")
+CORE = ("getting-started.md", "rag.md", "guardrails.md")
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 TOML_BLOCK = re.compile(r"^```toml\n(.*?)^```", re.S | re.M)
 
@@ -39,18 +39,22 @@ def test_every_python_sample_is_a_script(name: str) -> None:
             pytest.fail(f"docs/{name}, the sample at line {line}: {exc.msg} (wrap it in async def main() + asyncio.run)")
 
 
-def test_the_cache_configuration_sample_is_a_valid_configuration(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("name", "section", "route"),
+    [("caching.md", "## Configuration", "support"), ("guardrails.md", "## Configuration", "support")],
+)
+def test_a_configuration_sample_is_a_valid_configuration(
+    name: str, section: str, route: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from aiestack.settings import load_settings
 
-    text = (DOCS / "caching.md").read_text(encoding="utf-8")
-    section = text[text.index("## Configuration") :]
-    (tmp_path / "aiestack.toml").write_text(TOML_BLOCK.search(section).group(1), encoding="utf-8")  # type: ignore[union-attr]
+    text = (DOCS / name).read_text(encoding="utf-8")
+    block = TOML_BLOCK.search(text[text.index(section) :])
+    assert block is not None
+    (tmp_path / "aiestack.toml").write_text(block.group(1), encoding="utf-8")
     monkeypatch.setenv("AIESTACK_CONFIG", str(tmp_path / "aiestack.toml"))
     monkeypatch.setenv("AIESTACK_DATA_DIR", str(tmp_path / "data"))
     settings = load_settings()
-    assert settings.cache.ttl_s == 86400
-    # The embedded model's name, as `aiestack serve` would have it: the route's tables must validate.
-    models = ModelRegistry([ModelEntry("gemma-3-270m", FakeModel(), "gemma-3-270m")])
-    assert "support" in build_route_table(settings.routes, models)
+    # The embedded model, and the API model the samples name (configured as providers.md shows).
+    models = ModelRegistry([ModelEntry(m, FakeModel(), m) for m in ("gemma-3-270m", "gpt-4o-mini")])
+    assert route in build_route_table(settings.routes, models)
