@@ -106,3 +106,15 @@ def test_diffs_are_colored_by_kind_of_line() -> None:
     text = colored_diff("--- a\n+++ b\n@@ -1 +1 @@\n-old\n+new\n same\n")
     styles = {text.plain[span.start : span.end].strip(): str(span.style) for span in text.spans}
     assert styles == {"--- a": "bold", "+++ b": "bold", "@@ -1 +1 @@": "cyan", "-old": "red", "+new": "green"}
+
+
+def test_render_gives_today_as_a_request_would(workdir: Path, store: SqlExchangeStore) -> None:
+    # docs/prompts.md's template reads {{ today }}, which every request gets; rendering it must not ask for it.
+    import datetime as dt
+
+    template = workdir / "support.j2"
+    template.write_text("You help with {{ product }}.\nToday is {{ today }}.\n", encoding="utf-8")
+    ok(run("prompts", "push", "support", str(template), "--label", "staging"))
+    rendered = ok(run("prompts", "show", "support@staging", "--render", "product=Acme"))
+    assert rendered == f"You help with Acme.\nToday is {dt.datetime.now(tz=dt.UTC):%Y-%m-%d}.\n"
+    assert ok(run("prompts", "show", "support@staging", "-r", "product=Acme", "-r", "today=Monday")).endswith("Monday.\n")

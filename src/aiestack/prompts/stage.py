@@ -95,7 +95,7 @@ class Prompt:
             "tenant": ex.tenant,
             "route": route,
             "user": ex.request.user,
-            "today": dt.datetime.now(tz=dt.UTC).strftime("%Y-%m-%d"),
+            "today": today(),
         }
         return {**builtins, **ex.request.metadata}
 
@@ -107,6 +107,14 @@ def _with_system(text: str, messages: tuple[Message, ...]) -> tuple[Message, ...
     return (Message(role="system", content=text), *messages)
 
 
+def today() -> str:
+    """The ``today`` a template sees: the UTC date, ``YYYY-MM-DD``."""
+    return dt.datetime.now(tz=dt.UTC).strftime("%Y-%m-%d")
+
+
 def render_version(version: PromptVersion, variables: Mapping[str, Any]) -> str:
-    """Render one version outside a request (the CLI's ``prompts show --render``, the playground)."""
-    return Renderer().render(version, variables)
+    """Render one version outside a request (the CLI's ``prompts show --render``, the playground).
+
+    ``today`` is there as at request time (the given variables win); ``tenant``, ``route`` and
+    ``user`` belong to a request, so they must be given."""
+    return Renderer().render(version, {"today": today(), **variables})
