@@ -43,7 +43,7 @@ def test_push_list_show_label_and_diff(workdir: Path, store: SqlExchangeStore) -
     assert ok(run("prompts", "push", "support", str(v1), "--label", "production", "-m", "first")).strip() == (
         "support@1 pushed [production]; variables: product"
     )
-    assert "unchanged" in ok(run("prompts", "push", "support", str(v1)))
+    assert ok(run("prompts", "push", "support", str(v1))).strip() == "unchanged, still support@1; variables: product"
     assert "support@2 pushed [staging]; variables: customer, product" in ok(
         run("prompts", "push", "support", "-", "--label", "staging", input=v2.read_text())
     )

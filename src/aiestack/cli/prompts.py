@@ -96,9 +96,10 @@ def register(app: typer.Typer) -> None:
             version, created = registry.push(name, template, variables=variable, message=message)
             for each in label:
                 registry.set_label(name, each, version.version)
-        what = "pushed" if created else "unchanged, still"
+        ref = f"{name}@{version.version}"
+        said = f"{ref} pushed" if created else f"unchanged, still {ref}"
         labels = f" [{', '.join(label)}]" if label else ""
-        typer.echo(f"{name}@{version.version} {what}{labels}; variables: {', '.join(version.variables) or 'none'}")
+        typer.echo(f"{said}{labels}; variables: {', '.join(version.variables) or 'none'}")
 
     @prompts.command("import")
     def import_(
@@ -110,8 +111,8 @@ def register(app: typer.Typer) -> None:
         with open_registry() as registry:
             pushed = registry.push_dir(directory, label=label, message=message)
         for version, created in pushed:
-            what = "pushed" if created else "unchanged, still"
-            typer.echo(f"{version.name}@{version.version} {what} [{label}]")
+            ref = f"{version.name}@{version.version}"
+            typer.echo(f"{ref} pushed [{label}]" if created else f"unchanged, still {ref} [{label}]")
 
     @prompts.command("list")
     def list_() -> None:
