@@ -57,6 +57,17 @@ def test_run_prints_a_leaderboard_and_writes_an_html_report(suite: Path) -> None
 
 
 @unit
+def test_the_leaderboard_piped_is_drawn_whole(suite: Path) -> None:
+    # Piped (CI logs, `| tee`), rich drew 80 columns: "numeric_…", "20691.4…", system names cut.
+    name = "echo-with-a-rather-long-system-name"
+    text = suite.read_text(encoding="utf-8").replace("{name: echo-b,", "{name: " + name + ",")
+    suite.write_text(text.replace("{name: latency}]", "{name: latency}, {name: cost}, {name: contains}]"), encoding="utf-8")
+    code, out, err = run("eval", "run", str(suite), "--quiet")
+    assert code == 0, err
+    assert name in out and "exact_match" in out and "contains" in out and "…" not in out
+
+
+@unit
 def test_a_re_run_is_answered_from_the_cache_and_compare_finds_the_baseline(suite: Path) -> None:
     assert run("eval", "run", str(suite), "-q")[0] == 0
     code, _, err = run("eval", "run", str(suite), "-q", "--system", "echo")
