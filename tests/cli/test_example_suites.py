@@ -125,3 +125,20 @@ def test_the_agent_suite_runs_from_the_copy_and_stores_its_runs(clone: Path, fak
             assert r.scores["task_success"] == 0.0 and r.scores["invalid_tool_calls"] == 0.0
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("name", [p.relative_to(EXAMPLES).as_posix() for p in _suites(EXAMPLES)])
+def test_each_example_prompt_ends_at_its_cue(clone: Path, name: str) -> None:
+    # A prompt ending "Answer:\n" (a YAML `|` block keeps the newline) is continued by the embedded base
+    # model with the next "Question:", which the suite's stop cuts to nothing: gsm8k scored 0 of 20 on
+    # 20 empty answers. Each example prompt must end where the answer starts.
+    from aiestack.evals.runner import render_messages, suite_templates
+
+    suite = load_suite(clone / name)
+    example = load_examples(suite.dataset, suite.dataset_path)[0]
+    for system in suite.systems:
+        if system.agent is not None:
+            continue
+        user, sys_template = suite_templates(suite, system)
+        prompt = render_messages(user, sys_template, example)[-1].text
+        assert prompt == prompt.rstrip(), f"{name}, system {system.name}: the prompt ends in whitespace"
