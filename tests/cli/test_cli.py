@@ -69,6 +69,17 @@ def test_chat_streams_the_answer_and_prints_statistics(fake_config: Path) -> Non
     assert "echo" in err and "in /" in err and "TTFT" in err and "ex_" in err
 
 
+def test_chat_says_when_the_answer_came_from_the_cache(fake_config: Path) -> None:
+    # A cache hit printed "echo · 0 in / 0 out tokens · 0.00 s · $0.000000 · finish stop": nothing said why.
+    assert run("chat", "-t", "0", "the same question")[0] == 0
+    code, out, err = run("chat", "-t", "0", "the same question")
+    assert code == 0 and out.strip() == "the same question"
+    stats = " ".join(err.split())
+    assert "cached" in stats and "ex_" in stats, stats
+    first = run("chat", "-t", "0", "another question")[2]
+    assert "cached" not in first
+
+
 def test_chat_quiet_prints_only_the_answer(fake_config: Path) -> None:
     code, out, err = run("chat", "-q", "just this")
     assert code == 0 and out.strip() == "just this" and err == ""

@@ -43,6 +43,8 @@ def _load_schema(path: Path) -> dict[str, Any]:
 def _stats(final: Completion, exchange_id: str) -> str:
     t, u = final.timing, final.usage
     parts = [final.model, f"{u.input_tokens} in / {u.output_tokens} out tokens"]
+    if final.cached:  # zero tokens, zero cost and no generation time: say why
+        parts.insert(1, "cached")
     if t.ttft_ms is not None:
         parts.append(f"TTFT {t.ttft_ms:.0f} ms")
     if t.tpot_ms is not None:
