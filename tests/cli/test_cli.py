@@ -80,6 +80,18 @@ def test_chat_says_when_the_answer_came_from_the_cache(fake_config: Path) -> Non
     assert "cached" not in first
 
 
+def test_chat_statistics_stay_on_one_line_when_piped(workdir: Path) -> None:
+    # rich wrapped the line at 80 columns when stderr was not a terminal: "(16 tok/s) · \n18.11 s · ...".
+    name = "echo-model-with-a-name-long-enough-to-push-the-line-past-eighty-columns"
+    (workdir / "aiestack.toml").write_text(
+        f'default_model = "{name}"\nembedded_model = false\n[models.{name}]\nprovider = "fake"\n', encoding="utf-8"
+    )
+    code, _, err = run("chat", "hello")
+    assert code == 0
+    (stats,) = [line for line in err.splitlines() if line.strip()]
+    assert stats.startswith(name) and "ex_" in stats
+
+
 def test_chat_quiet_prints_only_the_answer(fake_config: Path) -> None:
     code, out, err = run("chat", "-q", "just this")
     assert code == 0 and out.strip() == "just this" and err == ""

@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
         request = ChatRequest(
             model=model or settings.default_model, messages=messages, params=params, stream=True
         )
-        out, err = Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False)
+        out, err = Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
 
         async def run() -> Completion:
             async with open_stack(settings) as stack:
