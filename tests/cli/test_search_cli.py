@@ -144,3 +144,13 @@ def test_search_and_eval_time_the_search_not_the_model_load(
     assert code == 0
     (row,) = json.loads(out)
     assert row["queries"] == 1 and row["p50_ms"] < LazyEmbeddings.LOAD_S * 1000, row
+
+
+def test_search_piped_shows_whole_sources(store: MemoryDocumentStore) -> None:
+    # Piped, rich drew 80 columns and cut the source: "/work/wt/walk-core/docs/feed…".
+    source = "/home/someone/projects/handbook/docs/operations/gateway-rate-limits-and-budgets.md"
+    text = "Budgets per key reset every UTC day; rate limits count requests per minute."
+    chunk = Chunk("ch_long", "doc_long", text, 0, {"source": source, "title": "Limits", "start": 0, "end": len(text)})
+    store.put_document("kb", Document("doc_long", text, source, "Limits"), [chunk], [bag_of_words_vector(text)])
+    code, out, _, _ = run("search", "budgets per key", "-c", "kb", "--mode", "bm25", "--local")
+    assert code == 0 and source in out, out
