@@ -7,6 +7,8 @@ A user copies a sample into a file and runs it; a sample that only works typed i
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from aiestack.models.registry import ModelEntry, ModelRegistry
 pytestmark = pytest.mark.unit
 
 DOCS = Path(__file__).parents[1] / "docs"
-CORE = ("getting-started.md", "rag.md", "guardrails.md")
+CORE = ("getting-started.md", "rag.md", "guardrails.md", "prompts.md")
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 TOML_BLOCK = re.compile(r"^```toml\n(.*?)^```", re.S | re.M)
 
@@ -37,6 +39,18 @@ def test_every_python_sample_is_a_script(name: str) -> None:
             compile(code, f"{name}:{line}", "exec")
         except SyntaxError as exc:
             pytest.fail(f"docs/{name}, the sample at line {line}: {exc.msg} (wrap it in async def main() + asyncio.run)")
+        undefined = _undefined_names(code)
+        assert not undefined, f"docs/{name}, the sample at line {line} uses names it never defines: {undefined}"
+
+
+def _undefined_names(code: str) -> list[str]:
+    """The names a script reads without defining or importing them (ruff's F821)."""
+    pytest.importorskip("ruff")
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--select", "F821", "--output-format", "concise", "--stdin-filename", "sample.py", "-"],
+        input=code, capture_output=True, text=True, check=False,
+    )
+    return re.findall(r"Undefined name `(\w+)`", result.stdout)
 
 
 @pytest.mark.parametrize(
