@@ -20,7 +20,7 @@ from aiestack.models.registry import ModelEntry, ModelRegistry
 pytestmark = pytest.mark.unit
 
 DOCS = Path(__file__).parents[1] / "docs"
-CORE = ("getting-started.md", "rag.md", "guardrails.md", "prompts.md")
+CORE = ("getting-started.md", "rag.md", "guardrails.md", "prompts.md", "feedback.md")
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 TOML_BLOCK = re.compile(r"^```toml\n(.*?)^```", re.S | re.M)
 
