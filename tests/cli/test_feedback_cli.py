@@ -34,11 +34,14 @@ def store(workdir: Path) -> Iterator[SqlExchangeStore]:
 def test_import_conversations_twice_stores_each_turn_once(store: SqlExchangeStore) -> None:
     result = run("import-conversations", str(FIXTURES / "chatgpt_conversations.json"), "--tenant", "me")
     assert result.exit_code == 0, result.output
-    assert "Imported 3 exchanges from 2 chatgpt conversations (2025-01-01 to 2025-02-01) as model import:chatgpt, tenant me." in result.stdout
+    assert "Imported 3 new exchanges from 2 chatgpt conversations (2025-01-01 to 2025-02-01) as model import:chatgpt, tenant me." in result.stdout
     assert "1 conversation(s) had no answered turn" in result.stdout
-    assert run("import-conversations", str(FIXTURES / "chatgpt_conversations.json"), "--tenant", "me").exit_code == 0
+    again = run("import-conversations", str(FIXTURES / "chatgpt_conversations.json"), "--tenant", "me")
+    # A second import adds nothing, and says so (it said "Imported 3 exchanges" again).
+    assert again.exit_code == 0 and "Imported 0 new exchanges from 2 chatgpt conversations" in again.stdout
+    assert "3 were imported before and stay as they are." in again.stdout
     result = run("import-conversations", str(FIXTURES / "claude_conversations.json"), "--source", "claude")
-    assert result.exit_code == 0 and "2 exchanges from 1 claude" in result.stdout
+    assert result.exit_code == 0 and "2 new exchanges from 1 claude" in result.stdout
     assert sorted(r.model for r in store.list_exchanges(limit=50)) == ["import:chatgpt"] * 3 + ["import:claude"] * 2
 
 

@@ -121,9 +121,11 @@ def register(app: typer.Typer) -> None:
                 )
         finally:
             asyncio.run(stack.aclose())
+        earlier = stats.exchanges - stats.new
         typer.echo(
-            f"Imported {stats.exchanges} exchanges from {stats.conversations} {stats.source} conversations "
-            f"({_day(stats.first)} to {_day(stats.last)}) as model import:{stats.source}, tenant {tenant}."
+            f"Imported {stats.new} new exchanges from {stats.conversations} {stats.source} conversations "
+            f"({_day(stats.first)} to {_day(stats.last)}) as model import:{stats.source}, tenant {tenant}"
+            + (f"; {earlier} were imported before and stay as they are." if earlier else ".")
         )
         if stats.skipped_conversations:
             typer.echo(f"{stats.skipped_conversations} conversation(s) had no answered turn and were skipped.")

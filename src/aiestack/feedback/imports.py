@@ -46,6 +46,8 @@ IMPORT_MODEL_ATTR = "aiestack.import.model"
 class _Writer(Protocol):
     def write_exchanges(self, records: Sequence[ExchangeRecord]) -> None: ...
 
+    def get_exchange(self, exchange_id: str) -> ExchangeRecord | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class _Turn:
@@ -60,7 +62,8 @@ class _Turn:
 class ImportStats:
     source: str
     conversations: int = 0
-    exchanges: int = 0
+    exchanges: int = 0  #: read from the export
+    new: int = 0  #: of those, not in the store before (the others were imported earlier and stay as they are)
     skipped_conversations: int = 0
     first: float | None = None
     last: float | None = None
@@ -236,6 +239,7 @@ def import_conversations(
     for record in exchanges_from_export(data, source=kind, tenant=tenant, redact=redact):
         conversations.add(str(record.attributes.get(IMPORT_CONVERSATION_ATTR)))
         stats.exchanges += 1
+        stats.new += store.get_exchange(record.id) is None
         stats.first = record.created_at if stats.first is None else min(stats.first, record.created_at)
         stats.last = record.created_at if stats.last is None else max(stats.last, record.created_at)
         pending.append(record)
