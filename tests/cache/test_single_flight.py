@@ -43,9 +43,18 @@ async def burst(
     """Send ``n`` identical requests at once; open the gate once every one has looked the cache up.
 
     Each request reads its streamed answer to the end in its own task, as a server does."""
-    misses: list[str] = []
-    count = kit.stage._count
-    kit.stage._count = lambda route, kind, result: (misses.append(result), count(route, kind, result))  # type: ignore[method-assign]
+    looked_up = 0
+    exact = kit.stage.exact
+    assert exact is not None
+    get = exact.get
+
+    async def counted(key: str, *, tenant: str) -> Any:
+        nonlocal looked_up
+        found = await get(key, tenant=tenant)
+        looked_up += 1
+        return found
+
+    exact.get = counted  # type: ignore[method-assign]
 
     async def one() -> Exchange:
         ex = await kit.ask(QUESTION, stream=stream)
@@ -54,8 +63,8 @@ async def burst(
         return ex
 
     tasks = [asyncio.create_task(one()) for _ in range(n)]
-    # Each request counts its exact miss and, in the same step, leads or joins the flight.
-    while misses.count("miss") < n:
+    # Each request, in the step its exact lookup returns in, leads the flight or joins it.
+    while looked_up < n:
         await asyncio.sleep(0)
     gate.open.set()
     return await asyncio.gather(*tasks, return_exceptions=return_exceptions)
@@ -76,6 +85,14 @@ async def test_a_burst_of_duplicates_makes_one_upstream_call() -> None:
         assert header_value(f) == "hit" and f.outcome == "cached"
         assert f.completion is not None and f.completion.cached and f.completion.cost_usd == 0.0
     assert kit.stage._flights == {}  # nothing left behind
+    # eight requests, eight exact lookups: one miss, seven coalesced (none counted twice)
+    lookups = {
+        result: kit.metrics.registry.get_sample_value(
+            "aiestack_cache_lookups_total", {"route": "none", "kind": "exact", "result": result}
+        )
+        for result in ("miss", "coalesced", "hit")
+    }
+    assert lookups == {"miss": 1, "coalesced": 7, "hit": None}
     # The next identical request is an ordinary exact hit.
     assert header_value(await kit.ask(QUESTION)) == "hit"
 

@@ -157,18 +157,19 @@ class CacheStage:
             read = flag != "refresh"
             if key is not None and self.exact is not None and read:
                 entry = await self.exact.get(key, tenant=ex.tenant)
-                self._count(route, "exact", "hit" if entry is not None else "miss")
                 if entry is not None:
+                    self._count(ex, "exact", "hit")
                     return self._serve(ex, entry, "hit", None)
                 flight = self._flights.get(key)
                 if flight is None:
                     lead = self._flights[key] = asyncio.get_running_loop().create_future()
                 else:
                     shared = await _wait(flight)
-                    if shared is not None:
-                        self._count(route, "exact", "coalesced")
+                    if shared is not None:  # one lookup, counted once: coalesced, not also a miss
+                        self._count(ex, "exact", "coalesced")
                         shared_entry = _entry(key, ex.tenant, route, shared)
                         return self._serve(_with(ex, {CACHE_COALESCED: True}), shared_entry, "hit", None)
+                self._count(ex, "exact", "miss")
             if partition is not None and split is not None and self.semantic is not None:
                 vector = await self.semantic.embed(split[1].text)
                 if read:
@@ -184,13 +185,13 @@ class CacheStage:
                     if found.best is not None:
                         extra[CACHE_SIMILARITY] = round(found.best, 4)
                     if found.hit is not None:
-                        self._count(route, "semantic", "hit")
+                        self._count(ex, "semantic", "hit")
                         extra[CACHE_SIMILARITY] = round(found.hit.similarity, 4)
                         self._land(key, lead, found.hit.entry.answer)
                         return self._serve(
                             _with(ex, extra), found.hit.entry, "semantic-hit", found.hit.similarity
                         )
-                    self._count(route, "semantic", "rejected" if found.rejected else "miss")
+                    self._count(ex, "semantic", "rejected" if found.rejected else "miss")
         except AiestackError as exc:  # e.g. Redis down: answer without the cache
             _log.warning("cache lookup failed, answering without the cache: %s", exc)
             self._land(key, lead, None)
@@ -247,16 +248,16 @@ class CacheStage:
         if entry.answer.exchange_id:
             attributes[CACHE_SOURCE] = entry.answer.exchange_id
         attributes.update({k: v for k, v in entry.answer.origin.items() if k in self._carry})
+        route = _route_of(ex)
         if self._metrics is not None:
-            self._metrics.cache_saved(ex.request.model, entry.kind, saved_usd, saved_tokens)
-        route = ex.route or (ex.plan.route if ex.plan is not None else None)
+            self._metrics.cache_saved(route, entry.kind, saved_usd, saved_tokens)
         return dataclasses.replace(
             _with(ex, attributes), completion=completion, outcome="cached", route=route, hits=entry.answer.hits
         )
 
-    def _count(self, route: str, kind: str, result: str) -> None:
+    def _count(self, ex: Exchange, kind: str, result: str) -> None:
         if self._metrics is not None:
-            self._metrics.cache_lookup(route, kind, result)
+            self._metrics.cache_lookup(_route_of(ex), kind, result)
 
     # ------------------------------------------------------------------ way out
 
@@ -385,6 +386,12 @@ async def _wait(flight: asyncio.Future[CachedAnswer | None]) -> CachedAnswer | N
         return await asyncio.wait_for(asyncio.shield(flight), FLIGHT_WAIT_S)
     except TimeoutError:
         return None
+
+
+def _route_of(ex: Exchange) -> str | None:
+    """The exchange's route as its record and metrics name it (``None`` for a bare model: ``route="none"``
+    in every metric), so that the cache's lookups, hits and savings join on one label."""
+    return ex.route or (ex.plan.route if ex.plan is not None else None)
 
 
 def _entry(key: str, tenant: str, route: str, answer: CachedAnswer) -> Entry:
