@@ -15,6 +15,7 @@ of the index, at the price of a network round trip per lookup.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -41,6 +42,9 @@ class RedisCacheBackend:
         self._prefix = prefix + "cache:"
         self._index = self._prefix + "semantic"
         self._url = url
+        # Writes waiting for the writer, in call order, and the writer writing them (see put_many).
+        self._queued: list[tuple[Sequence[Entry], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def get(self, key: str) -> Entry | None:
         with self._errors():
@@ -51,9 +55,37 @@ class RedisCacheBackend:
         await self.put_many((entry,))
 
     async def put_many(self, entries: Sequence[Entry]) -> None:
-        """One MULTI/EXEC pipeline for all ``entries``: one round trip, applied together."""
+        """One MULTI/EXEC pipeline for all ``entries``: one round trip, applied together.
+
+        Writes are applied in the order they were made: one writer takes every write waiting when it
+        is free into one pipeline, in call order. Pipelines sent at once on the pool's connections
+        would reach Redis in whatever order their connections did, so the earlier of two puts of a
+        key could win."""
         if not entries:
             return
+        done = asyncio.get_running_loop().create_future()
+        self._queued.append((entries, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued())
+        await asyncio.shield(done)  # a cancelled caller's write still happens, in its turn
+
+    async def _write_queued(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, []
+            try:
+                await self._write([entry for entries, _ in batch for entry in entries])
+            except BaseException as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def _write(self, entries: Sequence[Entry]) -> None:
         with self._errors():
             async with self._client.pipeline(transaction=True) as pipe:
                 for entry in entries:
@@ -114,6 +146,9 @@ class RedisCacheBackend:
         return removed
 
     async def aclose(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self._writer  # the writes already made reach Redis first
         await self._client.aclose()
 
     @contextlib.contextmanager

@@ -120,6 +120,15 @@ class CacheBackendConformance:
         first = await cache_backend.get("e:0")
         assert first is not None and first.answer.text == "later"
 
+    async def test_many_puts_of_one_key_made_together_apply_in_the_order_made(self, cache_backend: CacheBackend) -> None:
+        """Order, not luck: writes sent at once on a pool's connections can reach the server in any order."""
+        for round_ in range(10):
+            key = f"e:race{round_}"
+            versions = [dataclasses.replace(cache_entry(key), answer=cached_answer(f"v{i}")) for i in range(16)]
+            await asyncio.gather(*(cache_backend.put(entry) for entry in versions))
+            got = await cache_backend.get(key)
+            assert got is not None and got.answer.text == "v15", (round_, got and got.answer.text)
+
     async def test_put_many_stores_entries_of_both_kinds_in_one_call_the_later_one_of_a_key_winning(
         self, cache_backend: CacheBackend, clock: ManualClock
     ) -> None:
