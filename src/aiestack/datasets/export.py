@@ -118,19 +118,20 @@ def diff_versions(store: DatasetStore, old: DatasetVersion, new: DatasetVersion)
     old_rows = list(iter_rows(store, old))
     new_rows = list(iter_rows(store, new))
     old_ids, new_ids = Counter(r.id for r in old_rows), Counter(r.id for r in new_rows)
-    added = _surplus(new_rows, new_ids - old_ids, new_rows=old_rows)
-    removed = _surplus(old_rows, old_ids - new_ids, new_rows=new_rows)
+    added = _surplus(new_rows, new_ids - old_ids, other=old_rows)
+    removed = _surplus(old_rows, old_ids - new_ids, other=new_rows)
     return DatasetDiff(old, new, added, removed, sum((old_ids & new_ids).values()))
 
 
-def _surplus(rows: list[DatasetRow], wanted: Mapping[str, int], *, new_rows: list[DatasetRow]) -> tuple[DatasetRow, ...]:
-    """The ``wanted[id]`` copies of each id in ``rows`` that have no counterpart in ``new_rows``.
+def _surplus(rows: list[DatasetRow], wanted: Mapping[str, int], *, other: list[DatasetRow]) -> tuple[DatasetRow, ...]:
+    """The ``wanted[id]`` copies of each id in ``rows`` that have no counterpart in ``other`` (the
+    version compared with).
 
     Copies of one row (same content, so same id) differ by lineage: a copy whose lineage the other
     version still holds is the one kept (curation keeps the first occurrence, line 1, and drops the
     duplicate on line 13: the diff names line 13). Without a lineage match, the last copies go.
     """
-    counterparts = Counter((r.id, _lineage_key(r)) for r in new_rows if r.id in wanted)
+    counterparts = Counter((r.id, _lineage_key(r)) for r in other if r.id in wanted)
     unmatched: list[int] = []
     matched: list[int] = []
     for i, row in enumerate(rows):
