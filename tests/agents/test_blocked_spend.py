@@ -38,3 +38,24 @@ async def test_a_blocked_step_counts_its_tokens(tmp_path: Path, streamed: bool) 
     assert (record.input_tokens, record.output_tokens) == (stopped.input_tokens, 4)
     assert record.cost_usd == pytest.approx(stopped.cost_usd)
     await stack.aclose()
+
+
+async def test_a_blocked_planning_call_counts_its_tokens(tmp_path: Path) -> None:
+    """Every reply of the planner failed the json_schema guard, so the pipeline blocked the call:
+    its tokens went into the exchange record but not into the run (the run said 0 tokens, $0)."""
+    from aiestack.agents import PlanMade, Planning
+
+    stack, model, _ = make_stack(tmp_path)
+    model.enqueue(["a plan in words"] * 8)
+    result = await Agent(model="m", stack=stack, tools=[calculator], planning=Planning(max_attempts=1)).run("What is 2 + 3?")
+    assert result.stop_reason == "invalid_plan"
+    (made,) = [e for e in result.events if isinstance(e, PlanMade)]
+    assert made.error is not None and made.exchange_id
+    stack.writer.flush(timeout=10)
+    record = stack.store.get_exchange(made.exchange_id)
+    assert record is not None and record.error_type == "GuardrailBlocked" and record.output_tokens > 0
+    stopped = result.events[-1]
+    assert isinstance(stopped, RunStopped)
+    assert (stopped.input_tokens, stopped.output_tokens) == (record.input_tokens, record.output_tokens)
+    assert stopped.cost_usd == pytest.approx(record.cost_usd)
+    await stack.aclose()

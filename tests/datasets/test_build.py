@@ -261,3 +261,27 @@ def test_diff_names_the_copy_curation_removed(store: MemoryExchangeStore, tmp_pa
     assert [r.lineage["line"] for r in change.removed] == [3] and change.added == () and change.unchanged == 2
     back = diff_versions(store, v2, v1)
     assert [r.lineage["line"] for r in back.added] == [3] and back.removed == ()
+
+
+def test_building_again_what_the_newest_version_was_curated_from_adds_nothing(store: MemoryExchangeStore, tmp_path: Path) -> None:
+    """build → curate → build the same rows → curate: the second round returns @1 and @2 (it made
+    @3 and @4, copies of them); rows that differ still make a new version, and so does building
+    @1's rows again once a later, different build is the newest's origin."""
+    from aiestack.datasets.curate import ExactDedup, curate
+
+    rows = [{"question": "Q one?", "answer": "A"}, {"question": "Q two?", "answer": "B"}, {"question": "Q one?", "answer": "A"}]
+    path = _write(tmp_path / "d.jsonl", rows)
+    v1, _ = build_dataset(store, "loop", from_file(path))
+    v2, _, _ = curate(store, v1, [ExactDedup()])
+    v2b, _, _ = curate(store, v2, [ExactDedup()])  # curating the curated version changes nothing
+    assert v2b == v2
+    again, created = build_dataset(store, "loop", from_file(path))
+    assert (again, created) == (v1, False)
+    curated, created, _ = curate(store, again, [ExactDedup()])
+    assert (curated, created) == (v2, False)
+    assert [v.version for v in store.dataset_versions("loop")] == [1, 2] and resolve(store, "loop") == v2
+    v3, created = build_dataset(store, "loop", from_file(_write(tmp_path / "e.jsonl", rows[:1])))
+    assert created and v3.version == 3
+    curate(store, v3, [ExactDedup()])  # equal to @3: no new version, @3 stays the newest
+    v4, created = build_dataset(store, "loop", from_file(path))
+    assert created and v4.version == 4 and resolve(store, "loop") == v4  # @1's rows again: newest now, as asked

@@ -93,6 +93,20 @@ async def test_a_passing_gate_promotes_exactly_the_declared_change(tmp_path: Pat
     assert record.spec["fingerprint"] == spec.fingerprint()
 
 
+async def test_a_rerun_on_the_same_data_adds_no_dataset_versions(tmp_path: Path, stack: tuple[Stack, Obedient]) -> None:
+    """The build step pushed the raw rows again after the curated version (@3 = @1), and curation
+    then pushed @4 = @2: each re-run added two copies. Now the second run reuses both."""
+    s, model = stack
+    spec = load_flywheel(_files(tmp_path))
+    await Flywheel(_tools(s, model, GOOD)).run(spec)
+    again = await Flywheel(_tools(s, model, GOOD)).run(spec)
+    steps = {step.name: step.outputs for step in s.store.flywheel_steps(again.run_id)}  # type: ignore[attr-defined]
+    assert steps["dataset"]["dataset"] == "shouts@1" and steps["dataset"]["created"] is False
+    assert steps["dataset"]["summary"] == "unchanged: shouts@1, 6 rows"
+    assert steps["curate"]["dataset"] == "shouts@2" and steps["curate"]["parent"] == "shouts@1"
+    assert [v.version for v in s.store.dataset_versions("shouts")] == [1, 2]  # type: ignore[attr-defined]
+
+
 async def test_a_failing_gate_does_not_promote_and_says_why(tmp_path: Path, stack: tuple[Stack, Obedient]) -> None:
     s, model = stack
     spec = load_flywheel(_files(tmp_path, test_upper=False))

@@ -123,6 +123,16 @@ class _Run:
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
 
+    def count_spent(self, error: BaseException | None) -> tuple[Usage | None, float | None]:
+        """Add to the run what a call without an answer used (an answer an output guard blocked: the
+        model ran), and return it."""
+        usage, cost = spent(None, error)
+        if usage is not None:
+            self.input_tokens += usage.input_tokens
+            self.output_tokens += usage.output_tokens
+            self.cost_usd += cost or 0.0
+        return usage, cost
+
 
 class Agent:
     """A model, tools and instructions, with limits; see the module doc.
@@ -475,7 +485,7 @@ class Agent:
         if isinstance(exc, BudgetExceeded):
             return self._stop(run, "budget", str(exc))
         if isinstance(exc, GuardrailBlocked):  # an output guard stopped a streamed answer
-            _count_spent(run, exc)
+            run.count_spent(exc)
             return self._stop(run, "blocked", str(exc))
         if isinstance(exc, AiestackError):
             return self._stop(run, "model_error", str(exc))
@@ -550,7 +560,7 @@ class Agent:
                     if ex.error is not None
                     else f"the exchange ended {ex.outcome} without an answer"
                 )
-                usage, cost = _count_spent(run, ex.error)
+                usage, cost = run.count_spent(ex.error)
                 yield ModelCall(
                     run.id,
                     run.step,
@@ -770,14 +780,3 @@ def _earlier_turns(history: Sequence[Message]) -> list[Message]:
         elif message.role == "assistant" and message.text:
             turns.append(Message("assistant", message.text))
     return turns
-
-
-def _count_spent(run: _Run, error: BaseException | None) -> tuple[Usage | None, float | None]:
-    """Add to the run what a call without an answer used (an answer an output guard blocked: the
-    model ran), and return it."""
-    usage, cost = spent(None, error)
-    if usage is not None:
-        run.input_tokens += usage.input_tokens
-        run.output_tokens += usage.output_tokens
-        run.cost_usd += cost or 0.0
-    return usage, cost

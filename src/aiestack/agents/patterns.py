@@ -97,9 +97,11 @@ async def side_call(
     duration_ms = (time.perf_counter() - started) * 1000
     completion = ex.completion
     if completion is None:
+        usage, cost = run.count_spent(ex.error)  # a blocked answer: the model ran
         why = str(ex.error) if ex.error is not None else f"the exchange ended {ex.outcome} without an answer"
         if schema is not None and any(v.guard == "json_schema" and v.action == "block" for v in ex.verdicts):
-            return SideCall(ex.id, None, duration_ms=duration_ms, error=why)
+            used = (usage.input_tokens, usage.output_tokens) if usage is not None else (0, 0)
+            return SideCall(ex.id, None, *used, cost, duration_ms, error=why)
         return agent._stop(run, "blocked" if ex.outcome == "blocked" else "model_error", f"the {purpose} call: {why}")
     run.input_tokens += completion.usage.input_tokens
     run.output_tokens += completion.usage.output_tokens
