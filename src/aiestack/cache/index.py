@@ -3,12 +3,15 @@
 Most partitions are small (one route, one tenant, one conversation prefix): for them a float32
 matrix product is exact and takes microseconds. Past ``hnsw_from`` vectors the partition moves to
 a usearch HNSW index that stores the vectors as int8: at 100k × 384 its search takes ~0.5 ms on one
-core where float32 took ~1.4 ms (and numpy brute force ~14 ms), and it holds a quarter of the memory.
-Vectors are L2-normalised on the way in, so the score is the cosine similarity in both modes; in HNSW
-mode it is approximate, within :attr:`VectorIndex.error` of the exact cosine (int8 rounding: at most
-0.017 measured on 100k random unit vectors), and callers that compare it with a threshold re-score
-the candidates they keep with the stored float vectors (see ``SemanticCache.lookup``). Building the
-HNSW index of 2,048 vectors takes ~0.2 s: the semantic cache builds it in a worker thread
+core where float16 or float32 took ~0.87 ms (and numpy brute force ~12 ms). Beside it the partition
+keeps a float16 copy of its vectors, which scores the few candidates HNSW returns: so a similarity
+from :meth:`VectorIndex.search` is within :attr:`VectorIndex.error` (float16 rounding: at most
+~0.0005) of the exact cosine in both modes, where the int8 scores were off by up to 0.017, and a
+caller comparing them with a threshold had to read the stored float vectors of most candidates
+(``SemanticCache.lookup`` now reads them only for a candidate within ``error`` of its threshold).
+Memory: int8 graph vectors plus the float16 copy are three quarters of float32's.
+Vectors are L2-normalised on the way in, so the score is the cosine similarity in both modes. Building
+the HNSW index of 2,048 vectors takes ~0.2 s: the semantic cache builds it in a worker thread
 (``move_later``), searching exactly until it is adopted.
 """
 
@@ -21,8 +24,9 @@ from usearch.index import Index
 
 #: Vectors from which a partition switches from brute force to HNSW.
 HNSW_FROM = 2048
-#: The most an HNSW (int8) similarity may differ from the exact cosine, with a margin.
-HNSW_ERROR = 0.03
+#: The most a similarity scored on the float16 copy (HNSW mode) may differ from the exact cosine:
+#: a unit vector's float16 rounding moves a cosine by at most 2**-11 ≈ 0.00049; with a margin.
+HNSW_ERROR = 0.001
 
 
 def normalised(vector: np.ndarray | list[float]) -> np.ndarray:
@@ -42,7 +46,10 @@ def normalised(vector: np.ndarray | list[float]) -> np.ndarray:
 
 
 class VectorIndex:
-    """Labels (ints) to unit vectors; :meth:`search` returns ``(label, cosine)`` best first."""
+    """Labels (ints) to unit vectors; :meth:`search` returns ``(label, cosine)`` best first.
+
+    The vectors are rows of one matrix (float32 while exact, float16 beside the HNSW index); a label's
+    row is in ``_rows``, and a removal moves the last row into the hole."""
 
     def __init__(self, dim: int, *, hnsw_from: int = HNSW_FROM, move_later: bool = False) -> None:
         self.dim = dim
@@ -51,7 +58,6 @@ class VectorIndex:
         self._labels: list[int] = []
         self._rows: dict[int, int] = {}
         self._hnsw: Index | None = None
-        self._count = 0
         # With ``move_later``, growing past ``hnsw_from`` does not move to HNSW inside add(): the owner
         # builds the HNSW index off its thread (:meth:`snapshot`, :func:`build_hnsw`, :meth:`adopt`);
         # building it from 2,048 vectors took ~0.2 s, a stall of every request on the event loop.
@@ -61,7 +67,7 @@ class VectorIndex:
     @property
     def due(self) -> bool:
         """Whether the index has outgrown brute force and waits for :meth:`adopt` (``move_later`` only)."""
-        return self._hnsw is None and self._move_later and self._count >= self._hnsw_from
+        return self._hnsw is None and self._move_later and len(self._labels) >= self._hnsw_from
 
     def snapshot(self) -> tuple[list[int], np.ndarray]:
         """The labels and (copied) vectors to build the HNSW index from; later adds are replayed by :meth:`adopt`."""
@@ -82,13 +88,10 @@ class VectorIndex:
         if again:
             built.add(np.asarray(again, dtype=np.uint64), self._matrix[[self._rows[label] for label in again]])
         self._hnsw = built
-        self._count = len(self._rows)
-        self._matrix = np.zeros((0, self.dim), dtype=np.float32)
-        self._labels = []
-        self._rows = {}
+        self._matrix = self._matrix[: len(self._labels)].astype(np.float16)
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._labels)
 
     @property
     def error(self) -> float:
@@ -96,8 +99,6 @@ class VectorIndex:
         return HNSW_ERROR if self._hnsw is not None else 0.0
 
     def __contains__(self, label: int) -> bool:
-        if self._hnsw is not None:
-            return bool(self._hnsw.contains(label))
         return label in self._rows
 
     def add(self, label: int, vector: np.ndarray | list[float]) -> None:
@@ -106,24 +107,14 @@ class VectorIndex:
             raise ValueError(
                 f"a vector of dimension {v.shape[0]} cannot join an index of dimension {self.dim}"
             )
-        if label in self:
+        if label in self._rows:
             self.remove(label)
         if self._hnsw is not None:
             self._hnsw.add(label, v)
-            self._count += 1
-            return
-        n = len(self._labels)
-        if n == self._matrix.shape[0]:
-            grown = np.zeros((n * 2, self.dim), dtype=np.float32)
-            grown[:n] = self._matrix
-            self._matrix = grown
-        self._matrix[n] = v
-        self._labels.append(label)
-        self._rows[label] = n
-        self._count += 1
+        self._append([label], v[None, :])
         if self._moved_since is not None:
             self._moved_since.add(label)
-        if self._count >= self._hnsw_from and not self._move_later:
+        if self._hnsw is None and len(self._labels) >= self._hnsw_from and not self._move_later:
             self._to_hnsw()
 
     def add_many(self, labels: list[int], vectors: np.ndarray) -> None:
@@ -133,24 +124,33 @@ class VectorIndex:
         raw = np.asarray(vectors, dtype=np.float32).reshape(len(labels), -1)
         norms = np.linalg.norm(raw, axis=1, keepdims=True)
         matrix = (raw / np.where(norms == 0, 1, norms)).astype(np.float32)
-        if self._hnsw is None and self._count + len(labels) >= self._hnsw_from:
+        if self._hnsw is None and len(self._labels) + len(labels) >= self._hnsw_from:
             self._to_hnsw()
-        if self._hnsw is not None:
+        if self._hnsw is not None and not any(label in self._rows for label in labels):
             self._hnsw.add(np.asarray(labels, dtype=np.uint64), matrix)
-            self._count += len(labels)
+            self._append(labels, matrix)
             return
         for label, vector in zip(labels, matrix, strict=True):
             self.add(label, vector)
 
+    def _append(self, labels: list[int], rows: np.ndarray) -> None:
+        """Store ``rows`` (unit vectors) as the vectors of new ``labels``, growing the matrix by doubling."""
+        n, more = len(self._labels), len(labels)
+        if n + more > self._matrix.shape[0]:
+            grown = np.zeros((max(16, 2 * (n + more)), self.dim), dtype=self._matrix.dtype)
+            grown[:n] = self._matrix[:n]
+            self._matrix = grown
+        self._matrix[n : n + more] = rows
+        for offset, label in enumerate(labels):
+            self._rows[label] = n + offset
+        self._labels.extend(labels)
+
     def remove(self, label: int) -> None:
-        if self._hnsw is not None:
-            if self._hnsw.contains(label):
-                self._hnsw.remove(label)
-                self._count -= 1
-            return
         row = self._rows.pop(label, None)
         if row is None:
             return
+        if self._hnsw is not None:
+            self._hnsw.remove(label)
         last = len(self._labels) - 1
         if row != last:  # move the last row into the hole
             moved = self._labels[last]
@@ -158,18 +158,21 @@ class VectorIndex:
             self._labels[row] = moved
             self._rows[moved] = row
         self._labels.pop()
-        self._count -= 1
 
     def search(self, vector: np.ndarray | list[float], k: int = 4) -> list[tuple[int, float]]:
-        if self._count == 0:
+        n = len(self._labels)
+        if n == 0:
             return []
         q = normalised(vector)
-        if self._hnsw is not None:
-            matches = self._hnsw.search(q, min(k, self._count))
-            return [
-                (int(key), 1.0 - float(d)) for key, d in zip(matches.keys, matches.distances, strict=True)
-            ]
-        n = len(self._labels)
+        labels = self._labels
+        if self._hnsw is not None:  # HNSW's candidates, scored on the float16 copy
+            keys = self._hnsw.search(q, min(k, n)).keys.tolist()
+            found = [int(key) for key in keys if key in self._rows]
+            if not found:
+                return []
+            scores = self._matrix[[self._rows[key] for key in found]].astype(np.float32) @ q
+            order = np.argsort(-scores, kind="stable")
+            return list(zip([found[i] for i in order.tolist()], scores[order].tolist(), strict=True))
         scores = self._matrix[:n] @ q
         negated = -scores
         if n <= k:
@@ -177,16 +180,13 @@ class VectorIndex:
         else:
             top = np.argpartition(negated, k)[:k]
             order = top[np.argsort(negated[top])]
-        labels = self._labels
         return list(zip([labels[i] for i in order.tolist()], scores[order].tolist(), strict=True))
 
     def _to_hnsw(self) -> None:
         n = len(self._labels)
         self._hnsw = build_hnsw(self.dim, self._labels, self._matrix[:n])
         self._moved_since = None
-        self._matrix = np.zeros((0, self.dim), dtype=np.float32)
-        self._labels = []
-        self._rows = {}
+        self._matrix = self._matrix[:n].astype(np.float16)
 
 
 def build_hnsw(dim: int, labels: list[int], matrix: np.ndarray) -> Index:

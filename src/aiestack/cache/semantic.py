@@ -162,7 +162,7 @@ class SemanticCache:
                 best = similarity if best is None else max(best, similarity)
                 continue
             entry = None
-            if index.error:  # an approximate similarity: the stored vector gives the exact one
+            if index.error and similarity < limit + index.error:  # too close to call: the stored vector decides
                 entry = await self._get(ref.key)
                 if entry is None or entry.tenant != tenant or entry.partition != partition:
                     self._forget(label)
@@ -181,6 +181,8 @@ class SemanticCache:
                 if entry is None or entry.tenant != tenant or entry.partition != partition:
                     self._forget(label)
                     continue
+                if index.error and entry.vector is not None:  # a hit reports the exact similarity
+                    similarity = float(normalised(entry.vector) @ q)
             return SemanticLookup(SemanticHit(entry, similarity), tuple(rejected), best)
         return SemanticLookup(None, tuple(rejected), best)
 
