@@ -108,6 +108,12 @@ def test_curate_and_contamination_commands(workdir: Path, store: SqlExchangeStor
     assert "bob@example.com" not in exported and "scrubbed_from" in lines[1]["lineage"]
     shown = ok(run("datasets", "show", "clean"))
     assert "derived from raw@1" in shown
+    copies = workdir / "copies.jsonl"
+    copies.write_text("".join(json.dumps(r) + "\n" for r in [rows[0], rows[2], rows[0]]), encoding="utf-8")
+    ok(run("datasets", "build", "copies", "--from", "file", "--path", str(copies)))
+    out = ok(run("datasets", "curate", "copies", "--steps", "exact"))  # one id for both copies: not "X of X"
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("  exact: ")]
+    assert line.endswith("exact duplicate (a later copy of the same row; the first is kept) (1.0)")
     bad = run("datasets", "curate", "raw", "--steps", "exact,shiny")
     assert bad.exit_code == 2 and "unknown step(s) shiny" in bad.output
     assert "needs --against" in run("datasets", "curate", "raw", "--steps", "contamination").output

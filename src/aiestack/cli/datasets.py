@@ -364,7 +364,10 @@ def _print_curation(version: DatasetVersion, pushed: DatasetVersion, created: bo
     table_console().print(table)
     for report in result.reports:
         for removal in report.removed[:show]:
-            other = f" of {removal.duplicate_of[:24]}" if removal.duplicate_of else ""
+            if removal.duplicate_of == removal.row_id:  # two copies of one row share its id
+                other = " (a later copy of the same row; the first is kept)"
+            else:
+                other = f" of {removal.duplicate_of[:24]}" if removal.duplicate_of else ""
             score = f" ({removal.score})" if removal.score is not None else ""
             typer.echo(f"  {report.step}: {removal.row_id[:12]} {removal.reason}{other}{score}")
     verb = "curated" if created else "unchanged:"
