@@ -205,3 +205,29 @@ async def test_the_hnsw_lookup_reads_stored_vectors_only_near_the_threshold() ->
     edge = normalised(0.9003 * target + np.sqrt(1 - 0.9003**2) * other)  # within error of the threshold
     found = await cache.lookup("p", tenant="t", query="q7", vector=edge)
     assert "k7" in reads and found.hit is not None and found.hit.entry.key == "k7"
+
+
+def test_brute_force_scores_every_block_of_a_large_partition() -> None:
+    """Brute force scores in blocks of 256 rows (one product over 512 rows or more lets go of the
+    GIL): 1,000 vectors, a count no block divides, rank exactly as one product over all of them."""
+    data = vectors(1000)
+    unit = data / np.linalg.norm(data, axis=1, keepdims=True)
+    index = VectorIndex(32, hnsw_from=10_000)
+    for label, v in enumerate(data):
+        index.add(label, v)
+    for query in vectors(20, seed=11):
+        q = query / np.linalg.norm(query)
+        want = np.argsort(-(unit @ q))[:5]
+        found = index.search(query, k=5)
+        assert [label for label, _ in found] == want.tolist()
+        assert [s for _, s in found] == pytest.approx((unit @ q)[want].tolist(), abs=1e-6)
+
+
+def test_normalised_is_numpys_own_arithmetic_bit_for_bit() -> None:
+    from aiestack.cache.index import normalised
+
+    rng = np.random.default_rng(12)
+    for scale in (1e-3, 1.0, 1e3):
+        for v in (rng.standard_normal((200, 384)) * scale).astype(np.float32):
+            assert np.array_equal(normalised(v), v / np.linalg.norm(v))
+            assert np.array_equal(normalised(v.tolist()), v / np.linalg.norm(v))
