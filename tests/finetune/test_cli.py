@@ -26,6 +26,8 @@ def test_sft_then_export_then_merge(tiny_gemma3: Path, tmp_path: Path, one_threa
                                  "--rank", "4", "--alpha", "8", "--lr", "1e-3", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "Training on the CPU" in result.output and "step    2  loss" in result.output
+    for noise in ("it/s", "examples/s", "Loading weights", "FutureWarning", "Could not find a config file"):
+        assert noise not in result.output  # library progress bars and warnings (aiestack --verbose shows the bars)
     assert f'path = "{tiny_gemma3}"' in result.output and f'lora = "{(out / "adapter.gguf").resolve()}"' in result.output
     record = json.loads((out / "run.json").read_text())
     assert record["steps"] == 2 and record["lora"]["alpha"] == 8

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from aiestack.errors import ConfigError
+from aiestack.native_output import quiet_native_output
 
 EMBEDDED = ("embedded", "gemma-3-270m", "gemma3-270m")
 
@@ -75,21 +76,22 @@ def load_base(name: str, *, device: str = "cpu", dtype: str = "float32") -> Base
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     gguf = _gguf_of(name)
     model: Any
-    try:
-        if gguf is not None:
-            from transformers import GgufConfig
+    with quiet_native_output():  # the dequantising and "Loading weights" bars (aiestack --verbose shows them)
+        try:
+            if gguf is not None:
+                from transformers import GgufConfig
 
-            kwargs: dict[str, Any] = {"gguf_file": gguf.name, "local_files_only": True}
-            tokenizer = _gguf_tokenizer(gguf)
-            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype=torch_dtype,
-                                                         quantization_config=GgufConfig(dequantize=True), **kwargs)
-            _forget_quantizer(model)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(name, f"cannot load this base model: {exc}",
-                          "name `embedded`, a .gguf file, or a local Hugging Face model folder (nothing is downloaded)") from None
+                kwargs: dict[str, Any] = {"gguf_file": gguf.name, "local_files_only": True}
+                tokenizer = _gguf_tokenizer(gguf)
+                model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype=torch_dtype,
+                                                             quantization_config=GgufConfig(dequantize=True), **kwargs)
+                _forget_quantizer(model)
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
+                model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(name, f"cannot load this base model: {exc}",
+                              "name `embedded`, a .gguf file, or a local Hugging Face model folder (nothing is downloaded)") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device)

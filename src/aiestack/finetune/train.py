@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from aiestack.finetune.data import (
     sft_texts,
 )
 from aiestack.models.llama_prompt import ChatFormat
+from aiestack.native_output import quiet_native_output
 from aiestack.stores.datasets import DatasetStore
 
 Method = Literal["sft", "dpo"]
@@ -125,7 +127,9 @@ def _run(method: Method, data: str | Path | TrainingData, model: str, out: Path,
     train_started = time.perf_counter()
     trainer.train()
     train_s = time.perf_counter() - train_started
-    trainer.model.save_pretrained(str(adapter_dir))
+    with warnings.catch_warnings():  # a GGUF base has no config.json beside it; the vocabulary is the GGUF's own
+        warnings.filterwarnings("ignore", message="Could not find a config file in", category=UserWarning)
+        trainer.model.save_pretrained(str(adapter_dir))
     (adapter_dir / "aiestack.json").write_text(json.dumps({"architecture": base.architecture, "base_model": model,
                                                            "gguf": str(base.gguf) if base.gguf else None}) + "\n", encoding="utf-8")
     tokens = _tokens(base, texts, opts.max_length, clock.steps, opts)
@@ -219,27 +223,39 @@ def _trainer(method: Method, base: BaseModel, texts: list[dict[str, str]], out: 
         "logging_steps": 1, "save_strategy": "no", "report_to": [], "use_cpu": device == "cpu",
         "warmup_steps": opts.warmup_steps, "lr_scheduler_type": "linear", "disable_tqdm": True,
         "bf16": device.startswith("cuda") and _bf16_ok(), "max_length": opts.max_length,
-        "gradient_checkpointing": opts.checkpointing,
+        _checkpointing_arg(): opts.checkpointing,
     }
     dataset = Dataset.from_list(texts)
     args: Any
     trainer: Any
-    if method == "sft":
-        from trl import SFTConfig, SFTTrainer
+    with quiet_native_output():  # the trainers' dataset passes draw a progress bar each (aiestack --verbose shows them)
+        if method == "sft":
+            from trl import SFTConfig, SFTTrainer
 
-        args = SFTConfig(**common, completion_only_loss=True)
-        trainer = SFTTrainer(model=base.model, args=args, train_dataset=dataset, processing_class=base.tokenizer,
-                             peft_config=peft_config, callbacks=[clock.callback()])
-    else:
-        from trl import DPOConfig, DPOTrainer
+            args = SFTConfig(**common, completion_only_loss=True)
+            trainer = SFTTrainer(model=base.model, args=args, train_dataset=dataset, processing_class=base.tokenizer,
+                                 peft_config=peft_config, callbacks=[clock.callback()])
+        else:
+            from trl import DPOConfig, DPOTrainer
 
-        args = DPOConfig(**common, beta=opts.beta)
-        trainer = DPOTrainer(model=base.model, args=args, train_dataset=dataset, processing_class=base.tokenizer,
-                             peft_config=peft_config, callbacks=[clock.callback()])
+            args = DPOConfig(**common, beta=opts.beta)
+            trainer = DPOTrainer(model=base.model, args=args, train_dataset=dataset, processing_class=base.tokenizer,
+                                 peft_config=peft_config, callbacks=[clock.callback()])
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # progress goes through ``progress``; the record keeps every step
     return trainer
+
+
+def _checkpointing_arg() -> str:
+    """``activation_checkpointing`` where transformers has it (5.x warns that ``gradient_checkpointing``,
+    the name before it, goes in v6), else ``gradient_checkpointing``."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def _bf16_ok() -> bool:
