@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -67,6 +68,9 @@ def test_chat_streams_the_answer_and_prints_statistics(fake_config: Path) -> Non
     assert code == 0
     assert out.strip() == "hello from the test"
     assert "echo" in err and "in /" in err and "TTFT" in err and "ex_" in err
+    # The time is the whole request, as `logs` shows it (it was the model's alone), then the model's.
+    found = re.search(r"· (\d+\.\d\d) s \(model (\d+\.\d\d) s\)", " ".join(err.split()))
+    assert found is not None and float(found[1]) >= float(found[2]), err
 
 
 def test_chat_says_when_the_answer_came_from_the_cache(fake_config: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,9 @@ def _load_schema(path: Path) -> dict[str, Any]:
     return schema
 
 
-def _stats(final: Completion, exchange_id: str) -> str:
+def _stats(final: Completion, exchange_id: str, total_s: float) -> str:
+    """The statistics line. ``total_s`` is the whole request as ``logs`` shows it (guards, cache,
+    the model and the stream); the model's own time follows it in brackets."""
     t, u = final.timing, final.usage
     parts = [final.model, f"{u.input_tokens} in / {u.output_tokens} out tokens"]
     if final.cached:  # zero tokens, zero cost and no generation time: say why
@@ -51,7 +54,7 @@ def _stats(final: Completion, exchange_id: str) -> str:
         parts.append(
             f"TPOT {t.tpot_ms:.1f} ms ({1000 / t.tpot_ms:.0f} tok/s)" if t.tpot_ms > 0 else "TPOT 0 ms"
         )
-    parts.append(f"{t.total_ms / 1000:.2f} s")
+    parts.append(f"{total_s:.2f} s" + (f" (model {t.total_ms / 1000:.2f} s)" if not final.cached else ""))
     if final.cost_usd is not None:
         parts.append(f"${final.cost_usd:.6f}")
     parts.append(f"finish {final.finish_reason}")
@@ -116,6 +119,7 @@ def register(app: typer.Typer) -> None:
 
         async def run() -> Completion:
             async with open_stack(settings) as stack:
+                started = time.perf_counter()
                 ex = await stack.chat(request)
                 if ex.completion is None:  # a stage ended the request (e.g. a guardrail blocked it)
                     raise ex.error or AiestackError("The pipeline ended without an answer.")
@@ -126,10 +130,11 @@ def register(app: typer.Typer) -> None:
                     if delta.text:
                         sys.stdout.write(delta.text)
                         sys.stdout.flush()
+                total_s = time.perf_counter() - started
                 sys.stdout.write("\n")
                 final = acc.completion()
                 if not quiet:
-                    err.print(f"[dim]{_stats(final, ex.id)}[/]")
+                    err.print(f"[dim]{_stats(final, ex.id, total_s)}[/]")
                 return final
 
         try:
