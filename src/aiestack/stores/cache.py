@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from aiestack.types import Chunk, Completion, FinishReason, Hit, Message, ToolCall, Usage
+
+if TYPE_CHECKING:
+    import asyncio
 
 Kind = Literal["exact", "semantic"]
 
@@ -124,6 +127,22 @@ class Entry:
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
+
+
+#: A put waiting for a backend's writer: its entries and the future its caller awaits (SQL, Redis).
+QueuedPut = tuple[Sequence[Entry], "asyncio.Future[None]"]
+
+
+def settle(puts: Sequence[QueuedPut], error: BaseException | None = None) -> None:
+    """Tell the callers of ``puts`` how their write ended (``error``: it failed); a put already
+    settled (its caller's future cancelled) is left as it is."""
+    for _, done in puts:
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
 
 
 #: ``known(key, expires_at)``: whether the caller of :meth:`CacheBackend.semantic_since` holds that entry already.

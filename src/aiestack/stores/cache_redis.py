@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from aiestack.errors import StoreError
-from aiestack.stores.cache import CachedAnswer, Entry, Known
+from aiestack.stores.cache import CachedAnswer, Entry, Known, QueuedPut, settle
 
 
 class RedisCacheBackend:
@@ -43,7 +43,7 @@ class RedisCacheBackend:
         self._index = self._prefix + "semantic"
         self._url = url
         # Writes waiting for the writer, in call order, and the writer writing them (see put_many).
-        self._queued: list[tuple[Sequence[Entry], asyncio.Future[None]]] = []
+        self._queued: list[QueuedPut] = []
         self._writer: asyncio.Task[None] | None = None
 
     async def get(self, key: str) -> Entry | None:
@@ -75,15 +75,11 @@ class RedisCacheBackend:
             try:
                 await self._write([entry for entries, _ in batch for entry in entries])
             except BaseException as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
+                settle(batch, exc)
                 if not isinstance(exc, Exception):
                     raise
             else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
+                settle(batch)
 
     async def _write(self, entries: Sequence[Entry]) -> None:
         with self._errors():

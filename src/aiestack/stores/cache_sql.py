@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.pool import StaticPool
 
 from aiestack.errors import StoreError
-from aiestack.stores.cache import CachedAnswer, Entry, Known
+from aiestack.stores.cache import CachedAnswer, Entry, Known, QueuedPut, settle
 from aiestack.stores.sql.engine import (
     create_store_engine,
     parse_url,
@@ -64,7 +64,7 @@ class SqlCacheBackend:
         self._writes = 0
         # Entries waiting for the write in progress (see put_many), the task that will write them, and
         # a future done when no write is in progress (None before the first).
-        self._queued: list[tuple[Sequence[Entry], asyncio.Future[None]]] = []
+        self._queued: list[QueuedPut] = []
         self._flusher: asyncio.Task[None] | None = None
         self._busy: asyncio.Future[None] | None = None
         self._owns_engine = owns_engine
@@ -160,18 +160,14 @@ class SqlCacheBackend:
                 try:
                     await self._commit([entry for entries, _ in batch for entry in entries])
                 except Exception as exc:
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(exc)
+                    settle(batch, exc)
                 except BaseException:  # cancelled (the loop is closing): no put waits for ever
                     for _, done in batch:
                         done.cancel()
                     self._drop_queued()
                     raise
                 else:
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_result(None)
+                    settle(batch)
         finally:
             if not busy.done():
                 busy.set_result(None)
