@@ -207,9 +207,9 @@ async def test_the_hnsw_lookup_reads_stored_vectors_only_near_the_threshold() ->
     assert "k7" in reads and found.hit is not None and found.hit.entry.key == "k7"
 
 
-def test_brute_force_scores_every_block_of_a_large_partition() -> None:
-    """Brute force scores in blocks of 256 rows (one product over 512 rows or more lets go of the
-    GIL): 1,000 vectors, a count no block divides, rank exactly as one product over all of them."""
+def test_brute_force_ranks_a_large_partition_exactly() -> None:
+    """1,000 vectors (the matrix grown several times, by doubling) rank exactly as one NumPy product
+    over all of them, with the same scores."""
     data = vectors(1000)
     unit = data / np.linalg.norm(data, axis=1, keepdims=True)
     index = VectorIndex(32, hnsw_from=10_000)

@@ -24,12 +24,6 @@ from usearch.index import Index
 
 #: Vectors from which a partition switches from brute force to HNSW.
 HNSW_FROM = 2048
-#: Rows scored per matrix product in brute force. NumPy lets go of the GIL for a product of 512 rows
-#: or more (BLAS), and the event loop then waits for it back behind any busy worker thread (the
-#: exchange writer, a guard's model): up to the interpreter's 5 ms switch interval. Measured on 2,000
-#: × 384 with a pure-Python thread running beside it: one product 175 µs alone, 4.9 ms beside it; in
-#: blocks of 256 rows 139 µs alone, 362 µs beside it (its fair share of the GIL).
-_EXACT_BLOCK = 256
 #: The most a similarity scored on the float16 copy (HNSW mode) may differ from the exact cosine:
 #: a unit vector's float16 rounding moves a cosine by at most 2**-11 ≈ 0.00049; with a margin.
 HNSW_ERROR = 0.001
@@ -47,7 +41,9 @@ def normalised(vector: np.ndarray | list[float]) -> np.ndarray:
         v = vector
     else:
         v = np.asarray(vector, dtype=np.float32).reshape(-1)
-    norm = math.sqrt(float(v @ v))  # not v.dot(v): the same float, but dot lets go of the GIL (see _EXACT_BLOCK)
+    # Not v.dot(v): the same float, but dot lets go of the GIL, and the event loop then waits to get
+    # it back behind any busy worker thread (bench/gil_waits.py: 0.8 µs alone, ~130 µs beside one).
+    norm = math.sqrt(float(v @ v))
     return v / norm if norm > 0 else v
 
 
@@ -179,9 +175,7 @@ class VectorIndex:
             scores = self._matrix[[self._rows[key] for key in found]].astype(np.float32) @ q
             order = np.argsort(-scores, kind="stable")
             return list(zip([found[i] for i in order.tolist()], scores[order].tolist(), strict=True))
-        scores = np.empty(n, dtype=np.float32)
-        for start in range(0, n, _EXACT_BLOCK):
-            np.matmul(self._matrix[start : min(n, start + _EXACT_BLOCK)], q, out=scores[start : start + _EXACT_BLOCK])
+        scores = self._matrix[:n] @ q
         negated = -scores
         if n <= k:
             order = np.argsort(negated)
