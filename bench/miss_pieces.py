@@ -5,7 +5,8 @@ The stack is built as ``aiestack serve`` builds it (``build_stack`` on gateway_o
 temperature 0) goes through the pieces a miss runs, in order: the injection guard's score of the new
 text, PII and secrets, the exact key, the semantic partition, the exact read, the cache's embedding,
 the semantic lookup, and storing the answer (index insert, both rows written; waited for). A partition
-of ``--fill`` entries is made first. Per piece: thread CPU µs a prompt (the event loop's; load-dependent).
+of ``--fill`` entries is made first. Per piece: thread CPU µs a prompt (the event loop's; load-dependent),
+and how many stored rows the lookup read a prompt.
 
 ``--callgrind DIR`` counts instructions instead (deterministic): one valgrind run per piece, callgrind
 switched on around that piece only; the switch itself costs a constant (the ``empty`` piece), which
@@ -51,7 +52,7 @@ def _control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
 
 
-async def _run(args: argparse.Namespace) -> dict[str, float]:
+async def _run(args: argparse.Namespace) -> tuple[dict[str, float], float]:
     from threadpoolctl import threadpool_limits
 
     from aiestack.build import build_stack
@@ -74,6 +75,14 @@ async def _run(args: argparse.Namespace) -> dict[str, float]:
     policy = CachePolicy()
     answer = CachedAnswer(text="Hello! This is a friendly note from the mock upstream.", model="m", provider="openai")
     spent: dict[str, float] = {}
+    reads = [0]  # the lookups' reads of stored rows (the candidates they re-score, the hit they serve)
+    get = semantic._get
+
+    async def counted_get(key: str) -> Any:
+        reads[0] += 1
+        return await get(key)
+
+    semantic._get = counted_get
     # the input guard's own call: the heads that do not count are not computed (a checkout before it: every head)
     counted = {"every_layer": False} if "every_layer" in inspect.signature(guards.injection.score).parameters else {}
 
@@ -120,10 +129,11 @@ async def _run(args: argparse.Namespace) -> dict[str, float]:
     for text in texts[: args.fill]:
         await one(text, False)
     await asyncio.sleep(1.2)  # the fill's writes and a sync are done
+    reads[0] = 0
     for text in texts[args.fill :]:
         await one(text, True)
     await stack.aclose()
-    return {k: v / args.prompts * 1e6 for k, v in spent.items()}
+    return {k: v / args.prompts * 1e6 for k, v in spent.items()}, reads[0] / args.prompts
 
 
 def _count(args: argparse.Namespace, piece: str, folder: Path) -> tuple[float, float]:
@@ -162,8 +172,10 @@ def main() -> int:
         return 0
     if args.callgrind is None:
         print(f"load average before: {os.getloadavg()[0]:.1f}")
-        for name, us in uvloop.run(_run(args)).items():
+        spent, reads = uvloop.run(_run(args))
+        for name, us in spent.items():
             print(f"{name:10} {us:8.1f} µs of the event loop's CPU a prompt")
+        print(f"lookup     {reads:8.2f} stored rows read a prompt")
         print(f"load average after: {os.getloadavg()[0]:.1f}")
         return 0
     switch, switch_all = _count(args, "empty", args.callgrind)
